@@ -1,0 +1,1 @@
+// The CUDA backend's host side lands here (handles, arena, graphs).

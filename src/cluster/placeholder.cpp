@@ -1,0 +1,1 @@
+// The cluster layer lands here (MPI world, distribution, gather, signals).
