@@ -1,0 +1,35 @@
+// A job: prompts × images_per_prompt work items, each with its own parameters and seed.
+//
+// Item g = prompt_index * images_per_prompt + k is the item's global index (DESIGN.md §3). Its
+// seed is the one given for it (a JSONL "seed"), else base_seed + g. Its image depends only on the
+// model, these parameters and the seed: never on rank, batch or shard.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sdmpi {
+
+struct GenerationParams {
+  std::string prompt;
+  std::string negative_prompt;
+  uint64_t seed = 0;
+  int steps = 50;
+  float guidance = 7.5f;
+  int width = 512;
+  int height = 512;
+  std::string sampler = "pndm";     // canonical name: pndm ddim euler euler_a dpm++2m lcm
+  std::string schedule = "default";  // default | karras
+  float eta = 0.0f;                  // DDIM eta
+  int clip_skip = 0;                 // 0 = last layer
+};
+
+struct WorkItem {
+  int64_t index = 0;         // global index g
+  int64_t prompt_index = 0;  // line/record of the prompt in the job
+  int64_t sample = 0;        // k in [0, images_per_prompt)
+  GenerationParams params;
+};
+
+}  // namespace sdmpi

@@ -1,0 +1,74 @@
+// Weights by name: where a model's parameters come from, and how a model takes them.
+//
+// A WeightSource answers "which tensors exist and where are their bytes" for one component (UNet,
+// VAE, text encoder) under the diffusers names, whatever the files were: a diffusers folder
+// (one or sharded safetensors, .fp16 variants), a single-file LDM checkpoint whose keys were
+// converted (src/io/checkpoint_keys.cpp, one table), or tensors in memory (tests, make-model).
+// A model asks a WeightLoader for each parameter with the shape its config implies; the loader
+// collects every problem and finish() reports all of them at once, by name: missing tensors,
+// mis-shaped tensors and tensors nobody asked for.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sdmpi/backend.h"
+
+namespace sdmpi {
+
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  virtual std::vector<std::string> names() const = 0;  // sorted
+  virtual bool has(const std::string& name) const = 0;
+  virtual WeightView get(const std::string& name) const = 0;  // throws InputError if absent
+  virtual std::string describe() const = 0;                  // e.g. the file path(s), for messages
+};
+
+// Tensors held in memory (tests, the built-in tiny model).
+class MemoryWeightSource : public WeightSource {
+ public:
+  explicit MemoryWeightSource(std::string description = "memory") : description_(std::move(description)) {}
+  void add(const std::string& name, DType dtype, const Shape& shape, std::vector<uint8_t> bytes);
+  void add_f32(const std::string& name, const Shape& shape, const std::vector<float>& values);
+  std::vector<std::string> names() const override;
+  bool has(const std::string& name) const override;
+  WeightView get(const std::string& name) const override;
+  std::string describe() const override { return description_; }
+
+ private:
+  struct Item {
+    DType dtype;
+    Shape shape;
+    std::vector<uint8_t> bytes;
+  };
+  std::string description_;
+  std::map<std::string, Item> items_;
+};
+
+class WeightLoader {
+ public:
+  // `component` names the part in messages ("unet", "vae", "text_encoder").
+  WeightLoader(const WeightSource& source, Backend& backend, std::string component);
+
+  // The tensor `name` with PyTorch shape `shape` (e.g. conv [out, in, kh, kw]), uploaded for
+  // `kind`. On a problem it records it and returns an undefined tensor; finish() throws.
+  Tensor load(const std::string& name, const Shape& shape, WeightKind kind);
+  // Marks names that the file may carry but the model does not use (e.g. the VAE encoder,
+  // text_model.embeddings.position_ids), so finish() does not call them unexpected.
+  void ignore_prefix(const std::string& prefix);
+  void ignore(const std::string& name);
+  // Throws InputError listing every missing, mis-shaped and unexpected tensor by name.
+  void finish();
+
+ private:
+  const WeightSource& source_;
+  Backend& backend_;
+  std::string component_;
+  std::vector<std::string> requested_, ignored_prefixes_;
+  std::vector<std::string> missing_, misshaped_;
+};
+
+}  // namespace sdmpi
