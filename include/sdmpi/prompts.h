@@ -1,0 +1,50 @@
+// Prompt files and the expansion of a job into work items.
+//
+// Formats:
+//   .txt    one prompt per line (UTF-8; CRLF accepted; blank lines skipped)
+//   .jsonl  one JSON object per line: {"prompt": str (required), "negative_prompt": str,
+//           "seed": int, "steps": int, "guidance": number, "width": int, "height": int,
+//           "sampler": str, "schedule": str, "eta": number, "clip_skip": int}; blank lines skipped.
+// Keys a line does not give take the job's defaults (the command line). A "seed" in a line is the
+// seed of that prompt's first image; image k of the prompt gets seed + k. Without one, item g gets
+// base_seed + g. Errors name the file and line ("prompts.jsonl:7: ...") and never leave a partial
+// job behind.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sdmpi/job.h"
+
+namespace sdmpi {
+
+// One prompt of a job with the parameters it sets; unset fields fall back to the job defaults.
+struct PromptRecord {
+  std::string prompt;
+  std::optional<std::string> negative_prompt;
+  std::optional<uint64_t> seed;
+  std::optional<int> steps, width, height, clip_skip;
+  std::optional<float> guidance, eta;
+  std::optional<std::string> sampler, schedule;
+  std::string origin;  // "prompts.jsonl:7" or "--prompt #2", for messages
+};
+
+// Checks that `text` is valid UTF-8; on failure returns false and sets *bad_offset.
+bool valid_utf8(const std::string& text, size_t* bad_offset = nullptr);
+
+// Reads a .txt or .jsonl prompt file (chosen by extension; anything else is read as .txt).
+std::vector<PromptRecord> read_prompt_file(const std::string& path);
+// Parses JSONL text (for tests and the fuzz target); `origin` names the source in messages.
+std::vector<PromptRecord> parse_prompts_jsonl(const std::string& text, const std::string& origin);
+std::vector<PromptRecord> parse_prompts_txt(const std::string& text, const std::string& origin);
+
+// Validates one item's parameters; throws InputError naming `origin` and the field at fault.
+void validate_params(const GenerationParams& p, const std::string& origin);
+
+// Expands prompts × images_per_prompt into work items in global-index order.
+std::vector<WorkItem> expand_job(const std::vector<PromptRecord>& prompts, int images_per_prompt,
+                                 uint64_t base_seed, const GenerationParams& defaults);
+
+}  // namespace sdmpi

@@ -1,0 +1,238 @@
+// Prompt files (.txt, .jsonl) → prompt records → work items.
+//
+// Every error names the file and line; a job is either read whole or not at all, so nothing is
+// generated from half a file.
+#include "sdmpi/prompts.h"
+
+#include <utf8proc.h>
+
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "sdmpi/error.h"
+
+namespace sdmpi {
+namespace {
+
+std::string read_whole_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError("cannot open prompt file " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw InputError("cannot read prompt file " + path);
+  return ss.str();
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool is_blank(const std::string& line) {
+  for (char c : line)
+    if (c != ' ' && c != '\t' && c != '\r' && c != '\f' && c != '\v') return false;
+  return true;
+}
+
+// Splits text into lines (\n; a trailing \r is dropped) and calls fn(line, line_number).
+template <class Fn>
+void for_each_line(const std::string& text, Fn&& fn) {
+  size_t start = 0;
+  int64_t number = 1;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(start, end - start);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    fn(line, number);
+    start = end + 1;
+    ++number;
+  }
+}
+
+void check_utf8(const std::string& text, const std::string& where) {
+  size_t bad = 0;
+  if (!valid_utf8(text, &bad))
+    throw InputError(where + ": invalid UTF-8 at byte " + std::to_string(bad + 1) + " of the line");
+}
+
+const char* json_type(const nlohmann::json& v) { return v.type_name(); }
+
+template <class T>
+T json_int(const nlohmann::json& v, const std::string& where, const std::string& key, int64_t lo, int64_t hi) {
+  if (!v.is_number_integer())
+    throw InputError(where + ": \"" + key + "\" must be an integer, got " + json_type(v) + " " + v.dump());
+  int64_t x;
+  if (v.is_number_unsigned()) {
+    uint64_t u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(hi)) throw InputError(where + ": \"" + key + "\" = " + v.dump() + " is out of range");
+    x = static_cast<int64_t>(u);
+  } else {
+    x = v.get<int64_t>();
+  }
+  if (x < lo || x > hi)
+    throw InputError(where + ": \"" + key + "\" = " + v.dump() + " is out of range [" + std::to_string(lo) + ", " +
+                     std::to_string(hi) + "]");
+  return static_cast<T>(x);
+}
+
+float json_float(const nlohmann::json& v, const std::string& where, const std::string& key) {
+  if (!v.is_number()) throw InputError(where + ": \"" + key + "\" must be a number, got " + json_type(v) + " " + v.dump());
+  double d = v.get<double>();
+  if (!std::isfinite(d) || std::fabs(d) > 1e6) throw InputError(where + ": \"" + key + "\" = " + v.dump() + " is out of range");
+  return static_cast<float>(d);
+}
+
+std::string json_string(const nlohmann::json& v, const std::string& where, const std::string& key) {
+  if (!v.is_string()) throw InputError(where + ": \"" + key + "\" must be a string, got " + json_type(v) + " " + v.dump());
+  return v.get<std::string>();
+}
+
+}  // namespace
+
+bool valid_utf8(const std::string& text, size_t* bad_offset) {
+  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
+  size_t n = text.size(), i = 0;
+  while (i < n) {
+    utf8proc_int32_t cp;
+    utf8proc_ssize_t len = utf8proc_iterate(p + i, static_cast<utf8proc_ssize_t>(n - i), &cp);
+    if (len <= 0 || cp < 0) {
+      if (bad_offset) *bad_offset = i;
+      return false;
+    }
+    i += static_cast<size_t>(len);
+  }
+  return true;
+}
+
+std::vector<PromptRecord> parse_prompts_txt(const std::string& text, const std::string& origin) {
+  std::vector<PromptRecord> out;
+  for_each_line(text, [&](const std::string& line, int64_t number) {
+    std::string where = origin + ":" + std::to_string(number);
+    check_utf8(line, where);
+    if (is_blank(line)) return;
+    PromptRecord r;
+    r.prompt = line;
+    r.origin = where;
+    out.push_back(std::move(r));
+  });
+  return out;
+}
+
+std::vector<PromptRecord> parse_prompts_jsonl(const std::string& text, const std::string& origin) {
+  std::vector<PromptRecord> out;
+  for_each_line(text, [&](const std::string& line, int64_t number) {
+    std::string where = origin + ":" + std::to_string(number);
+    check_utf8(line, where);
+    if (is_blank(line)) return;
+    nlohmann::json obj;
+    try {
+      obj = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      // e.byte is 1-based within the line.
+      throw InputError(where + ": malformed JSON at column " + std::to_string(e.byte) + " (each line must be one JSON object)");
+    }
+    if (!obj.is_object()) throw InputError(where + ": expected a JSON object, got " + std::string(json_type(obj)));
+    PromptRecord r;
+    r.origin = where;
+    bool has_prompt = false;
+    for (auto it = obj.begin(); it != obj.end(); ++it) {
+      const std::string& key = it.key();
+      const auto& v = it.value();
+      if (key == "prompt") {
+        r.prompt = json_string(v, where, key);
+        has_prompt = true;
+      } else if (key == "negative_prompt") {
+        r.negative_prompt = json_string(v, where, key);
+      } else if (key == "seed") {
+        if (!v.is_number_integer() || (v.is_number_integer() && !v.is_number_unsigned() && v.get<int64_t>() < 0))
+          throw InputError(where + ": \"seed\" must be a non-negative integer, got " + v.dump());
+        r.seed = v.get<uint64_t>();
+      } else if (key == "steps") {
+        r.steps = json_int<int>(v, where, key, 1, 1000);
+      } else if (key == "width") {
+        r.width = json_int<int>(v, where, key, 8, 16384);
+      } else if (key == "height") {
+        r.height = json_int<int>(v, where, key, 8, 16384);
+      } else if (key == "clip_skip") {
+        r.clip_skip = json_int<int>(v, where, key, 0, 64);
+      } else if (key == "guidance") {
+        r.guidance = json_float(v, where, key);
+      } else if (key == "eta") {
+        r.eta = json_float(v, where, key);
+      } else if (key == "sampler") {
+        r.sampler = json_string(v, where, key);
+      } else if (key == "schedule") {
+        r.schedule = json_string(v, where, key);
+      } else {
+        throw InputError(where + ": unknown key \"" + key +
+                         "\" (known: prompt, negative_prompt, seed, steps, guidance, width, height, sampler, "
+                         "schedule, eta, clip_skip)");
+      }
+    }
+    if (!has_prompt) throw InputError(where + ": missing \"prompt\"");
+    out.push_back(std::move(r));
+  });
+  return out;
+}
+
+std::vector<PromptRecord> read_prompt_file(const std::string& path) {
+  std::string text = read_whole_file(path);
+  std::vector<PromptRecord> prompts =
+      ends_with(path, ".jsonl") ? parse_prompts_jsonl(text, path) : parse_prompts_txt(text, path);
+  if (prompts.empty()) throw InputError("prompt file " + path + " holds no prompts");
+  return prompts;
+}
+
+void validate_params(const GenerationParams& p, const std::string& origin) {
+  if (p.width <= 0 || p.width % 8 != 0)
+    throw InputError(origin + ": width " + std::to_string(p.width) + " is not a positive multiple of 8");
+  if (p.height <= 0 || p.height % 8 != 0)
+    throw InputError(origin + ": height " + std::to_string(p.height) + " is not a positive multiple of 8");
+  if (p.steps < 1 || p.steps > 1000)
+    throw InputError(origin + ": steps " + std::to_string(p.steps) + " is outside [1, 1000]");
+  if (!std::isfinite(p.guidance)) throw InputError(origin + ": guidance is not a finite number");
+  if (!std::isfinite(p.eta) || p.eta < 0) throw InputError(origin + ": eta must be a finite number >= 0");
+  if (p.clip_skip < 0) throw InputError(origin + ": clip_skip must be >= 0");
+  size_t bad = 0;
+  if (!valid_utf8(p.prompt, &bad))
+    throw InputError(origin + ": invalid UTF-8 in the prompt at byte " + std::to_string(bad + 1));
+  if (!valid_utf8(p.negative_prompt, &bad))
+    throw InputError(origin + ": invalid UTF-8 in the negative prompt at byte " + std::to_string(bad + 1));
+}
+
+std::vector<WorkItem> expand_job(const std::vector<PromptRecord>& prompts, int images_per_prompt,
+                                 uint64_t base_seed, const GenerationParams& defaults) {
+  if (images_per_prompt < 1) throw InputError("--images-per-prompt must be >= 1");
+  std::vector<WorkItem> items;
+  items.reserve(prompts.size() * static_cast<size_t>(images_per_prompt));
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    const PromptRecord& r = prompts[p];
+    GenerationParams params = defaults;
+    params.prompt = r.prompt;
+    if (r.negative_prompt) params.negative_prompt = *r.negative_prompt;
+    if (r.steps) params.steps = *r.steps;
+    if (r.width) params.width = *r.width;
+    if (r.height) params.height = *r.height;
+    if (r.clip_skip) params.clip_skip = *r.clip_skip;
+    if (r.guidance) params.guidance = *r.guidance;
+    if (r.eta) params.eta = *r.eta;
+    if (r.sampler) params.sampler = *r.sampler;
+    if (r.schedule) params.schedule = *r.schedule;
+    validate_params(params, r.origin);
+    for (int k = 0; k < images_per_prompt; ++k) {
+      WorkItem item;
+      item.prompt_index = static_cast<int64_t>(p);
+      item.sample = k;
+      item.index = static_cast<int64_t>(p) * images_per_prompt + k;
+      item.params = params;
+      item.params.seed = r.seed ? *r.seed + static_cast<uint64_t>(k) : base_seed + static_cast<uint64_t>(item.index);
+      items.push_back(std::move(item));
+    }
+  }
+  return items;
+}
+
+}  // namespace sdmpi
