@@ -1,0 +1,142 @@
+// The cluster layer: MPI world, device binding, work distribution, streaming gather to rank 0,
+// signals and progress. It moves work items and finished uint8 images; it never sees a model.
+//
+// Every rank runs one generation worker thread (the model) and its main thread does all MPI
+// calls (MPI_THREAD_FUNNELED). Rank 0's main thread is the coordinator: it hands out work in the
+// dynamic mode, receives every finished image as soon as it exists and passes it to the
+// ResultSink (PNG files, the HDF5 archive), which flushes, so a crash loses only images in flight.
+#pragma once
+
+#include <atomic>
+#include <exception>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sdmpi/job.h"
+
+namespace sdmpi {
+
+// ---- the MPI world --------------------------------------------------------------------------------
+struct WorldInfo {
+  int rank = 0, size = 1;              // MPI_COMM_WORLD
+  int local_rank = 0, local_size = 1;  // from MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)
+  std::string host;
+  bool mpi = false;                    // built with MPI and initialised
+};
+
+class World {
+ public:
+  // Initialises MPI when built with it (MPI_Init_thread, FUNNELED); a no-op otherwise.
+  World(int* argc, char*** argv);
+  ~World();  // MPI_Finalize
+  World(const World&) = delete;
+  World& operator=(const World&) = delete;
+
+  const WorldInfo& info() const { return info_; }
+  int rank() const { return info_.rank; }
+  int size() const { return info_.size; }
+
+  // Rank 0's bytes to every rank.
+  std::string broadcast(const std::string& from_root) const;
+  // Logical AND / MAX over all ranks.
+  bool all_true(bool local) const;
+  int max_int(int local) const;
+  std::vector<std::string> gather_strings(const std::string& local) const;  // on rank 0 only
+  void barrier() const;
+  // Ends every rank at once (MPI_Abort); used when a rank fails in a way it cannot report.
+  [[noreturn]] void abort(int code) const;
+
+ private:
+  WorldInfo info_;
+  bool finalize_ = false;
+};
+
+// Device index for a rank: local_rank mod device_count. Throws InputError when more ranks than
+// devices share a node and sharing was not allowed.
+int choose_device(int local_rank, int local_size, int device_count, bool allow_sharing);
+
+// ---- shards and distribution ----------------------------------------------------------------------
+struct Shard {
+  int index = 0, count = 1;
+};
+// Parses "i/K" (0 <= i < K). Empty text: SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT when both
+// are set (SLURM_ARRAY_TASK_MIN must be 0), else 0/1.
+Shard parse_shard(const std::string& text);
+
+// The contiguous block [begin, end) of n items that part `i` of `parts` gets, as accelerate's
+// split_between_processes: the first n % parts parts get one extra item.
+std::pair<int64_t, int64_t> split_block(int64_t n, int parts, int i);
+
+// Groups items into batches of at most `batch_size` items that can share one UNet call (same
+// steps, size, guidance, sampler, schedule, eta, clip skip), keeping the order of `items`.
+std::vector<std::vector<WorkItem>> make_batches(const std::vector<WorkItem>& items, int batch_size);
+
+// ---- running a job ----------------------------------------------------------------------------------
+struct ImageResult {
+  int64_t index = 0;
+  bool ok = false;
+  std::string error;  // why the item failed (ok == false)
+  int width = 0, height = 0;
+  std::vector<uint8_t> rgb;  // height * width * 3
+  double seconds = 0;        // generation time of its batch, divided among its items
+  int rank = 0;
+};
+
+// Thrown by a BatchGenerator whose StepCallback returned false: the batch was abandoned and its
+// items stay pending (not failed), so --resume makes them.
+struct BatchAbandoned : std::exception {
+  const char* what() const noexcept override { return "batch abandoned"; }
+};
+
+// Called by the worker between denoising steps: (steps done, total steps) of the current batch.
+// Returns false to abandon the batch (a second signal).
+using StepCallback = std::function<bool(int step, int steps)>;
+// Generates one batch; returns one result per item, in order. May throw (the rank then fails).
+using BatchGenerator = std::function<std::vector<ImageResult>(const std::vector<WorkItem>&, const StepCallback&)>;
+
+// Rank 0's consumer of results. Must persist (and flush) each result before returning.
+class ResultSink {
+ public:
+  virtual ~ResultSink() = default;
+  virtual void write(const WorkItem& item, const ImageResult& result) = 0;
+};
+
+enum class Distribution { Static, Dynamic };
+enum class ProgressMode { Auto, Bar, Lines, None };
+
+struct RunOptions {
+  Distribution distribution = Distribution::Static;
+  int batch_size = 1;
+  bool fail_fast = false;
+  ProgressMode progress = ProgressMode::Auto;
+  double progress_interval_s = 30;  // for periodic lines in batch logs
+};
+
+struct RunSummary {
+  int64_t done = 0, failed = 0, skipped = 0, total = 0;
+  bool interrupted = false;  // stopped by a signal (exit 75)
+  bool aborted = false;      // --fail-fast stopped the job
+  double seconds = 0;
+};
+
+// Runs `items` (the job's items still to do, in global-index order) over all ranks. Every rank
+// must call it with the same items and options; `sink` is used on rank 0 only (others may pass
+// nullptr). Returns on every rank once the job is finished or stopped.
+RunSummary run_job(const World& world, const std::vector<WorkItem>& items, const RunOptions& options,
+                   const BatchGenerator& generate, ResultSink* sink);
+
+// ---- signals ----------------------------------------------------------------------------------------
+// Installs SIGTERM/SIGUSR1/SIGINT handlers that set a flag (async-signal-safe); run_job stops
+// every rank at the next image boundary once any rank saw one. A second signal abandons the
+// batch in flight.
+void install_stop_handlers();
+int stop_signal_count();
+void request_stop_for_testing();
+
+// Progress text for rank 0 (exposed for tests).
+std::string format_progress_line(int64_t done, int64_t total, double elapsed_s, int64_t failed);
+
+}  // namespace sdmpi

@@ -1,1 +1,0 @@
-// The cluster layer lands here (MPI world, distribution, gather, signals).
