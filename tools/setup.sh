@@ -15,6 +15,7 @@ packages=(
   libpcre2-dev libutf8proc-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
+  libssl-dev
   python3-h5py python3-numpy python3-pil
 )
 [[ " $* " == *" --slurm "* ]] && packages+=(slurm-wlm munge)
