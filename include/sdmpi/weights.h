@@ -60,7 +60,8 @@ class WeightLoader {
   // text_model.embeddings.position_ids), so finish() does not call them unexpected.
   void ignore_prefix(const std::string& prefix);
   void ignore(const std::string& name);
-  // Throws InputError listing every missing, mis-shaped and unexpected tensor by name.
+  // Throws InputError listing every missing, mis-shaped, unreadable (unsupported dtype) and
+  // unexpected tensor by name, with the counts; long lists are cut after a few names.
   void finish();
 
  private:
@@ -69,6 +70,8 @@ class WeightLoader {
   std::string component_;
   std::vector<std::string> requested_, ignored_prefixes_;
   std::vector<std::string> missing_, misshaped_;
+  std::vector<std::string> unreadable_;  // present but not loadable ("name: dtype I64 ...")
+  std::vector<std::string> ignored_names_;
 };
 
 }  // namespace sdmpi
