@@ -1,1 +1,0 @@
-// The CUDA backend's host side lands here (handles, arena, graphs).
