@@ -1,0 +1,60 @@
+// Nearest-neighbour upsampling and concatenation along channels, on channels-last tensors.
+//
+// Both are pure data movement, so they copy bit patterns (2- or 4-byte words) without touching
+// values, whatever the dtype. Each thread writes one output element and computes where it comes
+// from; in NHWC consecutive threads write consecutive channels of one pixel and read consecutive
+// channels of the source pixel, so reads and writes are coalesced. The source row of nearest
+// upsampling is floor(y * h / oh) in integers, PyTorch's mode="nearest" for the sizes the models use.
+#include "common.cuh"
+#include "resample.cuh"
+
+namespace sdmpi::kernels {
+namespace {
+
+template <typename W>
+__global__ void upsample_nearest_kernel(const W* x, W* out, int64_t h, int64_t w, int64_t c, int64_t oh,
+                                        int64_t ow, int64_t n) {
+  SDMPI_GRID_STRIDE(i, n) {
+    int64_t ch = i % c;
+    int64_t pix = i / c;
+    int64_t ox = pix % ow;
+    int64_t rest = pix / ow;
+    int64_t oy = rest % oh;
+    int64_t b = rest / oh;
+    int64_t sy = oy * h / oh, sx = ox * w / ow;
+    out[i] = x[((b * h + sy) * w + sx) * c + ch];
+  }
+}
+
+template <typename W>
+__global__ void concat_channels_kernel(const W* a, const W* b, W* out, int64_t ca, int64_t cb, int64_t n) {
+  const int64_t c = ca + cb;
+  SDMPI_GRID_STRIDE(i, n) {
+    int64_t r = i / c, j = i - r * c;
+    out[i] = j < ca ? a[r * ca + j] : b[r * cb + (j - ca)];
+  }
+}
+
+}  // namespace
+
+void upsample_nearest(cudaStream_t stream, size_t elem_size, const void* x, void* out, int64_t b, int64_t h,
+                      int64_t w, int64_t c, int64_t oh, int64_t ow) {
+  int64_t n = b * oh * ow * c;
+  if (n == 0) return;
+  SDMPI_DISPATCH_ELEMENT_SIZE(elem_size, W,
+    upsample_nearest_kernel<W><<<grid_for(n), kThreads, 0, stream>>>(static_cast<const W*>(x), static_cast<W*>(out),
+                                                                    h, w, c, oh, ow, n));
+  SDMPI_CUDA_CHECK_LAUNCH();
+}
+
+void concat_channels(cudaStream_t stream, size_t elem_size, const void* a, const void* b, void* out,
+                     int64_t rows, int64_t ca, int64_t cb) {
+  int64_t n = rows * (ca + cb);
+  if (n == 0) return;
+  SDMPI_DISPATCH_ELEMENT_SIZE(elem_size, W,
+    concat_channels_kernel<W><<<grid_for(n), kThreads, 0, stream>>>(static_cast<const W*>(a), static_cast<const W*>(b),
+                                                                   static_cast<W*>(out), ca, cb, n));
+  SDMPI_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace sdmpi::kernels

@@ -1,0 +1,74 @@
+// 2-D convolutions through cuDNN, channels-last.
+//
+// x [n, h, w, c] (NHWC) ⊛ w [k, r, s, c] (KRSC, our OHWI) → y [n, ho, wo, k] (NHWC), zero padding
+// `pad` on every side, `stride` both ways, cross-correlation like PyTorch, float32 accumulation.
+//
+// API choice: the legacy cudnnConvolutionForward (deprecated in cuDNN 9, still shipped and
+// supported). It runs every shape the models have, including the odd channel counts of conv_in (4)
+// and the VAE's conv_out (3) that the graph API's runtime-fusion engines reject, and it lets us pin
+// the math mode: CUDNN_FMA_MATH in float32 (no TF32, so float32 matches the CPU), tensor-op math in
+// F16/BF16. Bias and residual are added by one epilogue kernel of ours (kernels/elementwise.cu
+// bias_residual), which keeps the bias in float32; cuDNN's own fused bias path
+// (cudnnConvolutionBiasActivationForward) wants the bias in the data type and only the
+// IMPLICIT_PRECOMP_GEMM algorithm for an identity activation. Moving the epilogue into a cuDNN graph
+// (conv → add bias → add residual) is the next step for speed; it needs a GPU to validate.
+//
+// Algorithm: chosen once per (shape, dtype) from cuDNN's heuristic ranking
+// (cudnnGetConvolutionForwardAlgorithm_v7), taking the first deterministic candidate whose workspace
+// query and first execution succeed. Heuristics rather than timing (cudnnFind*) so that a shape always
+// gets the same algorithm on the same GPU model and runs give the same bits.
+#pragma once
+
+#include <cudnn.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <tuple>
+
+#include "sdmpi/dtype.h"
+
+namespace sdmpi::cuda {
+
+struct ConvShape {
+  int64_t n, h, w, c;  // input
+  int64_t k, r, s;     // filters
+  int stride, pad;
+  DType t;
+  int64_t out_h() const { return (h + 2 * pad - r) / stride + 1; }
+  int64_t out_w() const { return (w + 2 * pad - s) / stride + 1; }
+};
+
+class Convolution {
+ public:
+  // Workspace comes from the caller's allocator for each call: (bytes) → device pointer that stays
+  // valid until the call returns and the stream has run the convolution.
+  using WorkspaceFn = std::function<void*(size_t bytes)>;
+
+  Convolution(cudnnHandle_t handle);
+  ~Convolution();
+  Convolution(const Convolution&) = delete;
+  Convolution& operator=(const Convolution&) = delete;
+
+  // y = conv(x, w). The first call for a shape picks and caches the algorithm.
+  void run(const ConvShape& shape, const void* x, const void* w, void* y, const WorkspaceFn& workspace);
+
+ private:
+  struct Plan {
+    cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+    cudnnFilterDescriptor_t w = nullptr;
+    cudnnConvolutionDescriptor_t conv = nullptr;
+    cudnnConvolutionFwdAlgo_t algo{};
+    cudnnMathType_t math{};
+    size_t workspace = 0;
+    bool chosen = false;
+  };
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int>;
+  Plan& plan_for(const ConvShape& shape);
+  void choose(Plan& p, const ConvShape& shape, const void* x, const void* w, void* y, const WorkspaceFn& workspace);
+
+  cudnnHandle_t handle_;
+  std::map<Key, Plan> plans_;
+};
+
+}  // namespace sdmpi::cuda

@@ -1,0 +1,794 @@
+// The CUDA backend: backend.h's ops on one GPU, one stream, pooled memory (see cuda_backend.h).
+//
+// Every op validates its operands on the host (one Error line naming the op and the shapes), takes
+// its output from the current pool, and enqueues work on the backend's stream: cuBLASLt for matrix
+// products, cuDNN for convolutions, our kernels (kernels/*.cu) for the rest. Nothing here waits for
+// the GPU except to_host and synchronize, so the host runs ahead and the GPU never idles between ops.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <map>
+
+#include "attention_naive.cuh"
+#include "backend/cuda/arena.h"
+#include "backend/cuda/conv.h"
+#include "backend/cuda/library_check.h"
+#include "backend/cuda/matmul.h"
+#include "convert.cuh"
+#include "device_check.cuh"
+#include "elementwise.cuh"
+#include "embedding.cuh"
+#include "norm.cuh"
+#include "resample.cuh"
+#include "sdmpi/cuda_backend.h"
+#include "sdmpi/error.h"
+#include "sdmpi/log.h"
+
+namespace sdmpi {
+namespace {
+
+using cuda::CudaStorage;
+using cuda::DevicePool;
+
+constexpr size_t kMiB = 1024 * 1024;
+constexpr size_t kWeightChunk = 256 * kMiB;      // weights arrive in many pieces: few large chunks
+constexpr size_t kActivationChunk = 256 * kMiB;  // grown rarely; reserve_activations sizes it up front
+constexpr size_t kGraphChunk = 64 * kMiB;
+constexpr size_t kLtWorkspace = 32 * kMiB;       // cuBLAS's recommendation for Hopper
+
+std::string op_error(const char* op, const std::string& what) { return std::string(op) + ": " + what; }
+
+DType promote(DType a, DType b) {
+  if (a == b) return a;
+  return DType::F32;  // like torch: f16 with f32 → f32, f16 with bf16 → f32
+}
+
+class CudaBackendImpl final : public CudaBackend {
+ public:
+  CudaBackendImpl(int device, DType compute, const CudaDeviceInfo& info);
+  ~CudaBackendImpl() override;
+
+  std::string name() const override { return name_; }
+  Device device() const override { return Device::CUDA; }
+  DType compute_dtype() const override { return compute_; }
+
+  Tensor empty(const Shape& shape, DType dtype) override;
+  Tensor from_host(const float* data, const Shape& shape) override;
+  std::vector<float> to_host(const Tensor& t) override;
+  Tensor upload_weight(const WeightView& w, WeightKind kind) override;
+  void synchronize() override;
+
+  Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual) override;
+  Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
+                const Tensor* residual) override;
+  Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                    bool silu) override;
+  Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override;
+  Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) override;
+  Tensor activation(const Tensor& x, Activation act) override;
+  Tensor geglu(const Tensor& x) override;
+  Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) override;
+  Tensor binary_scalar(BinaryOp op, const Tensor& a, float s, bool scalar_first) override;
+  Tensor add_batch_channel(const Tensor& x, const Tensor& t) override;
+  Tensor clamp(const Tensor& x, float lo, float hi) override;
+  Tensor upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) override;
+  Tensor concat_channels(const Tensor& a, const Tensor& b) override;
+  Tensor concat_batch(const std::vector<Tensor>& parts) override;
+  Tensor embedding(const std::vector<int32_t>& ids, const Tensor& table) override;
+  Tensor copy(const Tensor& x) override;
+
+  int device_index() const override { return device_; }
+  void* stream() const override { return stream_; }
+  CudaMemoryStats memory_stats() const override;
+  void reserve_activations(size_t bytes) override { activations_->reserve(bytes); }
+  void allow_growth(bool allowed) override { activations_->set_growth(allowed); }
+  void set_poison(bool on) override { poison_ = on; }
+  std::vector<Tensor> run_graph(const GraphKey& key, const std::vector<Tensor>& inputs, const GraphFn& fn) override;
+  std::vector<Tensor> graph_inputs(const GraphKey& key) override;
+  void drop_graphs() override;
+  bool capturing() const override { return capturing_; }
+  Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float shift) override;
+  Tensor guidance_combine(const Tensor& eps, float scale) override;
+
+ private:
+  struct GraphEntry {
+    std::shared_ptr<DevicePool> pool;
+    std::vector<Tensor> static_inputs;
+    std::vector<Tensor> outputs;
+    cudaGraphExec_t exec = nullptr;
+  };
+  // Routes allocations to a graph's private pool while its callable runs.
+  class PoolScope {
+   public:
+    PoolScope(CudaBackendImpl* b, std::shared_ptr<DevicePool> pool) : b_(b), saved_(b->graph_pool_) {
+      b_->graph_pool_ = std::move(pool);
+    }
+    ~PoolScope() { b_->graph_pool_ = saved_; }
+
+   private:
+    CudaBackendImpl* b_;
+    std::shared_ptr<DevicePool> saved_;
+  };
+
+  void bind() const;
+  Tensor alloc(const Shape& shape, DType dtype);             // activation pool (or the graph's)
+  Tensor alloc_in(const std::shared_ptr<DevicePool>& pool, const Shape& shape, DType dtype);
+  void check(const Tensor& t, const char* op, const char* what) const;
+  void no_host_traffic(const char* op) const;
+  // `t` in dtype `want`: t itself when it already is, else a converted copy.
+  Tensor as_dtype(const Tensor& t, DType want);
+  cudaStream_t s() const { return stream_; }
+  Tensor linear_impl(const char* op, const Tensor& x2, const Tensor& w, const Tensor* bias, const Tensor* residual,
+                     const Shape& out_shape);
+
+  int device_;
+  DType compute_;
+  std::string name_;
+  cudaStream_t stream_ = nullptr;
+  cudnnHandle_t cudnn_ = nullptr;
+  std::shared_ptr<int64_t> driver_allocations_ = std::make_shared<int64_t>(0);
+  std::shared_ptr<DevicePool> weights_, activations_, graph_pool_;
+  Tensor lt_workspace_;
+  std::unique_ptr<cuda::Matmul> matmul_;
+  std::unique_ptr<cuda::Convolution> conv_;
+  std::map<GraphKey, GraphEntry> graphs_;
+  bool poison_ = false;
+  bool capturing_ = false;
+};
+
+// ---- construction -------------------------------------------------------------------------------
+
+CudaBackendImpl::CudaBackendImpl(int device, DType compute, const CudaDeviceInfo& info)
+    : device_(device), compute_(compute) {
+  SDMPI_CUDA_CHECK(cudaSetDevice(device_));
+  SDMPI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  weights_ = std::make_shared<DevicePool>("weights", device_, kWeightChunk, driver_allocations_);
+  activations_ = std::make_shared<DevicePool>("activations", device_, kActivationChunk, driver_allocations_);
+  SDMPI_CUDNN_CHECK(cudnnCreate(&cudnn_));
+  SDMPI_CUDNN_CHECK(cudnnSetStream(cudnn_, stream_));
+  lt_workspace_ = alloc(Shape{static_cast<int64_t>(kLtWorkspace / 4)}, DType::F32);
+  matmul_ = std::make_unique<cuda::Matmul>(stream_, lt_workspace_.raw(), lt_workspace_.nbytes());
+  conv_ = std::make_unique<cuda::Convolution>(cudnn_);
+  char mem[32];
+  std::snprintf(mem, sizeof mem, "%.1f GiB", static_cast<double>(info.total_memory) / (1024.0 * 1024.0 * 1024.0));
+  name_ = "cuda:" + std::to_string(device_) + " " + info.name + " (sm_" + std::to_string(info.cc_major) +
+          std::to_string(info.cc_minor) + ", " + mem + ", " + (compute_ == DType::F32 ? "fp32" : compute_ == DType::F16 ? "fp16" : "bf16") + ")";
+}
+
+CudaBackendImpl::~CudaBackendImpl() {
+  cudaSetDevice(device_);
+  if (stream_) cudaStreamSynchronize(stream_);
+  for (auto& [key, e] : graphs_)
+    if (e.exec) cudaGraphExecDestroy(e.exec);
+  graphs_.clear();
+  conv_.reset();
+  matmul_.reset();
+  lt_workspace_ = Tensor();
+  if (cudnn_) cudnnDestroy(cudnn_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+void CudaBackendImpl::bind() const {
+  int current = -1;
+  if (cudaGetDevice(&current) != cudaSuccess || current != device_) SDMPI_CUDA_CHECK(cudaSetDevice(device_));
+}
+
+// ---- memory -------------------------------------------------------------------------------------
+
+Tensor CudaBackendImpl::alloc_in(const std::shared_ptr<DevicePool>& pool, const Shape& shape, DType dtype) {
+  for (int64_t d : shape)
+    if (d < 0) throw Error("cuda: negative dimension in " + shape_str(shape));
+  size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+  void* p = pool->allocate(bytes);
+  auto storage = std::make_shared<CudaStorage>(pool, p, bytes);
+  if (poison_ && bytes) SDMPI_CUDA_CHECK(cudaMemsetAsync(p, 0xFF, bytes, stream_));
+  return Tensor(std::move(storage), shape, dtype);
+}
+
+Tensor CudaBackendImpl::alloc(const Shape& shape, DType dtype) {
+  return alloc_in(graph_pool_ ? graph_pool_ : activations_, shape, dtype);
+}
+
+Tensor CudaBackendImpl::empty(const Shape& shape, DType dtype) {
+  bind();
+  return alloc(shape, dtype);
+}
+
+void CudaBackendImpl::check(const Tensor& t, const char* op, const char* what) const {
+  if (!t.defined()) throw Error(op_error(op, std::string(what) + " is undefined"));
+  if (t.device() != Device::CUDA)
+    throw Error(op_error(op, std::string(what) + " " + t.describe() + " is not on the GPU"));
+}
+
+void CudaBackendImpl::no_host_traffic(const char* op) const {
+  if (capturing_)
+    throw Error(op_error(op, "reads or writes host memory, which a captured CUDA graph cannot replay; "
+                             "pass the data as a graph input instead"));
+}
+
+Tensor CudaBackendImpl::as_dtype(const Tensor& t, DType want) {
+  if (t.dtype() == want) return t;
+  Tensor out = alloc(t.shape(), want);
+  kernels::convert(s(), t.dtype(), t.raw(), want, out.raw(), t.numel());
+  return out;
+}
+
+Tensor CudaBackendImpl::from_host(const float* data, const Shape& shape) {
+  bind();
+  no_host_traffic("from_host");
+  Tensor out = alloc(shape, compute_);
+  size_t n = static_cast<size_t>(out.numel());
+  if (n == 0) return out;
+  if (!data) throw Error("from_host: null data for " + shape_str(shape));
+  // A copy from pageable host memory returns once the source has been read into the driver's
+  // staging buffers, so the host data (and `converted` below) may go when the call returns.
+  if (compute_ == DType::F32) {
+    SDMPI_CUDA_CHECK(cudaMemcpyAsync(out.raw(), data, out.nbytes(), cudaMemcpyHostToDevice, stream_));
+  } else {
+    std::vector<uint16_t> converted(n);
+    convert_from_f32(compute_, data, converted.data(), n);
+    SDMPI_CUDA_CHECK(cudaMemcpyAsync(out.raw(), converted.data(), out.nbytes(), cudaMemcpyHostToDevice, stream_));
+  }
+  return out;
+}
+
+std::vector<float> CudaBackendImpl::to_host(const Tensor& t) {
+  bind();
+  check(t, "to_host", "tensor");
+  no_host_traffic("to_host");
+  size_t n = static_cast<size_t>(t.numel());
+  std::vector<float> out(n);
+  if (n == 0) return out;
+  if (t.dtype() == DType::F32) {
+    SDMPI_CUDA_CHECK(cudaMemcpyAsync(out.data(), t.raw(), t.nbytes(), cudaMemcpyDeviceToHost, stream_));
+    SDMPI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  } else {
+    std::vector<uint16_t> raw(n);
+    SDMPI_CUDA_CHECK(cudaMemcpyAsync(raw.data(), t.raw(), t.nbytes(), cudaMemcpyDeviceToHost, stream_));
+    SDMPI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    convert_to_f32(t.dtype(), raw.data(), out.data(), n);
+  }
+  return out;
+}
+
+void CudaBackendImpl::synchronize() {
+  bind();
+  no_host_traffic("synchronize");
+  SDMPI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+Tensor CudaBackendImpl::upload_weight(const WeightView& w, WeightKind kind) {
+  bind();
+  no_host_traffic("upload_weight");
+  const std::string where = "weight '" + w.name + "' " + dtype_name(w.dtype) + shape_str(w.shape);
+  int64_t n = shape_numel(w.shape);
+  for (int64_t d : w.shape)
+    if (d < 0) throw InputError(where + ": negative dimension");
+  if (n > 0 && !w.data) throw InputError(where + ": no data");
+  const DType target = kind == WeightKind::Vector ? DType::F32 : compute_;
+  Shape shape = w.shape;
+  bool permute = false;
+  if (kind == WeightKind::Conv) {
+    if (w.shape.size() != 4) throw InputError(where + ": a convolution weight must have 4 dimensions [out, in, kh, kw]");
+    shape = {w.shape[0], w.shape[2], w.shape[3], w.shape[1]};
+    permute = w.shape[2] != 1 || w.shape[3] != 1;  // 1x1 kernels: OIHW and OHWI are the same bytes
+  } else if ((kind == WeightKind::Linear || kind == WeightKind::Embedding) && w.shape.size() != 2) {
+    throw InputError(where + ": expected 2 dimensions");
+  }
+  Tensor out = alloc_in(weights_, shape, target);
+  if (n == 0) return out;
+  const size_t src_bytes = static_cast<size_t>(n) * dtype_size(w.dtype);
+  if (w.dtype == target && !permute) {
+    SDMPI_CUDA_CHECK(cudaMemcpyAsync(out.raw(), w.data, src_bytes, cudaMemcpyHostToDevice, stream_));
+  } else {
+    Tensor staging = alloc(Shape{n}, w.dtype);
+    SDMPI_CUDA_CHECK(cudaMemcpyAsync(staging.raw(), w.data, src_bytes, cudaMemcpyHostToDevice, stream_));
+    if (permute)
+      kernels::convert_oihw_to_ohwi(s(), w.dtype, staging.raw(), target, out.raw(), w.shape[0], w.shape[1],
+                                    w.shape[2], w.shape[3]);
+    else
+      kernels::convert(s(), w.dtype, staging.raw(), target, out.raw(), n);
+  }
+  return out;
+}
+
+CudaMemoryStats CudaBackendImpl::memory_stats() const {
+  CudaMemoryStats st;
+  st.weight_bytes = weights_->in_use_bytes();
+  st.activation_bytes = activations_->in_use_bytes();
+  st.peak_activation_bytes = activations_->peak_in_use_bytes();
+  st.reserved_bytes = weights_->reserved_bytes() + activations_->reserved_bytes();
+  for (const auto& [key, e] : graphs_) st.graph_pool_bytes += e.pool->reserved_bytes();
+  st.reserved_bytes += st.graph_pool_bytes;
+  st.device_allocations = *driver_allocations_;
+  return st;
+}
+
+// ---- matrix products and convolutions -------------------------------------------------------------
+
+Tensor CudaBackendImpl::linear_impl(const char* op, const Tensor& x2, const Tensor& w, const Tensor* bias,
+                                    const Tensor* residual, const Shape& out_shape) {
+  // x2 [m, k], w [n, k]
+  const DType t = x2.dtype();
+  const int64_t m = x2.dim(0), k = x2.dim(1), n = w.dim(0);
+  Tensor out = alloc(out_shape, t);
+  if (m == 0 || n == 0) return out;
+  const void* res_ptr = residual ? residual->raw() : nullptr;
+  if (k == 0) {  // empty sum: bias and residual only
+    SDMPI_CUDA_CHECK(cudaMemsetAsync(out.raw(), 0, out.nbytes(), stream_));
+    Tensor b32 = bias ? as_dtype(*bias, DType::F32) : Tensor();
+    kernels::bias_residual(s(), t, out.raw(), bias ? static_cast<const float*>(b32.raw()) : nullptr, res_ptr, m, n);
+    return out;
+  }
+  Tensor bias_t = bias ? as_dtype(*bias, t) : Tensor();  // cuBLASLt reads the bias in the output dtype
+  if (matmul_->run(t, x2.raw(), w.raw(), bias ? bias_t.raw() : nullptr, res_ptr, out.raw(), m, n, k)) return out;
+  // No fused-bias algorithm for this problem: plain product, then our epilogue (bias in float32).
+  log::debug(std::string("cuda: ") + op + ": no cuBLASLt bias epilogue for this shape; adding the bias separately");
+  matmul_->run(t, x2.raw(), w.raw(), nullptr, nullptr, out.raw(), m, n, k);
+  Tensor b32 = as_dtype(*bias, DType::F32);
+  kernels::bias_residual(s(), t, out.raw(), static_cast<const float*>(b32.raw()), res_ptr, m, n);
+  return out;
+}
+
+Tensor CudaBackendImpl::linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual) {
+  bind();
+  check(x, "linear", "x");
+  check(w, "linear", "w");
+  if (x.rank() < 1 || w.rank() != 2 || x.dim(-1) != w.dim(1))
+    throw Error("linear: x " + x.describe() + " does not match w " + w.describe() + " ([out, in])");
+  if (x.dtype() != w.dtype())
+    throw Error("linear: x " + x.describe() + " and w " + w.describe() + " have different dtypes");
+  const int64_t k = w.dim(1), n = w.dim(0);
+  Shape out_shape = x.shape();
+  out_shape.back() = n;
+  if (bias) {
+    check(*bias, "linear", "bias");
+    if (bias->numel() != n) throw Error("linear: bias " + bias->describe() + " does not match w " + w.describe());
+  }
+  if (residual) {
+    check(*residual, "linear", "residual");
+    if (residual->shape() != out_shape || residual->dtype() != x.dtype())
+      throw Error("linear: residual " + residual->describe() + " does not match the output " +
+                  std::string(dtype_name(x.dtype())) + shape_str(out_shape));
+  }
+  const int64_t m = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  Tensor x2 = x.reshape({m, k});
+  return linear_impl("linear", x2, w, bias, residual, out_shape);
+}
+
+Tensor CudaBackendImpl::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
+                               const Tensor* residual) {
+  bind();
+  check(x, "conv2d", "x");
+  check(w, "conv2d", "w");
+  if (x.rank() != 4 || w.rank() != 4 || x.dim(3) != w.dim(3))
+    throw Error("conv2d: x " + x.describe() + " ([B, H, W, Cin]) does not match w " + w.describe() +
+                " ([Cout, kh, kw, Cin])");
+  if (x.dtype() != w.dtype())
+    throw Error("conv2d: x " + x.describe() + " and w " + w.describe() + " have different dtypes");
+  if (stride < 1 || pad < 0) throw Error("conv2d: stride " + std::to_string(stride) + ", pad " + std::to_string(pad));
+  cuda::ConvShape cs{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(1), w.dim(2), stride, pad, x.dtype()};
+  const int64_t ho = cs.out_h(), wo = cs.out_w();
+  if (x.dim(1) + 2 * pad < w.dim(1) || x.dim(2) + 2 * pad < w.dim(2) || ho <= 0 || wo <= 0)
+    throw Error("conv2d: kernel " + w.describe() + " larger than the padded input " + x.describe());
+  const Shape out_shape{cs.n, ho, wo, cs.k};
+  if (bias) {
+    check(*bias, "conv2d", "bias");
+    if (bias->numel() != cs.k) throw Error("conv2d: bias " + bias->describe() + " does not match w " + w.describe());
+  }
+  if (residual) {
+    check(*residual, "conv2d", "residual");
+    if (residual->shape() != out_shape || residual->dtype() != x.dtype())
+      throw Error("conv2d: residual " + residual->describe() + " does not match the output " +
+                  std::string(dtype_name(x.dtype())) + shape_str(out_shape));
+  }
+  // A 1x1 convolution with stride 1 and no padding is a matrix product over the pixels (NHWC): the
+  // cuBLASLt path with its fused bias and residual.
+  if (cs.r == 1 && cs.s == 1 && stride == 1 && pad == 0) {
+    Tensor x2 = x.reshape({cs.n * cs.h * cs.w, cs.c});
+    return linear_impl("conv2d", x2, w.reshape({cs.k, cs.c}), bias, residual, out_shape);
+  }
+  Tensor out = alloc(out_shape, x.dtype());
+  if (out.numel() == 0) return out;
+  // cuDNN wants its tensors 256-byte aligned for every algorithm to apply; views (rows()) may not be.
+  Tensor xin = x;
+  if (reinterpret_cast<uintptr_t>(x.raw()) % DevicePool::kAlignment != 0) {
+    xin = alloc(x.shape(), x.dtype());
+    SDMPI_CUDA_CHECK(cudaMemcpyAsync(xin.raw(), x.raw(), x.nbytes(), cudaMemcpyDeviceToDevice, stream_));
+  }
+  // cuDNN's legacy descriptors count elements in int: split the batch so each piece stays below 2^31.
+  const int64_t per_in = cs.h * cs.w * cs.c, per_out = ho * wo * cs.k;
+  const int64_t limit = (int64_t{1} << 31) - 1;
+  const int64_t per_item = std::max<int64_t>(std::max<int64_t>(per_in, per_out), 1);
+  const int64_t piece = std::max<int64_t>(1, std::min<int64_t>(cs.n, limit / per_item));
+  const size_t es = dtype_size(x.dtype());
+  std::vector<Tensor> workspaces;
+  auto workspace = [&](size_t bytes) -> void* {
+    workspaces.push_back(alloc(Shape{static_cast<int64_t>((bytes + 3) / 4)}, DType::F32));
+    return workspaces.back().raw();
+  };
+  for (int64_t b0 = 0; b0 < cs.n; b0 += piece) {
+    cuda::ConvShape p = cs;
+    p.n = std::min(piece, cs.n - b0);
+    conv_->run(p, static_cast<const char*>(xin.raw()) + b0 * per_in * es, w.raw(),
+               static_cast<char*>(out.raw()) + b0 * per_out * es, workspace);
+  }
+  if (bias || residual) {
+    Tensor b32 = bias ? as_dtype(*bias, DType::F32) : Tensor();
+    kernels::bias_residual(s(), x.dtype(), out.raw(), bias ? static_cast<const float*>(b32.raw()) : nullptr,
+                           residual ? residual->raw() : nullptr, cs.n * ho * wo, cs.k);
+  }
+  return out;
+}
+
+// ---- normalisation ----------------------------------------------------------------------------------
+
+Tensor CudaBackendImpl::group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                                   bool silu) {
+  bind();
+  check(x, "group_norm", "x");
+  check(gamma, "group_norm", "gamma");
+  check(beta, "group_norm", "beta");
+  if (x.rank() < 2) throw Error("group_norm: x " + x.describe() + " needs [B, ..., C]");
+  const int64_t batch = x.dim(0), c = x.dim(-1);
+  if (groups <= 0 || c % groups != 0)
+    throw Error("group_norm: " + std::to_string(c) + " channels of " + x.describe() + " do not split into " +
+                std::to_string(groups) + " groups");
+  if (gamma.numel() != c || beta.numel() != c)
+    throw Error("group_norm: gamma " + gamma.describe() + " / beta " + beta.describe() + " do not match " +
+                std::to_string(c) + " channels");
+  const int64_t spatial = batch && c ? x.numel() / (batch * c) : 0;
+  Tensor out = alloc(x.shape(), x.dtype());
+  if (out.numel() == 0) return out;
+  Tensor g32 = as_dtype(gamma, DType::F32), b32 = as_dtype(beta, DType::F32);
+  Tensor scratch = alloc(Shape{static_cast<int64_t>(kernels::group_norm_scratch_bytes(batch, spatial, c, groups) / 4)},
+                         DType::F32);
+  kernels::group_norm(s(), x.dtype(), x.raw(), out.raw(), static_cast<const float*>(g32.raw()),
+                      static_cast<const float*>(b32.raw()), batch, spatial, c, groups, eps, silu, scratch.raw());
+  return out;
+}
+
+Tensor CudaBackendImpl::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
+  bind();
+  check(x, "layer_norm", "x");
+  check(gamma, "layer_norm", "gamma");
+  check(beta, "layer_norm", "beta");
+  if (x.rank() < 1) throw Error("layer_norm: x " + x.describe() + " has no last dimension");
+  const int64_t c = x.dim(-1);
+  if (gamma.numel() != c || beta.numel() != c)
+    throw Error("layer_norm: gamma " + gamma.describe() + " / beta " + beta.describe() + " do not match x " +
+                x.describe());
+  Tensor out = alloc(x.shape(), x.dtype());
+  if (out.numel() == 0) return out;
+  Tensor g32 = as_dtype(gamma, DType::F32), b32 = as_dtype(beta, DType::F32);
+  kernels::layer_norm(s(), x.dtype(), x.raw(), out.raw(), static_cast<const float*>(g32.raw()),
+                      static_cast<const float*>(b32.raw()), x.numel() / c, c, eps);
+  return out;
+}
+
+// ---- attention ---------------------------------------------------------------------------------------
+
+Tensor CudaBackendImpl::attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
+  bind();
+  check(q, "attention", "q");
+  check(k, "attention", "k");
+  check(v, "attention", "v");
+  if (q.rank() != 3 || k.rank() != 3 || v.rank() != 3 || k.shape() != v.shape() || q.dim(0) != k.dim(0) ||
+      q.dim(2) != k.dim(2))
+    throw Error("attention: q " + q.describe() + ", k " + k.describe() + ", v " + v.describe() +
+                " are not [B, Nq, C], [B, Nk, C], [B, Nk, C]");
+  if (q.dtype() != k.dtype() || q.dtype() != v.dtype())
+    throw Error("attention: q, k, v have different dtypes (" + q.describe() + ", " + k.describe() + ", " +
+                v.describe() + ")");
+  const int64_t c = q.dim(2);
+  if (heads <= 0 || c % heads != 0)
+    throw Error("attention: " + std::to_string(c) + " channels do not split into " + std::to_string(heads) + " heads");
+  const int d = static_cast<int>(c / heads);
+  Tensor out = alloc(q.shape(), q.dtype());
+  if (out.numel() == 0) return out;
+  if (k.dim(1) == 0) {  // no keys: softmax over nothing; define the result as zeros
+    SDMPI_CUDA_CHECK(cudaMemsetAsync(out.raw(), 0, out.nbytes(), stream_));
+    return out;
+  }
+  kernels::attention_naive(s(), q.dtype(), q.raw(), k.raw(), v.raw(), out.raw(), q.dim(0), q.dim(1), k.dim(1),
+                           heads, d, causal);
+  return out;
+}
+
+// ---- activations and elementwise glue -----------------------------------------------------------------
+
+Tensor CudaBackendImpl::activation(const Tensor& x, Activation act) {
+  bind();
+  check(x, "activation", "x");
+  Tensor out = alloc(x.shape(), x.dtype());
+  kernels::activation(s(), act, x.dtype(), x.raw(), out.raw(), x.numel());
+  return out;
+}
+
+Tensor CudaBackendImpl::geglu(const Tensor& x) {
+  bind();
+  check(x, "geglu", "x");
+  if (x.rank() < 1 || x.dim(-1) % 2 != 0) throw Error("geglu: x " + x.describe() + " needs an even last dimension");
+  const int64_t c = x.dim(-1) / 2;
+  Shape shape = x.shape();
+  shape.back() = c;
+  Tensor out = alloc(shape, x.dtype());
+  if (out.numel() == 0) return out;
+  kernels::geglu(s(), x.dtype(), x.raw(), out.raw(), out.numel() / c, c);
+  return out;
+}
+
+Tensor CudaBackendImpl::binary(BinaryOp op, const Tensor& a, const Tensor& b) {
+  bind();
+  check(a, "binary", "a");
+  check(b, "binary", "b");
+  if (a.shape() != b.shape()) throw Error("binary: shapes differ: " + a.describe() + " and " + b.describe());
+  const DType t = promote(a.dtype(), b.dtype());
+  Tensor a2 = as_dtype(a, t), b2 = as_dtype(b, t);  // widening to F32 is exact
+  Tensor out = alloc(a.shape(), t);
+  kernels::binary(s(), op, t, a2.raw(), b2.raw(), out.raw(), out.numel());
+  return out;
+}
+
+Tensor CudaBackendImpl::binary_scalar(BinaryOp op, const Tensor& a, float sc, bool scalar_first) {
+  bind();
+  check(a, "binary_scalar", "a");
+  Tensor out = alloc(a.shape(), a.dtype());
+  kernels::binary_scalar(s(), op, a.dtype(), a.raw(), sc, scalar_first, out.raw(), out.numel());
+  return out;
+}
+
+Tensor CudaBackendImpl::add_batch_channel(const Tensor& x, const Tensor& t) {
+  bind();
+  check(x, "add_batch_channel", "x");
+  check(t, "add_batch_channel", "t");
+  if (x.rank() < 2 || t.rank() != 2 || t.dim(0) != x.dim(0) || t.dim(1) != x.dim(-1))
+    throw Error("add_batch_channel: x " + x.describe() + " ([B, ..., C]) does not match t " + t.describe() + " ([B, C])");
+  Tensor t2 = (t.dtype() == DType::F32 || t.dtype() == x.dtype()) ? t : as_dtype(t, DType::F32);
+  Tensor out = alloc(x.shape(), x.dtype());
+  if (out.numel() == 0) return out;
+  const int64_t batch = x.dim(0), c = x.dim(-1);
+  kernels::add_batch_channel(s(), x.dtype(), x.raw(), t2.dtype(), t2.raw(), out.raw(), batch,
+                             x.numel() / (batch * c), c);
+  return out;
+}
+
+Tensor CudaBackendImpl::clamp(const Tensor& x, float lo, float hi) {
+  bind();
+  check(x, "clamp", "x");
+  Tensor out = alloc(x.shape(), x.dtype());
+  kernels::clamp(s(), x.dtype(), x.raw(), out.raw(), x.numel(), lo, hi);
+  return out;
+}
+
+// ---- shape ops --------------------------------------------------------------------------------------
+
+Tensor CudaBackendImpl::upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) {
+  bind();
+  check(x, "upsample_nearest", "x");
+  if (x.rank() != 4 || out_h < 0 || out_w < 0)
+    throw Error("upsample_nearest: x " + x.describe() + " to " + std::to_string(out_h) + "x" + std::to_string(out_w));
+  if ((x.dim(1) == 0 || x.dim(2) == 0) && out_h * out_w > 0)
+    throw Error("upsample_nearest: empty input " + x.describe());
+  Tensor out = alloc({x.dim(0), out_h, out_w, x.dim(3)}, x.dtype());
+  kernels::upsample_nearest(s(), dtype_size(x.dtype()), x.raw(), out.raw(), x.dim(0), x.dim(1), x.dim(2), x.dim(3),
+                            out_h, out_w);
+  return out;
+}
+
+Tensor CudaBackendImpl::concat_channels(const Tensor& a, const Tensor& b) {
+  bind();
+  check(a, "concat_channels", "a");
+  check(b, "concat_channels", "b");
+  if (a.rank() < 1 || a.rank() != b.rank() || !std::equal(a.shape().begin(), a.shape().end() - 1, b.shape().begin()))
+    throw Error("concat_channels: " + a.describe() + " and " + b.describe() + " differ before the last dimension");
+  if (a.dtype() != b.dtype())
+    throw Error("concat_channels: " + a.describe() + " and " + b.describe() + " have different dtypes");
+  const int64_t ca = a.dim(-1), cb = b.dim(-1);
+  Shape shape = a.shape();
+  shape.back() = ca + cb;
+  Tensor out = alloc(shape, a.dtype());
+  if (out.numel() == 0) return out;
+  kernels::concat_channels(s(), dtype_size(a.dtype()), a.raw(), b.raw(), out.raw(), out.numel() / (ca + cb), ca, cb);
+  return out;
+}
+
+Tensor CudaBackendImpl::concat_batch(const std::vector<Tensor>& parts) {
+  bind();
+  if (parts.empty()) throw Error("concat_batch: no tensors");
+  for (const Tensor& p : parts) check(p, "concat_batch", "part");
+  const Tensor& first = parts[0];
+  if (first.rank() < 1) throw Error("concat_batch: " + first.describe() + " has no batch dimension");
+  int64_t batch = 0;
+  for (const Tensor& p : parts) {
+    if (p.rank() != first.rank() || !std::equal(p.shape().begin() + 1, p.shape().end(), first.shape().begin() + 1) ||
+        p.dtype() != first.dtype())
+      throw Error("concat_batch: " + p.describe() + " does not match " + first.describe());
+    batch += p.dim(0);
+  }
+  Shape shape = first.shape();
+  shape[0] = batch;
+  Tensor out = alloc(shape, first.dtype());
+  size_t offset = 0;
+  for (const Tensor& p : parts) {
+    if (p.nbytes())
+      SDMPI_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(out.raw()) + offset, p.raw(), p.nbytes(),
+                                       cudaMemcpyDeviceToDevice, stream_));
+    offset += p.nbytes();
+  }
+  return out;
+}
+
+Tensor CudaBackendImpl::embedding(const std::vector<int32_t>& ids, const Tensor& table) {
+  bind();
+  check(table, "embedding", "table");
+  no_host_traffic("embedding");
+  if (table.rank() != 2) throw Error("embedding: table " + table.describe() + " is not [V, C]");
+  const int64_t rows = table.dim(0), c = table.dim(1), n = static_cast<int64_t>(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= rows)
+      throw Error("embedding: id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
+                  " outside the table " + table.describe());
+  Tensor out = alloc({n, c}, table.dtype());
+  if (out.numel() == 0) return out;
+  Tensor dev_ids = alloc({n}, DType::F32);  // 4-byte slots for the int32 ids
+  SDMPI_CUDA_CHECK(cudaMemcpyAsync(dev_ids.raw(), ids.data(), ids.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                   stream_));
+  kernels::embedding_gather(s(), dtype_size(table.dtype()), static_cast<const int32_t*>(dev_ids.raw()), table.raw(),
+                            out.raw(), n, c);
+  return out;
+}
+
+Tensor CudaBackendImpl::copy(const Tensor& x) {
+  bind();
+  check(x, "copy", "x");
+  Tensor out = alloc(x.shape(), x.dtype());
+  if (x.nbytes())
+    SDMPI_CUDA_CHECK(cudaMemcpyAsync(out.raw(), x.raw(), x.nbytes(), cudaMemcpyDeviceToDevice, stream_));
+  return out;
+}
+
+// ---- fused helpers -------------------------------------------------------------------------------------
+
+Tensor CudaBackendImpl::timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float shift) {
+  bind();
+  check(t, "timestep_embedding", "t");
+  if (t.rank() != 1 || dim < 0) throw Error("timestep_embedding: t " + t.describe() + " must be [B], dim " + std::to_string(dim));
+  if (static_cast<float>(dim / 2) == shift) throw Error("timestep_embedding: dim/2 equals the shift");
+  Tensor t32 = as_dtype(t, DType::F32);
+  Tensor out = alloc({t.dim(0), dim}, compute_);
+  kernels::timestep_embedding(s(), compute_, static_cast<const float*>(t32.raw()), out.raw(), t.dim(0), dim,
+                              flip_sin_to_cos, shift);
+  return out;
+}
+
+Tensor CudaBackendImpl::guidance_combine(const Tensor& eps, float scale) {
+  bind();
+  check(eps, "guidance_combine", "eps");
+  if (eps.rank() < 1 || eps.dim(0) % 2 != 0)
+    throw Error("guidance_combine: eps " + eps.describe() + " needs an even batch [uncond; cond]");
+  Shape shape = eps.shape();
+  shape[0] /= 2;
+  Tensor out = alloc(shape, eps.dtype());
+  kernels::guidance_combine(s(), eps.dtype(), eps.raw(), out.raw(), out.numel(), scale);
+  return out;
+}
+
+// ---- CUDA graphs ----------------------------------------------------------------------------------------
+
+std::vector<Tensor> CudaBackendImpl::run_graph(const GraphKey& key, const std::vector<Tensor>& inputs,
+                                               const GraphFn& fn) {
+  bind();
+  if (capturing_) throw Error("run_graph: called while another graph is being captured");
+  for (const Tensor& in : inputs) check(in, "run_graph", "input");
+  auto it = graphs_.find(key);
+  if (it == graphs_.end()) {
+    GraphEntry e;
+    e.pool = std::make_shared<DevicePool>(
+        "graph b" + std::to_string(key.batch) + " " + std::to_string(key.height) + "x" + std::to_string(key.width) +
+            " v" + std::to_string(key.variant),
+        device_, kGraphChunk, driver_allocations_);
+    {
+      PoolScope scope(this, e.pool);
+      for (const Tensor& in : inputs) e.static_inputs.push_back(copy(in));
+      // Warm-up: picks algorithms, builds cuDNN plans, loads kernels and grows the pool, none of
+      // which may happen inside a capture. Its outputs are dropped, returning their blocks.
+      std::vector<Tensor> warm = fn(e.static_inputs);
+    }
+    SDMPI_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+    capturing_ = true;
+    std::vector<Tensor> outs;
+    try {
+      PoolScope scope(this, e.pool);
+      outs = fn(e.static_inputs);
+    } catch (...) {
+      capturing_ = false;
+      cudaGraph_t broken = nullptr;
+      cudaStreamEndCapture(stream_, &broken);
+      if (broken) cudaGraphDestroy(broken);
+      cudaGetLastError();
+      throw;
+    }
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    SDMPI_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaError_t err = cudaGraphInstantiate(&e.exec, graph, 0);
+    cudaGraphDestroy(graph);
+    SDMPI_CUDA_CHECK(err);
+    for (const Tensor& o : outs) check(o, "run_graph", "output");
+    e.outputs = std::move(outs);
+    it = graphs_.emplace(key, std::move(e)).first;
+    log::debug("cuda: captured a graph for batch " + std::to_string(key.batch) + ", " + std::to_string(key.height) +
+               "x" + std::to_string(key.width) + " (variant " + std::to_string(key.variant) + "), pool " +
+               std::to_string(it->second.pool->reserved_bytes() / kMiB) + " MiB");
+  } else {
+    GraphEntry& e = it->second;
+    if (inputs.size() != e.static_inputs.size())
+      throw Error("run_graph: " + std::to_string(inputs.size()) + " inputs for a graph captured with " +
+                  std::to_string(e.static_inputs.size()));
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const Tensor& in = inputs[i];
+      Tensor& st = e.static_inputs[i];
+      if (in.shape() != st.shape() || in.dtype() != st.dtype())
+        throw Error("run_graph: input " + std::to_string(i) + " " + in.describe() + " differs from the captured " +
+                    st.describe());
+      if (in.raw() != st.raw() && in.nbytes())
+        SDMPI_CUDA_CHECK(cudaMemcpyAsync(st.raw(), in.raw(), in.nbytes(), cudaMemcpyDeviceToDevice, stream_));
+    }
+  }
+  SDMPI_CUDA_CHECK(cudaGraphLaunch(it->second.exec, stream_));
+  return it->second.outputs;
+}
+
+std::vector<Tensor> CudaBackendImpl::graph_inputs(const GraphKey& key) {
+  auto it = graphs_.find(key);
+  return it == graphs_.end() ? std::vector<Tensor>{} : it->second.static_inputs;
+}
+
+void CudaBackendImpl::drop_graphs() {
+  bind();
+  if (capturing_) throw Error("drop_graphs: called during a capture");
+  SDMPI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (auto& [key, e] : graphs_)
+    if (e.exec) cudaGraphExecDestroy(e.exec);
+  graphs_.clear();
+}
+
+}  // namespace
+
+// ---- factory ----------------------------------------------------------------------------------------------
+
+std::unique_ptr<Backend> make_cuda_backend(int device, DType compute) {
+  CudaProbe probe = probe_cuda();
+  if (!probe.usable()) throw Error(probe.reason);
+  if (device < 0 || device >= static_cast<int>(probe.devices.size()))
+    throw Error("cuda:" + std::to_string(device) + " does not exist: " + std::to_string(probe.devices.size()) +
+                " device(s) visible");
+  const CudaDeviceInfo& info = probe.devices[static_cast<size_t>(device)];
+  const std::string label = "cuda:" + std::to_string(device) + " (" + info.name + ", sm_" +
+                            std::to_string(info.cc_major) + std::to_string(info.cc_minor) + ")";
+  cudaError_t err = cudaSetDevice(device);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    throw Error(label + ": cannot use the device: " + cudaGetErrorString(err));
+  }
+  std::string failure = kernels::device_check();
+  if (!failure.empty())
+    throw Error(label + ": " + failure + " (this build targets the architectures in CMAKE_CUDA_ARCHITECTURES; "
+                "rebuild with the GPU's, e.g. -DCMAKE_CUDA_ARCHITECTURES=native)");
+  if (compute == DType::BF16 && info.cc_major < 8)
+    throw Error(label + ": bf16 needs compute capability 8.0 or newer; use --precision fp16");
+  const size_t cudnn_version = cudnnGetVersion();
+  if (cudnn_version / 10000 != CUDNN_MAJOR)
+    throw Error(label + ": cuDNN " + std::to_string(cudnn_version) + " is installed, this build needs cuDNN " +
+                std::to_string(CUDNN_MAJOR) + ".x");
+  auto backend = std::make_unique<CudaBackendImpl>(device, compute, info);
+  log::debug("cuda: " + backend->name() + ", driver " + cuda_version_string(probe.driver_version) + ", runtime " +
+             cuda_version_string(probe.runtime_version) + ", cuDNN " + std::to_string(cudnn_version) +
+             ", cuBLASLt " + std::to_string(cublasLtGetVersion()));
+  return backend;
+}
+
+}  // namespace sdmpi

@@ -1,0 +1,117 @@
+// cuBLASLt matrix products with fused bias and residual (see matmul.h).
+#include "backend/cuda/matmul.h"
+
+#include "backend/cuda/library_check.h"
+#include "sdmpi/error.h"
+
+namespace sdmpi::cuda {
+namespace {
+
+cudaDataType_t cuda_type(DType t) {
+  switch (t) {
+    case DType::F32: return CUDA_R_32F;
+    case DType::F16: return CUDA_R_16F;
+    case DType::BF16: return CUDA_R_16BF;
+  }
+  return CUDA_R_32F;
+}
+
+// Largest power of two (at most 256) dividing the address; what cuBLASLt's alignment preferences ask.
+int alignment_of(const void* p) {
+  if (!p) return 256;
+  uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  int align = 1;
+  while (align < 256 && (a % (2 * align)) == 0) align *= 2;
+  return align;
+}
+
+}  // namespace
+
+Matmul::Matmul(cudaStream_t stream, void* workspace, size_t workspace_bytes)
+    : stream_(stream), workspace_(workspace), workspace_bytes_(workspace_bytes) {
+  SDMPI_CUBLAS_CHECK(cublasLtCreate(&handle_));
+}
+
+Matmul::~Matmul() {
+  for (auto& [key, p] : plans_) {
+    if (p.desc) cublasLtMatmulDescDestroy(p.desc);
+    if (p.a) cublasLtMatrixLayoutDestroy(p.a);
+    if (p.b) cublasLtMatrixLayoutDestroy(p.b);
+    if (p.c) cublasLtMatrixLayoutDestroy(p.c);
+    if (p.d) cublasLtMatrixLayoutDestroy(p.d);
+  }
+  if (handle_) cublasLtDestroy(handle_);
+}
+
+Matmul::Plan& Matmul::plan_for(const Key& key, DType t, const void* bias) {
+  auto found = plans_.find(key);
+  if (found != plans_.end()) return found->second;
+  const auto [m, n, k, dtype_i, has_bias, has_residual, align_x, align_w, align_r, align_d, align_b] = key;
+  (void)dtype_i;
+  (void)align_b;
+  Plan p;
+  const cudaDataType_t type = cuda_type(t);
+  SDMPI_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
+  SDMPI_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof op_t));
+  SDMPI_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof op_n));
+  if (has_bias) {
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    SDMPI_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
+    const int32_t bias_type = type;
+    SDMPI_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
+    // The heuristic reads the bias pointer's alignment from here.
+    SDMPI_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  }
+  // A = w viewed column-major [k, n] (op T), B = x column-major [k, m], C = D = out column-major [n, m].
+  SDMPI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, type, static_cast<uint64_t>(k), static_cast<uint64_t>(n), k));
+  SDMPI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, type, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
+  SDMPI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, type, static_cast<uint64_t>(n), static_cast<uint64_t>(m), n));
+  SDMPI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, type, static_cast<uint64_t>(n), static_cast<uint64_t>(m), n));
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  SDMPI_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  auto set_pref = [&](cublasLtMatmulPreferenceAttributes_t attr, uint32_t v) {
+    SDMPI_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &v, sizeof v));
+  };
+  const uint64_t ws = workspace_bytes_;
+  SDMPI_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  set_pref(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, static_cast<uint32_t>(align_w));
+  set_pref(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, static_cast<uint32_t>(align_x));
+  set_pref(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, static_cast<uint32_t>(has_residual ? align_r : align_d));
+  set_pref(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, static_cast<uint32_t>(align_d));
+
+  cublasLtMatmulHeuristicResult_t result{};
+  int count = 0;
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.c, p.d, pref, 1, &result, &count);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (st == CUBLAS_STATUS_SUCCESS && count > 0 && result.state == CUBLAS_STATUS_SUCCESS) {
+    p.algo = result.algo;
+    p.ok = true;
+  } else if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED) {
+    SDMPI_CUBLAS_CHECK(st);
+  } else if (!has_bias) {
+    throw Error("cuBLASLt has no algorithm for a " + std::string(dtype_name(t)) + " product [" + std::to_string(m) +
+                ", " + std::to_string(k) + "] x [" + std::to_string(k) + ", " + std::to_string(n) + "]");
+  }
+  return plans_.emplace(key, p).first->second;
+}
+
+bool Matmul::run(DType t, const void* x, const void* w, const void* bias, const void* residual, void* out,
+                 int64_t m, int64_t n, int64_t k) {
+  if (m == 0 || n == 0) return true;
+  Key key{m, n, k, static_cast<int>(t), bias != nullptr, residual != nullptr, alignment_of(x), alignment_of(w),
+          alignment_of(residual), alignment_of(out), alignment_of(bias)};
+  Plan& p = plan_for(key, t, bias);
+  if (!p.ok) return false;
+  if (bias)
+    SDMPI_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  const float alpha = 1.0f, beta = residual ? 1.0f : 0.0f;
+  const void* c = residual ? residual : out;
+  SDMPI_CUBLAS_CHECK(cublasLtMatmul(handle_, p.desc, &alpha, w, p.a, x, p.b, &beta, c, p.c, out, p.d, &p.algo,
+                                    workspace_, workspace_bytes_, stream_));
+  return true;
+}
+
+}  // namespace sdmpi::cuda
