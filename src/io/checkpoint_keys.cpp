@@ -1,0 +1,289 @@
+// The LDM → diffusers key table (reference/sd15-semantics.md §7.2).
+//
+// A key is `<component prefix><block prefix><rest>`. The component prefix picks the model; the
+// first rule of that model whose `from` pattern matches the start of what follows rewrites that
+// part to `to`; an inner table then renames the start of the rest (e.g. a ResNet's `in_layers.0.`
+// → `norm1.`). Patterns match literally except `#`, which takes a block index; `{b}` and `{l}` in
+// `to` are that index turned into diffusers' (block, layer) by the rule's index arithmetic, `{1}`
+// is a second index copied as it is. First match wins, so specific rules come before general ones.
+#include "io/checkpoint_keys.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+namespace sdmpi::ckpt {
+namespace {
+
+// How a rule turns the first `#` index into {b} and {l}.
+enum class Index {
+  None,
+  InputBlock,   // LDM input_blocks.i (i ≥ 1): b = (i-1) / (lpb+1), l = (i-1) % (lpb+1)
+  OutputBlock,  // LDM output_blocks.i:        b = i / (lpb+1),     l = i % (lpb+1)
+  Same,         // b = i
+  ReversedUp,   // VAE decoder.up.i:           b = up_blocks-1-i
+};
+
+// Renames applied to the start of what follows the block prefix.
+enum class Inner { None, UnetResnet, VaeResnet, VaeAttention };
+
+struct Rule {
+  Component component;
+  const char* from;
+  const char* to;
+  Index index;
+  Inner inner;
+};
+
+struct Rename {
+  const char* from;
+  const char* to;
+};
+
+constexpr Rename kUnetResnet[] = {
+    {"in_layers.0.", "norm1."},       {"in_layers.2.", "conv1."},
+    {"emb_layers.1.", "time_emb_proj."}, {"out_layers.0.", "norm2."},
+    {"out_layers.3.", "conv2."},      {"skip_connection.", "conv_shortcut."},
+};
+constexpr Rename kVaeResnet[] = {
+    {"nin_shortcut.", "conv_shortcut."},  // norm1/conv1/norm2/conv2 keep their names
+};
+constexpr Rename kVaeAttention[] = {
+    {"norm.", "group_norm."}, {"q.", "to_q."}, {"k.", "to_k."},
+    {"v.", "to_v."},          {"proj_out.", "to_out.0."},
+};
+
+struct ComponentPrefix {
+  const char* prefix;
+  Component component;
+};
+constexpr ComponentPrefix kPrefixes[] = {
+    {"model.diffusion_model.", Component::Unet},
+    {"first_stage_model.", Component::Vae},
+    {"cond_stage_model.transformer.", Component::TextEncoder},
+    {"conditioner.embedders.0.transformer.", Component::TextEncoder},
+};
+
+using C = Component;
+constexpr Rule kRules[] = {
+    // ---- UNet ---------------------------------------------------------------------------------
+    {C::Unet, "time_embed.0.", "time_embedding.linear_1.", Index::None, Inner::None},
+    {C::Unet, "time_embed.2.", "time_embedding.linear_2.", Index::None, Inner::None},
+    {C::Unet, "input_blocks.0.0.", "conv_in.", Index::None, Inner::None},
+    {C::Unet, "out.0.", "conv_norm_out.", Index::None, Inner::None},
+    {C::Unet, "out.2.", "conv_out.", Index::None, Inner::None},
+    {C::Unet, "input_blocks.#.0.op.", "down_blocks.{b}.downsamplers.0.conv.", Index::InputBlock, Inner::None},
+    {C::Unet, "input_blocks.#.0.", "down_blocks.{b}.resnets.{l}.", Index::InputBlock, Inner::UnetResnet},
+    {C::Unet, "input_blocks.#.1.", "down_blocks.{b}.attentions.{l}.", Index::InputBlock, Inner::None},
+    {C::Unet, "middle_block.0.", "mid_block.resnets.0.", Index::None, Inner::UnetResnet},
+    {C::Unet, "middle_block.1.", "mid_block.attentions.0.", Index::None, Inner::None},
+    {C::Unet, "middle_block.2.", "mid_block.resnets.1.", Index::None, Inner::UnetResnet},
+    {C::Unet, "output_blocks.#.0.", "up_blocks.{b}.resnets.{l}.", Index::OutputBlock, Inner::UnetResnet},
+    // The upsampler follows the resnet (.1) in blocks without attention, else the attention (.2).
+    {C::Unet, "output_blocks.#.1.conv.", "up_blocks.{b}.upsamplers.0.conv.", Index::OutputBlock, Inner::None},
+    {C::Unet, "output_blocks.#.2.conv.", "up_blocks.{b}.upsamplers.0.conv.", Index::OutputBlock, Inner::None},
+    {C::Unet, "output_blocks.#.1.", "up_blocks.{b}.attentions.{l}.", Index::OutputBlock, Inner::None},
+    // ---- VAE ----------------------------------------------------------------------------------
+    {C::Vae, "quant_conv.", "quant_conv.", Index::None, Inner::None},
+    {C::Vae, "post_quant_conv.", "post_quant_conv.", Index::None, Inner::None},
+    {C::Vae, "encoder.conv_in.", "encoder.conv_in.", Index::None, Inner::None},
+    {C::Vae, "encoder.conv_out.", "encoder.conv_out.", Index::None, Inner::None},
+    {C::Vae, "encoder.norm_out.", "encoder.conv_norm_out.", Index::None, Inner::None},
+    {C::Vae, "encoder.down.#.block.#.", "encoder.down_blocks.{b}.resnets.{1}.", Index::Same, Inner::VaeResnet},
+    {C::Vae, "encoder.down.#.downsample.conv.", "encoder.down_blocks.{b}.downsamplers.0.conv.", Index::Same, Inner::None},
+    {C::Vae, "encoder.mid.block_1.", "encoder.mid_block.resnets.0.", Index::None, Inner::VaeResnet},
+    {C::Vae, "encoder.mid.block_2.", "encoder.mid_block.resnets.1.", Index::None, Inner::VaeResnet},
+    {C::Vae, "encoder.mid.attn_1.", "encoder.mid_block.attentions.0.", Index::None, Inner::VaeAttention},
+    {C::Vae, "decoder.conv_in.", "decoder.conv_in.", Index::None, Inner::None},
+    {C::Vae, "decoder.conv_out.", "decoder.conv_out.", Index::None, Inner::None},
+    {C::Vae, "decoder.norm_out.", "decoder.conv_norm_out.", Index::None, Inner::None},
+    {C::Vae, "decoder.up.#.block.#.", "decoder.up_blocks.{b}.resnets.{1}.", Index::ReversedUp, Inner::VaeResnet},
+    {C::Vae, "decoder.up.#.upsample.conv.", "decoder.up_blocks.{b}.upsamplers.0.conv.", Index::ReversedUp, Inner::None},
+    {C::Vae, "decoder.mid.block_1.", "decoder.mid_block.resnets.0.", Index::None, Inner::VaeResnet},
+    {C::Vae, "decoder.mid.block_2.", "decoder.mid_block.resnets.1.", Index::None, Inner::VaeResnet},
+    {C::Vae, "decoder.mid.attn_1.", "decoder.mid_block.attentions.0.", Index::None, Inner::VaeAttention},
+    // ---- CLIP text encoder: already transformers' names once the prefix is gone ----------------
+    {C::TextEncoder, "text_model.", "text_model.", Index::None, Inner::None},
+    // Files written by transformers >= 5.6 (CLIPTextModel flattened) lack the `text_model.` level.
+    {C::TextEncoder, "embeddings.", "text_model.embeddings.", Index::None, Inner::None},
+    {C::TextEncoder, "encoder.", "text_model.encoder.", Index::None, Inner::None},
+    {C::TextEncoder, "final_layer_norm.", "text_model.final_layer_norm.", Index::None, Inner::None},
+};
+
+bool starts_with(const std::string& s, size_t pos, const char* prefix) {
+  size_t n = std::strlen(prefix);
+  return s.size() - pos >= n && s.compare(pos, n, prefix) == 0;
+}
+
+// Matches `pattern` at key[pos...]; on success sets *end past the match and fills the indices.
+bool match(const char* pattern, const std::string& key, size_t pos, size_t* end, long idx[2]) {
+  int n_idx = 0;
+  for (const char* p = pattern; *p; ++p) {
+    if (*p == '#') {
+      size_t start = pos;
+      long v = 0;
+      while (pos < key.size() && key[pos] >= '0' && key[pos] <= '9' && pos - start < 6)
+        v = v * 10 + (key[pos++] - '0');
+      if (pos == start || n_idx == 2) return false;
+      idx[n_idx++] = v;
+    } else {
+      if (pos >= key.size() || key[pos] != *p) return false;
+      ++pos;
+    }
+  }
+  *end = pos;
+  return true;
+}
+
+std::string expand(const char* tmpl, long b, long l, long second) {
+  std::string out;
+  for (const char* p = tmpl; *p; ++p) {
+    if (p[0] == '{' && p[1] && p[2] == '}') {
+      out += std::to_string(p[1] == 'b' ? b : p[1] == 'l' ? l : second);
+      p += 2;
+    } else {
+      out += *p;
+    }
+  }
+  return out;
+}
+
+template <size_t N>
+std::string rename_start(const std::string& rest, const Rename (&table)[N]) {
+  for (const Rename& r : table)
+    if (starts_with(rest, 0, r.from)) return r.to + rest.substr(std::strlen(r.from));
+  return rest;
+}
+
+// Parses the decimal number at s[pos...] that a '.' ends; -1 if there is none. *after: past the '.'.
+long number_at(const std::string& s, size_t pos, size_t* after = nullptr) {
+  long v = 0;
+  size_t start = pos;
+  while (pos < s.size() && s[pos] >= '0' && s[pos] <= '9' && pos - start < 6) v = v * 10 + (s[pos++] - '0');
+  if (pos == start || pos >= s.size() || s[pos] != '.') return -1;
+  if (after) *after = pos + 1;
+  return v;
+}
+
+}  // namespace
+
+const char* component_name(Component c) {
+  switch (c) {
+    case Component::Unet: return "unet";
+    case Component::Vae: return "vae";
+    case Component::TextEncoder: return "text_encoder";
+  }
+  return "?";
+}
+
+LdmLayout detect_ldm_layout(const std::vector<std::string>& keys) {
+  LdmLayout layout;
+  static const std::string in_prefix = "model.diffusion_model.input_blocks.";
+  static const std::string up_prefix = "first_stage_model.decoder.up.";
+  long first_downsampler = std::numeric_limits<long>::max(), max_input = -1, max_up = -1;
+  for (const std::string& k : keys) {
+    if (k.compare(0, in_prefix.size(), in_prefix) == 0) {
+      size_t after = 0;
+      long i = number_at(k, in_prefix.size(), &after);
+      if (i < 0) continue;
+      max_input = std::max(max_input, i);
+      if (starts_with(k, after, "0.op."))
+        first_downsampler = std::min(first_downsampler, i);
+    } else if (k.compare(0, up_prefix.size(), up_prefix) == 0) {
+      max_up = std::max(max_up, number_at(k, up_prefix.size()));
+    }
+  }
+  // Input block 0 is conv_in; each down block then has lpb ResNets and (but the last) a downsampler.
+  if (first_downsampler != std::numeric_limits<long>::max() && first_downsampler >= 2)
+    layout.unet_layers_per_block = static_cast<int>(first_downsampler - 1);
+  else if (first_downsampler == std::numeric_limits<long>::max() && max_input >= 1)
+    layout.unet_layers_per_block = static_cast<int>(max_input);
+  if (max_up >= 0) layout.vae_up_blocks = static_cast<int>(max_up + 1);
+  return layout;
+}
+
+std::optional<DiffusersKey> ldm_to_diffusers(const std::string& key, const LdmLayout& layout) {
+  const ComponentPrefix* cp = nullptr;
+  for (const auto& p : kPrefixes)
+    if (starts_with(key, 0, p.prefix)) {
+      cp = &p;
+      break;
+    }
+  if (!cp) return std::nullopt;  // model_ema.*, alphas_cumprod, ...
+  const size_t pos = std::strlen(cp->prefix);
+  const long group = layout.unet_layers_per_block + 1;
+  for (const Rule& r : kRules) {
+    if (r.component != cp->component) continue;
+    size_t end = 0;
+    long idx[2] = {0, 0};
+    if (!match(r.from, key, pos, &end, idx)) continue;
+    long b = idx[0], l = 0;
+    switch (r.index) {
+      case Index::None: break;
+      case Index::InputBlock:
+        if (idx[0] < 1) continue;
+        b = (idx[0] - 1) / group;
+        l = (idx[0] - 1) % group;
+        break;
+      case Index::OutputBlock:
+        b = idx[0] / group;
+        l = idx[0] % group;
+        break;
+      case Index::Same: break;
+      case Index::ReversedUp:
+        if (idx[0] >= layout.vae_up_blocks) continue;
+        b = layout.vae_up_blocks - 1 - idx[0];
+        break;
+    }
+    std::string rest = key.substr(end);
+    DiffusersKey out{cp->component, expand(r.to, b, l, idx[1]), false};
+    switch (r.inner) {
+      case Inner::None: break;
+      case Inner::UnetResnet: rest = rename_start(rest, kUnetResnet); break;
+      case Inner::VaeResnet: rest = rename_start(rest, kVaeResnet); break;
+      case Inner::VaeAttention: rest = rename_start(rest, kVaeAttention); break;
+    }
+    out.name += rest;
+    out.squeeze_to_linear = r.inner == Inner::VaeAttention && is_vae_attention_projection(out.name);
+    return out;
+  }
+  return std::nullopt;
+}
+
+std::string canonical_text_encoder_name(const std::string& name) {
+  // The text encoder rules of the table, applied to a bare name.
+  for (const Rule& r : kRules) {
+    if (r.component != Component::TextEncoder || !starts_with(name, 0, r.from)) continue;
+    return r.to + name.substr(std::strlen(r.from));
+  }
+  return name;
+}
+
+std::string modern_vae_attention_name(const std::string& name, bool* legacy) {
+  static const Rename kLegacy[] = {
+      {"query.", "to_q."}, {"key.", "to_k."}, {"value.", "to_v."}, {"proj_attn.", "to_out.0."}};
+  if (legacy) *legacy = false;
+  // Only inside an attention block: `….attentions.<n>.<legacy>.…`.
+  size_t a = name.find(".attentions.");
+  if (a == std::string::npos) return name;
+  size_t pos = a + std::strlen(".attentions.");
+  if (number_at(name, pos, &pos) < 0) return name;
+  for (const Rename& r : kLegacy)
+    if (starts_with(name, pos, r.from)) {
+      if (legacy) *legacy = true;
+      return name.substr(0, pos) + r.to + name.substr(pos + std::strlen(r.from));
+    }
+  return name;
+}
+
+bool is_vae_attention_projection(const std::string& name) {
+  if (name.find(".attentions.") == std::string::npos) return false;
+  static const char* kSuffixes[] = {".to_q.weight", ".to_k.weight", ".to_v.weight", ".to_out.0.weight"};
+  for (const char* s : kSuffixes) {
+    size_t n = std::strlen(s);
+    if (name.size() >= n && name.compare(name.size() - n, n, s) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace sdmpi::ckpt

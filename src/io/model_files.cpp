@@ -1,0 +1,439 @@
+// Model discovery: a diffusers folder or a single-file LDM checkpoint → configs and weight sources
+// under diffusers names.
+//
+// open() does all the cheap checks up front (folder layout, JSON files, which weight file of each
+// component, the checkpoint's family), so a wrong --model fails in a second with the path at fault;
+// weights() maps the files only when a model asks for them.
+#include "sdmpi/model_files.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <sstream>
+
+#include "io/checkpoint_keys.h"
+#include "io/sd15_configs.h"
+#include "sdmpi/error.h"
+#include "sdmpi/log.h"
+
+namespace sdmpi {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// ---- SafetensorsWeightSource --------------------------------------------------------------------
+
+void SafetensorsWeightSource::add_file(const std::shared_ptr<const SafetensorsFile>& file) {
+  for (const auto& kv : file->entries()) add(kv.first, file, kv.first);
+  for (const auto& kv : file->unsupported()) add(kv.first, file, kv.first);
+}
+
+void SafetensorsWeightSource::add(const std::string& name, const std::shared_ptr<const SafetensorsFile>& file,
+                                  const std::string& file_key, const Shape& shape) {
+  auto it = items_.find(name);
+  if (it != items_.end())
+    throw InputError(description_ + ": tensor '" + name + "' is given twice, by " + origin(name) +
+                     " and " + file->path() + ":" + file_key);
+  if (!shape.empty()) {
+    auto e = file->entries().find(file_key);
+    SDMPI_CHECK(e != file->entries().end() && shape_numel(e->second.shape) == shape_numel(shape),
+                "reshape of " + file_key + " to " + shape_str(shape));
+  }
+  items_.emplace(name, Item{file, file_key, shape});
+}
+
+std::vector<std::string> SafetensorsWeightSource::names() const {
+  std::vector<std::string> out;
+  out.reserve(items_.size());
+  for (const auto& kv : items_) out.push_back(kv.first);
+  return out;
+}
+
+bool SafetensorsWeightSource::has(const std::string& name) const { return items_.count(name) != 0; }
+
+WeightView SafetensorsWeightSource::get(const std::string& name) const {
+  auto it = items_.find(name);
+  if (it == items_.end()) throw InputError(description_ + ": no tensor '" + name + "'");
+  WeightView w = it->second.file->view(it->second.key);
+  w.name = name;
+  if (!it->second.shape.empty()) w.shape = it->second.shape;
+  return w;
+}
+
+std::string SafetensorsWeightSource::origin(const std::string& name) const {
+  auto it = items_.find(name);
+  if (it == items_.end()) return "";
+  return it->second.file->path() + ":" + it->second.key;
+}
+
+// ---- ModelFiles ---------------------------------------------------------------------------------
+
+namespace {
+
+const char* const kWeightComponents[] = {"unet", "vae", "text_encoder"};
+const char* const kConfigComponents[] = {"unet", "vae", "text_encoder", "scheduler"};
+
+std::string config_file_of(const std::string& component) {
+  return component == "scheduler" ? "scheduler/scheduler_config.json" : component + "/config.json";
+}
+
+// Reads a JSON object from `file`; errors are "<where>: <relative name>: ...".
+json read_json_object(const fs::path& file, const std::string& where, const std::string& rel) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw InputError(where + ": cannot read " + rel);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json j;
+  try {
+    j = json::parse(ss.str());
+  } catch (const json::parse_error& e) {
+    std::string what = e.what();
+    size_t at = what.find("parse error");
+    if (at != std::string::npos) what = what.substr(at);
+    for (char& c : what)
+      if (c == '\n' || c == '\r') c = ' ';
+    throw InputError(where + ": " + rel + " is not valid JSON: " + what);
+  }
+  if (!j.is_object()) throw InputError(where + ": " + rel + " is a JSON " + j.type_name() + ", expected an object");
+  return j;
+}
+
+// A 1×1 conv weight [out, in, 1, 1] (or conv1d [out, in, 1]) → [out, in]; other shapes: empty.
+Shape squeezed_linear(const Shape& s) {
+  if ((s.size() == 4 && s[2] == 1 && s[3] == 1) || (s.size() == 3 && s[2] == 1)) return {s[0], s[1]};
+  return {};
+}
+
+bool has_prefix(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
+bool has_suffix(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+
+// The weight file(s) of one folder component.
+struct ComponentWeights {
+  std::vector<std::string> files;                 // full paths, in a fixed order
+  std::string index;                              // full path of a sharded index, else empty
+  std::map<std::string, std::string> weight_map;  // name → shard full path (sharded only)
+};
+
+}  // namespace
+
+struct ModelFiles::State {
+  std::string path;
+  std::string variant;
+  bool single = false;
+  std::string family = "SD 1.x";
+
+  // Folder.
+  std::map<std::string, json> configs;
+  std::map<std::string, ComponentWeights> weights;
+  std::string tokenizer;
+
+  // Single file.
+  std::shared_ptr<const SafetensorsFile> checkpoint;
+  ckpt::LdmLayout layout;
+  int64_t unet_in_channels = 4;
+
+  // Files mapped so far (weights() may be called once per component, or more).
+  mutable std::mutex mutex;
+  mutable std::map<std::string, std::shared_ptr<const SafetensorsFile>> opened;
+
+  std::shared_ptr<const SafetensorsFile> file(const std::string& p) const {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto& f = opened[p];
+    if (!f) f = SafetensorsFile::open(p);
+    return f;
+  }
+};
+
+namespace {
+
+// Throws for model families this build cannot run (by config values).
+void check_folder_family(const std::string& where, const json& model_index, const json& unet_config) {
+  std::string cls = model_index.value("_class_name", "");
+  if (cls.find("XL") != std::string::npos)
+    throw InputError(where + ": " + cls + " (SDXL) models are not supported yet");
+  auto cad = unet_config.find("cross_attention_dim");
+  if (cad != unet_config.end() && cad->is_number_integer() && cad->get<int64_t>() == 1024)
+    throw InputError(where + ": unet/config.json has cross_attention_dim 1024: SD 2.x models are not supported yet");
+}
+
+std::vector<std::string> variant_files(const fs::path& dir, const std::string& base) {
+  // `<base>.<variant>.safetensors` for any variant (used only to suggest or fall back).
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    std::string n = e.path().filename().string();
+    if (has_prefix(n, (base + ".").c_str()) && has_suffix(n, ".safetensors") && n != base + ".safetensors") {
+      std::string v = n.substr(base.size() + 1, n.size() - base.size() - 1 - std::string(".safetensors").size());
+      if (!v.empty() && v.find('.') == std::string::npos) out.push_back(v);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Picks the weight file(s) of one folder component, or throws naming what is missing.
+ComponentWeights resolve_component_weights(const fs::path& root, const std::string& where,
+                                           const std::string& comp, const std::string& variant) {
+  const std::string base = comp == "text_encoder" ? "model" : "diffusion_pytorch_model";
+  const fs::path dir = root / comp;
+  auto single_name = [&](const std::string& v) { return base + (v.empty() ? "" : "." + v) + ".safetensors"; };
+  auto index_name = [&](const std::string& v) {
+    return base + ".safetensors.index" + (v.empty() ? "" : "." + v) + ".json";
+  };
+  ComponentWeights w;
+
+  // Try `v`: the single file, then a sharded index. Returns false if neither exists.
+  auto try_variant = [&](const std::string& v) -> bool {
+    if (fs::is_regular_file(dir / single_name(v))) {
+      w.files = {(dir / single_name(v)).string()};
+      return true;
+    }
+    if (!fs::is_regular_file(dir / index_name(v))) return false;
+    const std::string rel = comp + "/" + index_name(v);
+    json idx = read_json_object(dir / index_name(v), where, rel);
+    auto wm = idx.find("weight_map");
+    if (wm == idx.end() || !wm->is_object() || wm->empty())
+      throw InputError(where + ": " + rel + " has no \"weight_map\" object of tensor names");
+    std::set<std::string> shards;
+    for (auto it = wm->begin(); it != wm->end(); ++it) {
+      if (!it.value().is_string())
+        throw InputError(where + ": " + rel + ": weight_map[\"" + it.key() + "\"] is not a file name");
+      std::string shard = it.value().get<std::string>();
+      if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..")
+        throw InputError(where + ": " + rel + ": weight_map[\"" + it.key() + "\"] = \"" + shard +
+                         "\" is not a file name in " + comp + "/");
+      if (!fs::is_regular_file(dir / shard))
+        throw InputError(where + ": missing " + comp + "/" + shard + " (listed in " + rel + ")");
+      w.weight_map[it.key()] = (dir / shard).string();
+      shards.insert((dir / shard).string());
+    }
+    w.index = (dir / index_name(v)).string();
+    w.files.assign(shards.begin(), shards.end());
+    return true;
+  };
+
+  if (!fs::is_directory(dir)) throw InputError(where + ": missing " + comp + "/");
+  if (!variant.empty()) {
+    if (!try_variant(variant)) {
+      if (!try_variant(""))
+        throw InputError(where + ": missing " + comp + "/" + single_name(variant) + " (variant \"" +
+                         variant + "\") and " + comp + "/" + single_name(""));
+      log::warn(where + ": " + comp + " has no \"" + variant + "\" variant; using " + comp + "/" +
+                fs::path(w.files.size() == 1 && w.index.empty() ? w.files[0] : w.index).filename().string());
+    }
+  } else if (!try_variant("")) {
+    std::vector<std::string> variants = variant_files(dir, base);
+    if (variants.size() == 1) {
+      try_variant(variants[0]);
+      log::info(where + ": " + comp + " has only the \"" + variants[0] + "\" variant; using " + comp + "/" +
+                single_name(variants[0]));
+    } else if (variants.size() > 1) {
+      std::string list;
+      for (const auto& v : variants) list += (list.empty() ? "" : ", ") + v;
+      throw InputError(where + ": no " + comp + "/" + single_name("") + "; variants " + list +
+                       " exist: choose one (--variant)");
+    } else if (fs::exists(dir / (base + ".bin"))) {
+      throw InputError(where + ": " + comp + "/" + base +
+                       ".bin is a PyTorch pickle, which sd_mpi does not read; convert it to safetensors");
+    } else {
+      throw InputError(where + ": missing " + comp + "/" + single_name(""));
+    }
+  }
+  return w;
+}
+
+// Single files: refuse the families we cannot run, by their keys (and one shape).
+void check_checkpoint_family(const SafetensorsFile& f) {
+  const std::string& p = f.path();
+  bool sd_unet = false, diffusers_names = false;
+  auto check = [&](const std::string& k, const Shape* shape) {
+    if (has_prefix(k, "conditioner.embedders.1."))
+      throw InputError(p + ": SDXL single-file checkpoints are not supported yet");
+    if (has_prefix(k, "cond_stage_model.model."))
+      throw InputError(p + ": SD 2.x single-file checkpoints are not supported yet (OpenCLIP text encoder)");
+    if (shape && has_prefix(k, "model.diffusion_model.") && has_suffix(k, ".attn2.to_k.weight") &&
+        !shape->empty() && shape->back() == 1024)
+      throw InputError(p + ": SD 2.x single-file checkpoints are not supported yet (cross-attention dim 1024)");
+    if (has_prefix(k, "model.diffusion_model.input_blocks.")) sd_unet = true;
+    if (has_prefix(k, "down_blocks.") || has_prefix(k, "decoder.up_blocks.") || has_prefix(k, "text_model."))
+      diffusers_names = true;
+  };
+  for (const auto& kv : f.entries()) check(kv.first, &kv.second.shape);
+  for (const auto& kv : f.unsupported()) check(kv.first, nullptr);
+  if (!sd_unet) {
+    if (diffusers_names)
+      throw InputError(p + ": holds one diffusers component, not a whole single-file checkpoint; pass the "
+                           "diffusers model folder instead");
+    throw InputError(p + ": not a Stable Diffusion 1.x single-file checkpoint (no model.diffusion_model."
+                         "input_blocks.* keys)");
+  }
+}
+
+}  // namespace
+
+ModelFiles ModelFiles::open(const std::string& path, const std::string& variant) {
+  auto s = std::make_shared<State>();
+  s->path = path;
+  s->variant = variant;
+  std::error_code ec;
+  fs::file_status st = fs::status(path, ec);
+  if (ec || !fs::exists(st)) throw InputError("model path " + path + ": no such file or folder");
+
+  if (fs::is_regular_file(st)) {
+    s->single = true;
+    std::string ext = fs::path(path).extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(), ::tolower);
+    if (ext == ".ckpt" || ext == ".pt" || ext == ".pth" || ext == ".bin")
+      throw InputError(path + ": PyTorch pickle checkpoints (" + ext +
+                       ") are not supported; use the .safetensors form of the model");
+    if (!variant.empty()) log::warn(path + ": --variant applies to model folders; ignored for a single file");
+    s->checkpoint = SafetensorsFile::open(path);
+    check_checkpoint_family(*s->checkpoint);
+    std::vector<std::string> keys;
+    for (const auto& kv : s->checkpoint->entries()) keys.push_back(kv.first);
+    s->layout = ckpt::detect_ldm_layout(keys);
+    auto conv_in = s->checkpoint->entries().find("model.diffusion_model.input_blocks.0.0.weight");
+    if (conv_in != s->checkpoint->entries().end() && conv_in->second.shape.size() == 4)
+      s->unet_in_channels = conv_in->second.shape[1];
+    s->opened[path] = s->checkpoint;
+    ModelFiles m;
+    m.state_ = s;
+    return m;
+  }
+  if (!fs::is_directory(st)) throw InputError("model path " + path + ": neither a file nor a folder");
+
+  const std::string where = "model folder " + path;
+  const fs::path root(path);
+  if (!fs::is_regular_file(root / "model_index.json")) {
+    if (fs::is_regular_file(root / "config.json"))
+      throw InputError(where + ": missing model_index.json (this looks like one component's folder; pass "
+                               "the pipeline folder above it)");
+    throw InputError(where + ": missing model_index.json (not a diffusers pipeline folder)");
+  }
+  json model_index = read_json_object(root / "model_index.json", where, "model_index.json");
+  for (const char* c : kConfigComponents) {
+    const std::string rel = config_file_of(c);
+    if (!fs::is_regular_file(root / rel)) throw InputError(where + ": missing " + rel);
+    s->configs[c] = read_json_object(root / rel, where, rel);
+  }
+  check_folder_family(where, model_index, s->configs["unet"]);
+  // The tokenizer as CLIPTokenizer saves it (vocab.json + merges.txt) or as transformers 5 does
+  // (tokenizer.json alone).
+  if (!fs::is_regular_file(root / "tokenizer/tokenizer.json"))
+    for (const char* rel : {"tokenizer/vocab.json", "tokenizer/merges.txt"})
+      if (!fs::is_regular_file(root / rel))
+        throw InputError(where + ": missing " + std::string(rel) + " (and no tokenizer/tokenizer.json)");
+  s->tokenizer = (root / "tokenizer").string();
+  for (const char* c : kWeightComponents) s->weights[c] = resolve_component_weights(root, where, c, variant);
+  ModelFiles m;
+  m.state_ = s;
+  return m;
+}
+
+bool ModelFiles::is_single_file() const { return state_->single; }
+const std::string& ModelFiles::path() const { return state_->path; }
+const std::string& ModelFiles::family() const { return state_->family; }
+
+nlohmann::json ModelFiles::config(const std::string& component) const {
+  if (std::find(std::begin(kConfigComponents), std::end(kConfigComponents), component) ==
+      std::end(kConfigComponents))
+    throw Error("ModelFiles::config: unknown component '" + component + "'");
+  if (!state_->single) return state_->configs.at(component);
+  json c = sd15_default_config(component);
+  if (component == "unet") c["in_channels"] = state_->unet_in_channels;
+  return c;
+}
+
+std::shared_ptr<WeightSource> ModelFiles::weights(const std::string& component) const {
+  if (std::find(std::begin(kWeightComponents), std::end(kWeightComponents), component) ==
+      std::end(kWeightComponents))
+    throw Error("ModelFiles::weights: unknown component '" + component + "'");
+  const State& s = *state_;
+
+  if (s.single) {
+    auto src = std::make_shared<SafetensorsWeightSource>(s.path + " (" + component + ")");
+    const SafetensorsFile& f = *s.checkpoint;
+    auto add_key = [&](const std::string& key, const Shape* shape) {
+      auto d = ckpt::ldm_to_diffusers(key, s.layout);
+      if (!d || component != ckpt::component_name(d->component)) return;
+      Shape reshaped;
+      if (d->squeeze_to_linear && shape) reshaped = squeezed_linear(*shape);
+      src->add(d->name, s.checkpoint, key, reshaped);
+    };
+    for (const auto& kv : f.entries()) add_key(kv.first, &kv.second.shape);
+    for (const auto& kv : f.unsupported()) add_key(kv.first, nullptr);
+    if (src->names().empty()) {
+      const char* prefix = component == "unet"  ? "model.diffusion_model.*"
+                           : component == "vae" ? "first_stage_model.*"
+                                                : "cond_stage_model.transformer.*";
+      throw InputError(s.path + ": this checkpoint has no " + component + " weights (" + prefix + ")");
+    }
+    return src;
+  }
+
+  const ComponentWeights& w = s.weights.at(component);
+  std::string desc = s.path + "/" + component + "/" +
+                     fs::path(w.index.empty() ? w.files[0] : w.index).filename().string();
+  auto src = std::make_shared<SafetensorsWeightSource>(desc);
+  auto add_one = [&](const std::string& name, const std::shared_ptr<const SafetensorsFile>& f) {
+    if (component == "unet") return src->add(name, f, name);
+    if (component == "text_encoder") return src->add(ckpt::canonical_text_encoder_name(name), f, name);
+    // The VAE may use diffusers' legacy attention names and 1×1-conv shapes: present the current.
+    std::string modern = ckpt::modern_vae_attention_name(name);
+    Shape reshaped;
+    auto e = f->entries().find(name);
+    if (e != f->entries().end() && ckpt::is_vae_attention_projection(modern)) reshaped = squeezed_linear(e->second.shape);
+    src->add(modern, f, name, reshaped);
+  };
+  if (w.index.empty()) {
+    auto f = s.file(w.files[0]);
+    for (const auto& kv : f->entries()) add_one(kv.first, f);
+    for (const auto& kv : f->unsupported()) add_one(kv.first, f);
+  } else {
+    for (const auto& [name, shard] : w.weight_map) {
+      auto f = s.file(shard);
+      if (!f->contains(name) && !f->unsupported().count(name))
+        throw InputError(w.index + ": weight_map puts '" + name + "' in " + fs::path(shard).filename().string() +
+                         ", which does not hold it");
+      add_one(name, f);
+    }
+  }
+  return src;
+}
+
+std::string ModelFiles::tokenizer_dir() const { return state_->single ? "" : state_->tokenizer; }
+
+std::vector<std::string> ModelFiles::weight_files() const {
+  if (state_->single) return {state_->path};
+  std::vector<std::string> out;
+  for (const char* c : kWeightComponents)
+    for (const auto& f : state_->weights.at(c).files) out.push_back(f);
+  return out;
+}
+
+std::string ModelFiles::describe() const {
+  const State& s = *state_;
+  if (s.single) {
+    std::string d = "single-file " + s.family + " checkpoint " + s.path;
+    if (s.unet_in_channels != 4) d += " (UNet in_channels " + std::to_string(s.unet_in_channels) + ")";
+    return d;
+  }
+  std::string d = "diffusers folder " + s.path + " (";
+  bool first = true;
+  for (const char* c : kWeightComponents) {
+    const ComponentWeights& w = s.weights.at(c);
+    d += std::string(first ? "" : ", ") + c + ": ";
+    if (w.index.empty())
+      d += fs::path(w.files[0]).filename().string();
+    else
+      d += fs::path(w.index).filename().string() + " (" + std::to_string(w.files.size()) + " shards)";
+    first = false;
+  }
+  return d + ")";
+}
+
+}  // namespace sdmpi
