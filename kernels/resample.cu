@@ -3,17 +3,26 @@
 // Both are pure data movement, so they copy bit patterns (2- or 4-byte words) without touching
 // values, whatever the dtype. Each thread writes one output element and computes where it comes
 // from; in NHWC consecutive threads write consecutive channels of one pixel and read consecutive
-// channels of the source pixel, so reads and writes are coalesced. The source row of nearest
-// upsampling is floor(y * h / oh) in integers, PyTorch's mode="nearest" for the sizes the models use.
+// channels of the source pixel, so reads and writes are coalesced. The source index of nearest
+// resizing is PyTorch's nearest_idx for a given output size: the same index for equal sizes, dst/2
+// for exact doubling, else min(floor(dst * float(in/out)), in - 1) in float arithmetic (the
+// multiply with __fmul_rn so it rounds as on the CPU).
 #include "common.cuh"
 #include "resample.cuh"
 
 namespace sdmpi::kernels {
 namespace {
 
+__device__ __forceinline__ int64_t nearest_source(int64_t dst, int64_t in, int64_t out, float scale) {
+  if (out == in) return dst;
+  if (out == 2 * in) return dst >> 1;
+  int64_t src = static_cast<int64_t>(floorf(__fmul_rn(static_cast<float>(dst), scale)));
+  return src < in - 1 ? src : in - 1;
+}
+
 template <typename W>
 __global__ void upsample_nearest_kernel(const W* x, W* out, int64_t h, int64_t w, int64_t c, int64_t oh,
-                                        int64_t ow, int64_t n) {
+                                        int64_t ow, float scale_h, float scale_w, int64_t n) {
   SDMPI_GRID_STRIDE(i, n) {
     int64_t ch = i % c;
     int64_t pix = i / c;
@@ -21,7 +30,7 @@ __global__ void upsample_nearest_kernel(const W* x, W* out, int64_t h, int64_t w
     int64_t rest = pix / ow;
     int64_t oy = rest % oh;
     int64_t b = rest / oh;
-    int64_t sy = oy * h / oh, sx = ox * w / ow;
+    int64_t sy = nearest_source(oy, h, oh, scale_h), sx = nearest_source(ox, w, ow, scale_w);
     out[i] = x[((b * h + sy) * w + sx) * c + ch];
   }
 }
@@ -41,9 +50,11 @@ void upsample_nearest(cudaStream_t stream, size_t elem_size, const void* x, void
                       int64_t w, int64_t c, int64_t oh, int64_t ow) {
   int64_t n = b * oh * ow * c;
   if (n == 0) return;
+  const float scale_h = static_cast<float>(h) / static_cast<float>(oh);
+  const float scale_w = static_cast<float>(w) / static_cast<float>(ow);
   SDMPI_DISPATCH_ELEMENT_SIZE(elem_size, W,
     upsample_nearest_kernel<W><<<grid_for(n), kThreads, 0, stream>>>(static_cast<const W*>(x), static_cast<W*>(out),
-                                                                    h, w, c, oh, ow, n));
+                                                                    h, w, c, oh, ow, scale_h, scale_w, n));
   SDMPI_CUDA_CHECK_LAUNCH();
 }
 

@@ -8,7 +8,8 @@
 
 namespace sdmpi::kernels {
 
-// x [b, h, w, c] → out [b, oh, ow, c], out[y][x] = in[y*h/oh][x*w/ow]; elements of elem_size bytes.
+// x [b, h, w, c] → out [b, oh, ow, c] by PyTorch's nearest rule (see resample.cu); elements of
+// elem_size bytes.
 void upsample_nearest(cudaStream_t stream, size_t elem_size, const void* x, void* out, int64_t b, int64_t h,
                       int64_t w, int64_t c, int64_t oh, int64_t ow);
 // a [rows, ca] ++ b [rows, cb] → out [rows, ca + cb].

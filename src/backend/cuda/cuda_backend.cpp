@@ -8,9 +8,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 
+#include "attention.cuh"
 #include "attention_naive.cuh"
 #include "backend/cuda/arena.h"
 #include "backend/cuda/conv.h"
@@ -136,12 +138,17 @@ class CudaBackendImpl final : public CudaBackend {
   std::map<GraphKey, GraphEntry> graphs_;
   bool poison_ = false;
   bool capturing_ = false;
+  // SDMPI_CUDA_ATTENTION=naive: the simple one-warp-per-query kernel instead of the tuned ones
+  // (a debugging aid: a second implementation to compare with).
+  bool naive_attention_ = false;
 };
 
 // ---- construction -------------------------------------------------------------------------------
 
 CudaBackendImpl::CudaBackendImpl(int device, DType compute, const CudaDeviceInfo& info)
     : device_(device), compute_(compute) {
+  const char* attention_choice = std::getenv("SDMPI_CUDA_ATTENTION");
+  naive_attention_ = attention_choice && std::string(attention_choice) == "naive";
   SDMPI_CUDA_CHECK(cudaSetDevice(device_));
   SDMPI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   weights_ = std::make_shared<DevicePool>("weights", device_, kWeightChunk, driver_allocations_);
@@ -270,12 +277,24 @@ Tensor CudaBackendImpl::upload_weight(const WeightView& w, WeightKind kind) {
   const DType target = kind == WeightKind::Vector ? DType::F32 : compute_;
   Shape shape = w.shape;
   bool permute = false;
-  if (kind == WeightKind::Conv) {
-    if (w.shape.size() != 4) throw InputError(where + ": a convolution weight must have 4 dimensions [out, in, kh, kw]");
-    shape = {w.shape[0], w.shape[2], w.shape[3], w.shape[1]};
-    permute = w.shape[2] != 1 || w.shape[3] != 1;  // 1x1 kernels: OIHW and OHWI are the same bytes
-  } else if ((kind == WeightKind::Linear || kind == WeightKind::Embedding) && w.shape.size() != 2) {
-    throw InputError(where + ": expected 2 dimensions");
+  const Shape& ws = w.shape;
+  switch (kind) {
+    case WeightKind::Linear:
+      // 1x1 convolution weights [out, in, 1, 1] also serve as linear weights (old VAE attention).
+      if (ws.size() == 4 && ws[2] == 1 && ws[3] == 1) shape = {ws[0], ws[1]};
+      else if (ws.size() != 2) throw InputError(where + ": expected a linear weight [out, in]");
+      break;
+    case WeightKind::Conv:
+      if (ws.size() != 4) throw InputError(where + ": expected a convolution weight [out, in, kh, kw]");
+      shape = {ws[0], ws[2], ws[3], ws[1]};
+      permute = ws[2] != 1 || ws[3] != 1;  // 1x1 kernels: OIHW and OHWI are the same bytes
+      break;
+    case WeightKind::Vector:
+      if (ws.size() != 1) throw InputError(where + ": expected a vector [C]");
+      break;
+    case WeightKind::Embedding:
+      if (ws.size() != 2) throw InputError(where + ": expected an embedding table [rows, C]");
+      break;
   }
   Tensor out = alloc_in(weights_, shape, target);
   if (n == 0) return out;
@@ -492,8 +511,39 @@ Tensor CudaBackendImpl::attention(const Tensor& q, const Tensor& k, const Tensor
     SDMPI_CUDA_CHECK(cudaMemsetAsync(out.raw(), 0, out.nbytes(), stream_));
     return out;
   }
-  kernels::attention_naive(s(), q.dtype(), q.raw(), k.raw(), v.raw(), out.raw(), q.dim(0), q.dim(1), k.dim(1),
-                           heads, d, causal);
+  if (naive_attention_) {
+    kernels::attention_naive(s(), q.dtype(), q.raw(), k.raw(), v.raw(), out.raw(), q.dim(0), q.dim(1), k.dim(1),
+                             heads, d, causal);
+    return out;
+  }
+  constexpr int64_t kIntMax = 2147483647;
+  if (q.dim(1) > kIntMax || k.dim(1) > kIntMax)
+    throw Error("attention: sequence lengths " + std::to_string(q.dim(1)) + "/" + std::to_string(k.dim(1)) + " too long");
+  // The batch may exceed the kernel's grid limit (65535): run it in slices.
+  constexpr int64_t kMaxBatch = 65535;
+  const size_t es = dtype_size(q.dtype());
+  const int64_t q_item = q.dim(1) * c, kv_item = k.dim(1) * c;
+  for (int64_t b0 = 0; b0 < q.dim(0); b0 += kMaxBatch) {
+    const int64_t nb = std::min(kMaxBatch, q.dim(0) - b0);
+    cuda::AttentionParams p;
+    p.q = static_cast<const char*>(q.raw()) + b0 * q_item * es;
+    p.k = static_cast<const char*>(k.raw()) + b0 * kv_item * es;
+    p.v = static_cast<const char*>(v.raw()) + b0 * kv_item * es;
+    p.out = static_cast<char*>(out.raw()) + b0 * q_item * es;
+    p.dtype = q.dtype();
+    p.batch = static_cast<int>(nb);
+    p.heads = heads;
+    p.seq_q = static_cast<int>(q.dim(1));
+    p.seq_kv = static_cast<int>(k.dim(1));
+    p.head_dim = d;
+    p.causal = causal;
+    cudaError_t err = cuda::attention_forward(p, stream_);
+    if (err == cudaErrorInvalidValue) {
+      std::string why = cuda::attention_validate(p);
+      if (!why.empty()) throw Error(why + " (q " + q.describe() + ", k " + k.describe() + ")");
+    }
+    SDMPI_CUDA_CHECK(err);
+  }
   return out;
 }
 
@@ -558,6 +608,7 @@ Tensor CudaBackendImpl::add_batch_channel(const Tensor& x, const Tensor& t) {
 Tensor CudaBackendImpl::clamp(const Tensor& x, float lo, float hi) {
   bind();
   check(x, "clamp", "x");
+  if (lo > hi) throw Error("clamp: lower bound " + std::to_string(lo) + " above upper bound " + std::to_string(hi));
   Tensor out = alloc(x.shape(), x.dtype());
   kernels::clamp(s(), x.dtype(), x.raw(), out.raw(), x.numel(), lo, hi);
   return out;
@@ -568,10 +619,10 @@ Tensor CudaBackendImpl::clamp(const Tensor& x, float lo, float hi) {
 Tensor CudaBackendImpl::upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) {
   bind();
   check(x, "upsample_nearest", "x");
-  if (x.rank() != 4 || out_h < 0 || out_w < 0)
-    throw Error("upsample_nearest: x " + x.describe() + " to " + std::to_string(out_h) + "x" + std::to_string(out_w));
-  if ((x.dim(1) == 0 || x.dim(2) == 0) && out_h * out_w > 0)
-    throw Error("upsample_nearest: empty input " + x.describe());
+  if (x.rank() != 4 || out_h < 1 || out_w < 1)
+    throw Error("upsample_nearest: x " + x.describe() + " ([B, H, W, C]) to " + std::to_string(out_h) + "x" +
+                std::to_string(out_w));
+  if (x.dim(1) < 1 || x.dim(2) < 1) throw Error("upsample_nearest: empty input " + x.describe());
   Tensor out = alloc({x.dim(0), out_h, out_w, x.dim(3)}, x.dtype());
   kernels::upsample_nearest(s(), dtype_size(x.dtype()), x.raw(), out.raw(), x.dim(0), x.dim(1), x.dim(2), x.dim(3),
                             out_h, out_w);
