@@ -1,0 +1,107 @@
+// Convolution and linear layers of the CPU backend: both become the product A · Wᵀ (cpu_gemm.h).
+//
+// conv2d on NHWC with OHWI weights: output pixel (oy, ox) is the dot product of the weight row
+// [kh, kw, Cin] with the input patch gathered in the same (ky, kx, c) order (im2col). The patch
+// rows are gathered per GEMM tile into a thread-local buffer, right before the tile's product, so
+// the full im2col matrix (gigabytes for the VAE at 512×512) never exists and the rows are still in
+// cache when the product reads them. A 1×1 stride-1 unpadded convolution is already a product on
+// the [H*W, Cin] view and gathers nothing.
+//
+// Bias and residual run in each tile's epilogue, in torch's order: (x ⊛ w + bias) + residual.
+#include <algorithm>
+#include <cstring>
+
+#include "backend/cpu/cpu_gemm.h"
+#include "backend/cpu/cpu_kernels.h"
+
+namespace sdmpi::cpu {
+
+namespace {
+
+// c_tile[i][j] = (c + bias[n0 + j]) + residual_item[m0 + i][n0 + j]
+void bias_residual_epilogue(const GemmTile& t, float* c, int64_t ldc, const float* bias,
+                            const float* residual, int64_t res_item_stride) {
+  for (int64_t i = 0; i < t.mn; ++i) {
+    float* row = c + i * ldc;
+    if (bias) {
+      const float* b = bias + t.n0;
+      for (int64_t j = 0; j < t.nn; ++j) row[j] = row[j] + b[j];
+    }
+    if (residual) {
+      const float* r = residual + t.item * res_item_stride + (t.m0 + i) * ldc + t.n0;
+      for (int64_t j = 0; j < t.nn; ++j) row[j] = row[j] + r[j];
+    }
+  }
+}
+
+}  // namespace
+
+void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
+                 int64_t Cout, int64_t kh, int64_t kw, int stride, int pad, const float* bias,
+                 const float* residual, float* y, int64_t Ho, int64_t Wo, int threads) {
+  GemmProblem p;
+  p.items = B;
+  p.M = Ho * Wo;
+  p.N = Cout;
+  p.K = kh * kw * Cin;
+  p.W = w;
+  p.C = y;
+  p.ldc = Cout;
+  p.c_item_stride = Ho * Wo * Cout;
+  const bool direct = kh == 1 && kw == 1 && stride == 1 && pad == 0;
+  if (direct) {
+    p.A = x;
+    p.lda = Cin;
+    p.a_item_stride = H * W * Cin;
+  } else {
+    p.produce_a = [=](const GemmTile& t, float* buf) -> const float* {
+      const float* xb = x + t.item * H * W * Cin;
+      const size_t run = static_cast<size_t>(Cin) * sizeof(float);
+      for (int64_t i = 0; i < t.mn; ++i) {
+        int64_t m = t.m0 + i, oy = m / Wo, ox = m % Wo;
+        float* dst = buf + i * kh * kw * Cin;
+        for (int64_t ky = 0; ky < kh; ++ky) {
+          int64_t iy = oy * stride - pad + ky;
+          for (int64_t kx = 0; kx < kw; ++kx, dst += Cin) {
+            int64_t ix = ox * stride - pad + kx;
+            if (iy < 0 || iy >= H || ix < 0 || ix >= W) std::memset(dst, 0, run);
+            else std::memcpy(dst, xb + (iy * W + ix) * Cin, run);
+          }
+        }
+      }
+      return buf;
+    };
+  }
+  if (bias || residual) {
+    const int64_t res_stride = Ho * Wo * Cout;
+    p.epilogue = [=](const GemmTile& t, float* c) {
+      bias_residual_epilogue(t, c, Cout, bias, residual, res_stride);
+    };
+  }
+  gemm_nt_parallel(p, threads);
+}
+
+void linear_rows(const float* x, int64_t items, int64_t rows, int64_t K, const float* w, int64_t N,
+                 const float* bias, const float* residual, float* y, int threads) {
+  GemmProblem p;
+  p.items = items;
+  p.M = rows;
+  p.N = N;
+  p.K = K;
+  p.A = x;
+  p.lda = K;
+  p.a_item_stride = rows * K;
+  p.W = w;
+  p.C = y;
+  p.ldc = N;
+  p.c_item_stride = rows * N;
+  if (bias || residual) {
+    const int64_t res_stride = rows * N;
+    p.epilogue = [=](const GemmTile& t, float* c) {
+      bias_residual_epilogue(t, c, N, bias, residual, res_stride);
+    };
+  }
+  gemm_nt_parallel(p, threads);
+}
+
+}  // namespace sdmpi::cpu

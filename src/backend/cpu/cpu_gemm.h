@@ -1,0 +1,69 @@
+// Matrix products for the CPU backend: one single-threaded product, and a parallel driver that
+// cuts a product into tiles whose sizes depend only on the problem's shape.
+//
+// Why tiles of a fixed shape: OpenBLAS does not add up an output element in the same order for
+// every problem size (small products take its "small matrix" kernels, N = 1 takes a GEMV path),
+// so a row's result may change with the number of rows it is computed with. The backend promises
+// that a batch item's result depends neither on its neighbours nor on the thread count, so every
+// product here is split by a rule that looks at (M, N, K) only, each tile runs as one
+// single-threaded call, and threads only decide who computes which tile. OpenBLAS itself is kept
+// at one thread (set_blas_single_threaded) so its pool never fights the OpenMP threads.
+//
+// Without OpenBLAS (SDMPI_HAVE_BLAS undefined) the single-threaded product is our own packed,
+// cache-blocked GEMM with AVX-512 / AVX2+FMA / portable micro-kernels picked at run time. It adds
+// each output element up in one fixed order (blocks of kGemmKc along K, FMA chain within a block)
+// whatever the tile, so it is batch-invariant on its own.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace sdmpi::cpu {
+
+// C[M, N] = alpha * A[M, K] · op(B) + beta * C, all row-major with leading dimensions lda/ldb/ldc.
+// op(B) = Bᵀ for B stored [N, K] when b_transposed, else B stored [K, N]. beta == 0 ignores C's
+// old contents (NaN-safe). Single-threaded.
+void gemm(bool b_transposed, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+          int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// Our own implementation of gemm(), always compiled (tests compare it with the naive product).
+void gemm_builtin(bool b_transposed, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                  int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// One tile of a parallel product: rows [m0, m0 + mn) and columns [n0, n0 + nn) of item `item`.
+struct GemmTile {
+  int64_t item, m0, mn, n0, nn;
+};
+
+// The tile grid for an M×N×K product (a pure function of the shape).
+struct TileGrid {
+  int64_t mc, nc;  // tile size (the last tile in each direction may be smaller)
+  int64_t mt, nt;  // tile counts
+};
+TileGrid gemm_tile_grid(int64_t M, int64_t N, int64_t K);
+
+// For each of `items` independent products C_i[M, N] = A_i[M, K] · Wᵀ (W stored [N, K], shared):
+// runs the tiles over `threads` OpenMP threads. `produce_a` (optional) fills a tile's rows of A
+// when A is not in memory (im2col); it receives the tile and a buffer of mn×K floats with leading
+// dimension K and returns the pointer to use as A (the buffer, or memory of its own). `epilogue`
+// (optional) runs on each finished tile (bias, residual) while it is still in cache.
+struct GemmProblem {
+  int64_t items = 1, M = 0, N = 0, K = 0;
+  const float* A = nullptr;  // used when produce_a is empty
+  int64_t lda = 0, a_item_stride = 0;
+  const float* W = nullptr;  // [N, K], row stride K
+  float* C = nullptr;
+  int64_t ldc = 0, c_item_stride = 0;
+  std::function<const float*(const GemmTile&, float* buffer)> produce_a;
+  std::function<void(const GemmTile&, float* c_tile)> epilogue;
+};
+void gemm_nt_parallel(const GemmProblem& p, int threads);
+
+// Keeps OpenBLAS on one thread (see above). Idempotent; a no-op without OpenBLAS.
+void set_blas_single_threaded();
+
+// "OpenBLAS 0.3.21 (Cooperlake)" or "built-in GEMM (AVX-512)".
+std::string gemm_library_name();
+
+}  // namespace sdmpi::cpu

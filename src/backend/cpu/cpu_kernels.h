@@ -1,0 +1,54 @@
+// The CPU backend's kernels on raw float32 pointers. cpu_backend.cpp checks shapes and allocates;
+// these only compute. Each takes the OpenMP thread count to use and splits its work by a rule that
+// depends on the shapes alone, so results never depend on `threads`. Image tensors are NHWC.
+#pragma once
+
+#include <cstdint>
+
+#include "sdmpi/backend.h"
+
+namespace sdmpi::cpu {
+
+// ---- cpu_conv.cpp ---------------------------------------------------------------------------------
+// y[b] = x[b] ⊛ w (+ bias) (+ residual), per batch item; w is [Cout, kh, kw, Cin].
+void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
+                 int64_t Cout, int64_t kh, int64_t kw, int stride, int pad, const float* bias,
+                 const float* residual, float* y, int64_t Ho, int64_t Wo, int threads);
+// y[i] = x[i] · wᵀ (+ bias) (+ residual) for `items` independent [rows, K] blocks; w is [N, K].
+void linear_rows(const float* x, int64_t items, int64_t rows, int64_t K, const float* w, int64_t N,
+                 const float* bias, const float* residual, float* y, int threads);
+
+// ---- cpu_norm.cpp -----------------------------------------------------------------------------------
+void group_norm_nhwc(const float* x, int64_t B, int64_t HW, int64_t C, int64_t groups,
+                     const float* gamma, const float* beta, float eps, bool silu, float* y, int threads);
+void layer_norm_rows(const float* x, int64_t rows, int64_t C, const float* gamma, const float* beta,
+                     float eps, float* y, int threads);
+
+// ---- cpu_attention.cpp ------------------------------------------------------------------------------
+// q [B, Nq, heads*d], k and v [B, Nk, heads*d] → out [B, Nq, heads*d].
+void attention_mh(const float* q, const float* k, const float* v, int64_t B, int64_t Nq, int64_t Nk,
+                  int64_t heads, int64_t d, bool causal, float* out, int threads);
+
+// ---- cpu_elementwise.cpp ----------------------------------------------------------------------------
+void activation_inplace(Activation act, const float* x, float* y, int64_t n, int threads);
+void geglu_rows(const float* x, float* y, int64_t rows, int64_t C, int threads);
+void binary_op(BinaryOp op, const float* a, const float* b, float* y, int64_t n, int threads);
+void binary_scalar_op(BinaryOp op, const float* a, float s, bool scalar_first, float* y, int64_t n,
+                      int threads);
+void add_batch_channel_op(const float* x, const float* t, float* y, int64_t B, int64_t inner,
+                          int64_t C, int threads);
+void clamp_op(const float* x, float* y, int64_t n, float lo, float hi, int threads);
+// PyTorch's mode="nearest" source index for an output size (see cpu_elementwise.cpp).
+int64_t nearest_source_index(int64_t dst, int64_t in_size, int64_t out_size);
+void upsample_nearest_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho,
+                           int64_t Wo, float* y, int threads);
+// Copies `rows` rows of a_cols and b_cols floats into rows of a_cols + b_cols.
+void concat_rows(const float* a, int64_t a_cols, const float* b, int64_t b_cols, float* y,
+                 int64_t rows, int threads);
+void copy_floats(const float* x, float* y, int64_t n, int threads);
+
+// Exposed for tests: the vectorised transcendental functions on n floats (single-threaded).
+void exp_floats(const float* x, float* y, int64_t n);
+void erf_floats(const float* x, float* y, int64_t n);
+
+}  // namespace sdmpi::cpu

@@ -1,0 +1,134 @@
+// GroupNorm (+SiLU) and LayerNorm of the CPU backend, statistics in double.
+//
+// GroupNorm on channels-last data: a group's channels are interleaved with the other groups' at
+// every pixel, so one pass gathers per-channel sums and sums of squares (double, vectorised across
+// channels) over fixed blocks of pixels; the blocks are combined in order, channels into groups,
+// and each (item, channel) gets scale = γ·rstd and shift = β − mean·scale. The output is
+// x·scale + shift evaluated in double and rounded once, then SiLU in float as torch applies it
+// after the norm. The block size depends on nothing but the shape, so the sums are added in the
+// same order whatever the thread count; items never mix.
+//
+// LayerNorm: per row, sums in double, y = ((x − mean)·rstd·γ + β) in double, rounded once.
+// Both use the biased variance E[x²] − mean² (clamped at 0), like torch.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/cpu_simd.h"
+
+namespace sdmpi::cpu {
+
+namespace {
+
+constexpr int64_t kPixelBlock = 256;
+
+struct SiluInPlace {
+  template <int W> SDMPI_SIMD_INLINE static void run(float* y, int64_t n) {
+    int64_t i = 0;
+    for (; i + W <= n; i += W) {
+      auto v = vload<W>(y + i);
+      vstore<W>(y + i, v / (1.0f + vexp<W>(-v)));
+    }
+    if (i < n) {
+      float tmp[W] = {};
+      std::memcpy(tmp, y + i, static_cast<size_t>(n - i) * sizeof(float));
+      auto v = vload<W>(tmp);
+      vstore<W>(tmp, v / (1.0f + vexp<W>(-v)));
+      std::memcpy(y + i, tmp, static_cast<size_t>(n - i) * sizeof(float));
+    }
+  }
+};
+
+}  // namespace
+
+void group_norm_nhwc(const float* x, int64_t B, int64_t HW, int64_t C, int64_t groups,
+                     const float* gamma, const float* beta, float eps, bool silu, float* y, int threads) {
+  const int64_t blocks = std::max<int64_t>(1, (HW + kPixelBlock - 1) / kPixelBlock);
+  const int64_t tasks = B * blocks;
+  // Per (item, block): C sums then C sums of squares.
+  std::vector<double> partial(static_cast<size_t>(tasks * 2 * C), 0.0);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && tasks > 1)
+  for (int64_t t = 0; t < tasks; ++t) {
+    int64_t b = t / blocks, blk = t % blocks;
+    int64_t p0 = blk * kPixelBlock, p1 = std::min(HW, p0 + kPixelBlock);
+    double* s = partial.data() + t * 2 * C;
+    double* q = s + C;
+    for (int64_t p = p0; p < p1; ++p) {
+      const float* row = x + (b * HW + p) * C;
+      for (int64_t c = 0; c < C; ++c) {
+        double v = row[c];
+        s[c] += v;
+        q[c] += v * v;
+      }
+    }
+  }
+
+  // Per (item, channel) affine coefficients, serial and in a fixed order.
+  const int64_t cg = C / groups;
+  const double count = static_cast<double>(cg) * static_cast<double>(HW);
+  std::vector<double> scale(static_cast<size_t>(B * C)), shift(static_cast<size_t>(B * C));
+  std::vector<double> ch_sum(static_cast<size_t>(C)), ch_sq(static_cast<size_t>(C));
+  for (int64_t b = 0; b < B; ++b) {
+    std::fill(ch_sum.begin(), ch_sum.end(), 0.0);
+    std::fill(ch_sq.begin(), ch_sq.end(), 0.0);
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const double* s = partial.data() + (b * blocks + blk) * 2 * C;
+      for (int64_t c = 0; c < C; ++c) {
+        ch_sum[static_cast<size_t>(c)] += s[c];
+        ch_sq[static_cast<size_t>(c)] += s[C + c];
+      }
+    }
+    for (int64_t g = 0; g < groups; ++g) {
+      double sum = 0.0, sq = 0.0;
+      for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
+        sum += ch_sum[static_cast<size_t>(c)];
+        sq += ch_sq[static_cast<size_t>(c)];
+      }
+      double mean = sum / count;
+      double var = std::max(sq / count - mean * mean, 0.0);
+      double rstd = 1.0 / std::sqrt(var + static_cast<double>(eps));
+      for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
+        double sc = static_cast<double>(gamma[c]) * rstd;
+        scale[static_cast<size_t>(b * C + c)] = sc;
+        shift[static_cast<size_t>(b * C + c)] = static_cast<double>(beta[c]) - mean * sc;
+      }
+    }
+  }
+
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && tasks > 1)
+  for (int64_t t = 0; t < tasks; ++t) {
+    int64_t b = t / blocks, blk = t % blocks;
+    int64_t p0 = blk * kPixelBlock, p1 = std::min(HW, p0 + kPixelBlock);
+    const double* sc = scale.data() + b * C;
+    const double* sh = shift.data() + b * C;
+    for (int64_t p = p0; p < p1; ++p) {
+      const float* in = x + (b * HW + p) * C;
+      float* out = y + (b * HW + p) * C;
+      for (int64_t c = 0; c < C; ++c) out[c] = static_cast<float>(in[c] * sc[c] + sh[c]);
+    }
+    if (silu) simd_dispatch<SiluInPlace>(y + (b * HW + p0) * C, (p1 - p0) * C);
+  }
+}
+
+void layer_norm_rows(const float* x, int64_t rows, int64_t C, const float* gamma, const float* beta,
+                     float eps, float* y, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && rows * C > 16384)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* in = x + r * C;
+    float* out = y + r * C;
+    double sum = 0.0, sq = 0.0;
+    for (int64_t c = 0; c < C; ++c) {
+      double v = in[c];
+      sum += v;
+      sq += v * v;
+    }
+    double mean = sum / static_cast<double>(C);
+    double var = std::max(sq / static_cast<double>(C) - mean * mean, 0.0);
+    double rstd = 1.0 / std::sqrt(var + static_cast<double>(eps));
+    for (int64_t c = 0; c < C; ++c)
+      out[c] = static_cast<float>((static_cast<double>(in[c]) - mean) * rstd * gamma[c] + beta[c]);
+  }
+}
+
+}  // namespace sdmpi::cpu

@@ -1,0 +1,158 @@
+// Portable SIMD for the CPU backend's transcendental loops (exp, SiLU, GELU, softmax).
+//
+// The project builds for plain x86-64 (no -march), where the compiler only auto-vectorises with
+// SSE2 and gives up on loops with selects. The few loops that cost real time are therefore written
+// once on GCC vector-extension types of W lanes (Vec<W>) and compiled three times: W = 16 under
+// target("avx512f"), W = 8 under target("avx2"), W = 4 for plain SSE2; simd_dispatch() picks one at
+// run time. Every lane does the same IEEE operations in the same order whatever W is (no
+// contraction, no horizontal reductions), so all three give bit-identical results: the choice of
+// instruction set never changes an image.
+//
+// A kernel is a struct with `template <int W> static void run(args...)`, marked SDMPI_SIMD_INLINE
+// so that it is compiled inside each target-specific wrapper.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#pragma GCC diagnostic ignored "-Wpsabi"  // vector types never cross a non-inlined call
+
+#define SDMPI_SIMD_INLINE __attribute__((always_inline)) inline
+
+namespace sdmpi::cpu {
+
+template <int W> struct Vec;
+template <> struct Vec<4> {
+  typedef float f __attribute__((vector_size(16)));
+  typedef int32_t i __attribute__((vector_size(16)));
+};
+template <> struct Vec<8> {
+  typedef float f __attribute__((vector_size(32)));
+  typedef int32_t i __attribute__((vector_size(32)));
+};
+template <> struct Vec<16> {
+  typedef float f __attribute__((vector_size(64)));
+  typedef int32_t i __attribute__((vector_size(64)));
+};
+
+template <int W> SDMPI_SIMD_INLINE typename Vec<W>::f vsplat(float v) {
+  typename Vec<W>::f r;
+  for (int i = 0; i < W; ++i) r[i] = v;
+  return r;
+}
+template <int W> SDMPI_SIMD_INLINE typename Vec<W>::f vload(const float* p) {
+  typename Vec<W>::f r;
+  std::memcpy(&r, p, sizeof r);
+  return r;
+}
+template <int W> SDMPI_SIMD_INLINE void vstore(float* p, typename Vec<W>::f v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+// e^x for every lane, within 1 ulp over the float range (Cody–Waite reduction by ln 2 in two
+// parts, then a degree-7 polynomial for e^r on |r| ≤ ln2/2, then exact scaling by 2^n done in
+// two halves so n = 128 and n = -126 stay representable). exp(-inf) = 0, exp(+inf) = inf,
+// NaN stays NaN; results that would be subnormal (x < -87.34) flush to 0.
+template <int W> SDMPI_SIMD_INLINE typename Vec<W>::f vexp(typename Vec<W>::f x) {
+  using F = typename Vec<W>::f;
+  using I = typename Vec<W>::i;
+  const F hi = vsplat<W>(88.7228391f), lo = vsplat<W>(-87.3365448f);
+  F xc = x > hi ? hi : x;
+  xc = xc < lo ? lo : xc;
+  F fx = xc * 1.44269504088896341f + 0.5f;
+  I n = __builtin_convertvector(fx, I);  // truncation; fix to floor below
+  n = __builtin_convertvector(n, F) > fx ? n - 1 : n;
+  F nf = __builtin_convertvector(n, F);
+  F r = xc - nf * 0.693359375f;
+  r = r - nf * -2.12194440e-4f;
+  F z = r * r;
+  F y = vsplat<W>(1.9875691500e-4f);
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * z + r + 1.0f;
+  I n1 = n >> 1;
+  F res = y * reinterpret_cast<F>((n1 + 127) << 23) * reinterpret_cast<F>((n - n1 + 127) << 23);
+  res = x > hi ? vsplat<W>(INFINITY) : res;
+  res = x < lo ? vsplat<W>(0.0f) : res;
+  res = x != x ? x : res;
+  return res;
+}
+
+// erf(x) for every lane: |x| < 1: x·P(x²) (7 terms); 1 ≤ |x| < 4: 1 − e^(−x²)·Q(1/|x|) (10 terms);
+// beyond, ±1. P and Q are least-squares fits (reweighted towards minimax) in double, rounded to
+// float; measured error ≤ 2.5 ulp against erf in double (tests/unit/cpu_backend_test.cpp).
+template <int W> SDMPI_SIMD_INLINE typename Vec<W>::f verf(typename Vec<W>::f x) {
+  using F = typename Vec<W>::f;
+  F a = x < 0.0f ? -x : x;
+  F t = a * a;
+  F p = vsplat<W>(7.854221622e-05f);
+  p = p * t + -8.010311285e-04f;
+  p = p * t + 5.188342649e-03f;
+  p = p * t + -2.685382031e-02f;
+  p = p * t + 1.128358543e-01f;
+  p = p * t + -3.761262596e-01f;
+  p = p * t + 1.128379107e+00f;
+  F small = a * p;
+  F v = 1.0f / (a < 1.0f ? vsplat<W>(1.0f) : a);
+  F q = vsplat<W>(3.071605228e-02f);
+  q = q * v + -1.797242612e-01f;
+  q = q * v + 4.382676780e-01f;
+  q = q * v + -5.369860530e-01f;
+  q = q * v + 2.383658290e-01f;
+  q = q * v + 2.303774357e-01f;
+  q = q * v + -3.758567274e-01f;
+  q = q * v + 2.053440921e-02f;
+  q = q * v + 5.617681742e-01f;
+  q = q * v + 1.210682094e-04f;
+  F large = 1.0f - vexp<W>(-t) * q;
+  F r = a < 1.0f ? small : large;
+  r = a >= 4.0f ? vsplat<W>(1.0f) : r;
+  r = x < 0.0f ? -r : r;
+  return x != x ? x : r;
+}
+
+// Applies Op::apply<W> (an SDMPI_SIMD_INLINE static member: no vector value may cross a real call,
+// whose ABI would differ between the target-specific copies) to n floats: full vectors, then the
+// tail through a zero-padded vector so tail elements get exactly the same arithmetic.
+template <int W, class Op>
+SDMPI_SIMD_INLINE void vmap(const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + W <= n; i += W) vstore<W>(y + i, Op::template apply<W>(vload<W>(x + i)));
+  if (i < n) {
+    float tmp[W] = {};
+    std::memcpy(tmp, x + i, static_cast<size_t>(n - i) * sizeof(float));
+    vstore<W>(tmp, Op::template apply<W>(vload<W>(tmp)));
+    std::memcpy(y + i, tmp, static_cast<size_t>(n - i) * sizeof(float));
+  }
+}
+
+enum class SimdIsa { Sse2, Avx2, Avx512 };
+SimdIsa simd_isa();                 // detected once (cpu_simd.cpp)
+const char* simd_isa_name();
+
+#if defined(__x86_64__)
+template <class K, class... A> __attribute__((target("avx512f"))) void simd_run_avx512(A... a) {
+  K::template run<16>(a...);
+}
+template <class K, class... A> __attribute__((target("avx2"))) void simd_run_avx2(A... a) {
+  K::template run<8>(a...);
+}
+#endif
+template <class K, class... A> void simd_run_sse2(A... a) { K::template run<4>(a...); }
+
+template <class K, class... A> void simd_dispatch(A... a) {
+#if defined(__x86_64__)
+  switch (simd_isa()) {
+    case SimdIsa::Avx512: simd_run_avx512<K>(a...); return;
+    case SimdIsa::Avx2: simd_run_avx2<K>(a...); return;
+    case SimdIsa::Sse2: break;
+  }
+#endif
+  simd_run_sse2<K>(a...);
+}
+
+}  // namespace sdmpi::cpu
