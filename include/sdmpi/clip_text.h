@@ -1,0 +1,56 @@
+// CLIPTextModel: the text tower of CLIP that turns token ids into Stable Diffusion's context.
+//
+// transformers' modeling_clip.py (sd15-semantics.md §3), pre-LN residual blocks with a causal mask:
+//
+//   x = token_embedding[ids] + position_embedding[0..L-1]
+//   per layer: x = x + out_proj(causal_attention(q/k/v_proj(layer_norm1(x))))
+//              x = x + fc2(act(fc1(layer_norm2(x))))        act = quick_gelu (or gelu)
+//   last_hidden_state = final_layer_norm(x)                 all L positions (pads included)
+//
+// clip_skip k (diffusers' encode_prompt): hidden_states[-(k+1)] then final_layer_norm, i.e. the
+// output after the first num_hidden_layers - k layers; the last k layers are not run at all.
+// Weight names: SD 1.x files (and transformers 4) use "text_model.embeddings...."; transformers 5
+// saves the same tensors without the "text_model." prefix. Both load; the optional
+// position_ids buffer is ignored.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sdmpi/backend.h"
+#include "sdmpi/model_config.h"
+#include "sdmpi/weights.h"
+
+namespace sdmpi {
+
+class ClipTextModel {
+ public:
+  // `prefix` is prepended to every parameter name ("text_model." or ""; see weight_prefix()).
+  ClipTextModel(const ClipTextConfig& config, WeightLoader& weights,
+                const std::string& prefix = "text_model.");
+  ~ClipTextModel();
+  ClipTextModel(ClipTextModel&&) noexcept;
+  ClipTextModel& operator=(ClipTextModel&&) noexcept;
+
+  // "text_model." when the source names its tensors so (any name starts with it), else "".
+  static std::string weight_prefix(const WeightSource& source);
+  // Builds the model from a weight source on `backend` (prefix detected) and checks the names.
+  static ClipTextModel load(const ClipTextConfig& config, const WeightSource& source,
+                            Backend& backend);
+
+  // ids: batch rows of L token ids each (L = ids.size() / batch <= max_position_embeddings; 77
+  // for SD). Returns [batch, L, hidden_size]: last_hidden_state, or with clip_skip = k
+  // (0 <= k <= num_hidden_layers) the hidden state k layers before the last, final-normed.
+  Tensor forward(Backend& backend, const std::vector<int32_t>& ids, int batch,
+                 int clip_skip = 0) const;
+
+  const ClipTextConfig& config() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sdmpi

@@ -1,0 +1,66 @@
+// UNet2DConditionModel: the noise-prediction network of Stable Diffusion 1.x.
+//
+// One model definition for every backend: the class only loads parameters (diffusers names,
+// PyTorch shapes) and calls ops of sdmpi::Backend. The graph follows diffusers'
+// unet_2d_condition.py (sd15-semantics.md §4):
+//
+//   emb  = time_embedding(timestep_embedding(t))      sinusoidal part on the host, float32
+//   x    = conv_in(sample); skips = [x]
+//   down blocks (CrossAttnDownBlock2D / DownBlock2D): resnet [→ transformer] per layer, each output
+//        a skip; a stride-2 conv between levels, its output a skip too
+//   mid  UNetMidBlock2DCrossAttn: resnet → transformer → resnet
+//   up blocks (UpBlock2D / CrossAttnUpBlock2D): per resnet, concat [x, skips.pop()] on channels,
+//        resnet [→ transformer]; nearest x2 (or to the next skip's size) + conv between levels
+//   out  = conv_out(SiLU(conv_norm_out(x)))
+//
+// Any size works: when a latent side is not a multiple of 2^(levels-1), each upsampler resizes
+// to the spatial size of the skip it meets next, as diffusers' forward_upsample_size does (§4.7).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "sdmpi/backend.h"
+#include "sdmpi/model_config.h"
+#include "sdmpi/weights.h"
+
+namespace sdmpi {
+
+class UNet2DConditionModel {
+ public:
+  // Asks `weights` for every parameter the config implies; problems surface at weights.finish(),
+  // which the caller runs (load() below does it all).
+  UNet2DConditionModel(const UNetConfig& config, WeightLoader& weights);
+  ~UNet2DConditionModel();
+  UNet2DConditionModel(UNet2DConditionModel&&) noexcept;
+  UNet2DConditionModel& operator=(UNet2DConditionModel&&) noexcept;
+
+  // Builds the model from a weight source on `backend` and checks the names (missing, mis-shaped
+  // and unexpected tensors are one InputError naming them).
+  static UNet2DConditionModel load(const UNetConfig& config, const WeightSource& source,
+                                   Backend& backend);
+
+  // sample [B, h, w, in_channels] (NHWC latents, already scaled by the scheduler),
+  // timesteps: one per batch item (integer or fractional steps),
+  // encoder_hidden_states [B, N, cross_attention_dim] (N = 77 for CLIP).
+  // Returns the prediction [B, h, w, out_channels].
+  Tensor forward(Backend& backend, const Tensor& sample, const std::vector<float>& timesteps,
+                 const Tensor& encoder_hidden_states) const;
+
+  const UNetConfig& config() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// diffusers' get_timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift) in float32 on
+// the host, op for op as torch runs it: exponent = fl(-ln(10000) * k) / (dim/2 - shift),
+// freq = exp(exponent), arg = t * freq, [sin(arg), cos(arg)] (or [cos, sin] when flipped), a zero
+// column appended for odd dim. exp/sin/cos are correctly rounded here; torch's vectorised SLEEF
+// versions differ from that by at most 1 ulp in a few per cent of the values. Returns [B, dim]
+// row-major.
+std::vector<float> timestep_embedding(const std::vector<float>& timesteps, int dim,
+                                      bool flip_sin_to_cos, double freq_shift);
+
+}  // namespace sdmpi

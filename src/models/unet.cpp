@@ -1,0 +1,264 @@
+// UNet2DConditionModel (see include/sdmpi/unet.h): construction mirrors diffusers'
+// UNet2DConditionModel.__init__ block by block, so parameter names and shapes come out the same;
+// forward() mirrors its forward() for the SD 1.x block types.
+#include "sdmpi/unet.h"
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+
+#include "models/blocks.h"
+#include "sdmpi/error.h"
+
+namespace sdmpi {
+
+using namespace blocks;
+
+namespace {
+
+// diffusers' TimestepEmbedding: linear_1 → SiLU → linear_2 (no condition projection, no post-act).
+struct TimestepEmbedding {
+  Linear linear_1, linear_2;
+
+  TimestepEmbedding(WeightLoader& w, const std::string& name, int in, int dim)
+      : linear_1(w, name + ".linear_1", in, dim), linear_2(w, name + ".linear_2", dim, dim) {}
+  Tensor operator()(Backend& b, const Tensor& t_emb) const {
+    return linear_2(b, b.activation(linear_1(b, t_emb), Activation::SiLU));
+  }
+};
+
+// CrossAttnDownBlock2D (with attentions) or DownBlock2D (without).
+struct DownBlock {
+  std::vector<ResnetBlock2D> resnets;
+  std::vector<Transformer2DModel> attentions;
+  std::optional<Downsample2D> downsampler;
+};
+
+// UNetMidBlock2DCrossAttn: resnets[0], then (attentions[i], resnets[i+1]) pairs.
+struct MidBlock {
+  std::vector<ResnetBlock2D> resnets;
+  std::vector<Transformer2DModel> attentions;
+};
+
+// CrossAttnUpBlock2D (with attentions) or UpBlock2D (without).
+struct UpBlock {
+  std::vector<ResnetBlock2D> resnets;
+  std::vector<Transformer2DModel> attentions;
+  std::optional<Upsample2D> upsampler;
+};
+
+template <typename T>
+std::vector<T> reversed(std::vector<T> v) {
+  std::reverse(v.begin(), v.end());
+  return v;
+}
+
+std::string idx(const std::string& prefix, int i) { return prefix + "." + std::to_string(i); }
+
+}  // namespace
+
+struct UNet2DConditionModel::Impl {
+  UNetConfig config;
+  Conv2d conv_in;
+  TimestepEmbedding time_embedding;
+  std::vector<DownBlock> down_blocks;
+  MidBlock mid_block;
+  std::vector<UpBlock> up_blocks;
+  GroupNorm conv_norm_out;
+  Conv2d conv_out;
+
+  Impl(const UNetConfig& c, WeightLoader& w)
+      : config(c),
+        conv_in(w, "conv_in", c.in_channels, c.block_out_channels[0], c.conv_in_kernel),
+        time_embedding(w, "time_embedding", c.block_out_channels[0], c.time_embed_dim()),
+        conv_norm_out(w, "conv_norm_out", c.norm_num_groups, c.block_out_channels[0],
+                      static_cast<float>(c.norm_eps)),
+        conv_out(w, "conv_out", c.block_out_channels[0], c.out_channels, c.conv_out_kernel) {
+    const int n = c.num_blocks();
+    const int temb = c.time_embed_dim();
+    const int groups = c.norm_num_groups;
+    const float eps = static_cast<float>(c.norm_eps);
+    const bool linear = c.use_linear_projection;
+
+    // down
+    int out_ch = c.block_out_channels[0];
+    for (int i = 0; i < n; ++i) {
+      const std::string name = idx("down_blocks", i);
+      const int in_ch = out_ch;
+      out_ch = c.block_out_channels[i];
+      const bool cross_attn = c.down_block_types[i] == "CrossAttnDownBlock2D";
+      DownBlock& block = down_blocks.emplace_back();
+      for (int l = 0; l < c.layers_per_block[i]; ++l) {
+        block.resnets.emplace_back(w, idx(name + ".resnets", l), l == 0 ? in_ch : out_ch, out_ch,
+                                   temb, groups, eps);
+        if (cross_attn)
+          block.attentions.emplace_back(w, idx(name + ".attentions", l), out_ch,
+                                        c.num_attention_heads[i], c.transformer_layers_per_block[i],
+                                        c.cross_attention_dim[i], groups, linear);
+      }
+      if (i < n - 1) block.downsampler.emplace(w, name + ".downsamplers.0", out_ch);
+    }
+
+    // mid
+    const int mid_ch = c.block_out_channels[n - 1];
+    const float mid_scale = static_cast<float>(c.mid_block_scale_factor);
+    mid_block.resnets.emplace_back(w, "mid_block.resnets.0", mid_ch, mid_ch, temb, groups, eps,
+                                   mid_scale);
+    mid_block.attentions.emplace_back(w, "mid_block.attentions.0", mid_ch,
+                                      c.num_attention_heads[n - 1],
+                                      c.transformer_layers_per_block[n - 1],
+                                      c.cross_attention_dim[n - 1], groups, linear);
+    mid_block.resnets.emplace_back(w, "mid_block.resnets.1", mid_ch, mid_ch, temb, groups, eps,
+                                   mid_scale);
+
+    // up: the down path read backwards; the last resnet of a block takes the skip of the level
+    // below (in_ch), the others skips of its own level.
+    const auto rev_channels = reversed(c.block_out_channels);
+    const auto rev_heads = reversed(c.num_attention_heads);
+    const auto rev_layers = reversed(c.layers_per_block);
+    const auto rev_cross = reversed(c.cross_attention_dim);
+    const auto rev_tlayers = reversed(c.transformer_layers_per_block);
+    out_ch = rev_channels[0];
+    for (int i = 0; i < n; ++i) {
+      const std::string name = idx("up_blocks", i);
+      const int prev_ch = out_ch;
+      out_ch = rev_channels[i];
+      const int in_ch = rev_channels[std::min(i + 1, n - 1)];
+      const bool cross_attn = c.up_block_types[i] == "CrossAttnUpBlock2D";
+      const int num_layers = rev_layers[i] + 1;
+      UpBlock& block = up_blocks.emplace_back();
+      for (int l = 0; l < num_layers; ++l) {
+        const int skip_ch = l == num_layers - 1 ? in_ch : out_ch;
+        const int res_in = l == 0 ? prev_ch : out_ch;
+        block.resnets.emplace_back(w, idx(name + ".resnets", l), res_in + skip_ch, out_ch, temb,
+                                   groups, eps);
+        if (cross_attn)
+          block.attentions.emplace_back(w, idx(name + ".attentions", l), out_ch, rev_heads[i],
+                                        rev_tlayers[i], rev_cross[i], groups, linear);
+      }
+      if (i < n - 1) block.upsampler.emplace(w, name + ".upsamplers.0", out_ch);
+    }
+  }
+};
+
+UNet2DConditionModel::UNet2DConditionModel(const UNetConfig& config, WeightLoader& weights) {
+  config.validate("unet config");
+  impl_ = std::make_unique<Impl>(config, weights);
+}
+UNet2DConditionModel::~UNet2DConditionModel() = default;
+UNet2DConditionModel::UNet2DConditionModel(UNet2DConditionModel&&) noexcept = default;
+UNet2DConditionModel& UNet2DConditionModel::operator=(UNet2DConditionModel&&) noexcept = default;
+
+const UNetConfig& UNet2DConditionModel::config() const { return impl_->config; }
+
+UNet2DConditionModel UNet2DConditionModel::load(const UNetConfig& config, const WeightSource& source,
+                                                 Backend& backend) {
+  WeightLoader loader(source, backend, "unet");
+  UNet2DConditionModel model(config, loader);
+  loader.finish();
+  return model;
+}
+
+std::vector<float> timestep_embedding(const std::vector<float>& timesteps, int dim,
+                                      bool flip_sin_to_cos, double freq_shift) {
+  const int half = dim / 2;
+  // exponent = -ln(max_period) * arange(half, float32), then / (half - shift): float32 ops with
+  // the Python scalars rounded to float32.
+  const float neg_log_period = static_cast<float>(-std::log(10000.0));
+  const float divisor = static_cast<float>(static_cast<double>(half) - freq_shift);
+  std::vector<float> freq(half);
+  for (int k = 0; k < half; ++k) {
+    const float exponent = (neg_log_period * static_cast<float>(k)) / divisor;
+    freq[k] = static_cast<float>(std::exp(static_cast<double>(exponent)));
+  }
+  std::vector<float> out(timesteps.size() * dim, 0.0f);
+  for (size_t b = 0; b < timesteps.size(); ++b) {
+    float* row = out.data() + b * dim;
+    for (int k = 0; k < half; ++k) {
+      const double arg = static_cast<double>(timesteps[b] * freq[k]);  // float32 product
+      const float s = static_cast<float>(std::sin(arg));
+      const float c = static_cast<float>(std::cos(arg));
+      row[k] = flip_sin_to_cos ? c : s;
+      row[half + k] = flip_sin_to_cos ? s : c;
+    }
+  }
+  return out;
+}
+
+Tensor UNet2DConditionModel::forward(Backend& b, const Tensor& sample,
+                                     const std::vector<float>& timesteps,
+                                     const Tensor& encoder_hidden_states) const {
+  const Impl& m = *impl_;
+  const UNetConfig& c = m.config;
+  if (sample.rank() != 4 || sample.dim(3) != c.in_channels)
+    throw Error("unet: sample must be [B, h, w, " + std::to_string(c.in_channels) + "], got " +
+                shape_str(sample.shape()));
+  const int64_t B = sample.dim(0);
+  if (static_cast<int64_t>(timesteps.size()) != B)
+    throw Error("unet: " + std::to_string(timesteps.size()) + " timesteps for a batch of " +
+                std::to_string(B));
+  if (encoder_hidden_states.rank() != 3 || encoder_hidden_states.dim(0) != B)
+    throw Error("unet: encoder_hidden_states must be [" + std::to_string(B) + ", N, D], got " +
+                shape_str(encoder_hidden_states.shape()));
+  const Tensor& context = encoder_hidden_states;
+
+  // 1. time
+  const int t_dim = c.block_out_channels[0];
+  std::vector<float> t_host = timestep_embedding(timesteps, t_dim, c.flip_sin_to_cos, c.freq_shift);
+  Tensor emb = m.time_embedding(b, b.from_host(t_host.data(), {B, t_dim}));
+  const Tensor temb = b.activation(emb, Activation::SiLU);  // every resnet's SiLU(temb)
+
+  // 2. pre-process
+  Tensor x = sample;
+  if (c.center_input_sample)
+    x = b.binary_scalar(BinaryOp::Sub, b.binary_scalar(BinaryOp::Mul, x, 2.0f), 1.0f);
+  x = m.conv_in(b, x);
+
+  // 3. down
+  std::vector<Tensor> skips{x};
+  for (const DownBlock& block : m.down_blocks) {
+    for (size_t l = 0; l < block.resnets.size(); ++l) {
+      x = block.resnets[l](b, x, &temb);
+      if (!block.attentions.empty()) x = block.attentions[l](b, x, context);
+      skips.push_back(x);
+    }
+    if (block.downsampler) {
+      x = (*block.downsampler)(b, x);
+      skips.push_back(x);
+    }
+  }
+
+  // 4. mid
+  x = m.mid_block.resnets[0](b, x, &temb);
+  for (size_t i = 0; i < m.mid_block.attentions.size(); ++i) {
+    x = m.mid_block.attentions[i](b, x, context);
+    x = m.mid_block.resnets[i + 1](b, x, &temb);
+  }
+
+  // 5. up: diffusers forwards the upsample size when a side is not a multiple of the overall
+  // factor; otherwise the x2 resize gives the next skip's size anyway.
+  const int factor = c.overall_up_factor();
+  const bool forward_upsample_size = sample.dim(1) % factor != 0 || sample.dim(2) % factor != 0;
+  for (const UpBlock& block : m.up_blocks) {
+    for (size_t l = 0; l < block.resnets.size(); ++l) {
+      SDMPI_CHECK(!skips.empty(), "unet: more up-block resnets than skip connections");
+      Tensor skip = std::move(skips.back());
+      skips.pop_back();
+      x = block.resnets[l](b, b.concat_channels(x, skip), &temb);
+      if (!block.attentions.empty()) x = block.attentions[l](b, x, context);
+    }
+    if (block.upsampler) {
+      SDMPI_CHECK(!skips.empty(), "unet: upsampler without a following skip connection");
+      if (forward_upsample_size)
+        x = (*block.upsampler)(b, x, skips.back().dim(1), skips.back().dim(2));
+      else
+        x = (*block.upsampler)(b, x);
+    }
+  }
+  SDMPI_CHECK(skips.empty(), "unet: skip connections left over");
+
+  // 6. post-process
+  return m.conv_out(b, m.conv_norm_out(b, x, /*silu=*/true));
+}
+
+}  // namespace sdmpi

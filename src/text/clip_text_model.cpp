@@ -1,0 +1,126 @@
+// CLIPTextModel (see include/sdmpi/clip_text.h): parameters named as transformers'
+// CLIPTextEmbeddings / CLIPEncoderLayer / final_layer_norm register them, forward as their
+// forward() methods compute it.
+#include "sdmpi/clip_text.h"
+
+#include "models/blocks.h"
+#include "sdmpi/error.h"
+
+namespace sdmpi {
+
+using blocks::LayerNorm;
+using blocks::Linear;
+
+namespace {
+
+// CLIPEncoderLayer: pre-LN self-attention (q/k/v/out with bias, causal) and MLP.
+struct ClipEncoderLayer {
+  LayerNorm layer_norm1, layer_norm2;
+  Linear q_proj, k_proj, v_proj, out_proj;
+  Linear fc1, fc2;
+
+  ClipEncoderLayer(WeightLoader& w, const std::string& name, const ClipTextConfig& c)
+      : layer_norm1(w, name + ".layer_norm1", c.hidden_size, static_cast<float>(c.layer_norm_eps)),
+        layer_norm2(w, name + ".layer_norm2", c.hidden_size, static_cast<float>(c.layer_norm_eps)),
+        q_proj(w, name + ".self_attn.q_proj", c.hidden_size, c.hidden_size),
+        k_proj(w, name + ".self_attn.k_proj", c.hidden_size, c.hidden_size),
+        v_proj(w, name + ".self_attn.v_proj", c.hidden_size, c.hidden_size),
+        out_proj(w, name + ".self_attn.out_proj", c.hidden_size, c.hidden_size),
+        fc1(w, name + ".mlp.fc1", c.hidden_size, c.intermediate_size),
+        fc2(w, name + ".mlp.fc2", c.intermediate_size, c.hidden_size) {}
+
+  Tensor operator()(Backend& b, const Tensor& x, int heads, Activation act) const {
+    Tensor h = layer_norm1(b, x);
+    Tensor a = b.attention(q_proj(b, h), k_proj(b, h), v_proj(b, h), heads, /*causal=*/true);
+    Tensor x1 = out_proj(b, a, &x);  // residual + attention
+    h = b.activation(fc1(b, layer_norm2(b, x1)), act);
+    return fc2(b, h, &x1);  // residual + MLP
+  }
+};
+
+}  // namespace
+
+struct ClipTextModel::Impl {
+  ClipTextConfig config;
+  Tensor token_embedding, position_embedding;
+  std::vector<ClipEncoderLayer> layers;
+  LayerNorm final_layer_norm;
+  Activation act;
+
+  Impl(const ClipTextConfig& c, WeightLoader& w, const std::string& p)
+      : config(c),
+        final_layer_norm(w, p + "final_layer_norm", c.hidden_size,
+                         static_cast<float>(c.layer_norm_eps)),
+        act(c.hidden_act == "gelu" ? Activation::GELU : Activation::QuickGELU) {
+    token_embedding = w.load(p + "embeddings.token_embedding.weight",
+                             {c.vocab_size, c.hidden_size}, WeightKind::Embedding);
+    position_embedding = w.load(p + "embeddings.position_embedding.weight",
+                                {c.max_position_embeddings, c.hidden_size}, WeightKind::Embedding);
+    layers.reserve(c.num_hidden_layers);
+    for (int i = 0; i < c.num_hidden_layers; ++i)
+      layers.emplace_back(w, p + "encoder.layers." + std::to_string(i), c);
+    // A buffer, not a parameter (arange(77)); CLIPTextModelWithProjection's projection is unused.
+    w.ignore(p + "embeddings.position_ids");
+    w.ignore("text_projection.weight");
+  }
+};
+
+ClipTextModel::ClipTextModel(const ClipTextConfig& config, WeightLoader& weights,
+                             const std::string& prefix) {
+  config.validate("text_encoder config");
+  impl_ = std::make_unique<Impl>(config, weights, prefix);
+}
+ClipTextModel::~ClipTextModel() = default;
+ClipTextModel::ClipTextModel(ClipTextModel&&) noexcept = default;
+ClipTextModel& ClipTextModel::operator=(ClipTextModel&&) noexcept = default;
+
+const ClipTextConfig& ClipTextModel::config() const { return impl_->config; }
+
+std::string ClipTextModel::weight_prefix(const WeightSource& source) {
+  for (const std::string& name : source.names())
+    if (name.rfind("text_model.", 0) == 0) return "text_model.";
+  return "";
+}
+
+ClipTextModel ClipTextModel::load(const ClipTextConfig& config, const WeightSource& source,
+                                  Backend& backend) {
+  WeightLoader loader(source, backend, "text_encoder");
+  ClipTextModel model(config, loader, weight_prefix(source));
+  loader.finish();
+  return model;
+}
+
+Tensor ClipTextModel::forward(Backend& b, const std::vector<int32_t>& ids, int batch,
+                              int clip_skip) const {
+  const Impl& m = *impl_;
+  const ClipTextConfig& c = m.config;
+  if (batch <= 0 || ids.empty() || ids.size() % static_cast<size_t>(batch) != 0)
+    throw Error("text_encoder: " + std::to_string(ids.size()) + " token ids do not make " +
+                std::to_string(batch) + " equal rows");
+  const int64_t L = static_cast<int64_t>(ids.size()) / batch;
+  if (L > c.max_position_embeddings)
+    throw Error("text_encoder: sequence length " + std::to_string(L) +
+                " exceeds max_position_embeddings " + std::to_string(c.max_position_embeddings));
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= c.vocab_size)
+      throw Error("text_encoder: token id " + std::to_string(ids[i]) + " at position " +
+                  std::to_string(i) + " is outside the vocabulary of " +
+                  std::to_string(c.vocab_size));
+  if (clip_skip < 0 || clip_skip > c.num_hidden_layers)
+    throw InputError("clip skip " + std::to_string(clip_skip) + " is outside 0.." +
+                     std::to_string(c.num_hidden_layers) + " for a text encoder of " +
+                     std::to_string(c.num_hidden_layers) + " layers");
+
+  // Embeddings: token rows + position rows 0..L-1 for every batch row.
+  std::vector<int32_t> positions(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) positions[i] = static_cast<int32_t>(i % L);
+  const Shape shape{batch, L, c.hidden_size};
+  Tensor x = b.binary(BinaryOp::Add, b.embedding(ids, m.token_embedding).reshape(shape),
+                      b.embedding(positions, m.position_embedding).reshape(shape));
+
+  const int run_layers = c.num_hidden_layers - clip_skip;
+  for (int i = 0; i < run_layers; ++i) x = m.layers[i](b, x, c.num_attention_heads, m.act);
+  return m.final_layer_norm(b, x);
+}
+
+}  // namespace sdmpi
