@@ -129,8 +129,13 @@ class CudaBackend : public Backend {
   // Memory: each key's graph owns a private pool. All allocations made while fn runs (warm-up and
   // capture) come from that pool, and blocks freed inside it go back only to it, so the addresses
   // baked into the graph stay valid and unused by anyone else for as long as the graph lives.
+  // An exception from fn during the capture (e.g. host traffic) propagates. If instead a library
+  // call breaks the capture, or SDMPI_CUDA_GRAPHS=0 is set, the key runs fn directly on the static
+  // inputs from then on (one warning), returning fresh outputs each call.
   virtual std::vector<Tensor> run_graph(const GraphKey& key, const std::vector<Tensor>& inputs,
                                         const GraphFn& fn) = 0;
+  // Whether `key` replays a captured graph (false: not seen yet, or running without a graph).
+  virtual bool graph_captured(const GraphKey& key) const = 0;
   // The static input buffers of `key` (empty if it has not been captured), so a caller can write
   // inputs there directly and pass them back to run_graph without a copy.
   virtual std::vector<Tensor> graph_inputs(const GraphKey& key) = 0;

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <map>
 
 #include "attention.cuh"
@@ -89,6 +90,10 @@ class CudaBackendImpl final : public CudaBackend {
   void set_poison(bool on) override { poison_ = on; }
   std::vector<Tensor> run_graph(const GraphKey& key, const std::vector<Tensor>& inputs, const GraphFn& fn) override;
   std::vector<Tensor> graph_inputs(const GraphKey& key) override;
+  bool graph_captured(const GraphKey& key) const override {
+    auto it = graphs_.find(key);
+    return it != graphs_.end() && !it->second.eager;
+  }
   void drop_graphs() override;
   bool capturing() const override { return capturing_; }
   Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float shift) override;
@@ -100,6 +105,7 @@ class CudaBackendImpl final : public CudaBackend {
     std::vector<Tensor> static_inputs;
     std::vector<Tensor> outputs;
     cudaGraphExec_t exec = nullptr;
+    bool eager = false;  // capture impossible (or graphs off): fn runs directly on the static inputs
   };
   // Routes allocations to a graph's private pool while its callable runs.
   class PoolScope {
@@ -141,6 +147,8 @@ class CudaBackendImpl final : public CudaBackend {
   // SDMPI_CUDA_ATTENTION=naive: the simple one-warp-per-query kernel instead of the tuned ones
   // (a debugging aid: a second implementation to compare with).
   bool naive_attention_ = false;
+  // SDMPI_CUDA_GRAPHS=0: run_graph runs its callable directly (for debugging and comparison).
+  bool graphs_enabled_ = true;
 };
 
 // ---- construction -------------------------------------------------------------------------------
@@ -149,6 +157,8 @@ CudaBackendImpl::CudaBackendImpl(int device, DType compute, const CudaDeviceInfo
     : device_(device), compute_(compute) {
   const char* attention_choice = std::getenv("SDMPI_CUDA_ATTENTION");
   naive_attention_ = attention_choice && std::string(attention_choice) == "naive";
+  const char* graphs_choice = std::getenv("SDMPI_CUDA_GRAPHS");
+  graphs_enabled_ = !(graphs_choice && std::string(graphs_choice) == "0");
   SDMPI_CUDA_CHECK(cudaSetDevice(device_));
   SDMPI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   weights_ = std::make_shared<DevicePool>("weights", device_, kWeightChunk, driver_allocations_);
@@ -735,12 +745,11 @@ std::vector<Tensor> CudaBackendImpl::run_graph(const GraphKey& key, const std::v
   if (capturing_) throw Error("run_graph: called while another graph is being captured");
   for (const Tensor& in : inputs) check(in, "run_graph", "input");
   auto it = graphs_.find(key);
+  const std::string label = "batch " + std::to_string(key.batch) + ", " + std::to_string(key.height) + "x" +
+                            std::to_string(key.width) + " (variant " + std::to_string(key.variant) + ")";
   if (it == graphs_.end()) {
     GraphEntry e;
-    e.pool = std::make_shared<DevicePool>(
-        "graph b" + std::to_string(key.batch) + " " + std::to_string(key.height) + "x" + std::to_string(key.width) +
-            " v" + std::to_string(key.variant),
-        device_, kGraphChunk, driver_allocations_);
+    e.pool = std::make_shared<DevicePool>("graph " + label, device_, kGraphChunk, driver_allocations_);
     {
       PoolScope scope(this, e.pool);
       for (const Tensor& in : inputs) e.static_inputs.push_back(copy(in));
@@ -748,32 +757,55 @@ std::vector<Tensor> CudaBackendImpl::run_graph(const GraphKey& key, const std::v
       // which may happen inside a capture. Its outputs are dropped, returning their blocks.
       std::vector<Tensor> warm = fn(e.static_inputs);
     }
-    SDMPI_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
-    capturing_ = true;
-    std::vector<Tensor> outs;
-    try {
-      PoolScope scope(this, e.pool);
-      outs = fn(e.static_inputs);
-    } catch (...) {
+    e.eager = !graphs_enabled_;
+    if (!e.eager) {
+      SDMPI_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeRelaxed));
+      capturing_ = true;
+      std::vector<Tensor> outs;
+      std::exception_ptr failure;
+      std::string failure_text;
+      try {
+        PoolScope scope(this, e.pool);
+        outs = fn(e.static_inputs);
+      } catch (const std::exception& ex) {
+        failure = std::current_exception();
+        failure_text = ex.what();
+      } catch (...) {
+        failure = std::current_exception();
+      }
       capturing_ = false;
-      cudaGraph_t broken = nullptr;
-      cudaStreamEndCapture(stream_, &broken);
-      if (broken) cudaGraphDestroy(broken);
-      cudaGetLastError();
-      throw;
+      cudaGraph_t graph = nullptr;
+      const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+      cudaError_t instantiated = cudaSuccess;
+      if (!failure && ended == cudaSuccess) {
+        instantiated = cudaGraphInstantiate(&e.exec, graph, 0);
+        if (instantiated != cudaSuccess) e.exec = nullptr;
+      }
+      if (graph) cudaGraphDestroy(graph);
+      if (failure && ended == cudaSuccess) {
+        // fn itself failed (e.g. host traffic inside the capture): the caller's error.
+        cudaGetLastError();
+        std::rethrow_exception(failure);
+      }
+      if (failure || ended != cudaSuccess || instantiated != cudaSuccess) {
+        // A library call broke the capture (or the graph would not instantiate): run this key
+        // without a graph rather than fail the job.
+        const cudaError_t why = ended != cudaSuccess ? ended : instantiated;
+        cudaGetLastError();
+        log::warn("cuda: the step for " + label + " could not be captured as a CUDA graph (" +
+                  (failure_text.empty() ? std::string(cudaGetErrorString(why)) : failure_text) +
+                  "); running it without a graph");
+        e.eager = true;
+        outs.clear();
+      } else {
+        for (const Tensor& o : outs) check(o, "run_graph", "output");
+        e.outputs = std::move(outs);
+      }
     }
-    capturing_ = false;
-    cudaGraph_t graph = nullptr;
-    SDMPI_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
-    cudaError_t err = cudaGraphInstantiate(&e.exec, graph, 0);
-    cudaGraphDestroy(graph);
-    SDMPI_CUDA_CHECK(err);
-    for (const Tensor& o : outs) check(o, "run_graph", "output");
-    e.outputs = std::move(outs);
     it = graphs_.emplace(key, std::move(e)).first;
-    log::debug("cuda: captured a graph for batch " + std::to_string(key.batch) + ", " + std::to_string(key.height) +
-               "x" + std::to_string(key.width) + " (variant " + std::to_string(key.variant) + "), pool " +
-               std::to_string(it->second.pool->reserved_bytes() / kMiB) + " MiB");
+    if (!it->second.eager)
+      log::debug("cuda: captured a graph for " + label + ", pool " +
+                 std::to_string(it->second.pool->reserved_bytes() / kMiB) + " MiB");
   } else {
     GraphEntry& e = it->second;
     if (inputs.size() != e.static_inputs.size())
@@ -789,6 +821,7 @@ std::vector<Tensor> CudaBackendImpl::run_graph(const GraphKey& key, const std::v
         SDMPI_CUDA_CHECK(cudaMemcpyAsync(st.raw(), in.raw(), in.nbytes(), cudaMemcpyDeviceToDevice, stream_));
     }
   }
+  if (it->second.eager) return fn(it->second.static_inputs);
   SDMPI_CUDA_CHECK(cudaGraphLaunch(it->second.exec, stream_));
   return it->second.outputs;
 }
