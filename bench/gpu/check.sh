@@ -53,7 +53,7 @@ left() { echo $((budget - $(elapsed))); }
 say() { echo "check [$(elapsed)s]: $*" >&2; }
 logs=$build/check-logs
 mkdir -p "$logs"
-rm -f "$logs"/*.jsonl "$logs"/*.err "$logs"/ctest.xml "$logs"/status.env
+rm -f "$logs"/*.jsonl "$logs"/*.err "$logs"/*.subcheck "$logs"/ctest.xml "$logs"/status.env
 
 status_configure=skipped
 status_build=skipped
@@ -169,8 +169,8 @@ fi
 # ---- tests -------------------------------------------------------------------------------------------
 ctest_seconds=0
 if [[ -f $build/CTestTestfile.cmake ]]; then
-  # Leave about two minutes for the benchmarks.
-  test_budget=$(($(left) - 130))
+  # Leave about three minutes for the benchmarks.
+  test_budget=$(($(left) - 190))
   ((test_budget < 30)) && test_budget=30
   say "tests: ctest -L gpu (budget ${test_budget}s)"
   ts=$(date +%s)
@@ -183,7 +183,14 @@ fi
 # ---- benchmarks ----------------------------------------------------------------------------------------
 dtype_args=()
 for t in "${dtypes[@]}"; do dtype_args+=(--dtype "$t"); done
+# Sub-checks: bench/gpu/<name>_check.sh BUILD_DIR OUT_DIR (e.g. attention's, which runs its own bench
+# and torch's against it); their <name>_bench is left to them.
+sub_checks=()
+for f in "$root"/bench/gpu/*_check.sh; do
+  [[ -e $f && $(basename "$f") != check.sh ]] && sub_checks+=("$(basename "$f" _check.sh)")
+done
 for b in "${benches[@]}"; do
+  [[ " ${sub_checks[*]} " == *" ${b%_bench} "* ]] && continue
   exe=$build/bench/$b
   [[ -x $exe ]] || { say "benchmark $b was not built"; continue; }
   remaining=$(($(left) - 45))
@@ -203,6 +210,14 @@ if ((use_torch)) && python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_a
       >"$logs/ops_torch.jsonl" 2>"$logs/ops_torch.err" || say "ops_torch ended with status $?"
   fi
 fi
+for c in "${sub_checks[@]}"; do
+  remaining=$(($(left) - 15))
+  ((remaining < 20)) && { say "no time left for ${c}_check.sh"; continue; }
+  say "sub-check ${c}_check.sh (up to ${remaining}s)"
+  mkdir -p "$logs/$c"
+  timeout "$remaining" bash "$root/bench/gpu/${c}_check.sh" "$build" "$logs/$c" >"$logs/$c.subcheck" 2>&1 ||
+    say "${c}_check.sh ended with status $?"
+done
 
 # ---- results ---------------------------------------------------------------------------------------------
 results_dir=$root/bench/results/gpu
@@ -288,6 +303,18 @@ for path in sorted(glob.glob(os.path.join(logs, "*.jsonl"))):
     if os.path.exists(err) and os.path.getsize(err):
         raw_outputs[name + " (stderr)"] = open(err, errors="replace").read()[-2000:]
 
+sub_checks = {}
+for path in sorted(glob.glob(os.path.join(logs, "*.subcheck"))):
+    name = os.path.basename(path)[: -len(".subcheck")]
+    entry = {"output": open(path, errors="replace").read()[-6000:], "files": {}}
+    for jf in sorted(glob.glob(os.path.join(logs, name, "*.json"))):
+        try:
+            if os.path.getsize(jf) < 2_000_000:
+                entry["files"][os.path.basename(jf)] = json.load(open(jf))
+        except (OSError, json.JSONDecodeError):
+            pass
+    sub_checks[name] = entry
+
 counts = {k: sum(1 for t in tests if t["result"] == k) for k in ("passed", "failed", "skipped", "not run")}
 record = {
     "format": "sd_mpi-gpu-check", "format_version": 1, "date": now.isoformat(timespec="seconds"),
@@ -296,6 +323,7 @@ record = {
     "torch": env["CHECK_TORCH"], "configure": env["CHECK_CONFIGURE"], "build": env["CHECK_BUILD"],
     "ctest_seconds": int(env["CHECK_CTEST_SECONDS"]), "total_seconds": int(env["CHECK_ELAPSED"]),
     "test_counts": counts, "tests": tests, "benchmarks": benchmarks, "raw_outputs": raw_outputs,
+    "sub_checks": sub_checks,
 }
 with open(base + ".json", "w") as f:
     json.dump(record, f, indent=1)
@@ -338,6 +366,8 @@ if order:
     md += ["## Ops (median per call, CUDA events)", ""] + table + [""]
 if other:
     md += ["## Other benchmarks", "", "```"] + [json.dumps(b) for b in other] + ["```", ""]
+for name, entry in sub_checks.items():
+    md += [f"## {name} (bench/gpu/{name}_check.sh)", "", "```", entry["output"].rstrip(), "```", ""]
 for name, text in raw_outputs.items():
     md += [f"## Output of {name}", "", "```", text.rstrip(), "```", ""]
 with open(base + ".md", "w") as f:
