@@ -16,7 +16,9 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wpsabi"  // vector types never cross a non-inlined call
+#endif
 
 #define SDMPI_SIMD_INLINE __attribute__((always_inline)) inline
 
@@ -60,6 +62,7 @@ template <int W> SDMPI_SIMD_INLINE typename Vec<W>::f vexp(typename Vec<W>::f x)
   const F hi = vsplat<W>(88.7228391f), lo = vsplat<W>(-87.3365448f);
   F xc = x > hi ? hi : x;
   xc = xc < lo ? lo : xc;
+  xc = x == x ? xc : vsplat<W>(0.0f);  // NaN lanes: keep the integer conversion defined
   F fx = xc * 1.44269504088896341f + 0.5f;
   I n = __builtin_convertvector(fx, I);  // truncation; fix to floor below
   n = __builtin_convertvector(n, F) > fx ? n - 1 : n;
