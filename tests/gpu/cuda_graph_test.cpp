@@ -70,7 +70,9 @@ TEST_P(CudaGraph, ReplayMatchesEagerAndFollowsInputs) {
     Tensor temb = g.from_host(tv.data(), {2, 32});
     std::vector<Tensor> eager = step(g, {x, temb});
     std::vector<Tensor> replayed = g.run_graph(key, {x, temb}, fn);
-    if (!std::getenv("SDMPI_CUDA_GRAPHS")) EXPECT_TRUE(g.graph_captured(key)) << "the step was not captured";
+    if (!std::getenv("SDMPI_CUDA_GRAPHS")) {
+      EXPECT_TRUE(g.graph_captured(key)) << "the step was not captured";
+    }
     ASSERT_EQ(replayed.size(), eager.size());
     for (size_t i = 0; i < eager.size(); ++i) {
       EXPECT_EQ(replayed[i].shape(), eager[i].shape());

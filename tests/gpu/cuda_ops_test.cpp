@@ -116,50 +116,62 @@ TEST_P(CudaOps, Linear) {
   EXPECT_THROW(g().linear(x.g, w.g, nullptr), Error);
 }
 
+struct ConvCase {
+  Shape x;
+  int64_t k, kh, kw;
+  int stride, pad;
+  bool bias, residual;
+};
+
+const ConvCase kConvCases[] = {
+    {{2, 16, 16, 32}, 64, 3, 3, 1, 1, true, true},    // resnet conv with the shortcut added
+    {{1, 9, 7, 4}, 320, 3, 3, 1, 1, true, false},     // conv_in: 4 channels
+    {{2, 8, 8, 128}, 3, 3, 3, 1, 1, true, false},     // VAE conv_out: 3 output channels
+    {{2, 17, 15, 64}, 64, 3, 3, 2, 1, true, false},   // downsample, odd sizes
+    {{2, 8, 8, 320}, 640, 1, 1, 1, 0, true, true},    // 1x1 shortcut (the matrix-product path)
+    {{1, 5, 5, 8}, 8, 1, 1, 2, 0, false, false},      // 1x1 with stride: the cuDNN path
+    {{3, 6, 5, 3}, 5, 3, 3, 1, 0, false, true},       // no padding
+    {{1, 7, 7, 16}, 24, 5, 5, 1, 2, true, false},     // 5x5
+    {{1, 32, 32, 320}, 320, 3, 3, 1, 1, true, true},  // SD 1.5 width
+};
+
+void check_conv(CudaBackend& g, DType t, Rng& rng, const ConvCase& c, const char* what) {
+  SCOPED_TRACE(std::string(what) + " " + shape_label(c.x) + " k" + std::to_string(c.k) + " " + std::to_string(c.kh) +
+               "x" + std::to_string(c.kw) + " s" + std::to_string(c.stride) + " p" + std::to_string(c.pad));
+  const int64_t cin = c.x[3];
+  Both x = random_activation(g, rng, c.x);
+  Both w = random_weight(g, rng, {c.k, cin, c.kh, c.kw}, WeightKind::Conv,
+                         1.0f / std::sqrt(static_cast<float>(cin * c.kh * c.kw)));
+  Both b = random_weight(g, rng, {c.k}, WeightKind::Vector, 0.5f);
+  const int64_t ho = (c.x[1] + 2 * c.pad - c.kh) / c.stride + 1, wo = (c.x[2] + 2 * c.pad - c.kw) / c.stride + 1;
+  Both r = random_activation(g, rng, {c.x[0], ho, wo, c.k});
+  Tensor ref = cpu().conv2d(x.c, w.c, c.bias ? &b.c : nullptr, c.stride, c.pad, c.residual ? &r.c : nullptr);
+  Tensor got = g.conv2d(x.g, w.g, c.bias ? &b.g : nullptr, c.stride, c.pad, c.residual ? &r.g : nullptr);
+  EXPECT_EQ(got.shape(), ref.shape());
+  expect_close(g.to_host(got), cpu().to_host(ref), tolerance(t), what);
+  // Twice: the second call runs the cached algorithm.
+  Tensor again = g.conv2d(x.g, w.g, c.bias ? &b.g : nullptr, c.stride, c.pad, c.residual ? &r.g : nullptr);
+  expect_equal(g.to_host(again), g.to_host(got), "repeated");
+}
+
 TEST_P(CudaOps, Conv2d) {
   SDMPI_REQUIRE_GPU();
   Rng rng;
-  struct Case {
-    Shape x;
-    int64_t k, kh, kw;
-    int stride, pad;
-    bool bias, residual;
-  };
-  const Case cases[] = {
-      {{2, 16, 16, 32}, 64, 3, 3, 1, 1, true, true},    // resnet conv with the shortcut added
-      {{1, 9, 7, 4}, 320, 3, 3, 1, 1, true, false},     // conv_in: 4 channels
-      {{2, 8, 8, 128}, 3, 3, 3, 1, 1, true, false},     // VAE conv_out: 3 output channels
-      {{2, 17, 15, 64}, 64, 3, 3, 2, 1, true, false},   // downsample, odd sizes
-      {{2, 8, 8, 320}, 640, 1, 1, 1, 0, true, true},    // 1x1 shortcut (the matrix-product path)
-      {{1, 5, 5, 8}, 8, 1, 1, 2, 0, false, false},      // 1x1 with stride: the cuDNN path
-      {{3, 6, 5, 3}, 5, 3, 3, 1, 0, false, true},       // no padding
-      {{1, 7, 7, 16}, 24, 5, 5, 1, 2, true, false},     // 5x5
-      {{1, 32, 32, 320}, 320, 3, 3, 1, 1, true, true},  // SD 1.5 width
-  };
-  for (const Case& c : cases) {
-    SCOPED_TRACE(shape_label(c.x) + " k" + std::to_string(c.k) + " " + std::to_string(c.kh) + "x" +
-                 std::to_string(c.kw) + " s" + std::to_string(c.stride) + " p" + std::to_string(c.pad));
-    const int64_t cin = c.x[3];
-    Both x = random_activation(g(), rng, c.x);
-    Both w = random_weight(g(), rng, {c.k, cin, c.kh, c.kw}, WeightKind::Conv,
-                           1.0f / std::sqrt(static_cast<float>(cin * c.kh * c.kw)));
-    Both b = random_weight(g(), rng, {c.k}, WeightKind::Vector, 0.5f);
-    const int64_t ho = (c.x[1] + 2 * c.pad - c.kh) / c.stride + 1, wo = (c.x[2] + 2 * c.pad - c.kw) / c.stride + 1;
-    Both r = random_activation(g(), rng, {c.x[0], ho, wo, c.k});
-    Tensor ref = cpu().conv2d(x.c, w.c, c.bias ? &b.c : nullptr, c.stride, c.pad, c.residual ? &r.c : nullptr);
-    Tensor got = g().conv2d(x.g, w.g, c.bias ? &b.g : nullptr, c.stride, c.pad, c.residual ? &r.g : nullptr);
-    EXPECT_EQ(got.shape(), ref.shape());
-    expect_close(g().to_host(got), cpu().to_host(ref), tol(), "conv2d");
-    // Twice: the second call runs the cached algorithm.
-    Tensor again = g().conv2d(x.g, w.g, c.bias ? &b.g : nullptr, c.stride, c.pad, c.residual ? &r.g : nullptr);
-    expect_equal(g().to_host(again), g().to_host(got), "conv2d repeated");
-  }
+  for (const ConvCase& c : kConvCases) check_conv(g(), t(), rng, c, "conv2d");
   // An input that is a view at an unaligned offset (rows 1..2 of a batch of 3 with 75 elements each).
   Both x = random_activation(g(), rng, {3, 5, 5, 3});
   Both w = random_weight(g(), rng, {4, 3, 3, 3}, WeightKind::Conv, 0.3f);
   Tensor ref = cpu().conv2d(x.c.rows(1, 3), w.c, nullptr, 1, 1);
   Tensor got = g().conv2d(x.g.rows(1, 3), w.g, nullptr, 1, 1);
   expect_close(g().to_host(got), cpu().to_host(ref), tol(), "conv2d on an unaligned view");
+  Both wrong = random_weight(g(), rng, {4, 5, 3, 3}, WeightKind::Conv, 0.3f);
+  EXPECT_THROW(g().conv2d(x.g, wrong.g, nullptr, 1, 1), Error);
+}
+
+TEST_P(CudaOps, Conv2dDirectKernel) {
+  SDMPI_REQUIRE_GPU();
+  Rng rng;
+  for (const ConvCase& c : kConvCases) check_conv(gpu_with(t(), "SDMPI_CUDA_CONV", "direct"), t(), rng, c, "direct conv2d");
 }
 
 TEST_P(CudaOps, GroupNorm) {
@@ -250,7 +262,8 @@ TEST_P(CudaOps, Attention) {
 TEST_P(CudaOps, AttentionNaiveKernel) {
   SDMPI_REQUIRE_GPU();
   Rng rng;
-  for (const AttentionCase& c : kAttentionCases) check_attention(gpu_naive_attention(t()), t(), rng, c, "naive attention");
+  for (const AttentionCase& c : kAttentionCases)
+    check_attention(gpu_with(t(), "SDMPI_CUDA_ATTENTION", "naive"), t(), rng, c, "naive attention");
 }
 
 TEST_P(CudaOps, Activations) {

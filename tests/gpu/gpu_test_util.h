@@ -18,6 +18,7 @@
 #include <map>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "sdmpi/backend.h"
@@ -50,16 +51,18 @@ inline CudaBackend& gpu(DType t) {
   return *b;
 }
 
-// The same, with the simple attention kernel (SDMPI_CUDA_ATTENTION=naive) instead of the tuned one.
-inline CudaBackend& gpu_naive_attention(DType t) {
-  static std::map<DType, CudaBackend*> backends;
-  auto it = backends.find(t);
+// A second backend for dtype t created with the environment variable `name`=`value` (the debugging
+// switches SDMPI_CUDA_ATTENTION=naive, SDMPI_CUDA_CONV=direct), so the fallback kernels get tested too.
+inline CudaBackend& gpu_with(DType t, const char* name, const char* value) {
+  static std::map<std::tuple<DType, std::string, std::string>, CudaBackend*> backends;
+  auto key = std::make_tuple(t, std::string(name), std::string(value));
+  auto it = backends.find(key);
   if (it != backends.end()) return *it->second;
-  setenv("SDMPI_CUDA_ATTENTION", "naive", 1);
+  setenv(name, value, 1);
   CudaBackend* b = as_cuda(*make_cuda_backend(0, t).release());
-  unsetenv("SDMPI_CUDA_ATTENTION");
+  unsetenv(name);
   b->set_poison(true);
-  backends[t] = b;
+  backends[key] = b;
   return *b;
 }
 

@@ -115,20 +115,24 @@ void Convolution::choose(Plan& p, const ConvShape& s, const void* x, const void*
       return;
     }
   }
-  throw Error("cuDNN has no working algorithm for " + describe(s) + ";" + (tried.empty() ? " none offered" : tried));
+  p.unsupported = true;
+  log::warn("cuda: cuDNN has no working algorithm for " + describe(s) + ";" + (tried.empty() ? " none offered" : tried) +
+            "; using the direct convolution kernel (slow)");
 }
 
-void Convolution::run(const ConvShape& s, const void* x, const void* w, void* y, const WorkspaceFn& workspace) {
-  if (s.n == 0 || s.k == 0) return;
+bool Convolution::run(const ConvShape& s, const void* x, const void* w, void* y, const WorkspaceFn& workspace) {
+  if (s.n == 0 || s.k == 0) return true;
   Plan& p = plan_for(s);
+  if (p.unsupported) return false;
   if (!p.chosen) {
-    choose(p, s, x, w, y, workspace);  // ran the convolution while choosing
-    return;
+    choose(p, s, x, w, y, workspace);  // ran the convolution while choosing, when it found one
+    return p.chosen;
   }
   const float alpha = 1.0f, beta = 0.0f;
   void* ws = p.workspace ? workspace(p.workspace) : nullptr;
   SDMPI_CUDNN_CHECK(cudnnConvolutionForward(handle_, &alpha, p.x, x, p.w, w, p.conv, p.algo, ws, p.workspace,
                                             &beta, p.y, y));
+  return true;
 }
 
 }  // namespace sdmpi::cuda

@@ -16,7 +16,9 @@
 // Algorithm: chosen once per (shape, dtype) from cuDNN's heuristic ranking
 // (cudnnGetConvolutionForwardAlgorithm_v7), taking the first deterministic candidate whose workspace
 // query and first execution succeed. Heuristics rather than timing (cudnnFind*) so that a shape always
-// gets the same algorithm on the same GPU model and runs give the same bits.
+// gets the same algorithm on the same GPU model and runs give the same bits. When no candidate works,
+// run() says so (once per shape, with a warning listing what cuDNN answered) and the backend falls
+// back to our direct convolution kernel (kernels/conv_direct.cu).
 #pragma once
 
 #include <cudnn.h>
@@ -50,8 +52,9 @@ class Convolution {
   Convolution(const Convolution&) = delete;
   Convolution& operator=(const Convolution&) = delete;
 
-  // y = conv(x, w). The first call for a shape picks and caches the algorithm.
-  void run(const ConvShape& shape, const void* x, const void* w, void* y, const WorkspaceFn& workspace);
+  // y = conv(x, w). The first call for a shape picks and caches the algorithm. Returns false (having
+  // done nothing) when cuDNN has no working algorithm for the shape.
+  bool run(const ConvShape& shape, const void* x, const void* w, void* y, const WorkspaceFn& workspace);
 
  private:
   struct Plan {
@@ -62,6 +65,7 @@ class Convolution {
     cudnnMathType_t math{};
     size_t workspace = 0;
     bool chosen = false;
+    bool unsupported = false;  // cuDNN declined every algorithm
   };
   using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int>;
   Plan& plan_for(const ConvShape& shape);

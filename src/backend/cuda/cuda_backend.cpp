@@ -19,6 +19,7 @@
 #include "backend/cuda/conv.h"
 #include "backend/cuda/library_check.h"
 #include "backend/cuda/matmul.h"
+#include "conv_direct.cuh"
 #include "convert.cuh"
 #include "device_check.cuh"
 #include "elementwise.cuh"
@@ -147,6 +148,8 @@ class CudaBackendImpl final : public CudaBackend {
   // SDMPI_CUDA_ATTENTION=naive: the simple one-warp-per-query kernel instead of the tuned ones
   // (a debugging aid: a second implementation to compare with).
   bool naive_attention_ = false;
+  // SDMPI_CUDA_CONV=direct: our direct convolution kernel instead of cuDNN (debugging aid).
+  bool direct_conv_ = false;
   // SDMPI_CUDA_GRAPHS=0: run_graph runs its callable directly (for debugging and comparison).
   bool graphs_enabled_ = true;
 };
@@ -157,6 +160,8 @@ CudaBackendImpl::CudaBackendImpl(int device, DType compute, const CudaDeviceInfo
     : device_(device), compute_(compute) {
   const char* attention_choice = std::getenv("SDMPI_CUDA_ATTENTION");
   naive_attention_ = attention_choice && std::string(attention_choice) == "naive";
+  const char* conv_choice = std::getenv("SDMPI_CUDA_CONV");
+  direct_conv_ = conv_choice && std::string(conv_choice) == "direct";
   const char* graphs_choice = std::getenv("SDMPI_CUDA_GRAPHS");
   graphs_enabled_ = !(graphs_choice && std::string(graphs_choice) == "0");
   SDMPI_CUDA_CHECK(cudaSetDevice(device_));
@@ -415,7 +420,7 @@ Tensor CudaBackendImpl::conv2d(const Tensor& x, const Tensor& w, const Tensor* b
   }
   // A 1x1 convolution with stride 1 and no padding is a matrix product over the pixels (NHWC): the
   // cuBLASLt path with its fused bias and residual.
-  if (cs.r == 1 && cs.s == 1 && stride == 1 && pad == 0) {
+  if (cs.r == 1 && cs.s == 1 && stride == 1 && pad == 0 && !direct_conv_) {
     Tensor x2 = x.reshape({cs.n * cs.h * cs.w, cs.c});
     return linear_impl("conv2d", x2, w.reshape({cs.k, cs.c}), bias, residual, out_shape);
   }
@@ -441,8 +446,10 @@ Tensor CudaBackendImpl::conv2d(const Tensor& x, const Tensor& w, const Tensor* b
   for (int64_t b0 = 0; b0 < cs.n; b0 += piece) {
     cuda::ConvShape p = cs;
     p.n = std::min(piece, cs.n - b0);
-    conv_->run(p, static_cast<const char*>(xin.raw()) + b0 * per_in * es, w.raw(),
-               static_cast<char*>(out.raw()) + b0 * per_out * es, workspace);
+    const void* xp = static_cast<const char*>(xin.raw()) + b0 * per_in * es;
+    void* yp = static_cast<char*>(out.raw()) + b0 * per_out * es;
+    if (direct_conv_ || !conv_->run(p, xp, w.raw(), yp, workspace))
+      kernels::conv2d_direct(s(), p.t, xp, w.raw(), yp, p.n, p.h, p.w, p.c, p.k, p.r, p.s, p.stride, p.pad, ho, wo);
   }
   if (bias || residual) {
     Tensor b32 = bias ? as_dtype(*bias, DType::F32) : Tensor();
