@@ -82,6 +82,24 @@ inline unsigned grid_for(int64_t n, int threads = kThreads) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
+// The same with index type I. Kernels that split a flat index into coordinates (a division and a
+// modulo per element) use 32-bit indices whenever the tensor allows: 64-bit integer division is a
+// long software sequence on the GPU and would cost more than the memory traffic of such kernels.
+#define SDMPI_GRID_STRIDE_AS(I, i, n)                                                  \
+  for (I i = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x); \
+       i < (n); i += static_cast<I>(blockDim.x) * static_cast<I>(gridDim.x))
+
+// Runs the statement list with I = int32_t when every index below `n` plus one grid stride fits in
+// 31 bits (grid_for caps the grid at 65536 x 1024 threads), else I = int64_t.
+#define SDMPI_DISPATCH_INDEX(n, I, ...)            \
+  if ((n) < (int64_t{1} << 30)) {                  \
+    using I = int32_t;                             \
+    __VA_ARGS__;                                   \
+  } else {                                         \
+    using I = int64_t;                             \
+    __VA_ARGS__;                                   \
+  }
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);

@@ -53,10 +53,10 @@ __global__ void activation_kernel(Activation act, const T* x, T* out, int64_t n)
   }
 }
 
-template <typename T>
-__global__ void geglu_kernel(const T* x, T* out, int64_t rows, int64_t c) {
-  SDMPI_GRID_STRIDE(i, rows * c) {
-    int64_t r = i / c, j = i - r * c;
+template <typename T, typename I>
+__global__ void geglu_kernel(const T* x, T* out, I n, I c) {
+  SDMPI_GRID_STRIDE_AS(I, i, n) {
+    I r = i / c, j = i - r * c;
     float a = to_float(x[r * 2 * c + j]);
     float g = to_float(x[r * 2 * c + c + j]);
     out[i] = from_float<T>(a * gelu_erf(g));
@@ -72,19 +72,18 @@ __global__ void clamp_kernel(const T* x, T* out, int64_t n, float lo, float hi) 
   }
 }
 
-template <typename T, typename TT>
-__global__ void add_batch_channel_kernel(const T* x, const TT* t, T* out, int64_t inner, int64_t c,
-                                         int64_t n) {
-  SDMPI_GRID_STRIDE(i, n) {
-    int64_t ch = i % c;
-    int64_t b = i / (inner * c);
+template <typename T, typename TT, typename I>
+__global__ void add_batch_channel_kernel(const T* x, const TT* t, T* out, I inner, I c, I n) {
+  SDMPI_GRID_STRIDE_AS(I, i, n) {
+    I ch = i % c;
+    I b = i / (inner * c);
     out[i] = from_float<T>(__fadd_rn(to_float(x[i]), to_float(t[b * c + ch])));
   }
 }
 
-template <typename T>
-__global__ void bias_residual_kernel(T* y, const float* bias, const T* residual, int64_t c, int64_t n) {
-  SDMPI_GRID_STRIDE(i, n) {
+template <typename T, typename I>
+__global__ void bias_residual_kernel(T* y, const float* bias, const T* residual, I c, I n) {
+  SDMPI_GRID_STRIDE_AS(I, i, n) {
     float v = to_float(y[i]);
     if (bias) v = __fadd_rn(v, bias[i % c]);
     if (residual) v = __fadd_rn(v, to_float(residual[i]));
@@ -130,10 +129,12 @@ void activation(cudaStream_t stream, Activation act, DType t, const void* x, voi
 }
 
 void geglu(cudaStream_t stream, DType t, const void* x, void* out, int64_t rows, int64_t c) {
-  if (rows * c == 0) return;
+  const int64_t n = rows * c;
+  if (n == 0) return;
   SDMPI_DISPATCH_FLOAT_TYPES(t, T,
-    geglu_kernel<T><<<grid_for(rows * c), kThreads, 0, stream>>>(static_cast<const T*>(x),
-                                                                static_cast<T*>(out), rows, c));
+    SDMPI_DISPATCH_INDEX(2 * n, I,
+      geglu_kernel<T, I><<<grid_for(n), kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(out),
+                                                              static_cast<I>(n), static_cast<I>(c))));
   SDMPI_CUDA_CHECK_LAUNCH();
 }
 
@@ -151,13 +152,17 @@ void add_batch_channel(cudaStream_t stream, DType tx, const void* x, DType tt, c
   if (n == 0) return;
   if (tt == DType::F32) {
     SDMPI_DISPATCH_FLOAT_TYPES(tx, T,
-      add_batch_channel_kernel<T, float><<<grid_for(n), kThreads, 0, stream>>>(
-          static_cast<const T*>(x), static_cast<const float*>(t), static_cast<T*>(out), inner, c, n));
+      SDMPI_DISPATCH_INDEX(n, I,
+        add_batch_channel_kernel<T, float, I><<<grid_for(n), kThreads, 0, stream>>>(
+            static_cast<const T*>(x), static_cast<const float*>(t), static_cast<T*>(out), static_cast<I>(inner),
+            static_cast<I>(c), static_cast<I>(n))));
   } else {
     if (tt != tx) throw Error("internal: add_batch_channel with " + std::string(dtype_name(tx)) + " and " + dtype_name(tt));
     SDMPI_DISPATCH_FLOAT_TYPES(tx, T,
-      add_batch_channel_kernel<T, T><<<grid_for(n), kThreads, 0, stream>>>(
-          static_cast<const T*>(x), static_cast<const T*>(t), static_cast<T*>(out), inner, c, n));
+      SDMPI_DISPATCH_INDEX(n, I,
+        add_batch_channel_kernel<T, T, I><<<grid_for(n), kThreads, 0, stream>>>(
+            static_cast<const T*>(x), static_cast<const T*>(t), static_cast<T*>(out), static_cast<I>(inner),
+            static_cast<I>(c), static_cast<I>(n))));
   }
   SDMPI_CUDA_CHECK_LAUNCH();
 }
@@ -167,8 +172,10 @@ void bias_residual(cudaStream_t stream, DType t, void* y, const float* bias, con
   int64_t n = rows * c;
   if (n == 0 || (!bias && !residual)) return;
   SDMPI_DISPATCH_FLOAT_TYPES(t, T,
-    bias_residual_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(static_cast<T*>(y), bias,
-                                                                 static_cast<const T*>(residual), c, n));
+    SDMPI_DISPATCH_INDEX(n, I,
+      bias_residual_kernel<T, I><<<grid_for(n), kThreads, 0, stream>>>(static_cast<T*>(y), bias,
+                                                                      static_cast<const T*>(residual),
+                                                                      static_cast<I>(c), static_cast<I>(n))));
   SDMPI_CUDA_CHECK_LAUNCH();
 }
 

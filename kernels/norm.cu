@@ -127,15 +127,14 @@ __global__ void group_norm_merge_kernel(const float* part_n, const float* part_m
   }
 }
 
-template <typename T>
+template <typename T, typename I>
 __global__ void group_norm_apply_kernel(const T* x, T* out, const float* stats, const float* gamma,
-                                        const float* beta, int64_t spatial, int64_t channels, int64_t groups,
-                                        bool silu, int64_t n) {
-  const int64_t cg = channels / groups;
-  SDMPI_GRID_STRIDE(i, n) {
-    int64_t c = i % channels;
-    int64_t b = i / (spatial * channels);
-    int64_t g = c / cg;
+                                        const float* beta, I spatial, I channels, I groups, bool silu, I n) {
+  const I cg = channels / groups;
+  SDMPI_GRID_STRIDE_AS(I, i, n) {
+    I c = i % channels;
+    I b = i / (spatial * channels);
+    I g = c / cg;
     float mean = stats[(b * groups + g) * 2], rstd = stats[(b * groups + g) * 2 + 1];
     float y = (to_float(x[i]) - mean) * rstd * gamma[c] + beta[c];
     if (silu) y = y / (1.0f + expf(-y));
@@ -191,8 +190,10 @@ void group_norm(cudaStream_t stream, DType t, const void* x, void* out, const fl
   SDMPI_CUDA_CHECK_LAUNCH();
   int64_t n = batch * spatial * channels;
   SDMPI_DISPATCH_FLOAT_TYPES(t, T,
-    group_norm_apply_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(
-        static_cast<const T*>(x), static_cast<T*>(out), stats, gamma, beta, spatial, channels, groups, silu, n));
+    SDMPI_DISPATCH_INDEX(n, I,
+      group_norm_apply_kernel<T, I><<<grid_for(n), kThreads, 0, stream>>>(
+          static_cast<const T*>(x), static_cast<T*>(out), stats, gamma, beta, static_cast<I>(spatial),
+          static_cast<I>(channels), static_cast<I>(groups), silu, static_cast<I>(n))));
   SDMPI_CUDA_CHECK_LAUNCH();
 }
 

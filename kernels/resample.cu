@@ -13,33 +13,34 @@
 namespace sdmpi::kernels {
 namespace {
 
-__device__ __forceinline__ int64_t nearest_source(int64_t dst, int64_t in, int64_t out, float scale) {
+template <typename I>
+__device__ __forceinline__ I nearest_source(I dst, I in, I out, float scale) {
   if (out == in) return dst;
   if (out == 2 * in) return dst >> 1;
-  int64_t src = static_cast<int64_t>(floorf(__fmul_rn(static_cast<float>(dst), scale)));
+  I src = static_cast<I>(floorf(__fmul_rn(static_cast<float>(dst), scale)));
   return src < in - 1 ? src : in - 1;
 }
 
-template <typename W>
-__global__ void upsample_nearest_kernel(const W* x, W* out, int64_t h, int64_t w, int64_t c, int64_t oh,
-                                        int64_t ow, float scale_h, float scale_w, int64_t n) {
-  SDMPI_GRID_STRIDE(i, n) {
-    int64_t ch = i % c;
-    int64_t pix = i / c;
-    int64_t ox = pix % ow;
-    int64_t rest = pix / ow;
-    int64_t oy = rest % oh;
-    int64_t b = rest / oh;
-    int64_t sy = nearest_source(oy, h, oh, scale_h), sx = nearest_source(ox, w, ow, scale_w);
+template <typename W, typename I>
+__global__ void upsample_nearest_kernel(const W* x, W* out, I h, I w, I c, I oh, I ow, float scale_h,
+                                        float scale_w, I n) {
+  SDMPI_GRID_STRIDE_AS(I, i, n) {
+    I ch = i % c;
+    I pix = i / c;
+    I ox = pix % ow;
+    I rest = pix / ow;
+    I oy = rest % oh;
+    I b = rest / oh;
+    I sy = nearest_source(oy, h, oh, scale_h), sx = nearest_source(ox, w, ow, scale_w);
     out[i] = x[((b * h + sy) * w + sx) * c + ch];
   }
 }
 
-template <typename W>
-__global__ void concat_channels_kernel(const W* a, const W* b, W* out, int64_t ca, int64_t cb, int64_t n) {
-  const int64_t c = ca + cb;
-  SDMPI_GRID_STRIDE(i, n) {
-    int64_t r = i / c, j = i - r * c;
+template <typename W, typename I>
+__global__ void concat_channels_kernel(const W* a, const W* b, W* out, I ca, I cb, I n) {
+  const I c = ca + cb;
+  SDMPI_GRID_STRIDE_AS(I, i, n) {
+    I r = i / c, j = i - r * c;
     out[i] = j < ca ? a[r * ca + j] : b[r * cb + (j - ca)];
   }
 }
@@ -52,9 +53,12 @@ void upsample_nearest(cudaStream_t stream, size_t elem_size, const void* x, void
   if (n == 0) return;
   const float scale_h = static_cast<float>(h) / static_cast<float>(oh);
   const float scale_w = static_cast<float>(w) / static_cast<float>(ow);
+  const int64_t largest = std::max(n, b * h * w * c);
   SDMPI_DISPATCH_ELEMENT_SIZE(elem_size, W,
-    upsample_nearest_kernel<W><<<grid_for(n), kThreads, 0, stream>>>(static_cast<const W*>(x), static_cast<W*>(out),
-                                                                    h, w, c, oh, ow, scale_h, scale_w, n));
+    SDMPI_DISPATCH_INDEX(largest, I,
+      upsample_nearest_kernel<W, I><<<grid_for(n), kThreads, 0, stream>>>(
+          static_cast<const W*>(x), static_cast<W*>(out), static_cast<I>(h), static_cast<I>(w), static_cast<I>(c),
+          static_cast<I>(oh), static_cast<I>(ow), scale_h, scale_w, static_cast<I>(n))));
   SDMPI_CUDA_CHECK_LAUNCH();
 }
 
@@ -63,8 +67,10 @@ void concat_channels(cudaStream_t stream, size_t elem_size, const void* a, const
   int64_t n = rows * (ca + cb);
   if (n == 0) return;
   SDMPI_DISPATCH_ELEMENT_SIZE(elem_size, W,
-    concat_channels_kernel<W><<<grid_for(n), kThreads, 0, stream>>>(static_cast<const W*>(a), static_cast<const W*>(b),
-                                                                   static_cast<W*>(out), ca, cb, n));
+    SDMPI_DISPATCH_INDEX(n, I,
+      concat_channels_kernel<W, I><<<grid_for(n), kThreads, 0, stream>>>(
+          static_cast<const W*>(a), static_cast<const W*>(b), static_cast<W*>(out), static_cast<I>(ca),
+          static_cast<I>(cb), static_cast<I>(n))));
   SDMPI_CUDA_CHECK_LAUNCH();
 }
 
