@@ -165,14 +165,22 @@ CudaBackendImpl::CudaBackendImpl(int device, DType compute, const CudaDeviceInfo
   const char* graphs_choice = std::getenv("SDMPI_CUDA_GRAPHS");
   graphs_enabled_ = !(graphs_choice && std::string(graphs_choice) == "0");
   SDMPI_CUDA_CHECK(cudaSetDevice(device_));
-  SDMPI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  weights_ = std::make_shared<DevicePool>("weights", device_, kWeightChunk, driver_allocations_);
-  activations_ = std::make_shared<DevicePool>("activations", device_, kActivationChunk, driver_allocations_);
-  SDMPI_CUDNN_CHECK(cudnnCreate(&cudnn_));
-  SDMPI_CUDNN_CHECK(cudnnSetStream(cudnn_, stream_));
-  lt_workspace_ = alloc(Shape{static_cast<int64_t>(kLtWorkspace / 4)}, DType::F32);
-  matmul_ = std::make_unique<cuda::Matmul>(stream_, lt_workspace_.raw(), lt_workspace_.nbytes());
-  conv_ = std::make_unique<cuda::Convolution>(cudnn_);
+  try {
+    SDMPI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    weights_ = std::make_shared<DevicePool>("weights", device_, kWeightChunk, driver_allocations_);
+    activations_ = std::make_shared<DevicePool>("activations", device_, kActivationChunk, driver_allocations_);
+    SDMPI_CUDNN_CHECK(cudnnCreate(&cudnn_));
+    SDMPI_CUDNN_CHECK(cudnnSetStream(cudnn_, stream_));
+    lt_workspace_ = alloc(Shape{static_cast<int64_t>(kLtWorkspace / 4)}, DType::F32);
+    matmul_ = std::make_unique<cuda::Matmul>(stream_, lt_workspace_.raw(), lt_workspace_.nbytes());
+    conv_ = std::make_unique<cuda::Convolution>(cudnn_);
+  } catch (...) {  // the destructor does not run for a constructor that throws
+    matmul_.reset();
+    lt_workspace_ = Tensor();
+    if (cudnn_) cudnnDestroy(cudnn_);
+    if (stream_) cudaStreamDestroy(stream_);
+    throw;
+  }
   char mem[32];
   std::snprintf(mem, sizeof mem, "%.1f GiB", static_cast<double>(info.total_memory) / (1024.0 * 1024.0 * 1024.0));
   name_ = "cuda:" + std::to_string(device_) + " " + info.name + " (sm_" + std::to_string(info.cc_major) +
