@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <ostream>
 #include <random>
 #include <string>
 #include <tuple>
@@ -24,6 +25,11 @@
 #include "sdmpi/backend.h"
 #include "sdmpi/cuda_backend.h"
 #include "sdmpi/dtype.h"
+
+namespace sdmpi {
+// How GoogleTest names a DType parameter ("GetParam() = F16").
+inline void PrintTo(DType t, std::ostream* os) { *os << dtype_name(t); }
+}  // namespace sdmpi
 
 namespace sdmpi::gputest {
 
