@@ -273,13 +273,16 @@ TEST(SchedulerGolden, TablesMatchDiffusers) {
       auto s = make_scheduler(g.at("sampler"), g.at("schedule"), config, steps, 0.0f, recorded.math());
       ASSERT_EQ(s->num_calls(), g.at("num_calls")[k].get<size_t>());
       EXPECT_EQ(compare_bits(s->timesteps(), ref_ts), "") << "timesteps";
-      if (file->contains(name + "/sigmas"))
+      if (file->contains(name + "/sigmas")) {
         EXPECT_EQ(compare_bits(s->sigmas(), file->to_f32(name + "/sigmas")), "") << "sigmas";
-      else
+      } else {
         EXPECT_TRUE(s->sigmas().empty());
+      }
       EXPECT_EQ(float_bits(s->init_noise_sigma()), float_bits(static_cast<float>(g.at("init_noise_sigma")[k].get<double>())))
           << s->init_noise_sigma();
-      if (k == 0) EXPECT_EQ(compare_bits(s->alphas_cumprod(), ref_ac), "") << "alphas_cumprod";
+      if (k == 0) {
+        EXPECT_EQ(compare_bits(s->alphas_cumprod(), ref_ac), "") << "alphas_cumprod";
+      }
       ++checked;
     }
   }

@@ -83,6 +83,9 @@ CONFIGS = {
     "dpm_sigma_min": {**SD15, "_class_name": "DPMSolverMultistepScheduler",
                       "final_sigmas_type": "sigma_min"},
     "dpm_heun": {**SD15, "_class_name": "DPMSolverMultistepScheduler", "solver_type": "heun"},
+    # trained_betas wins over beta_schedule; Python floats, cast to float32 by torch.tensor.
+    "trained": {**SD15, "_class_name": "DDIMScheduler", "beta_schedule": "linear",
+                "trained_betas": [round(0.0001 + 0.0199 * (i / 999) ** 1.5, 9) for i in range(1000)]},
 }
 
 TARGETS = {
@@ -113,7 +116,8 @@ TABLES = (
     + [("sd15_linspace", s, False, STEPS_FULL) for s in ["pndm", "ddim"]]
     + [("zero_snr", s, False, STEPS_SHORT) for s in ["ddim", "euler", "dpm++2m"]]
     + [("cosine", "ddim", False, STEPS_SHORT), ("cosine", "dpm++2m", True, STEPS_SHORT),
-       ("ddim_defaults", "ddim", False, STEPS_SHORT), ("dpm_sigma_min", "dpm++2m", False, STEPS_SHORT)]
+       ("ddim_defaults", "ddim", False, STEPS_SHORT), ("dpm_sigma_min", "dpm++2m", False, STEPS_SHORT),
+       ("trained", "ddim", False, [10]), ("trained", "euler", False, [10])]
 )
 
 # (case name, sampler, karras, config, steps, eta)
@@ -128,6 +132,7 @@ TRAJECTORIES = [
     ("ddim_linspace_6", "ddim", False, "sd15_linspace", 6, 0.0),
     ("ddim_vpred_5", "ddim", False, "sd15_vpred", 5, 0.0),
     ("ddim_zero_snr_5", "ddim", False, "zero_snr", 5, 0.0),
+    ("ddim_trained_5", "ddim", False, "trained", 5, 0.0),
     ("euler_sd15_8", "euler", False, "sd15", 8, 0.0),
     ("euler_leading_6", "euler", False, "sd15_leading", 6, 0.0),
     ("euler_trailing_6", "euler", False, "sd15_trailing", 6, 0.0),
@@ -232,8 +237,7 @@ def main():
     math.install()
 
     with open(os.path.join(args.out, "configs.json"), "w") as f:
-        json.dump(CONFIGS, f, indent=1)
-        f.write("\n")
+        f.write("{\n" + ",\n".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in CONFIGS.items()) + "\n}\n")
 
     # ---- tables ----------------------------------------------------------------------------------
     tensors, tables = {}, []
