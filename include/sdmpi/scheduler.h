@@ -98,7 +98,8 @@ class Scheduler {
 
   const std::string& name() const { return name_; }
   // What the UNet gets at each call, in order (diffusers' scheduler.timesteps as float). PNDM
-  // makes steps+1 calls; the others `steps` (DPM++ "trailing" can make one more, as diffusers).
+  // makes steps+1 calls, the others `steps`; with "trailing" spacing some step counts (61, 103,
+  // ...) get one more call at timestep -1, as in diffusers (np.arange rounding).
   const std::vector<float>& timesteps() const { return timesteps_; }
   size_t num_calls() const { return timesteps_.size(); }
   float init_noise_sigma() const { return init_noise_sigma_; }
