@@ -110,6 +110,8 @@ case("huge_dim_u64.safetensors", with_header('{"a":{"dtype":"F32","shape":[18446
 case("dim_beyond_u64.safetensors",
      with_header('{"a":{"dtype":"F32","shape":[99999999999999999999999],"data_offsets":[0,4]}}'),
      "shape[0] is a non-integer number")
+case("number_overflow.safetensors",  # no double holds it: nlohmann throws out_of_range, not parse_error
+     with_header('{"a":{"dtype":"F32","shape":[5e999],"data_offsets":[0,4]}}'), "header is not valid JSON: number overflow")
 case("wrap_to_zero.safetensors",  # 2^32 * 2^32 wraps to 0 in 64-bit arithmetic
      with_header(js({"a": entry("F32", [1 << 32, 1 << 32], 0, 0)})), "too large for any file")
 

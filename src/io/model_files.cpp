@@ -160,19 +160,21 @@ void check_folder_family(const std::string& where, const json& model_index, cons
     throw InputError(where + ": unet/config.json has cross_attention_dim 1024: SD 2.x models are not supported yet");
 }
 
+// The variants present for `base` in `dir`: `<base>.<v>.safetensors` and sharded
+// `<base>.safetensors.index.<v>.json` (used only to fall back or to suggest).
 std::vector<std::string> variant_files(const fs::path& dir, const std::string& base) {
-  // `<base>.<variant>.safetensors` for any variant (used only to suggest or fall back).
-  std::vector<std::string> out;
+  const std::string single_tail = ".safetensors", index_head = base + ".safetensors.index.";
+  std::set<std::string> out;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
-    std::string n = e.path().filename().string();
-    if (has_prefix(n, (base + ".").c_str()) && has_suffix(n, ".safetensors") && n != base + ".safetensors") {
-      std::string v = n.substr(base.size() + 1, n.size() - base.size() - 1 - std::string(".safetensors").size());
-      if (!v.empty() && v.find('.') == std::string::npos) out.push_back(v);
-    }
+    std::string n = e.path().filename().string(), v;
+    if (has_prefix(n, index_head.c_str()) && has_suffix(n, ".json") && n.size() > index_head.size() + 5)
+      v = n.substr(index_head.size(), n.size() - index_head.size() - 5);
+    else if (has_prefix(n, (base + ".").c_str()) && has_suffix(n, single_tail) && n != base + single_tail)
+      v = n.substr(base.size() + 1, n.size() - base.size() - 1 - single_tail.size());
+    if (!v.empty() && v.find('.') == std::string::npos) out.insert(v);
   }
-  std::sort(out.begin(), out.end());
-  return out;
+  return std::vector<std::string>(out.begin(), out.end());
 }
 
 // Picks the weight file(s) of one folder component, or throws naming what is missing.

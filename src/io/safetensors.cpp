@@ -200,6 +200,13 @@ void SafetensorsFile::parse_header() {
     what = printable(what, 300, /*ascii=*/true);  // it quotes the bytes last read
     throw InputError(p + ": header is not valid JSON (file byte " + std::to_string(e.byte + 7) +
                      "): " + what);
+  } catch (const json::exception& e) {
+    // Not a syntax error but still the header's fault, e.g. out_of_range.406 for a number like
+    // 1e999 that no double holds.
+    std::string what = e.what();
+    size_t tag = what.find("] ");
+    if (tag != std::string::npos) what = what.substr(tag + 2);
+    throw InputError(p + ": header is not valid JSON: " + printable(what, 300, /*ascii=*/true));
   }
   if (!header.is_object())
     throw InputError(p + ": header is a JSON " + std::string(header.type_name()) +
@@ -370,7 +377,7 @@ std::vector<float> SafetensorsFile::to_f32(const std::string& name) const {
   WeightView w = view(name);
   size_t n = static_cast<size_t>(shape_numel(w.shape));
   std::vector<float> out(n);
-  convert_to_f32(w.dtype, w.data, out.data(), n);
+  if (n) convert_to_f32(w.dtype, w.data, out.data(), n);  // (an empty vector's data() may be null)
   return out;
 }
 
