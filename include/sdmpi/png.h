@@ -1,0 +1,75 @@
+// PNG output: 8-bit RGB files carrying the generation parameters the way AUTOMATIC1111 writes
+// them, so the existing tools (A1111's "PNG Info", civitai, PIL's img.info["parameters"]) read them.
+//
+// The text lives in one chunk with keyword "parameters", placed before the image data: tEXt when
+// every character is Latin-1 (stored as Latin-1 bytes), otherwise an uncompressed iTXt in UTF-8
+// with empty language and translated keyword. This is what PIL's PngInfo.add_text(), which A1111
+// uses, does.
+//
+// Files appear atomically: the PNG is written to "<path>.tmp-<pid>", flushed to disk, then renamed
+// over <path>, so a file with the final name is always complete.
+//
+// Availability: PNG output needs libpng (SDMPI_HAVE_PNG). Without it, kPngSupported is false and
+// the functions below are inline stubs that throw Error("this sd_mpi was built without libpng ..."),
+// so callers link either way and check kPngSupported for a clear message.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "sdmpi/error.h"
+#include "sdmpi/job.h"
+
+namespace sdmpi {
+
+#ifdef SDMPI_HAVE_PNG
+inline constexpr bool kPngSupported = true;
+#else
+inline constexpr bool kPngSupported = false;
+#endif
+
+// Writes width*height*3 bytes of row-major RGB as an RGB8 PNG with `parameters` in its
+// "parameters" text chunk (none when empty). `parameters` must be valid UTF-8 without NUL bytes.
+// zlib level 6 is PIL's default. Replaces an existing file. Throws Error naming the path and the
+// OS reason.
+void write_png(const std::string& path, const uint8_t* rgb, int width, int height, const std::string& parameters,
+               int compression_level = 6);
+
+// The A1111 infotext of one image:
+//   <prompt>
+//   Negative prompt: <negative prompt>            (only when there is one)
+//   Steps: 20, Sampler: Euler a, Schedule type: Karras, CFG scale: 7.5, Seed: 42, Size: 512x512,
+//   Model hash: abcd1234ef, Model: name, Clip skip: 2, RNG: CPU, Version: sd_mpi 0.1.0
+// Fields follow A1111's order; values holding ',', ':' or a newline are JSON-quoted as A1111 does.
+// - Sampler: A1111's display name (a1111_sampler_name), Schedule type "Automatic" for our default
+//   schedule and "Karras" for karras.
+// - CFG scale: the shortest decimal that round-trips the float, with ".0" for whole numbers.
+// - Seed: the unsigned 64-bit seed.  Size: width x height.
+// - Model hash: the first 10 characters of `model_hash` (A1111's short hash of the file's sha256);
+//   omitted when empty, like Model when `model_name` is empty.
+// - Clip skip: A1111 counts layers from 1 (1 = last layer) while GenerationParams::clip_skip
+//   follows diffusers (0 = last layer), so clip_skip c >= 1 is written as c+1; c = 0 is omitted.
+// - RNG: CPU, because our initial noise is torch's CPU generator (A1111's randn_source "CPU").
+// - Eta DDIM: the DDIM eta, when the sampler is ddim and eta != 0.
+// - Version: `version` as given (e.g. "sd_mpi 0.1.0"); omitted when empty.
+// The whole text is trimmed of leading/trailing whitespace, as A1111 does.
+std::string a1111_parameters(const GenerationParams& params, const std::string& model_name,
+                             const std::string& model_hash, const std::string& version);
+
+// Our sampler names → A1111's: pndm "PLMS", ddim "DDIM", euler "Euler", euler_a "Euler a",
+// dpm++2m "DPM++ 2M", lcm "LCM"; any other name is returned unchanged.
+std::string a1111_sampler_name(const std::string& sampler);
+
+#ifndef SDMPI_HAVE_PNG
+[[noreturn]] inline void png_unavailable() {
+  throw Error("this sd_mpi was built without libpng: PNG output (--out-dir) is not available");
+}
+inline void write_png(const std::string&, const uint8_t*, int, int, const std::string&, int) { png_unavailable(); }
+inline std::string a1111_parameters(const GenerationParams&, const std::string&, const std::string&,
+                                    const std::string&) {
+  png_unavailable();
+}
+inline std::string a1111_sampler_name(const std::string&) { png_unavailable(); }
+#endif  // !SDMPI_HAVE_PNG
+
+}  // namespace sdmpi

@@ -1,0 +1,161 @@
+// write_png: RGB8 PNG files with the generation parameters in a "parameters" text chunk, written
+// to a temporary name and renamed into place (see include/sdmpi/png.h).
+//
+// libpng reports errors by longjmp. The function that calls libpng therefore holds only trivially
+// destructible locals (the row pointers are built by its caller), so jumping back skips no C++
+// destructor; the message travels in a plain buffer and becomes an sdmpi::Error afterwards.
+#include <fcntl.h>
+#include <png.h>
+#include <unistd.h>
+#include <utf8proc.h>
+
+#include <cerrno>
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "sdmpi/error.h"
+#include "sdmpi/png.h"
+
+namespace sdmpi {
+
+namespace {
+
+struct PngFailure {
+  char message[256];
+};
+
+void on_png_error(png_structp png, png_const_charp msg) {
+  auto* failure = static_cast<PngFailure*>(png_get_error_ptr(png));
+  // A failed fwrite reaches us as "Write Error": keep the OS reason that caused it.
+  const int err = errno;
+  if (err != 0)
+    std::snprintf(failure->message, sizeof failure->message, "%s (%s)", msg ? msg : "libpng error", std::strerror(err));
+  else
+    std::snprintf(failure->message, sizeof failure->message, "%s", msg ? msg : "libpng error");
+  png_longjmp(png, 1);
+}
+
+void on_png_warning(png_structp, png_const_charp) {}
+
+// UTF-8 → Latin-1 bytes when every code point is below 256; false otherwise (then iTXt is needed).
+// Throws on invalid UTF-8.
+bool to_latin1(const std::string& utf8, std::string* latin1, const std::string& path) {
+  latin1->clear();
+  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(utf8.data());
+  utf8proc_ssize_t left = static_cast<utf8proc_ssize_t>(utf8.size());
+  bool fits = true;
+  while (left > 0) {
+    utf8proc_int32_t cp;
+    const utf8proc_ssize_t n = utf8proc_iterate(p, left, &cp);
+    if (n <= 0)
+      throw Error("cannot write PNG " + path + ": the parameters text is not valid UTF-8 (byte " +
+                  std::to_string(utf8.size() - static_cast<size_t>(left)) + ")");
+    if (cp == 0) throw Error("cannot write PNG " + path + ": the parameters text contains a NUL character");
+    if (cp > 0xFF) fits = false;
+    if (fits) latin1->push_back(static_cast<char>(cp));
+    p += n;
+    left -= n;
+  }
+  if (!fits) latin1->clear();
+  return fits;
+}
+
+// Writes the PNG stream to `fp`. Returns false with failure->message set when libpng fails.
+bool encode_png(FILE* fp, png_bytep* rows, int width, int height, png_textp text, int num_text, int level,
+                PngFailure* failure) {
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, failure, on_png_error, on_png_warning);
+  if (!png) {
+    std::snprintf(failure->message, sizeof failure->message, "out of memory");
+    return false;
+  }
+  png_infop info = png_create_info_struct(png);
+  if (!info) {
+    png_destroy_write_struct(&png, nullptr);
+    std::snprintf(failure->message, sizeof failure->message, "out of memory");
+    return false;
+  }
+  if (setjmp(png_jmpbuf(png))) {
+    png_destroy_write_struct(&png, &info);
+    return false;
+  }
+  png_init_io(png, fp);
+  png_set_compression_level(png, level);
+  png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), 8, PNG_COLOR_TYPE_RGB,
+               PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  if (num_text > 0) png_set_text(png, info, text, num_text);
+  png_write_info(png, info);
+  png_write_image(png, rows);
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  return true;
+}
+
+}  // namespace
+
+void write_png(const std::string& path, const uint8_t* rgb, int width, int height, const std::string& parameters,
+               int compression_level) {
+  const std::string what = "cannot write PNG " + path;
+  if (!rgb) throw Error(what + ": no pixels given");
+  if (width <= 0 || height <= 0 || width > 1000000 || height > 1000000)
+    throw Error(what + ": image size " + std::to_string(width) + "x" + std::to_string(height) + " is out of range");
+  if (compression_level < 0 || compression_level > 9)
+    throw Error(what + ": compression level " + std::to_string(compression_level) + " is not in 0..9");
+
+  // The text chunk: tEXt with Latin-1 bytes when possible, else iTXt with UTF-8.
+  std::string latin1;
+  char keyword[] = "parameters";
+  char empty[] = "";
+  png_text text{};
+  int num_text = 0;
+  if (!parameters.empty()) {
+    num_text = 1;
+    text.key = keyword;
+    if (to_latin1(parameters, &latin1, path)) {
+      text.compression = PNG_TEXT_COMPRESSION_NONE;
+      text.text = latin1.data();
+      text.text_length = latin1.size();
+    } else {
+      text.compression = PNG_ITXT_COMPRESSION_NONE;
+      text.text = const_cast<char*>(parameters.c_str());
+      text.itxt_length = parameters.size();
+      text.lang = empty;
+      text.lang_key = empty;
+    }
+  }
+
+  std::vector<png_bytep> rows(static_cast<size_t>(height));
+  for (size_t y = 0; y < rows.size(); ++y)
+    rows[y] = const_cast<png_bytep>(rgb + y * static_cast<size_t>(width) * 3);
+
+  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw Error(what + ": " + std::strerror(errno));
+  FILE* fp = ::fdopen(fd, "wb");
+  if (!fp) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw Error(what + ": " + std::strerror(err));
+  }
+  PngFailure failure{};
+  errno = 0;
+  const bool encoded = encode_png(fp, rows.data(), width, height, &text, num_text, compression_level, &failure);
+  // fflush + fsync before the rename, so a crash never leaves a final name with missing bytes.
+  int err = 0;
+  if (encoded && std::fflush(fp) != 0) err = errno;
+  if (encoded && !err && ::fsync(fileno(fp)) != 0) err = errno;
+  if (std::fclose(fp) != 0 && encoded && !err) err = errno;
+  if (!encoded || err) {
+    ::unlink(tmp.c_str());
+    throw Error(what + ": " + (encoded ? std::strerror(err) : failure.message));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    err = errno;
+    ::unlink(tmp.c_str());
+    throw Error(what + ": " + std::strerror(err));
+  }
+}
+
+}  // namespace sdmpi
