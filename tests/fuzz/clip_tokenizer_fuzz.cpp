@@ -1,6 +1,6 @@
 // libFuzzer target: arbitrary bytes as a prompt for the SD 1.x CLIP tokenizer, and as token ids to
 // decode. Every input must give ids or an InputError (ill-formed UTF-8): never a crash, a hang or
-// a sanitizer report. Seeds: tests/data/malformed/tokenizer_fuzz/.
+// a sanitizer report. Seeds: tests/data/malformed/clip_tokenizer/ (made by make_seeds.py there).
 #include <cstddef>
 #include <cstdint>
 #include <cstring>

@@ -27,6 +27,7 @@ namespace {
 
 const fs::path kGolden = fs::path(SDMPI_TEST_DATA) / "golden" / "tokenizer";
 const fs::path kMalformed = fs::path(SDMPI_TEST_DATA) / "malformed" / "tokenizer";
+const fs::path kFuzzSeeds = fs::path(SDMPI_TEST_DATA) / "malformed" / "clip_tokenizer";
 
 std::string read_gz(const fs::path& path) {
   gzFile f = gzopen(path.c_str(), "rb");
@@ -229,6 +230,25 @@ TEST(ClipTokenizer, InvalidUtf8IsAnInputErrorNamingTheByte) {
   }
   // NUL and control characters are text (the reference gives them byte tokens).
   EXPECT_EQ(tok.encode(std::string("a\0b", 3)), (std::vector<int32_t>{320, 444, 321}));
+}
+
+// The fuzz target's seeds: each tokenizes, or fails with the one-line error its manifest names.
+TEST(ClipTokenizer, FuzzSeedsTokenizeOrFailAsListed) {
+  const json manifest = json::parse(read_file(kFuzzSeeds / "MANIFEST.json"));
+  ASSERT_GE(manifest.size(), 5u);
+  ClipTokenizer tok = ClipTokenizer::builtin();
+  for (const auto& [name, expected] : manifest.items()) {
+    std::string text = read_file(kFuzzSeeds / name);
+    ASSERT_FALSE(text.empty()) << name;
+    try {
+      ClipEncoding e = tok.encode_prompt(text);
+      EXPECT_TRUE(expected.is_null()) << name << " was accepted";
+      EXPECT_EQ(e.ids.size(), 77u);
+    } catch (const InputError& err) {
+      ASSERT_TRUE(expected.is_string()) << name << ": " << err.what();
+      EXPECT_NE(std::string(err.what()).find(expected.get<std::string>()), std::string::npos) << err.what();
+    }
+  }
 }
 
 // ---- the text pipeline, code point by code point -------------------------------------------------------
