@@ -20,6 +20,7 @@
 
 #include "backend/cpu/cpu_gemm.h"
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/cpu_memory.h"
 #include "sdmpi/backend.h"
 #include "sdmpi/dtype.h"
 #include "sdmpi/error.h"
@@ -510,6 +511,45 @@ TEST(CpuOps, MemoryAndName) {
   Tensor ht = be.empty({2}, DType::F16);
   std::memcpy(ht.raw(), h.data(), 4);
   EXPECT_EQ(be.to_host(ht), (Vec{1.5f, -2.0f}));
+}
+
+TEST(CpuMemory, LargeOutputsAreRecycled) {
+  auto pool = std::make_shared<cpu::HostBlockPool>(size_t{64} << 20);
+  void* first = nullptr;
+  {
+    Tensor a = pool->tensor({1 << 20});  // 4 MiB
+    first = a.raw();
+    EXPECT_EQ(pool->cached_bytes(), 0u);
+  }
+  EXPECT_EQ(pool->cached_bytes(), size_t{4} << 20);
+  {
+    Tensor b = pool->tensor({(1 << 20) - 1000});  // a little smaller: same block
+    EXPECT_EQ(b.raw(), first);
+    EXPECT_EQ(pool->cached_bytes(), 0u);
+    Tensor c = pool->tensor({1 << 18});  // 1 MiB: too small a fit for nothing cached, new block
+    EXPECT_NE(c.raw(), first);
+  }
+  EXPECT_EQ(pool->cached_bytes(), size_t{5} << 20);
+  {
+    Tensor big = pool->tensor({4 << 20});  // 16 MiB: the cached 4 MiB block is too small
+    EXPECT_NE(big.raw(), first);
+  }
+  {
+    std::vector<Tensor> many;
+    for (int i = 0; i < 5; ++i) many.push_back(pool->tensor({4 << 20}));
+  }
+  EXPECT_LE(pool->cached_bytes(), size_t{64} << 20);  // the cap holds
+  Tensor small = pool->tensor({100});
+  EXPECT_EQ(small.numel(), 100);
+  // Tensors may outlive the backend that made them.
+  Tensor kept;
+  {
+    auto be = make_cpu_backend(1);
+    Vec v = randn(1 << 19, 60);
+    kept = be->activation(be->from_host(v.data(), {1 << 19}), Activation::SiLU);
+  }
+  Vec h = host(kept);
+  EXPECT_EQ(h.size(), size_t{1} << 19);
 }
 
 // ================================= batch and thread invariance ====================================

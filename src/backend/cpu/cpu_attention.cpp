@@ -3,7 +3,7 @@
 // Heads are read in place: head h of q [B, N, heads*d] is the column block h*d..h*d+d-1, a matrix
 // with row stride heads*d, which BLAS takes as is. Each task is one block of query rows of one
 // (item, head): S = scale·Q_blk·K_hᵀ into a thread-local buffer, a numerically stable softmax per
-// row (max subtracted, exp, sum in double), then O_blk = E·V_h written straight into the output
+// row (max subtracted, exp, sum in double over 8 fixed lanes), then O_blk = E·V_h written straight into the output
 // columns of head h and divided by the row sum. Row blocks keep S at about 1 MB, so the VAE's
 // 4096×4096 single-head attention never holds its whole score matrix. The block size depends on
 // Nk alone, so the work is cut the same way whatever the thread count.
@@ -39,6 +39,34 @@ struct SoftmaxExp {
     for (j = valid; j < n; ++j) s[j] = 0.0f;
   }
 };
+
+// Largest of the first n scores (max is exact in any order, so lanes may differ per ISA).
+struct RowMax {
+  template <int W> SDMPI_SIMD_INLINE static void run(const float* s, int64_t n, float* out) {
+    using F = typename Vec<W>::f;
+    F m = vsplat<W>(-INFINITY);
+    int64_t j = 0;
+    for (; j + W <= n; j += W) {
+      F v = vload<W>(s + j);
+      m = v > m ? v : m;
+    }
+    float r = -INFINITY;
+    for (int l = 0; l < W; ++l) r = m[l] > r ? m[l] : r;
+    for (; j < n; ++j) r = s[j] > r ? s[j] : r;
+    *out = r;
+  }
+};
+
+// Sum of n floats in double, over 8 fixed lanes combined in a fixed order: the same bits on every
+// instruction set, without a serial chain of n dependent additions.
+double row_sum(const float* s, int64_t n) {
+  double lane[8] = {};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int l = 0; l < 8; ++l) lane[l] += static_cast<double>(s[j + l]);
+  for (int l = 0; j < n; ++j, ++l) lane[l] += static_cast<double>(s[j]);
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
 
 struct FreeDeleter {
   void operator()(float* p) const { std::free(p); }
@@ -78,22 +106,20 @@ void attention_mh(const float* q, const float* k, const float* v, int64_t B, int
 
     gemm(true, rows, Nk, d, scale, qb, C, kb, C, 0.0f, S, Nk);
 
-    double row_sum[256];
+    double sums[256];
     for (int64_t i = 0; i < rows; ++i) {
       float* s = S + i * Nk;
       const int64_t valid = causal ? std::min(Nk, r0 + i + 1) : Nk;
       float m = -INFINITY;
-      for (int64_t j = 0; j < valid; ++j) m = s[j] > m ? s[j] : m;
+      simd_dispatch<RowMax>(static_cast<const float*>(s), valid, &m);
       if (m == -INFINITY) m = 0.0f;  // all scores -inf (or no keys): e = 0, output 0/0 → NaN like torch
       simd_dispatch<SoftmaxExp>(s, Nk, valid, m);
-      double sum = 0.0;
-      for (int64_t j = 0; j < valid; ++j) sum += s[j];
-      row_sum[i] = sum;
+      sums[i] = row_sum(s, valid);
     }
 
     gemm(false, rows, d, Nk, 1.0f, S, Nk, vb, C, 0.0f, ob, C);
     for (int64_t i = 0; i < rows; ++i) {
-      float denom = static_cast<float>(row_sum[i]);
+      float denom = static_cast<float>(sums[i]);
       float* o = ob + i * C;
       for (int64_t j = 0; j < d; ++j) o[j] = o[j] / denom;
     }

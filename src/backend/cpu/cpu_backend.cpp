@@ -13,12 +13,14 @@
 //   - reductions (norm statistics, softmax sums) added in a fixed order inside one thread.
 // tests/unit/cpu_backend_test.cpp checks it op by op against batches of 1 and 3 and 1/2/3 threads.
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 
 #include "backend/cpu/cpu_gemm.h"
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/cpu_memory.h"
 #include "backend/cpu/cpu_simd.h"
 #include "sdmpi/backend.h"
 #include "sdmpi/error.h"
@@ -52,9 +54,18 @@ void require_shape(const Tensor& t, const Shape& expected, const char* op, const
           std::string(arg) + " has shape " + shape_str(t.shape()) + ", expected " + shape_str(expected));
 }
 
+// Freed op outputs kept for reuse: an eighth of the machine's memory, at most 4 GiB.
+size_t pool_cap_bytes() {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  size_t phys = pages > 0 && page > 0 ? static_cast<size_t>(pages) * static_cast<size_t>(page) : 0;
+  return std::min<size_t>(phys / 8, size_t{4} << 30);
+}
+
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads) : threads_(threads > 0 ? threads : std::max(1, omp_get_max_threads())) {
+  explicit CpuBackend(int threads)
+      : threads_(threads > 0 ? threads : std::max(1, omp_get_max_threads())),
+        pool_(std::make_shared<cpu::HostBlockPool>(pool_cap_bytes())) {
     cpu::set_blas_single_threaded();
   }
 
@@ -66,10 +77,10 @@ class CpuBackend final : public Backend {
   DType compute_dtype() const override { return DType::F32; }
 
   // ---- memory ---------------------------------------------------------------------------------
-  Tensor empty(const Shape& shape, DType dtype) override { return Tensor::host(shape, dtype); }
+  Tensor empty(const Shape& shape, DType dtype) override { return pool_->tensor(shape, dtype); }
 
   Tensor from_host(const float* data, const Shape& shape) override {
-    Tensor t = Tensor::host(shape, DType::F32);
+    Tensor t = pool_->tensor(shape);
     if (t.numel() > 0) {
       require(data != nullptr, "from_host", "null data for " + shape_str(shape));
       std::memcpy(t.raw(), data, t.nbytes());
@@ -157,7 +168,7 @@ class CpuBackend final : public Backend {
     const int64_t rows_total = K > 0 ? x.numel() / K : shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
     const int64_t items = x.rank() >= 3 ? x.dim(0) : rows_total;
     const int64_t rows = items > 0 ? rows_total / items : 0;
-    Tensor y = Tensor::host(out_shape);
+    Tensor y = pool_->tensor(out_shape);
     cpu::linear_rows(xp, items, rows, K, wp, N, bp, rp, y.f32(), threads_);
     return y;
   }
@@ -184,7 +195,7 @@ class CpuBackend final : public Backend {
     if (bias) require_shape(*bias, {Cout}, op, "bias");
     const float* rp = optional_input(residual, op, "residual");
     if (residual) require_shape(*residual, out_shape, op, "residual");
-    Tensor y = Tensor::host(out_shape);
+    Tensor y = pool_->tensor(out_shape);
     cpu::conv2d_nhwc(xp, B, H, W, Cin, wp, Cout, KH, KW, stride, pad, bp, rp, y.f32(), Ho, Wo, threads_);
     return y;
   }
@@ -203,7 +214,7 @@ class CpuBackend final : public Backend {
     require_shape(gamma, {C}, op, "gamma");
     require_shape(beta, {C}, op, "beta");
     const int64_t HW = B * C > 0 ? x.numel() / (B * C) : 0;
-    Tensor y = Tensor::host(x.shape());
+    Tensor y = pool_->tensor(x.shape());
     if (x.numel() > 0) cpu::group_norm_nhwc(xp, B, HW, C, groups, gp, bp, eps, silu, y.f32(), threads_);
     return y;
   }
@@ -217,7 +228,7 @@ class CpuBackend final : public Backend {
     const float* bp = input(beta, op, "beta");
     require_shape(gamma, {C}, op, "gamma");
     require_shape(beta, {C}, op, "beta");
-    Tensor y = Tensor::host(x.shape());
+    Tensor y = pool_->tensor(x.shape());
     if (x.numel() > 0) cpu::layer_norm_rows(xp, x.numel() / C, C, gp, bp, eps, y.f32(), threads_);
     return y;
   }
@@ -237,7 +248,7 @@ class CpuBackend final : public Backend {
                 " do not match");
     require(heads >= 1 && C % heads == 0, op,
             std::to_string(C) + " channels do not split into " + std::to_string(heads) + " heads");
-    Tensor y = Tensor::host(q.shape());
+    Tensor y = pool_->tensor(q.shape());
     if (y.numel() > 0)
       cpu::attention_mh(qp, kp, vp, B, Nq, Nk, heads, C / heads, causal, y.f32(), threads_);
     return y;
@@ -246,7 +257,7 @@ class CpuBackend final : public Backend {
   // ---- activations and elementwise glue -----------------------------------------------------------
   Tensor activation(const Tensor& x, Activation act) override {
     const float* xp = input(x, "activation", "x");
-    Tensor y = Tensor::host(x.shape());
+    Tensor y = pool_->tensor(x.shape());
     cpu::activation_inplace(act, xp, y.f32(), x.numel(), threads_);
     return y;
   }
@@ -258,7 +269,7 @@ class CpuBackend final : public Backend {
     Shape out_shape = x.shape();
     out_shape.back() /= 2;
     const int64_t C = out_shape.back();
-    Tensor y = Tensor::host(out_shape);
+    Tensor y = pool_->tensor(out_shape);
     if (y.numel() > 0) cpu::geglu_rows(xp, y.f32(), y.numel() / C, C, threads_);
     return y;
   }
@@ -267,14 +278,14 @@ class CpuBackend final : public Backend {
     const float* ap = input(a, "binary", "a");
     const float* bp = input(b, "binary", "b");
     require_shape(b, a.shape(), "binary", "b");
-    Tensor y = Tensor::host(a.shape());
+    Tensor y = pool_->tensor(a.shape());
     cpu::binary_op(bop, ap, bp, y.f32(), a.numel(), threads_);
     return y;
   }
 
   Tensor binary_scalar(BinaryOp bop, const Tensor& a, float s, bool scalar_first) override {
     const float* ap = input(a, "binary_scalar", "a");
-    Tensor y = Tensor::host(a.shape());
+    Tensor y = pool_->tensor(a.shape());
     cpu::binary_scalar_op(bop, ap, s, scalar_first, y.f32(), a.numel(), threads_);
     return y;
   }
@@ -286,7 +297,7 @@ class CpuBackend final : public Backend {
     require(x.rank() >= 2, op, "x must be [B, ..., C], got " + shape_str(x.shape()));
     const int64_t B = x.dim(0), C = x.dim(-1);
     require_shape(t, {B, C}, op, "t");
-    Tensor y = Tensor::host(x.shape());
+    Tensor y = pool_->tensor(x.shape());
     if (y.numel() > 0) cpu::add_batch_channel_op(xp, tp, y.f32(), B, x.numel() / (B * C), C, threads_);
     return y;
   }
@@ -294,7 +305,7 @@ class CpuBackend final : public Backend {
   Tensor clamp(const Tensor& x, float lo, float hi) override {
     const float* xp = input(x, "clamp", "x");
     require(!(lo > hi), "clamp", "lower bound " + std::to_string(lo) + " above upper bound " + std::to_string(hi));
-    Tensor y = Tensor::host(x.shape());
+    Tensor y = pool_->tensor(x.shape());
     cpu::clamp_op(xp, y.f32(), x.numel(), lo, hi, threads_);
     return y;
   }
@@ -307,7 +318,7 @@ class CpuBackend final : public Backend {
     require(out_h >= 1 && out_w >= 1, op,
             "output size " + std::to_string(out_h) + "x" + std::to_string(out_w) + " is empty");
     require(x.dim(1) >= 1 && x.dim(2) >= 1, op, "input " + shape_str(x.shape()) + " is empty");
-    Tensor y = Tensor::host({x.dim(0), out_h, out_w, x.dim(3)});
+    Tensor y = pool_->tensor({x.dim(0), out_h, out_w, x.dim(3)});
     cpu::upsample_nearest_nhwc(xp, x.dim(0), x.dim(1), x.dim(2), x.dim(3), out_h, out_w, y.f32(), threads_);
     return y;
   }
@@ -321,7 +332,7 @@ class CpuBackend final : public Backend {
             op, "cannot join " + shape_str(a.shape()) + " and " + shape_str(b.shape()) + " along channels");
     Shape out_shape = a.shape();
     out_shape.back() = a.dim(-1) + b.dim(-1);
-    Tensor y = Tensor::host(out_shape);
+    Tensor y = pool_->tensor(out_shape);
     const int64_t rows = shape_numel(Shape(a.shape().begin(), a.shape().end() - 1));
     if (y.numel() > 0) cpu::concat_rows(ap, a.dim(-1), bp, b.dim(-1), y.f32(), rows, threads_);
     return y;
@@ -340,7 +351,7 @@ class CpuBackend final : public Backend {
               op, "cannot join " + shape_str(parts[0].shape()) + " and " + shape_str(p.shape()) + " along the batch");
       out_shape[0] += p.dim(0);
     }
-    Tensor y = Tensor::host(out_shape);
+    Tensor y = pool_->tensor(out_shape);
     float* dst = y.f32();
     for (const Tensor& p : parts) {
       cpu::copy_floats(p.f32(), dst, p.numel(), threads_);
@@ -354,7 +365,7 @@ class CpuBackend final : public Backend {
     const float* tp = input(table, op, "table");
     require(table.rank() == 2, op, "table must be [rows, C], got " + shape_str(table.shape()));
     const int64_t V = table.dim(0), C = table.dim(1);
-    Tensor y = Tensor::host({static_cast<int64_t>(ids.size()), C});
+    Tensor y = pool_->tensor({static_cast<int64_t>(ids.size()), C});
     for (size_t i = 0; i < ids.size(); ++i) {
       require(ids[i] >= 0 && ids[i] < V, op,
               "id " + std::to_string(ids[i]) + " at position " + std::to_string(i) + " is outside the table's " +
@@ -366,7 +377,7 @@ class CpuBackend final : public Backend {
 
   Tensor copy(const Tensor& x) override {
     require(x.defined() && x.device() == Device::CPU, "copy", "x is undefined or not on the cpu");
-    Tensor y = Tensor::host(x.shape(), x.dtype());
+    Tensor y = pool_->tensor(x.shape(), x.dtype());
     if (x.dtype() == DType::F32) cpu::copy_floats(x.f32(), y.f32(), x.numel(), threads_);
     else std::memcpy(y.raw(), x.raw(), x.nbytes());
     return y;
@@ -374,6 +385,7 @@ class CpuBackend final : public Backend {
 
  private:
   int threads_;
+  std::shared_ptr<cpu::HostBlockPool> pool_;
 };
 
 }  // namespace
