@@ -1,0 +1,101 @@
+// txt2img: prompts and seeds → uint8 RGB images, the way diffusers' StableDiffusionPipeline
+// makes them (sd15-semantics.md §6.2), over a batch of compatible work items on one backend.
+//
+//   prompt ─ tokenizer ─ CLIP ─┐                 (negative prompt too when guidance > 1)
+//   seed ─ TorchGenerator ─────┼─ for t: UNet(cat[x, x], t, cat[neg, pos]) → CFG → scheduler step
+//                              └─ VAE decode(latents / scaling_factor) → uint8 RGB
+//
+// Each item has its own generator (seeded with its seed), so its image does not depend on which
+// items share its batch. The pipeline never sees MPI or files other than the model's.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "sdmpi/backend.h"
+#include "sdmpi/clip_tokenizer.h"
+#include "sdmpi/job.h"
+#include "sdmpi/weights.h"
+
+namespace sdmpi {
+
+// A model named on the command line: a diffusers folder, a single-file .safetensors checkpoint,
+// or "tiny" (the built-in random-weight model, generated in memory).
+class ModelSource {
+ public:
+  static ModelSource open(const std::string& spec, const std::string& variant = "");
+  // A model assembled in memory (tests, tools): configs and weights per component ("unet",
+  // "vae", "text_encoder"; "scheduler" config only), with the built-in CLIP vocabulary.
+  static ModelSource from_memory(const std::string& name, std::map<std::string, nlohmann::json> configs,
+                                 std::map<std::string, std::shared_ptr<WeightSource>> weights);
+
+  const std::string& spec() const { return spec_; }
+  bool builtin() const { return builtin_; }
+  nlohmann::json config(const std::string& component) const;  // unet, vae, text_encoder, scheduler
+  std::shared_ptr<WeightSource> weights(const std::string& component) const;
+  ClipTokenizer tokenizer() const;
+  // SHA-256 of the weight files (a single file's is AUTOMATIC1111's model hash), or a name for
+  // the built-in model. Reads every weight file: call once, on one rank.
+  std::string weights_hash() const;
+  std::string name() const;  // short name for metadata ("stable-diffusion-v1-5", "tiny")
+  std::string describe() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+  std::string spec_;
+  bool builtin_ = false;
+};
+
+ClipTokenizer load_tokenizer(const std::string& model_spec);
+
+// One image of a batch.
+struct GeneratedImage {
+  bool ok = false;
+  std::string error;  // why not ok: non-finite values in the latents or the image
+  int width = 0, height = 0;
+  std::vector<uint8_t> rgb;  // height*width*3, row-major
+};
+
+// Between denoising steps: (steps done, total). Returning false abandons the batch
+// (generate() then throws GenerationCancelled).
+using StepCallback_t = std::function<bool(int step, int steps)>;
+struct GenerationCancelled : std::exception {
+  const char* what() const noexcept override { return "generation cancelled"; }
+};
+
+// The sampler a model's scheduler_config.json names (PNDMScheduler → "pndm", ...).
+std::string default_sampler(const nlohmann::json& scheduler_config);
+
+class Txt2ImgPipeline {
+ public:
+  Txt2ImgPipeline(const ModelSource& model, Backend& backend);
+  ~Txt2ImgPipeline();
+
+  // Items must share steps, size, guidance, sampler, schedule, eta and clip skip (make_batches).
+  std::vector<GeneratedImage> generate(const std::vector<WorkItem>& items, const StepCallback_t& on_step = {});
+
+  // The model's default image size (unet sample_size × VAE scale), e.g. 512 for SD 1.5.
+  int default_size() const;
+  Backend& backend() { return backend_; }
+
+  struct Timings {
+    double text = 0, unet = 0, vae = 0, total = 0;  // seconds, accumulated over generate() calls
+    int64_t unet_calls = 0, images = 0;
+  };
+  const Timings& timings() const;
+  // The final latents of the last generate() call, [B, h, w, C] NHWC on the host (tests, debugging).
+  const std::vector<float>& last_latents() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  Backend& backend_;
+};
+
+}  // namespace sdmpi

@@ -1,0 +1,19 @@
+// Choosing the backend for a rank: --device auto|cpu|cuda and --precision, with the node-local
+// rank binding of DESIGN.md §6. Logs one line per rank: host, rank, local rank, device.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "sdmpi/backend.h"
+#include "sdmpi/cluster.h"
+
+namespace sdmpi::app {
+
+// "auto" precision: fp16 when the device can be a GPU, else fp32. The CPU computes in fp32 only.
+DType resolve_precision(const std::string& precision, const std::string& device);
+
+std::unique_ptr<Backend> select_backend(const std::string& device, DType precision, const WorldInfo& world,
+                                        bool allow_gpu_sharing, int threads);
+
+}  // namespace sdmpi::app

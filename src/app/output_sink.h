@@ -1,0 +1,46 @@
+// Rank 0's outputs: PNG files named by global index (with AUTOMATIC1111-style parameters) and/or
+// the HDF5 archive. Each image is persisted and flushed before the next message is read, so a
+// crash loses only images still in flight. Resume: the archive's finished rows (or, without an
+// archive, the PNG files present) are skipped.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sdmpi/archive.h"
+#include "sdmpi/cluster.h"
+#include "sdmpi/png.h"
+
+namespace sdmpi::app {
+
+class OutputSink : public ResultSink {
+ public:
+  struct Setup {
+    std::string archive_path, out_dir;
+    bool resume = false, overwrite = false;
+    std::string model_spec, model_name, weights_hash, config_json, fingerprint;
+    int world_size = 1, shard_index = 0, shard_count = 1;
+    int64_t total_items = 0;
+  };
+  // Creates or reopens the outputs for `items` (this shard's items, in index order). Throws
+  // InputError when the archive exists without --resume/--overwrite, belongs to another job, or
+  // PNG files would be overwritten.
+  OutputSink(const Setup& setup, const std::vector<WorkItem>& items);
+  ~OutputSink() override;
+
+  // Global indices still to make, in order.
+  const std::vector<int64_t>& todo() const { return todo_; }
+  void write(const WorkItem& item, const ImageResult& result) override;
+  void close();
+
+ private:
+  Setup setup_;
+  std::optional<ArchiveWriter> archive_;
+  std::vector<int64_t> todo_;
+};
+
+std::string png_file_name(const std::string& out_dir, int64_t index);
+
+}  // namespace sdmpi::app

@@ -1,0 +1,121 @@
+// ModelSource: one front for the three ways a model arrives (diffusers folder, single-file
+// checkpoint, the built-in "tiny" model generated in memory), so the pipeline and the CLI never
+// care which.
+#include <filesystem>
+#include <mutex>
+#include <optional>
+
+#include "io/sd15_configs.h"
+#include "sdmpi/error.h"
+#include "sdmpi/hash.h"
+#include "sdmpi/make_model.h"
+#include "sdmpi/model_files.h"
+#include "sdmpi/pipeline.h"
+
+namespace sdmpi {
+
+namespace fs = std::filesystem;
+
+// The built-in model: the "tiny" preset with seed 0, made in memory on first use.
+constexpr const char* kBuiltinName = "tiny";
+constexpr uint64_t kBuiltinSeed = 0;
+
+struct ModelSource::State {
+  std::optional<ModelFiles> files;
+  std::optional<InMemoryModel> memory;
+  // from_memory():
+  std::map<std::string, nlohmann::json> configs;
+  std::map<std::string, std::shared_ptr<WeightSource>> weights;
+  bool assembled = false;
+};
+
+ModelSource ModelSource::from_memory(const std::string& name, std::map<std::string, nlohmann::json> configs,
+                                     std::map<std::string, std::shared_ptr<WeightSource>> weights) {
+  ModelSource m;
+  m.spec_ = name;
+  m.builtin_ = true;
+  m.state_ = std::make_shared<State>();
+  m.state_->configs = std::move(configs);
+  m.state_->weights = std::move(weights);
+  m.state_->assembled = true;
+  return m;
+}
+
+ModelSource ModelSource::open(const std::string& spec, const std::string& variant) {
+  ModelSource m;
+  m.spec_ = spec;
+  m.state_ = std::make_shared<State>();
+  if (spec == kBuiltinName) {
+    m.builtin_ = true;
+    m.state_->memory = make_model_in_memory(kBuiltinName, kBuiltinSeed);
+    return m;
+  }
+  if (!fs::exists(spec))
+    throw InputError("model " + spec + " does not exist (give a diffusers folder, a .safetensors checkpoint, or 'tiny')");
+  m.state_->files = ModelFiles::open(spec, variant);
+  return m;
+}
+
+nlohmann::json ModelSource::config(const std::string& component) const {
+  if (state_->assembled) {
+    auto it = state_->configs.find(component);
+    if (it == state_->configs.end()) throw Error("model " + spec_ + " has no " + component + " config");
+    return it->second;
+  }
+  if (state_->memory) {
+    const ModelPreset& p = state_->memory->configs;
+    if (component == "unet") return p.unet.to_json();
+    if (component == "vae") return p.vae.to_json();
+    if (component == "text_encoder") return p.text_encoder.to_json();
+    if (component == "scheduler") return sd15_default_config("scheduler");
+    throw Error("no component " + component + " in the built-in model");
+  }
+  return state_->files->config(component);
+}
+
+std::shared_ptr<WeightSource> ModelSource::weights(const std::string& component) const {
+  if (state_->assembled) {
+    auto it = state_->weights.find(component);
+    if (it == state_->weights.end()) throw Error("model " + spec_ + " has no " + component + " weights");
+    return it->second;
+  }
+  if (state_->memory) {
+    if (component == "unet") return state_->memory->unet;
+    if (component == "vae") return state_->memory->vae;
+    if (component == "text_encoder") return state_->memory->text_encoder;
+    throw Error("no weights for " + component + " in the built-in model");
+  }
+  return state_->files->weights(component);
+}
+
+ClipTokenizer ModelSource::tokenizer() const {
+  if (state_->memory || state_->assembled) return ClipTokenizer::builtin();
+  std::string dir = state_->files->tokenizer_dir();
+  return dir.empty() ? ClipTokenizer::builtin() : ClipTokenizer::from_dir(dir);
+}
+
+std::string ModelSource::weights_hash() const {
+  if (state_->assembled) return "memory:" + spec_;
+  if (state_->memory) return std::string("builtin:") + kBuiltinName + ":seed" + std::to_string(kBuiltinSeed);
+  return sdmpi::weights_hash(state_->files->weight_files(), state_->files->path());
+}
+
+std::string ModelSource::name() const {
+  if (builtin_) return kBuiltinName;
+  fs::path p = fs::path(spec_).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  return state_->files->is_single_file() ? p.stem().string() : p.filename().string();
+}
+
+std::string ModelSource::describe() const {
+  if (state_->assembled) return "in-memory model " + spec_;
+  if (builtin_) return "the built-in tiny model (random weights, seed 0)";
+  return state_->files->describe();
+}
+
+ClipTokenizer load_tokenizer(const std::string& model_spec) {
+  if (model_spec == kBuiltinName) return ClipTokenizer::builtin();
+  return ModelSource::open(model_spec).tokenizer();
+}
+
+}  // namespace sdmpi

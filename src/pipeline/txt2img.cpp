@@ -1,0 +1,179 @@
+// Txt2ImgPipeline: diffusers' StableDiffusionPipeline.__call__ for a batch of work items.
+//
+// The order of operations is diffusers' (sd15-semantics.md §6.2): encode prompts (negative first
+// in the CFG batch), draw each item's latents from its own torch-compatible generator, scale by
+// init_noise_sigma, then per timestep: cat([x, x]) → scale_model_input → UNet → chunk → CFG
+// (three separately rounded ops) → scheduler.step (ancestral noise from each item's generator),
+// and last `latents / scaling_factor` (one division) → VAE → uint8 as diffusers rounds it.
+#include <chrono>
+#include <cmath>
+
+#include "sdmpi/clip_text.h"
+#include "sdmpi/error.h"
+#include "sdmpi/log.h"
+#include "sdmpi/model_config.h"
+#include "sdmpi/noise.h"
+#include "sdmpi/pipeline.h"
+#include "sdmpi/scheduler.h"
+#include "sdmpi/unet.h"
+#include "sdmpi/vae.h"
+
+namespace sdmpi {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+bool all_finite(const std::vector<float>& v) {
+  for (float x : v)
+    if (!std::isfinite(x)) return false;
+  return true;
+}
+}  // namespace
+
+std::string default_sampler(const nlohmann::json& scheduler_config) {
+  std::string cls = scheduler_config.value("_class_name", std::string("PNDMScheduler"));
+  if (cls == "PNDMScheduler") return "pndm";
+  if (cls == "DDIMScheduler") return "ddim";
+  if (cls == "EulerDiscreteScheduler") return "euler";
+  if (cls == "EulerAncestralDiscreteScheduler") return "euler_a";
+  if (cls == "DPMSolverMultistepScheduler") return "dpm++2m";
+  if (cls == "LCMScheduler") return "lcm";
+  log::warn("the model's scheduler " + cls + " is not supported; using pndm (choose one with --sampler)");
+  return "pndm";
+}
+
+struct Txt2ImgPipeline::Impl {
+  ClipTokenizer tokenizer;
+  ClipTextConfig text_config;
+  UNetConfig unet_config;
+  VAEConfig vae_config;
+  SchedulerConfig scheduler_config;
+  std::optional<ClipTextModel> text_encoder;
+  std::optional<UNet2DConditionModel> unet;
+  std::optional<AutoencoderKLDecoder> vae;
+  Timings timings;
+  std::vector<float> last_latents;
+};
+
+Txt2ImgPipeline::Txt2ImgPipeline(const ModelSource& model, Backend& backend)
+    : impl_(std::make_unique<Impl>()), backend_(backend) {
+  Impl& m = *impl_;
+  m.tokenizer = model.tokenizer();
+  m.text_config = ClipTextConfig::from_json(model.config("text_encoder"), model.spec() + " text_encoder/config.json");
+  m.unet_config = UNetConfig::from_json(model.config("unet"), model.spec() + " unet/config.json");
+  m.vae_config = VAEConfig::from_json(model.config("vae"), model.spec() + " vae/config.json");
+  m.scheduler_config = SchedulerConfig::from_json(model.config("scheduler"), model.spec() + " scheduler/scheduler_config.json");
+  m.text_encoder.emplace(ClipTextModel::load(m.text_config, *model.weights("text_encoder"), backend));
+  m.unet.emplace(UNet2DConditionModel::load(m.unet_config, *model.weights("unet"), backend));
+  m.vae.emplace(AutoencoderKLDecoder::load(m.vae_config, *model.weights("vae"), backend));
+}
+
+Txt2ImgPipeline::~Txt2ImgPipeline() = default;
+
+const Txt2ImgPipeline::Timings& Txt2ImgPipeline::timings() const { return impl_->timings; }
+const std::vector<float>& Txt2ImgPipeline::last_latents() const { return impl_->last_latents; }
+
+int Txt2ImgPipeline::default_size() const {
+  int latent = impl_->unet_config.sample_size > 0 ? impl_->unet_config.sample_size : 64;
+  return latent * impl_->vae_config.scale_factor();
+}
+
+std::vector<GeneratedImage> Txt2ImgPipeline::generate(const std::vector<WorkItem>& items, const StepCallback_t& on_step) {
+  SDMPI_CHECK(!items.empty(), "empty batch");
+  Impl& m = *impl_;
+  Backend& be = backend_;
+  auto t_start = Clock::now();
+  const GenerationParams& p = items.front().params;
+  const int64_t B = static_cast<int64_t>(items.size());
+  const int scale = m.vae_config.scale_factor();
+  if (p.width % scale || p.height % scale)
+    throw InputError("width and height must be multiples of " + std::to_string(scale) + " for this model");
+  const int64_t h = p.height / scale, w = p.width / scale, c = m.unet_config.in_channels;
+  const bool cfg = p.guidance > 1.0f;  // diffusers: do_classifier_free_guidance = guidance_scale > 1
+  const int max_len = m.text_config.max_position_embeddings;
+
+  // ---- text --------------------------------------------------------------------------------------
+  auto t0 = Clock::now();
+  std::vector<int32_t> ids_pos, ids_neg;
+  for (const WorkItem& it : items) {
+    ClipEncoding e = m.tokenizer.encode_prompt(it.params.prompt, max_len);
+    if (e.truncated)
+      log::debug("item " + std::to_string(it.index) + ": prompt truncated to " + std::to_string(max_len - 2) +
+                 " tokens; dropped \"" + e.truncated_text + "\"");
+    ids_pos.insert(ids_pos.end(), e.ids.begin(), e.ids.end());
+    if (cfg) {
+      ClipEncoding n = m.tokenizer.encode_prompt(it.params.negative_prompt, max_len);
+      ids_neg.insert(ids_neg.end(), n.ids.begin(), n.ids.end());
+    }
+  }
+  Tensor context = m.text_encoder->forward(be, ids_pos, static_cast<int>(B), p.clip_skip);
+  if (cfg) {
+    Tensor uncond = m.text_encoder->forward(be, ids_neg, static_cast<int>(B), p.clip_skip);
+    context = be.concat_batch({uncond, context});  // negative first, as diffusers concatenates
+  }
+  be.synchronize();
+  m.timings.text += since(t0);
+
+  // ---- noise and scheduler -------------------------------------------------------------------------
+  auto scheduler = make_scheduler(p.sampler, p.schedule, m.scheduler_config, p.steps, p.eta);
+  // One generator per item, seeded with its seed: its latents, then (ancestral samplers) its
+  // per-step noise, drawn in torch's NCHW order and stored NHWC.
+  std::vector<TorchGenerator> generators;
+  generators.reserve(static_cast<size_t>(B));
+  for (const WorkItem& it : items) generators.emplace_back(it.params.seed);
+  std::vector<TorchGenerator*> gen_ptrs;
+  for (TorchGenerator& g : generators) gen_ptrs.push_back(&g);
+  const Shape latent_shape{B, h, w, c};
+  Tensor latents = scheduler->init_latents(be, draw_per_item_noise(be, gen_ptrs, latent_shape));
+
+  // ---- denoising loop --------------------------------------------------------------------------------
+  auto t1 = Clock::now();
+  const std::vector<float>& timesteps = scheduler->timesteps();
+  const int steps = static_cast<int>(timesteps.size());
+  NoiseFn noise_fn = per_item_noise(gen_ptrs);
+  for (int i = 0; i < steps; ++i) {
+    Tensor x_in = cfg ? be.concat_batch({latents, latents}) : latents;
+    x_in = scheduler->scale_model_input(be, x_in, static_cast<size_t>(i));
+    std::vector<float> t(static_cast<size_t>(x_in.dim(0)), timesteps[static_cast<size_t>(i)]);
+    Tensor eps = m.unet->forward(be, x_in, t, context);
+    ++m.timings.unet_calls;
+    if (cfg) eps = guidance_combine(be, eps.rows(0, B), eps.rows(B, 2 * B), p.guidance);
+    latents = scheduler->step(be, eps, static_cast<size_t>(i), latents, &noise_fn);
+    if (on_step && !on_step(i + 1, steps)) throw GenerationCancelled();
+  }
+  be.synchronize();
+  m.timings.unet += since(t1);
+
+  // ---- decode, one image at a time (bounds memory at large sizes; batch-invariant anyway) --------------
+  auto t2 = Clock::now();
+  std::vector<GeneratedImage> out(static_cast<size_t>(B));
+  Tensor z = be.binary_scalar(BinaryOp::Div, latents, static_cast<float>(m.vae_config.scaling_factor));
+  m.last_latents = be.to_host(latents);
+  const size_t per_item = static_cast<size_t>(h * w * c);
+  for (int64_t b = 0; b < B; ++b) {
+    GeneratedImage& img = out[static_cast<size_t>(b)];
+    img.width = p.width;
+    img.height = p.height;
+    std::vector<float> lat(m.last_latents.begin() + static_cast<ptrdiff_t>(b * per_item),
+                           m.last_latents.begin() + static_cast<ptrdiff_t>((b + 1) * per_item));
+    if (!all_finite(lat)) {
+      img.error = "non-finite values (NaN/Inf) in the latents after denoising";
+      continue;
+    }
+    Tensor image = m.vae->decode(be, z.rows(b, b + 1));  // [1, H, W, 3]
+    std::vector<float> pixels = be.to_host(image);
+    if (!all_finite(pixels)) {
+      img.error = "non-finite values (NaN/Inf) in the decoded image";
+      continue;
+    }
+    img.rgb = image_to_uint8(pixels);
+    img.ok = true;
+  }
+  m.timings.vae += since(t2);
+  m.timings.images += B;
+  m.timings.total += since(t_start);
+  return out;
+}
+
+}  // namespace sdmpi
