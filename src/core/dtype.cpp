@@ -51,6 +51,7 @@ float half_to_float(uint16_t h) {
 }
 
 void convert_to_f32(DType from, const void* src, float* dst, size_t n) {
+  if (n == 0) return;  // src/dst may be null for empty tensors
   switch (from) {
     case DType::F32:
       std::memcpy(dst, src, n * 4);
@@ -69,6 +70,7 @@ void convert_to_f32(DType from, const void* src, float* dst, size_t n) {
 }
 
 void convert_from_f32(DType to, const float* src, void* dst, size_t n) {
+  if (n == 0) return;
   switch (to) {
     case DType::F32:
       std::memcpy(dst, src, n * 4);
