@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Regenerates every golden file under tests/data/golden/ with the pinned reference environment.
+#   GOLDEN_PY=~/.cache/sd_mpi-golden/bin/python SD_MPI=build/sd_mpi tools/golden/make_all.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${GOLDEN_PY:?set GOLDEN_PY to the python of a venv made from tools/golden/requirements.txt}
+SD=${SD_MPI:-build/sd_mpi}
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+"$SD" make-model --preset tiny "$tmp/tiny" >/dev/null
+for s in noise scheduler tokenizer ops checkpoint models; do
+  echo "== make_${s}_golden.py"; "$PY" "tools/golden/make_${s}_golden.py"
+done
+echo "== make_pipeline_golden.py"; "$PY" tools/golden/make_pipeline_golden.py "$tmp/tiny/tokenizer"
