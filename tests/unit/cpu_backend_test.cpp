@@ -230,7 +230,9 @@ TEST(CpuOps, Conv2dMatchesNaive) {
   for (const Case& c : {Case{1, 7, 9, 5, 6, 3, 1, 1, true, false}, Case{3, 9, 7, 3, 13, 3, 2, 1, true, false},
                         Case{2, 5, 6, 12, 7, 1, 1, 0, true, true}, Case{1, 6, 5, 4, 3, 1, 2, 0, false, false},
                         Case{1, 17, 19, 11, 20, 3, 1, 1, true, true}, Case{1, 23, 25, 9, 70, 3, 1, 1, true, false},
-                        Case{2, 8, 8, 4, 5, 3, 1, 0, false, false}}) {
+                        Case{2, 8, 8, 4, 5, 3, 1, 0, false, false},
+                        Case{2, 6, 5, 7, 150, 3, 1, 1, true, true},    // columns cut: patches gathered up front
+                        Case{1, 9, 8, 16, 200, 3, 2, 1, true, false}}) {
     Vec x = randn(static_cast<size_t>(c.B * c.H * c.W * c.Cin), 5);
     Vec w = randn(static_cast<size_t>(c.Cout * c.k * c.k * c.Cin), 6, 0.2f);
     Vec b = randn(static_cast<size_t>(c.Cout), 7);

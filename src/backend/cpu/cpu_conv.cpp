@@ -4,12 +4,15 @@
 // [kh, kw, Cin] with the input patch gathered in the same (ky, kx, c) order (im2col). The patch
 // rows are gathered per GEMM tile into a thread-local buffer, right before the tile's product, so
 // the full im2col matrix (gigabytes for the VAE at 512×512) never exists and the rows are still in
-// cache when the product reads them. A 1×1 stride-1 unpadded convolution is already a product on
-// the [H*W, Cin] view and gathers nothing.
+// cache when the product reads them. Small images, whose products are also cut along the output
+// channels, gather all patches once up front instead. A 1×1 stride-1 unpadded convolution is
+// already a product on the [H*W, Cin] view and gathers nothing. Either way the tiles and their
+// inputs are the same, so the choice changes no bits.
 //
 // Bias and residual run in each tile's epilogue, in torch's order: (x ⊛ w + bias) + residual.
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 #include "backend/cpu/cpu_gemm.h"
 #include "backend/cpu/cpu_kernels.h"
@@ -48,27 +51,47 @@ void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, c
   p.C = y;
   p.ldc = Cout;
   p.c_item_stride = Ho * Wo * Cout;
+  // Patch rows [m0, m0 + rows) of item b into dst (row stride K).
+  auto gather = [=](int64_t b, int64_t m0, int64_t rows, float* dst) {
+    const float* xb = x + b * H * W * Cin;
+    const size_t run = static_cast<size_t>(Cin) * sizeof(float);
+    for (int64_t i = 0; i < rows; ++i) {
+      int64_t m = m0 + i, oy = m / Wo, ox = m % Wo;
+      float* d = dst + i * kh * kw * Cin;
+      for (int64_t ky = 0; ky < kh; ++ky) {
+        int64_t iy = oy * stride - pad + ky;
+        for (int64_t kx = 0; kx < kw; ++kx, d += Cin) {
+          int64_t ix = ox * stride - pad + kx;
+          if (iy < 0 || iy >= H || ix < 0 || ix >= W) std::memset(d, 0, run);
+          else std::memcpy(d, xb + (iy * W + ix) * Cin, run);
+        }
+      }
+    }
+  };
   const bool direct = kh == 1 && kw == 1 && stride == 1 && pad == 0;
+  std::unique_ptr<float[]> patches;
+  const int64_t patch_floats = B * p.M * p.K;
   if (direct) {
     p.A = x;
     p.lda = Cin;
     p.a_item_stride = H * W * Cin;
+  } else if (gemm_tile_grid(p.M, p.N, p.K).nt > 1 && patch_floats <= (int64_t{16} << 20)) {
+    // Small images (the deep UNet levels) split the columns too; gathering per tile would repeat
+    // the same patches for every column tile, so gather them once (≤ 64 MB), in parallel, up front.
+    patches.reset(new float[static_cast<size_t>(patch_floats)]);
+    const int64_t row_blocks = (p.M + 63) / 64, tasks = B * row_blocks;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && tasks > 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+      int64_t b = t / row_blocks, m0 = (t % row_blocks) * 64;
+      gather(b, m0, std::min<int64_t>(64, p.M - m0), patches.get() + (b * p.M + m0) * p.K);
+    }
+    p.A = patches.get();
+    p.lda = p.K;
+    p.a_item_stride = p.M * p.K;
   } else {
+    // Large images: each row tile gathers its own patches right before its product.
     p.produce_a = [=](const GemmTile& t, float* buf) -> const float* {
-      const float* xb = x + t.item * H * W * Cin;
-      const size_t run = static_cast<size_t>(Cin) * sizeof(float);
-      for (int64_t i = 0; i < t.mn; ++i) {
-        int64_t m = t.m0 + i, oy = m / Wo, ox = m % Wo;
-        float* dst = buf + i * kh * kw * Cin;
-        for (int64_t ky = 0; ky < kh; ++ky) {
-          int64_t iy = oy * stride - pad + ky;
-          for (int64_t kx = 0; kx < kw; ++kx, dst += Cin) {
-            int64_t ix = ox * stride - pad + kx;
-            if (iy < 0 || iy >= H || ix < 0 || ix >= W) std::memset(dst, 0, run);
-            else std::memcpy(dst, xb + (iy * W + ix) * Cin, run);
-          }
-        }
-      }
+      gather(t.item, t.m0, t.mn, buf);
       return buf;
     };
   }
