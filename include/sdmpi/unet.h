@@ -5,6 +5,7 @@
 // unet_2d_condition.py (sd15-semantics.md §4):
 //
 //   emb  = time_embedding(timestep_embedding(t))      sinusoidal part on the host, float32
+//                                                     (time_proj; forward_embedded takes it ready)
 //   x    = conv_in(sample); skips = [x]
 //   down blocks (CrossAttnDownBlock2D / DownBlock2D): resnet [→ transformer] per layer, each output
 //        a skip; a stride-2 conv between levels, its output a skip too
@@ -46,6 +47,15 @@ class UNet2DConditionModel {
   // Returns the prediction [B, h, w, out_channels].
   Tensor forward(Backend& backend, const Tensor& sample, const std::vector<float>& timesteps,
                  const Tensor& encoder_hidden_states) const;
+
+  // forward() split in two for CUDA graphs, which replay device work only. time_proj() is the
+  // host part: the sinusoidal projection of `timesteps` (timestep_embedding() below, float32 on
+  // the host) uploaded as [B, block_out_channels[0]] in the compute dtype. forward_embedded() is
+  // everything after it, device ops only, with that projection `t_proj` as an input tensor.
+  // forward(b, x, t, ctx) is exactly forward_embedded(b, x, time_proj(b, t), ctx).
+  Tensor time_proj(Backend& backend, const std::vector<float>& timesteps) const;
+  Tensor forward_embedded(Backend& backend, const Tensor& sample, const Tensor& t_proj,
+                          const Tensor& encoder_hidden_states) const;
 
   const UNetConfig& config() const;
 

@@ -185,27 +185,45 @@ std::vector<float> timestep_embedding(const std::vector<float>& timesteps, int d
   return out;
 }
 
+Tensor UNet2DConditionModel::time_proj(Backend& b, const std::vector<float>& timesteps) const {
+  const UNetConfig& c = impl_->config;
+  const int t_dim = c.block_out_channels[0];
+  std::vector<float> t_host = timestep_embedding(timesteps, t_dim, c.flip_sin_to_cos, c.freq_shift);
+  return b.from_host(t_host.data(), {static_cast<int64_t>(timesteps.size()), t_dim});
+}
+
 Tensor UNet2DConditionModel::forward(Backend& b, const Tensor& sample,
                                      const std::vector<float>& timesteps,
                                      const Tensor& encoder_hidden_states) const {
+  const UNetConfig& c = impl_->config;
+  if (sample.rank() != 4 || sample.dim(3) != c.in_channels)
+    throw Error("unet: sample must be [B, h, w, " + std::to_string(c.in_channels) + "], got " +
+                shape_str(sample.shape()));
+  if (static_cast<int64_t>(timesteps.size()) != sample.dim(0))
+    throw Error("unet: " + std::to_string(timesteps.size()) + " timesteps for a batch of " +
+                std::to_string(sample.dim(0)));
+  return forward_embedded(b, sample, time_proj(b, timesteps), encoder_hidden_states);
+}
+
+Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, const Tensor& t_proj,
+                                              const Tensor& encoder_hidden_states) const {
   const Impl& m = *impl_;
   const UNetConfig& c = m.config;
   if (sample.rank() != 4 || sample.dim(3) != c.in_channels)
     throw Error("unet: sample must be [B, h, w, " + std::to_string(c.in_channels) + "], got " +
                 shape_str(sample.shape()));
   const int64_t B = sample.dim(0);
-  if (static_cast<int64_t>(timesteps.size()) != B)
-    throw Error("unet: " + std::to_string(timesteps.size()) + " timesteps for a batch of " +
-                std::to_string(B));
+  const int t_dim = c.block_out_channels[0];
+  if (t_proj.rank() != 2 || t_proj.dim(0) != B || t_proj.dim(1) != t_dim)
+    throw Error("unet: the timestep projection must be [" + std::to_string(B) + ", " +
+                std::to_string(t_dim) + "], got " + shape_str(t_proj.shape()));
   if (encoder_hidden_states.rank() != 3 || encoder_hidden_states.dim(0) != B)
     throw Error("unet: encoder_hidden_states must be [" + std::to_string(B) + ", N, D], got " +
                 shape_str(encoder_hidden_states.shape()));
   const Tensor& context = encoder_hidden_states;
 
   // 1. time
-  const int t_dim = c.block_out_channels[0];
-  std::vector<float> t_host = timestep_embedding(timesteps, t_dim, c.flip_sin_to_cos, c.freq_shift);
-  Tensor emb = m.time_embedding(b, b.from_host(t_host.data(), {B, t_dim}));
+  Tensor emb = m.time_embedding(b, t_proj);
   const Tensor temb = b.activation(emb, Activation::SiLU);  // every resnet's SiLU(temb)
 
   // 2. pre-process
