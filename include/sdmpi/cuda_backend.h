@@ -152,6 +152,10 @@ class CudaBackend : public Backend {
   // Classifier-free guidance on eps [2B, ...] = [uncond; cond]: u + scale * (c - u), three
   // roundings like the eager sub, mul, add. Returns [B, ...].
   virtual Tensor guidance_combine(const Tensor& eps, float scale) = 0;
+  // x converted to `dtype` (F32, F16 or BF16): exact when widening, round to nearest even when
+  // narrowing (torch's .to()); x itself when it already has that dtype. The pipeline keeps latents
+  // and scheduler arithmetic in F32 and casts at the UNet's and the VAE's inputs and outputs.
+  virtual Tensor cast(const Tensor& x, DType dtype) = 0;
 };
 
 // The CUDA backend behind `backend`, or nullptr when it is another backend.

@@ -99,6 +99,7 @@ class CudaBackendImpl final : public CudaBackend {
   bool capturing() const override { return capturing_; }
   Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float shift) override;
   Tensor guidance_combine(const Tensor& eps, float scale) override;
+  Tensor cast(const Tensor& x, DType dtype) override;
 
  private:
   struct GraphEntry {
@@ -750,6 +751,12 @@ Tensor CudaBackendImpl::guidance_combine(const Tensor& eps, float scale) {
   Tensor out = alloc(shape, eps.dtype());
   kernels::guidance_combine(s(), eps.dtype(), eps.raw(), out.raw(), out.numel(), scale);
   return out;
+}
+
+Tensor CudaBackendImpl::cast(const Tensor& x, DType dtype) {
+  bind();
+  check(x, "cast", "x");
+  return as_dtype(x, dtype);
 }
 
 // ---- CUDA graphs ----------------------------------------------------------------------------------------
