@@ -113,6 +113,12 @@ struct ArchiveRow {
   std::string error;  // the reason when status == Failed
 };
 
+// One image's row of /images in its stored form: width*height*3 RGB placed top-left in a
+// canvas_width x canvas_height x 3 zero canvas, then deflated with zlib at gzip_level exactly as
+// HDF5's gzip filter does (compress2), or left raw when gzip_level is 0. Needs only zlib.
+std::vector<uint8_t> encode_archive_chunk(const uint8_t* rgb, int width, int height, int canvas_width,
+                                          int canvas_height, int gzip_level);
+
 class ArchiveWriter {
  public:
   // A new archive at `path` with one row per item of `rows` (sorted by strictly increasing global
@@ -135,6 +141,10 @@ class ArchiveWriter {
   // be the item's. Sets done=1 (clearing an earlier failure) and flushes. A row that already holds
   // a finished image is an error.
   void write_image(int64_t global_index, const uint8_t* rgb, int width, int height);
+  // The same with the row already in its stored form (encode_archive_chunk with this archive's
+  // canvas and gzip level), written as is (H5Dwrite_chunk): what write_image stores, byte for
+  // byte, without compressing on the writer. A job's generating ranks encode; rank 0 copies.
+  void write_encoded_image(int64_t global_index, const std::vector<uint8_t>& chunk, int width, int height);
   // Records that the item failed (done=2, /error = reason) and flushes.
   void mark_failed(int64_t global_index, const std::string& reason);
   void close();
@@ -216,6 +226,7 @@ inline ArchiveWriter::ArchiveWriter(ArchiveWriter&&) noexcept = default;
 inline ArchiveWriter& ArchiveWriter::operator=(ArchiveWriter&&) noexcept = default;
 inline ArchiveWriter::~ArchiveWriter() = default;
 inline void ArchiveWriter::write_image(int64_t, const uint8_t*, int, int) { archive_unavailable(); }
+inline void ArchiveWriter::write_encoded_image(int64_t, const std::vector<uint8_t>&, int, int) { archive_unavailable(); }
 inline void ArchiveWriter::mark_failed(int64_t, const std::string&) { archive_unavailable(); }
 inline void ArchiveWriter::close() { archive_unavailable(); }
 inline const std::string& ArchiveWriter::path() const { archive_unavailable(); }

@@ -80,7 +80,10 @@ struct ImageResult {
   bool ok = false;
   std::string error;  // why the item failed (ok == false)
   int width = 0, height = 0;
-  std::vector<uint8_t> rgb;  // height * width * 3
+  std::vector<uint8_t> rgb;  // height * width * 3 (may be dropped once encoded below)
+  // Outputs already encoded by the generating rank, so rank 0 only writes bytes: the PNG file
+  // and the archive row in its stored form (empty when not wanted).
+  std::vector<uint8_t> png, archive_chunk;
   double seconds = 0;        // generation time of its batch, divided among its items
   int rank = 0;
 };

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "sdmpi/error.h"
 #include "sdmpi/job.h"
@@ -34,6 +35,14 @@ inline constexpr bool kPngSupported = false;
 // OS reason.
 void write_png(const std::string& path, const uint8_t* rgb, int width, int height, const std::string& parameters,
                int compression_level = 6);
+
+// The PNG file's bytes in memory (what write_png writes), so a generating rank can encode and
+// rank 0 only writes. `what_for_errors` names the image in messages.
+std::vector<uint8_t> encode_png(const uint8_t* rgb, int width, int height, const std::string& parameters,
+                                int compression_level = 6, const std::string& what_for_errors = "image");
+// Writes bytes to path atomically: a temporary name, fsync, then rename. Errors read
+// "cannot write <kind><path>: <reason>".
+void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes, const std::string& kind = "PNG ");
 
 // The A1111 infotext of one image:
 //   <prompt>
@@ -65,6 +74,10 @@ std::string a1111_sampler_name(const std::string& sampler);
   throw Error("this sd_mpi was built without libpng: PNG output (--out-dir) is not available");
 }
 inline void write_png(const std::string&, const uint8_t*, int, int, const std::string&, int) { png_unavailable(); }
+inline std::vector<uint8_t> encode_png(const uint8_t*, int, int, const std::string&, int, const std::string&) {
+  png_unavailable();
+}
+inline void write_file_atomic(const std::string&, const std::vector<uint8_t>&, const std::string&) { png_unavailable(); }
 inline std::string a1111_parameters(const GenerationParams&, const std::string&, const std::string&,
                                     const std::string&) {
   png_unavailable();

@@ -291,8 +291,9 @@ int cmd_generate(int argc, char** argv) {
   // ---- phase 2: outputs on rank 0 (archive / out-dir, resume) → the items still to make ------------
   std::unique_ptr<OutputSink> sink;
   std::vector<WorkItem> items;
+  OutputFormat format;
   code = agree(world, [&] {
-    std::string todo_text = on_root(world, [&] {
+    std::string plan_text = on_root(world, [&] {
       std::string weights = model->weights_hash();
       nlohmann::json config = {{"model", o.model}, {"variant", o.variant}, {"weights_sha256", weights},
                                {"precision", dtype_name(precision)}, {"images_per_prompt", o.images_per_prompt},
@@ -317,13 +318,13 @@ int cmd_generate(int argc, char** argv) {
       setup.total_items = static_cast<int64_t>(all_items.size());
       if (!o.out_dir.empty()) check_writable_dir(o.out_dir);
       sink = std::make_unique<OutputSink>(setup, shard_items);
-      std::string todo;
-      for (int64_t idx : sink->todo()) todo += std::to_string(idx) + " ";
-      return todo;
+      nlohmann::json plan = {{"todo", sink->todo()}, {"format", sink->format().to_json()}};
+      return plan.dump();
     });
+    nlohmann::json plan = nlohmann::json::parse(plan_text);
+    format = OutputFormat::from_json(plan["format"]);
     std::set<int64_t> todo_set;
-    std::istringstream ss(todo_text);
-    for (int64_t v; ss >> v;) todo_set.insert(v);
+    for (int64_t v : plan["todo"]) todo_set.insert(v);
     for (const WorkItem& it : shard_items)
       if (todo_set.count(it.index)) items.push_back(it);
     if (root && items.size() < shard_items.size())
@@ -365,7 +366,8 @@ int cmd_generate(int argc, char** argv) {
       }
       double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::vector<ImageResult> out;
-      for (GeneratedImage& g : images) {
+      for (size_t i = 0; i < images.size(); ++i) {
+        GeneratedImage& g = images[i];
         ImageResult r;
         r.ok = g.ok;
         r.error = g.error;
@@ -373,6 +375,7 @@ int cmd_generate(int argc, char** argv) {
         r.height = g.height;
         r.rgb = std::move(g.rgb);
         r.seconds = s / static_cast<double>(images.size());
+        format.encode(batch[i], r);  // PNG and archive row made here, not on rank 0
         out.push_back(std::move(r));
       }
       return out;

@@ -16,6 +16,35 @@ std::string png_file_name(const std::string& out_dir, int64_t index) {
   return (fs::path(out_dir) / name).string();
 }
 
+nlohmann::json OutputFormat::to_json() const {
+  return {{"png", png}, {"archive", archive}, {"canvas_width", canvas_width}, {"canvas_height", canvas_height},
+          {"gzip_level", gzip_level}, {"model_name", model_name}, {"model_hash", model_hash}, {"version", version}};
+}
+
+OutputFormat OutputFormat::from_json(const nlohmann::json& j) {
+  OutputFormat f;
+  f.png = j.at("png");
+  f.archive = j.at("archive");
+  f.canvas_width = j.at("canvas_width");
+  f.canvas_height = j.at("canvas_height");
+  f.gzip_level = j.at("gzip_level");
+  f.model_name = j.at("model_name");
+  f.model_hash = j.at("model_hash");
+  f.version = j.at("version");
+  return f;
+}
+
+void OutputFormat::encode(const WorkItem& item, ImageResult& r) const {
+  if (!r.ok || r.rgb.empty()) return;
+  if (png)
+    r.png = encode_png(r.rgb.data(), r.width, r.height, a1111_parameters(item.params, model_name, model_hash, version), 6,
+                       "of item " + std::to_string(item.index));
+  if (archive)
+    r.archive_chunk = encode_archive_chunk(r.rgb.data(), r.width, r.height, canvas_width, canvas_height, gzip_level);
+  r.rgb.clear();
+  r.rgb.shrink_to_fit();
+}
+
 OutputSink::OutputSink(const Setup& setup, const std::vector<WorkItem>& items) : setup_(setup) {
   std::set<int64_t> finished;
   if (!setup.archive_path.empty()) {
@@ -53,20 +82,36 @@ OutputSink::OutputSink(const Setup& setup, const std::vector<WorkItem>& items) :
   }
   for (const WorkItem& it : items)
     if (!finished.count(it.index)) todo_.push_back(it.index);
+
+  format_.png = !setup.out_dir.empty();
+  format_.archive = archive_.has_value();
+  if (archive_) {
+    format_.canvas_width = archive_->info().canvas_width;
+    format_.canvas_height = archive_->info().canvas_height;
+    format_.gzip_level = archive_->info().gzip_level;
+  }
+  format_.model_name = setup.model_name;
+  // A1111's "Model hash" is the first 10 hex digits of the weights' SHA-256 (none for built-ins).
+  bool hex = !setup.weights_hash.empty() && setup.weights_hash.find(':') == std::string::npos;
+  format_.model_hash = hex ? setup.weights_hash.substr(0, 10) : "";
+  format_.version = std::string("sd_mpi ") + SDMPI_VERSION;
 }
 
 OutputSink::~OutputSink() = default;
 
 void OutputSink::write(const WorkItem& item, const ImageResult& r) {
   if (r.ok) {
-    if (!setup_.out_dir.empty()) {
-      // A1111's "Model hash" is the first 10 hex digits of the weights' SHA-256 (none for built-ins).
-      bool hex = !setup_.weights_hash.empty() && setup_.weights_hash.find(':') == std::string::npos;
-      std::string params = a1111_parameters(item.params, setup_.model_name, hex ? setup_.weights_hash.substr(0, 10) : "",
-                                            std::string("sd_mpi ") + SDMPI_VERSION);
-      write_png(png_file_name(setup_.out_dir, item.index), r.rgb.data(), r.width, r.height, params);
+    // Normally the generating rank encoded both (OutputFormat::encode); raw pixels still work.
+    if (format_.png) {
+      std::string path = png_file_name(setup_.out_dir, item.index);
+      if (!r.png.empty()) write_file_atomic(path, r.png);
+      else write_png(path, r.rgb.data(), r.width, r.height,
+                     a1111_parameters(item.params, format_.model_name, format_.model_hash, format_.version));
     }
-    if (archive_) archive_->write_image(item.index, r.rgb.data(), r.width, r.height);
+    if (archive_) {
+      if (!r.archive_chunk.empty()) archive_->write_encoded_image(item.index, r.archive_chunk, r.width, r.height);
+      else archive_->write_image(item.index, r.rgb.data(), r.width, r.height);
+    }
   } else if (archive_) {
     archive_->mark_failed(item.index, r.error);
   }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -14,6 +15,19 @@
 #include "sdmpi/png.h"
 
 namespace sdmpi::app {
+
+// How finished images are encoded. Every rank holds the same one (rank 0 decides it from the
+// archive and shares it), so generating ranks encode PNG files and archive rows themselves and
+// rank 0 only writes bytes: rank 0 then keeps up with hundreds of images per second.
+struct OutputFormat {
+  bool png = false, archive = false;
+  int canvas_width = 0, canvas_height = 0, gzip_level = 4;  // the archive's /images rows
+  std::string model_name, model_hash, version;              // for the PNG parameters text
+  nlohmann::json to_json() const;
+  static OutputFormat from_json(const nlohmann::json& j);
+  // Encodes r's outputs (r.png, r.archive_chunk) from r.rgb, then drops r.rgb.
+  void encode(const WorkItem& item, ImageResult& r) const;
+};
 
 class OutputSink : public ResultSink {
  public:
@@ -32,6 +46,8 @@ class OutputSink : public ResultSink {
 
   // Global indices still to make, in order.
   const std::vector<int64_t>& todo() const { return todo_; }
+  // The encoding the generating ranks must use (the archive's canvas and gzip level).
+  const OutputFormat& format() const { return format_; }
   void write(const WorkItem& item, const ImageResult& result) override;
   void close();
 
@@ -39,6 +55,7 @@ class OutputSink : public ResultSink {
   Setup setup_;
   std::optional<ArchiveWriter> archive_;
   std::vector<int64_t> todo_;
+  OutputFormat format_;
 };
 
 std::string png_file_name(const std::string& out_dir, int64_t index);

@@ -212,7 +212,7 @@ struct ResultHeader {
   int64_t index;
   int32_t ok, width, height, rank;
   double seconds;
-  uint64_t error_bytes, rgb_bytes;
+  uint64_t error_bytes, rgb_bytes, png_bytes, chunk_bytes;
 };
 
 #ifdef SDMPI_HAVE_MPI
@@ -238,10 +238,13 @@ void recv_bytes(void* data, uint64_t n, int source, int tag) {
 }
 
 void send_result(const ImageResult& r) {
-  ResultHeader h{r.index, r.ok ? 1 : 0, r.width, r.height, r.rank, r.seconds, r.error.size(), r.rgb.size()};
+  ResultHeader h{r.index, r.ok ? 1 : 0, r.width, r.height, r.rank, r.seconds,
+                 r.error.size(), r.rgb.size(), r.png.size(), r.archive_chunk.size()};
   MPI_Send(&h, sizeof h, MPI_BYTE, 0, kTagResult, MPI_COMM_WORLD);
   if (h.error_bytes) send_bytes(r.error.data(), h.error_bytes, 0, kTagResultData);
   if (h.rgb_bytes) send_bytes(r.rgb.data(), h.rgb_bytes, 0, kTagResultData);
+  if (h.png_bytes) send_bytes(r.png.data(), h.png_bytes, 0, kTagResultData);
+  if (h.chunk_bytes) send_bytes(r.archive_chunk.data(), h.chunk_bytes, 0, kTagResultData);
 }
 
 ImageResult recv_result(int source) {
@@ -256,8 +259,12 @@ ImageResult recv_result(int source) {
   r.seconds = h.seconds;
   r.error.resize(h.error_bytes);
   r.rgb.resize(h.rgb_bytes);
+  r.png.resize(h.png_bytes);
+  r.archive_chunk.resize(h.chunk_bytes);
   if (h.error_bytes) recv_bytes(r.error.data(), h.error_bytes, source, kTagResultData);
   if (h.rgb_bytes) recv_bytes(r.rgb.data(), h.rgb_bytes, source, kTagResultData);
+  if (h.png_bytes) recv_bytes(r.png.data(), h.png_bytes, source, kTagResultData);
+  if (h.chunk_bytes) recv_bytes(r.archive_chunk.data(), h.chunk_bytes, source, kTagResultData);
   return r;
 }
 

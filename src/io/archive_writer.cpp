@@ -81,6 +81,7 @@ struct ArchiveWriter::Impl {
     images.reset();
     if (file && !file.reset()) h5::fail(ctx, "cannot close (the final flush failed)");
   }
+  void mark_row_done(size_t row, const std::string& item);
 };
 
 ArchiveWriter::ArchiveWriter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -389,6 +390,27 @@ ArchiveWriter ArchiveWriter::open_existing(const std::string& path, const std::s
   return ArchiveWriter(std::move(impl));
 }
 
+// After a row's image reached the file: flush, then set done=1 and flush again, so the flag
+// never gets ahead of the pixels.
+void ArchiveWriter::Impl::mark_row_done(size_t row, const std::string& item) {
+  Impl& m = *this;
+  if (m.options.flush_each_write) m.flush();
+  const bool was_failed = m.status[row] == static_cast<uint8_t>(RowStatus::Failed);
+  h5::write_u8_at(m.done.get(), row, static_cast<uint8_t>(RowStatus::Done), item);
+  m.status[row] = static_cast<uint8_t>(RowStatus::Done);
+  // Clear an earlier failure's reason. An empty string needs no heap object, so this plain
+  // reference update is safe to flush with the flag; and since /error means nothing where
+  // done != 2, failing to clear it costs nothing but a stale text.
+  if (was_failed) {
+    try {
+      h5::write_string_at(m.error.get(), row, "", item);
+    } catch (const Error& e) {
+      log::warn(e.what());
+    }
+  }
+  if (m.options.flush_each_write) m.flush();
+}
+
 void ArchiveWriter::write_image(int64_t global_index, const uint8_t* rgb, int width, int height) {
   h5::quiet();
   Impl& m = *impl_;
@@ -417,22 +439,25 @@ void ArchiveWriter::write_image(int64_t global_index, const uint8_t* rgb, int wi
   h5::Id mspace = h5::dataspace(H5Screate_simple(4, count, nullptr), item, "cannot select the row of /images");
   h5::check(H5Dwrite(m.images.get(), H5T_NATIVE_UINT8, mspace.get(), fspace.get(), H5P_DEFAULT, pixels), item,
             "cannot write the image");
-  // The image must be in the file before the flag that says so.
-  if (m.options.flush_each_write) m.flush();
-  const bool was_failed = m.status[row] == static_cast<uint8_t>(RowStatus::Failed);
-  h5::write_u8_at(m.done.get(), row, static_cast<uint8_t>(RowStatus::Done), item);
-  m.status[row] = static_cast<uint8_t>(RowStatus::Done);
-  // Clear an earlier failure's reason. An empty string needs no heap object, so this plain
-  // reference update is safe to flush with the flag; and since /error means nothing where
-  // done != 2, failing to clear it costs nothing but a stale text.
-  if (was_failed) {
-    try {
-      h5::write_string_at(m.error.get(), row, "", item);
-    } catch (const Error& e) {
-      log::warn(e.what());
-    }
-  }
-  if (m.options.flush_each_write) m.flush();
+  m.mark_row_done(row, item);
+}
+
+void ArchiveWriter::write_encoded_image(int64_t global_index, const std::vector<uint8_t>& chunk, int width, int height) {
+  h5::quiet();
+  Impl& m = *impl_;
+  m.require_open();
+  const size_t row = m.row_of(global_index);
+  const std::string item = m.ctx + ": item " + std::to_string(global_index);
+  if (m.status[row] == static_cast<uint8_t>(RowStatus::Done)) throw Error(item + " already holds a finished image");
+  if (width != m.widths[row] || height != m.heights[row])
+    throw Error(item + ": the image is " + std::to_string(width) + "x" + std::to_string(height) +
+                " but the item asks for " + std::to_string(m.widths[row]) + "x" + std::to_string(m.heights[row]));
+  if (chunk.empty()) throw Error(item + ": empty encoded image");
+  const hsize_t offset[4] = {row, 0, 0, 0};
+  // Filter mask 0: every filter of the dataset (gzip, if any) was applied by the encoder.
+  h5::check(H5Dwrite_chunk(m.images.get(), H5P_DEFAULT, 0, offset, chunk.size(), chunk.data()), item,
+            "cannot write the image");
+  m.mark_row_done(row, item);
 }
 
 void ArchiveWriter::mark_failed(int64_t global_index, const std::string& reason) {

@@ -62,9 +62,18 @@ bool to_latin1(const std::string& utf8, std::string* latin1, const std::string& 
   return fits;
 }
 
-// Writes the PNG stream to `fp`. Returns false with failure->message set when libpng fails.
-bool encode_png(FILE* fp, png_bytep* rows, int width, int height, png_textp text, int num_text, int level,
-                PngFailure* failure) {
+struct MemorySink {
+  std::vector<uint8_t>* out;
+};
+void on_png_write(png_structp png, png_bytep data, png_size_t n) {
+  auto* sink = static_cast<MemorySink*>(png_get_io_ptr(png));
+  sink->out->insert(sink->out->end(), data, data + n);
+}
+void on_png_flush(png_structp) {}
+
+// Writes the PNG stream to `out`. Returns false with failure->message set when libpng fails.
+bool encode_png(std::vector<uint8_t>* out, png_bytep* rows, int width, int height, png_textp text, int num_text,
+                int level, PngFailure* failure) {
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, failure, on_png_error, on_png_warning);
   if (!png) {
     std::snprintf(failure->message, sizeof failure->message, "out of memory");
@@ -80,7 +89,8 @@ bool encode_png(FILE* fp, png_bytep* rows, int width, int height, png_textp text
     png_destroy_write_struct(&png, &info);
     return false;
   }
-  png_init_io(png, fp);
+  MemorySink sink{out};
+  png_set_write_fn(png, &sink, on_png_write, on_png_flush);
   png_set_compression_level(png, level);
   png_set_IHDR(png, info, static_cast<png_uint_32>(width), static_cast<png_uint_32>(height), 8, PNG_COLOR_TYPE_RGB,
                PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
@@ -94,9 +104,9 @@ bool encode_png(FILE* fp, png_bytep* rows, int width, int height, png_textp text
 
 }  // namespace
 
-void write_png(const std::string& path, const uint8_t* rgb, int width, int height, const std::string& parameters,
-               int compression_level) {
-  const std::string what = "cannot write PNG " + path;
+std::vector<uint8_t> encode_png(const uint8_t* rgb, int width, int height, const std::string& parameters,
+                                int compression_level, const std::string& what_for_errors) {
+  const std::string what = "cannot write PNG " + what_for_errors;
   if (!rgb) throw Error(what + ": no pixels given");
   if (width <= 0 || height <= 0 || width > 1000000 || height > 1000000)
     throw Error(what + ": image size " + std::to_string(width) + "x" + std::to_string(height) + " is out of range");
@@ -112,7 +122,7 @@ void write_png(const std::string& path, const uint8_t* rgb, int width, int heigh
   if (!parameters.empty()) {
     num_text = 1;
     text.key = keyword;
-    if (to_latin1(parameters, &latin1, path)) {
+    if (to_latin1(parameters, &latin1, what_for_errors)) {
       text.compression = PNG_TEXT_COMPRESSION_NONE;
       text.text = latin1.data();
       text.text_length = latin1.size();
@@ -124,38 +134,45 @@ void write_png(const std::string& path, const uint8_t* rgb, int width, int heigh
       text.lang_key = empty;
     }
   }
-
   std::vector<png_bytep> rows(static_cast<size_t>(height));
   for (size_t y = 0; y < rows.size(); ++y)
     rows[y] = const_cast<png_bytep>(rgb + y * static_cast<size_t>(width) * 3);
+  std::vector<uint8_t> out;
+  out.reserve(static_cast<size_t>(width) * static_cast<size_t>(height) + 1024);
+  PngFailure failure{};
+  if (!encode_png(&out, rows.data(), width, height, &text, num_text, compression_level, &failure))
+    throw Error(what + ": " + failure.message);
+  return out;
+}
 
+void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes, const std::string& kind) {
+  const std::string what = "cannot write " + kind + path;
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw Error(what + ": " + std::strerror(errno));
-  FILE* fp = ::fdopen(fd, "wb");
-  if (!fp) {
-    const int err = errno;
-    ::close(fd);
+  // write + fsync before the rename, so a crash never leaves a final name with missing bytes.
+  int err = 0;
+  for (size_t done = 0; done < bytes.size() && !err;) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno != EINTR) err = errno;
+    if (n > 0) done += static_cast<size_t>(n);
+  }
+  if (!err && ::fsync(fd) != 0) err = errno;
+  if (::close(fd) != 0 && !err) err = errno;
+  if (err) {
     ::unlink(tmp.c_str());
     throw Error(what + ": " + std::strerror(err));
-  }
-  PngFailure failure{};
-  errno = 0;
-  const bool encoded = encode_png(fp, rows.data(), width, height, &text, num_text, compression_level, &failure);
-  // fflush + fsync before the rename, so a crash never leaves a final name with missing bytes.
-  int err = 0;
-  if (encoded && std::fflush(fp) != 0) err = errno;
-  if (encoded && !err && ::fsync(fileno(fp)) != 0) err = errno;
-  if (std::fclose(fp) != 0 && encoded && !err) err = errno;
-  if (!encoded || err) {
-    ::unlink(tmp.c_str());
-    throw Error(what + ": " + (encoded ? std::strerror(err) : failure.message));
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     err = errno;
     ::unlink(tmp.c_str());
     throw Error(what + ": " + std::strerror(err));
   }
+}
+
+void write_png(const std::string& path, const uint8_t* rgb, int width, int height, const std::string& parameters,
+               int compression_level) {
+  write_file_atomic(path, encode_png(rgb, width, height, parameters, compression_level, path), "PNG ");
 }
 
 }  // namespace sdmpi
