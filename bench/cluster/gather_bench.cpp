@@ -1,6 +1,8 @@
 // The per-image cost of the gather-and-write path: run_job over N items whose "generation" costs
 // nothing (a fixed synthetic image per item), so the time is the cluster layer's messages plus
-// rank 0's archive writes and flushes. Compares a sink that discards with the HDF5 archive sink.
+// rank 0's archive writes and flushes. Three passes: a sink that discards; the archive with the
+// row compressed on rank 0 (write_image); the archive with the row compressed by the generating
+// rank (encode_archive_chunk + write_encoded_image, what sd_mpi does).
 //   mpirun -np P gather_bench N SIZE OUT.h5 [gzip]
 // Prints one line per sink: images/s and ms per image on rank 0.
 #include <chrono>
@@ -56,14 +58,26 @@ int main(int argc, char** argv) {
   } null_sink;
   struct ArchiveSink : ResultSink {
     ArchiveWriter* w;
-    void write(const WorkItem& it, const ImageResult& r) override { w->write_image(it.index, r.rgb.data(), r.width, r.height); }
+    void write(const WorkItem& it, const ImageResult& r) override {
+      if (!r.archive_chunk.empty()) w->write_encoded_image(it.index, r.archive_chunk, r.width, r.height);
+      else w->write_image(it.index, r.rgb.data(), r.width, r.height);
+    }
   } archive_sink;
+  BatchGenerator encoding_gen = [&](const std::vector<WorkItem>& b, const StepCallback& s) {
+    auto r = gen(b, s);
+    for (auto& x : r) {
+      x.archive_chunk = encode_archive_chunk(x.rgb.data(), size, size, size, size, gzip);
+      x.rgb.clear();
+    }
+    return r;
+  };
+  const char* names[] = {"gather only (discard)", "archive, gzip on rank 0", "archive, gzip on the maker"};
 
-  for (int pass = 0; pass < 2; ++pass) {
+  for (int pass = 0; pass < 3; ++pass) {
     std::optional<ArchiveWriter> writer;
     ResultSink* sink = nullptr;
     if (world.rank() == 0) {
-      if (pass == 1) {
+      if (pass >= 1) {
         std::filesystem::remove(out);
         ArchiveInfo info;
         info.fingerprint = "bench";
@@ -79,12 +93,12 @@ int main(int argc, char** argv) {
     }
     world.barrier();
     auto t0 = std::chrono::steady_clock::now();
-    run_job(world, items, opt, gen, sink);
+    run_job(world, items, opt, pass == 2 ? encoding_gen : gen, sink);
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (world.rank() == 0) {
       writer.reset();
       std::printf("%-26s ranks %d, %d images of %dx%d: %8.1f images/s, %7.3f ms/image on rank 0\n",
-                  pass ? "gather + archive (gzip)" : "gather only (discard)", world.size(), n, size, size, n / s,
+                  names[pass], world.size(), n, size, size, n / s,
                   1000 * s / n);
     }
   }
