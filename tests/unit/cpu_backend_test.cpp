@@ -608,8 +608,10 @@ std::vector<uint32_t> shifted(const std::vector<uint32_t>& seeds, uint32_t d) {
 TEST(CpuInvariance, Linear) {
   // {40, 40, 12} and {64, 320, 8}: alone these take OpenBLAS's small-matrix kernels, three items
   // together would not, and the two add up differently; so merging items would show here.
-  for (auto [N, K, M] : {std::tuple<int64_t, int64_t, int64_t>{320, 320, 256}, {1280, 768, 77}, {77, 40, 5},
-                        {640, 2560, 300}, {4, 1280, 3}, {40, 40, 12}, {64, 320, 8}}) {
+  struct Case { int64_t N, K, M; };
+  for (const Case& c : {Case{320, 320, 256}, Case{1280, 768, 77}, Case{77, 40, 5}, Case{640, 2560, 300},
+                        Case{4, 1280, 3}, Case{40, 40, 12}, Case{64, 320, 8}}) {
+    const int64_t N = c.N, K = c.K, M = c.M;  // plain variables: lambdas may capture them
     Vec w = randn(static_cast<size_t>(N * K), 40, 0.05f), b = randn(static_cast<size_t>(N), 41);
     expect_batch_invariant(
         [&](Backend& be, const std::vector<uint32_t>& seeds) {
@@ -646,7 +648,10 @@ TEST(CpuInvariance, Conv2d) {
 }
 
 TEST(CpuInvariance, Norms) {
-  for (auto [HW, C, G] : {std::tuple<int64_t, int64_t, int>{1024, 320, 32}, {35, 40, 8}, {700, 24, 4}}) {
+  struct Case { int64_t HW, C; int G; };
+  for (const Case& c : {Case{1024, 320, 32}, Case{35, 40, 8}, Case{700, 24, 4}}) {
+    const int64_t HW = c.HW, C = c.C;
+    const int G = c.G;
     Vec g = randn(static_cast<size_t>(C), 45, 0.5f, 1.0f), b = randn(static_cast<size_t>(C), 46);
     expect_batch_invariant(
         [&](Backend& be, const std::vector<uint32_t>& seeds) {
