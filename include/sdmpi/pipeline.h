@@ -7,6 +7,11 @@
 //
 // Each item has its own generator (seeded with its seed), so its image does not depend on which
 // items share its batch. The pipeline never sees MPI or files other than the model's.
+//
+// On a CUDA backend (see txt2img.cpp): latents and scheduler arithmetic stay float32 on the device
+// whatever the compute dtype (the UNet and VAE run in it, with casts at their edges), and each UNet
+// call is a CUDA graph captured once per (batch, latent size, CFG on/off) and replayed; the
+// pipeline's destructor frees its graphs. On the CPU the float32 reference path runs as is.
 #pragma once
 
 #include <cstdint>
@@ -84,9 +89,12 @@ class Txt2ImgPipeline {
   int default_size() const;
   Backend& backend() { return backend_; }
 
+  // Host wall-clock seconds, each phase ended by a device synchronisation (text: tokenizer and
+  // encoder; unet: the whole denoising loop, scheduler included; vae: decode and read-back).
   struct Timings {
     double text = 0, unet = 0, vae = 0, total = 0;  // seconds, accumulated over generate() calls
     int64_t unet_calls = 0, images = 0;
+    int64_t unet_graph_calls = 0;  // UNet calls that replayed a captured CUDA graph
   };
   const Timings& timings() const;
   // The final latents of the last generate() call, [B, h, w, C] NHWC on the host (tests, debugging).
