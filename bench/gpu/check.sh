@@ -9,7 +9,10 @@
 #      and cuDNN/cuBLAS from PyTorch's pip wheels when the toolkit lacks them;
 #   2. builds the GPU tests (tests/gpu) and the GPU benchmarks (bench/gpu/*_bench.*);
 #   3. runs every GPU test (ctest -L gpu), then the benchmarks, and PyTorch on the same op cases
-#      (bench/gpu/ops_torch.py) when torch with CUDA is importable;
+#      (bench/gpu/ops_torch.py) when torch with CUDA is importable, then the sub-checks
+#      bench/gpu/<name>_check.sh: attention's, and e2e's (our txt2img pipeline against diffusers end to
+#      end on SD 1.5-sized random weights, whose CPU-only preparation, the carried .whl/ wheels and
+#      the 2 GB model, runs in the background during the GPU tests);
 #   4. writes bench/results/gpu/<date>-<device>.json and .md (device, driver, CUDA, commit, each
 #      test's result, each benchmark's numbers), copies them to $OUT when that is set, and prints a
 #      short table last.
@@ -53,7 +56,7 @@ left() { echo $((budget - $(elapsed))); }
 say() { echo "check [$(elapsed)s]: $*" >&2; }
 logs=$build/check-logs
 mkdir -p "$logs"
-rm -f "$logs"/*.jsonl "$logs"/*.err "$logs"/*.subcheck "$logs"/ctest.xml "$logs"/status.env
+rm -f "$logs"/*.jsonl "$logs"/*.err "$logs"/*.subcheck "$logs"/*.prepare "$logs"/ctest.xml "$logs"/status.env
 
 status_configure=skipped
 status_build=skipped
@@ -138,6 +141,22 @@ benches=()
 for f in "$root"/bench/gpu/*_bench.cpp "$root"/bench/gpu/*_bench.cu; do
   [[ -e $f ]] && benches+=("$(basename "${f%.*}")")
 done
+# Sub-checks: bench/gpu/<name>_check.sh BUILD_DIR OUT_DIR (e.g. attention's, which runs its own bench
+# and torch's against it); their <name>_bench is left to them. A sub-check may say, in a comment line,
+# "check.sh: reserve N": N seconds kept for it from the tests, the benchmarks and the sub-checks
+# before it; and "check.sh: prepare": `<name>_check.sh --prepare BUILD_DIR OUT_DIR` is started in
+# the background after the build (CPU-only work, overlapping the GPU tests).
+sub_checks=()
+declare -A sub_reserve=()
+reserve_total=0
+for f in "$root"/bench/gpu/*_check.sh; do
+  [[ -e $f && $(basename "$f") != check.sh ]] || continue
+  c=$(basename "$f" _check.sh)
+  sub_checks+=("$c")
+  r=$(sed -n 's/^# check\.sh: reserve \([0-9][0-9]*\).*/\1/p' "$f" | head -n1)
+  sub_reserve[$c]=${r:-0}
+  reserve_total=$((reserve_total + ${r:-0}))
+done
 if ((!skip_build)); then
   say "configure ($generator, CUDA $cuda_version, arch $arch)"
   if cmake -S "$root" -B "$build" -G "$generator" "${cmake_args[@]}" >"$logs/configure.log" 2>&1; then
@@ -166,12 +185,23 @@ else
   status_build=reused
 fi
 
+# ---- background preparation of sub-checks ----------------------------------------------------------------
+prepare_pids=()
+for c in "${sub_checks[@]}"; do
+  grep -q '^# check\.sh: prepare' "$root/bench/gpu/${c}_check.sh" || continue
+  mkdir -p "$logs/$c"
+  say "sub-check ${c}_check.sh --prepare, in the background"
+  timeout "$(($(left) > 60 ? $(left) : 60))" bash "$root/bench/gpu/${c}_check.sh" --prepare "$build" "$logs/$c" \
+    >"$logs/$c.prepare" 2>&1 &
+  prepare_pids+=($!)
+done
+
 # ---- tests -------------------------------------------------------------------------------------------
 ctest_seconds=0
 if [[ -f $build/CTestTestfile.cmake ]]; then
-  # Leave about three minutes for the benchmarks.
-  test_budget=$(($(left) - 190))
-  ((test_budget < 30)) && test_budget=30
+  # Leave about three minutes for the benchmarks, plus what the sub-checks reserve.
+  test_budget=$(($(left) - 190 - reserve_total))
+  ((test_budget < 60)) && test_budget=60
   say "tests: ctest -L gpu (budget ${test_budget}s)"
   ts=$(date +%s)
   timeout "$test_budget" ctest --test-dir "$build" -L gpu -j 4 --timeout 240 --output-on-failure \
@@ -183,17 +213,11 @@ fi
 # ---- benchmarks ----------------------------------------------------------------------------------------
 dtype_args=()
 for t in "${dtypes[@]}"; do dtype_args+=(--dtype "$t"); done
-# Sub-checks: bench/gpu/<name>_check.sh BUILD_DIR OUT_DIR (e.g. attention's, which runs its own bench
-# and torch's against it); their <name>_bench is left to them.
-sub_checks=()
-for f in "$root"/bench/gpu/*_check.sh; do
-  [[ -e $f && $(basename "$f") != check.sh ]] && sub_checks+=("$(basename "$f" _check.sh)")
-done
 for b in "${benches[@]}"; do
   [[ " ${sub_checks[*]} " == *" ${b%_bench} "* ]] && continue
   exe=$build/bench/$b
   [[ -x $exe ]] || { say "benchmark $b was not built"; continue; }
-  remaining=$(($(left) - 45))
+  remaining=$(($(left) - 45 - reserve_total))
   ((remaining < 10)) && { say "no time left for $b"; continue; }
   args=()
   [[ $b == ops_bench ]] && args=("${dtype_args[@]}" $quick)
@@ -203,21 +227,28 @@ done
 torch_version=none
 if ((use_torch)) && python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   torch_version=$(python3 -c "import torch; print(torch.__version__)")
-  remaining=$(($(left) - 20))
+  remaining=$(($(left) - 20 - reserve_total))
   if ((remaining >= 10)); then
     say "PyTorch $torch_version on the same cases"
     timeout "$remaining" python3 "$root/bench/gpu/ops_torch.py" "${dtype_args[@]}" $quick \
       >"$logs/ops_torch.jsonl" 2>"$logs/ops_torch.err" || say "ops_torch ended with status $?"
   fi
 fi
+reserve_later=$reserve_total
 for c in "${sub_checks[@]}"; do
-  remaining=$(($(left) - 15))
+  reserve_later=$((reserve_later - ${sub_reserve[$c]}))
+  remaining=$(($(left) - 15 - reserve_later))
   ((remaining < 20)) && { say "no time left for ${c}_check.sh"; continue; }
   say "sub-check ${c}_check.sh (up to ${remaining}s)"
   mkdir -p "$logs/$c"
-  timeout "$remaining" bash "$root/bench/gpu/${c}_check.sh" "$build" "$logs/$c" >"$logs/$c.subcheck" 2>&1 ||
-    say "${c}_check.sh ended with status $?"
+  SUBCHECK_BUDGET=$((remaining - 5)) timeout "$remaining" bash "$root/bench/gpu/${c}_check.sh" "$build" "$logs/$c" \
+    >"$logs/$c.subcheck" 2>&1 || say "${c}_check.sh ended with status $?"
 done
+# A preparation still running (its sub-check had no time) must not outlive the check.
+for p in "${prepare_pids[@]}"; do
+  kill -0 "$p" 2>/dev/null && { kill -TERM -- -"$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null; }
+done
+wait 2>/dev/null
 
 # ---- results ---------------------------------------------------------------------------------------------
 results_dir=$root/bench/results/gpu
@@ -390,6 +421,11 @@ if order:
         print(f"{key[0][:18]:<18} {key[1][:38]:<38} {key[2]:<5} {fmt(ours.get('ms'), '9.4f'):>9} "
               f"{fmt(theirs.get('ms'), '9.4f'):>9} {fmt(ratio, '6.2f'):>6} {fmt(ours.get('tflops'), '8.1f'):>8} "
               f"{fmt(ours.get('gbps'), '7.0f'):>7}")
+# Sub-checks that summarise themselves in a table (e2e: ours vs diffusers end to end).
+for name, entry in sub_checks.items():
+    for data in entry["files"].values():
+        if isinstance(data, dict) and isinstance(data.get("table"), str):
+            print(data["table"])
 print(f"results: {base}.json, {base}.md")
 with open(os.path.join(logs, "results.env"), "w") as f:
     f.write(f"results_base={base}\nfailed={counts['failed']}\nskipped={counts['skipped']}\n")
