@@ -64,7 +64,10 @@ for _ in $(seq 200); do
   [ "${n:-0}" -ge 5 ] && break
   sleep 0.1
 done
-kill -9 -- -$pid 2>/dev/null; wait $pid 2>/dev/null
+# Every process of the job: mpirun and its ranks (Open MPI puts ranks in their own process
+# groups, but they stay in the session setsid made).
+pkill -9 -s $pid 2>/dev/null; wait $pid 2>/dev/null
+for _ in $(seq 50); do pgrep -s $pid >/dev/null || break; sleep 0.1; done
 $check_py - "$tmp/k.h5" "$tmp/long_ref.h5" <<'PY' >"$tmp/kres" 2>&1
 import sys, h5py, numpy as np
 a, r = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
@@ -76,6 +79,33 @@ krc=$?
 check "kill -9 mid-run: the archive opens and holds only finished, correct images ($(cat $tmp/kres))" "[ $krc -eq 0 ]"
 mpirun -np 2 "$sd" generate "${long[@]}" --archive "$tmp/k.h5" --resume >/dev/null 2>&1; rc=$?
 check "--resume after kill -9 completes the job identically (rc=$rc)" "[ $rc -eq 0 ] && same $tmp/long_ref.h5 $tmp/k.h5"
+
+# A rank that dies (kill -9 of rank 1 alone): the job ends, every image written stays, resume completes.
+setsid mpirun -np 3 "$sd" generate "${long[@]}" --archive "$tmp/r.h5" >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 200); do
+  n=$($check_py -c "import h5py; print(int((h5py.File('$tmp/r.h5','r')['done'][:]==1).sum()))" 2>/dev/null || echo 0)
+  [ "${n:-0}" -ge 3 ] && break
+  sleep 0.1
+done
+victim=$(for p in $(pgrep -s $pid); do
+  tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx OMPI_COMM_WORLD_RANK=1 && echo "$p"; done | head -1)
+[ -n "$victim" ] && kill -9 "$victim"
+ended=0
+for _ in $(seq 300); do kill -0 $pid 2>/dev/null || { ended=1; break; }; sleep 0.1; done
+wait $pid 2>/dev/null; rc=$?
+check "a rank killed with -9 ends the whole job (rc=$rc)" "[ -n '$victim' ] && [ $ended = 1 ] && [ $rc -ne 0 ]"
+$check_py - "$tmp/r.h5" "$tmp/long_ref.h5" <<'PY' >"$tmp/rres" 2>&1
+import sys, h5py, numpy as np
+a, r = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+done = a["done"][:] == 1
+ok = done.sum() > 0 and all(np.array_equal(a["images"][i], r["images"][i]) for i in np.nonzero(done)[0])
+print(int(done.sum()), "done"); sys.exit(0 if ok else 1)
+PY
+krc=$?
+check "after a rank died the archive holds every finished image intact ($(cat $tmp/rres))" "[ $krc -eq 0 ]"
+mpirun -np 2 "$sd" generate "${long[@]}" --archive "$tmp/r.h5" --resume >/dev/null 2>&1; rc=$?
+check "--resume after a dead rank completes the job identically (rc=$rc)" "[ $rc -eq 0 ] && same $tmp/long_ref.h5 $tmp/r.h5"
 
 # SIGUSR1 (forwarded by mpirun to every rank) and SIGTERM: exit 75 at an image boundary, then resume.
 for sig in USR1 TERM; do
