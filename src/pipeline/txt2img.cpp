@@ -6,7 +6,8 @@
 // (three separately rounded ops) → scheduler.step (ancestral noise from each item's generator),
 // and last `latents / scaling_factor` (one division) → VAE → uint8 as diffusers rounds it.
 //
-// On the CUDA backend the same sequence runs with two changes (the CPU path is untouched):
+// On the CUDA backend the same sequence runs with two changes (the CPU path computes exactly what
+// it did before them, bit for bit):
 //   - dtypes: latents and every scheduler op stay float32 on the device, whatever the compute
 //     dtype; the UNet and the VAE run in the compute dtype, with casts at their inputs and the
 //     UNet's output. The initial latents (and ancestral noise) are drawn as diffusers' fp16
@@ -18,6 +19,7 @@
 //     Its inputs are the scaled latents, the timestep projection (precomputed on the host for all
 //     steps, uploaded once) and the text embeddings; the guidance combine and the scheduler step
 //     run eagerly after it (their scalars change per step or per batch).
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
