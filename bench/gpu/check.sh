@@ -201,7 +201,7 @@ ctest_seconds=0
 if [[ -f $build/CTestTestfile.cmake ]]; then
   # Leave about three minutes for the benchmarks, plus what the sub-checks reserve.
   test_budget=$(($(left) - 190 - reserve_total))
-  ((test_budget < 60)) && test_budget=60
+  ((test_budget < 90)) && test_budget=90
   say "tests: ctest -L gpu (budget ${test_budget}s)"
   ts=$(date +%s)
   timeout "$test_budget" ctest --test-dir "$build" -L gpu -j 4 --timeout 240 --output-on-failure \

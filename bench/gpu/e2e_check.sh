@@ -8,10 +8,10 @@
 #       wheels (.whl/, tools/prepare_gpu_wheels.sh) and write the model folder. check.sh starts this
 #       in the background right after its build, so it overlaps the GPU tests:
 # check.sh: prepare
-# check.sh: reserve 140
+# check.sh: reserve 120
 #
 # BUILD_DIR must hold bench/e2e_bench (a CUDA build). Environment (defaults):
-#   E2E_BUDGET      seconds for the whole run (check.sh passes SUBCHECK_BUDGET; else 140): each side
+#   E2E_BUDGET      seconds for the whole run (check.sh passes SUBCHECK_BUDGET; else 120): each side
 #                   gets about half; a side whose warm-up says --steps would not fit measures fewer
 #                   steps (at least 5) and projects to 50 by its time per UNet call (said in its line)
 #   E2E_STEPS (50), E2E_BATCHES ("1 8"), E2E_SIZE (512), E2E_PRECISION (fp16), E2E_GUIDANCE (7.5)
@@ -37,7 +37,7 @@ out=$(realpath -m "$2")
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 python=${PYTHON:-python3}
-budget=${E2E_BUDGET:-${SUBCHECK_BUDGET:-140}}
+budget=${E2E_BUDGET:-${SUBCHECK_BUDGET:-120}}
 steps=${E2E_STEPS:-50}
 read -r -a batches <<<"${E2E_BATCHES:-1 8}"
 size=${E2E_SIZE:-512}
