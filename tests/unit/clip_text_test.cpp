@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <functional>
 
+#include "golden_util.h"
 #include "sdmpi/backend.h"
 #include "sdmpi/clip_text.h"
 #include "sdmpi/error.h"
@@ -16,28 +17,9 @@
 namespace sdmpi {
 namespace {
 
+using namespace sdmpi::testing_util;
+
 const std::string kGolden = std::string(SDMPI_TEST_DATA) + "/golden/models/";
-
-double rel_error(const std::vector<float>& ours, const std::vector<float>& ref) {
-  EXPECT_EQ(ours.size(), ref.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < std::min(ours.size(), ref.size()); ++i) {
-    num += (double(ours[i]) - ref[i]) * (double(ours[i]) - ref[i]);
-    den += double(ref[i]) * ref[i];
-  }
-  return std::sqrt(num / den);
-}
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("not an InputError: ") + e.what();
-  }
-  return "no exception";
-}
 
 // The golden model: its file, plus the token table rebuilt from the stored rows (all other rows
 // zero, as in the reference run).

@@ -12,6 +12,7 @@
 #include <functional>
 #include <set>
 
+#include "golden_util.h"
 #include "sdmpi/backend.h"
 #include "sdmpi/clip_text.h"
 #include "sdmpi/clip_tokenizer.h"
@@ -24,18 +25,9 @@
 namespace sdmpi {
 namespace {
 
-namespace fs = std::filesystem;
+using namespace sdmpi::testing_util;
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("not an InputError: ") + e.what();
-  }
-  return "no exception";
-}
+namespace fs = std::filesystem;
 
 fs::path fresh_dir(const std::string& name) {
   fs::path p = fs::path(SDMPI_BINARY_DIR) / "make_model_test_output" / name;

@@ -8,6 +8,7 @@
 #include <functional>
 #include <set>
 
+#include "golden_util.h"
 #include "sdmpi/backend.h"
 #include "sdmpi/error.h"
 #include "sdmpi/safetensors.h"
@@ -17,42 +18,9 @@
 namespace sdmpi {
 namespace {
 
+using namespace sdmpi::testing_util;
+
 const std::string kGolden = std::string(SDMPI_TEST_DATA) + "/golden/models/";
-
-std::shared_ptr<MemoryWeightSource> file_source(const std::string& path,
-                                                const std::set<std::string>& drop = {}) {
-  auto file = SafetensorsFile::open(path);
-  auto source = std::make_shared<MemoryWeightSource>(path);
-  for (const auto& [name, entry] : file->entries()) {
-    if (drop.count(name)) continue;
-    WeightView v = file->view(name);
-    const auto* p = static_cast<const uint8_t*>(v.data);
-    source->add(name, v.dtype, v.shape,
-                std::vector<uint8_t>(p, p + shape_numel(v.shape) * dtype_size(v.dtype)));
-  }
-  return source;
-}
-
-double rel_error(const std::vector<float>& ours, const std::vector<float>& ref) {
-  EXPECT_EQ(ours.size(), ref.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < std::min(ours.size(), ref.size()); ++i) {
-    num += (double(ours[i]) - ref[i]) * (double(ours[i]) - ref[i]);
-    den += double(ref[i]) * ref[i];
-  }
-  return std::sqrt(num / den);
-}
-
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("not an InputError: ") + e.what();
-  }
-  return "no exception";
-}
 
 class VaeGolden : public ::testing::TestWithParam<std::string> {};
 
