@@ -412,34 +412,19 @@ void ArchiveWriter::Impl::mark_row_done(size_t row, const std::string& item) {
 }
 
 void ArchiveWriter::write_image(int64_t global_index, const uint8_t* rgb, int width, int height) {
-  h5::quiet();
+  // The stored form is what HDF5's gzip filter would make of the padded row (compress2 at the
+  // dataset's level), so encoding here and writing the chunk directly gives the same file.
+  if (!rgb) throw Error(impl_->ctx + ": item " + std::to_string(global_index) + ": no pixels given");
   Impl& m = *impl_;
   m.require_open();
   const size_t row = m.row_of(global_index);
-  const std::string item = m.ctx + ": item " + std::to_string(global_index);
-  if (m.status[row] == static_cast<uint8_t>(RowStatus::Done)) throw Error(item + " already holds a finished image");
-  if (width != m.widths[row] || height != m.heights[row])
-    throw Error(item + ": the image is " + std::to_string(width) + "x" + std::to_string(height) +
-                " but the item asks for " + std::to_string(m.widths[row]) + "x" + std::to_string(m.heights[row]));
-  if (!rgb) throw Error(item + ": no pixels given");
-
-  const size_t H = static_cast<size_t>(m.info.canvas_height), W = static_cast<size_t>(m.info.canvas_width);
-  const uint8_t* pixels = rgb;
-  if (static_cast<size_t>(width) != W || static_cast<size_t>(height) != H) {
-    m.canvas.assign(H * W * 3, 0);
-    const size_t line = static_cast<size_t>(width) * 3;
-    for (size_t y = 0; y < static_cast<size_t>(height); ++y)
-      std::memcpy(m.canvas.data() + y * W * 3, rgb + y * line, line);
-    pixels = m.canvas.data();
+  if (width != m.widths[row] || height != m.heights[row]) {
+    write_encoded_image(global_index, {0}, width, height);  // reports the size mismatch
+    return;
   }
-  const hsize_t start[4] = {row, 0, 0, 0}, count[4] = {1, H, W, 3};
-  h5::Id fspace = h5::dataspace(H5Dget_space(m.images.get()), item, "cannot select the row of /images");
-  h5::check(H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr), item,
-            "cannot select the row of /images");
-  h5::Id mspace = h5::dataspace(H5Screate_simple(4, count, nullptr), item, "cannot select the row of /images");
-  h5::check(H5Dwrite(m.images.get(), H5T_NATIVE_UINT8, mspace.get(), fspace.get(), H5P_DEFAULT, pixels), item,
-            "cannot write the image");
-  m.mark_row_done(row, item);
+  write_encoded_image(global_index,
+                      encode_archive_chunk(rgb, width, height, m.info.canvas_width, m.info.canvas_height, m.info.gzip_level),
+                      width, height);
 }
 
 void ArchiveWriter::write_encoded_image(int64_t global_index, const std::vector<uint8_t>& chunk, int width, int height) {
