@@ -11,9 +11,11 @@
 //            ─ [bos] + ids[:75] + [eos] + pad … to 77
 //
 // builtin() is the SD 1.x tokenizer (openai/clip-vit-large-patch14) built from the BPE merge list
-// compiled into the library; from_dir() reads a model folder's tokenizer/ (vocab.json, merges.txt
-// and, when present, tokenizer_config.json and special_tokens_map.json). Details and the Unicode
-// versions of each step: src/text/clip_tokenizer.cpp and clip_tokenizer_text.cpp.
+// compiled into the library; from_dir() reads a model folder's tokenizer/ in either layout: the hub's
+// vocab.json + merges.txt, or the tokenizer.json that transformers 5 save_pretrained writes (plus,
+// when present, tokenizer_config.json and special_tokens_map.json). Details and the Unicode
+// versions of each step: src/text/clip_tokenizer.cpp, clip_tokenizer_text.cpp and
+// clip_tokenizer_files.cpp (folders).
 //
 // A ClipTokenizer is immutable once made; copies share their data (cheap to copy). All methods
 // are const and thread-safe (the per-word BPE cache is guarded by a mutex).
@@ -65,17 +67,30 @@ class ClipTokenizer {
   // Built once per process (about 50 ms of CPU); later calls share it.
   static ClipTokenizer builtin();
 
-  // Reads `tokenizer_dir`/vocab.json and merges.txt, plus tokenizer_config.json and
-  // special_tokens_map.json when present (special tokens and their flags, model_max_length).
-  // Any defect (missing file, bad JSON, a merges line without exactly two fields, a merge whose
-  // parts or result are not in the vocabulary, a special token that is not a string …) throws
-  // InputError naming the file and the line or key.
+  // Reads `tokenizer_dir`: its tokenizer.json when there is one (as transformers 5.24 does, which
+  // then ignores vocab.json and merges.txt), else vocab.json and merges.txt; plus
+  // tokenizer_config.json and special_tokens_map.json when present (special tokens and their
+  // flags, model_max_length). Any defect (missing file, bad JSON, a merge without exactly two
+  // parts, a merge whose parts or result are not in the vocabulary, a special token that is not a
+  // string …) throws InputError naming the file and the line, key or JSON path. So does a
+  // tokenizer.json whose normalizer, pre-tokenizer, model options, post-processor or decoder
+  // describe anything but CLIP's pipeline: refused rather than tokenized differently.
   static ClipTokenizer from_dir(const std::string& tokenizer_dir);
 
-  // Writes vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json into `dir`
-  // (created if missing), so that from_dir(dir) and transformers' CLIPTokenizer.from_pretrained(dir)
-  // both give this tokenizer's ids. Throws Error on I/O failure.
+  // The two folder layouts write_dir can produce.
+  enum class FolderFormat {
+    VocabMerges,    // vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json (the SD 1.5 hub's)
+    TokenizerJson,  // tokenizer.json, tokenizer_config.json (transformers 5.24 save_pretrained's; for the
+                    // builtin tokenizer, tokenizer.json is byte for byte the file transformers writes)
+  };
+
+  // Writes the folder `dir` (created if missing) in the VocabMerges layout, so that from_dir(dir) and
+  // transformers' CLIPTokenizer.from_pretrained(dir) both give this tokenizer's ids. Throws Error on
+  // I/O failure.
   void write_dir(const std::string& dir) const;
+  // The same in either layout. A file of the other layout that readers would prefer or merge in
+  // (tokenizer.json for VocabMerges, special_tokens_map.json for TokenizerJson) is removed.
+  void write_dir(const std::string& dir, FolderFormat format) const;
 
   // BPE ids of the text, without bos/eos. Throws InputError when the text is not well-formed UTF-8
   // (naming the byte offset); NUL and other control characters are ordinary characters.
@@ -97,7 +112,7 @@ class ClipTokenizer {
   int model_max_length() const;
 
   size_t vocab_size() const;  // entries of vocab.json (49,408 for SD 1.x)
-  size_t num_merges() const;  // 48,894 for SD 1.x
+  size_t num_merges() const;  // 48,894 for SD 1.x (a pair listed twice counts once, at its later rank)
   std::optional<int32_t> token_to_id(const std::string& token) const;  // vocab.json or added token
   std::optional<std::string> id_to_token(int32_t id) const;
   const std::vector<ClipAddedToken>& added_tokens() const;

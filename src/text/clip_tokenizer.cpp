@@ -275,20 +275,31 @@ void ClipTokenizer::Impl::set_vocab(std::unordered_map<std::string, int32_t> tok
 
 void ClipTokenizer::Impl::set_merges(std::vector<std::pair<std::string, std::string>> merge_list,
                                      const std::function<std::string(size_t)>& where) {
-  merges = std::move(merge_list);
-  merge_map.clear();
-  merge_map.reserve(merges.size());
-  for (size_t i = 0; i < merges.size(); ++i) {
-    const auto& [a, b] = merges[i];
-    auto ia = vocab.find(a), ib = vocab.find(b), iab = vocab.find(a + b);
+  std::vector<uint64_t> keys(merge_list.size());
+  std::unordered_map<uint64_t, size_t> last;  // pair → its last position in the list
+  last.reserve(merge_list.size());
+  for (size_t i = 0; i < merge_list.size(); ++i) {
+    const auto& [a, b] = merge_list[i];
+    auto ia = vocab.find(a), ib = vocab.find(b);
     const std::string* missing = ia == vocab.end() ? &a : ib == vocab.end() ? &b : nullptr;
     if (missing)
       throw InputError(where(i) + ": merge \"" + a + " " + b + "\": \"" + *missing + "\" is not in vocab.json");
-    if (iab == vocab.end())
+    if (!vocab.count(a + b))
       throw InputError(where(i) + ": merge \"" + a + " " + b + "\": its result \"" + a + b +
                        "\" is not in vocab.json");
-    // A pair listed twice keeps its later rank, as tokenizers' HashMap collect does.
-    merge_map[pair_key(ia->second, ib->second)] = Merge{static_cast<int32_t>(i), iab->second};
+    keys[i] = pair_key(ia->second, ib->second);
+    last[keys[i]] = i;
+  }
+  // A pair listed twice keeps its later rank, as tokenizers' HashMap collect does; the earlier
+  // entry is dropped, so `merges` is the effective list (what tokenizers writes back).
+  merges.clear();
+  merge_map.clear();
+  merge_map.reserve(last.size());
+  for (size_t i = 0; i < merge_list.size(); ++i) {
+    if (last[keys[i]] != i) continue;
+    const auto& [a, b] = merge_list[i];
+    merge_map[keys[i]] = Merge{static_cast<int32_t>(merges.size()), vocab.at(a + b)};
+    merges.push_back(std::move(merge_list[i]));
   }
 }
 

@@ -15,11 +15,18 @@
 //     the SD 1.5 hub files <|startoftext|> is `normalized` (its dict says so) but <|endoftext|> is
 //     not (pad_token, a plain string, comes after eos_token and unk_token).
 //   - model_max_length: 77 when absent or transformers' "unbounded" 1e30.
-//   - tokenizer.json, when present, is not read (SD 1.x folders do not carry one; transformers
-//     would take vocab and merges from it, which are the same data).
-// We are stricter than the reference on garbage: vocab.json values must be non-negative integers
+//   - tokenizer.json, when present, replaces vocab.json and merges.txt (transformers 5.24 takes the
+//     vocabulary and merges from it even when both are there), and unless tokenizer_config.json
+//     has an added_tokens_decoder its "added_tokens" play that part: their flags win over those
+//     that named tokens have in the configs. clip_tokenizer_json.cpp reads it and refuses a file
+//     that describes another pipeline than CLIP's.
+//   - A token named in additional_special_tokens/extra_special_tokens that added_tokens_decoder (or
+//     tokenizer.json) already defines keeps that definition's flags: transformers adds it only once.
+// transformers 5.24 save_pretrained writes tokenizer.json and tokenizer_config.json only (bos, eos,
+// unk and pad as plain strings, the flags in tokenizer.json); write_dir(TokenizerJson) does the same.
+// We are stricter than the reference on garbage: vocab values must be non-negative integers
 // (tokenizers skips non-numbers), and any unreadable or mistyped entry is an InputError naming the
-// file and the line or key.
+// file and the line, key or JSON path.
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -36,18 +43,16 @@
 #include "sdmpi/error.h"
 #include "sdmpi/log.h"
 #include "text/clip_tokenizer_internal.h"
+#include "text/clip_tokenizer_json.h"
 
 namespace sdmpi {
-namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-using Named = ClipTokenizer::Impl::Named;
 
-constexpr const char* kNamedKeys[] = {"bos_token", "eos_token", "unk_token", "sep_token",
-                                      "pad_token", "cls_token", "mask_token"};
-constexpr int kDefaultMaxLength = 77;
-constexpr double kUnboundedMaxLength = 1e6;  // transformers writes int(1e30) for "no limit"
+// ---- helpers shared with clip_tokenizer_json.cpp ----------------------------------------------------
+
+namespace clip_files {
 
 std::string read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -58,8 +63,7 @@ std::string read_file(const fs::path& path) {
   return buffer.str();
 }
 
-json parse_json(const fs::path& path) {
-  std::string text = read_file(path);
+json parse_json_text(const fs::path& path, const std::string& text) {
   try {
     return json::parse(text);
   } catch (const json::parse_error& e) {
@@ -70,6 +74,60 @@ json parse_json(const fs::path& path) {
   }
 }
 
+ClipAddedToken added_token_from_object(const json& o, bool special_forced, const std::string& where) {
+  ClipAddedToken t;
+  auto it = o.find("content");
+  if (it == o.end() || !it->is_string()) throw InputError(where + ": an added token needs a string \"content\"");
+  t.content = it->get<std::string>();
+  auto flag = [&](const char* key, bool fallback) {
+    auto f = o.find(key);
+    if (f == o.end() || f->is_null()) return fallback;
+    if (!f->is_boolean()) throw InputError(where + ": \"" + key + "\" must be true or false, got " + f->dump());
+    return f->get<bool>();
+  };
+  t.special = special_forced ? true : flag("special", false);
+  t.lstrip = flag("lstrip", false);
+  t.rstrip = flag("rstrip", false);
+  t.single_word = flag("single_word", false);
+  t.normalized = flag("normalized", !t.special);
+  return t;
+}
+
+void write_file(const fs::path& path, const std::string& content) {
+  fs::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw Error(tmp.string() + ": cannot create (" + std::strerror(errno) + ")");
+    out.write(content.data(), static_cast<std::streamsize>(content.size()));
+    out.flush();
+    if (!out) {
+      std::error_code ignored;
+      fs::remove(tmp, ignored);
+      throw Error(tmp.string() + ": write failed (" + std::strerror(errno) + ")");
+    }
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error(path.string() + ": cannot rename the temporary file: " + ec.message());
+}
+
+}  // namespace clip_files
+
+namespace {
+
+using Named = ClipTokenizer::Impl::Named;
+using clip_files::added_token_from_object;
+using clip_files::read_file;
+using clip_files::write_file;
+
+json parse_json(const fs::path& path) { return clip_files::parse_json_text(path, read_file(path)); }
+
+constexpr const char* kNamedKeys[] = {"bos_token", "eos_token", "unk_token", "sep_token",
+                                      "pad_token", "cls_token", "mask_token"};
+constexpr int kDefaultMaxLength = 77;
+constexpr double kUnboundedMaxLength = 1e6;  // transformers writes int(1e30) for "no limit"
+
 size_t line_of_key(const std::string& text, const std::string& key) {
   // Best effort for messages: the line where the key's JSON string first appears.
   std::string quoted = json(key).dump();
@@ -79,14 +137,7 @@ size_t line_of_key(const std::string& text, const std::string& key) {
 
 std::unordered_map<std::string, int32_t> read_vocab(const fs::path& path) {
   std::string text = read_file(path);
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    std::string what = e.what();
-    auto pos = what.find("parse error");
-    throw InputError(path.string() + ": malformed JSON: " + (pos == std::string::npos ? what : what.substr(pos)));
-  }
+  json j = clip_files::parse_json_text(path, text);
   if (!j.is_object()) throw InputError(path.string() + ": expected a JSON object of token → id, got " + j.type_name());
   std::unordered_map<std::string, int32_t> vocab;
   vocab.reserve(j.size());
@@ -139,28 +190,6 @@ MergesFile read_merges(const fs::path& path) {
   return m;
 }
 
-// An AddedToken written as a JSON object. `special_forced` is set for special_tokens_map.json,
-// where transformers passes special=True; elsewhere `special` defaults to false. `normalized`
-// defaults to !special (tokenizers' AddedToken).
-ClipAddedToken added_token_from_object(const json& o, bool special_forced, const std::string& where) {
-  ClipAddedToken t;
-  auto it = o.find("content");
-  if (it == o.end() || !it->is_string()) throw InputError(where + ": an added token needs a string \"content\"");
-  t.content = it->get<std::string>();
-  auto flag = [&](const char* key, bool fallback) {
-    auto f = o.find(key);
-    if (f == o.end() || f->is_null()) return fallback;
-    if (!f->is_boolean()) throw InputError(where + ": \"" + key + "\" must be true or false, got " + f->dump());
-    return f->get<bool>();
-  };
-  t.special = special_forced ? true : flag("special", false);
-  t.lstrip = flag("lstrip", false);
-  t.rstrip = flag("rstrip", false);
-  t.single_word = flag("single_word", false);
-  t.normalized = flag("normalized", !t.special);
-  return t;
-}
-
 ClipAddedToken plain_token(const std::string& content) {
   ClipAddedToken t;
   t.content = content;
@@ -205,45 +234,36 @@ json added_token_json(const ClipAddedToken& t, bool with_type) {
   return o;
 }
 
-// Writes `content` to `path` through a temporary file, so a failed write leaves no complete-looking file.
-void write_file(const fs::path& path, const std::string& content) {
-  fs::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error(tmp.string() + ": cannot create (" + std::strerror(errno) + ")");
-    out.write(content.data(), static_cast<std::streamsize>(content.size()));
-    out.flush();
-    if (!out) {
-      std::error_code ignored;
-      fs::remove(tmp, ignored);
-      throw Error(tmp.string() + ": write failed (" + std::strerror(errno) + ")");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw Error(path.string() + ": cannot rename the temporary file: " + ec.message());
-}
-
 }  // namespace
 
 ClipTokenizer ClipTokenizer::from_dir(const std::string& tokenizer_dir) {
   const fs::path dir(tokenizer_dir);
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw InputError(tokenizer_dir + ": not a tokenizer folder (no such directory)");
-  for (const char* name : {"vocab.json", "merges.txt"})
-    if (!fs::is_regular_file(dir / name, ec))
-      throw InputError((dir / name).string() + ": missing (a tokenizer folder needs vocab.json and merges.txt)");
-  if (fs::exists(dir / "tokenizer.json", ec))
-    log::debug((dir / "tokenizer.json").string() + ": not read; vocab.json and merges.txt are used");
-
   auto impl = std::make_shared<Impl>();
   impl->model_max_length = kDefaultMaxLength;
-  impl->set_vocab(read_vocab(dir / "vocab.json"));
-  MergesFile merges = read_merges(dir / "merges.txt");
-  const std::string merges_path = (dir / "merges.txt").string();
-  impl->set_merges(std::move(merges.merges),
-                   [&](size_t i) { return merges_path + ":" + std::to_string(merges.line_of[i]); });
+
+  // The vocabulary and merges: tokenizer.json when there is one, as transformers 5.24 prefers it.
+  std::optional<clip_files::TokenizerJsonFile> tokenizer_json;
+  if (const fs::path json_path = dir / "tokenizer.json"; fs::is_regular_file(json_path, ec)) {
+    tokenizer_json = clip_files::read_tokenizer_json(json_path);
+    impl->set_vocab(std::move(tokenizer_json->vocab));
+    const std::string& where = tokenizer_json->path;
+    impl->set_merges(std::move(tokenizer_json->merges),
+                     [&](size_t i) { return where + ": model.merges[" + std::to_string(i) + "]"; });
+    if (fs::exists(dir / "vocab.json", ec) || fs::exists(dir / "merges.txt", ec))
+      log::debug(json_path.string() + ": read in place of vocab.json and merges.txt, as transformers does");
+  } else {
+    for (const char* name : {"vocab.json", "merges.txt"})
+      if (!fs::is_regular_file(dir / name, ec))
+        throw InputError((dir / name).string() +
+                         ": missing (a tokenizer folder needs tokenizer.json, or vocab.json and merges.txt)");
+    impl->set_vocab(read_vocab(dir / "vocab.json"));
+    MergesFile merges = read_merges(dir / "merges.txt");
+    const std::string merges_path = (dir / "merges.txt").string();
+    impl->set_merges(std::move(merges.merges),
+                     [&](size_t i) { return merges_path + ":" + std::to_string(merges.line_of[i]); });
+  }
 
   // Special tokens, in the order in which transformers hands them to tokenizers (see the top).
   std::vector<std::optional<ClipAddedToken>> named(std::size(kNamedKeys));
@@ -312,28 +332,77 @@ ClipTokenizer ClipTokenizer::from_dir(const std::string& tokenizer_dir) {
             extras.push_back(t);
   }
 
-  // transformers swaps a named token for the added_tokens_decoder entry with the same content.
+  // Without an added_tokens_decoder, transformers takes tokenizer.json's added tokens in its place.
+  const bool json_added_used = tokenizer_json && !has_decoder;
+  if (json_added_used) {
+    std::vector<clip_files::TokenizerJsonFile::Added> by_id = tokenizer_json->added;
+    std::sort(by_id.begin(), by_id.end(), [](const auto& a, const auto& b) { return a.token.id < b.token.id; });
+    for (const auto& a : by_id) decoder.push_back(a.token);
+  }
+
+  // transformers swaps a named token for the decoder entry with the same content, and adds an extra
+  // special token only when no decoder entry has its content.
+  auto defined_by_decoder = [&](const ClipAddedToken& t) -> const ClipAddedToken* {
+    const ClipAddedToken* found = nullptr;
+    for (const ClipAddedToken& d : decoder)
+      if (d.content == t.content) found = &d;
+    return found;
+  };
   std::vector<Named> order;
   for (const ClipAddedToken& t : decoder) order.push_back(Named{"added_tokens_decoder", t});
   for (size_t k = 0; k < std::size(kNamedKeys); ++k) {
     if (!named[k]) continue;
-    ClipAddedToken t = *named[k];
-    for (const ClipAddedToken& d : decoder)
-      if (d.content == t.content) t = d;
+    const ClipAddedToken* d = defined_by_decoder(*named[k]);
+    ClipAddedToken t = d ? *d : *named[k];
     t.special = true;  // a named token is special whatever its object says
     order.push_back(Named{kNamedKeys[k], t});
   }
-  for (const ClipAddedToken& t : extras) order.push_back(Named{"extra_special_tokens", t});
+  for (const ClipAddedToken& t : extras)
+    if (!defined_by_decoder(t)) order.push_back(Named{"extra_special_tokens", t});
   impl->set_special_tokens(order, tokenizer_dir);
+  if (tokenizer_json) clip_files::check_against(*tokenizer_json, *impl, json_added_used);
   return ClipTokenizer(std::move(impl));
 }
 
-void ClipTokenizer::write_dir(const std::string& dir_name) const {
+void ClipTokenizer::write_dir(const std::string& dir_name) const { write_dir(dir_name, FolderFormat::VocabMerges); }
+
+void ClipTokenizer::write_dir(const std::string& dir_name, FolderFormat format) const {
   const Impl& impl = this->impl();
   const fs::path dir(dir_name);
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error(dir_name + ": cannot create the folder: " + ec.message());
+  // A file of the other layout that a reader would prefer (tokenizer.json) or merge in
+  // (special_tokens_map.json, whose names override tokenizer_config.json's) must not outlive us.
+  auto remove_stale = [&](const char* name) {
+    std::error_code rm;
+    if (fs::remove(dir / name, rm)) log::debug((dir / name).string() + ": removed (stale, of the other folder layout)");
+    if (rm) throw Error((dir / name).string() + ": cannot remove the stale file: " + rm.message());
+  };
+
+  if (format == FolderFormat::TokenizerJson) {
+    // As transformers 5.24 save_pretrained writes it: named tokens as plain strings (their flags are
+    // in tokenizer.json's added_tokens), other special tokens under extra_special_tokens.
+    json config = json::object();
+    config["add_prefix_space"] = false;
+    config["backend"] = "tokenizers";
+    config["do_lower_case"] = true;
+    config["errors"] = "replace";
+    config["model_max_length"] = impl.model_max_length;
+    config["tokenizer_class"] = "CLIPTokenizer";
+    for (const auto& [key, content] : {std::pair<const char*, const std::string*>{"bos_token", &impl.bos},
+                                       {"eos_token", &impl.eos}, {"unk_token", &impl.unk}, {"pad_token", &impl.pad}})
+      if (!content->empty()) config[key] = *content;
+    json extra = json::array();
+    for (const ClipAddedToken& t : impl.added)
+      if (t.special && t.content != impl.bos && t.content != impl.eos && t.content != impl.unk && t.content != impl.pad)
+        extra.push_back(t.content);
+    if (!extra.empty()) config["extra_special_tokens"] = extra;
+    remove_stale("special_tokens_map.json");
+    write_file(dir / "tokenizer.json", clip_files::tokenizer_json_text(impl));
+    write_file(dir / "tokenizer_config.json", config.dump(2) + "\n");
+    return;
+  }
 
   // vocab.json, one entry per line in id order.
   std::vector<std::pair<int32_t, const std::string*>> by_id;
@@ -383,6 +452,7 @@ void ClipTokenizer::write_dir(const std::string& dir_name) const {
     map["additional_special_tokens"] = extra_map;
   }
 
+  remove_stale("tokenizer.json");
   write_file(dir / "vocab.json", vocab);
   write_file(dir / "merges.txt", merges);
   write_file(dir / "special_tokens_map.json", map.dump(2) + "\n");

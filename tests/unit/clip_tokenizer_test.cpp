@@ -1,6 +1,7 @@
-// The CLIP tokenizer against transformers 5.24 (tools/golden/make_tokenizer_golden.py): every golden
-// prompt's 77 ids, an exhaustive walk over all code points for the normalizer and the
-// pre-tokenizer, tokenizer folders of several layouts, malformed folders, invalid UTF-8.
+// The CLIP tokenizer against transformers 5.24 (tools/golden/make_tokenizer_golden.py and
+// make_tokenizer_json_golden.py): every golden prompt's 77 ids, an exhaustive walk over all code
+// points for the normalizer and the pre-tokenizer, tokenizer folders of several layouts (vocab.json +
+// merges.txt, and the tokenizer.json that transformers 5 saves), malformed folders, invalid UTF-8.
 #include <gtest/gtest.h>
 #include <zlib.h>
 
@@ -26,6 +27,7 @@ namespace fs = std::filesystem;
 namespace {
 
 const fs::path kGolden = fs::path(SDMPI_TEST_DATA) / "golden" / "tokenizer";
+const fs::path kGoldenJson = kGolden / "json";
 const fs::path kMalformed = fs::path(SDMPI_TEST_DATA) / "malformed" / "tokenizer";
 const fs::path kFuzzSeeds = fs::path(SDMPI_TEST_DATA) / "malformed" / "clip_tokenizer";
 
@@ -72,6 +74,48 @@ std::string read_file(const fs::path& p) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+void write_text(const fs::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary);
+  out << text;
+  ASSERT_TRUE(out.good()) << p;
+}
+
+// A tokenizer against what transformers made of the same folder (a variants.json.gz entry): special
+// ids, added tokens with their flags, and the ids of each probe.
+void expect_like_reference(const ClipTokenizer& tok, const json& v) {
+  EXPECT_EQ(tok.pad_id(), v["pad_id"].get<int32_t>());
+  EXPECT_EQ(tok.bos_id(), v["bos_id"].get<int32_t>());
+  EXPECT_EQ(tok.eos_id(), v["eos_id"].get<int32_t>());
+  ASSERT_EQ(tok.added_tokens().size(), v["added_tokens"].size());
+  for (const json& want : v["added_tokens"]) {
+    auto it = std::find_if(tok.added_tokens().begin(), tok.added_tokens().end(),
+                           [&](const ClipAddedToken& t) { return t.content == want["content"]; });
+    ASSERT_NE(it, tok.added_tokens().end()) << want.dump();
+    EXPECT_EQ(it->id, want["id"].get<int32_t>()) << want.dump();
+    EXPECT_EQ(it->normalized, want["normalized"].get<bool>()) << want.dump();
+    EXPECT_EQ(it->lstrip, want["lstrip"].get<bool>()) << want.dump();
+    EXPECT_EQ(it->rstrip, want["rstrip"].get<bool>()) << want.dump();
+    EXPECT_EQ(it->single_word, want["single_word"].get<bool>()) << want.dump();
+    EXPECT_EQ(it->special, want["special"].get<bool>()) << want.dump();
+  }
+  for (const json& c : v["cases"])
+    EXPECT_EQ(tok.encode_padded(c["prompt"]), c["ids"].get<std::vector<int32_t>>()) << show(c["prompt"]);
+}
+
+// The patch language of make_tokenizer_json_golden.py, on a parsed tokenizer.json.
+json apply_patch(json doc, const json& patch) {
+  if (patch.contains("set"))
+    for (const auto& [key, value] : patch["set"].items()) doc[key] = value;
+  if (patch.contains("model"))
+    for (const auto& [key, value] : patch["model"].items()) doc["model"][key] = value;
+  if (patch.contains("model_delete"))
+    for (const json& key : patch["model_delete"]) doc["model"].erase(key.get<std::string>());
+  if (patch.value("merges_as_strings", false))
+    for (json& m : doc["model"]["merges"])
+      if (m.is_array()) m = m[0].get<std::string>() + " " + m[1].get<std::string>();
+  return doc;
 }
 
 }  // namespace
@@ -332,29 +376,97 @@ TEST(ClipTokenizerFolder, VariantsGiveTheReferenceIds) {
       for (const auto& f : fs::directory_iterator(kGolden / "variants" / name))
         fs::copy_file(f.path(), dir.path / f.path().filename(), fs::copy_options::overwrite_existing);
     ClipTokenizer tok = ClipTokenizer::from_dir(dir.path.string());
-    EXPECT_EQ(tok.pad_id(), v["pad_id"].get<int32_t>());
-    EXPECT_EQ(tok.bos_id(), v["bos_id"].get<int32_t>());
-    EXPECT_EQ(tok.eos_id(), v["eos_id"].get<int32_t>());
-    ASSERT_EQ(tok.added_tokens().size(), v["added_tokens"].size());
-    for (const json& want : v["added_tokens"]) {
-      auto it = std::find_if(tok.added_tokens().begin(), tok.added_tokens().end(),
-                             [&](const ClipAddedToken& t) { return t.content == want["content"]; });
-      ASSERT_NE(it, tok.added_tokens().end()) << want.dump();
-      EXPECT_EQ(it->id, want["id"].get<int32_t>()) << want.dump();
-      EXPECT_EQ(it->normalized, want["normalized"].get<bool>()) << want.dump();
-      EXPECT_EQ(it->lstrip, want["lstrip"].get<bool>()) << want.dump();
-      EXPECT_EQ(it->rstrip, want["rstrip"].get<bool>()) << want.dump();
-      EXPECT_EQ(it->single_word, want["single_word"].get<bool>()) << want.dump();
-      EXPECT_EQ(it->special, want["special"].get<bool>()) << want.dump();
-    }
-    for (const json& c : v["cases"])
-      EXPECT_EQ(tok.encode_padded(c["prompt"]), c["ids"].get<std::vector<int32_t>>()) << show(c["prompt"]);
+    expect_like_reference(tok, v);
 
-    // And what we write of it reads back the same.
-    ScratchDir again("variant_again_" + name);
+    // And what we write of it reads back the same, in either layout.
+    ScratchDir again("variant_again_" + name), again_json("variant_again_json_" + name);
     tok.write_dir(again.path.string());
     EXPECT_TRUE(ClipTokenizer::from_dir(again.path.string()) == tok);
+    if (tok == ClipTokenizer::builtin()) continue;  // its tokenizer.json round trip is tested below
+    tok.write_dir(again_json.path.string(), ClipTokenizer::FolderFormat::TokenizerJson);
+    EXPECT_TRUE(ClipTokenizer::from_dir(again_json.path.string()) == tok);
   }
+}
+
+// ---- the tokenizer.json layout (transformers 5 save_pretrained) -------------------------------------------
+
+// write_dir(TokenizerJson) of the SD 1.x tokenizer writes the very bytes of transformers' tokenizer.json
+// for it, and the files save_pretrained writes; from_dir reads it back to the golden ids (which
+// make_tokenizer_json_golden.py checked transformers gives on its own saved folder).
+TEST(ClipTokenizerJson, BuiltinWritesWhatTransformersSaves) {
+  const json meta = json::parse(read_file(kGoldenJson / "meta.json"));
+  ScratchDir dir("json_builtin");
+  ClipTokenizer::builtin().write_dir(dir.path.string(), ClipTokenizer::FolderFormat::TokenizerJson);
+  std::vector<std::string> files;
+  for (const auto& f : fs::directory_iterator(dir.path)) files.push_back(f.path().filename().string());
+  std::sort(files.begin(), files.end());
+  EXPECT_EQ(files, meta["saved_files"].get<std::vector<std::string>>());
+  const std::string written = read_file(dir.path / "tokenizer.json");
+  EXPECT_EQ(written.size(), meta["tokenizer_json_bytes"].get<size_t>());
+  EXPECT_EQ(crc32_of(written), meta["tokenizer_json_crc32"].get<uint32_t>()) << "tokenizer.json differs from transformers'";
+  // Our tokenizer_config.json says what transformers' does, bar its loading-time leftovers.
+  json config = json::parse(read_file(dir.path / "tokenizer_config.json"));
+  json saved = meta["saved_tokenizer_config"];
+  for (const char* leftover : {"is_local", "local_files_only"}) saved.erase(leftover);
+  EXPECT_EQ(config, saved);
+
+  ClipTokenizer read = ClipTokenizer::from_dir(dir.path.string());
+  EXPECT_TRUE(read == ClipTokenizer::builtin());
+  const json& cases = prompts_golden()["cases"];
+  ASSERT_EQ(cases.size(), meta["golden_prompts_same_ids"].get<size_t>());
+  size_t same = 0;
+  for (const json& c : cases) {
+    const auto want = c["ids"].get<std::vector<int32_t>>();
+    std::vector<int32_t> got = read.encode_padded(c["prompt"]);
+    EXPECT_EQ(got, want) << show(c["prompt"]);
+    same += got == want;
+  }
+  std::printf("[ golden   ] tokenizer.json folder: %zu/%zu prompts give the reference ids\n", same, cases.size());
+}
+
+// Folders of the tokenizer.json layout as transformers saves them and as met elsewhere (older hub
+// files, SD 2's pad "!", flags, configs that override it, other post-processor spellings, a folder
+// with both layouts): the ids transformers gives on each.
+TEST(ClipTokenizerJson, VariantsGiveTheReferenceIds) {
+  const json variants = json::parse(read_gz(kGoldenJson / "variants.json.gz"));
+  ASSERT_GE(variants.size(), 10u);
+  ScratchDir base("json_variants_base"), base_vocab("json_variants_base_vocab");
+  ClipTokenizer::builtin().write_dir(base.path.string(), ClipTokenizer::FolderFormat::TokenizerJson);
+  ClipTokenizer::builtin().write_dir(base_vocab.path.string());
+  const json base_doc = json::parse(read_file(base.path / "tokenizer.json"));
+  for (const auto& [name, v] : variants.items()) {
+    SCOPED_TRACE("variant " + name);
+    ScratchDir dir("json_variant_" + name);
+    const fs::path own = kGoldenJson / name;
+    if (v["layout"] == "vocab.json" || v["sd_vocab_files"].get<bool>())
+      for (const char* f : {"vocab.json", "merges.txt"}) fs::copy_file(base_vocab.path / f, dir.path / f);
+    if (v["layout"] == "tokenizer.json" && !fs::exists(own / "tokenizer.json"))
+      write_text(dir.path / "tokenizer.json", apply_patch(base_doc, v["patch"]).dump(2));
+    if (fs::is_directory(own))
+      for (const auto& f : fs::directory_iterator(own))
+        fs::copy_file(f.path(), dir.path / f.path().filename(), fs::copy_options::overwrite_existing);
+    ClipTokenizer tok = ClipTokenizer::from_dir(dir.path.string());
+    expect_like_reference(tok, v);
+
+    if (tok == ClipTokenizer::builtin()) continue;  // its round trip is BuiltinWritesWhatTransformersSaves
+    ScratchDir again("json_variant_again_" + name);
+    tok.write_dir(again.path.string(), ClipTokenizer::FolderFormat::TokenizerJson);
+    EXPECT_TRUE(ClipTokenizer::from_dir(again.path.string()) == tok);
+  }
+}
+
+// A folder rewritten in the other layout reads as the new one: the file that readers would prefer
+// (tokenizer.json) or merge in (special_tokens_map.json) does not survive.
+TEST(ClipTokenizerJson, RewritingInTheOtherLayoutLeavesNoStaleFile) {
+  ScratchDir dir("json_relayout");
+  ClipTokenizer tiny = ClipTokenizer::from_dir((kGoldenJson / "both_layouts").string());
+  ClipTokenizer::builtin().write_dir(dir.path.string());
+  tiny.write_dir(dir.path.string(), ClipTokenizer::FolderFormat::TokenizerJson);
+  EXPECT_FALSE(fs::exists(dir.path / "special_tokens_map.json"));
+  EXPECT_TRUE(ClipTokenizer::from_dir(dir.path.string()) == tiny);
+  ClipTokenizer::builtin().write_dir(dir.path.string());
+  EXPECT_FALSE(fs::exists(dir.path / "tokenizer.json"));
+  EXPECT_TRUE(ClipTokenizer::from_dir(dir.path.string()) == ClipTokenizer::builtin());
 }
 
 // Each folder of tests/data/malformed/tokenizer must be refused with one line that says where.

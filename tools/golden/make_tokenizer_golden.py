@@ -21,6 +21,9 @@ folder. Writes, under tests/data/golden/tokenizer/:
                     variants.json.gz with their ids on special-token probes and 60 prompts. A
                     variant without vocab.json/merges.txt uses the BPE list's.
 
+Folders of the tokenizer.json layout (what transformers 5 save_pretrained writes) have their own
+script, make_tokenizer_json_golden.py, which reuses this one's folders and prompts.
+
 Usage: python tools/golden/make_tokenizer_golden.py [--check-dir DIR]
   --check-dir DIR  also load DIR (e.g. written by ClipTokenizer::write_dir) with from_pretrained
                    and check that it gives the reference's ids on every prompt.
