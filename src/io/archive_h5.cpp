@@ -254,11 +254,22 @@ void expect_1d(hid_t dset, const char* name, size_t n, const std::string& ctx) {
 }  // namespace
 
 namespace {
+// A whole-dataset read that fails on a damaged element leaves the strings it already read
+// allocated; H5Dvlen_reclaim cannot be used on a half-filled buffer, so free them one by one.
+void free_partial_read(std::vector<char*>& ptrs) {
+  for (char*& p : ptrs)
+    if (p) {
+      H5free_memory(p);
+      p = nullptr;
+    }
+}
+
 // Reads element `row` of a vlen string dataset; false (and a clear error stack) when it cannot.
 bool read_string_at(hid_t dset, hid_t mtype, size_t row, std::string* out, const std::string& ctx) {
   auto [fspace, mspace] = select_row(dset, row, ctx);
   char* ptr = nullptr;
   if (H5Dread(dset, mtype, mspace.get(), fspace.get(), H5P_DEFAULT, &ptr) < 0) {
+    if (ptr) H5free_memory(ptr);  // a failed read may still have allocated
     H5Eclear2(H5E_DEFAULT);
     return false;
   }
@@ -278,6 +289,7 @@ std::vector<size_t> unreadable_strings(hid_t dset, size_t n, const std::string& 
     H5Dvlen_reclaim(mtype.get(), space.get(), H5P_DEFAULT, ptrs.data());
     return rows;
   }
+  free_partial_read(ptrs);
   H5Eclear2(H5E_DEFAULT);
   std::string value;
   for (size_t i = 0; i < n; ++i)
@@ -302,6 +314,7 @@ std::vector<std::string> read_strings(hid_t file, const char* name, size_t n, co
     H5Dvlen_reclaim(mtype.get(), space.get(), H5P_DEFAULT, ptrs.data());
     return out;
   }
+  free_partial_read(ptrs);
   if (!lost) {
     const std::string detail = error_detail();
     throw InputError(ctx + ": cannot read /" + std::string(name) + ", the file is damaged" +

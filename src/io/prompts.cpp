@@ -133,6 +133,9 @@ std::vector<PromptRecord> parse_prompts_jsonl(const std::string& text, const std
     } catch (const nlohmann::json::parse_error& e) {
       // e.byte is 1-based within the line.
       throw InputError(where + ": malformed JSON at column " + std::to_string(e.byte) + " (each line must be one JSON object)");
+    } catch (const nlohmann::json::exception&) {
+      // out_of_range: a number literal too large for a double (e.g. 1e999).
+      throw InputError(where + ": malformed JSON: a number is out of range");
     }
     if (!obj.is_object()) throw InputError(where + ": expected a JSON object, got " + std::string(json_type(obj)));
     PromptRecord r;

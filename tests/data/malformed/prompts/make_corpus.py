@@ -25,6 +25,7 @@ cases = {
     "guidance_nan.jsonl": (b'{"prompt": "a", "guidance": "nan"}\n', '"guidance" must be a number'),
     "huge_int.jsonl": (b'{"prompt": "a", "steps": 99999999999999999999}\n', '"steps"'),
     "third_line_bad.jsonl": (b'{"prompt": "a"}\n\n{"prompt": "b", "width": 7}\n', "third_line_bad.jsonl:3:"),
+    "number_overflow.jsonl": (b'{"prompt": "a", "guidance": 5e999}\n', ":1: malformed JSON: a number is out of range"),
     "trailing_garbage.jsonl": (b'{"prompt": "a"} x\n', ":1: malformed JSON"),
 }
 manifest = {}
