@@ -37,7 +37,39 @@ TEST(Archive, Unavailable) { GTEST_SKIP() << "built without serial HDF5: the arc
 using namespace sdmpi;
 namespace fs = std::filesystem;
 
+#if defined(__SANITIZE_ADDRESS__)
+#define SDMPI_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SDMPI_ASAN 1
+#endif
+#endif
+#ifdef SDMPI_ASAN
+#include <sanitizer/lsan_interface.h>
+#endif
+
 namespace {
+
+// Allocations made while it lives are not leak-checked (sanitizer builds only).
+class IgnoreLeaksHere {
+ public:
+  IgnoreLeaksHere() {
+#ifdef SDMPI_ASAN
+    __lsan_disable();
+#endif
+  }
+  ~IgnoreLeaksHere() { stop(); }
+  void stop() {
+#ifdef SDMPI_ASAN
+    if (active_) __lsan_enable();
+#endif
+    active_ = false;
+  }
+
+ private:
+  bool active_ = true;
+};
+
 
 const char* kPython = "/usr/bin/python3";  // Debian's, with h5py (the pyenv python3 has none)
 const std::string kChecker = std::string(SDMPI_TEST_DATA) + "/../python/check_archive.py";
@@ -912,6 +944,9 @@ TEST(Archive, LostFailureReasonStillReads) {
     const uint64_t bogus = 0x7FFFFFF0ull;
     file.write(reinterpret_cast<const char*>(&bogus), 8);
   }
+  // HDF5 1.10 leaks the strings it already converted when a vlen read fails on the damaged
+  // element (inside H5T__conv_vlen, beyond our reach): not ours to report.
+  IgnoreLeaksHere hdf5_leaks_on_damaged_strings;
   {
     ArchiveReader r(path);
     EXPECT_EQ(r.rows()[1].status, RowStatus::Failed);
@@ -923,6 +958,7 @@ TEST(Archive, LostFailureReasonStillReads) {
     auto w = ArchiveWriter::open_existing(path, "job-fp-42");
     w.mark_failed(1, "failed again");
   }
+  hdf5_leaks_on_damaged_strings.stop();
   EXPECT_EQ(ArchiveReader(path).rows()[1].error, "failed again");
   {
     auto w = ArchiveWriter::open_existing(path, "job-fp-42");
