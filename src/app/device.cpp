@@ -39,8 +39,9 @@ DType resolve_precision(const std::string& precision, const std::string& device)
 
 std::unique_ptr<Backend> select_backend(const std::string& device, DType precision, const WorldInfo& world,
                                         bool allow_gpu_sharing, int threads) {
-  std::string where = "rank " + std::to_string(world.rank) + "/" + std::to_string(world.size) + " on " + world.host +
-                      " (local rank " + std::to_string(world.local_rank) + "/" + std::to_string(world.local_size) + ")";
+  // The log prefix already names the rank when there are several.
+  std::string where = "host " + world.host + ", local rank " + std::to_string(world.local_rank) + "/" +
+                      std::to_string(world.local_size);
   bool want_gpu = device == "cuda" || device == "auto";
   std::string why;
   if (want_gpu && cuda_usable(&why)) {
