@@ -38,7 +38,7 @@ DType resolve_precision(const std::string& precision, const std::string& device)
 }
 
 std::unique_ptr<Backend> select_backend(const std::string& device, DType precision, const WorldInfo& world,
-                                        bool allow_gpu_sharing, int threads) {
+                                        [[maybe_unused]] bool allow_gpu_sharing, int threads) {
   // The log prefix already names the rank when there are several.
   std::string where = "host " + world.host + ", local rank " + std::to_string(world.local_rank) + "/" +
                       std::to_string(world.local_size);
