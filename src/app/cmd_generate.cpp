@@ -55,6 +55,7 @@ struct GenerateOptions {
 };
 
 void add_options(CLI::App& cli, GenerateOptions& o) {
+  cli.option_defaults()->always_capture_default();  // --help shows each default
   cli.add_option("--model", o.model, "diffusers folder, single-file .safetensors checkpoint, or 'tiny' (built-in test model)")
       ->required();
   cli.add_option("--variant", o.variant, "weight variant of a diffusers folder, e.g. fp16 (*.fp16.safetensors)");
