@@ -124,7 +124,15 @@ class CpuBackend final : public Backend {
     if (n == 0) return t;
     if (!w.data) throw InputError("weight '" + w.name + "': no data");
     if (kind != WeightKind::Conv) {
-      convert_to_f32(w.dtype, w.data, t.f32(), n);
+      // Large tables (GEGLU, embeddings) in parallel chunks: F16/BF16 → F32 dominates model load.
+      const size_t chunk = size_t{1} << 20, chunks = (n + chunk - 1) / chunk;
+      const size_t esize = dtype_size(w.dtype);
+      float* dst = t.f32();
+#pragma omp parallel for num_threads(threads_) schedule(static) if (threads_ > 1 && chunks > 1)
+      for (size_t c = 0; c < chunks; ++c) {
+        const size_t begin = c * chunk, count = std::min(chunk, n - begin);
+        convert_to_f32(w.dtype, static_cast<const uint8_t*>(w.data) + begin * esize, dst + begin, count);
+      }
       return t;
     }
     // PyTorch OIHW → our OHWI, one output channel at a time.
