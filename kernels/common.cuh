@@ -14,7 +14,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "backend/cuda/cuda_check.h"
+#include "cuda_check.cuh"
 #include "sdmpi/dtype.h"
 
 namespace sdmpi::kernels {

@@ -1,4 +1,5 @@
-// Return-code checks for the CUDA runtime (this file) and cuBLAS(Lt)/cuDNN (library_check.h).
+// Return-code checks for the CUDA runtime (this file; the backend's cuBLAS(Lt)/cuDNN checks are
+// src/backend/cuda/library_check.h).
 //
 // Every call into those libraries goes through one of these macros. A failure throws sdmpi::Error
 // with one line naming the call, the source position and the library's own error string, e.g.

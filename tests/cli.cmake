@@ -5,3 +5,11 @@ if(SDMPI_WITH_MPI AND SDMPI_WITH_HDF5)
   add_test(NAME mpi.generate_tiny COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/check_generate.sh $<TARGET_FILE:sd_mpi>)
   set_tests_properties(mpi.generate_tiny PROPERTIES LABELS mpi TIMEOUT 900 RUN_SERIAL TRUE)
 endif()
+# The layering: every #include in src/, include/ and kernels/ points down docs/architecture.md's table.
+find_package(Python3 COMPONENTS Interpreter QUIET)
+if(Python3_FOUND)
+  add_test(NAME layers.includes
+           COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tools/check_layers.py ${CMAKE_BINARY_DIR}/layers.json
+                   ${CMAKE_SOURCE_DIR})
+  set_tests_properties(layers.includes PROPERTIES LABELS layers TIMEOUT 60)
+endif()

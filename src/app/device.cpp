@@ -2,25 +2,17 @@
 
 #include <omp.h>
 
+#include "sdmpi/cuda_backend.h"
 #include "sdmpi/error.h"
 #include "sdmpi/log.h"
-
-#ifdef SDMPI_HAVE_CUDA
-#include "sdmpi/cuda_backend.h"
-#endif
 
 namespace sdmpi::app {
 
 namespace {
 bool cuda_usable(std::string* why) {
-#ifdef SDMPI_HAVE_CUDA
-  CudaProbe probe = probe_cuda();
+  CudaProbe probe = probe_cuda();  // a build without CUDA says so here
   if (!probe.usable()) *why = probe.reason;
   return probe.usable();
-#else
-  *why = "this sd_mpi was built without CUDA";
-  return false;
-#endif
 }
 }  // namespace
 
@@ -38,14 +30,13 @@ DType resolve_precision(const std::string& precision, const std::string& device)
 }
 
 std::unique_ptr<Backend> select_backend(const std::string& device, DType precision, const WorldInfo& world,
-                                        [[maybe_unused]] bool allow_gpu_sharing, int threads) {
+                                        bool allow_gpu_sharing, int threads) {
   // The log prefix already names the rank when there are several.
   std::string where = "host " + world.host + ", local rank " + std::to_string(world.local_rank) + "/" +
                       std::to_string(world.local_size);
   bool want_gpu = device == "cuda" || device == "auto";
   std::string why;
   if (want_gpu && cuda_usable(&why)) {
-#ifdef SDMPI_HAVE_CUDA
     CudaProbe probe = probe_cuda();
     int index = choose_device(world.local_rank, world.local_size, static_cast<int>(probe.devices.size()), allow_gpu_sharing);
     // A GPU that is visible but unusable (no code for its architecture, ...) is an error for
@@ -55,7 +46,6 @@ std::unique_ptr<Backend> select_backend(const std::string& device, DType precisi
       log::info(where + ": " + backend->name() + ", " + dtype_name(precision));
       return backend;
     }
-#endif
   }
   if (device == "cuda") throw Error("--device cuda: no usable GPU on " + world.host + ": " + why);
   if (precision != DType::F32 && device == "auto") log::warn(where + ": no usable GPU (" + why + "); the CPU computes in fp32");

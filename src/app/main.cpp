@@ -17,27 +17,6 @@
 
 namespace {
 
-// What this build can do (build options of CMakeLists.txt).
-std::string features() {
-  std::string f;
-#ifdef SDMPI_HAVE_CUDA
-  f += " cuda";
-#endif
-#ifdef SDMPI_HAVE_MPI
-  f += " mpi";
-#endif
-#ifdef SDMPI_HAVE_HDF5
-  f += " hdf5";
-#endif
-#ifdef SDMPI_HAVE_PNG
-  f += " png";
-#endif
-#ifdef SDMPI_HAVE_BLAS
-  f += " openblas";
-#endif
-  return f.empty() ? " (cpu only)" : f;
-}
-
 void print_usage() {
   std::printf(
       "sd_mpi %s (%s): Stable Diffusion batch generation for HPC clusters\n"
@@ -59,7 +38,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> known = {"generate", "tokenize", "inspect", "merge", "make-model"};
   std::string cmd = argc > 1 ? argv[1] : "";
   if (cmd == "--version" || cmd == "version") {
-    std::printf("sd_mpi %s (%s)\nfeatures:%s\n", SDMPI_VERSION, SDMPI_GIT_COMMIT, features().c_str());
+    std::printf("sd_mpi %s (%s)\nfeatures: %s\n", SDMPI_VERSION, SDMPI_GIT_COMMIT, SDMPI_FEATURES);
     return 0;
   }
   if (argc < 2 || cmd == "--help" || cmd == "-h" || cmd == "help") {

@@ -5,7 +5,7 @@
 
 #include <cstdio>
 
-#include "backend/cuda/cuda_check.h"
+#include "cuda_check.cuh"
 #include "sdmpi/error.h"
 #include "sdmpi/log.h"
 

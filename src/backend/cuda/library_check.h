@@ -5,7 +5,7 @@
 #include <cublasLt.h>
 #include <cudnn.h>
 
-#include "backend/cuda/cuda_check.h"
+#include "cuda_check.cuh"
 
 namespace sdmpi::cuda {
 

@@ -1,4 +1,4 @@
-// Device probing and the error reporting of the CUDA libraries.
+// Device probing and the error reporting of cuBLAS and cuDNN (the runtime's is kernels/cuda_check.cu).
 //
 // probe_cuda() must work where no GPU does. The CUDA runtime loads the driver (libcuda.so.1) with
 // dlopen on first use, whether the runtime is linked statically or dynamically; without a driver its
@@ -18,12 +18,6 @@ namespace sdmpi {
 
 namespace cuda {
 
-void throw_cuda_error(cudaError_t err, const char* call, const char* file, int line) {
-  cudaGetLastError();  // clear a non-sticky error so the next call starts clean
-  throw Error(std::string("CUDA error: ") + call + " at " + file + ":" + std::to_string(line) + ": " +
-              cudaGetErrorString(err) + " (" + cudaGetErrorName(err) + ")");
-}
-
 void throw_cublas_error(cublasStatus_t st, const char* call, const char* file, int line) {
   throw Error(std::string("cuBLAS error: ") + call + " at " + file + ":" + std::to_string(line) + ": " +
               cublasGetStatusString(st) + " (" + cublasGetStatusName(st) + ")");
@@ -38,10 +32,6 @@ void throw_cudnn_error(cudnnStatus_t st, const char* call, const char* file, int
 }
 
 }  // namespace cuda
-
-std::string cuda_version_string(int version) {
-  return std::to_string(version / 1000) + "." + std::to_string((version % 1000) / 10);
-}
 
 CudaProbe probe_cuda() {
   CudaProbe p;
@@ -91,30 +81,6 @@ CudaProbe probe_cuda() {
     p.devices.push_back(d);
   }
   return p;
-}
-
-std::string CudaProbe::summary() const {
-  if (!usable()) return "no usable CUDA GPU: " + reason;
-  std::string s = "driver " + cuda_version_string(driver_version) + ", runtime " + cuda_version_string(runtime_version) +
-                  ", " + std::to_string(devices.size()) + (devices.size() == 1 ? " device:" : " devices:");
-  for (const CudaDeviceInfo& d : devices) {
-    char mem[32];
-    std::snprintf(mem, sizeof mem, "%.1f GiB", static_cast<double>(d.total_memory) / (1024.0 * 1024.0 * 1024.0));
-    s += " cuda:" + std::to_string(d.index) + " " + d.name + " (sm_" + std::to_string(d.cc_major) +
-         std::to_string(d.cc_minor) + ", " + mem + ")";
-    if (d.index + 1 < static_cast<int>(devices.size())) s += ";";
-  }
-  return s;
-}
-
-std::unique_ptr<Backend> open_cuda_backend(int device, DType compute, bool required, std::string* why_not) {
-  try {
-    return make_cuda_backend(device, compute);
-  } catch (const Error& e) {
-    if (required) throw Error(std::string("--device cuda: ") + e.what());
-    if (why_not) *why_not = e.what();
-    return nullptr;
-  }
 }
 
 }  // namespace sdmpi
