@@ -1,8 +1,9 @@
 // The op interface: everything the models and the schedulers ask of a device.
 //
-// One model definition (src/models, src/text) runs on two backends: CPU (float32 reference and
-// fallback, src/backend/cpu) and CUDA (src/backend/cuda + kernels/). Model code only calls the ops
-// below; a backend owns memory, layouts and the choice of algorithm.
+// The only device seam (docs/architecture.md): one model definition (src/models) and one pipeline
+// (src/pipeline) run on every backend: CPU (float32 reference and fallback, src/backend/cpu) and
+// CUDA (src/backend/cuda + kernels/). Model and pipeline code only call the ops below; a backend
+// owns memory, layouts and the choice of algorithm.
 //
 // Layout conventions (all tensors dense, row-major):
 //   image activations   [B, H, W, C]        channels-last (NHWC)
@@ -15,7 +16,9 @@
 // schedulers written with them reproduce diffusers' float32 arithmetic bit for bit on the CPU.
 #pragma once
 
+#include <compare>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,6 +47,19 @@ struct WeightView {
 enum class BinaryOp : uint8_t { Add, Sub, Mul, Div };
 enum class Activation : uint8_t { SiLU, GELU, QuickGELU };
 
+// What a captured step is keyed by: one captured graph per distinct key. `variant` tells apart
+// different callables of the same sizes (the UNet step with and without CFG, two pipelines).
+struct GraphKey {
+  int64_t batch = 0, height = 0, width = 0;
+  int64_t variant = 0;
+  auto operator<=>(const GraphKey&) const = default;
+};
+
+// The device seam. Every op below is a public, non-virtual call that checks the op's contract
+// once, for every backend (src/core/backend.cpp: one Error line naming the op, the argument and
+// the shapes), and then dispatches to the backend's do_*() implementation, which may assume the
+// contract holds and checks only what is its own (the CPU computes in F32 only, a GPU kernel's
+// size limits, host traffic inside a CUDA-graph capture).
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -53,67 +69,120 @@ class Backend {
   virtual DType compute_dtype() const = 0;        // dtype of activations this backend produces
 
   // ---- memory -----------------------------------------------------------------------------------
-  virtual Tensor empty(const Shape& shape, DType dtype) = 0;
+  Tensor empty(const Shape& shape, DType dtype);
   Tensor empty(const Shape& shape) { return empty(shape, compute_dtype()); }
   // Host float32 data → a tensor of the compute dtype on this device.
-  virtual Tensor from_host(const float* data, const Shape& shape) = 0;
+  Tensor from_host(const float* data, const Shape& shape);
   // Any tensor of this backend → host float32.
-  virtual std::vector<float> to_host(const Tensor& t) = 0;
-  // Converts a file weight to this backend's type and layout for `kind`, and uploads it.
-  virtual Tensor upload_weight(const WeightView& w, WeightKind kind) = 0;
+  std::vector<float> to_host(const Tensor& t);
+  // Converts a file weight to this backend's type and layout for `kind`, and uploads it. The
+  // layout check (a conv weight is [out, in, kh, kw], ...) throws InputError naming the weight.
+  Tensor upload_weight(const WeightView& w, WeightKind kind);
   // Waits for queued work (no-op on the CPU).
   virtual void synchronize() {}
+  // x converted to `dtype` (F32, F16 or BF16): exact when widening, round to nearest even when
+  // narrowing (torch's .to()); x itself when it already has that dtype. The pipeline keeps latents
+  // and scheduler arithmetic in F32 and casts at the UNet's and the VAE's edges, a no-op where the
+  // compute dtype is F32.
+  Tensor cast(const Tensor& x, DType dtype);
 
   // ---- matrix products and convolutions ---------------------------------------------------------
   // x [..., K] · w[N, K]^T (+ bias[N]) (+ residual[..., N]) → [..., N]. The residual is added last.
-  virtual Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias,
-                        const Tensor* residual = nullptr) = 0;
+  Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual = nullptr);
   // x [B, H, W, Cin] ⊛ w [Cout, kh, kw, Cin] with zero padding `pad` and `stride`, + bias[Cout],
   // + residual [B, Ho, Wo, Cout] last. Returns [B, Ho, Wo, Cout].
-  virtual Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
-                        const Tensor* residual = nullptr) = 0;
+  Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
+                const Tensor* residual = nullptr);
 
   // ---- normalisation ------------------------------------------------------------------------------
   // GroupNorm over channels-last x [B, ..., C] (all middle dims are spatial), `groups` groups of
   // C/groups channels, biased variance, then gamma/beta, then SiLU when `silu`.
-  virtual Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta,
-                            float eps, bool silu) = 0;
+  Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps, bool silu);
   // LayerNorm over the last dimension, biased variance.
-  virtual Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta,
-                            float eps) = 0;
+  Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
 
   // ---- attention ----------------------------------------------------------------------------------
   // Multi-head scaled dot-product attention. q [B, Nq, heads*d], k and v [B, Nk, heads*d]
   // (channel = head*d + i, PyTorch's view(B, N, heads, d)). softmax(q·kᵀ/√d [+ causal mask])·v,
   // merged back to [B, Nq, heads*d].
-  virtual Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads,
-                           bool causal) = 0;
+  Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal);
 
   // ---- activations and elementwise glue -----------------------------------------------------------
-  virtual Tensor activation(const Tensor& x, Activation act) = 0;
+  Tensor activation(const Tensor& x, Activation act);
   // x [..., 2C] → a * GELU(g) with a = x[..., :C], g = x[..., C:] (diffusers' GEGLU).
-  virtual Tensor geglu(const Tensor& x) = 0;
+  Tensor geglu(const Tensor& x);
   // Same-shape elementwise a (op) b.
-  virtual Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) = 0;
+  Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);
   // a (op) s, or s (op) a when scalar_first, with s a float32 scalar.
-  virtual Tensor binary_scalar(BinaryOp op, const Tensor& a, float s, bool scalar_first = false) = 0;
+  Tensor binary_scalar(BinaryOp op, const Tensor& a, float s, bool scalar_first = false);
   // x [B, ..., C] + t [B, C] broadcast over the middle dims (a ResNet's time-embedding add).
-  virtual Tensor add_batch_channel(const Tensor& x, const Tensor& t) = 0;
+  Tensor add_batch_channel(const Tensor& x, const Tensor& t);
   // Clamp to [lo, hi].
-  virtual Tensor clamp(const Tensor& x, float lo, float hi) = 0;
+  Tensor clamp(const Tensor& x, float lo, float hi);
+  // Classifier-free guidance on eps [2B, ...] = [uncond; cond]: u + scale * (c - u) with three
+  // roundings, as diffusers' eager sub, mul and add compute it. Returns [B, ...].
+  Tensor guidance_combine(const Tensor& eps, float scale);
 
   // ---- shape ops ------------------------------------------------------------------------------------
   // Nearest-neighbour resize of [B, H, W, C] to [B, Ho, Wo, C]: out[y][x] = in[y*H/Ho][x*W/Wo]
   // (PyTorch's mode="nearest").
-  virtual Tensor upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) = 0;
+  Tensor upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w);
   // Concatenate along the last (channel) dimension: [..., Ca] ++ [..., Cb].
-  virtual Tensor concat_channels(const Tensor& a, const Tensor& b) = 0;
+  Tensor concat_channels(const Tensor& a, const Tensor& b);
   // Concatenate along the first (batch) dimension.
-  virtual Tensor concat_batch(const std::vector<Tensor>& parts) = 0;
+  Tensor concat_batch(const std::vector<Tensor>& parts);
   // Rows of `table` [V, C] picked by ids (host, length n) → [n, C].
-  virtual Tensor embedding(const std::vector<int32_t>& ids, const Tensor& table) = 0;
+  Tensor embedding(const std::vector<int32_t>& ids, const Tensor& table);
   // A copy in this backend's memory.
-  virtual Tensor copy(const Tensor& x) = 0;
+  Tensor copy(const Tensor& x);
+
+  // ---- captured steps -------------------------------------------------------------------------------
+  // fn reads its inputs only from `static_inputs` and returns tensors of this backend.
+  using GraphFn = std::function<std::vector<Tensor>(const std::vector<Tensor>& static_inputs)>;
+  // Runs fn(inputs) as a step the backend may capture once per key and replay. The CPU runs fn
+  // directly. The CUDA backend captures it as a CUDA graph on the first call for a key, with
+  // inputs copied into static buffers owned by the graph, and replays it later (include/sdmpi/
+  // cuda_backend.h states the rules fn must keep: no host traffic, no data-dependent branches,
+  // scalars are baked in). Returned tensors may be the same buffers on every call for a key,
+  // overwritten by the next run: consume or copy them before running the key again.
+  virtual std::vector<Tensor> run_graph(const GraphKey& key, const std::vector<Tensor>& inputs, const GraphFn& fn);
+  // Whether `key` replays a captured graph (false: not seen yet, eager, or a backend without graphs).
+  virtual bool graph_captured(const GraphKey& key) const;
+  // The static input buffers of `key` (empty when there are none), so a caller can leave inputs
+  // there and pass them back without a copy.
+  virtual std::vector<Tensor> graph_inputs(const GraphKey& key);
+  // Frees every captured graph (their weights' addresses are baked in).
+  virtual void drop_graphs() {}
+
+ protected:
+  // The implementations, called after the contract check (out_shape: the checked result shape).
+  virtual Tensor do_empty(const Shape& shape, DType dtype) = 0;
+  virtual Tensor do_from_host(const float* data, const Shape& shape) = 0;
+  virtual std::vector<float> do_to_host(const Tensor& t) = 0;
+  // layout: the tensor's shape on the device for `kind` (conv weights [out, kh, kw, in]).
+  virtual Tensor do_upload_weight(const WeightView& w, WeightKind kind, const Shape& layout) = 0;
+  virtual Tensor do_cast(const Tensor& x, DType dtype) = 0;
+  virtual Tensor do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual,
+                           const Shape& out_shape) = 0;
+  virtual Tensor do_conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
+                           const Tensor* residual, const Shape& out_shape) = 0;
+  virtual Tensor do_group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                               bool silu) = 0;
+  virtual Tensor do_layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) = 0;
+  virtual Tensor do_attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) = 0;
+  virtual Tensor do_activation(const Tensor& x, Activation act) = 0;
+  virtual Tensor do_geglu(const Tensor& x, const Shape& out_shape) = 0;
+  virtual Tensor do_binary(BinaryOp op, const Tensor& a, const Tensor& b) = 0;
+  virtual Tensor do_binary_scalar(BinaryOp op, const Tensor& a, float s, bool scalar_first) = 0;
+  virtual Tensor do_add_batch_channel(const Tensor& x, const Tensor& t) = 0;
+  virtual Tensor do_clamp(const Tensor& x, float lo, float hi) = 0;
+  // The default composes binary ops (sub, mul, add); a backend may fuse them with the same roundings.
+  virtual Tensor do_guidance_combine(const Tensor& eps, float scale);
+  virtual Tensor do_upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) = 0;
+  virtual Tensor do_concat_channels(const Tensor& a, const Tensor& b, const Shape& out_shape) = 0;
+  virtual Tensor do_concat_batch(const std::vector<Tensor>& parts, const Shape& out_shape) = 0;
+  virtual Tensor do_embedding(const std::vector<int32_t>& ids, const Tensor& table) = 0;
+  virtual Tensor do_copy(const Tensor& x) = 0;
 };
 
 // The reference backend: float32 on the host, OpenBLAS (if built with it) for matrix products,

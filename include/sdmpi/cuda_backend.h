@@ -11,8 +11,9 @@
 // synchronize wait for it. Memory comes from a caching arena over a few large cudaMalloc blocks;
 // once the shapes of a run have been seen the step loop allocates nothing from the driver.
 //
-// This header does not include CUDA's headers, so code built without them (the app, the pipeline)
-// can include it; everything here exists only when the build has SDMPI_HAVE_CUDA.
+// This header does not include CUDA's headers, so code built without them (the app, tests) can
+// include it. In a build without CUDA the probe says so and make_cuda_backend throws
+// (src/backend/cuda/no_cuda.cpp). The pipeline never includes it: it sees a Backend only.
 #pragma once
 
 #include <cstdint>
@@ -82,14 +83,6 @@ struct CudaMemoryStats {
   int64_t device_allocations = 0;   // cudaMalloc calls so far (a step loop must not raise it)
 };
 
-// What a captured graph is keyed by: one graph per distinct key. `variant` tells apart different
-// callables of the same sizes (e.g. 0 = UNet step, 1 = VAE decode).
-struct GraphKey {
-  int64_t batch = 0, height = 0, width = 0;
-  int64_t variant = 0;
-  auto operator<=>(const GraphKey&) const = default;
-};
-
 class CudaBackend : public Backend {
  public:
   virtual int device_index() const = 0;
@@ -108,17 +101,12 @@ class CudaBackend : public Backend {
   virtual void set_poison(bool on) = 0;
 
   // ---- CUDA graphs ---------------------------------------------------------------------------------
-  // fn reads its inputs only from `static_inputs` (device tensors that keep their addresses) and
-  // returns device tensors of this backend.
-  using GraphFn = std::function<std::vector<Tensor>(const std::vector<Tensor>& static_inputs)>;
-  //
-  // Runs fn through a CUDA graph captured once per key. The first call for a key copies `inputs`
-  // into static buffers owned by the graph, runs fn once eagerly (warm-up: algorithm choices,
-  // cuDNN plans, module loading, pool growth), captures a second run into a graph and replays it.
-  // Later calls with the same key copy `inputs` into the static buffers (nothing to copy when an
-  // input already is the static buffer) and replay. Returns the outputs of the captured run: the
-  // same tensors every time, overwritten by each replay of the key, so consume or copy them before
-  // running the key again.
+  // run_graph (backend.h) on this backend: the first call for a key copies `inputs` into static
+  // buffers owned by the graph, runs fn once eagerly (warm-up: algorithm choices, cuDNN plans,
+  // module loading, pool growth), captures a second run into a graph and replays it. Later calls
+  // with the same key copy `inputs` into the static buffers (nothing to copy when an input already
+  // is the static buffer, see graph_inputs) and replay. It returns the outputs of the captured run:
+  // the same tensors every time, overwritten by each replay of the key.
   //
   // Rules for fn, because a graph replays device work only:
   //   - everything that changes between calls must come from `static_inputs` (latents, timestep
@@ -132,30 +120,14 @@ class CudaBackend : public Backend {
   // An exception from fn during the capture (e.g. host traffic) propagates. If instead a library
   // call breaks the capture, or SDMPI_CUDA_GRAPHS=0 is set, the key runs fn directly on the static
   // inputs from then on (one warning), returning fresh outputs each call.
-  virtual std::vector<Tensor> run_graph(const GraphKey& key, const std::vector<Tensor>& inputs,
-                                        const GraphFn& fn) = 0;
-  // Whether `key` replays a captured graph (false: not seen yet, or running without a graph).
-  virtual bool graph_captured(const GraphKey& key) const = 0;
-  // The static input buffers of `key` (empty if it has not been captured), so a caller can write
-  // inputs there directly and pass them back to run_graph without a copy.
-  virtual std::vector<Tensor> graph_inputs(const GraphKey& key) = 0;
-  // Destroys every captured graph and returns its pool to the driver.
-  virtual void drop_graphs() = 0;
   // Whether a capture is in progress (ops that touch the host throw then).
   virtual bool capturing() const = 0;
 
-  // ---- fused helpers the pipeline may use (same results as composing backend.h ops) ---------------
+  // ---- what only this backend computes fused ---------------------------------------------------------
   // diffusers' get_timestep_embedding for timesteps t [B] (F32, on this device), in float32 like
   // torch: exponent_k = (-ln(10000) * k) / (dim/2 - shift), arg = t * exp(exponent_k);
   // [sin | cos] or, with flip_sin_to_cos, [cos | sin]. Returns [B, dim] in the compute dtype.
   virtual Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float shift) = 0;
-  // Classifier-free guidance on eps [2B, ...] = [uncond; cond]: u + scale * (c - u), three
-  // roundings like the eager sub, mul, add. Returns [B, ...].
-  virtual Tensor guidance_combine(const Tensor& eps, float scale) = 0;
-  // x converted to `dtype` (F32, F16 or BF16): exact when widening, round to nearest even when
-  // narrowing (torch's .to()); x itself when it already has that dtype. The pipeline keeps latents
-  // and scheduler arithmetic in F32 and casts at the UNet's and the VAE's inputs and outputs.
-  virtual Tensor cast(const Tensor& x, DType dtype) = 0;
 };
 
 // The CUDA backend behind `backend`, or nullptr when it is another backend.

@@ -8,10 +8,10 @@
 // Each item has its own generator (seeded with its seed), so its image does not depend on which
 // items share its batch. The pipeline never sees MPI or files other than the model's.
 //
-// On a CUDA backend (see txt2img.cpp): latents and scheduler arithmetic stay float32 on the device
+// One pipeline for every backend (see txt2img.cpp): latents and scheduler arithmetic stay float32
 // whatever the compute dtype (the UNet and VAE run in it, with casts at their edges), and each UNet
-// call is a CUDA graph captured once per (batch, latent size, CFG on/off) and replayed; the
-// pipeline's destructor frees its graphs. On the CPU the float32 reference path runs as is.
+// call is a Backend::run_graph step keyed by (batch, latent size, CFG on/off), which a CUDA backend
+// captures once as a graph and replays; the pipeline's destructor frees its captured graphs.
 #pragma once
 
 #include <cstdint>
@@ -94,7 +94,7 @@ class Txt2ImgPipeline {
   struct Timings {
     double text = 0, unet = 0, vae = 0, total = 0;  // seconds, accumulated over generate() calls
     int64_t unet_calls = 0, images = 0;
-    int64_t unet_graph_calls = 0;  // UNet calls that replayed a captured CUDA graph
+    int64_t unet_graph_calls = 0;  // UNet calls that replayed a captured graph (CUDA)
   };
   const Timings& timings() const;
   // The final latents of the last generate() call, [B, h, w, C] NHWC on the host (tests, debugging).

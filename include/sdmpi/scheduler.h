@@ -146,9 +146,4 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& sampler, const std:
                                           const SchedulerConfig& config, int steps, float eta = 0.0f,
                                           const ScalarMath& math = ScalarMath::correctly_rounded());
 
-// Classifier-free guidance as the pipeline computes it: eps_u + g * (eps_c - eps_u), three
-// separately rounded ops.
-Tensor guidance_combine(Backend& backend, const Tensor& eps_uncond, const Tensor& eps_cond,
-                        float guidance);
-
 }  // namespace sdmpi

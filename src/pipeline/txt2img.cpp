@@ -6,26 +6,26 @@
 // (three separately rounded ops) → scheduler.step (ancestral noise from each item's generator),
 // and last `latents / scaling_factor` (one division) → VAE → uint8 as diffusers rounds it.
 //
-// On the CUDA backend the same sequence runs with two changes (the CPU path computes exactly what
-// it did before them, bit for bit):
-//   - dtypes: latents and every scheduler op stay float32 on the device, whatever the compute
-//     dtype; the UNet and the VAE run in the compute dtype, with casts at their inputs and the
-//     UNet's output. The initial latents (and ancestral noise) are drawn as diffusers' fp16
-//     pipeline draws them, rounded to the compute dtype, then widened exactly to float32.
-//     diffusers keeps fp16 latents and upcasts only inside some schedulers (Euler, DPM++); float32
-//     throughout is the better-conditioned choice and costs nothing measurable (4 latent channels).
-//   - CUDA graphs: each UNet call (cast → cat([x, x]) → UNet → cast to float32) is one graph,
-//     captured once per (batch, latent height, latent width, CFG on/off, pipeline) and replayed.
-//     Its inputs are the scaled latents, the timestep projection (precomputed on the host for all
-//     steps, uploaded once) and the text embeddings; the guidance combine and the scheduler step
-//     run eagerly after it (their scalars change per step or per batch).
+// One pipeline for every device (docs/architecture.md): everything below is Backend calls, so the
+// CPU golden tests run the very loop a GPU runs. What differs by device is decided by the backend:
+//   - dtypes: latents and every scheduler op stay float32, whatever the compute dtype; the UNet
+//     and the VAE run in the compute dtype, with casts at their inputs and the UNet's output (no-ops
+//     where the compute dtype is float32, as on the CPU). The initial latents (and ancestral noise)
+//     are drawn as diffusers' pipeline draws them in the compute dtype, then widened exactly to
+//     float32. diffusers keeps fp16 latents and upcasts only inside some schedulers (Euler, DPM++);
+//     float32 throughout is the better-conditioned choice and costs nothing measurable.
+//   - the UNet call (cast → cat([x, x]) → UNet → cast to float32) is one Backend::run_graph step,
+//     keyed by (batch, latent height, latent width, CFG on/off, pipeline): the CPU runs it as is, the
+//     CUDA backend captures it once as a CUDA graph and replays it. Its inputs are the scaled
+//     latents, the timestep projection (precomputed on the host for all steps, uploaded once) and
+//     the text embeddings; the guidance combine and the scheduler step run after it (their scalars
+//     change per step or per batch).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 
 #include "sdmpi/clip_text.h"
-#include "sdmpi/cuda_backend.h"
 #include "sdmpi/error.h"
 #include "sdmpi/log.h"
 #include "sdmpi/model_config.h"
@@ -78,7 +78,7 @@ struct Txt2ImgPipeline::Impl {
   Timings timings;
   std::vector<float> last_latents;
   int64_t serial = next_pipeline_serial.fetch_add(1);
-  bool captured_graphs = false;  // whether this pipeline left graphs in a CUDA backend
+  bool captured_graphs = false;  // whether this pipeline may have left captured graphs in the backend
 };
 
 Txt2ImgPipeline::Txt2ImgPipeline(const ModelSource& model, Backend& backend)
@@ -95,13 +95,13 @@ Txt2ImgPipeline::Txt2ImgPipeline(const ModelSource& model, Backend& backend)
 }
 
 Txt2ImgPipeline::~Txt2ImgPipeline() {
-  // Graphs bake in this pipeline's weight addresses: free their pools with the weights. This drops
+  // Captured graphs bake in this pipeline's weight addresses: free them with the weights. This drops
   // other pipelines' graphs on the backend too; they are captured again on their next call.
-  if (CudaBackend* cuda = as_cuda(backend_); cuda && impl_ && impl_->captured_graphs) {
+  if (impl_ && impl_->captured_graphs) {
     try {
-      cuda->drop_graphs();
+      backend_.drop_graphs();
     } catch (const std::exception& e) {
-      log::warn(std::string("cuda: could not free the pipeline's graphs: ") + e.what());
+      log::warn(std::string("could not free the pipeline's captured graphs: ") + e.what());
     }
   }
 }
@@ -153,74 +153,55 @@ std::vector<GeneratedImage> Txt2ImgPipeline::generate(const std::vector<WorkItem
   // ---- noise and scheduler -------------------------------------------------------------------------
   auto scheduler = make_scheduler(p.sampler, p.schedule, m.scheduler_config, p.steps, p.eta);
   // One generator per item, seeded with its seed: its latents, then (ancestral samplers) its
-  // per-step noise, drawn in torch's NCHW order and stored NHWC.
+  // per-step noise, drawn in torch's NCHW order and stored NHWC, in the compute dtype as diffusers'
+  // pipeline draws it, widened to float32.
   std::vector<TorchGenerator> generators;
   generators.reserve(static_cast<size_t>(B));
   for (const WorkItem& it : items) generators.emplace_back(it.params.seed);
   std::vector<TorchGenerator*> gen_ptrs;
   for (TorchGenerator& g : generators) gen_ptrs.push_back(&g);
   const Shape latent_shape{B, h, w, c};
-  // CUDA: the noise in the compute dtype (as diffusers' fp16 pipeline draws it), widened to F32.
-  CudaBackend* cuda = as_cuda(be);
   const DType compute = be.compute_dtype();
-  Tensor noise = draw_per_item_noise(be, gen_ptrs, latent_shape);
-  if (cuda) noise = cuda->cast(noise, DType::F32);
-  Tensor latents = scheduler->init_latents(be, noise);
-  noise = Tensor();
+  Tensor latents = scheduler->init_latents(be, be.cast(draw_per_item_noise(be, gen_ptrs, latent_shape), DType::F32));
+  const NoiseFn noise_fn = [draw = per_item_noise(gen_ptrs)](Backend& b, const Shape& shape) {
+    return b.cast(draw(b, shape), DType::F32);
+  };
 
   // ---- denoising loop --------------------------------------------------------------------------------
+  // The UNet call as a captured step. Inputs: the scaled latents [B, h, w, c] F32, the timestep
+  // projection [B', C0] and the text embeddings [B', N, D] (B' = 2B with CFG). Output: eps
+  // [B', h, w, c] F32, which a backend with graphs overwrites at the next replay, so it is consumed
+  // (guidance) or copied before the next call: PNDM and DPM++ keep earlier outputs.
   auto t1 = Clock::now();
   const std::vector<float>& timesteps = scheduler->timesteps();
   const int steps = static_cast<int>(timesteps.size());
-  NoiseFn noise_fn = per_item_noise(gen_ptrs);
-  if (cuda)
-    noise_fn = [draw = std::move(noise_fn), cuda](Backend& b, const Shape& shape) {
-      return cuda->cast(draw(b, shape), DType::F32);
-    };
-  if (!cuda) {
-    for (int i = 0; i < steps; ++i) {
-      Tensor x_in = cfg ? be.concat_batch({latents, latents}) : latents;
-      x_in = scheduler->scale_model_input(be, x_in, static_cast<size_t>(i));
-      std::vector<float> t(static_cast<size_t>(x_in.dim(0)), timesteps[static_cast<size_t>(i)]);
-      Tensor eps = m.unet->forward(be, x_in, t, context);
-      ++m.timings.unet_calls;
-      if (cfg) eps = guidance_combine(be, eps.rows(0, B), eps.rows(B, 2 * B), p.guidance);
-      latents = scheduler->step(be, eps, static_cast<size_t>(i), latents, &noise_fn);
-      if (on_step && !on_step(i + 1, steps)) throw GenerationCancelled();
-    }
-  } else {
-    // One graph per UNet call shape. Graph inputs: the scaled latents [B, h, w, c] F32, the
-    // timestep projection [B', C0] and the text embeddings [B', N, D] (B' = 2B with CFG), both in
-    // the compute dtype. Output: eps [B', h, w, c] F32, owned by the graph (overwritten by the
-    // next replay), so the pipeline consumes it before the next call.
-    const int64_t unet_batch = cfg ? 2 * B : B;
-    const GraphKey key{B, h, w, m.serial * kVariantsPerPipeline + (cfg ? kUnetStepCfg : kUnetStepNoCfg)};
-    const UNet2DConditionModel& unet = *m.unet;
-    auto unet_call = [&be, cuda, &unet, cfg, compute](const std::vector<Tensor>& in) {
-      Tensor x = cuda->cast(in[0], compute);
-      if (cfg) x = be.concat_batch({x, x});  // elementwise scaling commutes with the duplication
-      Tensor eps = unet.forward_embedded(be, x, in[1], in[2]);
-      return std::vector<Tensor>{cuda->cast(eps, DType::F32)};
-    };
-    // Every call's timestep projection, computed on the host like forward() does, uploaded once:
-    // rows [i*B', (i+1)*B') belong to call i.
-    std::vector<float> all_t(static_cast<size_t>(steps * unet_batch));
-    for (int i = 0; i < steps; ++i)
-      std::fill_n(all_t.begin() + static_cast<ptrdiff_t>(i * unet_batch), unet_batch, timesteps[static_cast<size_t>(i)]);
-    const Tensor t_proj = unet.time_proj(be, all_t);
-    Tensor ctx = context;
-    for (int i = 0; i < steps; ++i) {
-      Tensor x_in = scheduler->scale_model_input(be, latents, static_cast<size_t>(i));
-      std::vector<Tensor> out =
-          cuda->run_graph(key, {x_in, t_proj.rows(i * unet_batch, (i + 1) * unet_batch), ctx}, unet_call);
-      m.captured_graphs = true;
-      ctx = cuda->graph_inputs(key).at(2);  // the embeddings stay in the graph's buffer: no copy
-      ++m.timings.unet_calls;
-      if (cuda->graph_captured(key)) ++m.timings.unet_graph_calls;
-      Tensor eps = cfg ? cuda->guidance_combine(out.at(0), p.guidance) : be.copy(out.at(0));
-      latents = scheduler->step(be, eps, static_cast<size_t>(i), latents, &noise_fn);
-      if (on_step && !on_step(i + 1, steps)) throw GenerationCancelled();
-    }
+  const int64_t unet_batch = cfg ? 2 * B : B;
+  const GraphKey key{B, h, w, m.serial * kVariantsPerPipeline + (cfg ? kUnetStepCfg : kUnetStepNoCfg)};
+  const UNet2DConditionModel& unet = *m.unet;
+  auto unet_call = [&be, &unet, cfg, compute](const std::vector<Tensor>& in) {
+    Tensor x = be.cast(in[0], compute);
+    if (cfg) x = be.concat_batch({x, x});  // elementwise scaling commutes with the duplication
+    Tensor eps = unet.forward_embedded(be, x, in[1], in[2]);
+    return std::vector<Tensor>{be.cast(eps, DType::F32)};
+  };
+  // Every call's timestep projection, computed on the host like forward() does, uploaded once:
+  // rows [i*B', (i+1)*B') belong to call i.
+  std::vector<float> all_t(static_cast<size_t>(steps * unet_batch));
+  for (int i = 0; i < steps; ++i)
+    std::fill_n(all_t.begin() + static_cast<ptrdiff_t>(i * unet_batch), unet_batch, timesteps[static_cast<size_t>(i)]);
+  const Tensor t_proj = unet.time_proj(be, all_t);
+  Tensor ctx = context;
+  for (int i = 0; i < steps; ++i) {
+    Tensor x_in = scheduler->scale_model_input(be, latents, static_cast<size_t>(i));
+    std::vector<Tensor> out = be.run_graph(key, {x_in, t_proj.rows(i * unet_batch, (i + 1) * unet_batch), ctx}, unet_call);
+    m.captured_graphs = true;
+    // The embeddings stay in the captured step's buffer from now on: no copy per step.
+    if (std::vector<Tensor> held = be.graph_inputs(key); !held.empty()) ctx = held.at(2);
+    ++m.timings.unet_calls;
+    if (be.graph_captured(key)) ++m.timings.unet_graph_calls;
+    Tensor eps = cfg ? be.guidance_combine(out.at(0), p.guidance) : be.copy(out.at(0));
+    latents = scheduler->step(be, eps, static_cast<size_t>(i), latents, &noise_fn);
+    if (on_step && !on_step(i + 1, steps)) throw GenerationCancelled();
   }
   be.synchronize();
   m.timings.unet += since(t1);
@@ -243,9 +224,7 @@ std::vector<GeneratedImage> Txt2ImgPipeline::generate(const std::vector<WorkItem
       img.error = "non-finite values (NaN/Inf) in the latents after denoising";
       continue;
     }
-    Tensor z_item = z.rows(b, b + 1);
-    if (cuda) z_item = cuda->cast(z_item, compute);
-    images[static_cast<size_t>(b)] = m.vae->decode(be, z_item);  // [1, H, W, 3]
+    images[static_cast<size_t>(b)] = m.vae->decode(be, be.cast(z.rows(b, b + 1), compute));  // [1, H, W, 3]
   }
   for (int64_t b = 0; b < B; ++b) {
     GeneratedImage& img = out[static_cast<size_t>(b)];

@@ -426,12 +426,4 @@ NoiseFn per_item_noise(std::vector<TorchGenerator*> generators) {
   };
 }
 
-Tensor guidance_combine(Backend& backend, const Tensor& eps_uncond, const Tensor& eps_cond,
-                        float guidance) {
-  // noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
-  const Tensor diff = backend.binary(BinaryOp::Sub, eps_cond, eps_uncond);
-  const Tensor scaled = backend.binary_scalar(BinaryOp::Mul, diff, guidance, /*scalar_first=*/true);
-  return backend.binary(BinaryOp::Add, eps_uncond, scaled);
-}
-
 }  // namespace sdmpi

@@ -1,11 +1,12 @@
-// The pipeline's CUDA branch (graphs, casts, fused guidance) run on the CPU, without a GPU.
+// The pipeline's captured-step bookkeeping (graphs, static inputs, overwritten outputs) run on the
+// CPU, without a GPU.
 //
-// GraphEmulator is a CudaBackend whose ops are the CPU backend's and whose run_graph keeps
-// CudaBackend's contract the way a real graph does: static input buffers that a call copies into,
+// GraphEmulator is a Backend whose ops are the CPU backend's and whose run_graph keeps the CUDA
+// backend's contract the way a real graph does: static input buffers that a call copies into,
 // and outputs that are the same tensors every call, overwritten by each replay. While the callable
 // "captures" or "replays" (every call after the first), host traffic throws, as it does inside a
-// real capture. So the pipeline's CUDA branch must give the CPU branch's images bit for bit (the
-// same float32 ops on the same values): this proves its bookkeeping (what is a graph input, who
+// real capture. So the pipeline on it must give the CPU backend's images bit for bit (the same
+// float32 ops on the same values): this proves its bookkeeping (what is a graph input, who
 // owns the outputs, the per-pipeline keys, the precomputed timestep projections) on any machine.
 // What it cannot prove: the dtype policy below float32, and the real capture (tests/gpu).
 #include <gtest/gtest.h>
@@ -15,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "sdmpi/cuda_backend.h"
+#include "sdmpi/backend.h"
 #include "sdmpi/error.h"
 #include "sdmpi/job.h"
 #include "sdmpi/pipeline.h"
@@ -25,75 +26,75 @@ using namespace sdmpi;
 
 namespace {
 
-class GraphEmulator final : public CudaBackend {
+class GraphEmulator final : public Backend {
  public:
   GraphEmulator() : cpu_(make_cpu_backend(2)) {}
 
   int captures = 0, replays = 0, drops = 0;
 
-  // ---- Backend: the CPU's ops, host traffic refused while "capturing" --------------------------
   std::string name() const override { return "graph emulator over " + cpu_->name(); }
   Device device() const override { return cpu_->device(); }
   DType compute_dtype() const override { return DType::F32; }
-  using Backend::empty;
-  Tensor empty(const Shape& shape, DType dtype) override { return cpu_->empty(shape, dtype); }
-  Tensor from_host(const float* data, const Shape& shape) override {
+  void synchronize() override { refuse("synchronize"); }
+
+ protected:
+  // ---- the CPU's ops, host traffic refused while "capturing" -------------------------------------
+  Tensor do_empty(const Shape& shape, DType dtype) override { return cpu_->empty(shape, dtype); }
+  Tensor do_from_host(const float* data, const Shape& shape) override {
     refuse("from_host");
     return cpu_->from_host(data, shape);
   }
-  std::vector<float> to_host(const Tensor& t) override {
+  std::vector<float> do_to_host(const Tensor& t) override {
     refuse("to_host");
     return cpu_->to_host(t);
   }
-  Tensor upload_weight(const WeightView& w, WeightKind kind) override {
+  Tensor do_upload_weight(const WeightView& w, WeightKind kind, const Shape&) override {
     refuse("upload_weight");
     return cpu_->upload_weight(w, kind);
   }
-  void synchronize() override { refuse("synchronize"); }
-  Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual) override {
+  Tensor do_cast(const Tensor& x, DType) override {
+    throw Error("emulator: only F32 exists here, asked to cast " + x.describe());
+  }
+  Tensor do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual, const Shape&) override {
     return cpu_->linear(x, w, bias, residual);
   }
-  Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
-                const Tensor* residual) override {
+  Tensor do_conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad, const Tensor* residual,
+                   const Shape&) override {
     return cpu_->conv2d(x, w, bias, stride, pad, residual);
   }
-  Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
-                    bool silu) override {
+  Tensor do_group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                       bool silu) override {
     return cpu_->group_norm(x, groups, gamma, beta, eps, silu);
   }
-  Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override {
+  Tensor do_layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override {
     return cpu_->layer_norm(x, gamma, beta, eps);
   }
-  Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) override {
+  Tensor do_attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) override {
     return cpu_->attention(q, k, v, heads, causal);
   }
-  Tensor activation(const Tensor& x, Activation act) override { return cpu_->activation(x, act); }
-  Tensor geglu(const Tensor& x) override { return cpu_->geglu(x); }
-  Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) override { return cpu_->binary(op, a, b); }
-  Tensor binary_scalar(BinaryOp op, const Tensor& a, float s, bool scalar_first) override {
+  Tensor do_activation(const Tensor& x, Activation act) override { return cpu_->activation(x, act); }
+  Tensor do_geglu(const Tensor& x, const Shape&) override { return cpu_->geglu(x); }
+  Tensor do_binary(BinaryOp op, const Tensor& a, const Tensor& b) override { return cpu_->binary(op, a, b); }
+  Tensor do_binary_scalar(BinaryOp op, const Tensor& a, float s, bool scalar_first) override {
     return cpu_->binary_scalar(op, a, s, scalar_first);
   }
-  Tensor add_batch_channel(const Tensor& x, const Tensor& t) override { return cpu_->add_batch_channel(x, t); }
-  Tensor clamp(const Tensor& x, float lo, float hi) override { return cpu_->clamp(x, lo, hi); }
-  Tensor upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) override {
+  Tensor do_add_batch_channel(const Tensor& x, const Tensor& t) override { return cpu_->add_batch_channel(x, t); }
+  Tensor do_clamp(const Tensor& x, float lo, float hi) override { return cpu_->clamp(x, lo, hi); }
+  Tensor do_upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) override {
     return cpu_->upsample_nearest(x, out_h, out_w);
   }
-  Tensor concat_channels(const Tensor& a, const Tensor& b) override { return cpu_->concat_channels(a, b); }
-  Tensor concat_batch(const std::vector<Tensor>& parts) override { return cpu_->concat_batch(parts); }
-  Tensor embedding(const std::vector<int32_t>& ids, const Tensor& table) override {
+  Tensor do_concat_channels(const Tensor& a, const Tensor& b, const Shape&) override {
+    return cpu_->concat_channels(a, b);
+  }
+  Tensor do_concat_batch(const std::vector<Tensor>& parts, const Shape&) override { return cpu_->concat_batch(parts); }
+  Tensor do_embedding(const std::vector<int32_t>& ids, const Tensor& table) override {
     refuse("embedding");
     return cpu_->embedding(ids, table);
   }
-  Tensor copy(const Tensor& x) override { return cpu_->copy(x); }
+  Tensor do_copy(const Tensor& x) override { return cpu_->copy(x); }
 
-  // ---- CudaBackend ----------------------------------------------------------------------------------
-  int device_index() const override { return 0; }
-  void* stream() const override { return nullptr; }
-  CudaMemoryStats memory_stats() const override { return {}; }
-  void reserve_activations(size_t) override {}
-  void allow_growth(bool) override {}
-  void set_poison(bool) override {}
-
+ public:
+  // ---- captured steps, as a CUDA graph keeps them ---------------------------------------------------
   std::vector<Tensor> run_graph(const GraphKey& key, const std::vector<Tensor>& inputs, const GraphFn& fn) override {
     auto it = graphs_.find(key);
     if (it == graphs_.end()) {
@@ -134,22 +135,6 @@ class GraphEmulator final : public CudaBackend {
     graphs_.clear();
     ++drops;
   }
-  bool capturing() const override { return capturing_; }
-  Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float shift) override {
-    std::vector<float> e = sdmpi::timestep_embedding(cpu_->to_host(t), dim, flip_sin_to_cos, shift);
-    return cpu_->from_host(e.data(), {t.dim(0), dim});
-  }
-  Tensor guidance_combine(const Tensor& eps, float scale) override {
-    const int64_t b = eps.dim(0) / 2;
-    const Tensor u = eps.rows(0, b), c = eps.rows(b, 2 * b);
-    return cpu_->binary(BinaryOp::Add, u,
-                        cpu_->binary_scalar(BinaryOp::Mul, cpu_->binary(BinaryOp::Sub, c, u), scale, true));
-  }
-  Tensor cast(const Tensor& x, DType dtype) override {
-    if (x.dtype() != dtype) throw Error("emulator: only F32 exists here, asked to cast " + x.describe());
-    return x;
-  }
-
  private:
   void refuse(const char* op) const {
     if (capturing_) throw Error(std::string(op) + " inside a graph capture");

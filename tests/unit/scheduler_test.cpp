@@ -475,8 +475,8 @@ TEST_F(TrajectoryTest, GuidanceCombineBitExact) {
   const auto& f = **file_;
   const Shape shape = {2, 8, 8, 4};
   const std::vector<float> u = f.to_f32("cfg/uncond"), c = f.to_f32("cfg/cond");
-  const Tensor out = guidance_combine(*backend, backend->from_host(u.data(), shape), backend->from_host(c.data(), shape),
-                                      meta_->at("cfg_guidance").get<float>());
+  const Tensor eps = backend->concat_batch({backend->from_host(u.data(), shape), backend->from_host(c.data(), shape)});
+  const Tensor out = backend->guidance_combine(eps, meta_->at("cfg_guidance").get<float>());
   EXPECT_EQ(compare_bits(backend->to_host(out), f.to_f32("cfg/out")), "");
 }
 

@@ -28,7 +28,9 @@ class RecordingBackend : public Backend {
   std::string name() const override { return "recording"; }
   Device device() const override { return Device::CPU; }
   DType compute_dtype() const override { return DType::F32; }
-  Tensor upload_weight(const WeightView& w, WeightKind kind) override {
+
+ protected:
+  Tensor do_upload_weight(const WeightView& w, WeightKind kind, const Shape&) override {
     std::vector<float> v(static_cast<size_t>(shape_numel(w.shape)));
     convert_to_f32(w.dtype, w.data, v.data(), v.size());
     uploads.push_back({w.name, w.shape, w.dtype, kind, v});
@@ -38,25 +40,26 @@ class RecordingBackend : public Backend {
   }
 
   [[noreturn]] static void no() { throw std::logic_error("not used by the loader"); }
-  Tensor empty(const Shape&, DType) override { no(); }
-  Tensor from_host(const float*, const Shape&) override { no(); }
-  std::vector<float> to_host(const Tensor&) override { no(); }
-  Tensor linear(const Tensor&, const Tensor&, const Tensor*, const Tensor*) override { no(); }
-  Tensor conv2d(const Tensor&, const Tensor&, const Tensor*, int, int, const Tensor*) override { no(); }
-  Tensor group_norm(const Tensor&, int, const Tensor&, const Tensor&, float, bool) override { no(); }
-  Tensor layer_norm(const Tensor&, const Tensor&, const Tensor&, float) override { no(); }
-  Tensor attention(const Tensor&, const Tensor&, const Tensor&, int, bool) override { no(); }
-  Tensor activation(const Tensor&, Activation) override { no(); }
-  Tensor geglu(const Tensor&) override { no(); }
-  Tensor binary(BinaryOp, const Tensor&, const Tensor&) override { no(); }
-  Tensor binary_scalar(BinaryOp, const Tensor&, float, bool) override { no(); }
-  Tensor add_batch_channel(const Tensor&, const Tensor&) override { no(); }
-  Tensor clamp(const Tensor&, float, float) override { no(); }
-  Tensor upsample_nearest(const Tensor&, int64_t, int64_t) override { no(); }
-  Tensor concat_channels(const Tensor&, const Tensor&) override { no(); }
-  Tensor concat_batch(const std::vector<Tensor>&) override { no(); }
-  Tensor embedding(const std::vector<int32_t>&, const Tensor&) override { no(); }
-  Tensor copy(const Tensor&) override { no(); }
+  Tensor do_empty(const Shape&, DType) override { no(); }
+  Tensor do_from_host(const float*, const Shape&) override { no(); }
+  std::vector<float> do_to_host(const Tensor&) override { no(); }
+  Tensor do_cast(const Tensor&, DType) override { no(); }
+  Tensor do_linear(const Tensor&, const Tensor&, const Tensor*, const Tensor*, const Shape&) override { no(); }
+  Tensor do_conv2d(const Tensor&, const Tensor&, const Tensor*, int, int, const Tensor*, const Shape&) override { no(); }
+  Tensor do_group_norm(const Tensor&, int, const Tensor&, const Tensor&, float, bool) override { no(); }
+  Tensor do_layer_norm(const Tensor&, const Tensor&, const Tensor&, float) override { no(); }
+  Tensor do_attention(const Tensor&, const Tensor&, const Tensor&, int, bool) override { no(); }
+  Tensor do_activation(const Tensor&, Activation) override { no(); }
+  Tensor do_geglu(const Tensor&, const Shape&) override { no(); }
+  Tensor do_binary(BinaryOp, const Tensor&, const Tensor&) override { no(); }
+  Tensor do_binary_scalar(BinaryOp, const Tensor&, float, bool) override { no(); }
+  Tensor do_add_batch_channel(const Tensor&, const Tensor&) override { no(); }
+  Tensor do_clamp(const Tensor&, float, float) override { no(); }
+  Tensor do_upsample_nearest(const Tensor&, int64_t, int64_t) override { no(); }
+  Tensor do_concat_channels(const Tensor&, const Tensor&, const Shape&) override { no(); }
+  Tensor do_concat_batch(const std::vector<Tensor>&, const Shape&) override { no(); }
+  Tensor do_embedding(const std::vector<int32_t>&, const Tensor&) override { no(); }
+  Tensor do_copy(const Tensor&) override { no(); }
 };
 
 std::string finish_message(WeightLoader& loader) {

@@ -1,7 +1,7 @@
 // The CUDA backend: backend.h's ops on one GPU, one stream, pooled memory (see cuda_backend.h).
 //
-// Every op validates its operands on the host (one Error line naming the op and the shapes), takes
-// its output from the current pool, and enqueues work on the backend's stream: cuBLASLt for matrix
+// Every op's contract was checked before dispatch (src/core/backend.cpp); an op here takes its
+// output from the current pool and enqueues work on the backend's stream: cuBLASLt for matrix
 // products, cuDNN for convolutions, our kernels (kernels/*.cu) for the rest. Nothing here waits for
 // the GPU except to_host and synchronize, so the host runs ahead and the GPU never idles between ops.
 #include <cuda_runtime.h>
@@ -58,37 +58,7 @@ class CudaBackendImpl final : public CudaBackend {
   Device device() const override { return Device::CUDA; }
   DType compute_dtype() const override { return compute_; }
 
-  Tensor empty(const Shape& shape, DType dtype) override;
-  Tensor from_host(const float* data, const Shape& shape) override;
-  std::vector<float> to_host(const Tensor& t) override;
-  Tensor upload_weight(const WeightView& w, WeightKind kind) override;
   void synchronize() override;
-
-  Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual) override;
-  Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
-                const Tensor* residual) override;
-  Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
-                    bool silu) override;
-  Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override;
-  Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) override;
-  Tensor activation(const Tensor& x, Activation act) override;
-  Tensor geglu(const Tensor& x) override;
-  Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b) override;
-  Tensor binary_scalar(BinaryOp op, const Tensor& a, float s, bool scalar_first) override;
-  Tensor add_batch_channel(const Tensor& x, const Tensor& t) override;
-  Tensor clamp(const Tensor& x, float lo, float hi) override;
-  Tensor upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) override;
-  Tensor concat_channels(const Tensor& a, const Tensor& b) override;
-  Tensor concat_batch(const std::vector<Tensor>& parts) override;
-  Tensor embedding(const std::vector<int32_t>& ids, const Tensor& table) override;
-  Tensor copy(const Tensor& x) override;
-
-  int device_index() const override { return device_; }
-  void* stream() const override { return stream_; }
-  CudaMemoryStats memory_stats() const override;
-  void reserve_activations(size_t bytes) override { activations_->reserve(bytes); }
-  void allow_growth(bool allowed) override { activations_->set_growth(allowed); }
-  void set_poison(bool on) override { poison_ = on; }
   std::vector<Tensor> run_graph(const GraphKey& key, const std::vector<Tensor>& inputs, const GraphFn& fn) override;
   std::vector<Tensor> graph_inputs(const GraphKey& key) override;
   bool graph_captured(const GraphKey& key) const override {
@@ -96,10 +66,42 @@ class CudaBackendImpl final : public CudaBackend {
     return it != graphs_.end() && !it->second.eager;
   }
   void drop_graphs() override;
+
+  int device_index() const override { return device_; }
+  void* stream() const override { return stream_; }
+  CudaMemoryStats memory_stats() const override;
+  void reserve_activations(size_t bytes) override { activations_->reserve(bytes); }
+  void allow_growth(bool allowed) override { activations_->set_growth(allowed); }
+  void set_poison(bool on) override { poison_ = on; }
   bool capturing() const override { return capturing_; }
   Tensor timestep_embedding(const Tensor& t, int dim, bool flip_sin_to_cos, float shift) override;
-  Tensor guidance_combine(const Tensor& eps, float scale) override;
-  Tensor cast(const Tensor& x, DType dtype) override;
+
+ protected:
+  Tensor do_empty(const Shape& shape, DType dtype) override;
+  Tensor do_from_host(const float* data, const Shape& shape) override;
+  std::vector<float> do_to_host(const Tensor& t) override;
+  Tensor do_upload_weight(const WeightView& w, WeightKind kind, const Shape& layout) override;
+  Tensor do_cast(const Tensor& x, DType dtype) override;
+  Tensor do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual,
+                   const Shape& out_shape) override;
+  Tensor do_conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad, const Tensor* residual,
+                   const Shape& out_shape) override;
+  Tensor do_group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                       bool silu) override;
+  Tensor do_layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override;
+  Tensor do_attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) override;
+  Tensor do_activation(const Tensor& x, Activation act) override;
+  Tensor do_geglu(const Tensor& x, const Shape& out_shape) override;
+  Tensor do_binary(BinaryOp op, const Tensor& a, const Tensor& b) override;
+  Tensor do_binary_scalar(BinaryOp op, const Tensor& a, float s, bool scalar_first) override;
+  Tensor do_add_batch_channel(const Tensor& x, const Tensor& t) override;
+  Tensor do_clamp(const Tensor& x, float lo, float hi) override;
+  Tensor do_guidance_combine(const Tensor& eps, float scale) override;
+  Tensor do_upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) override;
+  Tensor do_concat_channels(const Tensor& a, const Tensor& b, const Shape& out_shape) override;
+  Tensor do_concat_batch(const std::vector<Tensor>& parts, const Shape& out_shape) override;
+  Tensor do_embedding(const std::vector<int32_t>& ids, const Tensor& table) override;
+  Tensor do_copy(const Tensor& x) override;
 
  private:
   struct GraphEntry {
@@ -222,7 +224,7 @@ Tensor CudaBackendImpl::alloc(const Shape& shape, DType dtype) {
   return alloc_in(graph_pool_ ? graph_pool_ : activations_, shape, dtype);
 }
 
-Tensor CudaBackendImpl::empty(const Shape& shape, DType dtype) {
+Tensor CudaBackendImpl::do_empty(const Shape& shape, DType dtype) {
   bind();
   return alloc(shape, dtype);
 }
@@ -246,13 +248,12 @@ Tensor CudaBackendImpl::as_dtype(const Tensor& t, DType want) {
   return out;
 }
 
-Tensor CudaBackendImpl::from_host(const float* data, const Shape& shape) {
+Tensor CudaBackendImpl::do_from_host(const float* data, const Shape& shape) {
   bind();
   no_host_traffic("from_host");
   Tensor out = alloc(shape, compute_);
   size_t n = static_cast<size_t>(out.numel());
   if (n == 0) return out;
-  if (!data) throw Error("from_host: null data for " + shape_str(shape));
   // A copy from pageable host memory returns once the source has been read into the driver's
   // staging buffers, so the host data (and `converted` below) may go when the call returns.
   if (compute_ == DType::F32) {
@@ -265,9 +266,8 @@ Tensor CudaBackendImpl::from_host(const float* data, const Shape& shape) {
   return out;
 }
 
-std::vector<float> CudaBackendImpl::to_host(const Tensor& t) {
+std::vector<float> CudaBackendImpl::do_to_host(const Tensor& t) {
   bind();
-  check(t, "to_host", "tensor");
   no_host_traffic("to_host");
   size_t n = static_cast<size_t>(t.numel());
   std::vector<float> out(n);
@@ -290,36 +290,13 @@ void CudaBackendImpl::synchronize() {
   SDMPI_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-Tensor CudaBackendImpl::upload_weight(const WeightView& w, WeightKind kind) {
+Tensor CudaBackendImpl::do_upload_weight(const WeightView& w, WeightKind kind, const Shape& shape) {
   bind();
   no_host_traffic("upload_weight");
-  const std::string where = "weight '" + w.name + "' " + dtype_name(w.dtype) + shape_str(w.shape);
-  int64_t n = shape_numel(w.shape);
-  for (int64_t d : w.shape)
-    if (d < 0) throw InputError(where + ": negative dimension");
-  if (n > 0 && !w.data) throw InputError(where + ": no data");
+  const int64_t n = shape_numel(w.shape);
   const DType target = kind == WeightKind::Vector ? DType::F32 : compute_;
-  Shape shape = w.shape;
-  bool permute = false;
-  const Shape& ws = w.shape;
-  switch (kind) {
-    case WeightKind::Linear:
-      // 1x1 convolution weights [out, in, 1, 1] also serve as linear weights (old VAE attention).
-      if (ws.size() == 4 && ws[2] == 1 && ws[3] == 1) shape = {ws[0], ws[1]};
-      else if (ws.size() != 2) throw InputError(where + ": expected a linear weight [out, in]");
-      break;
-    case WeightKind::Conv:
-      if (ws.size() != 4) throw InputError(where + ": expected a convolution weight [out, in, kh, kw]");
-      shape = {ws[0], ws[2], ws[3], ws[1]};
-      permute = ws[2] != 1 || ws[3] != 1;  // 1x1 kernels: OIHW and OHWI are the same bytes
-      break;
-    case WeightKind::Vector:
-      if (ws.size() != 1) throw InputError(where + ": expected a vector [C]");
-      break;
-    case WeightKind::Embedding:
-      if (ws.size() != 2) throw InputError(where + ": expected an embedding table [rows, C]");
-      break;
-  }
+  // 1x1 kernels: OIHW and OHWI are the same bytes.
+  const bool permute = kind == WeightKind::Conv && (w.shape[2] != 1 || w.shape[3] != 1);
   Tensor out = alloc_in(weights_, shape, target);
   if (n == 0) return out;
   const size_t src_bytes = static_cast<size_t>(n) * dtype_size(w.dtype);
@@ -375,58 +352,20 @@ Tensor CudaBackendImpl::linear_impl(const char* op, const Tensor& x2, const Tens
   return out;
 }
 
-Tensor CudaBackendImpl::linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual) {
+Tensor CudaBackendImpl::do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual,
+                                  const Shape& out_shape) {
   bind();
-  check(x, "linear", "x");
-  check(w, "linear", "w");
-  if (x.rank() < 1 || w.rank() != 2 || x.dim(-1) != w.dim(1))
-    throw Error("linear: x " + x.describe() + " does not match w " + w.describe() + " ([out, in])");
-  if (x.dtype() != w.dtype())
-    throw Error("linear: x " + x.describe() + " and w " + w.describe() + " have different dtypes");
-  const int64_t k = w.dim(1), n = w.dim(0);
-  Shape out_shape = x.shape();
-  out_shape.back() = n;
-  if (bias) {
-    check(*bias, "linear", "bias");
-    if (bias->numel() != n) throw Error("linear: bias " + bias->describe() + " does not match w " + w.describe());
-  }
-  if (residual) {
-    check(*residual, "linear", "residual");
-    if (residual->shape() != out_shape || residual->dtype() != x.dtype())
-      throw Error("linear: residual " + residual->describe() + " does not match the output " +
-                  std::string(dtype_name(x.dtype())) + shape_str(out_shape));
-  }
+  const int64_t k = w.dim(1);
   const int64_t m = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
   Tensor x2 = x.reshape({m, k});
   return linear_impl("linear", x2, w, bias, residual, out_shape);
 }
 
-Tensor CudaBackendImpl::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
-                               const Tensor* residual) {
+Tensor CudaBackendImpl::do_conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
+                                  const Tensor* residual, const Shape& out_shape) {
   bind();
-  check(x, "conv2d", "x");
-  check(w, "conv2d", "w");
-  if (x.rank() != 4 || w.rank() != 4 || x.dim(3) != w.dim(3))
-    throw Error("conv2d: x " + x.describe() + " ([B, H, W, Cin]) does not match w " + w.describe() +
-                " ([Cout, kh, kw, Cin])");
-  if (x.dtype() != w.dtype())
-    throw Error("conv2d: x " + x.describe() + " and w " + w.describe() + " have different dtypes");
-  if (stride < 1 || pad < 0) throw Error("conv2d: stride " + std::to_string(stride) + ", pad " + std::to_string(pad));
   cuda::ConvShape cs{x.dim(0), x.dim(1), x.dim(2), x.dim(3), w.dim(0), w.dim(1), w.dim(2), stride, pad, x.dtype()};
-  const int64_t ho = cs.out_h(), wo = cs.out_w();
-  if (x.dim(1) + 2 * pad < w.dim(1) || x.dim(2) + 2 * pad < w.dim(2) || ho <= 0 || wo <= 0)
-    throw Error("conv2d: kernel " + w.describe() + " larger than the padded input " + x.describe());
-  const Shape out_shape{cs.n, ho, wo, cs.k};
-  if (bias) {
-    check(*bias, "conv2d", "bias");
-    if (bias->numel() != cs.k) throw Error("conv2d: bias " + bias->describe() + " does not match w " + w.describe());
-  }
-  if (residual) {
-    check(*residual, "conv2d", "residual");
-    if (residual->shape() != out_shape || residual->dtype() != x.dtype())
-      throw Error("conv2d: residual " + residual->describe() + " does not match the output " +
-                  std::string(dtype_name(x.dtype())) + shape_str(out_shape));
-  }
+  const int64_t ho = out_shape[1], wo = out_shape[2];
   // A 1x1 convolution with stride 1 and no padding is a matrix product over the pixels (NHWC): the
   // cuBLASLt path with its fused bias and residual.
   if (cs.r == 1 && cs.s == 1 && stride == 1 && pad == 0 && !direct_conv_) {
@@ -470,20 +409,10 @@ Tensor CudaBackendImpl::conv2d(const Tensor& x, const Tensor& w, const Tensor* b
 
 // ---- normalisation ----------------------------------------------------------------------------------
 
-Tensor CudaBackendImpl::group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
-                                   bool silu) {
+Tensor CudaBackendImpl::do_group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta,
+                                      float eps, bool silu) {
   bind();
-  check(x, "group_norm", "x");
-  check(gamma, "group_norm", "gamma");
-  check(beta, "group_norm", "beta");
-  if (x.rank() < 2) throw Error("group_norm: x " + x.describe() + " needs [B, ..., C]");
   const int64_t batch = x.dim(0), c = x.dim(-1);
-  if (groups <= 0 || c % groups != 0)
-    throw Error("group_norm: " + std::to_string(c) + " channels of " + x.describe() + " do not split into " +
-                std::to_string(groups) + " groups");
-  if (gamma.numel() != c || beta.numel() != c)
-    throw Error("group_norm: gamma " + gamma.describe() + " / beta " + beta.describe() + " do not match " +
-                std::to_string(c) + " channels");
   const int64_t spatial = batch && c ? x.numel() / (batch * c) : 0;
   Tensor out = alloc(x.shape(), x.dtype());
   if (out.numel() == 0) return out;
@@ -495,16 +424,9 @@ Tensor CudaBackendImpl::group_norm(const Tensor& x, int groups, const Tensor& ga
   return out;
 }
 
-Tensor CudaBackendImpl::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
+Tensor CudaBackendImpl::do_layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
   bind();
-  check(x, "layer_norm", "x");
-  check(gamma, "layer_norm", "gamma");
-  check(beta, "layer_norm", "beta");
-  if (x.rank() < 1) throw Error("layer_norm: x " + x.describe() + " has no last dimension");
   const int64_t c = x.dim(-1);
-  if (gamma.numel() != c || beta.numel() != c)
-    throw Error("layer_norm: gamma " + gamma.describe() + " / beta " + beta.describe() + " do not match x " +
-                x.describe());
   Tensor out = alloc(x.shape(), x.dtype());
   if (out.numel() == 0) return out;
   Tensor g32 = as_dtype(gamma, DType::F32), b32 = as_dtype(beta, DType::F32);
@@ -515,21 +437,9 @@ Tensor CudaBackendImpl::layer_norm(const Tensor& x, const Tensor& gamma, const T
 
 // ---- attention ---------------------------------------------------------------------------------------
 
-Tensor CudaBackendImpl::attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
+Tensor CudaBackendImpl::do_attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
   bind();
-  check(q, "attention", "q");
-  check(k, "attention", "k");
-  check(v, "attention", "v");
-  if (q.rank() != 3 || k.rank() != 3 || v.rank() != 3 || k.shape() != v.shape() || q.dim(0) != k.dim(0) ||
-      q.dim(2) != k.dim(2))
-    throw Error("attention: q " + q.describe() + ", k " + k.describe() + ", v " + v.describe() +
-                " are not [B, Nq, C], [B, Nk, C], [B, Nk, C]");
-  if (q.dtype() != k.dtype() || q.dtype() != v.dtype())
-    throw Error("attention: q, k, v have different dtypes (" + q.describe() + ", " + k.describe() + ", " +
-                v.describe() + ")");
   const int64_t c = q.dim(2);
-  if (heads <= 0 || c % heads != 0)
-    throw Error("attention: " + std::to_string(c) + " channels do not split into " + std::to_string(heads) + " heads");
   const int d = static_cast<int>(c / heads);
   Tensor out = alloc(q.shape(), q.dtype());
   if (out.numel() == 0) return out;
@@ -575,32 +485,24 @@ Tensor CudaBackendImpl::attention(const Tensor& q, const Tensor& k, const Tensor
 
 // ---- activations and elementwise glue -----------------------------------------------------------------
 
-Tensor CudaBackendImpl::activation(const Tensor& x, Activation act) {
+Tensor CudaBackendImpl::do_activation(const Tensor& x, Activation act) {
   bind();
-  check(x, "activation", "x");
   Tensor out = alloc(x.shape(), x.dtype());
   kernels::activation(s(), act, x.dtype(), x.raw(), out.raw(), x.numel());
   return out;
 }
 
-Tensor CudaBackendImpl::geglu(const Tensor& x) {
+Tensor CudaBackendImpl::do_geglu(const Tensor& x, const Shape& out_shape) {
   bind();
-  check(x, "geglu", "x");
-  if (x.rank() < 1 || x.dim(-1) % 2 != 0) throw Error("geglu: x " + x.describe() + " needs an even last dimension");
-  const int64_t c = x.dim(-1) / 2;
-  Shape shape = x.shape();
-  shape.back() = c;
-  Tensor out = alloc(shape, x.dtype());
+  const int64_t c = out_shape.back();
+  Tensor out = alloc(out_shape, x.dtype());
   if (out.numel() == 0) return out;
   kernels::geglu(s(), x.dtype(), x.raw(), out.raw(), out.numel() / c, c);
   return out;
 }
 
-Tensor CudaBackendImpl::binary(BinaryOp op, const Tensor& a, const Tensor& b) {
+Tensor CudaBackendImpl::do_binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   bind();
-  check(a, "binary", "a");
-  check(b, "binary", "b");
-  if (a.shape() != b.shape()) throw Error("binary: shapes differ: " + a.describe() + " and " + b.describe());
   const DType t = promote(a.dtype(), b.dtype());
   Tensor a2 = as_dtype(a, t), b2 = as_dtype(b, t);  // widening to F32 is exact
   Tensor out = alloc(a.shape(), t);
@@ -608,20 +510,15 @@ Tensor CudaBackendImpl::binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   return out;
 }
 
-Tensor CudaBackendImpl::binary_scalar(BinaryOp op, const Tensor& a, float sc, bool scalar_first) {
+Tensor CudaBackendImpl::do_binary_scalar(BinaryOp op, const Tensor& a, float sc, bool scalar_first) {
   bind();
-  check(a, "binary_scalar", "a");
   Tensor out = alloc(a.shape(), a.dtype());
   kernels::binary_scalar(s(), op, a.dtype(), a.raw(), sc, scalar_first, out.raw(), out.numel());
   return out;
 }
 
-Tensor CudaBackendImpl::add_batch_channel(const Tensor& x, const Tensor& t) {
+Tensor CudaBackendImpl::do_add_batch_channel(const Tensor& x, const Tensor& t) {
   bind();
-  check(x, "add_batch_channel", "x");
-  check(t, "add_batch_channel", "t");
-  if (x.rank() < 2 || t.rank() != 2 || t.dim(0) != x.dim(0) || t.dim(1) != x.dim(-1))
-    throw Error("add_batch_channel: x " + x.describe() + " ([B, ..., C]) does not match t " + t.describe() + " ([B, C])");
   Tensor t2 = (t.dtype() == DType::F32 || t.dtype() == x.dtype()) ? t : as_dtype(t, DType::F32);
   Tensor out = alloc(x.shape(), x.dtype());
   if (out.numel() == 0) return out;
@@ -631,10 +528,8 @@ Tensor CudaBackendImpl::add_batch_channel(const Tensor& x, const Tensor& t) {
   return out;
 }
 
-Tensor CudaBackendImpl::clamp(const Tensor& x, float lo, float hi) {
+Tensor CudaBackendImpl::do_clamp(const Tensor& x, float lo, float hi) {
   bind();
-  check(x, "clamp", "x");
-  if (lo > hi) throw Error("clamp: lower bound " + std::to_string(lo) + " above upper bound " + std::to_string(hi));
   Tensor out = alloc(x.shape(), x.dtype());
   kernels::clamp(s(), x.dtype(), x.raw(), out.raw(), x.numel(), lo, hi);
   return out;
@@ -642,51 +537,26 @@ Tensor CudaBackendImpl::clamp(const Tensor& x, float lo, float hi) {
 
 // ---- shape ops --------------------------------------------------------------------------------------
 
-Tensor CudaBackendImpl::upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) {
+Tensor CudaBackendImpl::do_upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) {
   bind();
-  check(x, "upsample_nearest", "x");
-  if (x.rank() != 4 || out_h < 1 || out_w < 1)
-    throw Error("upsample_nearest: x " + x.describe() + " ([B, H, W, C]) to " + std::to_string(out_h) + "x" +
-                std::to_string(out_w));
-  if (x.dim(1) < 1 || x.dim(2) < 1) throw Error("upsample_nearest: empty input " + x.describe());
   Tensor out = alloc({x.dim(0), out_h, out_w, x.dim(3)}, x.dtype());
   kernels::upsample_nearest(s(), dtype_size(x.dtype()), x.raw(), out.raw(), x.dim(0), x.dim(1), x.dim(2), x.dim(3),
                             out_h, out_w);
   return out;
 }
 
-Tensor CudaBackendImpl::concat_channels(const Tensor& a, const Tensor& b) {
+Tensor CudaBackendImpl::do_concat_channels(const Tensor& a, const Tensor& b, const Shape& shape) {
   bind();
-  check(a, "concat_channels", "a");
-  check(b, "concat_channels", "b");
-  if (a.rank() < 1 || a.rank() != b.rank() || !std::equal(a.shape().begin(), a.shape().end() - 1, b.shape().begin()))
-    throw Error("concat_channels: " + a.describe() + " and " + b.describe() + " differ before the last dimension");
-  if (a.dtype() != b.dtype())
-    throw Error("concat_channels: " + a.describe() + " and " + b.describe() + " have different dtypes");
   const int64_t ca = a.dim(-1), cb = b.dim(-1);
-  Shape shape = a.shape();
-  shape.back() = ca + cb;
   Tensor out = alloc(shape, a.dtype());
   if (out.numel() == 0) return out;
   kernels::concat_channels(s(), dtype_size(a.dtype()), a.raw(), b.raw(), out.raw(), out.numel() / (ca + cb), ca, cb);
   return out;
 }
 
-Tensor CudaBackendImpl::concat_batch(const std::vector<Tensor>& parts) {
+Tensor CudaBackendImpl::do_concat_batch(const std::vector<Tensor>& parts, const Shape& shape) {
   bind();
-  if (parts.empty()) throw Error("concat_batch: no tensors");
-  for (const Tensor& p : parts) check(p, "concat_batch", "part");
   const Tensor& first = parts[0];
-  if (first.rank() < 1) throw Error("concat_batch: " + first.describe() + " has no batch dimension");
-  int64_t batch = 0;
-  for (const Tensor& p : parts) {
-    if (p.rank() != first.rank() || !std::equal(p.shape().begin() + 1, p.shape().end(), first.shape().begin() + 1) ||
-        p.dtype() != first.dtype())
-      throw Error("concat_batch: " + p.describe() + " does not match " + first.describe());
-    batch += p.dim(0);
-  }
-  Shape shape = first.shape();
-  shape[0] = batch;
   Tensor out = alloc(shape, first.dtype());
   size_t offset = 0;
   for (const Tensor& p : parts) {
@@ -698,16 +568,10 @@ Tensor CudaBackendImpl::concat_batch(const std::vector<Tensor>& parts) {
   return out;
 }
 
-Tensor CudaBackendImpl::embedding(const std::vector<int32_t>& ids, const Tensor& table) {
+Tensor CudaBackendImpl::do_embedding(const std::vector<int32_t>& ids, const Tensor& table) {
   bind();
-  check(table, "embedding", "table");
   no_host_traffic("embedding");
-  if (table.rank() != 2) throw Error("embedding: table " + table.describe() + " is not [V, C]");
-  const int64_t rows = table.dim(0), c = table.dim(1), n = static_cast<int64_t>(ids.size());
-  for (size_t i = 0; i < ids.size(); ++i)
-    if (ids[i] < 0 || ids[i] >= rows)
-      throw Error("embedding: id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
-                  " outside the table " + table.describe());
+  const int64_t c = table.dim(1), n = static_cast<int64_t>(ids.size());
   Tensor out = alloc({n, c}, table.dtype());
   if (out.numel() == 0) return out;
   Tensor dev_ids = alloc({n}, DType::F32);  // 4-byte slots for the int32 ids
@@ -718,9 +582,8 @@ Tensor CudaBackendImpl::embedding(const std::vector<int32_t>& ids, const Tensor&
   return out;
 }
 
-Tensor CudaBackendImpl::copy(const Tensor& x) {
+Tensor CudaBackendImpl::do_copy(const Tensor& x) {
   bind();
-  check(x, "copy", "x");
   Tensor out = alloc(x.shape(), x.dtype());
   if (x.nbytes())
     SDMPI_CUDA_CHECK(cudaMemcpyAsync(out.raw(), x.raw(), x.nbytes(), cudaMemcpyDeviceToDevice, stream_));
@@ -741,11 +604,8 @@ Tensor CudaBackendImpl::timestep_embedding(const Tensor& t, int dim, bool flip_s
   return out;
 }
 
-Tensor CudaBackendImpl::guidance_combine(const Tensor& eps, float scale) {
+Tensor CudaBackendImpl::do_guidance_combine(const Tensor& eps, float scale) {
   bind();
-  check(eps, "guidance_combine", "eps");
-  if (eps.rank() < 1 || eps.dim(0) % 2 != 0)
-    throw Error("guidance_combine: eps " + eps.describe() + " needs an even batch [uncond; cond]");
   Shape shape = eps.shape();
   shape[0] /= 2;
   Tensor out = alloc(shape, eps.dtype());
@@ -753,9 +613,8 @@ Tensor CudaBackendImpl::guidance_combine(const Tensor& eps, float scale) {
   return out;
 }
 
-Tensor CudaBackendImpl::cast(const Tensor& x, DType dtype) {
+Tensor CudaBackendImpl::do_cast(const Tensor& x, DType dtype) {
   bind();
-  check(x, "cast", "x");
   return as_dtype(x, dtype);
 }
 

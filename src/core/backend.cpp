@@ -1,0 +1,317 @@
+// The op contracts of include/sdmpi/backend.h, checked once for every backend before dispatch.
+//
+// A failed check is one Error line, "<op>: <argument> <what is wrong>", naming the shapes and
+// dtypes involved; weights that do not fit their kind are InputErrors naming the weight, since
+// they come from the user's files. What is checked here is what the op means (ranks, matching
+// sizes, dtypes that must agree, tensors on this backend's device); a backend checks only what is
+// its own (the CPU's F32-only arithmetic, a kernel's size limits).
+#include <algorithm>
+
+#include "sdmpi/backend.h"
+#include "sdmpi/error.h"
+
+namespace sdmpi {
+
+namespace {
+
+[[noreturn]] void fail(const char* op, const std::string& message) { throw Error(std::string(op) + ": " + message); }
+
+void require(bool ok, const char* op, const std::string& message) {
+  if (!ok) fail(op, message);
+}
+
+const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+
+void require_shape(const Tensor& t, const Shape& expected, const char* op, const char* arg) {
+  require(t.shape() == expected, op,
+          std::string(arg) + " has shape " + shape_str(t.shape()) + ", expected " + shape_str(expected));
+}
+
+void require_same_dtype(const Tensor& a, const Tensor& b, const char* op, const char* what) {
+  require(a.dtype() == b.dtype(), op, std::string(what) + " have different dtypes: " + a.describe() + " and " + b.describe());
+}
+
+// An argument of a backend on `device`: defined and in that device's memory.
+void check_arg(const Tensor& t, Device device, const char* op, const char* name) {
+  require(t.defined(), op, std::string(name) + " is undefined");
+  require(t.device() == device, op,
+          std::string(name) + " " + t.describe() + " is not on this backend's device (" + device_name(device) + ")");
+}
+
+}  // namespace
+
+// ---- memory ---------------------------------------------------------------------------------------
+
+Tensor Backend::empty(const Shape& shape, DType dtype) {
+  for (int64_t d : shape) require(d >= 0, "empty", "negative dimension in " + shape_str(shape));
+  return do_empty(shape, dtype);
+}
+
+Tensor Backend::from_host(const float* data, const Shape& shape) {
+  for (int64_t d : shape) require(d >= 0, "from_host", "negative dimension in " + shape_str(shape));
+  require(data != nullptr || shape_numel(shape) == 0, "from_host", "null data for " + shape_str(shape));
+  return do_from_host(data, shape);
+}
+
+std::vector<float> Backend::to_host(const Tensor& t) {
+  check_arg(t, device(), "to_host", "tensor");
+  return do_to_host(t);
+}
+
+Tensor Backend::upload_weight(const WeightView& w, WeightKind kind) {
+  const Shape& s = w.shape;
+  auto bad = [&](const std::string& what) {
+    throw InputError("weight '" + w.name + "' " + dtype_name(w.dtype) + shape_str(s) + ": " + what);
+  };
+  for (int64_t d : s)
+    if (d < 0) bad("negative dimension");
+  Shape layout = s;
+  switch (kind) {
+    case WeightKind::Linear:
+      // 1×1 convolution weights [out, in, 1, 1] also serve as linear weights (old VAE attention).
+      if (s.size() == 4 && s[2] == 1 && s[3] == 1) layout = {s[0], s[1]};
+      else if (s.size() != 2) bad("expected a linear weight [out, in]");
+      break;
+    case WeightKind::Conv:
+      if (s.size() != 4) bad("expected a convolution weight [out, in, kh, kw]");
+      layout = {s[0], s[2], s[3], s[1]};
+      break;
+    case WeightKind::Vector:
+      if (s.size() != 1) bad("expected a vector [C]");
+      break;
+    case WeightKind::Embedding:
+      if (s.size() != 2) bad("expected an embedding table [rows, C]");
+      break;
+  }
+  if (shape_numel(s) > 0 && !w.data) bad("no data");
+  return do_upload_weight(w, kind, layout);
+}
+
+Tensor Backend::cast(const Tensor& x, DType dtype) {
+  check_arg(x, device(), "cast", "x");
+  if (x.dtype() == dtype) return x;
+  return do_cast(x, dtype);
+}
+
+// ---- matrix products and convolutions -------------------------------------------------------------
+
+Tensor Backend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual) {
+  const char* op = "linear";
+  check_arg(x, device(), op, "x");
+  check_arg(w, device(), op, "weight");
+  require(w.rank() == 2, op, "weight must be [out, in], got " + shape_str(w.shape()));
+  require(x.rank() >= 1 && x.dim(-1) == w.dim(1), op,
+          "x " + shape_str(x.shape()) + " does not match weight " + shape_str(w.shape()));
+  require_same_dtype(x, w, op, "x and weight");
+  Shape out_shape = x.shape();
+  out_shape.back() = w.dim(0);
+  if (bias) {
+    check_arg(*bias, device(), op, "bias");
+    require_shape(*bias, {w.dim(0)}, op, "bias");
+  }
+  if (residual) {
+    check_arg(*residual, device(), op, "residual");
+    require_shape(*residual, out_shape, op, "residual");
+    require_same_dtype(*residual, x, op, "residual and x");
+  }
+  return do_linear(x, w, bias, residual, out_shape);
+}
+
+Tensor Backend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
+                       const Tensor* residual) {
+  const char* op = "conv2d";
+  check_arg(x, device(), op, "x");
+  check_arg(w, device(), op, "weight");
+  require(x.rank() == 4, op, "x must be [B, H, W, C], got " + shape_str(x.shape()));
+  require(w.rank() == 4, op, "weight must be [out, kh, kw, in], got " + shape_str(w.shape()));
+  require(x.dim(3) == w.dim(3), op,
+          "x " + shape_str(x.shape()) + " has other input channels than weight " + shape_str(w.shape()));
+  require_same_dtype(x, w, op, "x and weight");
+  require(stride >= 1 && pad >= 0, op, "stride " + std::to_string(stride) + " / pad " + std::to_string(pad) + " out of range");
+  const int64_t H = x.dim(1), W = x.dim(2), KH = w.dim(1), KW = w.dim(2);
+  require(H + 2 * pad >= KH && W + 2 * pad >= KW, op,
+          "kernel " + std::to_string(KH) + "x" + std::to_string(KW) + " larger than padded input " + shape_str(x.shape()));
+  const Shape out_shape{x.dim(0), (H + 2 * pad - KH) / stride + 1, (W + 2 * pad - KW) / stride + 1, w.dim(0)};
+  if (bias) {
+    check_arg(*bias, device(), op, "bias");
+    require_shape(*bias, {w.dim(0)}, op, "bias");
+  }
+  if (residual) {
+    check_arg(*residual, device(), op, "residual");
+    require_shape(*residual, out_shape, op, "residual");
+    require_same_dtype(*residual, x, op, "residual and x");
+  }
+  return do_conv2d(x, w, bias, stride, pad, residual, out_shape);
+}
+
+// ---- normalisation --------------------------------------------------------------------------------
+
+Tensor Backend::group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps, bool silu) {
+  const char* op = "group_norm";
+  check_arg(x, device(), op, "x");
+  check_arg(gamma, device(), op, "gamma");
+  check_arg(beta, device(), op, "beta");
+  require(x.rank() >= 2, op, "x must be [B, ..., C], got " + shape_str(x.shape()));
+  const int64_t C = x.dim(-1);
+  require(groups >= 1 && C % groups == 0, op,
+          std::to_string(C) + " channels do not split into " + std::to_string(groups) + " groups");
+  require_shape(gamma, {C}, op, "gamma");
+  require_shape(beta, {C}, op, "beta");
+  return do_group_norm(x, groups, gamma, beta, eps, silu);
+}
+
+Tensor Backend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
+  const char* op = "layer_norm";
+  check_arg(x, device(), op, "x");
+  check_arg(gamma, device(), op, "gamma");
+  check_arg(beta, device(), op, "beta");
+  require(x.rank() >= 1, op, "x is a scalar");
+  require_shape(gamma, {x.dim(-1)}, op, "gamma");
+  require_shape(beta, {x.dim(-1)}, op, "beta");
+  return do_layer_norm(x, gamma, beta, eps);
+}
+
+// ---- attention ------------------------------------------------------------------------------------
+
+Tensor Backend::attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) {
+  const char* op = "attention";
+  check_arg(q, device(), op, "q");
+  check_arg(k, device(), op, "k");
+  check_arg(v, device(), op, "v");
+  require(q.rank() == 3 && k.rank() == 3 && v.rank() == 3, op,
+          "q, k, v must be [B, N, C], got " + shape_str(q.shape()) + ", " + shape_str(k.shape()) + ", " +
+              shape_str(v.shape()));
+  require(k.dim(0) == q.dim(0) && k.dim(2) == q.dim(2) && v.shape() == k.shape(), op,
+          "q " + shape_str(q.shape()) + ", k " + shape_str(k.shape()) + ", v " + shape_str(v.shape()) + " do not match");
+  require(q.dtype() == k.dtype() && q.dtype() == v.dtype(), op,
+          "q, k, v have different dtypes (" + q.describe() + ", " + k.describe() + ", " + v.describe() + ")");
+  require(heads >= 1 && q.dim(2) % heads == 0, op,
+          std::to_string(q.dim(2)) + " channels do not split into " + std::to_string(heads) + " heads");
+  return do_attention(q, k, v, heads, causal);
+}
+
+// ---- activations and elementwise glue -------------------------------------------------------------
+
+Tensor Backend::activation(const Tensor& x, Activation act) {
+  check_arg(x, device(), "activation", "x");
+  return do_activation(x, act);
+}
+
+Tensor Backend::geglu(const Tensor& x) {
+  check_arg(x, device(), "geglu", "x");
+  require(x.rank() >= 1 && x.dim(-1) % 2 == 0, "geglu", "last dimension of " + shape_str(x.shape()) + " is odd");
+  Shape out_shape = x.shape();
+  out_shape.back() /= 2;
+  return do_geglu(x, out_shape);
+}
+
+Tensor Backend::binary(BinaryOp op, const Tensor& a, const Tensor& b) {
+  check_arg(a, device(), "binary", "a");
+  check_arg(b, device(), "binary", "b");
+  require_shape(b, a.shape(), "binary", "b");
+  return do_binary(op, a, b);
+}
+
+Tensor Backend::binary_scalar(BinaryOp op, const Tensor& a, float s, bool scalar_first) {
+  check_arg(a, device(), "binary_scalar", "a");
+  return do_binary_scalar(op, a, s, scalar_first);
+}
+
+Tensor Backend::add_batch_channel(const Tensor& x, const Tensor& t) {
+  const char* op = "add_batch_channel";
+  check_arg(x, device(), op, "x");
+  check_arg(t, device(), op, "t");
+  require(x.rank() >= 2, op, "x must be [B, ..., C], got " + shape_str(x.shape()));
+  require_shape(t, {x.dim(0), x.dim(-1)}, op, "t");
+  return do_add_batch_channel(x, t);
+}
+
+Tensor Backend::clamp(const Tensor& x, float lo, float hi) {
+  check_arg(x, device(), "clamp", "x");
+  require(!(lo > hi), "clamp", "lower bound " + std::to_string(lo) + " above upper bound " + std::to_string(hi));
+  return do_clamp(x, lo, hi);
+}
+
+Tensor Backend::guidance_combine(const Tensor& eps, float scale) {
+  check_arg(eps, device(), "guidance_combine", "eps");
+  require(eps.rank() >= 1 && eps.dim(0) % 2 == 0, "guidance_combine",
+          "eps " + eps.describe() + " needs an even batch [uncond; cond]");
+  return do_guidance_combine(eps, scale);
+}
+
+Tensor Backend::do_guidance_combine(const Tensor& eps, float scale) {
+  // noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
+  const int64_t b = eps.dim(0) / 2;
+  const Tensor uncond = eps.rows(0, b), cond = eps.rows(b, 2 * b);
+  const Tensor diff = binary(BinaryOp::Sub, cond, uncond);
+  const Tensor scaled = binary_scalar(BinaryOp::Mul, diff, scale, /*scalar_first=*/true);
+  return binary(BinaryOp::Add, uncond, scaled);
+}
+
+// ---- shape ops ------------------------------------------------------------------------------------
+
+Tensor Backend::upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) {
+  const char* op = "upsample_nearest";
+  check_arg(x, device(), op, "x");
+  require(x.rank() == 4, op, "x must be [B, H, W, C], got " + shape_str(x.shape()));
+  require(out_h >= 1 && out_w >= 1, op, "output size " + std::to_string(out_h) + "x" + std::to_string(out_w) + " is empty");
+  require(x.dim(1) >= 1 && x.dim(2) >= 1, op, "input " + shape_str(x.shape()) + " is empty");
+  return do_upsample_nearest(x, out_h, out_w);
+}
+
+Tensor Backend::concat_channels(const Tensor& a, const Tensor& b) {
+  const char* op = "concat_channels";
+  check_arg(a, device(), op, "a");
+  check_arg(b, device(), op, "b");
+  require(a.rank() >= 1 && a.rank() == b.rank() && std::equal(a.shape().begin(), a.shape().end() - 1, b.shape().begin()),
+          op, "cannot join " + shape_str(a.shape()) + " and " + shape_str(b.shape()) + " along channels");
+  require_same_dtype(a, b, op, "a and b");
+  Shape out_shape = a.shape();
+  out_shape.back() = a.dim(-1) + b.dim(-1);
+  return do_concat_channels(a, b, out_shape);
+}
+
+Tensor Backend::concat_batch(const std::vector<Tensor>& parts) {
+  const char* op = "concat_batch";
+  require(!parts.empty(), op, "no tensors to join");
+  for (const Tensor& p : parts) check_arg(p, device(), op, "part");
+  const Tensor& first = parts[0];
+  require(first.rank() >= 1, op, "cannot join scalars");
+  Shape out_shape = first.shape();
+  out_shape[0] = 0;
+  for (const Tensor& p : parts) {
+    require(p.rank() == first.rank() && std::equal(p.shape().begin() + 1, p.shape().end(), first.shape().begin() + 1), op,
+            "cannot join " + shape_str(first.shape()) + " and " + shape_str(p.shape()) + " along the batch");
+    require_same_dtype(p, first, op, "parts");
+    out_shape[0] += p.dim(0);
+  }
+  return do_concat_batch(parts, out_shape);
+}
+
+Tensor Backend::embedding(const std::vector<int32_t>& ids, const Tensor& table) {
+  const char* op = "embedding";
+  check_arg(table, device(), op, "table");
+  require(table.rank() == 2, op, "table must be [rows, C], got " + shape_str(table.shape()));
+  for (size_t i = 0; i < ids.size(); ++i)
+    require(ids[i] >= 0 && ids[i] < table.dim(0), op,
+            "id " + std::to_string(ids[i]) + " at position " + std::to_string(i) + " is outside the table's " +
+                std::to_string(table.dim(0)) + " rows");
+  return do_embedding(ids, table);
+}
+
+Tensor Backend::copy(const Tensor& x) {
+  check_arg(x, device(), "copy", "x");
+  return do_copy(x);
+}
+
+// ---- captured steps: a backend without graphs runs the step as it is --------------------------------
+
+std::vector<Tensor> Backend::run_graph(const GraphKey&, const std::vector<Tensor>& inputs, const GraphFn& fn) {
+  return fn(inputs);
+}
+
+bool Backend::graph_captured(const GraphKey&) const { return false; }
+
+std::vector<Tensor> Backend::graph_inputs(const GraphKey&) { return {}; }
+
+}  // namespace sdmpi
