@@ -81,6 +81,7 @@ struct CudaMemoryStats {
   size_t peak_activation_bytes = 0;
   size_t graph_pool_bytes = 0;      // reserved by captured graphs' private pools
   int64_t device_allocations = 0;   // cudaMalloc calls so far (a step loop must not raise it)
+  int64_t graph_fallbacks = 0;      // steps whose capture failed and that run eagerly (each warned)
 };
 
 class CudaBackend : public Backend {
@@ -118,8 +119,9 @@ class CudaBackend : public Backend {
   // capture) come from that pool, and blocks freed inside it go back only to it, so the addresses
   // baked into the graph stay valid and unused by anyone else for as long as the graph lives.
   // An exception from fn during the capture (e.g. host traffic) propagates. If instead a library
-  // call breaks the capture, or SDMPI_CUDA_GRAPHS=0 is set, the key runs fn directly on the static
-  // inputs from then on (one warning), returning fresh outputs each call.
+  // call breaks the capture, the key runs fn directly on the static inputs from then on, returning
+  // fresh outputs each call: one warning, counted in memory_stats().graph_fallbacks, or an Error
+  // with SDMPI_CUDA_GRAPHS=require. SDMPI_CUDA_GRAPHS=0 runs every key so without a warning.
   // Whether a capture is in progress (ops that touch the host throw then).
   virtual bool capturing() const = 0;
 

@@ -85,9 +85,8 @@ TEST_P(CudaOps, UploadWeightConvertsEveryDtypeAndLayout) {
   EXPECT_THROW(g().upload_weight(bad, WeightKind::Vector), InputError);
 }
 
-TEST_P(CudaOps, Linear) {
-  SDMPI_REQUIRE_GPU();
-  Rng rng;
+// Every linear case on `backend` against the CPU reference.
+void check_linear(CudaBackend& backend, Rng& rng, double tolerance_value, const char* what) {
   struct Case {
     Shape x;
     int64_t n;
@@ -100,20 +99,34 @@ TEST_P(CudaOps, Linear) {
     SCOPED_TRACE(shape_label(c.x) + " -> " + std::to_string(c.n) + (c.bias ? " +bias" : "") +
                  (c.residual ? " +residual" : ""));
     const int64_t k = c.x.back();
-    Both x = random_activation(g(), rng, c.x);
-    Both w = random_weight(g(), rng, {c.n, k}, WeightKind::Linear, 1.0f / std::sqrt(static_cast<float>(k)));
-    Both b = random_weight(g(), rng, {c.n}, WeightKind::Vector, 0.5f);
+    Both x = random_activation(backend, rng, c.x);
+    Both w = random_weight(backend, rng, {c.n, k}, WeightKind::Linear, 1.0f / std::sqrt(static_cast<float>(k)));
+    Both b = random_weight(backend, rng, {c.n}, WeightKind::Vector, 0.5f);
     Shape out_shape = c.x;
     out_shape.back() = c.n;
-    Both r = random_activation(g(), rng, out_shape);
+    Both r = random_activation(backend, rng, out_shape);
     Tensor ref = cpu().linear(x.c, w.c, c.bias ? &b.c : nullptr, c.residual ? &r.c : nullptr);
-    Tensor got = g().linear(x.g, w.g, c.bias ? &b.g : nullptr, c.residual ? &r.g : nullptr);
+    Tensor got = backend.linear(x.g, w.g, c.bias ? &b.g : nullptr, c.residual ? &r.g : nullptr);
     EXPECT_EQ(got.shape(), ref.shape());
-    expect_close(g().to_host(got), cpu().to_host(ref), tol(), "linear");
+    expect_close(backend.to_host(got), cpu().to_host(ref), tolerance_value, what);
   }
+}
+
+TEST_P(CudaOps, Linear) {
+  SDMPI_REQUIRE_GPU();
+  Rng rng;
+  check_linear(g(), rng, tol(), "linear");
   Both x = random_activation(g(), rng, {2, 5});
   Both w = random_weight(g(), rng, {3, 4}, WeightKind::Linear, 1.0f);
   EXPECT_THROW(g().linear(x.g, w.g, nullptr), Error);
+}
+
+// The fallbacks for shapes cuBLASLt has no algorithm for (SDMPI_CUDA_MATMUL=fallback forces them):
+// the product without the fused epilogue plus our bias/residual kernel, and cublasGemmEx.
+TEST_P(CudaOps, LinearFallbackPaths) {
+  SDMPI_REQUIRE_GPU();
+  Rng rng;
+  check_linear(gpu_with(t(), "SDMPI_CUDA_MATMUL", "fallback"), rng, tol(), "linear through the fallbacks");
 }
 
 struct ConvCase {
@@ -315,6 +328,8 @@ TEST_P(CudaOps, BinaryRoundsLikeOneEagerOp) {
     Both a = random_activation(g(), rng, {100});
     std::vector<float> bv = rng.normal(100);
     Tensor b32 = gpu(DType::F32).from_host(bv.data(), {100});  // an F32 tensor on the same device
+    // It was written on the F32 backend's stream; g() reads it on its own: order the two explicitly.
+    gpu(DType::F32).synchronize();
     Tensor ref_b = cpu().from_host(bv.data(), {100});
     Tensor got = g().binary(BinaryOp::Mul, a.g, b32);
     EXPECT_EQ(got.dtype(), DType::F32);
@@ -361,6 +376,7 @@ TEST_P(CudaOps, TimestepEmbedding) {
         SCOPED_TRACE("dim " + std::to_string(dim) + (flip ? " flip" : "") + " shift " + std::to_string(shift));
         std::vector<float> ref = timestep_embedding(steps, dim, flip, shift);
         Tensor tg = gpu(DType::F32).from_host(steps.data(), {static_cast<int64_t>(steps.size())});
+        gpu(DType::F32).synchronize();  // written on another backend's stream than g() reads it on
         Tensor got = g().timestep_embedding(tg, dim, flip, shift);
         EXPECT_EQ(got.shape(), (Shape{static_cast<int64_t>(steps.size()), dim}));
         // Both sides round exp/sin/cos correctly (the kernel evaluates them in double).

@@ -121,6 +121,7 @@ TEST_P(CudaPipelineGraphs, ReplayMatchesEagerAndAllocatesNothingLater) {
       EXPECT_GT(with_graphs.timings().unet_graph_calls, graph_calls_before)
           << "no UNet call replayed a CUDA graph (see the warning on why the capture failed)";
       EXPECT_EQ(without.timings().unet_graph_calls, 0);
+      EXPECT_EQ(graphs.memory_stats().graph_fallbacks, 0) << "a step fell back to running without a graph";
 
       const int64_t allocations = graphs.memory_stats().device_allocations;
       std::vector<GeneratedImage> again = with_graphs.generate(batch);

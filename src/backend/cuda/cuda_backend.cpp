@@ -148,6 +148,7 @@ class CudaBackendImpl final : public CudaBackend {
   std::map<GraphKey, GraphEntry> graphs_;
   bool poison_ = false;
   bool capturing_ = false;
+  int64_t graph_fallbacks_ = 0;  // keys whose capture failed and that run eagerly
   // SDMPI_CUDA_ATTENTION=naive: the simple one-warp-per-query kernel instead of the tuned ones
   // (a debugging aid: a second implementation to compare with).
   bool naive_attention_ = false;
@@ -155,6 +156,9 @@ class CudaBackendImpl final : public CudaBackend {
   bool direct_conv_ = false;
   // SDMPI_CUDA_GRAPHS=0: run_graph runs its callable directly (for debugging and comparison).
   bool graphs_enabled_ = true;
+  // SDMPI_CUDA_GRAPHS=require: a step that cannot be captured is an error instead of a warning and
+  // an eager fallback (the GPU window runs so, to measure the design we ship).
+  bool graphs_required_ = false;
 };
 
 // ---- construction -------------------------------------------------------------------------------
@@ -167,6 +171,7 @@ CudaBackendImpl::CudaBackendImpl(int device, DType compute, const CudaDeviceInfo
   direct_conv_ = conv_choice && std::string(conv_choice) == "direct";
   const char* graphs_choice = std::getenv("SDMPI_CUDA_GRAPHS");
   graphs_enabled_ = !(graphs_choice && std::string(graphs_choice) == "0");
+  graphs_required_ = graphs_choice && std::string(graphs_choice) == "require";
   SDMPI_CUDA_CHECK(cudaSetDevice(device_));
   try {
     SDMPI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -175,7 +180,9 @@ CudaBackendImpl::CudaBackendImpl(int device, DType compute, const CudaDeviceInfo
     SDMPI_CUDNN_CHECK(cudnnCreate(&cudnn_));
     SDMPI_CUDNN_CHECK(cudnnSetStream(cudnn_, stream_));
     lt_workspace_ = alloc(Shape{static_cast<int64_t>(kLtWorkspace / 4)}, DType::F32);
-    matmul_ = std::make_unique<cuda::Matmul>(stream_, lt_workspace_.raw(), lt_workspace_.nbytes());
+    const char* matmul_choice = std::getenv("SDMPI_CUDA_MATMUL");
+    matmul_ = std::make_unique<cuda::Matmul>(stream_, lt_workspace_.raw(), lt_workspace_.nbytes(),
+                                             matmul_choice && std::string(matmul_choice) == "fallback");
     conv_ = std::make_unique<cuda::Convolution>(cudnn_);
   } catch (...) {  // the destructor does not run for a constructor that throws
     matmul_.reset();
@@ -323,6 +330,7 @@ CudaMemoryStats CudaBackendImpl::memory_stats() const {
   for (const auto& [key, e] : graphs_) st.graph_pool_bytes += e.pool->reserved_bytes();
   st.reserved_bytes += st.graph_pool_bytes;
   st.device_allocations = *driver_allocations_;
+  st.graph_fallbacks = graph_fallbacks_;
   return st;
 }
 
@@ -344,11 +352,12 @@ Tensor CudaBackendImpl::linear_impl(const char* op, const Tensor& x2, const Tens
   }
   Tensor bias_t = bias ? as_dtype(*bias, t) : Tensor();  // cuBLASLt reads the bias in the output dtype
   if (matmul_->run(t, x2.raw(), w.raw(), bias ? bias_t.raw() : nullptr, res_ptr, out.raw(), m, n, k)) return out;
-  // No fused-bias algorithm for this problem: plain product, then our epilogue (bias in float32).
-  log::debug(std::string("cuda: ") + op + ": no cuBLASLt bias epilogue for this shape; adding the bias separately");
+  // No fused bias/residual algorithm for this problem: plain product, then our epilogue (bias in
+  // float32). The matmul warned once for the shape.
+  log::debug(std::string("cuda: ") + op + ": no cuBLASLt epilogue for this shape; adding bias/residual separately");
   matmul_->run(t, x2.raw(), w.raw(), nullptr, nullptr, out.raw(), m, n, k);
-  Tensor b32 = as_dtype(*bias, DType::F32);
-  kernels::bias_residual(s(), t, out.raw(), static_cast<const float*>(b32.raw()), res_ptr, m, n);
+  Tensor b32 = bias ? as_dtype(*bias, DType::F32) : Tensor();
+  kernels::bias_residual(s(), t, out.raw(), bias ? static_cast<const float*>(b32.raw()) : nullptr, res_ptr, m, n);
   return out;
 }
 
@@ -673,9 +682,13 @@ std::vector<Tensor> CudaBackendImpl::run_graph(const GraphKey& key, const std::v
         // without a graph rather than fail the job.
         const cudaError_t why = ended != cudaSuccess ? ended : instantiated;
         cudaGetLastError();
-        log::warn("cuda: the step for " + label + " could not be captured as a CUDA graph (" +
-                  (failure_text.empty() ? std::string(cudaGetErrorString(why)) : failure_text) +
-                  "); running it without a graph");
+        const std::string reason = failure_text.empty() ? std::string(cudaGetErrorString(why)) : failure_text;
+        ++graph_fallbacks_;
+        if (graphs_required_)
+          throw Error("cuda: the step for " + label + " could not be captured as a CUDA graph (" + reason +
+                      ") and SDMPI_CUDA_GRAPHS=require is set");
+        log::warn("cuda: the step for " + label + " could not be captured as a CUDA graph (" + reason +
+                  "); running it without a graph (counted in memory_stats().graph_fallbacks)");
         e.eager = true;
         outs.clear();
       } else {

@@ -3,6 +3,7 @@
 
 #include "backend/cuda/library_check.h"
 #include "sdmpi/error.h"
+#include "sdmpi/log.h"
 
 namespace sdmpi::cuda {
 namespace {
@@ -27,8 +28,8 @@ int alignment_of(const void* p) {
 
 }  // namespace
 
-Matmul::Matmul(cudaStream_t stream, void* workspace, size_t workspace_bytes)
-    : stream_(stream), workspace_(workspace), workspace_bytes_(workspace_bytes) {
+Matmul::Matmul(cudaStream_t stream, void* workspace, size_t workspace_bytes, bool force_fallback)
+    : stream_(stream), workspace_(workspace), workspace_bytes_(workspace_bytes), force_fallback_(force_fallback) {
   SDMPI_CUBLAS_CHECK(cublasLtCreate(&handle_));
 }
 
@@ -40,6 +41,7 @@ Matmul::~Matmul() {
     if (p.c) cublasLtMatrixLayoutDestroy(p.c);
     if (p.d) cublasLtMatrixLayoutDestroy(p.d);
   }
+  if (fallback_) cublasDestroy(fallback_);
   if (handle_) cublasLtDestroy(handle_);
 }
 
@@ -86,14 +88,28 @@ Matmul::Plan& Matmul::plan_for(const Key& key, DType t, const void* bias) {
   int count = 0;
   cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.c, p.d, pref, 1, &result, &count);
   cublasLtMatmulPreferenceDestroy(pref);
+  if (force_fallback_ && st == CUBLAS_STATUS_SUCCESS) count = 0;  // as if the heuristic had nothing
   if (st == CUBLAS_STATUS_SUCCESS && count > 0 && result.state == CUBLAS_STATUS_SUCCESS) {
     p.algo = result.algo;
     p.ok = true;
   } else if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED) {
     SDMPI_CUBLAS_CHECK(st);
-  } else if (!has_bias) {
-    throw Error("cuBLASLt has no algorithm for a " + std::string(dtype_name(t)) + " product [" + std::to_string(m) +
-                ", " + std::to_string(k) + "] x [" + std::to_string(k) + ", " + std::to_string(n) + "]");
+  } else {
+    const std::string shape = std::string(dtype_name(t)) + " product [" + std::to_string(m) + ", " +
+                              std::to_string(k) + "] x [" + std::to_string(k) + ", " + std::to_string(n) + "]";
+    if (has_bias || has_residual) {
+      log::warn("cuda: cuBLASLt has no fused bias/residual algorithm for the " + shape +
+                "; running the product and our epilogue kernel instead");
+    } else {
+      log::warn("cuda: cuBLASLt has no algorithm for the " + shape + "; using cublasGemmEx for it");
+      p.gemm_ex = true;
+      if (!fallback_) {
+        SDMPI_CUBLAS_CHECK(cublasCreate(&fallback_));
+        SDMPI_CUBLAS_CHECK(cublasSetStream(fallback_, stream_));
+        // A workspace of ours keeps cuBLAS from allocating inside a CUDA-graph capture.
+        SDMPI_CUBLAS_CHECK(cublasSetWorkspace(fallback_, workspace_, workspace_bytes_));
+      }
+    }
   }
   return plans_.emplace(key, p).first->second;
 }
@@ -104,6 +120,19 @@ bool Matmul::run(DType t, const void* x, const void* w, const void* bias, const 
   Key key{m, n, k, static_cast<int>(t), bias != nullptr, residual != nullptr, alignment_of(x), alignment_of(w),
           alignment_of(residual), alignment_of(out), alignment_of(bias)};
   Plan& p = plan_for(key, t, bias);
+  if (p.gemm_ex) {
+    if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
+      throw Error("cublasGemmEx: product [" + std::to_string(m) + ", " + std::to_string(k) + "] x [" +
+                  std::to_string(k) + ", " + std::to_string(n) + "] exceeds its int dimensions");
+    // The same column-major view as cuBLASLt's: out^T [n, m] = (w [k, n])^T · x^T [k, m].
+    const float alpha = 1.0f, beta = 0.0f;
+    const cudaDataType_t type = cuda_type(t);
+    SDMPI_CUBLAS_CHECK(cublasGemmEx(fallback_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                                    static_cast<int>(k), &alpha, w, type, static_cast<int>(k), x, type,
+                                    static_cast<int>(k), &beta, out, type, static_cast<int>(n), CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT));
+    return true;
+  }
   if (!p.ok) return false;
   if (bias)
     SDMPI_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));

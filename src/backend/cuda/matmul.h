@@ -11,9 +11,15 @@
 // The algorithm is cuBLASLt's first heuristic answer for (m, n, k, dtype, epilogue, alignments),
 // asked once and cached: the same shapes on the same GPU model always run the same kernel, hence
 // the same bits. In float32 the compute type is CUBLAS_COMPUTE_32F, which never uses TF32.
+//
+// When the heuristic has nothing, the choice falls back and is cached per shape like the rest,
+// with one warning naming the shape: with a bias or residual, run() answers false and the caller
+// runs the plain product plus its own epilogue kernel; a plain product with no cuBLASLt algorithm
+// at all runs through cublasGemmEx with CUBLAS_GEMM_DEFAULT, which cuBLAS always has.
 #pragma once
 
 #include <cublasLt.h>
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -26,7 +32,9 @@ namespace sdmpi::cuda {
 
 class Matmul {
  public:
-  Matmul(cudaStream_t stream, void* workspace, size_t workspace_bytes);
+  // force_fallback: behave as if cuBLASLt had no algorithm for any shape (SDMPI_CUDA_MATMUL=fallback,
+  // so the GPU tests exercise the fallbacks).
+  Matmul(cudaStream_t stream, void* workspace, size_t workspace_bytes, bool force_fallback = false);
   ~Matmul();
   Matmul(const Matmul&) = delete;
   Matmul& operator=(const Matmul&) = delete;
@@ -41,7 +49,8 @@ class Matmul {
     cublasLtMatmulDesc_t desc = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr, d = nullptr;
     cublasLtMatmulAlgo_t algo{};
-    bool ok = false;  // an algorithm was found
+    bool ok = false;        // cuBLASLt has an algorithm
+    bool gemm_ex = false;   // plain product without one: cublasGemmEx
   };
   // m, n, k, dtype, has bias, has residual, alignments of x, w, residual, out, bias
   using Key = std::tuple<int64_t, int64_t, int64_t, int, bool, bool, int, int, int, int, int>;
@@ -50,7 +59,9 @@ class Matmul {
   cudaStream_t stream_;
   void* workspace_;
   size_t workspace_bytes_;
+  bool force_fallback_;
   cublasLtHandle_t handle_ = nullptr;
+  cublasHandle_t fallback_ = nullptr;  // created on the first shape that needs it
   std::map<Key, Plan> plans_;
 };
 
