@@ -187,6 +187,14 @@ TEST_P(CudaOps, Conv2dDirectKernel) {
   for (const ConvCase& c : kConvCases) check_conv(gpu_with(t(), "SDMPI_CUDA_CONV", "direct"), t(), rng, c, "direct conv2d");
 }
 
+// The path a shape cuDNN declines takes: patches (kernels/im2col.cu) times weights, bias and
+// residual in the product's epilogue, in slices of rows.
+TEST_P(CudaOps, Conv2dAsPatchesTimesWeights) {
+  SDMPI_REQUIRE_GPU();
+  Rng rng;
+  for (const ConvCase& c : kConvCases) check_conv(gpu_with(t(), "SDMPI_CUDA_CONV", "gemm"), t(), rng, c, "im2col conv2d");
+}
+
 TEST_P(CudaOps, GroupNorm) {
   SDMPI_REQUIRE_GPU();
   Rng rng;

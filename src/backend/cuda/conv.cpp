@@ -117,7 +117,7 @@ void Convolution::choose(Plan& p, const ConvShape& s, const void* x, const void*
   }
   p.unsupported = true;
   log::warn("cuda: cuDNN has no working algorithm for " + describe(s) + ";" + (tried.empty() ? " none offered" : tried) +
-            "; using the direct convolution kernel (slow)");
+            "; running it as patches x weights (im2col + cuBLASLt) instead");
 }
 
 bool Convolution::run(const ConvShape& s, const void* x, const void* w, void* y, const WorkspaceFn& workspace) {

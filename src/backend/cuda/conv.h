@@ -17,8 +17,9 @@
 // (cudnnGetConvolutionForwardAlgorithm_v7), taking the first deterministic candidate whose workspace
 // query and first execution succeed. Heuristics rather than timing (cudnnFind*) so that a shape always
 // gets the same algorithm on the same GPU model and runs give the same bits. When no candidate works,
-// run() says so (once per shape, with a warning listing what cuDNN answered) and the backend falls
-// back to our direct convolution kernel (kernels/conv_direct.cu).
+// run() says so (once per shape, with a warning listing what cuDNN answered) and the backend runs
+// the shape as patches times weights (kernels/im2col.cu + cuBLASLt, bias and residual fused), a
+// tensor-core path; the direct kernel (kernels/conv_direct.cu) is only a debugging aid.
 #pragma once
 
 #include <cudnn.h>

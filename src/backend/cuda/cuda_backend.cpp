@@ -24,6 +24,7 @@
 #include "device_check.cuh"
 #include "elementwise.cuh"
 #include "embedding.cuh"
+#include "im2col.cuh"
 #include "norm.cuh"
 #include "resample.cuh"
 #include "sdmpi/cuda_backend.h"
@@ -41,6 +42,7 @@ constexpr size_t kWeightChunk = 256 * kMiB;      // weights arrive in many piece
 constexpr size_t kActivationChunk = 256 * kMiB;  // grown rarely; reserve_activations sizes it up front
 constexpr size_t kGraphChunk = 64 * kMiB;
 constexpr size_t kLtWorkspace = 32 * kMiB;       // cuBLAS's recommendation for Hopper
+constexpr size_t kIm2colBytes = 256 * kMiB;      // patch slice of the convolution's GEMM path
 
 std::string op_error(const char* op, const std::string& what) { return std::string(op) + ": " + what; }
 
@@ -132,8 +134,13 @@ class CudaBackendImpl final : public CudaBackend {
   // `t` in dtype `want`: t itself when it already is, else a converted copy.
   Tensor as_dtype(const Tensor& t, DType want);
   cudaStream_t s() const { return stream_; }
-  Tensor linear_impl(const char* op, const Tensor& x2, const Tensor& w, const Tensor* bias, const Tensor* residual,
+  Tensor linear_impl(const Tensor& x2, const Tensor& w, const Tensor* bias, const Tensor* residual,
                      const Shape& out_shape);
+  // out [m, n] = x2 [m, k] · w [n, k]ᵀ (+ bias) (+ residual at res_ptr), into memory the caller owns.
+  void matmul_into(const Tensor& x2, const Tensor& w, const Tensor* bias, const void* res_ptr, void* out);
+  // A convolution as patches x weights (cuDNN declined the shape, or SDMPI_CUDA_CONV=gemm).
+  void conv_as_gemm(const cuda::ConvShape& p, const void* x, const Tensor& w, const Tensor* bias,
+                    const void* residual, void* y, int64_t ho, int64_t wo);
 
   int device_;
   DType compute_;
@@ -152,8 +159,9 @@ class CudaBackendImpl final : public CudaBackend {
   // SDMPI_CUDA_ATTENTION=naive: the simple one-warp-per-query kernel instead of the tuned ones
   // (a debugging aid: a second implementation to compare with).
   bool naive_attention_ = false;
-  // SDMPI_CUDA_CONV=direct: our direct convolution kernel instead of cuDNN (debugging aid).
-  bool direct_conv_ = false;
+  // SDMPI_CUDA_CONV=direct|gemm: our direct convolution kernel (a debugging aid, slow) or the
+  // patches-times-weights path (what a shape cuDNN declines runs) instead of cuDNN.
+  enum class ConvChoice { Cudnn, Direct, Gemm } conv_choice_ = ConvChoice::Cudnn;
   // SDMPI_CUDA_GRAPHS=0: run_graph runs its callable directly (for debugging and comparison).
   bool graphs_enabled_ = true;
   // SDMPI_CUDA_GRAPHS=require: a step that cannot be captured is an error instead of a warning and
@@ -168,7 +176,8 @@ CudaBackendImpl::CudaBackendImpl(int device, DType compute, const CudaDeviceInfo
   const char* attention_choice = std::getenv("SDMPI_CUDA_ATTENTION");
   naive_attention_ = attention_choice && std::string(attention_choice) == "naive";
   const char* conv_choice = std::getenv("SDMPI_CUDA_CONV");
-  direct_conv_ = conv_choice && std::string(conv_choice) == "direct";
+  if (conv_choice && std::string(conv_choice) == "direct") conv_choice_ = ConvChoice::Direct;
+  if (conv_choice && std::string(conv_choice) == "gemm") conv_choice_ = ConvChoice::Gemm;
   const char* graphs_choice = std::getenv("SDMPI_CUDA_GRAPHS");
   graphs_enabled_ = !(graphs_choice && std::string(graphs_choice) == "0");
   graphs_required_ = graphs_choice && std::string(graphs_choice) == "require";
@@ -336,29 +345,32 @@ CudaMemoryStats CudaBackendImpl::memory_stats() const {
 
 // ---- matrix products and convolutions -------------------------------------------------------------
 
-Tensor CudaBackendImpl::linear_impl(const char* op, const Tensor& x2, const Tensor& w, const Tensor* bias,
-                                    const Tensor* residual, const Shape& out_shape) {
-  // x2 [m, k], w [n, k]
+Tensor CudaBackendImpl::linear_impl(const Tensor& x2, const Tensor& w, const Tensor* bias, const Tensor* residual,
+                                    const Shape& out_shape) {
+  Tensor out = alloc(out_shape, x2.dtype());
+  matmul_into(x2, w, bias, residual ? residual->raw() : nullptr, out.raw());
+  return out;
+}
+
+void CudaBackendImpl::matmul_into(const Tensor& x2, const Tensor& w, const Tensor* bias, const void* res_ptr,
+                                  void* out) {
+  // x2 [m, k], w [n, k], out [m, n] in x2's dtype
   const DType t = x2.dtype();
   const int64_t m = x2.dim(0), k = x2.dim(1), n = w.dim(0);
-  Tensor out = alloc(out_shape, t);
-  if (m == 0 || n == 0) return out;
-  const void* res_ptr = residual ? residual->raw() : nullptr;
+  if (m == 0 || n == 0) return;
   if (k == 0) {  // empty sum: bias and residual only
-    SDMPI_CUDA_CHECK(cudaMemsetAsync(out.raw(), 0, out.nbytes(), stream_));
+    SDMPI_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<size_t>(m * n) * dtype_size(t), stream_));
     Tensor b32 = bias ? as_dtype(*bias, DType::F32) : Tensor();
-    kernels::bias_residual(s(), t, out.raw(), bias ? static_cast<const float*>(b32.raw()) : nullptr, res_ptr, m, n);
-    return out;
+    kernels::bias_residual(s(), t, out, bias ? static_cast<const float*>(b32.raw()) : nullptr, res_ptr, m, n);
+    return;
   }
   Tensor bias_t = bias ? as_dtype(*bias, t) : Tensor();  // cuBLASLt reads the bias in the output dtype
-  if (matmul_->run(t, x2.raw(), w.raw(), bias ? bias_t.raw() : nullptr, res_ptr, out.raw(), m, n, k)) return out;
+  if (matmul_->run(t, x2.raw(), w.raw(), bias ? bias_t.raw() : nullptr, res_ptr, out, m, n, k)) return;
   // No fused bias/residual algorithm for this problem: plain product, then our epilogue (bias in
   // float32). The matmul warned once for the shape.
-  log::debug(std::string("cuda: ") + op + ": no cuBLASLt epilogue for this shape; adding bias/residual separately");
-  matmul_->run(t, x2.raw(), w.raw(), nullptr, nullptr, out.raw(), m, n, k);
+  matmul_->run(t, x2.raw(), w.raw(), nullptr, nullptr, out, m, n, k);
   Tensor b32 = bias ? as_dtype(*bias, DType::F32) : Tensor();
-  kernels::bias_residual(s(), t, out.raw(), bias ? static_cast<const float*>(b32.raw()) : nullptr, res_ptr, m, n);
-  return out;
+  kernels::bias_residual(s(), t, out, bias ? static_cast<const float*>(b32.raw()) : nullptr, res_ptr, m, n);
 }
 
 Tensor CudaBackendImpl::do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual,
@@ -367,7 +379,7 @@ Tensor CudaBackendImpl::do_linear(const Tensor& x, const Tensor& w, const Tensor
   const int64_t k = w.dim(1);
   const int64_t m = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
   Tensor x2 = x.reshape({m, k});
-  return linear_impl("linear", x2, w, bias, residual, out_shape);
+  return linear_impl(x2, w, bias, residual, out_shape);
 }
 
 Tensor CudaBackendImpl::do_conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
@@ -377,9 +389,9 @@ Tensor CudaBackendImpl::do_conv2d(const Tensor& x, const Tensor& w, const Tensor
   const int64_t ho = out_shape[1], wo = out_shape[2];
   // A 1x1 convolution with stride 1 and no padding is a matrix product over the pixels (NHWC): the
   // cuBLASLt path with its fused bias and residual.
-  if (cs.r == 1 && cs.s == 1 && stride == 1 && pad == 0 && !direct_conv_) {
+  if (cs.r == 1 && cs.s == 1 && stride == 1 && pad == 0 && conv_choice_ != ConvChoice::Direct) {
     Tensor x2 = x.reshape({cs.n * cs.h * cs.w, cs.c});
-    return linear_impl("conv2d", x2, w.reshape({cs.k, cs.c}), bias, residual, out_shape);
+    return linear_impl(x2, w.reshape({cs.k, cs.c}), bias, residual, out_shape);
   }
   Tensor out = alloc(out_shape, x.dtype());
   if (out.numel() == 0) return out;
@@ -400,20 +412,44 @@ Tensor CudaBackendImpl::do_conv2d(const Tensor& x, const Tensor& w, const Tensor
     workspaces.push_back(alloc(Shape{static_cast<int64_t>((bytes + 3) / 4)}, DType::F32));
     return workspaces.back().raw();
   };
+  Tensor b32 = bias ? as_dtype(*bias, DType::F32) : Tensor();
   for (int64_t b0 = 0; b0 < cs.n; b0 += piece) {
     cuda::ConvShape p = cs;
     p.n = std::min(piece, cs.n - b0);
     const void* xp = static_cast<const char*>(xin.raw()) + b0 * per_in * es;
     void* yp = static_cast<char*>(out.raw()) + b0 * per_out * es;
-    if (direct_conv_ || !conv_->run(p, xp, w.raw(), yp, workspace))
+    const void* rp = residual ? static_cast<const char*>(residual->raw()) + b0 * per_out * es : nullptr;
+    if (conv_choice_ == ConvChoice::Direct) {
       kernels::conv2d_direct(s(), p.t, xp, w.raw(), yp, p.n, p.h, p.w, p.c, p.k, p.r, p.s, p.stride, p.pad, ho, wo);
-  }
-  if (bias || residual) {
-    Tensor b32 = bias ? as_dtype(*bias, DType::F32) : Tensor();
-    kernels::bias_residual(s(), x.dtype(), out.raw(), bias ? static_cast<const float*>(b32.raw()) : nullptr,
-                           residual ? residual->raw() : nullptr, cs.n * ho * wo, cs.k);
+    } else if (conv_choice_ == ConvChoice::Gemm || !conv_->run(p, xp, w.raw(), yp, workspace)) {
+      conv_as_gemm(p, xp, w, bias, rp, yp, ho, wo);  // bias and residual included
+      continue;
+    }
+    if (bias || residual)
+      kernels::bias_residual(s(), x.dtype(), yp, bias ? static_cast<const float*>(b32.raw()) : nullptr, rp,
+                             p.n * ho * wo, cs.k);
   }
   return out;
+}
+
+void CudaBackendImpl::conv_as_gemm(const cuda::ConvShape& p, const void* x, const Tensor& w, const Tensor* bias,
+                                   const void* residual, void* y, int64_t ho, int64_t wo) {
+  // y[pixel, k] = patches[pixel, (ky, kx, ch)] · w[k, (ky, kx, ch)]ᵀ (kernels/im2col.cu): the weight
+  // in OHWI already is the [k, r*s*c] matrix. The patches are gathered a slice of rows at a time so
+  // the workspace stays within kIm2colBytes.
+  const size_t es = dtype_size(p.t);
+  const int64_t patch = p.r * p.s * p.c, rows_total = p.n * ho * wo;
+  const int64_t slice = std::max<int64_t>(1, std::min<int64_t>(rows_total, static_cast<int64_t>(kIm2colBytes / (patch * es))));
+  Tensor patches = alloc(Shape{slice, patch}, p.t);
+  const Tensor w2 = w.reshape({p.k, patch});
+  for (int64_t r0 = 0; r0 < rows_total; r0 += slice) {
+    const int64_t rows = std::min(slice, rows_total - r0);
+    kernels::im2col_nhwc(s(), es, x, patches.raw(), p.h, p.w, p.c, p.r, p.s, p.stride, p.pad, ho, wo, r0, rows);
+    Tensor x2 = patches.rows(0, rows);
+    void* yp = static_cast<char*>(y) + r0 * p.k * static_cast<int64_t>(es);
+    const void* rp = residual ? static_cast<const char*>(residual) + r0 * p.k * static_cast<int64_t>(es) : nullptr;
+    matmul_into(x2, w2, bias, rp, yp);
+  }
 }
 
 // ---- normalisation ----------------------------------------------------------------------------------
