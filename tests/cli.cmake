@@ -13,3 +13,15 @@ if(Python3_FOUND)
                    ${CMAKE_SOURCE_DIR})
   set_tests_properties(layers.includes PROPERTIES LABELS layers TIMEOUT 60)
 endif()
+# What the CUDA build made: no spills in the attention, epilogue and norm kernels, shared memory
+# within sm_90's limit, sm_80 and sm_90a code in every kernel object (tools/check_cuda_build.py).
+if(SDMPI_WITH_CUDA AND Python3_FOUND)
+  add_test(NAME cuda.build_report
+           COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tools/check_cuda_build.py ${CMAKE_BINARY_DIR}
+                   --table ${CMAKE_BINARY_DIR}/ptxas/resources.md)
+  set_tests_properties(cuda.build_report PROPERTIES LABELS build TIMEOUT 120 SKIP_RETURN_CODE 77)
+endif()
+if(Python3_FOUND)
+  add_test(NAME cuda.build_report_rules COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tools/check_cuda_build.py --self-test)
+  set_tests_properties(cuda.build_report_rules PROPERTIES LABELS build TIMEOUT 60)
+endif()

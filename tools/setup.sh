@@ -20,6 +20,17 @@ packages=(
 )
 [[ " $* " == *" --slurm "* ]] && packages+=(slurm-wlm munge)
 
+# cuobjdump for the CUDA build check (tools/check_cuda_build.py): the toolkit here lacks it, PyPI has
+# it. Only where nvcc is (the CUDA build needs it), into .cuda-tools/ (ignored by git).
+root=$(cd "$(dirname "$0")/.." && pwd)
+if command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]]; then
+  if ! compgen -G "$root/.cuda-tools/nvidia/cu*/bin/cuobjdump" >/dev/null; then
+    echo "setup: installing cuobjdump (PyPI nvidia-cuda-cuobjdump) into .cuda-tools/"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps --target "$root/.cuda-tools" \
+      nvidia-cuda-cuobjdump==13.5.37 || echo "setup: warning: could not install cuobjdump (cuda.build_report will say so)"
+  fi
+fi
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
