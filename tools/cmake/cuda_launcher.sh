@@ -8,7 +8,10 @@ set -uo pipefail
 log_dir=$1
 shift
 launcher=()
-while (($#)) && [[ $1 != -- ]]; do launcher+=("$1"); shift; done
+while (($#)) && [[ $1 != -- ]]; do
+  [[ -n $1 ]] && launcher+=("$1")  # CMake passes an empty word when no launcher is set
+  shift
+done
 shift  # --
 object=unknown
 args=("$@")
