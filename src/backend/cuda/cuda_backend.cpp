@@ -133,6 +133,10 @@ class CudaBackendImpl final : public CudaBackend {
   void no_host_traffic(const char* op) const;
   // `t` in dtype `want`: t itself when it already is, else a converted copy.
   Tensor as_dtype(const Tensor& t, DType want);
+  // The same for a parameter (bias, norm scale): a weight is converted once and the copy kept with
+  // the weights, so a step does not convert every bias again (about 130 kernels per UNet call).
+  // Tensors of other pools (tests pass activations) are converted each time.
+  Tensor param_as(const Tensor& t, DType want);
   cudaStream_t s() const { return stream_; }
   Tensor linear_impl(const Tensor& x2, const Tensor& w, const Tensor* bias, const Tensor* residual,
                      const Shape& out_shape);
@@ -153,6 +157,13 @@ class CudaBackendImpl final : public CudaBackend {
   std::unique_ptr<cuda::Matmul> matmul_;
   std::unique_ptr<cuda::Convolution> conv_;
   std::map<GraphKey, GraphEntry> graphs_;
+  // param_as's converted copies by (source storage, offset, dtype); an entry whose source storage
+  // died (its weights were freed) is stale and replaced.
+  struct ConvertedParam {
+    std::weak_ptr<Storage> source;
+    Tensor converted;
+  };
+  std::map<std::tuple<const Storage*, size_t, DType>, ConvertedParam> converted_params_;
   bool poison_ = false;
   bool capturing_ = false;
   int64_t graph_fallbacks_ = 0;  // keys whose capture failed and that run eagerly
@@ -264,6 +275,24 @@ Tensor CudaBackendImpl::as_dtype(const Tensor& t, DType want) {
   return out;
 }
 
+Tensor CudaBackendImpl::param_as(const Tensor& t, DType want) {
+  if (t.dtype() == want) return t;
+  const auto* storage = dynamic_cast<const CudaStorage*>(t.storage().get());
+  if (!storage || storage->pool() != weights_) return as_dtype(t, want);
+  const size_t offset = static_cast<size_t>(static_cast<const char*>(t.raw()) - static_cast<const char*>(storage->data()));
+  const auto key = std::make_tuple(static_cast<const Storage*>(storage), offset, want);
+  auto it = converted_params_.find(key);
+  if (it != converted_params_.end() && !it->second.source.expired() && it->second.converted.shape() == t.shape())
+    return it->second.converted;
+  if (capturing_) throw Error("cuda: a parameter was first converted inside a graph capture (the warm-up runs it first)");
+  for (auto e = converted_params_.begin(); e != converted_params_.end();)  // drop copies of freed weights
+    e = e->second.source.expired() ? converted_params_.erase(e) : std::next(e);
+  Tensor out = alloc_in(weights_, t.shape(), want);
+  kernels::convert(s(), t.dtype(), t.raw(), want, out.raw(), t.numel());
+  converted_params_[key] = {t.storage(), out};
+  return out;
+}
+
 Tensor CudaBackendImpl::do_from_host(const float* data, const Shape& shape) {
   bind();
   no_host_traffic("from_host");
@@ -360,16 +389,16 @@ void CudaBackendImpl::matmul_into(const Tensor& x2, const Tensor& w, const Tenso
   if (m == 0 || n == 0) return;
   if (k == 0) {  // empty sum: bias and residual only
     SDMPI_CUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<size_t>(m * n) * dtype_size(t), stream_));
-    Tensor b32 = bias ? as_dtype(*bias, DType::F32) : Tensor();
+    Tensor b32 = bias ? param_as(*bias, DType::F32) : Tensor();
     kernels::bias_residual(s(), t, out, bias ? static_cast<const float*>(b32.raw()) : nullptr, res_ptr, m, n);
     return;
   }
-  Tensor bias_t = bias ? as_dtype(*bias, t) : Tensor();  // cuBLASLt reads the bias in the output dtype
+  Tensor bias_t = bias ? param_as(*bias, t) : Tensor();  // cuBLASLt reads the bias in the output dtype
   if (matmul_->run(t, x2.raw(), w.raw(), bias ? bias_t.raw() : nullptr, res_ptr, out, m, n, k)) return;
   // No fused bias/residual algorithm for this problem: plain product, then our epilogue (bias in
   // float32). The matmul warned once for the shape.
   matmul_->run(t, x2.raw(), w.raw(), nullptr, nullptr, out, m, n, k);
-  Tensor b32 = bias ? as_dtype(*bias, DType::F32) : Tensor();
+  Tensor b32 = bias ? param_as(*bias, DType::F32) : Tensor();
   kernels::bias_residual(s(), t, out, bias ? static_cast<const float*>(b32.raw()) : nullptr, res_ptr, m, n);
 }
 
@@ -412,7 +441,7 @@ Tensor CudaBackendImpl::do_conv2d(const Tensor& x, const Tensor& w, const Tensor
     workspaces.push_back(alloc(Shape{static_cast<int64_t>((bytes + 3) / 4)}, DType::F32));
     return workspaces.back().raw();
   };
-  Tensor b32 = bias ? as_dtype(*bias, DType::F32) : Tensor();
+  Tensor b32 = bias ? param_as(*bias, DType::F32) : Tensor();
   for (int64_t b0 = 0; b0 < cs.n; b0 += piece) {
     cuda::ConvShape p = cs;
     p.n = std::min(piece, cs.n - b0);
@@ -461,7 +490,7 @@ Tensor CudaBackendImpl::do_group_norm(const Tensor& x, int groups, const Tensor&
   const int64_t spatial = batch && c ? x.numel() / (batch * c) : 0;
   Tensor out = alloc(x.shape(), x.dtype());
   if (out.numel() == 0) return out;
-  Tensor g32 = as_dtype(gamma, DType::F32), b32 = as_dtype(beta, DType::F32);
+  Tensor g32 = param_as(gamma, DType::F32), b32 = param_as(beta, DType::F32);
   Tensor scratch = alloc(Shape{static_cast<int64_t>(kernels::group_norm_scratch_bytes(batch, spatial, c, groups) / 4)},
                          DType::F32);
   kernels::group_norm(s(), x.dtype(), x.raw(), out.raw(), static_cast<const float*>(g32.raw()),
@@ -474,7 +503,7 @@ Tensor CudaBackendImpl::do_layer_norm(const Tensor& x, const Tensor& gamma, cons
   const int64_t c = x.dim(-1);
   Tensor out = alloc(x.shape(), x.dtype());
   if (out.numel() == 0) return out;
-  Tensor g32 = as_dtype(gamma, DType::F32), b32 = as_dtype(beta, DType::F32);
+  Tensor g32 = param_as(gamma, DType::F32), b32 = param_as(beta, DType::F32);
   kernels::layer_norm(s(), x.dtype(), x.raw(), out.raw(), static_cast<const float*>(g32.raw()),
                       static_cast<const float*>(b32.raw()), x.numel() / c, c, eps);
   return out;
