@@ -25,3 +25,8 @@ if(Python3_FOUND)
   add_test(NAME cuda.build_report_rules COMMAND ${Python3_EXECUTABLE} ${CMAKE_SOURCE_DIR}/tools/check_cuda_build.py --self-test)
   set_tests_properties(cuda.build_report_rules PROPERTIES LABELS build TIMEOUT 60)
 endif()
+# The GPU window scripts on a machine without a GPU: bench/gpu/window.sh (full and --smoke) and
+# deep.sh in their dry-run modes on this build (GPU tests run and skip), their results files, and
+# tools/prepare_window.sh's 64 MiB check (bench/gpu/dry_run_test.sh).
+add_test(NAME gpu_window.dry_run COMMAND ${CMAKE_SOURCE_DIR}/bench/gpu/dry_run_test.sh ${CMAKE_BINARY_DIR})
+set_tests_properties(gpu_window.dry_run PROPERTIES LABELS cli TIMEOUT 180)

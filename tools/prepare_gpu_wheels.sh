@@ -12,15 +12,29 @@
 # huggingface-hub stays the machine's 1.33 (diffusers needs >= 1.32, transformers >= 1.31; 2.x would
 # drag httpx2, hf-xet and more along), safetensors the machine's 0.8.0 (the reference's).
 #
-# Usage: tools/prepare_gpu_wheels.sh      (then carry .whl with the device run; about 20 MB)
+# The diffusers, transformers and tokenizers versions are read from tools/golden/requirements.txt,
+# so the GPU comparison runs the reference environment's versions (the golden data's).
+#
+# Usage: tools/prepare_gpu_wheels.sh [--list]   (then carry .whl with the device run; about 24 MB)
+#   --list   print the wheels it would fetch, one NAME==VERSION a line, and download nothing
 # bench/gpu/e2e_check.sh installs them there: pip install --no-index --no-deps --target DIR .whl/*.whl
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=$root/.whl
 python=${PYTHON:-python3}
-wheels=(diffusers==0.42.1 transformers==5.24.0 tokenizers==0.23.3 regex==2026.11.19 importlib-metadata==8.7.0)
-
+requirements=$root/tools/golden/requirements.txt
+pin() {  # name: NAME==VERSION as requirements.txt pins it
+  local line
+  line=$(grep -iE "^$1==" "$requirements" | head -n1)
+  [[ -n $line ]] || { echo "prepare_gpu_wheels: $requirements pins no version of $1" >&2; exit 1; }
+  echo "$line"
+}
+wheels=("$(pin diffusers)" "$(pin transformers)" "$(pin tokenizers)" regex==2026.11.19 importlib-metadata==8.7.0)
+if [[ ${1:-} == --list ]]; then
+  printf '%s\n' "${wheels[@]}"
+  exit 0
+fi
 "$python" -m pip --version >/dev/null 2>&1 || { echo "prepare_gpu_wheels: $python has no pip (set PYTHON=...)" >&2; exit 1; }
 rm -rf "$out"
 mkdir -p "$out"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Attention's part of bench/gpu/check.sh: runs the attention GPU tests, our benchmark and torch
+# Attention's part of bench/gpu/window.sh: runs the attention GPU tests, our benchmark and torch
 # SDPA's on the same GPU, then prints ours against torch's fastest backend per shape.
 #
 #   bench/gpu/attention_check.sh BUILD_DIR OUT_DIR
+#   ATTENTION_SKIP_TESTS=1   leave the tests out (window.sh: its ctest stage already ran them)
 #
 # Builds nothing: BUILD_DIR must hold tests/attention_test and bench/attention_bench (a CUDA
 # build). Writes to OUT_DIR: attention_test.{json,log}, attention_ours.json, attention_bench.log,
@@ -31,12 +32,14 @@ for bin in "$test_bin" "$bench_bin"; do
   fi
 done
 
-echo "== attention: GPU tests"
-if ! timeout 300 "$test_bin" --gtest_output=json:"$out/attention_test.json" >"$out/attention_test.log" 2>&1; then
-  status=1
+if [ -z "${ATTENTION_SKIP_TESTS:-}" ]; then
+  echo "== attention: GPU tests"
+  if ! timeout 300 "$test_bin" --gtest_output=json:"$out/attention_test.json" >"$out/attention_test.log" 2>&1; then
+    status=1
+  fi
+  grep -E '^\[  (PASSED|FAILED|SKIPPED) *\]|tests? from .* ran' "$out/attention_test.log" | grep -v '^\[  SKIPPED \] Attention' | tail -n 30
+  grep -m1 'skipped, no usable CUDA GPU' "$out/attention_test.log"
 fi
-grep -E '^\[  (PASSED|FAILED|SKIPPED) *\]|tests? from .* ran' "$out/attention_test.log" | grep -v '^\[  SKIPPED \] Attention' | tail -n 30
-grep -m1 'skipped, no usable CUDA GPU' "$out/attention_test.log"
 
 echo "== attention: our kernels"
 if ! timeout 240 "$bench_bin" "$out/attention_ours.json" >"$out/attention_bench.log" 2>&1; then

@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# End-to-end part of bench/gpu/check.sh: our txt2img pipeline (bench/gpu/e2e_bench) against
+# End-to-end part of bench/gpu/window.sh: our txt2img pipeline (bench/gpu/e2e_bench) against
 # diffusers (bench/gpu/e2e_diffusers.py) on the same GPU, the same SD 1.5-sized random weights
 # (make-model --preset sd15), 512x512, CFG 7.5, batch 1 and batch 8, fp16; prints ours vs theirs.
 #
 #   bench/gpu/e2e_check.sh BUILD_DIR OUT_DIR             everything (prepares first if needed)
 #   bench/gpu/e2e_check.sh --prepare BUILD_DIR OUT_DIR   the CPU-only part: install the carried
-#       wheels (.whl/, tools/prepare_gpu_wheels.sh) and write the model folder. check.sh starts this
-#       in the background right after its build, so it overlaps the GPU tests:
-# check.sh: prepare
-# check.sh: reserve 120
+#       wheels (.whl/, tools/prepare_gpu_wheels.sh) and write the model folder. window.sh starts
+#       this in the background right after its build, so it overlaps the GPU tests, and keeps
+#       120 s of its budget for the run itself.
 #
 # BUILD_DIR must hold bench/e2e_bench (a CUDA build). Environment (defaults):
-#   E2E_BUDGET      seconds for the whole run (check.sh passes SUBCHECK_BUDGET; else 120): each side
+#   E2E_BUDGET      seconds for the whole run (window.sh passes SUBCHECK_BUDGET; else 120): each side
 #                   gets about half; a side whose warm-up says --steps would not fit measures fewer
 #                   steps (at least 5) and projects to 50 by its time per UNet call (said in its line)
 #   E2E_STEPS (50), E2E_BATCHES ("1 8"), E2E_SIZE (512), E2E_PRECISION (fp16), E2E_GUIDANCE (7.5)
@@ -19,7 +18,7 @@
 #   cpu runs diffusers' side on the CPU, a smoke test), E2E_SITE (/tmp/sdmpi-e2e-site), PYTHON (python3)
 # Writes to OUT_DIR: prepare.log, pip.log, python_versions.txt, make_model.json/.log,
 #   e2e_ours.jsonl/.log, e2e_diffusers.jsonl/.log, images (*.rgb), e2e_results.json (always, updated
-#   after each stage; check.sh puts it into its results file) and e2e_compare.txt. Prints the
+#   after each stage; window.sh puts it into its results file) and e2e_compare.txt. Prints the
 #   comparison table last. Exit status 0 when both sides produced every batch size.
 set -u
 
@@ -113,7 +112,7 @@ if ((prepare_only)); then
 fi
 
 # ---- the run ---------------------------------------------------------------------------------------------
-# Each stage runs under its own timeout, in the background so a TERM from check.sh's timeout ends it
+# Each stage runs under its own timeout, in the background so a TERM from window.sh's timeout ends it
 # (timeout leads its own process group) instead of leaving it on the GPU.
 stage_pid=
 trap '[[ -n $stage_pid ]] && kill -TERM -- -"$stage_pid" 2>/dev/null; exit 124' TERM INT
@@ -138,7 +137,7 @@ rm -f "$out"/e2e_ours.jsonl "$out"/e2e_diffusers.jsonl "$out"/*.rgb "$out"/e2e_r
 : >"$out/e2e_diffusers.jsonl"
 results
 
-# A prepare started by check.sh may still run: wait for it (it writes prepare.status at its end).
+# A prepare started by window.sh may still run: wait for it (it writes prepare.status at its end).
 if [[ ! -f $out/prepare.status ]]; then
   pid=$(cat "$out/prepare.pid" 2>/dev/null)
   if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then

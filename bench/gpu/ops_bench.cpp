@@ -8,7 +8,7 @@
 //    "ms":0.123,"tflops":45.6,"gbps":789.0}
 // tflops counts 2 per multiply-add; gbps counts each input read once and the output written once
 // (the floor of the traffic). bench/gpu/ops_torch.py prints the same cases for PyTorch, and
-// bench/gpu/check.sh joins the two into one table.
+// bench/gpu/window.sh (results_table.py) joins the two into one table.
 //
 // Usage: ops_bench [--dtype fp16|bf16|fp32 ...] [--quick]
 #include <cuda_runtime.h>

@@ -4,7 +4,7 @@
 Each op is written the way diffusers runs it in eager mode (channels-last activations for the
 convolutions, F.scaled_dot_product_attention on a [B, heads, N, d] view, separate residual adds),
 timed like ops_bench: warm-up, then the median over repeats of CUDA-event time per call. Prints one
-JSON line per case with "impl": "torch" and the same "op"/"case"/"dtype" keys, so bench/gpu/check.sh
+JSON line per case with "impl": "torch" and the same "op"/"case"/"dtype" keys, so bench/gpu/window.sh
 can put both on one row. TF32 is off, as in sd_mpi.
 
 Usage: ops_torch.py [--dtype fp16|bf16|fp32 ...] [--quick]
