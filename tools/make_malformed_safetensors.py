@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the safetensors bad-input corpus: tests/data/malformed/safetensors/.
 
-Each case is a small file that breaks one rule of the format (reference/sd15-semantics.md §7.3),
+Each case is a small file that breaks one rule of the format (docs/reference/sd15-semantics.md §7.3),
 listed in manifest.json with a piece of the one-line error the reader must give for it
 (tests/unit/safetensors_test.cpp checks each). A few valid files ("expect": null) sit beside them:
 they must load, and they seed the fuzzer (tests/fuzz/safetensors_fuzz.cpp) together with the rest.

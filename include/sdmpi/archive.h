@@ -1,4 +1,4 @@
-// The HDF5 archive of a job, format version 1 (DESIGN.md §7 is the contract; this header fixes
+// The HDF5 archive of a job, format version 1 (docs/design.md §7 is the contract; this header fixes
 // what it leaves open). Rank 0 owns the one writer; the model code never sees HDF5 and the archive
 // never sees tensors: it takes uint8 RGB images and the items' parameters.
 //

@@ -9,7 +9,7 @@
 //     so the bits do not depend on our build machine;
 //   - numel < 16: the double-precision path with its cached second normal, which persists across
 //     calls on one generator.
-// See reference/sd15-semantics.md §1. Only the low 32 bits of the seed matter, as in torch.
+// See docs/reference/sd15-semantics.md §1. Only the low 32 bits of the seed matter, as in torch.
 #pragma once
 
 #include <cstddef>

@@ -13,7 +13,7 @@
 // numpy compute them. Latent updates are written as the sequence of eager tensor ops diffusers
 // performs, in its order and operand order, with the Backend's elementwise ops; the 0-dim float32
 // scalars those ops take are computed on the host in float32, in torch's order. See
-// reference/sd15-semantics.md §6 and §8.
+// docs/reference/sd15-semantics.md §6 and §8.
 //
 // Configuration follows diffusers' from_config: a class built from another class's
 // scheduler_config.json takes the keys the json states and ITS OWN defaults for the rest (so

@@ -1,5 +1,5 @@
 // Choosing the backend for a rank: --device auto|cpu|cuda and --precision, with the node-local
-// rank binding of DESIGN.md §6. Logs one line per rank: host, rank, local rank, device.
+// rank binding of docs/design.md §6. Logs one line per rank: host, rank, local rank, device.
 #pragma once
 
 #include <memory>

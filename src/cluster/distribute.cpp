@@ -1,5 +1,5 @@
 // Shards, contiguous blocks and batches: which rank and which UNet call each work item goes to.
-// None of it changes an image (DESIGN.md §3); it only decides where and when it is made.
+// None of it changes an image (docs/design.md §3); it only decides where and when it is made.
 #include <cstdlib>
 #include <map>
 #include <tuple>

@@ -1,4 +1,4 @@
-// The LDM → diffusers key table (reference/sd15-semantics.md §7.2).
+// The LDM → diffusers key table (docs/reference/sd15-semantics.md §7.2).
 //
 // A key is `<component prefix><block prefix><rest>`. The component prefix picks the model; the
 // first rule of that model whose `from` pattern matches the start of what follows rewrites that

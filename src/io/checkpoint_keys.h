@@ -5,7 +5,7 @@
 // `cond_stage_model.transformer.*` (CLIP text encoder), with the LDM module names: input/middle/
 // output blocks, `in_layers`/`out_layers` inside ResNets, VAE up blocks numbered in reverse, the
 // VAE mid attention as 1×1 convolutions. The table in checkpoint_keys.cpp maps each key prefix to
-// its diffusers counterpart (reference/sd15-semantics.md §7.2); the same file holds the renames of
+// its diffusers counterpart (docs/reference/sd15-semantics.md §7.2); the same file holds the renames of
 // diffusers' legacy VAE attention names (query/key/value/proj_attn).
 #pragma once
 

@@ -1042,7 +1042,7 @@ TEST(Archive, H5dumpReadsTheHeader) {
                            "CHUNKED ( 1, 64, 64, 3 )", "COMPRESSION DEFLATE { LEVEL 4 }", "DATASET \"prompt\"",
                            "CSET H5T_CSET_UTF8", "ATTRIBUTE \"format_version\"", "DATASET \"done\""})
     EXPECT_NE(text.find(want), std::string::npos) << want << "\n" << text.substr(0, 3000);
-  // The data itself dumps too (non-ASCII text aside, see hpc-conventions.md §4.2).
+  // The data itself dumps too (non-ASCII text aside, see docs/reference/hpc-conventions.md §4.2).
   EXPECT_EQ(run("h5dump -d /index -d /done " + path + " >/dev/null 2>&1"), 0);
 }
 

@@ -1,6 +1,6 @@
 // The CPU backend, op by op:
 //   - against naive references written here (double accumulation, the formulas of
-//     reference/sd15-semantics.md) on random inputs with odd shapes, relative error ≤ 1e-5;
+//     docs/reference/sd15-semantics.md) on random inputs with odd shapes, relative error ≤ 1e-5;
 //   - batch invariance: an item's result is bit-identical alone and inside a batch of 3 with other
 //     neighbours, and with 1, 2 or 3 threads;
 //   - against PyTorch float32 outputs (tests/data/golden/ops, tools/golden/make_ops_golden.py):

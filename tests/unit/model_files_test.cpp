@@ -62,7 +62,7 @@ std::string copy_folder(const std::string& name) {
 
 }  // namespace
 
-// ---- the conversion table, against reference/sd15-semantics.md §7.2 (SD 1.5 layout) ------------
+// ---- the conversion table, against docs/reference/sd15-semantics.md §7.2 (SD 1.5 layout) ------------
 
 TEST(CheckpointKeys, Sd15UnetNames) {
   ckpt::LdmLayout sd15;  // 2 ResNets per block, 4 VAE up blocks
@@ -186,7 +186,7 @@ TEST(ModelFiles, OpensTheSingleFile) {
   EXPECT_TRUE(m.is_single_file());
   EXPECT_EQ(m.tokenizer_dir(), "");
   EXPECT_EQ(m.weight_files(), std::vector<std::string>{kSingle});
-  // The SD 1.5 configs (reference/sd15-semantics.md §0).
+  // The SD 1.5 configs (docs/reference/sd15-semantics.md §0).
   nlohmann::json unet = m.config("unet");
   EXPECT_EQ(unet["block_out_channels"], nlohmann::json::array({320, 640, 1280, 1280}));
   EXPECT_EQ(unet["attention_head_dim"], 8);

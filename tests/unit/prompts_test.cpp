@@ -1,4 +1,4 @@
-// Prompt files: the formats, the seeds of DESIGN.md §3, and the malformed-input corpus.
+// Prompt files: the formats, the seeds of docs/design.md §3, and the malformed-input corpus.
 #include <gtest/gtest.h>
 
 #include <filesystem>

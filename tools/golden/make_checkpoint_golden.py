@@ -93,7 +93,7 @@ def build_pipeline(tmp):
                                    requires_safety_checker=False)
 
 
-# ---- diffusers → LDM names (our inverse of reference/sd15-semantics.md §7.2) --------------------
+# ---- diffusers → LDM names (our inverse of docs/reference/sd15-semantics.md §7.2) --------------------
 
 UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
                "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}

@@ -283,7 +283,7 @@ CLIPS = {
 
 
 def real_tokenizer(tmp):
-    """CLIP ViT-L/14's tokenizer, built from OpenAI's BPE file (sd15-semantics.md section 2)."""
+    """CLIP ViT-L/14's tokenizer, built from OpenAI's BPE file (docs/reference/sd15-semantics.md section 2)."""
     bpe = os.path.join(ROOT, "src", "text", "bpe_simple_vocab_16e6.txt.gz")
     lines = gzip.open(bpe).read().decode("utf-8").split("\n")
     merges = lines[1:49152 - 256 - 2 + 1]

@@ -39,7 +39,7 @@ OUT = os.path.join(ROOT, "tests", "data", "golden", "pipeline")
 torch.set_num_threads(2)
 torch.backends.mkldnn.enabled = True
 
-# The SD 1.5 scheduler_config.json (sd15-semantics.md §0): PNDM, scaled_linear, no timestep_spacing key.
+# The SD 1.5 scheduler_config.json (docs/reference/sd15-semantics.md §0): PNDM, scaled_linear, no timestep_spacing key.
 SD15_SCHEDULER = {
     "_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", "beta_end": 0.012,
     "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000,

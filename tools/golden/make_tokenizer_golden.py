@@ -4,7 +4,7 @@
 The reference is transformers' CLIPTokenizer (5.24, served by `tokenizers` 0.23.3, no ftfy) loaded
 with from_pretrained from a folder that this script builds on its own from OpenAI's BPE list
 (src/text/bpe_simple_vocab_16e6.txt.gz): vocab.json and merges.txt made as the reference note says
-(sd15-semantics.md §2), plus the tokenizer_config.json and special_tokens_map.json of the SD 1.5 hub
+(docs/reference/sd15-semantics.md §2), plus the tokenizer_config.json and special_tokens_map.json of the SD 1.5 hub
 folder. Writes, under tests/data/golden/tokenizer/:
 
   prompts.json.gz   2,000+ prompts (hand-written cases + seeded random ones) with the 77 padded

@@ -4,7 +4,7 @@
 // This file owns memory and dispatches each op, whose contract the shared code has checked
 // (src/core/backend.cpp); the arithmetic lives in the kernels (cpu_kernels.h, cpu_gemm.h).
 //
-// Batch invariance (product contract, DESIGN.md §3): the result for batch item i is bit-identical
+// Batch invariance (product contract, docs/design.md §3): the result for batch item i is bit-identical
 // whatever the batch size, the other items and the thread count. The kernels get it by
 //   - never mixing items: every product is per item (linear on [B, N, K] is B products of N rows;
 //     on a rank-2 [M, K] input every row is its own item), norms gather statistics per item;
