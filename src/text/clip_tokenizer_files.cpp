@@ -196,27 +196,39 @@ ClipAddedToken plain_token(const std::string& content) {
   return t;  // special, matched verbatim, no stripping
 }
 
+// A special token as transformers holds it before handing it to tokenizers: a Python str (`plain`)
+// or an AddedToken. The two kinds never compare equal; two AddedTokens are equal when content and
+// every flag are (tokenizers' AddedToken.__eq__), two strs when their text is.
+struct Candidate {
+  ClipAddedToken token;
+  bool plain = false;
+  bool operator==(const Candidate& o) const {
+    return plain == o.plain && (plain ? token.content == o.token.content : token == o.token);
+  }
+};
+Candidate plain_candidate(const std::string& content) { return Candidate{plain_token(content), true}; }
+
 // A special-token value of tokenizer_config.json: a string, or an object with "__type":
 // "AddedToken" (transformers refuses other objects).
-std::optional<ClipAddedToken> config_token(const json& v, const std::string& where) {
+std::optional<Candidate> config_token(const json& v, const std::string& where) {
   if (v.is_null()) return std::nullopt;
-  if (v.is_string()) return plain_token(v.get<std::string>());
+  if (v.is_string()) return plain_candidate(v.get<std::string>());
   if (v.is_object()) {
     auto type = v.find("__type");
     if (type == v.end() || *type != "AddedToken")
       throw InputError(where + ": an object here needs \"__type\": \"AddedToken\" (transformers rejects it otherwise)");
-    return added_token_from_object(v, false, where);
+    return Candidate{added_token_from_object(v, false, where), false};
   }
   throw InputError(where + ": expected a string or an AddedToken object, got " + v.dump());
 }
 
-std::vector<ClipAddedToken> token_list(const json& v, bool special_forced, const std::string& where) {
+std::vector<Candidate> token_list(const json& v, bool special_forced, const std::string& where) {
   if (!v.is_array()) throw InputError(where + ": expected a list of tokens, got " + std::string(v.type_name()));
-  std::vector<ClipAddedToken> out;
+  std::vector<Candidate> out;
   for (size_t i = 0; i < v.size(); ++i) {
     std::string w = where + "[" + std::to_string(i) + "]";
-    if (v[i].is_string()) out.push_back(plain_token(v[i].get<std::string>()));
-    else if (v[i].is_object() && special_forced) out.push_back(added_token_from_object(v[i], true, w));
+    if (v[i].is_string()) out.push_back(plain_candidate(v[i].get<std::string>()));
+    else if (v[i].is_object() && special_forced) out.push_back(Candidate{added_token_from_object(v[i], true, w), false});
     else if (auto t = config_token(v[i], w)) out.push_back(*t);
   }
   return out;
@@ -266,12 +278,13 @@ ClipTokenizer ClipTokenizer::from_dir(const std::string& tokenizer_dir) {
   }
 
   // Special tokens, in the order in which transformers hands them to tokenizers (see the top).
-  std::vector<std::optional<ClipAddedToken>> named(std::size(kNamedKeys));
-  named[0] = plain_token("<|startoftext|>");
-  named[1] = plain_token("<|endoftext|>");
-  named[2] = plain_token("<|endoftext|>");
-  named[4] = plain_token("<|endoftext|>");
-  std::vector<ClipAddedToken> decoder, extras;
+  std::vector<std::optional<Candidate>> named(std::size(kNamedKeys));
+  named[0] = plain_candidate("<|startoftext|>");
+  named[1] = plain_candidate("<|endoftext|>");
+  named[2] = plain_candidate("<|endoftext|>");
+  named[4] = plain_candidate("<|endoftext|>");
+  std::vector<ClipAddedToken> decoder;
+  std::vector<Candidate> extras;
 
   const fs::path config_path = dir / "tokenizer_config.json";
   const fs::path map_path = dir / "special_tokens_map.json";
@@ -321,14 +334,14 @@ ClipTokenizer ClipTokenizer::from_dir(const std::string& tokenizer_dir) {
       if (it == map.end()) continue;
       const std::string w = where + ": \"" + kNamedKeys[k] + "\"";
       if (it->is_null()) named[k].reset();
-      else if (it->is_string()) named[k] = plain_token(it->get<std::string>());
-      else if (it->is_object()) named[k] = added_token_from_object(*it, true, w);
+      else if (it->is_string()) named[k] = plain_candidate(it->get<std::string>());
+      else if (it->is_object()) named[k] = Candidate{added_token_from_object(*it, true, w), false};
       else throw InputError(w + ": expected a string or an object, got " + it->dump());
     }
     for (const char* key : {"additional_special_tokens", "extra_special_tokens"})
       if (auto it = map.find(key); it != map.end() && !it->is_null())
         for (auto& t : token_list(*it, true, where + ": \"" + key + "\""))
-          if (std::none_of(extras.begin(), extras.end(), [&](const auto& e) { return e.content == t.content; }))
+          if (std::none_of(extras.begin(), extras.end(), [&](const auto& e) { return e.token.content == t.token.content; }))
             extras.push_back(t);
   }
 
@@ -341,7 +354,10 @@ ClipTokenizer ClipTokenizer::from_dir(const std::string& tokenizer_dir) {
   }
 
   // transformers swaps a named token for the decoder entry with the same content, and adds an extra
-  // special token only when no decoder entry has its content.
+  // special token only when no decoder entry has its content. The others it collects in order,
+  // skipping a value equal to one collected before (see Candidate), and tokenizers gives each
+  // content the flags of the last one collected: so with eos "<|endoftext|>" (a str), unk an
+  // AddedToken and pad "<|endoftext|>" again, unk's flags hold, not those of the plain string.
   auto defined_by_decoder = [&](const ClipAddedToken& t) -> const ClipAddedToken* {
     const ClipAddedToken* found = nullptr;
     for (const ClipAddedToken& d : decoder)
@@ -349,16 +365,33 @@ ClipTokenizer ClipTokenizer::from_dir(const std::string& tokenizer_dir) {
     return found;
   };
   std::vector<Named> order;
+  std::vector<Candidate> collected;
+  // The flags `content` has so far: its last entry in `order`.
+  auto current = [&](const std::string& content) {
+    auto it = std::find_if(order.rbegin(), order.rend(), [&](const Named& n) { return n.token.content == content; });
+    SDMPI_CHECK(it != order.rend(), "a skipped special token was never collected");
+    return it->token;
+  };
   for (const ClipAddedToken& t : decoder) order.push_back(Named{"added_tokens_decoder", t});
   for (size_t k = 0; k < std::size(kNamedKeys); ++k) {
     if (!named[k]) continue;
-    const ClipAddedToken* d = defined_by_decoder(*named[k]);
-    ClipAddedToken t = d ? *d : *named[k];
+    ClipAddedToken t;
+    if (const ClipAddedToken* d = defined_by_decoder(named[k]->token)) {
+      t = *d;
+    } else if (std::find(collected.begin(), collected.end(), *named[k]) != collected.end()) {
+      t = current(named[k]->token.content);  // skipped: the name still needs its id
+    } else {
+      collected.push_back(*named[k]);
+      t = named[k]->token;
+    }
     t.special = true;  // a named token is special whatever its object says
     order.push_back(Named{kNamedKeys[k], t});
   }
-  for (const ClipAddedToken& t : extras)
-    if (!defined_by_decoder(t)) order.push_back(Named{"extra_special_tokens", t});
+  for (const Candidate& c : extras) {
+    if (defined_by_decoder(c.token) || std::find(collected.begin(), collected.end(), c) != collected.end()) continue;
+    collected.push_back(c);
+    order.push_back(Named{"extra_special_tokens", c.token});
+  }
   impl->set_special_tokens(order, tokenizer_dir);
   if (tokenizer_json) clip_files::check_against(*tokenizer_json, *impl, json_added_used);
   return ClipTokenizer(std::move(impl));

@@ -455,6 +455,53 @@ TEST(ClipTokenizerJson, VariantsGiveTheReferenceIds) {
   }
 }
 
+// Special tokens in prompts (issue 15): upper and mixed case, beside spaces and punctuation, inside
+// words, repeated, cut short, in other scripts, in folders whose configs define <|startoftext|> and
+// <|endoftext|> in many ways (tools/golden/make_tokenizer_special_golden.py). Each folder's token flags
+// and every prompt's ids are what transformers 5.24 makes of them.
+TEST(ClipTokenizerSpecialTokens, CaseSpacesAndFlagsAsTheReference) {
+  const json golden = json::parse(read_gz(kGolden / "special_tokens.json.gz"));
+  const json& prompts = golden["prompts"];
+  ASSERT_GE(prompts.size(), 60u);
+  ASSERT_GE(golden["folders"].size(), 40u);
+  ScratchDir base("special_base"), base_json("special_base_json");
+  ClipTokenizer::builtin().write_dir(base.path.string());
+  ClipTokenizer::builtin().write_dir(base_json.path.string(), ClipTokenizer::FolderFormat::TokenizerJson);
+  const json base_doc = json::parse(read_file(base_json.path / "tokenizer.json"));
+  size_t same = 0, total = 0;
+  for (const json& folder : golden["folders"]) {
+    const std::string name = folder["name"];
+    SCOPED_TRACE("folder " + name);
+    ScratchDir dir("special_" + name);
+    if (folder["layout"] == "vocab_merges") {
+      for (const char* f : {"vocab.json", "merges.txt"}) fs::copy_file(base.path / f, dir.path / f);
+    } else {
+      json doc = base_doc;
+      doc["added_tokens"] = folder["added_tokens"];
+      write_text(dir.path / "tokenizer.json", doc.dump(2));
+    }
+    for (const auto& [file, content] : folder["files"].items())
+      write_text(dir.path / file, content.is_string() ? content.get<std::string>() : content.dump(2));
+    ClipTokenizer tok = ClipTokenizer::from_dir(dir.path.string());
+    for (const auto& [content, flags] : folder["flags"].items()) {
+      auto it = std::find_if(tok.added_tokens().begin(), tok.added_tokens().end(),
+                             [&](const ClipAddedToken& t) { return t.content == content; });
+      ASSERT_NE(it, tok.added_tokens().end()) << content;
+      EXPECT_EQ((std::vector<bool>{it->normalized, it->lstrip, it->rstrip, it->single_word}),
+                flags.get<std::vector<bool>>())
+          << content << " (normalized, lstrip, rstrip, single_word)";
+    }
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const auto want = folder["ids"][i].get<std::vector<int32_t>>();
+      const std::vector<int32_t> got = tok.encode_padded(prompts[i]);
+      EXPECT_EQ(got, want) << show(prompts[i]);
+      same += got == want;
+      ++total;
+    }
+  }
+  std::printf("[ golden   ] special tokens: %zu/%zu (folder, prompt) pairs give the reference ids\n", same, total);
+}
+
 // A folder rewritten in the other layout reads as the new one: the file that readers would prefer
 // (tokenizer.json) or merge in (special_tokens_map.json) does not survive.
 TEST(ClipTokenizerJson, RewritingInTheOtherLayoutLeavesNoStaleFile) {
