@@ -1,6 +1,6 @@
 // CLIPTextModel: the text tower of CLIP that turns token ids into Stable Diffusion's context.
 //
-// transformers' modeling_clip.py (sd15-semantics.md §3), pre-LN residual blocks with a causal mask:
+// transformers' modeling_clip.py (docs/reference/sd15-semantics.md §3), pre-LN residual blocks with a causal mask:
 //
 //   x = token_embedding[ids] + position_embedding[0..L-1]
 //   per layer: x = x + out_proj(causal_attention(q/k/v_proj(layer_norm1(x))))
@@ -21,14 +21,15 @@
 
 #include "sdmpi/backend.h"
 #include "sdmpi/model_config.h"
-#include "sdmpi/weights.h"
+#include "sdmpi/param_sink.h"
 
 namespace sdmpi {
 
 class ClipTextModel {
  public:
-  // `prefix` is prepended to every parameter name ("text_model." or ""; see weight_prefix()).
-  ClipTextModel(const ClipTextConfig& config, WeightLoader& weights,
+  // Declares every parameter to `params` (see UNet2DConditionModel's constructor); `prefix` is
+  // prepended to every parameter name ("text_model." or ""; see weight_prefix()).
+  ClipTextModel(const ClipTextConfig& config, ParamSink& params,
                 const std::string& prefix = "text_model.");
   ~ClipTextModel();
   ClipTextModel(ClipTextModel&&) noexcept;
@@ -52,5 +53,10 @@ class ClipTextModel {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// Every parameter of CLIPTextModel, declared by the class above; `prefix` "text_model." as SD 1.x
+// files name them, or "" as transformers 5 does.
+std::vector<ParamSpec> clip_text_parameters(const ClipTextConfig& config,
+                                            const std::string& prefix = "text_model.");
 
 }  // namespace sdmpi

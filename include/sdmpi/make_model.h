@@ -10,11 +10,14 @@
 //   tokenizer/                            the built-in SD 1.x CLIP tokenizer
 //   scheduler/scheduler_config.json       SD 1.5's PNDM config
 //
-// Presets: "tiny" is the full four-level SD 1.5 layout at small width (a 64x64 image in well under
-// a second on a CPU), with the real 49,408-token vocabulary; weights F32. "sd15" has SD 1.5's
-// exact shapes (UNet 859,520,964 parameters, CLIP ViT-L/14 text tower 123,060,480); weights are
-// written as F16 (about 2.1 GB instead of 4.3 GB).
+// Presets are the rows of the one table of SD configs (src/io/sd_configs.cpp): "tiny" is the full
+// four-level SD 1.5 layout at small width (a 64x64 image in well under a second on a CPU), with the
+// real 49,408-token vocabulary; weights F32. "sd15" has SD 1.5's exact shapes (UNet 859,520,964
+// parameters, CLIP ViT-L/14 text tower 123,060,480); weights are written as F16 (about 2.1 GB
+// instead of 4.3 GB).
 //
+// Which tensors exist, with which shapes, is the networks' own declaration (unet_parameters(),
+// vae_parameters(), clip_text_parameters(): each model constructed on a ListingSink).
 // Values are deterministic in (seed, parameter name), independent of order and thread count:
 // value i of a tensor comes from splitmix64 at counter i of a stream keyed by the seed and the
 // name's FNV-1a hash. Scales follow PyTorch's default initialisation so activations stay O(1) and
@@ -29,31 +32,16 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "sdmpi/clip_text.h"
 #include "sdmpi/model_config.h"
-#include "sdmpi/tensor.h"
+#include "sdmpi/param_sink.h"
+#include "sdmpi/unet.h"
+#include "sdmpi/vae.h"
 #include "sdmpi/weights.h"
 
 namespace sdmpi {
-
-// How a parameter is initialised.
-enum class ParamInit : uint8_t { Weight, Bias, NormWeight, NormBias, Embedding };
-
-// One parameter as diffusers / transformers register it: name, PyTorch shape, init, fan-in.
-struct ParamSpec {
-  std::string name;
-  Shape shape;
-  ParamInit init = ParamInit::Weight;
-  int64_t fan_in = 1;
-};
-
-// Every parameter of the full diffusers/transformers module, in registration order.
-std::vector<ParamSpec> unet_parameters(const UNetConfig& config);
-// AutoencoderKL: encoder, quant_conv, post_quant_conv and decoder (the file diffusers expects).
-std::vector<ParamSpec> vae_parameters(const VAEConfig& config);
-// CLIPTextModel; `prefix` "text_model." as SD 1.x files name them, or "" as transformers 5 does.
-std::vector<ParamSpec> clip_text_parameters(const ClipTextConfig& config,
-                                            const std::string& prefix = "text_model.");
-int64_t count_parameters(const std::vector<ParamSpec>& params);
 
 // The deterministic values of one parameter (float32, row-major in the PyTorch shape).
 std::vector<float> random_parameter(const ParamSpec& param, uint64_t seed);
@@ -63,8 +51,11 @@ struct ModelPreset {
   UNetConfig unet;
   VAEConfig vae;
   ClipTextConfig text_encoder;
+  nlohmann::json scheduler;  // scheduler_config.json
 };
-// "tiny" or "sd15"; InputError naming the preset otherwise.
+// The preset names ("sd15", "tiny"): the rows of the SD config table.
+std::vector<std::string> model_preset_names();
+// One of those; InputError naming the preset and the known ones otherwise.
 ModelPreset model_preset(const std::string& name);
 
 // A random model held in memory (the built-in `--model tiny`): configs plus one weight source per

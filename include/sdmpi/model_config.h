@@ -2,7 +2,9 @@
 // write (unet/config.json, vae/config.json, text_encoder/config.json).
 //
 // Each struct holds what our model code needs. Its member defaults are diffusers' / transformers'
-// class defaults, which is what a file that leaves a key out gets; sd15() gives SD 1.5's values. from_json() checks every key that would change the network: a value we do not
+// class defaults, which is what a file that leaves a key out gets; preset(name) parses a row of the
+// one table of SD configs (src/io/sd_configs.cpp: "sd15", "tiny", ...), sd15() is preset("sd15").
+// from_json() checks every key that would change the network: a value we do not
 // implement (SDXL's addition_embed_type "text_time", a "scale_shift" resnet, a non-SiLU
 // activation, ...) is an InputError naming the file, the key and the value, never a silently
 // different network. Keys that do not change inference (dropout, sample_size, ...) are kept or
@@ -62,6 +64,8 @@ struct UNetConfig {
 
   // Stable Diffusion 1.5's unet/config.json.
   static UNetConfig sd15();
+  // The unet config of a row of the SD config table; InputError for an unknown name.
+  static UNetConfig preset(const std::string& name);
   // `source` names the file in messages ("./sd15/unet/config.json").
   static UNetConfig from_json(const nlohmann::json& j, const std::string& source);
   static UNetConfig load(const std::string& path);
@@ -92,6 +96,7 @@ struct VAEConfig {
   int scale_factor() const { return 1 << (num_blocks() - 1); }
 
   static VAEConfig sd15();
+  static VAEConfig preset(const std::string& name);
   static VAEConfig from_json(const nlohmann::json& j, const std::string& source);
   static VAEConfig load(const std::string& path);
   nlohmann::json to_json() const;
@@ -117,6 +122,7 @@ struct ClipTextConfig {
 
   // SD 1.5's text_encoder/config.json (CLIP ViT-L/14 text tower).
   static ClipTextConfig sd15();
+  static ClipTextConfig preset(const std::string& name);
   // Accepts a CLIPTextConfig file and a full CLIPConfig (its "text_config" is used).
   static ClipTextConfig from_json(const nlohmann::json& j, const std::string& source);
   static ClipTextConfig load(const std::string& path);

@@ -1,8 +1,8 @@
 // UNet2DConditionModel: the noise-prediction network of Stable Diffusion 1.x.
 //
-// One model definition for every backend: the class only loads parameters (diffusers names,
-// PyTorch shapes) and calls ops of sdmpi::Backend. The graph follows diffusers'
-// unet_2d_condition.py (sd15-semantics.md §4):
+// One model definition for every backend: the constructor declares the parameters (diffusers
+// names, PyTorch shapes) to a ParamSink, the forward pass calls ops of sdmpi::Backend only. The graph follows diffusers'
+// unet_2d_condition.py (docs/reference/sd15-semantics.md §4):
 //
 //   emb  = time_embedding(timestep_embedding(t))      sinusoidal part on the host, float32
 //                                                     (time_proj; forward_embedded takes it ready)
@@ -23,15 +23,16 @@
 
 #include "sdmpi/backend.h"
 #include "sdmpi/model_config.h"
-#include "sdmpi/weights.h"
+#include "sdmpi/param_sink.h"
 
 namespace sdmpi {
 
 class UNet2DConditionModel {
  public:
-  // Asks `weights` for every parameter the config implies; problems surface at weights.finish(),
-  // which the caller runs (load() below does it all).
-  UNet2DConditionModel(const UNetConfig& config, WeightLoader& weights);
+  // Declares every parameter the config implies to `params`: a LoadingSink fills the model (its
+  // problems surface at finish(), which the caller runs; load() below does it all), a ListingSink
+  // lists them (unet_parameters()).
+  UNet2DConditionModel(const UNetConfig& config, ParamSink& params);
   ~UNet2DConditionModel();
   UNet2DConditionModel(UNet2DConditionModel&&) noexcept;
   UNet2DConditionModel& operator=(UNet2DConditionModel&&) noexcept;
@@ -57,12 +58,26 @@ class UNet2DConditionModel {
   Tensor forward_embedded(Backend& backend, const Tensor& sample, const Tensor& t_proj,
                           const Tensor& encoder_hidden_states) const;
 
+  // The text context enters the UNet only through the cross-attentions' to_k and to_v, which do
+  // not depend on the step: cross_attention_kv() computes every attn2's K and V of the context
+  // ([B, N, heads * dim_head] each; down, mid, up blocks in order, K then V per transformer block),
+  // and the overload below takes them instead of the context. The pipeline computes them once per
+  // batch; forward_embedded(b, x, t, ctx) is exactly forward_embedded(b, x, t,
+  // cross_attention_kv(b, ctx)), so the bits are the same.
+  std::vector<Tensor> cross_attention_kv(Backend& backend, const Tensor& encoder_hidden_states) const;
+  Tensor forward_embedded(Backend& backend, const Tensor& sample, const Tensor& t_proj,
+                          const std::vector<Tensor>& cross_kv) const;
+
   const UNetConfig& config() const;
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// Every parameter of the UNet the config implies, in declaration order (the model constructed on
+// a ListingSink): make-model writes them, inspect counts them.
+std::vector<ParamSpec> unet_parameters(const UNetConfig& config);
 
 // diffusers' get_timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift) in float32 on
 // the host, op for op as torch runs it: exponent = fl(-ln(10000) * k) / (dim/2 - shift),

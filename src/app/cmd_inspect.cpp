@@ -2,12 +2,16 @@
 #include <CLI/CLI.hpp>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "app/commands.h"
 #include "sdmpi/archive.h"
+#include "sdmpi/clip_text.h"
 #include "sdmpi/make_model.h"
 #include "sdmpi/model_config.h"
 #include "sdmpi/pipeline.h"
+#include "sdmpi/unet.h"
+#include "sdmpi/vae.h"
 
 namespace sdmpi::app {
 namespace {
@@ -19,24 +23,36 @@ bool is_hdf5(const std::string& path) {
   return f.gcount() == 8 && std::string(sig, 8) == "\x89HDF\r\n\x1a\n";
 }
 
+// Parameter counts come from the networks' own declarations (the model classes constructed on a
+// ListingSink, as make-model lists them) for the model's configs; the weight files add their dtypes
+// and say how many of their tensors the declaration does not cover (the VAE encoder of a decoder-only
+// file is the other way round: declared, absent).
 void describe_model(const std::string& spec) {
   ModelSource m = ModelSource::open(spec);
   std::printf("model: %s\n", m.describe().c_str());
+  const UNetConfig u = UNetConfig::from_json(m.config("unet"), spec + " unet");
   for (const char* component : {"text_encoder", "unet", "vae"}) {
     auto w = m.weights(component);
-    int64_t params = 0;
-    std::map<std::string, int64_t> by_dtype;
-    for (const std::string& n : w->names()) {
-      WeightView v = w->get(n);
-      int64_t count = shape_numel(v.shape);
-      params += count;
-      by_dtype[dtype_name(v.dtype)] += count;
+    std::vector<ParamSpec> declared;
+    if (std::string(component) == "unet") declared = unet_parameters(u);
+    if (std::string(component) == "vae")
+      declared = vae_parameters(VAEConfig::from_json(m.config("vae"), spec + " vae"));
+    if (std::string(component) == "text_encoder")
+      declared = clip_text_parameters(ClipTextConfig::from_json(m.config("text_encoder"), spec + " text_encoder"),
+                                      ClipTextModel::weight_prefix(*w));
+    std::set<std::string> dtypes;
+    size_t in_file = 0;
+    for (const ParamSpec& p : declared) {
+      if (!w->has(p.name)) continue;
+      ++in_file;
+      dtypes.insert(dtype_name(w->get(p.name).dtype));
     }
-    std::string dtypes;
-    for (auto& [d, c] : by_dtype) dtypes += (dtypes.empty() ? "" : ", ") + d;
-    std::printf("  %-13s %6zu tensors, %8.1f M parameters (%s)\n", component, w->names().size(), params / 1e6, dtypes.c_str());
+    std::string dtype_list;
+    for (const std::string& d : dtypes) dtype_list += (dtype_list.empty() ? "" : ", ") + d;
+    std::printf("  %-13s %6zu tensors, %8.1f M parameters (%s); the files hold %zu of them and %zu others\n",
+                component, declared.size(), count_parameters(declared) / 1e6, dtype_list.c_str(), in_file,
+                w->names().size() - in_file);
   }
-  UNetConfig u = UNetConfig::from_json(m.config("unet"), spec + " unet");
   std::string ch;
   for (int c : u.block_out_channels) ch += (ch.empty() ? "" : ",") + std::to_string(c);
   std::printf("  unet: block_out_channels [%s], cross_attention_dim %d, sample_size %d\n", ch.c_str(),

@@ -15,7 +15,7 @@ int cmd_make_model(int argc, char** argv) {
                "sd_mpi make-model"};
   std::string preset, out;
   uint64_t seed = 0;
-  cli.add_option("--preset", preset, "tiny|sd15")->required()->check(CLI::IsMember({"tiny", "sd15"}));
+  cli.add_option("--preset", preset, "one of the SD config table's presets")->required()->check(CLI::IsMember(model_preset_names()));
   cli.add_option("--seed", seed, "seed of the random weights");
   cli.add_option("OUT_DIR", out, "folder to create")->required();
   int rc = 0;

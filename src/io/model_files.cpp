@@ -14,7 +14,7 @@
 #include <sstream>
 
 #include "io/checkpoint_keys.h"
-#include "io/sd15_configs.h"
+#include "io/sd_configs.h"
 #include "sdmpi/error.h"
 #include "sdmpi/log.h"
 
@@ -345,7 +345,7 @@ nlohmann::json ModelFiles::config(const std::string& component) const {
       std::end(kConfigComponents))
     throw Error("ModelFiles::config: unknown component '" + component + "'");
   if (!state_->single) return state_->configs.at(component);
-  json c = sd15_default_config(component);
+  json c = sd_config("sd15", component);  // single files are SD 1.x (check_checkpoint_family)
   if (component == "unet") c["in_channels"] = state_->unet_in_channels;
   return c;
 }

@@ -1,5 +1,7 @@
-// The shared blocks of the UNet and the VAE decoder (see blocks.h): parameter names and shapes as
-// diffusers' modules register them, forward passes as diffusers' forward() methods compute them.
+// The shared blocks of the UNet and the VAE (see blocks.h): parameter names and shapes as
+// diffusers' modules register them, declared to a ParamSink with make-model's initialisation
+// (PyTorch's defaults: Linear/Conv fan-in = inputs per output, norms and embeddings their own
+// kinds), forward passes as diffusers' forward() methods compute them.
 #include "models/blocks.h"
 
 #include "sdmpi/error.h"
@@ -8,41 +10,42 @@ namespace sdmpi::blocks {
 
 // ---- layers -------------------------------------------------------------------------------------
 
-Linear::Linear(WeightLoader& w, const std::string& name, int in, int out, bool with_bias)
+Linear::Linear(ParamSink& w, const std::string& name, int in, int out, bool with_bias)
     : in_features(in), out_features(out) {
-  weight = w.load(name + ".weight", {out, in}, WeightKind::Linear);
-  if (with_bias) bias = w.load(name + ".bias", {out}, WeightKind::Vector);
+  weight = w.param(name + ".weight", {out, in}, WeightKind::Linear, ParamInit::Weight, in);
+  if (with_bias) bias = w.param(name + ".bias", {out}, WeightKind::Vector, ParamInit::Bias, in);
 }
 
 Tensor Linear::operator()(Backend& b, const Tensor& x, const Tensor* residual) const {
   return b.linear(x, weight, bias.defined() ? &bias : nullptr, residual);
 }
 
-Conv2d::Conv2d(WeightLoader& w, const std::string& name, int in, int out, int kernel_size,
+Conv2d::Conv2d(ParamSink& w, const std::string& name, int in, int out, int kernel_size,
                int stride_, int pad_)
     : in_channels(in), out_channels(out), kernel(kernel_size), stride(stride_),
       pad(pad_ < 0 ? (kernel_size - 1) / 2 : pad_) {
-  weight = w.load(name + ".weight", {out, in, kernel, kernel}, WeightKind::Conv);
-  bias = w.load(name + ".bias", {out}, WeightKind::Vector);
+  const int64_t fan_in = static_cast<int64_t>(in) * kernel * kernel;
+  weight = w.param(name + ".weight", {out, in, kernel, kernel}, WeightKind::Conv, ParamInit::Weight, fan_in);
+  bias = w.param(name + ".bias", {out}, WeightKind::Vector, ParamInit::Bias, fan_in);
 }
 
 Tensor Conv2d::operator()(Backend& b, const Tensor& x, const Tensor* residual) const {
   return b.conv2d(x, weight, &bias, stride, pad, residual);
 }
 
-GroupNorm::GroupNorm(WeightLoader& w, const std::string& name, int groups_, int channels, float eps_)
+GroupNorm::GroupNorm(ParamSink& w, const std::string& name, int groups_, int channels, float eps_)
     : groups(groups_), eps(eps_) {
-  weight = w.load(name + ".weight", {channels}, WeightKind::Vector);
-  bias = w.load(name + ".bias", {channels}, WeightKind::Vector);
+  weight = w.param(name + ".weight", {channels}, WeightKind::Vector, ParamInit::NormWeight, 1);
+  bias = w.param(name + ".bias", {channels}, WeightKind::Vector, ParamInit::NormBias, 1);
 }
 
 Tensor GroupNorm::operator()(Backend& b, const Tensor& x, bool silu) const {
   return b.group_norm(x, groups, weight, bias, eps, silu);
 }
 
-LayerNorm::LayerNorm(WeightLoader& w, const std::string& name, int channels, float eps_) : eps(eps_) {
-  weight = w.load(name + ".weight", {channels}, WeightKind::Vector);
-  bias = w.load(name + ".bias", {channels}, WeightKind::Vector);
+LayerNorm::LayerNorm(ParamSink& w, const std::string& name, int channels, float eps_) : eps(eps_) {
+  weight = w.param(name + ".weight", {channels}, WeightKind::Vector, ParamInit::NormWeight, 1);
+  bias = w.param(name + ".bias", {channels}, WeightKind::Vector, ParamInit::NormBias, 1);
 }
 
 Tensor LayerNorm::operator()(Backend& b, const Tensor& x) const {
@@ -51,7 +54,7 @@ Tensor LayerNorm::operator()(Backend& b, const Tensor& x) const {
 
 // ---- ResnetBlock2D ------------------------------------------------------------------------------
 
-ResnetBlock2D::ResnetBlock2D(WeightLoader& w, const std::string& name, int in, int out,
+ResnetBlock2D::ResnetBlock2D(ParamSink& w, const std::string& name, int in, int out,
                              int temb_channels, int groups, float eps, float scale)
     : norm1(w, name + ".norm1", groups, in, eps),
       norm2(w, name + ".norm2", groups, out, eps),
@@ -77,7 +80,7 @@ Tensor ResnetBlock2D::operator()(Backend& b, const Tensor& x, const Tensor* temb
 
 // ---- attention ----------------------------------------------------------------------------------
 
-Attention::Attention(WeightLoader& w, const std::string& name, int query_dim, int context_dim,
+Attention::Attention(ParamSink& w, const std::string& name, int query_dim, int context_dim,
                      int heads_, int dim_head, bool qkv_bias)
     : to_q(w, name + ".to_q", query_dim, heads_ * dim_head, qkv_bias),
       to_k(w, name + ".to_k", context_dim, heads_ * dim_head, qkv_bias),
@@ -88,22 +91,28 @@ Attention::Attention(WeightLoader& w, const std::string& name, int query_dim, in
 Tensor Attention::operator()(Backend& b, const Tensor& x, const Tensor* context,
                              const Tensor* residual) const {
   const Tensor& kv_source = context ? *context : x;
-  Tensor q = to_q(b, x);
   Tensor k = to_k(b, kv_source);
   Tensor v = to_v(b, kv_source);
+  return with_kv(b, x, k, v, residual);
+}
+
+Tensor Attention::with_kv(Backend& b, const Tensor& x, const Tensor& k, const Tensor& v,
+                          const Tensor* residual) const {
+  Tensor q = to_q(b, x);
   Tensor a = b.attention(q, k, v, heads, /*causal=*/false);
   return to_out(b, a, residual);  // to_out.1 is dropout
 }
 
-FeedForward::FeedForward(WeightLoader& w, const std::string& name, int dim, int mult)
+FeedForward::FeedForward(ParamSink& w, const std::string& name, int dim, int mult)
     : proj(w, name + ".net.0.proj", dim, 2 * mult * dim),
       out(w, name + ".net.2", mult * dim, dim) {}
 
 Tensor FeedForward::operator()(Backend& b, const Tensor& x, const Tensor* residual) const {
-  return out(b, b.geglu(proj(b, x)), residual);
+  // geglu(proj(x)) as one op, so a backend may gate in the product's epilogue (same bits on the CPU).
+  return out(b, b.linear_geglu(x, proj.weight, proj.bias.defined() ? &proj.bias : nullptr), residual);
 }
 
-BasicTransformerBlock::BasicTransformerBlock(WeightLoader& w, const std::string& name, int dim,
+BasicTransformerBlock::BasicTransformerBlock(ParamSink& w, const std::string& name, int dim,
                                              int heads, int dim_head, int cross_attention_dim)
     : norm1(w, name + ".norm1", dim, 1e-5f),
       norm2(w, name + ".norm2", dim, 1e-5f),
@@ -112,16 +121,22 @@ BasicTransformerBlock::BasicTransformerBlock(WeightLoader& w, const std::string&
       attn2(w, name + ".attn2", dim, cross_attention_dim, heads, dim_head, /*qkv_bias=*/false),
       ff(w, name + ".ff", dim) {}
 
-Tensor BasicTransformerBlock::operator()(Backend& b, const Tensor& tokens,
-                                         const Tensor& context) const {
+void BasicTransformerBlock::append_cross_kv(Backend& b, const Tensor& context,
+                                            std::vector<Tensor>& kv) const {
+  kv.push_back(attn2.to_k(b, context));
+  kv.push_back(attn2.to_v(b, context));
+}
+
+Tensor BasicTransformerBlock::operator()(Backend& b, const Tensor& tokens, const Tensor& k,
+                                         const Tensor& v) const {
   Tensor h = attn1(b, norm1(b, tokens), nullptr, &tokens);
-  h = attn2(b, norm2(b, h), &context, &h);
+  h = attn2.with_kv(b, norm2(b, h), k, v, &h);
   return ff(b, norm3(b, h), &h);
 }
 
 // ---- Transformer2DModel -------------------------------------------------------------------------
 
-Transformer2DModel::Transformer2DModel(WeightLoader& w, const std::string& name, int channels,
+Transformer2DModel::Transformer2DModel(ParamSink& w, const std::string& name, int channels,
                                        int heads, int num_layers, int cross_attention_dim,
                                        int norm_groups, bool use_linear_projection)
     : norm(w, name + ".norm", norm_groups, channels, 1e-6f) {
@@ -144,11 +159,19 @@ Transformer2DModel::Transformer2DModel(WeightLoader& w, const std::string& name,
   }
 }
 
-Tensor Transformer2DModel::operator()(Backend& b, const Tensor& x, const Tensor& context) const {
+void Transformer2DModel::append_cross_kv(Backend& b, const Tensor& context,
+                                         std::vector<Tensor>& kv) const {
+  for (const BasicTransformerBlock& block : transformer_blocks) block.append_cross_kv(b, context, kv);
+}
+
+Tensor Transformer2DModel::operator()(Backend& b, const Tensor& x, std::span<const Tensor> kv) const {
+  SDMPI_CHECK(kv.size() == 2 * transformer_blocks.size(),
+              "Transformer2DModel: one K and one V per transformer block");
   const int64_t H = x.dim(1), W = x.dim(2);
   Tensor h = norm(b, x);
   h = proj_in_conv ? as_tokens((*proj_in_conv)(b, h)) : (*proj_in_linear)(b, as_tokens(h));
-  for (const BasicTransformerBlock& block : transformer_blocks) h = block(b, h, context);
+  for (size_t i = 0; i < transformer_blocks.size(); ++i)
+    h = transformer_blocks[i](b, h, kv[2 * i], kv[2 * i + 1]);
   if (proj_out_conv) return (*proj_out_conv)(b, as_image(h, H, W), &x);
   Tensor residual = as_tokens(x);
   return as_image((*proj_out_linear)(b, h, &residual), H, W);
@@ -156,12 +179,18 @@ Tensor Transformer2DModel::operator()(Backend& b, const Tensor& x, const Tensor&
 
 // ---- resampling ---------------------------------------------------------------------------------
 
-Downsample2D::Downsample2D(WeightLoader& w, const std::string& name, int channels)
-    : conv(w, name + ".conv", channels, channels, 3, /*stride=*/2, /*pad=*/1) {}
+Downsample2D::Downsample2D(ParamSink& w, const std::string& name, int channels, int padding_)
+    : conv(w, name + ".conv", channels, channels, 3, /*stride=*/2, /*pad=*/padding_),
+      padding(padding_) {}
 
-Tensor Downsample2D::operator()(Backend& b, const Tensor& x) const { return conv(b, x); }
+Tensor Downsample2D::operator()(Backend& b, const Tensor& x) const {
+  if (padding == 0)
+    throw Error("Downsample2D with padding 0 pads right and bottom only (diffusers' VAE encoder); "
+                "the Backend has no asymmetric pad op yet");
+  return conv(b, x);
+}
 
-Upsample2D::Upsample2D(WeightLoader& w, const std::string& name, int channels)
+Upsample2D::Upsample2D(ParamSink& w, const std::string& name, int channels)
     : conv(w, name + ".conv", channels, channels, 3) {}
 
 Tensor Upsample2D::operator()(Backend& b, const Tensor& x, int64_t out_h, int64_t out_w) const {
@@ -170,7 +199,7 @@ Tensor Upsample2D::operator()(Backend& b, const Tensor& x, int64_t out_h, int64_
 
 // ---- the VAE's spatial attention -----------------------------------------------------------------
 
-SpatialSelfAttention::SpatialSelfAttention(WeightLoader& w, const std::string& name, int channels,
+SpatialSelfAttention::SpatialSelfAttention(ParamSink& w, const std::string& name, int channels,
                                            int heads, int norm_groups, float eps)
     : group_norm(w, name + ".group_norm", norm_groups, channels, eps),
       attention(w, name, channels, channels, heads, channels / heads, /*qkv_bias=*/true) {}

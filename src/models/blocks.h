@@ -1,8 +1,9 @@
 // The building blocks the UNet and the VAE decoder share, named and wired as in diffusers.
 //
-// Each block loads its parameters by their diffusers names (prefix + ".conv1.weight", ...) with
-// the PyTorch shapes its constructor arguments imply, so a wrong config shows up as a list of
-// mis-shaped names from the WeightLoader, and runs by calling the ops of sdmpi::Backend only.
+// Each block declares its parameters to a ParamSink by their diffusers names (prefix +
+// ".conv1.weight", ...) with the PyTorch shapes its constructor arguments imply: loaded, a wrong
+// config shows up as a list of mis-shaped names; listed, the same constructors give make-model's
+// parameter list. Blocks run by calling the ops of sdmpi::Backend only.
 // Activations are channels-last: images [B, H, W, C], token sequences [B, N, C]; an image viewed as
 // tokens is a free reshape (token index y*W + x, diffusers' permute(0,2,3,1).reshape).
 //
@@ -14,11 +15,12 @@
 #pragma once
 
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "sdmpi/backend.h"
-#include "sdmpi/weights.h"
+#include "sdmpi/param_sink.h"
 
 namespace sdmpi::blocks {
 
@@ -28,7 +30,7 @@ struct Linear {
   int in_features = 0, out_features = 0;
 
   Linear() = default;
-  Linear(WeightLoader& w, const std::string& name, int in, int out, bool with_bias = true);
+  Linear(ParamSink& w, const std::string& name, int in, int out, bool with_bias = true);
   Tensor operator()(Backend& b, const Tensor& x, const Tensor* residual = nullptr) const;
 };
 
@@ -39,7 +41,7 @@ struct Conv2d {
 
   Conv2d() = default;
   // pad < 0: (kernel - 1) / 2, i.e. "same" for odd kernels at stride 1.
-  Conv2d(WeightLoader& w, const std::string& name, int in, int out, int kernel, int stride = 1,
+  Conv2d(ParamSink& w, const std::string& name, int in, int out, int kernel, int stride = 1,
          int pad = -1);
   Tensor operator()(Backend& b, const Tensor& x, const Tensor* residual = nullptr) const;
 };
@@ -51,7 +53,7 @@ struct GroupNorm {
   float eps = 1e-5f;
 
   GroupNorm() = default;
-  GroupNorm(WeightLoader& w, const std::string& name, int groups, int channels, float eps);
+  GroupNorm(ParamSink& w, const std::string& name, int groups, int channels, float eps);
   Tensor operator()(Backend& b, const Tensor& x, bool silu = false) const;
 };
 
@@ -61,7 +63,7 @@ struct LayerNorm {
   float eps = 1e-5f;
 
   LayerNorm() = default;
-  LayerNorm(WeightLoader& w, const std::string& name, int channels, float eps);
+  LayerNorm(ParamSink& w, const std::string& name, int channels, float eps);
   Tensor operator()(Backend& b, const Tensor& x) const;
 };
 
@@ -77,7 +79,7 @@ struct ResnetBlock2D {
   std::optional<Conv2d> conv_shortcut;
   float output_scale_factor = 1.0f;
 
-  ResnetBlock2D(WeightLoader& w, const std::string& name, int in, int out, int temb_channels,
+  ResnetBlock2D(ParamSink& w, const std::string& name, int in, int out, int temb_channels,
                 int groups, float eps, float output_scale_factor = 1.0f);
   // temb_silu: SiLU(temb) [B, temb_channels], or nullptr when the block has no time embedding.
   Tensor operator()(Backend& b, const Tensor& x, const Tensor* temb_silu) const;
@@ -90,10 +92,15 @@ struct Attention {
   Linear to_q, to_k, to_v, to_out;
   int heads = 1;
 
-  Attention(WeightLoader& w, const std::string& name, int query_dim, int context_dim, int heads,
+  Attention(ParamSink& w, const std::string& name, int query_dim, int context_dim, int heads,
             int dim_head, bool qkv_bias);
   Tensor operator()(Backend& b, const Tensor& x, const Tensor* context,
                     const Tensor* residual) const;
+  // Cross-attention with K and V computed beforehand: to_k(context), to_v(context) depend only on
+  // the text context, so the UNet computes them once per batch, not once per step (the same
+  // linear op on the same values, hence the same bits).
+  Tensor with_kv(Backend& b, const Tensor& x, const Tensor& k, const Tensor& v,
+                 const Tensor* residual) const;
 };
 
 // diffusers' FeedForward with GEGLU: net.0.proj Linear(dim, 2*inner) → a * GELU(gate) →
@@ -101,20 +108,23 @@ struct Attention {
 struct FeedForward {
   Linear proj, out;
 
-  FeedForward(WeightLoader& w, const std::string& name, int dim, int mult = 4);
+  FeedForward(ParamSink& w, const std::string& name, int dim, int mult = 4);
   Tensor operator()(Backend& b, const Tensor& x, const Tensor* residual) const;
 };
 
 // diffusers' BasicTransformerBlock, norm_type "layer_norm" (eps 1e-5), no attention bias:
 //   h = attn1(norm1(h)) + h;  h = attn2(norm2(h), context) + h;  h = ff(norm3(h)) + h
+// with attn2's K and V of the context computed beforehand (append_cross_kv, then operator()).
 struct BasicTransformerBlock {
   LayerNorm norm1, norm2, norm3;
   Attention attn1, attn2;
   FeedForward ff;
 
-  BasicTransformerBlock(WeightLoader& w, const std::string& name, int dim, int heads, int dim_head,
+  BasicTransformerBlock(ParamSink& w, const std::string& name, int dim, int heads, int dim_head,
                         int cross_attention_dim);
-  Tensor operator()(Backend& b, const Tensor& tokens, const Tensor& context) const;
+  // Appends attn2's to_k(context) and to_v(context).
+  void append_cross_kv(Backend& b, const Tensor& context, std::vector<Tensor>& kv) const;
+  Tensor operator()(Backend& b, const Tensor& tokens, const Tensor& k, const Tensor& v) const;
 };
 
 // diffusers' Transformer2DModel on continuous input (the "attentions.i" of the UNet blocks):
@@ -129,17 +139,24 @@ struct Transformer2DModel {
   std::vector<BasicTransformerBlock> transformer_blocks;
   int inner_dim = 0;
 
-  Transformer2DModel(WeightLoader& w, const std::string& name, int channels, int heads,
+  Transformer2DModel(ParamSink& w, const std::string& name, int channels, int heads,
                      int num_layers, int cross_attention_dim, int norm_groups,
                      bool use_linear_projection);
-  Tensor operator()(Backend& b, const Tensor& x, const Tensor& context) const;
+  // Appends K then V of every transformer block, in order (2 * transformer_blocks.size()).
+  void append_cross_kv(Backend& b, const Tensor& context, std::vector<Tensor>& kv) const;
+  // kv: what append_cross_kv appended for this model's blocks.
+  Tensor operator()(Backend& b, const Tensor& x, std::span<const Tensor> kv) const;
 };
 
-// diffusers' Downsample2D(use_conv=True, padding=1): 3x3 conv, stride 2, zero padding 1.
+// diffusers' Downsample2D(use_conv=True): 3x3 conv, stride 2. padding 1 (the UNet): zero padding 1
+// on every side. padding 0 (the VAE encoder): diffusers pads (0, 1, 0, 1), right and bottom only,
+// before the conv; the Backend has no asymmetric pad yet, so that variant is declared (its
+// parameters load and list) but refuses to run.
 struct Downsample2D {
   Conv2d conv;
+  int padding = 1;
 
-  Downsample2D(WeightLoader& w, const std::string& name, int channels);
+  Downsample2D(ParamSink& w, const std::string& name, int channels, int padding = 1);
   Tensor operator()(Backend& b, const Tensor& x) const;
 };
 
@@ -148,7 +165,7 @@ struct Downsample2D {
 struct Upsample2D {
   Conv2d conv;
 
-  Upsample2D(WeightLoader& w, const std::string& name, int channels);
+  Upsample2D(ParamSink& w, const std::string& name, int channels);
   Tensor operator()(Backend& b, const Tensor& x, int64_t out_h, int64_t out_w) const;
   Tensor operator()(Backend& b, const Tensor& x) const { return (*this)(b, x, 2 * x.dim(1), 2 * x.dim(2)); }
 };
@@ -159,7 +176,7 @@ struct SpatialSelfAttention {
   GroupNorm group_norm;
   Attention attention;
 
-  SpatialSelfAttention(WeightLoader& w, const std::string& name, int channels, int heads,
+  SpatialSelfAttention(ParamSink& w, const std::string& name, int channels, int heads,
                        int norm_groups, float eps);
   Tensor operator()(Backend& b, const Tensor& x) const;
 };

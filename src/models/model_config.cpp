@@ -13,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "io/sd_configs.h"
 #include "sdmpi/error.h"
 
 namespace sdmpi {
@@ -187,11 +188,10 @@ json read_json_file(const std::string& path) {
 
 // ---- UNet ---------------------------------------------------------------------------------------
 
-UNetConfig UNetConfig::sd15() {
-  UNetConfig c;
-  c.sample_size = 64;
-  c.cross_attention_dim = {768, 768, 768, 768};
-  return c;
+UNetConfig UNetConfig::sd15() { return preset("sd15"); }
+
+UNetConfig UNetConfig::preset(const std::string& name) {
+  return from_json(sd_config(name, "unet"), "the built-in " + name + " unet config");
 }
 
 UNetConfig UNetConfig::load(const std::string& path) { return from_json(read_json_file(path), path); }
@@ -385,14 +385,10 @@ json UNetConfig::to_json() const {
 
 // ---- VAE ----------------------------------------------------------------------------------------
 
-VAEConfig VAEConfig::sd15() {
-  VAEConfig c;
-  c.down_block_types.assign(4, "DownEncoderBlock2D");
-  c.up_block_types.assign(4, "UpDecoderBlock2D");
-  c.block_out_channels = {128, 256, 512, 512};
-  c.layers_per_block = 2;
-  c.sample_size = 512;
-  return c;
+VAEConfig VAEConfig::sd15() { return preset("sd15"); }
+
+VAEConfig VAEConfig::preset(const std::string& name) {
+  return from_json(sd_config(name, "vae"), "the built-in " + name + " vae config");
 }
 
 VAEConfig VAEConfig::load(const std::string& path) { return from_json(read_json_file(path), path); }
@@ -482,18 +478,12 @@ json VAEConfig::to_json() const {
 
 // ---- CLIP text encoder --------------------------------------------------------------------------
 
-ClipTextConfig ClipTextConfig::sd15() {
-  ClipTextConfig c;
-  c.hidden_size = 768;
-  c.intermediate_size = 3072;
-  c.projection_dim = 768;
-  c.num_hidden_layers = 12;
-  c.num_attention_heads = 12;
-  // SD 1.5's file keeps the pre-2023 ids (only the pooled output, which SD does not use, reads
-  // eos_token_id).
-  c.bos_token_id = 0;
-  c.eos_token_id = 2;
-  return c;
+// SD 1.5's file keeps the pre-2023 bos/eos ids 0 and 2 (only the pooled output, which SD does not
+// use, reads eos_token_id).
+ClipTextConfig ClipTextConfig::sd15() { return preset("sd15"); }
+
+ClipTextConfig ClipTextConfig::preset(const std::string& name) {
+  return from_json(sd_config(name, "text_encoder"), "the built-in " + name + " text_encoder config");
 }
 
 ClipTextConfig ClipTextConfig::load(const std::string& path) {

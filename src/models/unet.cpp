@@ -1,11 +1,13 @@
 // UNet2DConditionModel (see include/sdmpi/unet.h): construction mirrors diffusers'
-// UNet2DConditionModel.__init__ block by block, so parameter names and shapes come out the same;
-// forward() mirrors its forward() for the SD 1.x block types.
+// UNet2DConditionModel.__init__ block by block, so parameter names and shapes come out the same
+// (and, on a ListingSink, are make-model's list); forward() mirrors its forward() for the SD 1.x
+// block types, with every attn2's K/V of the text context computed ahead (cross_attention_kv).
 #include "sdmpi/unet.h"
 
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <span>
 
 #include "models/blocks.h"
 #include "sdmpi/error.h"
@@ -20,7 +22,7 @@ namespace {
 struct TimestepEmbedding {
   Linear linear_1, linear_2;
 
-  TimestepEmbedding(WeightLoader& w, const std::string& name, int in, int dim)
+  TimestepEmbedding(ParamSink& w, const std::string& name, int in, int dim)
       : linear_1(w, name + ".linear_1", in, dim), linear_2(w, name + ".linear_2", dim, dim) {}
   Tensor operator()(Backend& b, const Tensor& t_emb) const {
     return linear_2(b, b.activation(linear_1(b, t_emb), Activation::SiLU));
@@ -55,6 +57,12 @@ std::vector<T> reversed(std::vector<T> v) {
 
 std::string idx(const std::string& prefix, int i) { return prefix + "." + std::to_string(i); }
 
+size_t kv_count(const std::vector<Transformer2DModel>& attentions) {
+  size_t n = 0;
+  for (const Transformer2DModel& t : attentions) n += 2 * t.transformer_blocks.size();
+  return n;
+}
+
 }  // namespace
 
 struct UNet2DConditionModel::Impl {
@@ -66,8 +74,9 @@ struct UNet2DConditionModel::Impl {
   std::vector<UpBlock> up_blocks;
   GroupNorm conv_norm_out;
   Conv2d conv_out;
+  size_t num_cross_kv = 0;  // tensors cross_attention_kv() returns
 
-  Impl(const UNetConfig& c, WeightLoader& w)
+  Impl(const UNetConfig& c, ParamSink& w)
       : config(c),
         conv_in(w, "conv_in", c.in_channels, c.block_out_channels[0], c.conv_in_kernel),
         time_embedding(w, "time_embedding", c.block_out_channels[0], c.time_embed_dim()),
@@ -138,10 +147,14 @@ struct UNet2DConditionModel::Impl {
       }
       if (i < n - 1) block.upsampler.emplace(w, name + ".upsamplers.0", out_ch);
     }
+
+    for (const DownBlock& block : down_blocks) num_cross_kv += kv_count(block.attentions);
+    num_cross_kv += kv_count(mid_block.attentions);
+    for (const UpBlock& block : up_blocks) num_cross_kv += kv_count(block.attentions);
   }
 };
 
-UNet2DConditionModel::UNet2DConditionModel(const UNetConfig& config, WeightLoader& weights) {
+UNet2DConditionModel::UNet2DConditionModel(const UNetConfig& config, ParamSink& weights) {
   config.validate("unet config");
   impl_ = std::make_unique<Impl>(config, weights);
 }
@@ -153,10 +166,34 @@ const UNetConfig& UNet2DConditionModel::config() const { return impl_->config; }
 
 UNet2DConditionModel UNet2DConditionModel::load(const UNetConfig& config, const WeightSource& source,
                                                  Backend& backend) {
-  WeightLoader loader(source, backend, "unet");
-  UNet2DConditionModel model(config, loader);
-  loader.finish();
+  LoadingSink sink(source, backend, "unet");
+  UNet2DConditionModel model(config, sink);
+  sink.finish();
   return model;
+}
+
+std::vector<ParamSpec> unet_parameters(const UNetConfig& config) {
+  ListingSink sink;
+  UNet2DConditionModel model(config, sink);
+  return sink.take();
+}
+
+// The order is the forward pass's: down blocks, mid block, up blocks; within each, attentions in
+// order, and per transformer block K then V.
+std::vector<Tensor> UNet2DConditionModel::cross_attention_kv(Backend& b,
+                                                             const Tensor& encoder_hidden_states) const {
+  const Impl& m = *impl_;
+  if (encoder_hidden_states.rank() != 3)
+    throw Error("unet: encoder_hidden_states must be [B, N, D], got " +
+                shape_str(encoder_hidden_states.shape()));
+  std::vector<Tensor> kv;
+  auto append = [&](const std::vector<Transformer2DModel>& attentions) {
+    for (const Transformer2DModel& t : attentions) t.append_cross_kv(b, encoder_hidden_states, kv);
+  };
+  for (const DownBlock& block : m.down_blocks) append(block.attentions);
+  append(m.mid_block.attentions);
+  for (const UpBlock& block : m.up_blocks) append(block.attentions);
+  return kv;
 }
 
 std::vector<float> timestep_embedding(const std::vector<float>& timesteps, int dim,
@@ -207,6 +244,15 @@ Tensor UNet2DConditionModel::forward(Backend& b, const Tensor& sample,
 
 Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, const Tensor& t_proj,
                                               const Tensor& encoder_hidden_states) const {
+  if (sample.rank() != 4 || encoder_hidden_states.rank() != 3 ||
+      encoder_hidden_states.dim(0) != sample.dim(0))
+    throw Error("unet: encoder_hidden_states must be [" + (sample.rank() ? std::to_string(sample.dim(0)) : "B") +
+                ", N, D], got " + shape_str(encoder_hidden_states.shape()));
+  return forward_embedded(b, sample, t_proj, cross_attention_kv(b, encoder_hidden_states));
+}
+
+Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, const Tensor& t_proj,
+                                              const std::vector<Tensor>& cross_kv) const {
   const Impl& m = *impl_;
   const UNetConfig& c = m.config;
   if (sample.rank() != 4 || sample.dim(3) != c.in_channels)
@@ -217,10 +263,21 @@ Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, 
   if (t_proj.rank() != 2 || t_proj.dim(0) != B || t_proj.dim(1) != t_dim)
     throw Error("unet: the timestep projection must be [" + std::to_string(B) + ", " +
                 std::to_string(t_dim) + "], got " + shape_str(t_proj.shape()));
-  if (encoder_hidden_states.rank() != 3 || encoder_hidden_states.dim(0) != B)
-    throw Error("unet: encoder_hidden_states must be [" + std::to_string(B) + ", N, D], got " +
-                shape_str(encoder_hidden_states.shape()));
-  const Tensor& context = encoder_hidden_states;
+  if (cross_kv.size() != m.num_cross_kv)
+    throw Error("unet: " + std::to_string(cross_kv.size()) + " cross-attention K/V tensors, the model has " +
+                std::to_string(m.num_cross_kv) + " (from cross_attention_kv)");
+  for (const Tensor& t : cross_kv)
+    if (t.rank() != 3 || t.dim(0) != B)
+      throw Error("unet: cross-attention K/V must be [" + std::to_string(B) + ", N, inner], got " +
+                  shape_str(t.shape()));
+  // Each attention takes its own K/V pairs, consumed in cross_attention_kv's order.
+  size_t next_kv = 0;
+  auto attend = [&](const Transformer2DModel& t, const Tensor& x) {
+    const size_t n = 2 * t.transformer_blocks.size();
+    std::span<const Tensor> kv(cross_kv.data() + next_kv, n);
+    next_kv += n;
+    return t(b, x, kv);
+  };
 
   // 1. time
   Tensor emb = m.time_embedding(b, t_proj);
@@ -237,7 +294,7 @@ Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, 
   for (const DownBlock& block : m.down_blocks) {
     for (size_t l = 0; l < block.resnets.size(); ++l) {
       x = block.resnets[l](b, x, &temb);
-      if (!block.attentions.empty()) x = block.attentions[l](b, x, context);
+      if (!block.attentions.empty()) x = attend(block.attentions[l], x);
       skips.push_back(x);
     }
     if (block.downsampler) {
@@ -249,7 +306,7 @@ Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, 
   // 4. mid
   x = m.mid_block.resnets[0](b, x, &temb);
   for (size_t i = 0; i < m.mid_block.attentions.size(); ++i) {
-    x = m.mid_block.attentions[i](b, x, context);
+    x = attend(m.mid_block.attentions[i], x);
     x = m.mid_block.resnets[i + 1](b, x, &temb);
   }
 
@@ -263,7 +320,7 @@ Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, 
       Tensor skip = std::move(skips.back());
       skips.pop_back();
       x = block.resnets[l](b, b.concat_channels(x, skip), &temb);
-      if (!block.attentions.empty()) x = block.attentions[l](b, x, context);
+      if (!block.attentions.empty()) x = attend(block.attentions[l], x);
     }
     if (block.upsampler) {
       SDMPI_CHECK(!skips.empty(), "unet: upsampler without a following skip connection");
@@ -274,6 +331,7 @@ Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, 
     }
   }
   SDMPI_CHECK(skips.empty(), "unet: skip connections left over");
+  SDMPI_CHECK(next_kv == cross_kv.size(), "unet: cross-attention K/V left over");
 
   // 6. post-process
   return m.conv_out(b, m.conv_norm_out(b, x, /*silu=*/true));

@@ -1,6 +1,6 @@
-// AutoencoderKL decoder (see include/sdmpi/vae.h): construction mirrors diffusers' Decoder and
-// UNetMidBlock2D / UpDecoderBlock2D, so names and shapes come out the same; eps is 1e-6 throughout,
-// hard-coded in diffusers' Decoder whatever the config says.
+// AutoencoderKL (see include/sdmpi/vae.h): construction mirrors diffusers' Encoder / Decoder and
+// UNetMidBlock2D / DownEncoderBlock2D / UpDecoderBlock2D, so names and shapes come out the same;
+// eps is 1e-6 throughout, hard-coded in diffusers' Encoder and Decoder whatever the config says.
 #include "sdmpi/vae.h"
 
 #include <cmath>
@@ -22,21 +22,45 @@ struct UpDecoderBlock2D {
   std::optional<Upsample2D> upsampler;
 };
 
+struct DownEncoderBlock2D {
+  std::vector<ResnetBlock2D> resnets;
+  std::optional<Downsample2D> downsampler;
+};
+
+// UNetMidBlock2D(attention_head_dim = channels): resnet, one head over all channels, resnet.
+struct VaeMidBlock {
+  std::vector<ResnetBlock2D> resnets;
+  std::optional<SpatialSelfAttention> attention;
+
+  VaeMidBlock(ParamSink& w, const std::string& name, int channels, int groups, bool add_attention) {
+    resnets.emplace_back(w, name + ".resnets.0", channels, channels, 0, groups, kVaeEps);
+    if (add_attention)
+      attention.emplace(w, name + ".attentions.0", channels, /*heads=*/1, groups, kVaeEps);
+    resnets.emplace_back(w, name + ".resnets.1", channels, channels, 0, groups, kVaeEps);
+  }
+  Tensor operator()(Backend& b, Tensor h) const {
+    h = resnets[0](b, h, nullptr);
+    if (attention) h = (*attention)(b, h);
+    return resnets[1](b, h, nullptr);
+  }
+};
+
 }  // namespace
 
 struct AutoencoderKLDecoder::Impl {
   VAEConfig config;
   std::optional<Conv2d> post_quant_conv;
   Conv2d conv_in;
-  std::vector<ResnetBlock2D> mid_resnets;
-  std::optional<SpatialSelfAttention> mid_attention;
+  VaeMidBlock mid_block;
   std::vector<UpDecoderBlock2D> up_blocks;
   GroupNorm conv_norm_out;
   Conv2d conv_out;
 
-  Impl(const VAEConfig& c, WeightLoader& w)
+  Impl(const VAEConfig& c, ParamSink& w)
       : config(c),
         conv_in(w, "decoder.conv_in", c.latent_channels, c.block_out_channels.back(), 3),
+        mid_block(w, "decoder.mid_block", c.block_out_channels.back(), c.norm_num_groups,
+                  c.mid_block_add_attention),
         conv_norm_out(w, "decoder.conv_norm_out", c.norm_num_groups, c.block_out_channels[0],
                       kVaeEps),
         conv_out(w, "decoder.conv_out", c.block_out_channels[0], c.out_channels, 3) {
@@ -44,14 +68,6 @@ struct AutoencoderKLDecoder::Impl {
     const int groups = c.norm_num_groups;
     if (c.use_post_quant_conv)
       post_quant_conv.emplace(w, "post_quant_conv", c.latent_channels, c.latent_channels, 1);
-
-    // mid: UNetMidBlock2D(attention_head_dim = channels) → one head over all channels
-    const int mid_ch = c.block_out_channels.back();
-    mid_resnets.emplace_back(w, "decoder.mid_block.resnets.0", mid_ch, mid_ch, 0, groups, kVaeEps);
-    if (c.mid_block_add_attention)
-      mid_attention.emplace(w, "decoder.mid_block.attentions.0", mid_ch, /*heads=*/1, groups,
-                            kVaeEps);
-    mid_resnets.emplace_back(w, "decoder.mid_block.resnets.1", mid_ch, mid_ch, 0, groups, kVaeEps);
 
     // up
     int out_ch = c.block_out_channels[n - 1];
@@ -66,13 +82,13 @@ struct AutoencoderKLDecoder::Impl {
       if (i < n - 1) block.upsampler.emplace(w, name + ".upsamplers.0", out_ch);
     }
 
-    // txt2img never encodes.
+    // The encoder is AutoencoderKLEncoder's; txt2img never encodes.
     w.ignore_prefix("encoder.");
     w.ignore_prefix("quant_conv.");
   }
 };
 
-AutoencoderKLDecoder::AutoencoderKLDecoder(const VAEConfig& config, WeightLoader& weights) {
+AutoencoderKLDecoder::AutoencoderKLDecoder(const VAEConfig& config, ParamSink& weights) {
   config.validate("vae config");
   impl_ = std::make_unique<Impl>(config, weights);
 }
@@ -84,10 +100,76 @@ const VAEConfig& AutoencoderKLDecoder::config() const { return impl_->config; }
 
 AutoencoderKLDecoder AutoencoderKLDecoder::load(const VAEConfig& config, const WeightSource& source,
                                                  Backend& backend) {
-  WeightLoader loader(source, backend, "vae");
-  AutoencoderKLDecoder model(config, loader);
-  loader.finish();
+  LoadingSink sink(source, backend, "vae");
+  AutoencoderKLDecoder model(config, sink);
+  sink.finish();
   return model;
+}
+
+// ---- encoder --------------------------------------------------------------------------------------
+
+struct AutoencoderKLEncoder::Impl {
+  VAEConfig config;
+  Conv2d conv_in;
+  std::vector<DownEncoderBlock2D> down_blocks;
+  std::optional<VaeMidBlock> mid_block;
+  GroupNorm conv_norm_out;
+  Conv2d conv_out;
+  std::optional<Conv2d> quant_conv;
+
+  Impl(const VAEConfig& c, ParamSink& w)
+      : config(c), conv_in(w, "encoder.conv_in", c.in_channels, c.block_out_channels[0], 3) {
+    const int n = c.num_blocks();
+    const int groups = c.norm_num_groups;
+    int out_ch = c.block_out_channels[0];
+    for (int i = 0; i < n; ++i) {
+      const std::string name = "encoder.down_blocks." + std::to_string(i);
+      const int in_ch = out_ch;
+      out_ch = c.block_out_channels[i];
+      DownEncoderBlock2D& block = down_blocks.emplace_back();
+      for (int l = 0; l < c.layers_per_block; ++l)
+        block.resnets.emplace_back(w, name + ".resnets." + std::to_string(l),
+                                   l == 0 ? in_ch : out_ch, out_ch, 0, groups, kVaeEps);
+      // diffusers' Encoder: Downsample2D(padding=0), i.e. pad right/bottom by one, then the conv.
+      if (i < n - 1) block.downsampler.emplace(w, name + ".downsamplers.0", out_ch, /*padding=*/0);
+    }
+    const int top = c.block_out_channels.back();
+    mid_block.emplace(w, "encoder.mid_block", top, groups, c.mid_block_add_attention);
+    conv_norm_out = GroupNorm(w, "encoder.conv_norm_out", groups, top, kVaeEps);
+    // double_z: mean and log-variance of the latent distribution.
+    conv_out = Conv2d(w, "encoder.conv_out", top, 2 * c.latent_channels, 3);
+    if (c.use_quant_conv)
+      quant_conv.emplace(w, "quant_conv", 2 * c.latent_channels, 2 * c.latent_channels, 1);
+    w.ignore_prefix("decoder.");
+    w.ignore_prefix("post_quant_conv.");
+  }
+};
+
+AutoencoderKLEncoder::AutoencoderKLEncoder(const VAEConfig& config, ParamSink& params) {
+  config.validate("vae config");
+  impl_ = std::make_unique<Impl>(config, params);
+}
+AutoencoderKLEncoder::~AutoencoderKLEncoder() = default;
+AutoencoderKLEncoder::AutoencoderKLEncoder(AutoencoderKLEncoder&&) noexcept = default;
+AutoencoderKLEncoder& AutoencoderKLEncoder::operator=(AutoencoderKLEncoder&&) noexcept = default;
+
+const VAEConfig& AutoencoderKLEncoder::config() const { return impl_->config; }
+
+AutoencoderKLEncoder AutoencoderKLEncoder::load(const VAEConfig& config, const WeightSource& source,
+                                                 Backend& backend) {
+  LoadingSink sink(source, backend, "vae");
+  AutoencoderKLEncoder model(config, sink);
+  sink.finish();
+  return model;
+}
+
+std::vector<ParamSpec> vae_parameters(const VAEConfig& config) {
+  // diffusers' AutoencoderKL registers encoder, decoder, quant_conv, post_quant_conv; the order
+  // matters to no one (files are sorted by name), the set is what diffusers loads.
+  ListingSink sink;
+  AutoencoderKLEncoder encoder(config, sink);
+  AutoencoderKLDecoder decoder(config, sink);
+  return sink.take();
 }
 
 Tensor AutoencoderKLDecoder::decode(Backend& b, const Tensor& z) const {
@@ -97,9 +179,7 @@ Tensor AutoencoderKLDecoder::decode(Backend& b, const Tensor& z) const {
                 "], got " + shape_str(z.shape()));
   Tensor h = m.post_quant_conv ? (*m.post_quant_conv)(b, z) : z;
   h = m.conv_in(b, h);
-  h = m.mid_resnets[0](b, h, nullptr);
-  if (m.mid_attention) h = (*m.mid_attention)(b, h);
-  h = m.mid_resnets[1](b, h, nullptr);
+  h = m.mid_block(b, h);
   for (const UpDecoderBlock2D& block : m.up_blocks) {
     for (const ResnetBlock2D& resnet : block.resnets) h = resnet(b, h, nullptr);
     if (block.upsampler) h = (*block.upsampler)(b, h);

@@ -5,7 +5,6 @@
 #include <mutex>
 #include <optional>
 
-#include "io/sd15_configs.h"
 #include "sdmpi/error.h"
 #include "sdmpi/hash.h"
 #include "sdmpi/make_model.h"
@@ -67,7 +66,7 @@ nlohmann::json ModelSource::config(const std::string& component) const {
     if (component == "unet") return p.unet.to_json();
     if (component == "vae") return p.vae.to_json();
     if (component == "text_encoder") return p.text_encoder.to_json();
-    if (component == "scheduler") return sd15_default_config("scheduler");
+    if (component == "scheduler") return p.scheduler;
     throw Error("no component " + component + " in the built-in model");
   }
   return state_->files->config(component);

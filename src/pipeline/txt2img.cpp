@@ -18,8 +18,9 @@
 //     keyed by (batch, latent height, latent width, CFG on/off, pipeline): the CPU runs it as is, the
 //     CUDA backend captures it once as a CUDA graph and replays it. Its inputs are the scaled
 //     latents, the timestep projection (precomputed on the host for all steps, uploaded once) and
-//     the text embeddings; the guidance combine and the scheduler step run after it (their scalars
-//     change per step or per batch).
+//     every cross-attention's K and V of the text embeddings (computed once per batch, right after
+//     the text encoder: the context enters the UNet only through them); the guidance combine and
+//     the scheduler step run after it (their scalars change per step or per batch).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -169,7 +170,8 @@ std::vector<GeneratedImage> Txt2ImgPipeline::generate(const std::vector<WorkItem
 
   // ---- denoising loop --------------------------------------------------------------------------------
   // The UNet call as a captured step. Inputs: the scaled latents [B, h, w, c] F32, the timestep
-  // projection [B', C0] and the text embeddings [B', N, D] (B' = 2B with CFG). Output: eps
+  // projection [B', C0] and the cross-attention K/V of the text embeddings, [B', N, inner] each
+  // (B' = 2B with CFG), from index kFirstKV on. Output: eps
   // [B', h, w, c] F32, which a backend with graphs overwrites at the next replay, so it is consumed
   // (guidance) or copied before the next call: PNDM and DPM++ keep earlier outputs.
   auto t1 = Clock::now();
@@ -178,10 +180,12 @@ std::vector<GeneratedImage> Txt2ImgPipeline::generate(const std::vector<WorkItem
   const int64_t unet_batch = cfg ? 2 * B : B;
   const GraphKey key{B, h, w, m.serial * kVariantsPerPipeline + (cfg ? kUnetStepCfg : kUnetStepNoCfg)};
   const UNet2DConditionModel& unet = *m.unet;
+  constexpr size_t kFirstKV = 2;
   auto unet_call = [&be, &unet, cfg, compute](const std::vector<Tensor>& in) {
     Tensor x = be.cast(in[0], compute);
     if (cfg) x = be.concat_batch({x, x});  // elementwise scaling commutes with the duplication
-    Tensor eps = unet.forward_embedded(be, x, in[1], in[2]);
+    const std::vector<Tensor> cross_kv(in.begin() + kFirstKV, in.end());
+    Tensor eps = unet.forward_embedded(be, x, in[1], cross_kv);
     return std::vector<Tensor>{be.cast(eps, DType::F32)};
   };
   // Every call's timestep projection, computed on the host like forward() does, uploaded once:
@@ -190,13 +194,18 @@ std::vector<GeneratedImage> Txt2ImgPipeline::generate(const std::vector<WorkItem
   for (int i = 0; i < steps; ++i)
     std::fill_n(all_t.begin() + static_cast<ptrdiff_t>(i * unet_batch), unet_batch, timesteps[static_cast<size_t>(i)]);
   const Tensor t_proj = unet.time_proj(be, all_t);
-  Tensor ctx = context;
+  // Every attn2's K and V of the text context, once per batch instead of once per step.
+  std::vector<Tensor> cross_kv = unet.cross_attention_kv(be, context);
+  context = Tensor();
   for (int i = 0; i < steps; ++i) {
     Tensor x_in = scheduler->scale_model_input(be, latents, static_cast<size_t>(i));
-    std::vector<Tensor> out = be.run_graph(key, {x_in, t_proj.rows(i * unet_batch, (i + 1) * unet_batch), ctx}, unet_call);
+    std::vector<Tensor> inputs{x_in, t_proj.rows(i * unet_batch, (i + 1) * unet_batch)};
+    inputs.insert(inputs.end(), cross_kv.begin(), cross_kv.end());
+    std::vector<Tensor> out = be.run_graph(key, inputs, unet_call);
     m.captured_graphs = true;
-    // The embeddings stay in the captured step's buffer from now on: no copy per step.
-    if (std::vector<Tensor> held = be.graph_inputs(key); !held.empty()) ctx = held.at(2);
+    // K/V stay in the captured step's buffers from now on: no copy per step.
+    if (std::vector<Tensor> held = be.graph_inputs(key); !held.empty())
+      cross_kv.assign(held.begin() + kFirstKV, held.end());
     ++m.timings.unet_calls;
     if (be.graph_captured(key)) ++m.timings.unet_graph_calls;
     Tensor eps = cfg ? be.guidance_combine(out.at(0), p.guidance) : be.copy(out.at(0));

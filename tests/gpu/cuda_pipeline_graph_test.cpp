@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "gpu/gpu_test_util.h"
-#include "io/sd15_configs.h"
+#include "io/sd_configs.h"
 #include "sdmpi/error.h"
 #include "sdmpi/job.h"
 #include "sdmpi/make_model.h"
@@ -140,7 +140,7 @@ ModelSource tiny_with_seed(uint64_t seed) {
   std::map<std::string, nlohmann::json> configs{{"unet", m.configs.unet.to_json()},
                                                 {"vae", m.configs.vae.to_json()},
                                                 {"text_encoder", m.configs.text_encoder.to_json()},
-                                                {"scheduler", sd15_default_config("scheduler")}};
+                                                {"scheduler", sd_config("sd15", "scheduler")}};
   std::map<std::string, std::shared_ptr<WeightSource>> weights{
       {"unet", m.unet}, {"vae", m.vae}, {"text_encoder", m.text_encoder}};
   return ModelSource::from_memory("tiny-seed-" + std::to_string(seed), configs, weights);

@@ -143,6 +143,42 @@ TEST(MakeModel, TinyInMemoryLoadsAndRuns) {
   }
 }
 
+TEST(MakeModel, VaeEncoderAndDecoderEachLoadTheirPart) {
+  // vae_parameters() is the encoder's and the decoder's declarations together: each class loads
+  // its own part of the full file, ignoring the other's, and needs nothing of the other part.
+  const InMemoryModel m = make_model_in_memory("tiny", 3);
+  auto backend = make_cpu_backend(1);
+  EXPECT_NO_THROW(AutoencoderKLEncoder::load(m.configs.vae, *m.vae, *backend));
+  EXPECT_NO_THROW(AutoencoderKLDecoder::load(m.configs.vae, *m.vae, *backend));
+  MemoryWeightSource decoder_only("decoder only");
+  size_t encoder_tensors = 0;
+  for (const ParamSpec& p : vae_parameters(m.configs.vae)) {
+    const bool encoder = p.name.rfind("encoder.", 0) == 0 || p.name.rfind("quant_conv.", 0) == 0;
+    encoder_tensors += encoder;
+    if (!encoder) decoder_only.add_f32(p.name, p.shape, random_parameter(p, 3));
+  }
+  EXPECT_GT(encoder_tensors, 0u);
+  EXPECT_NO_THROW(AutoencoderKLDecoder::load(m.configs.vae, decoder_only, *backend));
+  const std::string msg = message_of([&] { AutoencoderKLEncoder::load(m.configs.vae, decoder_only, *backend); });
+  EXPECT_NE(msg.find(std::to_string(encoder_tensors) + " missing tensors"), std::string::npos) << msg;
+}
+
+TEST(MakeModel, PresetsAreTheConfigTablesRows) {
+  // sd15's typed configs are the table's JSON parsed; tiny is SD 1.5 at small width.
+  const ModelPreset sd15 = model_preset("sd15"), tiny = model_preset("tiny");
+  EXPECT_EQ(sd15.unet.to_json(), UNetConfig::sd15().to_json());
+  EXPECT_EQ(sd15.unet.cross_attention_dim, (std::vector<int>{768, 768, 768, 768}));
+  EXPECT_EQ(sd15.vae.block_out_channels, (std::vector<int>{128, 256, 512, 512}));
+  EXPECT_EQ(sd15.text_encoder.eos_token_id, 2);
+  EXPECT_EQ(tiny.unet.block_out_channels, (std::vector<int>{32, 64, 64, 64}));
+  EXPECT_EQ(tiny.unet.num_attention_heads, (std::vector<int>{4, 4, 4, 4}));
+  EXPECT_EQ(tiny.unet.down_block_types, sd15.unet.down_block_types);
+  EXPECT_EQ(tiny.text_encoder.num_hidden_layers, 5);
+  EXPECT_EQ(tiny.text_encoder.vocab_size, 49408);
+  EXPECT_EQ(tiny.scheduler, sd15.scheduler);
+  EXPECT_EQ(tiny.scheduler["_class_name"], "PNDMScheduler");
+}
+
 TEST(MakeModel, WritesALoadableDiffusersFolder) {
   const fs::path dir = fresh_dir("tiny");
   make_model("tiny", 5, dir.string());

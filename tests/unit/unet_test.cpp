@@ -84,6 +84,39 @@ TEST(UNet, BatchItemsAreIndependent) {
   EXPECT_EQ(backend->to_host(one), backend->to_host(both.rows(1, 2)));
 }
 
+TEST(UNet, CrossAttentionKVComputedOnceGiveTheSameBits) {
+  // The pipeline computes every attn2's K/V of the context once per batch and reuses them each
+  // step: the same linear ops on the same context, so forward() bit for bit, at every step.
+  const std::string dir = kGolden + "unet_a/";
+  auto backend = make_cpu_backend(2);
+  const UNetConfig config = UNetConfig::load(dir + "config.json");
+  auto weights = file_source(dir + "diffusion_pytorch_model.safetensors");
+  const UNet2DConditionModel unet = UNet2DConditionModel::load(config, *weights, *backend);
+  auto io = SafetensorsFile::open(dir + "io.safetensors");
+  const std::vector<float> sample = io->to_f32("sample0"), ctx = io->to_f32("encoder_hidden_states0");
+  const Shape s = io->entries().at("sample0").shape, c = io->entries().at("encoder_hidden_states0").shape;
+  const Tensor context = backend->from_host(ctx.data(), c);
+  const std::vector<Tensor> kv = unet.cross_attention_kv(*backend, context);
+  size_t transformer_blocks = 0;
+  for (const ParamSpec& p : unet_parameters(config))
+    transformer_blocks += p.name.find(".attn2.to_k.weight") != std::string::npos;
+  EXPECT_EQ(kv.size(), 2 * transformer_blocks);
+  for (float t : {901.0f, 17.5f}) {
+    std::vector<float> shifted = sample;
+    for (float& v : shifted) v *= t / 500.0f;
+    const Tensor x = backend->from_host(shifted.data(), s);
+    const std::vector<float> timesteps(static_cast<size_t>(s[0]), t);
+    const std::vector<float> want = backend->to_host(unet.forward(*backend, x, timesteps, context));
+    const std::vector<float> got =
+        backend->to_host(unet.forward_embedded(*backend, x, unet.time_proj(*backend, timesteps), kv));
+    EXPECT_EQ(got, want) << "timestep " << t;
+  }
+  const std::vector<Tensor> too_few(kv.begin(), kv.end() - 1);
+  const Tensor x = backend->from_host(sample.data(), s);
+  const std::vector<float> timesteps(static_cast<size_t>(s[0]), 1.0f);
+  EXPECT_THROW(unet.forward_embedded(*backend, x, unet.time_proj(*backend, timesteps), too_few), Error);
+}
+
 TEST(UNet, WrongInputsAreErrors) {
   const std::string dir = kGolden + "unet_b/";
   auto backend = make_cpu_backend(1);

@@ -1,20 +1,25 @@
-// The SD 1.5 component configs for single-file checkpoints (reference/sd15-semantics.md §0).
+// The table of SD configs (see sd_configs.h; docs/reference/sd15-semantics.md §0 for SD 1.5's).
 //
-// unet, vae and text_encoder are complete, as diffusers 0.42.1 / transformers 5.24.0 write them
+// A row is either complete or a JSON merge patch (RFC 7386) over the row it is based on, so a
+// preset states only how it differs from its family.
+//
+// sd15: unet, vae and text_encoder are complete, as diffusers 0.42.1 / transformers 5.24.0 write them
 // with save_config()/save_pretrained() for the SD 1.5 values (every constructor argument, the
 // defaults included). The scheduler config is deliberately NOT complete: it states only the keys
 // the SD 1.5 model repository's scheduler_config.json states. diffusers remembers which keys a
 // config left to their defaults and does not pass those on when another scheduler is built from
 // it (`from_config`), so e.g. Euler built from this config takes its own `timestep_spacing`
 // default ("linspace"), not PNDM's "leading" — the same as a diffusers run on the SD 1.5 folder.
-#include "io/sd15_configs.h"
+#include "io/sd_configs.h"
+
+#include <map>
 
 #include "sdmpi/error.h"
 
 namespace sdmpi {
 namespace {
 
-const char* kUnet = R"json({
+const char* kSd15Unet = R"json({
   "_class_name": "UNet2DConditionModel",
   "_diffusers_version": "0.42.1",
   "act_fn": "silu",
@@ -67,7 +72,7 @@ const char* kUnet = R"json({
   "use_linear_projection": false
 })json";
 
-const char* kVae = R"json({
+const char* kSd15Vae = R"json({
   "_class_name": "AutoencoderKL",
   "_diffusers_version": "0.42.1",
   "act_fn": "silu",
@@ -90,7 +95,7 @@ const char* kVae = R"json({
   "use_quant_conv": true
 })json";
 
-const char* kTextEncoder = R"json({
+const char* kSd15TextEncoder = R"json({
   "architectures": ["CLIPTextModel"],
   "attention_dropout": 0.0,
   "bos_token_id": 0,
@@ -111,7 +116,7 @@ const char* kTextEncoder = R"json({
   "vocab_size": 49408
 })json";
 
-const char* kScheduler = R"json({
+const char* kSd15Scheduler = R"json({
   "_class_name": "PNDMScheduler",
   "beta_end": 0.012,
   "beta_schedule": "scaled_linear",
@@ -124,14 +129,79 @@ const char* kScheduler = R"json({
   "trained_betas": null
 })json";
 
+// tiny: SD 1.5's four levels, block types, 2 layers per block, conv projections and quirks, at a
+// width that runs a 64x64 image (8x8 latents) in milliseconds; 4 heads everywhere (UNet head dims
+// 8, 16, 16, 16); the real CLIP vocabulary, 77 positions and quick_gelu. The built-in `--model
+// tiny` and the golden tests' random model.
+const char* kTinyUnet = R"json({
+  "block_out_channels": [32, 64, 64, 64],
+  "norm_num_groups": 8,
+  "attention_head_dim": 4,
+  "cross_attention_dim": 32,
+  "sample_size": 8
+})json";
+
+const char* kTinyVae = R"json({
+  "block_out_channels": [16, 32, 32, 32],
+  "norm_num_groups": 8,
+  "sample_size": 64
+})json";
+
+const char* kTinyTextEncoder = R"json({
+  "hidden_size": 32,
+  "intermediate_size": 64,
+  "projection_dim": 32,
+  "num_attention_heads": 4,
+  "num_hidden_layers": 5
+})json";
+
+struct Row {
+  const char* name;
+  const char* based_on;  // nullptr: complete; else each component is a merge patch over that row
+  std::vector<std::pair<const char*, const char*>> components;
+};
+
+const std::vector<Row>& table() {
+  static const std::vector<Row> rows = {
+      {"sd15", nullptr,
+       {{"unet", kSd15Unet}, {"vae", kSd15Vae}, {"text_encoder", kSd15TextEncoder},
+        {"scheduler", kSd15Scheduler}}},
+      {"tiny", "sd15", {{"unet", kTinyUnet}, {"vae", kTinyVae}, {"text_encoder", kTinyTextEncoder}}},
+  };
+  return rows;
+}
+
+const Row* find_row(const std::string& name) {
+  for (const Row& r : table())
+    if (name == r.name) return &r;
+  return nullptr;
+}
+
 }  // namespace
 
-nlohmann::json sd15_default_config(const std::string& component) {
-  if (component == "unet") return nlohmann::json::parse(kUnet);
-  if (component == "vae") return nlohmann::json::parse(kVae);
-  if (component == "text_encoder") return nlohmann::json::parse(kTextEncoder);
-  if (component == "scheduler") return nlohmann::json::parse(kScheduler);
-  throw Error("no SD 1.5 default config for component '" + component + "'");
+std::vector<std::string> sd_config_names() {
+  std::vector<std::string> names;
+  for (const Row& r : table()) names.emplace_back(r.name);
+  return names;
+}
+
+nlohmann::json sd_config(const std::string& name, const std::string& component) {
+  const Row* row = find_row(name);
+  if (!row) {
+    std::string known;
+    for (const std::string& n : sd_config_names()) known += (known.empty() ? "" : ", ") + n;
+    throw InputError("no model configs named '" + name + "' (known: " + known + ")");
+  }
+  const char* text = nullptr;
+  for (const auto& [comp, json_text] : row->components)
+    if (component == comp) text = json_text;
+  if (!row->based_on) {
+    if (!text) throw Error("the " + name + " configs have no component '" + component + "'");
+    return nlohmann::json::parse(text);
+  }
+  nlohmann::json config = sd_config(row->based_on, component);
+  if (text) config.merge_patch(nlohmann::json::parse(text));
+  return config;
 }
 
 }  // namespace sdmpi

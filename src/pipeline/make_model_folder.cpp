@@ -1,9 +1,10 @@
 // make-model's folder writer (see include/sdmpi/make_model.h): configs, weights as safetensors,
-// the built-in tokenizer and SD 1.5's scheduler config in diffusers' layout, model_index.json last.
+// the built-in tokenizer and the preset's scheduler config in diffusers' layout, model_index.json
+// last. It lives in the pipeline layer because it writes files (io) and the tokenizer (text) as
+// well as listing the networks (models).
 #include <filesystem>
 #include <fstream>
 
-#include "io/sd15_configs.h"
 #include "sdmpi/clip_tokenizer.h"
 #include "sdmpi/dtype.h"
 #include "sdmpi/error.h"
@@ -102,7 +103,7 @@ void make_model(const std::string& preset_name, uint64_t seed, const std::string
   write_json(root / "text_encoder" / "config.json", text_config);
   write_weights(root / "text_encoder" / "model.safetensors", text, seed, dtype);
   ClipTokenizer::builtin().write_dir((root / "tokenizer").string());
-  write_json(root / "scheduler" / "scheduler_config.json", sd15_default_config("scheduler"));
+  write_json(root / "scheduler" / "scheduler_config.json", preset.scheduler);
   write_json(root / "model_index.json", model_index());  // last: the folder is complete
 }
 

@@ -1,6 +1,6 @@
-// CLIPTextModel (see include/sdmpi/clip_text.h): parameters named as transformers'
-// CLIPTextEmbeddings / CLIPEncoderLayer / final_layer_norm register them, forward as their
-// forward() methods compute it.
+// CLIPTextModel (see include/sdmpi/clip_text.h): parameters declared as transformers'
+// CLIPTextEmbeddings / CLIPEncoderLayer / final_layer_norm register them (embeddings N(0, 1) in
+// make-model), forward as their forward() methods compute it.
 #include "sdmpi/clip_text.h"
 
 #include "models/blocks.h"
@@ -19,7 +19,7 @@ struct ClipEncoderLayer {
   Linear q_proj, k_proj, v_proj, out_proj;
   Linear fc1, fc2;
 
-  ClipEncoderLayer(WeightLoader& w, const std::string& name, const ClipTextConfig& c)
+  ClipEncoderLayer(ParamSink& w, const std::string& name, const ClipTextConfig& c)
       : layer_norm1(w, name + ".layer_norm1", c.hidden_size, static_cast<float>(c.layer_norm_eps)),
         layer_norm2(w, name + ".layer_norm2", c.hidden_size, static_cast<float>(c.layer_norm_eps)),
         q_proj(w, name + ".self_attn.q_proj", c.hidden_size, c.hidden_size),
@@ -47,15 +47,17 @@ struct ClipTextModel::Impl {
   LayerNorm final_layer_norm;
   Activation act;
 
-  Impl(const ClipTextConfig& c, WeightLoader& w, const std::string& p)
+  Impl(const ClipTextConfig& c, ParamSink& w, const std::string& p)
       : config(c),
         final_layer_norm(w, p + "final_layer_norm", c.hidden_size,
                          static_cast<float>(c.layer_norm_eps)),
         act(c.hidden_act == "gelu" ? Activation::GELU : Activation::QuickGELU) {
-    token_embedding = w.load(p + "embeddings.token_embedding.weight",
-                             {c.vocab_size, c.hidden_size}, WeightKind::Embedding);
-    position_embedding = w.load(p + "embeddings.position_embedding.weight",
-                                {c.max_position_embeddings, c.hidden_size}, WeightKind::Embedding);
+    token_embedding = w.param(p + "embeddings.token_embedding.weight", {c.vocab_size, c.hidden_size},
+                              WeightKind::Embedding, ParamInit::Embedding, 1);
+    position_embedding =
+        w.param(p + "embeddings.position_embedding.weight",
+                {c.max_position_embeddings, c.hidden_size}, WeightKind::Embedding,
+                ParamInit::Embedding, 1);
     layers.reserve(c.num_hidden_layers);
     for (int i = 0; i < c.num_hidden_layers; ++i)
       layers.emplace_back(w, p + "encoder.layers." + std::to_string(i), c);
@@ -65,7 +67,7 @@ struct ClipTextModel::Impl {
   }
 };
 
-ClipTextModel::ClipTextModel(const ClipTextConfig& config, WeightLoader& weights,
+ClipTextModel::ClipTextModel(const ClipTextConfig& config, ParamSink& weights,
                              const std::string& prefix) {
   config.validate("text_encoder config");
   impl_ = std::make_unique<Impl>(config, weights, prefix);
@@ -84,10 +86,16 @@ std::string ClipTextModel::weight_prefix(const WeightSource& source) {
 
 ClipTextModel ClipTextModel::load(const ClipTextConfig& config, const WeightSource& source,
                                   Backend& backend) {
-  WeightLoader loader(source, backend, "text_encoder");
-  ClipTextModel model(config, loader, weight_prefix(source));
-  loader.finish();
+  LoadingSink sink(source, backend, "text_encoder");
+  ClipTextModel model(config, sink, weight_prefix(source));
+  sink.finish();
   return model;
+}
+
+std::vector<ParamSpec> clip_text_parameters(const ClipTextConfig& config, const std::string& prefix) {
+  ListingSink sink;
+  ClipTextModel model(config, sink, prefix);
+  return sink.take();
 }
 
 Tensor ClipTextModel::forward(Backend& b, const std::vector<int32_t>& ids, int batch,

@@ -1,0 +1,23 @@
+// The one table of Stable Diffusion configs: per family or preset, the config.json of each
+// component as the pinned diffusers / transformers write it.
+//
+// Single-file checkpoints carry no configs, so their family's row supplies them; the typed presets
+// (UNetConfig::sd15(), ...) are these rows parsed by the configs' own from_json(); make-model's
+// presets are rows too. A new family (SD 2.x, SDXL with its text_encoder_2) is a new row, with
+// whatever components it has.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace sdmpi {
+
+// The rows' names, in table order ("sd15", "tiny").
+std::vector<std::string> sd_config_names();
+
+// The config of `component` ("unet", "vae", "text_encoder", "scheduler", ...) in row `name`.
+// InputError for an unknown row (naming the known ones); Error for a component the row lacks.
+nlohmann::json sd_config(const std::string& name, const std::string& component);
+
+}  // namespace sdmpi
