@@ -7,6 +7,7 @@
 #include "app/commands.h"
 #include "sdmpi/archive.h"
 #include "sdmpi/clip_text.h"
+#include "sdmpi/error.h"
 #include "sdmpi/make_model.h"
 #include "sdmpi/model_config.h"
 #include "sdmpi/pipeline.h"
@@ -23,10 +24,9 @@ bool is_hdf5(const std::string& path) {
   return f.gcount() == 8 && std::string(sig, 8) == "\x89HDF\r\n\x1a\n";
 }
 
-// Parameter counts come from the networks' own declarations (the model classes constructed on a
-// ListingSink, as make-model lists them) for the model's configs; the weight files add their dtypes
-// and say how many of their tensors the declaration does not cover (the VAE encoder of a decoder-only
-// file is the other way round: declared, absent).
+// Per component, what the model's configs declare (the model classes constructed on a ListingSink,
+// as make-model lists them) next to what its weights hold, and how many of those the declaration
+// names: a file for other configs, a decoder-only VAE or an extra tensor shows at a glance.
 void describe_model(const std::string& spec) {
   ModelSource m = ModelSource::open(spec);
   std::printf("model: %s\n", m.describe().c_str());
@@ -41,17 +41,24 @@ void describe_model(const std::string& spec) {
       declared = clip_text_parameters(ClipTextConfig::from_json(m.config("text_encoder"), spec + " text_encoder"),
                                       ClipTextModel::weight_prefix(*w));
     std::set<std::string> dtypes;
-    size_t in_file = 0;
-    for (const ParamSpec& p : declared) {
-      if (!w->has(p.name)) continue;
-      ++in_file;
-      dtypes.insert(dtype_name(w->get(p.name).dtype));
+    int64_t file_params = 0;
+    for (const std::string& name : w->names()) {
+      try {
+        const WeightView v = w->get(name);
+        file_params += shape_numel(v.shape);
+        dtypes.insert(dtype_name(v.dtype));
+      } catch (const InputError&) {
+        dtypes.insert("unreadable");  // e.g. an I64 buffer such as CLIP's position_ids
+      }
     }
+    size_t declared_in_file = 0;
+    for (const ParamSpec& p : declared) declared_in_file += w->has(p.name);
     std::string dtype_list;
     for (const std::string& d : dtypes) dtype_list += (dtype_list.empty() ? "" : ", ") + d;
-    std::printf("  %-13s %6zu tensors, %8.1f M parameters (%s); the files hold %zu of them and %zu others\n",
-                component, declared.size(), count_parameters(declared) / 1e6, dtype_list.c_str(), in_file,
-                w->names().size() - in_file);
+    std::printf("  %-13s declared %zu tensors, %.1f M parameters; weights %zu tensors, %.1f M parameters (%s), "
+                "%zu of them declared\n",
+                component, declared.size(), count_parameters(declared) / 1e6, w->names().size(), file_params / 1e6,
+                dtype_list.c_str(), declared_in_file);
   }
   std::string ch;
   for (int c : u.block_out_channels) ch += (ch.empty() ? "" : ",") + std::to_string(c);
