@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "sdmpi/job.h"
+#include "sdmpi/utf8.h"  // valid_utf8, which callers of this header check prompts with
 
 namespace sdmpi {
 
@@ -30,9 +31,6 @@ struct PromptRecord {
   std::optional<std::string> sampler, schedule;
   std::string origin;  // "prompts.jsonl:7" or "--prompt #2", for messages
 };
-
-// Checks that `text` is valid UTF-8; on failure returns false and sets *bad_offset.
-bool valid_utf8(const std::string& text, size_t* bad_offset = nullptr);
 
 // Reads a .txt or .jsonl prompt file (chosen by extension; anything else is read as .txt).
 std::vector<PromptRecord> read_prompt_file(const std::string& path);

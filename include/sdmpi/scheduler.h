@@ -35,6 +35,7 @@
 
 #include "sdmpi/backend.h"
 #include "sdmpi/noise.h"
+#include "sdmpi/samplers.h"
 #include "sdmpi/tensor.h"
 
 namespace sdmpi {
@@ -53,17 +54,15 @@ struct SchedulerConfig {
   static SchedulerConfig sd15();
 };
 
-enum class SamplerKind { PNDM, DDIM, Euler, EulerAncestral, DPMSolverMultistep, LCM };
-
 struct SamplerChoice {
   SamplerKind kind = SamplerKind::PNDM;
   bool karras = false;
   std::string name;  // canonical: "pndm", "ddim", "euler", "euler_a", "dpm++2m", "lcm"
 };
 
-// Our names (pndm ddim euler euler_a dpm++2m lcm) with schedule "default" or "karras", or
-// AUTOMATIC1111's names ("Euler a", "Euler", "DDIM", "PLMS", "DPM++ 2M", "DPM++ 2M Karras", "LCM"),
-// case-insensitive. Unknown names, unknown schedules and samplers without a Karras variant throw
+// Any name of the sampler table (sdmpi/samplers.h: ours, pndm ddim euler euler_a dpm++2m lcm, or
+// AUTOMATIC1111's, "Euler a", "DPM++ 2M Karras", ...; case-insensitive) with schedule "default" or
+// "karras". Unknown names, unknown schedules and samplers without a Karras variant throw
 // InputError listing the valid choices.
 SamplerChoice parse_sampler(const std::string& sampler, const std::string& schedule = "default");
 

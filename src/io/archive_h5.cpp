@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <utf8proc.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -348,40 +347,6 @@ template std::vector<int64_t> read_numbers<int64_t>(hid_t, const char*, size_t, 
 template std::vector<int32_t> read_numbers<int32_t>(hid_t, const char*, size_t, hid_t, H5T_class_t, const std::string&);
 template std::vector<uint8_t> read_numbers<uint8_t>(hid_t, const char*, size_t, hid_t, H5T_class_t, const std::string&);
 template std::vector<float> read_numbers<float>(hid_t, const char*, size_t, hid_t, H5T_class_t, const std::string&);
-
-bool valid_utf8(const std::string& s) {
-  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(s.data());
-  utf8proc_ssize_t left = static_cast<utf8proc_ssize_t>(s.size());
-  while (left > 0) {
-    utf8proc_int32_t cp;
-    const utf8proc_ssize_t n = utf8proc_iterate(p, left, &cp);
-    if (n <= 0) return false;
-    p += n;
-    left -= n;
-  }
-  return true;
-}
-
-std::string sanitize_utf8(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(s.data());
-  utf8proc_ssize_t left = static_cast<utf8proc_ssize_t>(s.size());
-  while (left > 0) {
-    utf8proc_int32_t cp;
-    const utf8proc_ssize_t n = utf8proc_iterate(p, left, &cp);
-    if (n <= 0) {
-      out += "\xEF\xBF\xBD";  // U+FFFD for one bad byte
-      p += 1;
-      left -= 1;
-    } else {
-      out.append(reinterpret_cast<const char*>(p), static_cast<size_t>(n));
-      p += n;
-      left -= n;
-    }
-  }
-  return out;
-}
 
 bool locked_by_other_process(const std::string& path) {
   const char* env = std::getenv("HDF5_USE_FILE_LOCKING");

@@ -109,10 +109,6 @@ Id open_dataset(hid_t file, const char* name, const std::string& ctx);
 // The dims of a dataset's dataspace.
 std::vector<hsize_t> dims_of(hid_t dset, const std::string& ctx);
 
-// UTF-8: true when valid; `sanitize` replaces invalid bytes with U+FFFD.
-bool valid_utf8(const std::string& s);
-std::string sanitize_utf8(const std::string& s);
-
 // Moves a finished temporary file onto `path`. Without overwrite, link() refuses an existing
 // target atomically (filesystems without hard links fall back to a checked rename). Errors name
 // `ctx` ("archive <path>") and the OS reason.

@@ -15,6 +15,7 @@
 #include "io/archive_h5.h"
 #include "sdmpi/archive.h"
 #include "sdmpi/log.h"
+#include "sdmpi/utf8.h"
 #include "sdmpi/version.h"
 
 namespace sdmpi {
@@ -115,7 +116,7 @@ void validate_rows(const std::string& ctx, const std::vector<WorkItem>& rows) {
         {"prompt", &p.prompt}, {"negative_prompt", &p.negative_prompt}, {"sampler", &p.sampler},
         {"schedule", &p.schedule}};
     for (const auto& [name, value] : strings)
-      if (!h5::valid_utf8(*value)) throw InputError(item + ": " + name + " is not valid UTF-8");
+      if (!valid_utf8(*value)) throw InputError(item + ": " + name + " is not valid UTF-8");
   }
 }
 
@@ -146,7 +147,7 @@ ArchiveInfo complete_info(const std::string& ctx, const std::vector<WorkItem>& r
   if (info.canvas_width == 0) info.canvas_width = std::max(max_w, 1);
   if (info.canvas_height == 0) info.canvas_height = std::max(max_h, 1);
   for (const std::string* s : {&info.model_path, &info.weights_hash, &info.config_json, &info.fingerprint})
-    if (!h5::valid_utf8(*s)) throw InputError(ctx + ": archive info holds a string that is not valid UTF-8");
+    if (!valid_utf8(*s)) throw InputError(ctx + ": archive info holds a string that is not valid UTF-8");
   info.format = kArchiveFormatName;
   info.format_version = kArchiveFormatVersion;
   info.sd_mpi_version = SDMPI_VERSION;
@@ -455,7 +456,7 @@ void ArchiveWriter::mark_failed(int64_t global_index, const std::string& reason)
     throw Error(item + " already holds a finished image; it cannot also fail");
   // Like write_image: the reason (a heap object plus its reference) must be in the file before
   // the flag that points readers to it.
-  h5::write_string_at(m.error.get(), row, h5::sanitize_utf8(reason), item);
+  h5::write_string_at(m.error.get(), row, replace_invalid_utf8(reason), item);
   if (m.options.flush_each_write) m.flush();
   h5::write_u8_at(m.done.get(), row, static_cast<uint8_t>(RowStatus::Failed), item);
   m.status[row] = static_cast<uint8_t>(RowStatus::Failed);

@@ -15,6 +15,7 @@
 
 #include "io/checkpoint_keys.h"
 #include "io/sd_configs.h"
+#include "sdmpi/config_json.h"
 #include "sdmpi/error.h"
 #include "sdmpi/log.h"
 
@@ -87,14 +88,9 @@ json read_json_object(const fs::path& file, const std::string& where, const std:
   ss << in.rdbuf();
   json j;
   try {
-    j = json::parse(ss.str());
-  } catch (const json::parse_error& e) {
-    std::string what = e.what();
-    size_t at = what.find("parse error");
-    if (at != std::string::npos) what = what.substr(at);
-    for (char& c : what)
-      if (c == '\n' || c == '\r') c = ' ';
-    throw InputError(where + ": " + rel + " is not valid JSON: " + what);
+    j = parse_config_json(ss.str(), rel);
+  } catch (const ConfigJsonError& e) {
+    throw InputError(where + ": " + rel + " is not valid JSON" + e.detail());
   }
   if (!j.is_object()) throw InputError(where + ": " + rel + " is a JSON " + j.type_name() + ", expected an object");
   return j;

@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <png.h>
 #include <unistd.h>
-#include <utf8proc.h>
 
 #include <cerrno>
 #include <csetjmp>
@@ -17,6 +16,7 @@
 
 #include "sdmpi/error.h"
 #include "sdmpi/png.h"
+#include "sdmpi/utf8.h"
 
 namespace sdmpi {
 
@@ -43,20 +43,16 @@ void on_png_warning(png_structp, png_const_charp) {}
 // Throws on invalid UTF-8.
 bool to_latin1(const std::string& utf8, std::string* latin1, const std::string& path) {
   latin1->clear();
-  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(utf8.data());
-  utf8proc_ssize_t left = static_cast<utf8proc_ssize_t>(utf8.size());
   bool fits = true;
-  while (left > 0) {
-    utf8proc_int32_t cp;
-    const utf8proc_ssize_t n = utf8proc_iterate(p, left, &cp);
-    if (n <= 0)
+  for (size_t pos = 0; pos < utf8.size();) {
+    const Utf8CodePoint c = decode_utf8_at(utf8, pos);
+    if (c.length == 0)
       throw Error("cannot write PNG " + path + ": the parameters text is not valid UTF-8 (byte " +
-                  std::to_string(utf8.size() - static_cast<size_t>(left)) + ")");
-    if (cp == 0) throw Error("cannot write PNG " + path + ": the parameters text contains a NUL character");
-    if (cp > 0xFF) fits = false;
-    if (fits) latin1->push_back(static_cast<char>(cp));
-    p += n;
-    left -= n;
+                  std::to_string(pos) + ")");
+    if (c.code_point == 0) throw Error("cannot write PNG " + path + ": the parameters text contains a NUL character");
+    if (c.code_point > 0xFF) fits = false;
+    if (fits) latin1->push_back(static_cast<char>(c.code_point));
+    pos += c.length;
   }
   if (!fits) latin1->clear();
   return fits;

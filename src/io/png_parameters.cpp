@@ -4,14 +4,14 @@
 // with ", ", in a fixed key order, skipping absent values, quoting a value as JSON when it holds
 // ',', ':' or '\n', and stripping whitespace from both ends of the whole text. Tools parse it
 // back with a regex over those pairs, so the order, spelling and quoting matter.
-#include <utf8proc.h>
-
 #include <charconv>
 #include <nlohmann/json.hpp>
 #include <utility>
 #include <vector>
 
 #include "sdmpi/png.h"
+#include "sdmpi/samplers.h"
+#include "sdmpi/utf8.h"
 
 namespace sdmpi {
 
@@ -33,24 +33,15 @@ std::string python_float(float v) {
   return s;
 }
 
-// Python's str.isspace() for one code point: general category Zs or bidi class WS, B or S.
-bool python_space(utf8proc_int32_t cp) {
-  const utf8proc_property_t* prop = utf8proc_get_property(cp);
-  return prop->category == UTF8PROC_CATEGORY_ZS || prop->bidi_class == UTF8PROC_BIDI_CLASS_WS ||
-         prop->bidi_class == UTF8PROC_BIDI_CLASS_B || prop->bidi_class == UTF8PROC_BIDI_CLASS_S;
-}
-
 // Python's str.strip(): whitespace off both ends. Invalid UTF-8 is left as it is (the PNG writer
 // rejects it with a clear message).
 std::string python_strip(const std::string& s) {
-  const auto* base = reinterpret_cast<const utf8proc_uint8_t*>(s.data());
   size_t begin = s.size(), end = 0;  // byte range of the first/last non-space code points
   size_t pos = 0;
   while (pos < s.size()) {
-    utf8proc_int32_t cp;
-    const utf8proc_ssize_t n = utf8proc_iterate(base + pos, static_cast<utf8proc_ssize_t>(s.size() - pos), &cp);
-    const size_t len = n > 0 ? static_cast<size_t>(n) : 1;
-    if (n <= 0 || !python_space(cp)) {
+    const Utf8CodePoint c = decode_utf8_at(s, pos);
+    const size_t len = c.length > 0 ? c.length : 1;
+    if (c.length == 0 || !is_python_space(c.code_point)) {
       if (begin == s.size()) begin = pos;
       end = pos + len;
     }
@@ -62,13 +53,8 @@ std::string python_strip(const std::string& s) {
 }  // namespace
 
 std::string a1111_sampler_name(const std::string& sampler) {
-  static const std::pair<const char*, const char*> names[] = {
-      {"pndm", "PLMS"}, {"ddim", "DDIM"},         {"euler", "Euler"},
-      {"euler_a", "Euler a"}, {"dpm++2m", "DPM++ 2M"}, {"lcm", "LCM"},
-  };
-  for (const auto& [ours, theirs] : names)
-    if (sampler == ours) return theirs;
-  return sampler;
+  const SamplerInfo* info = find_sampler(sampler);
+  return info ? info->a1111_name : sampler;
 }
 
 std::string a1111_parameters(const GenerationParams& params, const std::string& model_name,

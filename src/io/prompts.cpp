@@ -4,8 +4,6 @@
 // generated from half a file.
 #include "sdmpi/prompts.h"
 
-#include <utf8proc.h>
-
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -13,6 +11,7 @@
 #include <sstream>
 
 #include "sdmpi/error.h"
+#include "sdmpi/utf8.h"
 
 namespace sdmpi {
 namespace {
@@ -91,21 +90,6 @@ std::string json_string(const nlohmann::json& v, const std::string& where, const
 }
 
 }  // namespace
-
-bool valid_utf8(const std::string& text, size_t* bad_offset) {
-  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
-  size_t n = text.size(), i = 0;
-  while (i < n) {
-    utf8proc_int32_t cp;
-    utf8proc_ssize_t len = utf8proc_iterate(p + i, static_cast<utf8proc_ssize_t>(n - i), &cp);
-    if (len <= 0 || cp < 0) {
-      if (bad_offset) *bad_offset = i;
-      return false;
-    }
-    i += static_cast<size_t>(len);
-  }
-  return true;
-}
 
 std::vector<PromptRecord> parse_prompts_txt(const std::string& text, const std::string& origin) {
   std::vector<PromptRecord> out;

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "io/sd_configs.h"
+#include "sdmpi/config_json.h"
 #include "sdmpi/error.h"
 
 namespace sdmpi {
@@ -174,17 +175,7 @@ void check_activation(const Reader& r, const std::string& key) {
 
 }  // namespace
 
-json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(path + ": cannot open the file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  try {
-    return json::parse(ss.str());
-  } catch (const json::parse_error& e) {
-    throw InputError(path + ": invalid JSON (" + e.what() + ")");
-  }
-}
+json read_json_file(const std::string& path) { return read_config_json(path); }
 
 // ---- UNet ---------------------------------------------------------------------------------------
 

@@ -57,12 +57,7 @@ std::atomic<int64_t> next_pipeline_serial{1};
 
 std::string default_sampler(const nlohmann::json& scheduler_config) {
   std::string cls = scheduler_config.value("_class_name", std::string("PNDMScheduler"));
-  if (cls == "PNDMScheduler") return "pndm";
-  if (cls == "DDIMScheduler") return "ddim";
-  if (cls == "EulerDiscreteScheduler") return "euler";
-  if (cls == "EulerAncestralDiscreteScheduler") return "euler_a";
-  if (cls == "DPMSolverMultistepScheduler") return "dpm++2m";
-  if (cls == "LCMScheduler") return "lcm";
+  if (const SamplerInfo* s = sampler_for_diffusers_class(cls)) return s->name;
   log::warn("the model's scheduler " + cls + " is not supported; using pndm (choose one with --sampler)");
   return "pndm";
 }

@@ -11,7 +11,7 @@ class DdimScheduler final : public Scheduler {
  public:
   DdimScheduler(const ResolvedConfig& c, int steps, float eta, const ScalarMath& math)
       : Scheduler(math), c_(c), eta_(eta) {
-    name_ = "ddim";
+    name_ = sampler_info(SamplerKind::DDIM).name;
     alphas_cumprod_ = make_alphas_cumprod(c, false, math);
     final_alpha_cumprod_ = c.set_alpha_to_one ? 1.0f : alphas_cumprod_.front();
     const int64_t n = steps, T = c.num_train_timesteps;

@@ -14,7 +14,7 @@ namespace {
 class DpmSolverScheduler final : public Scheduler {
  public:
   DpmSolverScheduler(const ResolvedConfig& c, int steps, const ScalarMath& math) : Scheduler(math), c_(c) {
-    name_ = "dpm++2m";
+    name_ = sampler_info(SamplerKind::DPMSolverMultistep).name;
     alphas_cumprod_ = make_alphas_cumprod(c, /*pin_last=*/true, math);
     const std::vector<float> train_sigmas = training_sigmas(alphas_cumprod_, math);
     const int64_t n = steps, T = c.num_train_timesteps;

@@ -13,7 +13,7 @@ class EulerScheduler final : public Scheduler {
  public:
   EulerScheduler(const ResolvedConfig& c, int steps, bool ancestral, const ScalarMath& math)
       : Scheduler(math), c_(c), ancestral_(ancestral) {
-    name_ = ancestral ? "euler_a" : "euler";
+    name_ = sampler_info(ancestral ? SamplerKind::EulerAncestral : SamplerKind::Euler).name;
     alphas_cumprod_ = make_alphas_cumprod(c, /*pin_last=*/true, math);
     const std::vector<float> train_sigmas = training_sigmas(alphas_cumprod_, math);
     const int64_t n = steps, T = c.num_train_timesteps;

@@ -12,7 +12,7 @@ namespace {
 class LcmScheduler final : public Scheduler {
  public:
   LcmScheduler(const ResolvedConfig& c, int steps, const ScalarMath& math) : Scheduler(math), c_(c) {
-    name_ = "lcm";
+    name_ = sampler_info(SamplerKind::LCM).name;
     alphas_cumprod_ = make_alphas_cumprod(c, false, math);
     final_alpha_cumprod_ = c.set_alpha_to_one ? 1.0f : alphas_cumprod_.front();
     const int64_t original = c.original_inference_steps;

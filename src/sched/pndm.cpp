@@ -14,7 +14,7 @@ namespace {
 class PndmScheduler final : public Scheduler {
  public:
   PndmScheduler(const ResolvedConfig& c, int steps, const ScalarMath& math) : Scheduler(math), c_(c) {
-    name_ = "pndm";
+    name_ = sampler_info(SamplerKind::PNDM).name;
     alphas_cumprod_ = make_alphas_cumprod(c, false, math);
     final_alpha_cumprod_ = c.set_alpha_to_one ? 1.0f : alphas_cumprod_.front();
     const int64_t n = steps, T = c.num_train_timesteps;

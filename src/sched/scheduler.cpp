@@ -1,4 +1,5 @@
-// Sampler names, scheduler_config.json reading (diffusers' from_config rule), the factory, and the
+// Sampler names (parsed with the table of sdmpi/samplers.h), scheduler_config.json reading (diffusers'
+// from_config rule; the file through sdmpi/config_json.h), the factory, and the
 // pieces every sampler shares: initial latents, per-item noise and the CFG combine.
 #include "sdmpi/scheduler.h"
 
@@ -11,6 +12,7 @@
 #include <sstream>
 
 #include "sched/sched_internal.h"
+#include "sdmpi/config_json.h"
 #include "sdmpi/error.h"
 
 namespace sdmpi {
@@ -20,44 +22,6 @@ namespace {
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
-}
-
-// diffusers writes float('inf') as the bare JSON tokens Infinity / -Infinity / NaN (Python's
-// json module does), e.g. DPM++'s "lambda_min_clipped": -Infinity. nlohmann rejects them, so
-// outside strings they become the strings "Infinity", "-Infinity", "NaN", which the number reader
-// accepts.
-std::string quote_python_json_constants(const std::string& text) {
-  std::string out;
-  out.reserve(text.size() + 16);
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_string) {
-      out += c;
-      if (c == '\\' && i + 1 < text.size()) out += text[++i];
-      else if (c == '"') in_string = false;
-      continue;
-    }
-    if (c == '"') {
-      in_string = true;
-      out += c;
-      continue;
-    }
-    bool replaced = false;
-    for (const char* token : {"-Infinity", "Infinity", "NaN"}) {
-      const size_t len = std::char_traits<char>::length(token);
-      if (text.compare(i, len, token) == 0) {
-        out += '"';
-        out += token;
-        out += '"';
-        i += len - 1;
-        replaced = true;
-        break;
-      }
-    }
-    if (!replaced) out += c;
-  }
-  return out;
 }
 
 // Reads one class's __init__ arguments from the stated keys, with that class's defaults.
@@ -154,22 +118,6 @@ class ConfigReader {
   std::string class_name_;
 };
 
-const char* class_name_of(SamplerKind k) {
-  switch (k) {
-    case SamplerKind::PNDM: return "PNDMScheduler";
-    case SamplerKind::DDIM: return "DDIMScheduler";
-    case SamplerKind::Euler: return "EulerDiscreteScheduler";
-    case SamplerKind::EulerAncestral: return "EulerAncestralDiscreteScheduler";
-    case SamplerKind::DPMSolverMultistep: return "DPMSolverMultistepScheduler";
-    case SamplerKind::LCM: return "LCMScheduler";
-  }
-  return "?";
-}
-
-const char* kValidSamplers =
-    "pndm, ddim, euler, euler_a, dpm++2m, lcm (or AUTOMATIC1111's names: \"Euler a\", \"Euler\", "
-    "\"DDIM\", \"PLMS\", \"DPM++ 2M\", \"DPM++ 2M Karras\", \"LCM\")";
-
 }  // namespace
 
 // ---- SchedulerConfig ------------------------------------------------------------------------------
@@ -193,17 +141,9 @@ SchedulerConfig SchedulerConfig::from_json(const nlohmann::json& json, const std
 }
 
 SchedulerConfig SchedulerConfig::from_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw InputError(path + ": cannot open the scheduler config");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(quote_python_json_constants(ss.str()));
-  } catch (const nlohmann::json::parse_error& e) {
-    throw InputError(path + ": invalid JSON (byte " + std::to_string(e.byte) + ")");
-  }
-  return from_json(j, path);
+  // diffusers writes float('inf') bare (DPM++'s "lambda_min_clipped": -Infinity): read as the
+  // string "-Infinity", which ConfigReader::number accepts.
+  return from_json(read_config_json(path, {.python_constants = true}), path);
 }
 
 SchedulerConfig SchedulerConfig::sd15() {
@@ -221,26 +161,12 @@ SchedulerConfig SchedulerConfig::sd15() {
 // ---- names ------------------------------------------------------------------------------------------
 
 SamplerChoice parse_sampler(const std::string& sampler, const std::string& schedule) {
-  const std::string s = lower(sampler);
-  SamplerChoice c;
   bool implied_karras = false;
-  if (s == "pndm" || s == "plms") {
-    c.kind = SamplerKind::PNDM, c.name = "pndm";
-  } else if (s == "ddim") {
-    c.kind = SamplerKind::DDIM, c.name = "ddim";
-  } else if (s == "euler") {
-    c.kind = SamplerKind::Euler, c.name = "euler";
-  } else if (s == "euler_a" || s == "euler a") {
-    c.kind = SamplerKind::EulerAncestral, c.name = "euler_a";
-  } else if (s == "dpm++2m" || s == "dpm++ 2m") {
-    c.kind = SamplerKind::DPMSolverMultistep, c.name = "dpm++2m";
-  } else if (s == "dpm++ 2m karras") {
-    c.kind = SamplerKind::DPMSolverMultistep, c.name = "dpm++2m", implied_karras = true;
-  } else if (s == "lcm") {
-    c.kind = SamplerKind::LCM, c.name = "lcm";
-  } else {
-    throw InputError("unknown sampler \"" + sampler + "\"; valid: " + kValidSamplers);
-  }
+  const SamplerInfo* info = find_sampler(sampler, &implied_karras);
+  if (!info) throw InputError("unknown sampler \"" + sampler + "\"; valid: " + sampler_choices_text());
+  SamplerChoice c;
+  c.kind = info->kind;
+  c.name = info->name;
   const std::string sch = lower(schedule);
   if (sch == "karras") {
     c.karras = true;
@@ -248,9 +174,9 @@ SamplerChoice parse_sampler(const std::string& sampler, const std::string& sched
     throw InputError("unknown schedule \"" + schedule + "\"; valid: default, karras");
   }
   c.karras = c.karras || implied_karras;
-  if (c.karras && c.kind != SamplerKind::Euler && c.kind != SamplerKind::DPMSolverMultistep)
-    throw InputError("sampler \"" + sampler +
-                     "\" has no karras schedule; karras works with: euler, dpm++2m");
+  if (c.karras && !info->has_karras)
+    throw InputError("sampler \"" + sampler + "\" has no karras schedule; karras works with: " +
+                     karras_sampler_names_text());
   return c;
 }
 
@@ -260,7 +186,7 @@ namespace sched {
 
 ResolvedConfig resolve_config(const SamplerChoice& sampler, const SchedulerConfig& config) {
   const SamplerKind kind = sampler.kind;
-  ConfigReader r(config, class_name_of(kind));
+  ConfigReader r(config, sampler_info(kind).diffusers_class);
   ResolvedConfig c;
   c.source = config.source;
   const bool lcm = kind == SamplerKind::LCM;

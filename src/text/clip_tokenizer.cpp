@@ -26,7 +26,6 @@
 #include <zlib.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstring>
 #include <queue>
 #include <string>
@@ -53,50 +52,8 @@ uint64_t pair_key(int32_t left, int32_t right) {
 
 std::string byte_char(int byte) {
   std::string s;
-  clip_text::append_utf8(s, clip_text::byte_to_unicode()[static_cast<size_t>(byte)]);
+  append_utf8(s, clip_text::byte_to_unicode()[static_cast<size_t>(byte)]);
   return s;
-}
-
-std::string describe_invalid_utf8(std::string_view text, size_t offset) {
-  char byte[8];
-  std::snprintf(byte, sizeof byte, "0x%02X", static_cast<unsigned char>(text[offset]));
-  return "the text to tokenize is not valid UTF-8: byte " + std::string(byte) + " at offset " +
-         std::to_string(offset) + " does not start a well-formed character";
-}
-
-// Python's str.isspace (used by the decoder's strip()): White_Space plus U+001C..U+001F.
-bool python_space(char32_t cp) { return clip_text::is_whitespace(cp) || (cp >= 0x1C && cp <= 0x1F); }
-
-// Rust's String::from_utf8_lossy: each maximal ill-formed subpart becomes one U+FFFD.
-std::string utf8_lossy(std::string_view bytes) {
-  std::string out;
-  size_t i = 0;
-  while (i < bytes.size()) {
-    size_t bad = clip_text::find_invalid_utf8(bytes.substr(i));
-    if (bad == std::string_view::npos) {
-      out.append(bytes.substr(i));
-      break;
-    }
-    out.append(bytes.substr(i, bad));
-    i += bad;
-    // Length of the maximal subpart: the lead byte plus the continuation bytes that could still
-    // have completed a well-formed sequence (Unicode §3.9, "U+FFFD substitution of maximal subparts").
-    auto b0 = static_cast<unsigned char>(bytes[i]);
-    size_t need = 0;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (b0 >= 0xC2 && b0 <= 0xDF) need = 1;
-    else if (b0 >= 0xE0 && b0 <= 0xEF) need = 2, lo = b0 == 0xE0 ? 0xA0 : 0x80, hi = b0 == 0xED ? 0x9F : 0xBF;
-    else if (b0 >= 0xF0 && b0 <= 0xF4) need = 3, lo = b0 == 0xF0 ? 0x90 : 0x80, hi = b0 == 0xF4 ? 0x8F : 0xBF;
-    size_t len = 1;
-    for (size_t k = 0; k < need && i + len < bytes.size(); ++k) {
-      auto b = static_cast<unsigned char>(bytes[i + len]);
-      if (b < (k == 0 ? lo : 0x80) || b > (k == 0 ? hi : 0xBF)) break;
-      ++len;
-    }
-    out.append("\xEF\xBF\xBD");
-    i += len;
-  }
-  return out;
 }
 
 // Where the code point that ends at byte `end` starts, and that code point; then the same for the
@@ -108,7 +65,7 @@ size_t code_point_start_before(std::string_view s, size_t end) {
 }
 char32_t code_point_before(std::string_view s, size_t end) {
   size_t i = code_point_start_before(s, end);
-  return clip_text::decode_utf8(s.substr(i, end - i)).front();
+  return decode_utf8(s.substr(i, end - i)).front();
 }
 size_t code_point_length(std::string_view s, size_t begin) {
   size_t len = 1;
@@ -116,7 +73,7 @@ size_t code_point_length(std::string_view s, size_t begin) {
   return len;
 }
 char32_t code_point_at(std::string_view s, size_t begin) {
-  return clip_text::decode_utf8(s.substr(begin, code_point_length(s, begin))).front();
+  return decode_utf8(s.substr(begin, code_point_length(s, begin))).front();
 }
 
 // Calls on_text for each stretch between matches of `tokens` in `sentence` and appends the id of
@@ -219,12 +176,12 @@ std::shared_ptr<const ClipTokenizer::Impl> build_builtin() {
   auto add = [&](std::string token) { vocab.emplace(std::move(token), next++); };
   for (char32_t c : chars) {
     std::string s;
-    clip_text::append_utf8(s, c);
+    append_utf8(s, c);
     add(s);
   }
   for (char32_t c : chars) {
     std::string s;
-    clip_text::append_utf8(s, c);
+    append_utf8(s, c);
     add(s + kEndOfWord);
   }
   for (const auto& [a, b] : merges) add(a + b);
@@ -441,8 +398,9 @@ void ClipTokenizer::Impl::bpe(std::string_view word, std::vector<int32_t>& ids) 
 }
 
 std::vector<int32_t> ClipTokenizer::Impl::encode(std::string_view text) const {
-  size_t bad = clip_text::find_invalid_utf8(text);
-  if (bad != std::string_view::npos) throw InputError(describe_invalid_utf8(text, bad));
+  size_t bad = find_invalid_utf8(text);
+  if (bad != std::string_view::npos)
+    throw InputError("the text to tokenize is not valid UTF-8: " + describe_invalid_utf8(text, bad));
 
   std::vector<const ClipAddedToken*> raw_tokens, normalized_tokens;
   std::vector<const std::string*> raw_patterns, normalized_patterns;
@@ -514,7 +472,7 @@ std::string ClipTokenizer::decode(const std::vector<int32_t>& ids) const {
     if (!token) continue;  // tokenizers skips ids it does not know
     std::string mapped;
     bool all_bytes = true;
-    for (char32_t c : clip_text::decode_utf8(*token)) {
+    for (char32_t c : decode_utf8(*token)) {
       auto it = char_to_byte.find(c);
       if (it == char_to_byte.end()) {
         all_bytes = false;
@@ -524,7 +482,7 @@ std::string ClipTokenizer::decode(const std::vector<int32_t>& ids) const {
     }
     bytes += all_bytes ? mapped : *token;
   }
-  std::string text = utf8_lossy(bytes);
+  std::string text = replace_invalid_utf8(bytes);  // as Rust's String::from_utf8_lossy
   // CLIPTokenizer's decode wrapper: "</w>" → " ", then str.strip().
   std::string replaced;
   for (size_t i = 0; i < text.size();) {
@@ -535,12 +493,12 @@ std::string ClipTokenizer::decode(const std::vector<int32_t>& ids) const {
       replaced.push_back(text[i++]);
     }
   }
-  std::vector<char32_t> cps = clip_text::decode_utf8(replaced);
+  std::vector<char32_t> cps = decode_utf8(replaced);
   size_t first = 0, last = cps.size();
-  while (first < last && python_space(cps[first])) ++first;
-  while (last > first && python_space(cps[last - 1])) --last;
+  while (first < last && is_python_space(cps[first])) ++first;
+  while (last > first && is_python_space(cps[last - 1])) --last;
   std::string out;
-  for (size_t i = first; i < last; ++i) clip_text::append_utf8(out, cps[i]);
+  for (size_t i = first; i < last; ++i) append_utf8(out, cps[i]);
   return out;
 }
 

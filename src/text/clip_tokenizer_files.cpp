@@ -40,6 +40,7 @@
 #include <string>
 
 #include "sdmpi/clip_tokenizer.h"
+#include "sdmpi/config_json.h"
 #include "sdmpi/error.h"
 #include "sdmpi/log.h"
 #include "text/clip_tokenizer_internal.h"
@@ -65,12 +66,9 @@ std::string read_file(const fs::path& path) {
 
 json parse_json_text(const fs::path& path, const std::string& text) {
   try {
-    return json::parse(text);
-  } catch (const json::parse_error& e) {
-    // e.what() already says "parse error at line L, column C: …".
-    std::string what = e.what();
-    auto pos = what.find("parse error");
-    throw InputError(path.string() + ": malformed JSON: " + (pos == std::string::npos ? what : what.substr(pos)));
+    return parse_config_json(text, path.string());
+  } catch (const ConfigJsonError& e) {
+    throw InputError(path.string() + ": malformed JSON" + e.detail());
   }
 }
 
@@ -173,7 +171,7 @@ MergesFile read_merges(const fs::path& path) {
     pos = end + 1;
     ++line;
     if (!l.empty() && l.back() == '\r') l.remove_suffix(1);
-    size_t bad = clip_text::find_invalid_utf8(l);
+    size_t bad = find_invalid_utf8(l);
     if (bad != std::string_view::npos)
       throw InputError(path.string() + ":" + std::to_string(line) + ": invalid UTF-8 at byte " + std::to_string(bad + 1));
     if (l.substr(0, 8) == "#version") continue;

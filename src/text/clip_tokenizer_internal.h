@@ -21,16 +21,9 @@
 #include <vector>
 
 #include "sdmpi/clip_tokenizer.h"
+#include "sdmpi/utf8.h"  // find_invalid_utf8, decode_utf8, append_utf8: core's, for the whole tokenizer
 
 namespace sdmpi::clip_text {
-
-// Byte offset of the first byte that does not start a well-formed UTF-8 sequence (overlong forms,
-// surrogates and code points past U+10FFFF are ill-formed), or std::string_view::npos.
-size_t find_invalid_utf8(std::string_view text);
-
-// Decodes well-formed UTF-8 (checked before) into code points.
-std::vector<char32_t> decode_utf8(std::string_view valid_utf8);
-void append_utf8(std::string& out, char32_t cp);
 
 // White_Space (the 25 code points that oniguruma's \s matches in the reference).
 bool is_whitespace(char32_t cp);

@@ -1,4 +1,4 @@
-// The text side of the CLIP tokenizer: UTF-8 checks, normalizer, pre-tokenizer, byte map.
+// The text side of the CLIP tokenizer: normalizer, pre-tokenizer, byte map (UTF-8 itself: sdmpi/utf8.h).
 //
 // The reference is transformers 5.24's CLIPTokenizer, which is backed by the `tokenizers` library
 // 0.23.3 (tokenizers/src/normalizers, pre_tokenizers). Each step below does what that library does,
@@ -25,7 +25,7 @@
 //     (kExtraLetters, kExtraNumbers). Whitespace is spelt out: PCRE2's \s also takes U+180E, which
 //     oniguruma's does not. Without ignore-case: the text is lower-cased before the split.
 //   - Invalid UTF-8 cannot reach the reference (Python strings are code points); here it is an
-//     InputError raised by the tokenizer (find_invalid_utf8 names the byte).
+//     InputError raised by the tokenizer (core's find_invalid_utf8 names the byte).
 // These tables fit utf8proc 2.8 and PCRE2 10.42 (Debian 12). With other versions of either, the
 // exhaustive test (ClipTokenizerUnicode) names each code point that then differs.
 #include "text/clip_tokenizer_internal.h"
@@ -195,16 +195,14 @@ std::string nfc_unicode9(std::string_view text) {
   out.reserve(text.size());
   size_t segment_start = 0, i = 0;
   while (i < text.size()) {
-    utf8proc_int32_t cp = 0;
-    utf8proc_ssize_t len = utf8proc_iterate(reinterpret_cast<const utf8proc_uint8_t*>(text.data()) + i,
-                                            static_cast<utf8proc_ssize_t>(text.size() - i), &cp);
-    SDMPI_CHECK(len > 0, "normalize() needs well-formed UTF-8");
-    if (in_ranges(kNewerThanUnicode9, std::size(kNewerThanUnicode9), static_cast<char32_t>(cp))) {
+    const Utf8CodePoint c = decode_utf8_at(text, i);
+    SDMPI_CHECK(c.length > 0, "normalize() needs well-formed UTF-8");
+    if (in_ranges(kNewerThanUnicode9, std::size(kNewerThanUnicode9), c.code_point)) {
       nfc_append(out, text.substr(segment_start, i - segment_start));
-      out.append(text.substr(i, static_cast<size_t>(len)));  // unassigned in 9.0: a starter, kept as is
-      segment_start = i + static_cast<size_t>(len);
+      out.append(text.substr(i, c.length));  // unassigned in 9.0: a starter, kept as is
+      segment_start = i + c.length;
     }
-    i += static_cast<size_t>(len);
+    i += c.length;
   }
   nfc_append(out, text.substr(segment_start));
   return out;
@@ -228,41 +226,6 @@ void append_lowercase(std::string& out, char32_t cp) {
 }
 
 }  // namespace
-
-size_t find_invalid_utf8(std::string_view text) {
-  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
-  size_t i = 0;
-  while (i < text.size()) {
-    utf8proc_int32_t cp = 0;
-    // utf8proc_iterate rejects truncated sequences, stray continuation bytes, overlong forms,
-    // surrogates and values past U+10FFFF.
-    utf8proc_ssize_t len = utf8proc_iterate(p + i, static_cast<utf8proc_ssize_t>(text.size() - i), &cp);
-    if (len <= 0) return i;
-    i += static_cast<size_t>(len);
-  }
-  return std::string_view::npos;
-}
-
-std::vector<char32_t> decode_utf8(std::string_view text) {
-  std::vector<char32_t> out;
-  out.reserve(text.size());
-  const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
-  size_t i = 0;
-  while (i < text.size()) {
-    utf8proc_int32_t cp = 0;
-    utf8proc_ssize_t len = utf8proc_iterate(p + i, static_cast<utf8proc_ssize_t>(text.size() - i), &cp);
-    SDMPI_CHECK(len > 0, "decode_utf8() needs well-formed UTF-8");
-    out.push_back(static_cast<char32_t>(cp));
-    i += static_cast<size_t>(len);
-  }
-  return out;
-}
-
-void append_utf8(std::string& out, char32_t cp) {
-  utf8proc_uint8_t buf[4];
-  utf8proc_ssize_t n = utf8proc_encode_char(static_cast<utf8proc_int32_t>(cp), buf);
-  out.append(reinterpret_cast<const char*>(buf), static_cast<size_t>(n));
-}
 
 bool is_whitespace(char32_t cp) {
   return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||

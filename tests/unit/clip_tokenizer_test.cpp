@@ -312,7 +312,7 @@ TEST(ClipTokenizerUnicode, EveryCodePointAsTheReference) {
   for (char32_t cp = 0; cp < 0x110000; ++cp) {
     if (cp >= 0xD800 && cp < 0xE000) continue;
     std::string c;
-    clip_text::append_utf8(c, cp);
+    append_utf8(c, cp);
     // Class as the CLIP split sees it: glued to a letter, then to a punctuation mark.
     std::string after_letter = "x" + c, after_punct = "!" + c;
     auto a = clip_text::pre_tokenize(after_letter), b = clip_text::pre_tokenize(after_punct);

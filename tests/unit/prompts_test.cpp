@@ -62,6 +62,35 @@ TEST(Prompts, ValidUtf8) {
   EXPECT_FALSE(valid_utf8("\xc0\xaf", &bad));       // overlong
 }
 
+// The one UTF-8 validator (sdmpi/utf8.h) that prompts, PNG text, archives and the tokenizer share.
+TEST(Utf8, FindDescribeDecodeRepair) {
+  EXPECT_EQ(find_invalid_utf8("caf\xc3\xa9"), std::string_view::npos);
+  EXPECT_EQ(find_invalid_utf8("caf\xc3"), 3u);
+  EXPECT_EQ(describe_invalid_utf8("caf\xc3", 3), "byte 0xC3 at offset 3 does not start a well-formed character");
+  EXPECT_EQ(find_invalid_utf8("\xf4\x90\x80\x80"), 0u);  // past U+10FFFF
+  const Utf8CodePoint c = decode_utf8_at("a\xf0\x9f\x90\xb1", 1);
+  EXPECT_EQ(c.code_point, U'\U0001F431');
+  EXPECT_EQ(c.length, 4u);
+  EXPECT_EQ(decode_utf8_at("a\xff", 1).length, 0u);
+  std::string s;
+  append_utf8(s, U'\u00e9');
+  EXPECT_EQ(s, "\xc3\xa9");
+  EXPECT_EQ(decode_utf8("a\xc3\xa9"), (std::vector<char32_t>{U'a', U'\u00e9'}));
+  EXPECT_THROW(decode_utf8("a\xc3"), Error);
+  // One U+FFFD per maximal ill-formed subpart (Unicode §3.9's example bytes).
+  EXPECT_EQ(replace_invalid_utf8("a\xf1\x80\x80\xe1\x80\xc2" "b\x80"),
+            "a\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" "b\xef\xbf\xbd");
+  EXPECT_EQ(replace_invalid_utf8("\xed\xa0\x80"), "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");  // a surrogate: 3 subparts
+  // Python's str.isspace: the White_Space characters plus the separators U+001C..U+001F.
+  std::vector<char32_t> spaces;
+  for (char32_t cp = 0; cp < 0x110000; ++cp)
+    if (is_python_space(cp)) spaces.push_back(cp);
+  const std::vector<char32_t> python = {0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x1F, 0x20, 0x85, 0xA0,
+                                        0x1680, 0x2000, 0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007,
+                                        0x2008, 0x2009, 0x200A, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000};
+  EXPECT_EQ(spaces, python);
+}
+
 TEST(Prompts, MalformedCorpusGivesOneClearErrorEach) {
   fs::path dir = fs::path(SDMPI_TEST_DATA) / "malformed" / "prompts";
   std::ifstream mf(dir / "MANIFEST.json");

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sdmpi/backend.h"
+#include "sdmpi/config_json.h"
 #include "sdmpi/dtype.h"
 #include "sdmpi/error.h"
 #include "sdmpi/noise.h"
@@ -114,6 +115,27 @@ TEST(SamplerNames, UnknownNamesListTheValidOnes) {
   expect_input_error([] { make_scheduler("k_lms", "default", SchedulerConfig::sd15(), 20); }, {"k_lms"});
 }
 
+// The one sampler-name table: every row's names parse back to it, its diffusers class finds it, and
+// the help text lists every name.
+TEST(SamplerNames, TheTableIsTheOnlySource) {
+  ASSERT_EQ(sampler_table().size(), 6u);
+  const std::string choices = sampler_choices_text();
+  for (const SamplerInfo& s : sampler_table()) {
+    SCOPED_TRACE(s.name);
+    EXPECT_EQ(parse_sampler(s.name).kind, s.kind);
+    EXPECT_EQ(parse_sampler(s.a1111_name).name, s.name);
+    for (const SamplerAlias& a : s.aliases) EXPECT_EQ(parse_sampler(a.name).karras, a.implies_karras) << a.name;
+    EXPECT_EQ(sampler_for_diffusers_class(s.diffusers_class), &s);
+    EXPECT_EQ(&sampler_info(s.kind), &s);
+    EXPECT_NE(choices.find(std::string("\"") + s.a1111_name + "\""), std::string::npos) << choices;
+    EXPECT_EQ(make_scheduler(s.name, "default", SchedulerConfig::sd15(), 4)->name(), s.name);
+  }
+  EXPECT_EQ(sampler_names_text(), "pndm|ddim|euler|euler_a|dpm++2m|lcm");
+  EXPECT_EQ(karras_sampler_names_text(), "euler, dpm++2m");
+  EXPECT_EQ(sampler_for_diffusers_class("HeunDiscreteScheduler"), nullptr);
+  EXPECT_EQ(find_sampler("heun"), nullptr);
+}
+
 // ---- configuration -----------------------------------------------------------------------------------
 
 SchedulerConfig sd15_with(const std::string& key, const nlohmann::json& value) {
@@ -195,6 +217,33 @@ TEST(SchedulerConfig, PythonJsonConstantsAndFiles) {
   }
   expect_input_error([&] { SchedulerConfig::from_file(path); }, {path, "invalid JSON"});
   expect_input_error([&] { SchedulerConfig::from_file(path + ".absent"); }, {".absent"});
+}
+
+// The one JSON config reader: positions count in the file as written, Python's constants included.
+TEST(ConfigJson, ErrorsNameFileLineAndColumn) {
+  try {
+    parse_config_json("{\"a\": -Infinity,\n \"b\": NaN, \"c\": [1,]}", "cfg.json", {.python_constants = true});
+    FAIL() << "accepted";
+  } catch (const ConfigJsonError& e) {
+    EXPECT_EQ(e.source(), "cfg.json");
+    EXPECT_EQ(e.line(), 2u);
+    EXPECT_EQ(e.column(), 20u);  // nlohmann's column of the ']' in " \"b\": NaN, \"c\": [1,]"
+    EXPECT_EQ(std::string(e.what()).rfind("cfg.json: invalid JSON at line 2, column 20: syntax error", 0), 0u) << e.what();
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos);
+  }
+  // Without Python's constants the same text fails at the first of them.
+  try {
+    parse_config_json("{\"a\": -Infinity}", "cfg.json");
+    FAIL() << "accepted";
+  } catch (const ConfigJsonError& e) {
+    EXPECT_EQ(e.line(), 1u);
+    EXPECT_EQ(e.detail().rfind(" at line 1, column ", 0), 0u) << e.detail();
+  }
+  const nlohmann::json j = parse_config_json("{\"x\": NaN, \"s\": \"NaN\"}", "f", {.python_constants = true});
+  EXPECT_EQ(j.at("x"), "NaN");
+  EXPECT_EQ(j.at("s"), "NaN");
+  expect_input_error([] { read_config_json("/nonexistent/scheduler_config.json"); },
+                     {"/nonexistent/scheduler_config.json: cannot open"});
 }
 
 TEST(SchedulerConfig, OtherClassesOnlyInheritStatedKeys) {
