@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sdmpi/tensor.h"
@@ -54,6 +55,25 @@ struct GraphKey {
   int64_t variant = 0;
   auto operator<=>(const GraphKey&) const = default;
 };
+
+// One op call as the shared dispatch saw it, after its contract check passed: what a launch
+// counter (the CUDA backend's launch table, cuda_backend.h) or a trace needs to know of a call.
+// Shapes that an op does not have stay empty.
+struct OpCall {
+  const char* op = "";       // the public op's name: "linear", "conv2d", "group_norm", ...
+  Shape x;                   // the main input (x, q, a, eps; concat_batch: its first part)
+  Shape w;                   // the weight (linear, conv2d), k (attention), b (binary, concat_channels), t
+  Shape out;                 // the result
+  DType x_dtype = DType::F32, w_dtype = DType::F32, out_dtype = DType::F32;
+  bool bias = false, residual = false;  // linear, conv2d, linear_geglu
+  bool silu = false;                    // group_norm
+  bool causal = false;                  // attention
+  int stride = 1, pad = 0;              // conv2d
+  int heads = 0;                        // attention
+  int64_t parts = 0;                    // concat_batch: tensors joined; embedding: ids
+};
+// Called once per outermost op call (an op a backend runs by calling other ops is one call).
+using OpObserver = std::function<void(const OpCall&)>;
 
 // The device seam. Every op below is a public, non-virtual call that checks the op's contract
 // once, for every backend (src/core/backend.cpp: one Error line naming the op, the argument and
@@ -111,6 +131,10 @@ class Backend {
   Tensor activation(const Tensor& x, Activation act);
   // x [..., 2C] → a * GELU(g) with a = x[..., :C], g = x[..., C:] (diffusers' GEGLU).
   Tensor geglu(const Tensor& x);
+  // geglu(linear(x, w, bias)) with w [2C, K]: a feed-forward's first projection and its gate as
+  // one op, so a backend may apply the gate in the product's epilogue. The default runs linear
+  // then geglu (bit-identical to calling them one after the other).
+  Tensor linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias);
   // Same-shape elementwise a (op) b.
   Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b);
   // a (op) s, or s (op) a when scalar_first, with s a float32 scalar.
@@ -154,6 +178,11 @@ class Backend {
   // Frees every captured graph (their weights' addresses are baked in).
   virtual void drop_graphs() {}
 
+  // ---- observation ----------------------------------------------------------------------------------
+  // Every later op call (outermost calls only) is reported to `observer` after it ran; an empty
+  // function stops it. For counting and tracing: it sees shapes and flags, never data.
+  void set_op_observer(OpObserver observer) { observer_ = std::move(observer); }
+
  protected:
   // The implementations, called after the contract check (out_shape: the checked result shape).
   virtual Tensor do_empty(const Shape& shape, DType dtype) = 0;
@@ -172,6 +201,9 @@ class Backend {
   virtual Tensor do_attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) = 0;
   virtual Tensor do_activation(const Tensor& x, Activation act) = 0;
   virtual Tensor do_geglu(const Tensor& x, const Shape& out_shape) = 0;
+  // linear_shape: the product's shape [..., 2C]; out_shape: the result's [..., C].
+  virtual Tensor do_linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias, const Shape& linear_shape,
+                                 const Shape& out_shape);
   virtual Tensor do_binary(BinaryOp op, const Tensor& a, const Tensor& b) = 0;
   virtual Tensor do_binary_scalar(BinaryOp op, const Tensor& a, float s, bool scalar_first) = 0;
   virtual Tensor do_add_batch_channel(const Tensor& x, const Tensor& t) = 0;
@@ -183,6 +215,11 @@ class Backend {
   virtual Tensor do_concat_batch(const std::vector<Tensor>& parts, const Shape& out_shape) = 0;
   virtual Tensor do_embedding(const std::vector<int32_t>& ids, const Tensor& table) = 0;
   virtual Tensor do_copy(const Tensor& x) = 0;
+
+ private:
+  friend class OpScope;
+  OpObserver observer_;
+  int op_depth_ = 0;  // ops running now: nested calls (a default composed of ops) are not reported
 };
 
 // The reference backend: float32 on the host, OpenBLAS (if built with it) for matrix products,

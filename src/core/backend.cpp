@@ -4,8 +4,11 @@
 // dtypes involved; weights that do not fit their kind are InputErrors naming the weight, since
 // they come from the user's files. What is checked here is what the op means (ranks, matching
 // sizes, dtypes that must agree, tensors on this backend's device); a backend checks only what is
-// its own (the CPU's F32-only arithmetic, a kernel's size limits).
+// its own (the CPU's F32-only arithmetic, a kernel's size limits). After the backend ran it, an
+// outermost call is reported to the backend's op observer, if one is set (OpCall: shapes and
+// flags), which is how the launch-count test counts a UNet step without running it on a GPU.
 #include <algorithm>
+#include <utility>
 
 #include "sdmpi/backend.h"
 #include "sdmpi/error.h"
@@ -40,6 +43,42 @@ void check_arg(const Tensor& t, Device device, const char* op, const char* name)
 
 }  // namespace
 
+// An op call in progress: counts the depth, so that only outermost calls reach the observer (a
+// default composed of other ops, like guidance_combine's, is one call).
+class OpScope {
+ public:
+  explicit OpScope(Backend& backend) : backend_(backend) { ++backend_.op_depth_; }
+  ~OpScope() { --backend_.op_depth_; }
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+
+  // Reports the call when it is outermost and someone listens. fill(call) adds the op's flags.
+  template <typename Fill>
+  Tensor report(const char* op, const Tensor& x, const Tensor* w, const Tensor& out, Fill&& fill) {
+    if (backend_.op_depth_ == 1 && backend_.observer_) {
+      OpCall call;
+      call.op = op;
+      call.x = x.shape();
+      call.x_dtype = x.dtype();
+      if (w) {
+        call.w = w->shape();
+        call.w_dtype = w->dtype();
+      }
+      call.out = out.shape();
+      call.out_dtype = out.dtype();
+      fill(call);
+      backend_.observer_(call);
+    }
+    return out;
+  }
+  Tensor report(const char* op, const Tensor& x, const Tensor* w, const Tensor& out) {
+    return report(op, x, w, out, [](OpCall&) {});
+  }
+
+ private:
+  Backend& backend_;
+};
+
 // ---- memory ---------------------------------------------------------------------------------------
 
 Tensor Backend::empty(const Shape& shape, DType dtype) {
@@ -50,12 +89,17 @@ Tensor Backend::empty(const Shape& shape, DType dtype) {
 Tensor Backend::from_host(const float* data, const Shape& shape) {
   for (int64_t d : shape) require(d >= 0, "from_host", "negative dimension in " + shape_str(shape));
   require(data != nullptr || shape_numel(shape) == 0, "from_host", "null data for " + shape_str(shape));
-  return do_from_host(data, shape);
+  OpScope scope(*this);
+  Tensor out = do_from_host(data, shape);
+  return scope.report("from_host", out, nullptr, out);
 }
 
 std::vector<float> Backend::to_host(const Tensor& t) {
   check_arg(t, device(), "to_host", "tensor");
-  return do_to_host(t);
+  OpScope scope(*this);
+  std::vector<float> out = do_to_host(t);
+  scope.report("to_host", t, nullptr, t);
+  return out;
 }
 
 Tensor Backend::upload_weight(const WeightView& w, WeightKind kind) {
@@ -90,7 +134,8 @@ Tensor Backend::upload_weight(const WeightView& w, WeightKind kind) {
 Tensor Backend::cast(const Tensor& x, DType dtype) {
   check_arg(x, device(), "cast", "x");
   if (x.dtype() == dtype) return x;
-  return do_cast(x, dtype);
+  OpScope scope(*this);
+  return scope.report("cast", x, nullptr, do_cast(x, dtype));
 }
 
 // ---- matrix products and convolutions -------------------------------------------------------------
@@ -114,7 +159,11 @@ Tensor Backend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, con
     require_shape(*residual, out_shape, op, "residual");
     require_same_dtype(*residual, x, op, "residual and x");
   }
-  return do_linear(x, w, bias, residual, out_shape);
+  OpScope scope(*this);
+  return scope.report("linear", x, &w, do_linear(x, w, bias, residual, out_shape), [&](OpCall& c) {
+    c.bias = bias != nullptr;
+    c.residual = residual != nullptr;
+  });
 }
 
 Tensor Backend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
@@ -141,7 +190,13 @@ Tensor Backend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int
     require_shape(*residual, out_shape, op, "residual");
     require_same_dtype(*residual, x, op, "residual and x");
   }
-  return do_conv2d(x, w, bias, stride, pad, residual, out_shape);
+  OpScope scope(*this);
+  return scope.report("conv2d", x, &w, do_conv2d(x, w, bias, stride, pad, residual, out_shape), [&](OpCall& c) {
+    c.bias = bias != nullptr;
+    c.residual = residual != nullptr;
+    c.stride = stride;
+    c.pad = pad;
+  });
 }
 
 // ---- normalisation --------------------------------------------------------------------------------
@@ -157,7 +212,9 @@ Tensor Backend::group_norm(const Tensor& x, int groups, const Tensor& gamma, con
           std::to_string(C) + " channels do not split into " + std::to_string(groups) + " groups");
   require_shape(gamma, {C}, op, "gamma");
   require_shape(beta, {C}, op, "beta");
-  return do_group_norm(x, groups, gamma, beta, eps, silu);
+  OpScope scope(*this);
+  return scope.report("group_norm", x, nullptr, do_group_norm(x, groups, gamma, beta, eps, silu),
+                      [&](OpCall& c) { c.silu = silu; });
 }
 
 Tensor Backend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
@@ -168,7 +225,8 @@ Tensor Backend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& b
   require(x.rank() >= 1, op, "x is a scalar");
   require_shape(gamma, {x.dim(-1)}, op, "gamma");
   require_shape(beta, {x.dim(-1)}, op, "beta");
-  return do_layer_norm(x, gamma, beta, eps);
+  OpScope scope(*this);
+  return scope.report("layer_norm", x, nullptr, do_layer_norm(x, gamma, beta, eps));
 }
 
 // ---- attention ------------------------------------------------------------------------------------
@@ -187,14 +245,19 @@ Tensor Backend::attention(const Tensor& q, const Tensor& k, const Tensor& v, int
           "q, k, v have different dtypes (" + q.describe() + ", " + k.describe() + ", " + v.describe() + ")");
   require(heads >= 1 && q.dim(2) % heads == 0, op,
           std::to_string(q.dim(2)) + " channels do not split into " + std::to_string(heads) + " heads");
-  return do_attention(q, k, v, heads, causal);
+  OpScope scope(*this);
+  return scope.report("attention", q, &k, do_attention(q, k, v, heads, causal), [&](OpCall& c) {
+    c.heads = heads;
+    c.causal = causal;
+  });
 }
 
 // ---- activations and elementwise glue -------------------------------------------------------------
 
 Tensor Backend::activation(const Tensor& x, Activation act) {
   check_arg(x, device(), "activation", "x");
-  return do_activation(x, act);
+  OpScope scope(*this);
+  return scope.report("activation", x, nullptr, do_activation(x, act));
 }
 
 Tensor Backend::geglu(const Tensor& x) {
@@ -202,19 +265,47 @@ Tensor Backend::geglu(const Tensor& x) {
   require(x.rank() >= 1 && x.dim(-1) % 2 == 0, "geglu", "last dimension of " + shape_str(x.shape()) + " is odd");
   Shape out_shape = x.shape();
   out_shape.back() /= 2;
-  return do_geglu(x, out_shape);
+  OpScope scope(*this);
+  return scope.report("geglu", x, nullptr, do_geglu(x, out_shape));
+}
+
+Tensor Backend::linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  const char* op = "linear_geglu";
+  check_arg(x, device(), op, "x");
+  check_arg(w, device(), op, "weight");
+  require(w.rank() == 2 && w.dim(0) % 2 == 0, op, "weight must be [2C, in], got " + shape_str(w.shape()));
+  require(x.rank() >= 1 && x.dim(-1) == w.dim(1), op,
+          "x " + shape_str(x.shape()) + " does not match weight " + shape_str(w.shape()));
+  require_same_dtype(x, w, op, "x and weight");
+  if (bias) {
+    check_arg(*bias, device(), op, "bias");
+    require_shape(*bias, {w.dim(0)}, op, "bias");
+  }
+  Shape linear_shape = x.shape(), out_shape = x.shape();
+  linear_shape.back() = w.dim(0);
+  out_shape.back() = w.dim(0) / 2;
+  OpScope scope(*this);
+  return scope.report("linear_geglu", x, &w, do_linear_geglu(x, w, bias, linear_shape, out_shape),
+                      [&](OpCall& c) { c.bias = bias != nullptr; });
+}
+
+Tensor Backend::do_linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias, const Shape& linear_shape,
+                                const Shape& out_shape) {
+  return do_geglu(do_linear(x, w, bias, nullptr, linear_shape), out_shape);
 }
 
 Tensor Backend::binary(BinaryOp op, const Tensor& a, const Tensor& b) {
   check_arg(a, device(), "binary", "a");
   check_arg(b, device(), "binary", "b");
   require_shape(b, a.shape(), "binary", "b");
-  return do_binary(op, a, b);
+  OpScope scope(*this);
+  return scope.report("binary", a, &b, do_binary(op, a, b));
 }
 
 Tensor Backend::binary_scalar(BinaryOp op, const Tensor& a, float s, bool scalar_first) {
   check_arg(a, device(), "binary_scalar", "a");
-  return do_binary_scalar(op, a, s, scalar_first);
+  OpScope scope(*this);
+  return scope.report("binary_scalar", a, nullptr, do_binary_scalar(op, a, s, scalar_first));
 }
 
 Tensor Backend::add_batch_channel(const Tensor& x, const Tensor& t) {
@@ -223,20 +314,23 @@ Tensor Backend::add_batch_channel(const Tensor& x, const Tensor& t) {
   check_arg(t, device(), op, "t");
   require(x.rank() >= 2, op, "x must be [B, ..., C], got " + shape_str(x.shape()));
   require_shape(t, {x.dim(0), x.dim(-1)}, op, "t");
-  return do_add_batch_channel(x, t);
+  OpScope scope(*this);
+  return scope.report("add_batch_channel", x, &t, do_add_batch_channel(x, t));
 }
 
 Tensor Backend::clamp(const Tensor& x, float lo, float hi) {
   check_arg(x, device(), "clamp", "x");
   require(!(lo > hi), "clamp", "lower bound " + std::to_string(lo) + " above upper bound " + std::to_string(hi));
-  return do_clamp(x, lo, hi);
+  OpScope scope(*this);
+  return scope.report("clamp", x, nullptr, do_clamp(x, lo, hi));
 }
 
 Tensor Backend::guidance_combine(const Tensor& eps, float scale) {
   check_arg(eps, device(), "guidance_combine", "eps");
   require(eps.rank() >= 1 && eps.dim(0) % 2 == 0, "guidance_combine",
           "eps " + eps.describe() + " needs an even batch [uncond; cond]");
-  return do_guidance_combine(eps, scale);
+  OpScope scope(*this);
+  return scope.report("guidance_combine", eps, nullptr, do_guidance_combine(eps, scale));
 }
 
 Tensor Backend::do_guidance_combine(const Tensor& eps, float scale) {
@@ -256,7 +350,8 @@ Tensor Backend::upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) 
   require(x.rank() == 4, op, "x must be [B, H, W, C], got " + shape_str(x.shape()));
   require(out_h >= 1 && out_w >= 1, op, "output size " + std::to_string(out_h) + "x" + std::to_string(out_w) + " is empty");
   require(x.dim(1) >= 1 && x.dim(2) >= 1, op, "input " + shape_str(x.shape()) + " is empty");
-  return do_upsample_nearest(x, out_h, out_w);
+  OpScope scope(*this);
+  return scope.report("upsample_nearest", x, nullptr, do_upsample_nearest(x, out_h, out_w));
 }
 
 Tensor Backend::concat_channels(const Tensor& a, const Tensor& b) {
@@ -268,7 +363,8 @@ Tensor Backend::concat_channels(const Tensor& a, const Tensor& b) {
   require_same_dtype(a, b, op, "a and b");
   Shape out_shape = a.shape();
   out_shape.back() = a.dim(-1) + b.dim(-1);
-  return do_concat_channels(a, b, out_shape);
+  OpScope scope(*this);
+  return scope.report("concat_channels", a, &b, do_concat_channels(a, b, out_shape));
 }
 
 Tensor Backend::concat_batch(const std::vector<Tensor>& parts) {
@@ -285,7 +381,9 @@ Tensor Backend::concat_batch(const std::vector<Tensor>& parts) {
     require_same_dtype(p, first, op, "parts");
     out_shape[0] += p.dim(0);
   }
-  return do_concat_batch(parts, out_shape);
+  OpScope scope(*this);
+  return scope.report("concat_batch", first, nullptr, do_concat_batch(parts, out_shape),
+                      [&](OpCall& c) { c.parts = static_cast<int64_t>(parts.size()); });
 }
 
 Tensor Backend::embedding(const std::vector<int32_t>& ids, const Tensor& table) {
@@ -296,12 +394,15 @@ Tensor Backend::embedding(const std::vector<int32_t>& ids, const Tensor& table) 
     require(ids[i] >= 0 && ids[i] < table.dim(0), op,
             "id " + std::to_string(ids[i]) + " at position " + std::to_string(i) + " is outside the table's " +
                 std::to_string(table.dim(0)) + " rows");
-  return do_embedding(ids, table);
+  OpScope scope(*this);
+  return scope.report("embedding", table, nullptr, do_embedding(ids, table),
+                      [&](OpCall& c) { c.parts = static_cast<int64_t>(ids.size()); });
 }
 
 Tensor Backend::copy(const Tensor& x) {
   check_arg(x, device(), "copy", "x");
-  return do_copy(x);
+  OpScope scope(*this);
+  return scope.report("copy", x, nullptr, do_copy(x));
 }
 
 // ---- captured steps: a backend without graphs runs the step as it is --------------------------------
