@@ -10,14 +10,11 @@
 
 namespace sdmpi::kernels {
 
-// Bytes of device scratch group_norm needs for these sizes.
-size_t group_norm_scratch_bytes(int64_t batch, int64_t spatial, int64_t channels, int64_t groups);
-
 // GroupNorm over x [batch, spatial, channels] (channels-last), `groups` groups of channels/groups
-// channels, biased variance, then gamma/beta (F32), then SiLU when `silu`. out may not alias x.
+// channels, biased variance, then gamma/beta (F32), then SiLU when `silu`: one kernel launch.
+// out may not alias x.
 void group_norm(cudaStream_t stream, DType t, const void* x, void* out, const float* gamma, const float* beta,
-                int64_t batch, int64_t spatial, int64_t channels, int64_t groups, float eps, bool silu,
-                void* scratch);
+                int64_t batch, int64_t spatial, int64_t channels, int64_t groups, float eps, bool silu);
 
 // LayerNorm over the last dimension of x [rows, c], biased variance, gamma/beta in F32.
 void layer_norm(cudaStream_t stream, DType t, const void* x, void* out, const float* gamma, const float* beta,

@@ -211,6 +211,10 @@ TEST_P(CudaOps, GroupNorm) {
       {{1, 64, 64, 128}, 32, 1e-6f, true, 0.0f},  {{2, 77, 64}, 8, 1e-5f, false, 0.0f},
       {{2, 9, 11, 96}, 32, 1e-5f, false, 50.0f},  {{1, 1, 1, 32}, 32, 1e-5f, true, 0.0f},
       {{2, 32, 32, 640}, 32, 1e-6f, true, -3.0f},
+      // SD 1.5's largest groups (one block per group since the one-launch kernel): up block 1 at
+      // 64x64 with 960 and 640 channels, the mid block at 8x8 with 1280.
+      {{2, 64, 64, 960}, 32, 1e-5f, true, 0.0f},  {{2, 64, 64, 640}, 32, 1e-5f, false, 1.0f},
+      {{2, 8, 8, 1280}, 32, 1e-6f, true, 0.0f},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(shape_label(c.x) + " groups " + std::to_string(c.groups) + (c.silu ? " +silu" : "") + " mean " +
@@ -226,6 +230,28 @@ TEST_P(CudaOps, GroupNorm) {
   Both x = random_activation(g(), rng, {1, 2, 2, 10});
   Both gamma = random_weight(g(), rng, {10}, WeightKind::Vector, 1.0f);
   EXPECT_THROW(g().group_norm(x.g, 3, gamma.g, gamma.g, 1e-5f, false), Error);
+}
+
+// The feed-forward's first projection and its gate as one op (odd and SD 1.5 shapes).
+TEST_P(CudaOps, LinearGeglu) {
+  SDMPI_REQUIRE_GPU();
+  Rng rng;
+  struct Case {
+    Shape x;
+    int64_t c;  // gated width: the weight is [2c, in]
+  };
+  const Case cases[] = {{{2, 4096, 320}, 1280}, {{2, 64, 1280}, 5120}, {{3, 7, 24}, 13}, {{1, 1, 8}, 1}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(shape_label(c.x) + " -> " + std::to_string(c.c));
+    const int64_t in = c.x.back();
+    Both x = random_activation(g(), rng, c.x);
+    Both w = random_weight(g(), rng, {2 * c.c, in}, WeightKind::Linear, 1.0f / std::sqrt(static_cast<float>(in)));
+    Both b = random_weight(g(), rng, {2 * c.c}, WeightKind::Vector, 0.5f);
+    Tensor ref = cpu().linear_geglu(x.c, w.c, &b.c);
+    Tensor got = g().linear_geglu(x.g, w.g, &b.g);
+    EXPECT_EQ(got.shape(), ref.shape());
+    expect_close(g().to_host(got), cpu().to_host(ref), tol(), "linear_geglu");
+  }
 }
 
 TEST_P(CudaOps, LayerNorm) {

@@ -47,6 +47,9 @@ Convolution::~Convolution() {
     if (p.y) cudnnDestroyTensorDescriptor(p.y);
     if (p.w) cudnnDestroyFilterDescriptor(p.w);
     if (p.conv) cudnnDestroyConvolutionDescriptor(p.conv);
+    if (p.fused_conv) cudnnDestroyConvolutionDescriptor(p.fused_conv);
+    if (p.bias) cudnnDestroyTensorDescriptor(p.bias);
+    if (p.identity) cudnnDestroyActivationDescriptor(p.identity);
   }
 }
 
@@ -132,6 +135,48 @@ bool Convolution::run(const ConvShape& s, const void* x, const void* w, void* y,
   void* ws = p.workspace ? workspace(p.workspace) : nullptr;
   SDMPI_CUDNN_CHECK(cudnnConvolutionForward(handle_, &alpha, p.x, x, p.w, w, p.conv, p.algo, ws, p.workspace,
                                             &beta, p.y, y));
+  return true;
+}
+
+bool Convolution::run_fused(const ConvShape& s, const void* x, const void* w, const void* bias, const void* residual,
+                            void* y, const WorkspaceFn& workspace) {
+  if (s.n == 0 || s.k == 0) return true;
+  Plan& p = plan_for(s);
+  if (p.fused < 0) return false;
+  constexpr cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
+  const float alpha1 = 1.0f, alpha2 = residual ? 1.0f : 0.0f;
+  // Without a residual z is y itself with alpha2 = 0 (cuDNN allows z == y).
+  const void* z = residual ? residual : y;
+  if (p.fused == 0) {
+    SDMPI_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&p.fused_conv));
+    SDMPI_CUDNN_CHECK(cudnnCreateTensorDescriptor(&p.bias));
+    SDMPI_CUDNN_CHECK(cudnnCreateActivationDescriptor(&p.identity));
+    SDMPI_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(p.fused_conv, s.pad, s.pad, s.stride, s.stride, 1, 1,
+                                                      CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    SDMPI_CUDNN_CHECK(cudnnSetConvolutionMathType(p.fused_conv, math_for(s.t, CUDNN_TENSOR_OP_MATH)));
+    SDMPI_CUDNN_CHECK(cudnnSetTensor4dDescriptor(p.bias, CUDNN_TENSOR_NHWC, cudnn_type(s.t), 1, as_int(s.k, s), 1, 1));
+    SDMPI_CUDNN_CHECK(cudnnSetActivationDescriptor(p.identity, CUDNN_ACTIVATION_IDENTITY, CUDNN_NOT_PROPAGATE_NAN, 0.0));
+    size_t bytes = 0;
+    cudnnStatus_t st = cudnnGetConvolutionForwardWorkspaceSize(handle_, p.x, p.w, p.fused_conv, p.y, algo, &bytes);
+    if (st == CUDNN_STATUS_SUCCESS) {
+      void* ws = bytes ? workspace(bytes) : nullptr;
+      st = cudnnConvolutionBiasActivationForward(handle_, &alpha1, p.x, x, p.w, w, p.fused_conv, algo, ws, bytes, &alpha2,
+                                                 p.y, z, p.bias, bias, p.identity, p.y, y);
+    }
+    if (st != CUDNN_STATUS_SUCCESS) {
+      p.fused = -1;
+      log::warn("cuda: cuDNN declines the fused convolution + bias + residual for " + describe(s) + " (" +
+                cudnnGetErrorString(st) + "); running the convolution and our epilogue kernel instead");
+      return false;
+    }
+    p.fused = 1;
+    p.fused_workspace = bytes;
+    return true;
+  }
+  void* ws = p.fused_workspace ? workspace(p.fused_workspace) : nullptr;
+  SDMPI_CUDNN_CHECK(cudnnConvolutionBiasActivationForward(handle_, &alpha1, p.x, x, p.w, w, p.fused_conv, algo, ws,
+                                                          p.fused_workspace, &alpha2, p.y, z, p.bias, bias, p.identity,
+                                                          p.y, y));
   return true;
 }
 

@@ -7,11 +7,14 @@
 // supported). It runs every shape the models have, including the odd channel counts of conv_in (4)
 // and the VAE's conv_out (3) that the graph API's runtime-fusion engines reject, and it lets us pin
 // the math mode: CUDNN_FMA_MATH in float32 (no TF32, so float32 matches the CPU), tensor-op math in
-// F16/BF16. Bias and residual are added by one epilogue kernel of ours (kernels/elementwise.cu
-// bias_residual), which keeps the bias in float32; cuDNN's own fused bias path
-// (cudnnConvolutionBiasActivationForward) wants the bias in the data type and only the
-// IMPLICIT_PRECOMP_GEMM algorithm for an identity activation. Moving the epilogue into a cuDNN graph
-// (conv → add bias → add residual) is the next step for speed; it needs a GPU to validate.
+// F16/BF16. Bias and residual: run_fused() adds them in the same cuDNN call
+// (cudnnConvolutionBiasActivationForward, y = conv(x) + residual + bias, identity activation),
+// which takes the bias in the data type and, for an identity activation, only the
+// IMPLICIT_PRECOMP_GEMM algorithm; one call instead of the convolution plus our epilogue kernel.
+// Where cuDNN declines that for a shape, run_fused() says so once and the caller runs run() and
+// its epilogue kernel (kernels/elementwise.cu bias_residual, bias in float32). A cuDNN graph
+// (conv → add bias → add residual, runtime fusion) would free the algorithm choice; it needs a GPU
+// to validate.
 //
 // Algorithm: chosen once per (shape, dtype) from cuDNN's heuristic ranking
 // (cudnnGetConvolutionForwardAlgorithm_v7), taking the first deterministic candidate whose workspace
@@ -56,6 +59,11 @@ class Convolution {
   // y = conv(x, w). The first call for a shape picks and caches the algorithm. Returns false (having
   // done nothing) when cuDNN has no working algorithm for the shape.
   bool run(const ConvShape& shape, const void* x, const void* w, void* y, const WorkspaceFn& workspace);
+  // y = conv(x, w) + residual + bias in one cuDNN call; bias [k] in the data type, residual (NHWC
+  // like y) may be null. Returns false (having done nothing) when cuDNN declines it for the shape,
+  // which it then remembers (one warning).
+  bool run_fused(const ConvShape& shape, const void* x, const void* w, const void* bias, const void* residual,
+                 void* y, const WorkspaceFn& workspace);
 
  private:
   struct Plan {
@@ -67,6 +75,12 @@ class Convolution {
     size_t workspace = 0;
     bool chosen = false;
     bool unsupported = false;  // cuDNN declined every algorithm
+    // run_fused(): its own convolution descriptor (the math mode differs), bias and activation.
+    cudnnConvolutionDescriptor_t fused_conv = nullptr;
+    cudnnTensorDescriptor_t bias = nullptr;
+    cudnnActivationDescriptor_t identity = nullptr;
+    size_t fused_workspace = 0;
+    int fused = 0;  // 0 not tried yet, 1 works, -1 declined
   };
   using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int>;
   Plan& plan_for(const ConvShape& shape);

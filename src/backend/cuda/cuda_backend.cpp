@@ -17,6 +17,7 @@
 #include "attention_naive.cuh"
 #include "backend/cuda/arena.h"
 #include "backend/cuda/conv.h"
+#include "backend/cuda/launch_plan.h"
 #include "backend/cuda/library_check.h"
 #include "backend/cuda/matmul.h"
 #include "conv_direct.cuh"
@@ -418,7 +419,7 @@ Tensor CudaBackendImpl::do_conv2d(const Tensor& x, const Tensor& w, const Tensor
   const int64_t ho = out_shape[1], wo = out_shape[2];
   // A 1x1 convolution with stride 1 and no padding is a matrix product over the pixels (NHWC): the
   // cuBLASLt path with its fused bias and residual.
-  if (cs.r == 1 && cs.s == 1 && stride == 1 && pad == 0 && conv_choice_ != ConvChoice::Direct) {
+  if (cuda::conv_runs_as_matmul(cs.r, cs.s, stride, pad) && conv_choice_ != ConvChoice::Direct) {
     Tensor x2 = x.reshape({cs.n * cs.h * cs.w, cs.c});
     return linear_impl(x2, w.reshape({cs.k, cs.c}), bias, residual, out_shape);
   }
@@ -432,9 +433,7 @@ Tensor CudaBackendImpl::do_conv2d(const Tensor& x, const Tensor& w, const Tensor
   }
   // cuDNN's legacy descriptors count elements in int: split the batch so each piece stays below 2^31.
   const int64_t per_in = cs.h * cs.w * cs.c, per_out = ho * wo * cs.k;
-  const int64_t limit = (int64_t{1} << 31) - 1;
-  const int64_t per_item = std::max<int64_t>(std::max<int64_t>(per_in, per_out), 1);
-  const int64_t piece = std::max<int64_t>(1, std::min<int64_t>(cs.n, limit / per_item));
+  const int64_t piece = cuda::conv_batch_piece(cs.n, per_in, per_out);
   const size_t es = dtype_size(x.dtype());
   std::vector<Tensor> workspaces;
   auto workspace = [&](size_t bytes) -> void* {
@@ -442,12 +441,17 @@ Tensor CudaBackendImpl::do_conv2d(const Tensor& x, const Tensor& w, const Tensor
     return workspaces.back().raw();
   };
   Tensor b32 = bias ? param_as(*bias, DType::F32) : Tensor();
+  // cuDNN's fused call reads the bias in the data type (converted once, kept with the weights).
+  Tensor bias_t = bias && conv_choice_ == ConvChoice::Cudnn ? param_as(*bias, x.dtype()) : Tensor();
   for (int64_t b0 = 0; b0 < cs.n; b0 += piece) {
     cuda::ConvShape p = cs;
     p.n = std::min(piece, cs.n - b0);
     const void* xp = static_cast<const char*>(xin.raw()) + b0 * per_in * es;
     void* yp = static_cast<char*>(out.raw()) + b0 * per_out * es;
     const void* rp = residual ? static_cast<const char*>(residual->raw()) + b0 * per_out * es : nullptr;
+    // Bias and residual in the convolution's own call: one launch (launch_table.cpp counts it so).
+    if (bias && conv_choice_ == ConvChoice::Cudnn && conv_->run_fused(p, xp, w.raw(), bias_t.raw(), rp, yp, workspace))
+      continue;
     if (conv_choice_ == ConvChoice::Direct) {
       kernels::conv2d_direct(s(), p.t, xp, w.raw(), yp, p.n, p.h, p.w, p.c, p.k, p.r, p.s, p.stride, p.pad, ho, wo);
     } else if (conv_choice_ == ConvChoice::Gemm || !conv_->run(p, xp, w.raw(), yp, workspace)) {
@@ -491,10 +495,8 @@ Tensor CudaBackendImpl::do_group_norm(const Tensor& x, int groups, const Tensor&
   Tensor out = alloc(x.shape(), x.dtype());
   if (out.numel() == 0) return out;
   Tensor g32 = param_as(gamma, DType::F32), b32 = param_as(beta, DType::F32);
-  Tensor scratch = alloc(Shape{static_cast<int64_t>(kernels::group_norm_scratch_bytes(batch, spatial, c, groups) / 4)},
-                         DType::F32);
   kernels::group_norm(s(), x.dtype(), x.raw(), out.raw(), static_cast<const float*>(g32.raw()),
-                      static_cast<const float*>(b32.raw()), batch, spatial, c, groups, eps, silu, scratch.raw());
+                      static_cast<const float*>(b32.raw()), batch, spatial, c, groups, eps, silu);
   return out;
 }
 
@@ -530,7 +532,7 @@ Tensor CudaBackendImpl::do_attention(const Tensor& q, const Tensor& k, const Ten
   if (q.dim(1) > kIntMax || k.dim(1) > kIntMax)
     throw Error("attention: sequence lengths " + std::to_string(q.dim(1)) + "/" + std::to_string(k.dim(1)) + " too long");
   // The batch may exceed the kernel's grid limit (65535): run it in slices.
-  constexpr int64_t kMaxBatch = 65535;
+  constexpr int64_t kMaxBatch = cuda::kAttentionMaxBatch;
   const size_t es = dtype_size(q.dtype());
   const int64_t q_item = q.dim(1) * c, kv_item = k.dim(1) * c;
   for (int64_t b0 = 0; b0 < q.dim(0); b0 += kMaxBatch) {
