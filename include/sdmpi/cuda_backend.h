@@ -64,13 +64,28 @@ std::string cuda_version_string(int version);
 // launch), or bf16 on a GPU older than sm_80.
 std::unique_ptr<Backend> make_cuda_backend(int device, DType compute);
 
-// Device choice for `--device auto|cuda` (DESIGN.md §5). Tries make_cuda_backend(device, compute);
+// Device choice for `--device auto|cuda` (docs/design.md §5). Tries make_cuda_backend(device, compute);
 // on failure: with `required` (--device cuda) throws Error "--device cuda: <reason>"; otherwise
 // (--device auto) returns nullptr and sets *why_not to the reason, so the caller can say
 // "no usable GPU (<reason>); running on the CPU" and fall back. The caller logs which GPU it got
 // (Backend::name()).
 std::unique_ptr<Backend> open_cuda_backend(int device, DType compute, bool required,
                                            std::string* why_not);
+
+// ---- kernel launches per op (host code: in every build, with or without CUDA) -------------------
+
+// What one op call costs the CUDA backend: the kernel launches, memory copies and memsets it
+// enqueues (the nodes it adds to a captured CUDA graph), and the path that decides it.
+struct CudaOpLaunches {
+  int64_t launches = 0;
+  std::string path;  // "cuBLASLt, bias+residual epilogue", "cuDNN conv+bias+residual", ...
+};
+// The one table of launches per op, from the call's shapes and flags alone (src/backend/cuda/
+// launch_table.cpp). It assumes the libraries take the fused paths the backend asks for (cuBLASLt
+// has an epilogue algorithm, cuDNN runs the fused convolution in one kernel); the GPU test
+// cuda_launch_count_test checks that against a captured graph's node count. Sum it over a step
+// observed with Backend::set_op_observer to count the step's launches without a GPU.
+CudaOpLaunches cuda_op_launches(const OpCall& call);
 
 // ---- what only the CUDA backend has ----------------------------------------------------------------
 
