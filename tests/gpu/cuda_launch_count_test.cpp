@@ -1,10 +1,10 @@
 // The launch table (cuda_op_launches, src/backend/cuda/launch_table.cpp) against the GPU: one CFG
-// UNet call, as txt2img's captured step runs it, is captured as a CUDA graph and its node count
-// (kernels, copies, memsets) must equal the table's sum over the op calls the observer saw. The
-// CPU-only test tests/unit/launch_count_test.cpp trusts this table to count SD 1.5's launches; a
-// library that does not take the fused path the table assumes (cuBLASLt without an epilogue
-// algorithm, cuDNN declining the fused convolution or running it as two kernels) fails here, with
-// the per-op table printed.
+// UNet call, as txt2img's captured step runs it (the text's cross-attention K/V computed before),
+// is captured as a CUDA graph and its node count (kernels, copies, memsets) must equal the table's
+// sum over the op calls the observer saw. The CPU-only test tests/unit/launch_count_test.cpp
+// trusts this table to count SD 1.5's launches; a library that does not take the fused path the
+// table assumes (cuBLASLt without an epilogue algorithm, cuDNN declining the fused convolution or
+// running it as two kernels) fails here, with the per-op table printed.
 #include <cuda_runtime.h>
 
 #include <cstdio>
@@ -16,7 +16,6 @@
 
 namespace sdmpi {
 namespace {
-
 
 struct Step {
   int64_t predicted = 0;
@@ -34,10 +33,12 @@ Step capture_cfg_step(const std::string& preset, int64_t h, int64_t w) {
   Tensor latents = b.cast(b.from_host(lat.data(), {1, h, w, c.in_channels}), DType::F32);
   Tensor context = b.from_host(ctx.data(), {2, 77, d});
   Tensor t_proj = unet.time_proj(b, {981.0f, 981.0f});
-  auto step = [&] {  // txt2img's CFG step: cast, [x; x], the UNet, cast back
+  // The text's cross-attention K/V, once per batch outside the step, as txt2img computes them.
+  const std::vector<Tensor> cross_kv = unet.cross_attention_kv(b, context);
+  auto step = [&] {  // txt2img's CFG step: cast, [x; x], the UNet with the K/V, cast back
     Tensor x = b.cast(latents, DType::F16);
     x = b.concat_batch({x, x});
-    return b.cast(unet.forward_embedded(b, x, t_proj, context), DType::F32);
+    return b.cast(unet.forward_embedded(b, x, t_proj, cross_kv), DType::F32);
   };
   Step out;
   b.set_op_observer([&](const OpCall& call) {
