@@ -1,8 +1,9 @@
-// The cluster layer: MPI world, device binding, work distribution, streaming gather to rank 0,
-// signals and progress. It moves work items and finished uint8 images; it never sees a model.
+// The cluster layer: the world of ranks (MPI or one process, behind Comm), device binding, work
+// distribution, streaming gather to rank 0, signals and progress. It moves work items and
+// finished uint8 images (ImageResult, sdmpi/job.h); it never sees a model.
 //
-// Every rank runs one generation worker thread (the model) and its main thread does all MPI
-// calls (MPI_THREAD_FUNNELED). Rank 0's main thread is the coordinator: it hands out work in the
+// Every rank runs one generation worker thread (the model) and its main thread makes every Comm
+// call (MPI_THREAD_FUNNELED). Rank 0's main thread is the coordinator: it hands out work in the
 // dynamic mode, receives every finished image as soon as it exists and passes it to the
 // ResultSink (PNG files, the HDF5 archive), which flushes, so a crash loses only images in flight.
 #pragma once
@@ -15,21 +16,23 @@
 #include <string>
 #include <vector>
 
+#include "sdmpi/comm.h"
 #include "sdmpi/job.h"
 
 namespace sdmpi {
 
-// ---- the MPI world --------------------------------------------------------------------------------
+// ---- the world of ranks ----------------------------------------------------------------------------
 struct WorldInfo {
   int rank = 0, size = 1;              // MPI_COMM_WORLD
-  int local_rank = 0, local_size = 1;  // from MPI_Comm_split_type(MPI_COMM_TYPE_SHARED)
+  int local_rank = 0, local_size = 1;  // among the ranks on this node (Comm::split_by_node)
   std::string host;
   bool mpi = false;                    // built with MPI and initialised
 };
 
+// The ranks of this job: the build's Comm (MPI or one process) and where this rank sits.
 class World {
  public:
-  // Initialises MPI when built with it (MPI_Init_thread, FUNNELED); a no-op otherwise.
+  // Starts the Comm (MPI_Init_thread, FUNNELED, when built with MPI); throws Error if it cannot.
   World(int* argc, char*** argv);
   ~World();  // MPI_Finalize
   World(const World&) = delete;
@@ -38,20 +41,19 @@ class World {
   const WorldInfo& info() const { return info_; }
   int rank() const { return info_.rank; }
   int size() const { return info_.size; }
+  const Comm& comm() const { return *comm_; }
 
-  // Rank 0's bytes to every rank.
-  std::string broadcast(const std::string& from_root) const;
-  // Logical AND / MAX over all ranks.
-  bool all_true(bool local) const;
-  int max_int(int local) const;
-  std::vector<std::string> gather_strings(const std::string& local) const;  // on rank 0 only
-  void barrier() const;
-  // Ends every rank at once (MPI_Abort); used when a rank fails in a way it cannot report.
+  // The collectives of comm(), for the app's agreement on errors.
+  std::string broadcast(const std::string& from_root) const { return comm_->broadcast(from_root); }
+  bool all_true(bool local) const { return comm_->all_true(local); }
+  int max_int(int local) const { return comm_->max_int(local); }
+  std::vector<std::string> gather_strings(const std::string& local) const { return comm_->gather_strings(local); }
+  void barrier() const { comm_->barrier(); }
   [[noreturn]] void abort(int code) const;
 
  private:
+  std::unique_ptr<Comm> comm_;
   WorldInfo info_;
-  bool finalize_ = false;
 };
 
 // Device index for a rank: local_rank mod device_count. Throws InputError when more ranks than
@@ -75,19 +77,6 @@ std::pair<int64_t, int64_t> split_block(int64_t n, int parts, int i);
 std::vector<std::vector<WorkItem>> make_batches(const std::vector<WorkItem>& items, int batch_size);
 
 // ---- running a job ----------------------------------------------------------------------------------
-struct ImageResult {
-  int64_t index = 0;
-  bool ok = false;
-  std::string error;  // why the item failed (ok == false)
-  int width = 0, height = 0;
-  std::vector<uint8_t> rgb;  // height * width * 3 (may be dropped once encoded below)
-  // Outputs already encoded by the generating rank, so rank 0 only writes bytes: the PNG file
-  // and the archive row in its stored form (empty when not wanted).
-  std::vector<uint8_t> png, archive_chunk;
-  double seconds = 0;        // generation time of its batch, divided among its items
-  int rank = 0;
-};
-
 // Thrown by a BatchGenerator whose StepCallback returned false: the batch was abandoned and its
 // items stay pending (not failed), so --resume makes them.
 struct BatchAbandoned : std::exception {

@@ -1,4 +1,6 @@
-// A job: prompts × images_per_prompt work items, each with its own parameters and seed.
+// A job: prompts × images_per_prompt work items, each with its own parameters and seed, and the
+// one result type every layer passes on for an item (the pipeline makes it, the cluster layer
+// moves it, the app writes it).
 //
 // Item g = prompt_index * images_per_prompt + k is the item's global index (DESIGN.md §3). Its
 // seed is the one given for it (a JSONL "seed"), else base_seed + g. Its image depends only on the
@@ -30,6 +32,20 @@ struct WorkItem {
   int64_t prompt_index = 0;  // line/record of the prompt in the job
   int64_t sample = 0;        // k in [0, images_per_prompt)
   GenerationParams params;
+};
+
+// One item's image, or why it failed.
+struct ImageResult {
+  int64_t index = 0;  // the item's global index
+  bool ok = false;
+  std::string error;  // why the item failed (ok == false): e.g. NaN/Inf in the latents
+  int width = 0, height = 0;
+  std::vector<uint8_t> rgb;  // height * width * 3, row-major (may be dropped once encoded below)
+  // Outputs already encoded by the generating rank, so rank 0 only writes bytes: the PNG file
+  // and the archive row in its stored form (empty when not wanted, and from the pipeline).
+  std::vector<uint8_t> png, archive_chunk;
+  double seconds = 0;  // generation time of its batch, divided among its items
+  int rank = 0;        // the rank that made it
 };
 
 }  // namespace sdmpi

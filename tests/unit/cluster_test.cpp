@@ -1,10 +1,14 @@
-// The cluster layer in one process: shards, blocks, batches, and run_job's single-rank path with
-// a stand-in generator (failures, fail-fast, stop signal, abandoned batches).
+// The cluster layer in one process: shards, blocks, batches, the wire format of results over an
+// in-memory Comm, and run_job's single-rank path with a stand-in generator (failures, fail-fast,
+// stop signal, abandoned batches).
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <deque>
 #include <map>
 
+#include "cluster/wire.h"
 #include "sdmpi/cluster.h"
 #include "sdmpi/error.h"
 
@@ -17,7 +21,8 @@ std::vector<WorkItem> make_items(int n) {
   for (int i = 0; i < n; ++i) {
     WorkItem w;
     w.index = i;
-    w.params.prompt = "p" + std::to_string(i);
+    w.params.prompt = "p";
+    w.params.prompt += std::to_string(i);  // (not "p" + ...: GCC 12 warns of an impossible memcpy overlap)
     w.params.seed = 1000 + static_cast<uint64_t>(i);
     w.params.steps = 3;
     w.params.width = 8;
@@ -160,6 +165,109 @@ TEST(Cluster, ProgressLine) {
   EXPECT_EQ(format_progress_line(5, 10, 10.0, 0), "5/10 images (50%), 0.5 img/s, ETA 0:00:10");
   EXPECT_EQ(format_progress_line(0, 10, 1.0, 0), "0/10 images (0%), 0 img/s, ETA --:--");
   EXPECT_EQ(format_progress_line(3, 4, 3.0, 2), "3/4 images (75%), 1 img/s, ETA 0:00:01, 2 failed");
+}
+
+// A Comm whose messages go into a queue that the same object receives from, so both sides of
+// the wire format run in one process; it records each message's tag and size.
+class LoopbackComm : public Comm {
+ public:
+  struct Message {
+    int tag;
+    std::string bytes;
+  };
+  mutable std::deque<Message> queue;
+  mutable std::vector<Message> sent;
+
+  int rank() const override { return 0; }
+  int size() const override { return 2; }
+  bool is_mpi() const override { return false; }
+  NodeRanks split_by_node() const override { return {}; }
+  void send(int, int tag, const void* data, uint64_t n) const override {
+    Message m{tag, std::string(static_cast<const char*>(data), static_cast<size_t>(n))};
+    queue.push_back(m);
+    sent.push_back(m);
+  }
+  void recv(int, int tag, void* data, uint64_t n) const override {
+    if (queue.empty()) throw Error("loopback: nothing to receive");
+    Message m = queue.front();
+    queue.pop_front();
+    if (m.tag != tag || m.bytes.size() != n)
+      throw Error("loopback: expected tag " + std::to_string(tag) + " with " + std::to_string(n) + " bytes, got tag " +
+                  std::to_string(m.tag) + " with " + std::to_string(m.bytes.size()));
+    if (n) std::memcpy(data, m.bytes.data(), static_cast<size_t>(n));
+  }
+  std::optional<Envelope> probe(int) const override {
+    if (queue.empty()) return std::nullopt;
+    return Envelope{1, queue.front().tag};
+  }
+  std::string broadcast(const std::string& s) const override { return s; }
+  bool all_true(bool b) const override { return b; }
+  int max_int(int v) const override { return v; }
+  std::vector<std::string> gather_strings(const std::string& s) const override { return {s}; }
+  void barrier() const override {}
+  [[noreturn]] void abort(int code) const override { std::_Exit(code); }
+};
+
+TEST(ClusterWire, ResultRoundTrip) {
+  LoopbackComm comm;
+  ImageResult r;
+  r.index = 1234567890123;
+  r.ok = true;
+  r.width = 16;
+  r.height = 8;
+  r.rank = 3;
+  r.seconds = 0.125;
+  r.rgb.resize(16 * 8 * 3);
+  for (size_t k = 0; k < r.rgb.size(); ++k) r.rgb[k] = static_cast<uint8_t>(k * 7);
+  r.png = {1, 2, 3};
+  wire::send_result(comm, r);
+  // The header, then only the non-empty fields (no error text, no archive chunk).
+  ASSERT_EQ(comm.sent.size(), 3u);
+  EXPECT_EQ(comm.sent[0].tag, wire::kTagResult);
+  EXPECT_EQ(comm.sent[1].tag, wire::kTagResultData);
+  EXPECT_EQ(comm.sent[1].bytes.size(), r.rgb.size());
+  EXPECT_EQ(comm.sent[2].bytes, std::string("\x01\x02\x03"));
+  ImageResult got = wire::recv_result(comm, 1);
+  EXPECT_TRUE(comm.queue.empty());
+  EXPECT_EQ(got.index, r.index);
+  EXPECT_TRUE(got.ok);
+  EXPECT_EQ(got.width, 16);
+  EXPECT_EQ(got.height, 8);
+  EXPECT_EQ(got.rank, 3);
+  EXPECT_EQ(got.seconds, 0.125);
+  EXPECT_EQ(got.rgb, r.rgb);
+  EXPECT_EQ(got.png, r.png);
+  EXPECT_TRUE(got.error.empty());
+  EXPECT_TRUE(got.archive_chunk.empty());
+
+  ImageResult failed;
+  failed.index = 7;
+  failed.error = "non-finite values";
+  wire::send_result(comm, failed);
+  ImageResult back = wire::recv_result(comm, 1);
+  EXPECT_FALSE(back.ok);
+  EXPECT_EQ(back.error, "non-finite values");
+  EXPECT_TRUE(back.rgb.empty());
+}
+
+TEST(ClusterWire, TextAndNumbers) {
+  LoopbackComm comm;
+  wire::send_text(comm, "rank 2: out of memory", 0, wire::kTagFatal);
+  wire::send_i64(comm, -1, 0, wire::kTagWork);
+  EXPECT_EQ(comm.probe(Comm::kAnySource)->tag, wire::kTagFatal);
+  EXPECT_EQ(wire::recv_text(comm, 1, wire::kTagFatal), "rank 2: out of memory");
+  EXPECT_EQ(wire::recv_i64(comm, 1, wire::kTagWork), -1);
+  EXPECT_FALSE(comm.probe(Comm::kAnySource).has_value());
+}
+
+TEST(Cluster, WorldMatchesItsComm) {
+  World& world = test_world();
+  EXPECT_EQ(world.comm().rank(), world.rank());
+  EXPECT_EQ(world.comm().size(), world.size());
+  EXPECT_EQ(world.info().mpi, world.comm().is_mpi());
+  EXPECT_FALSE(world.info().host.empty());
+  EXPECT_EQ(world.broadcast("abc"), "abc");
+  EXPECT_EQ(world.gather_strings("x"), std::vector<std::string>{"x"});
 }
 
 // Runs last in this binary: the stop flag cannot be cleared.
