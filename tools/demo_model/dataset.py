@@ -1,0 +1,151 @@
+"""The demo model's synthetic world: captioned 64x64 pictures of flat shapes.
+
+A caption names every attribute the picture has, from a small grammar:
+
+    "{count} {size} {colour} {shape}[s] {position} on a {background} background"
+    e.g. "two small red circles on the left on a blue background"
+
+Rendering is plain numpy, driven by one numpy Generator, so a seed gives the same pictures on
+every machine. Some (colour, shape, background) triples never appear in training
+(HELD_OUT_TRIPLES): the semantic test (tests/unit/demo_model_test.cpp) draws its captions from
+them, so it checks that the model composes words it learned apart, not that it remembers images.
+
+The detector in that test relies on the constants here (PALETTE, REGIONS, sizes): change them
+together.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+SIZE = 64  # image side in pixels
+
+# Well-separated colours (the detector classifies each pixel to the nearest of these).
+PALETTE = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (40, 70, 220),
+    "yellow": (240, 220, 40),
+    "white": (245, 245, 245),
+    "black": (20, 20, 20),
+}
+COLOURS = list(PALETTE)
+SHAPES = ["circle", "square", "triangle"]
+COUNTS = {"one": 1, "two": 2, "three": 3}
+# Radius of the shape's bounding circle, in pixels.
+RADIUS = {"small": 5.0, "large": 8.5}
+# Where the shapes' centres may fall (x0, y0, x1, y1), and the words that say so. Every shape must
+# lie inside its region's box, so "left" keeps the whole group in the left half.
+REGIONS = {
+    "on the left": (0, 0, 32, 64),
+    "on the right": (32, 0, 64, 64),
+    "at the top": (0, 0, 64, 32),
+    "at the bottom": (0, 32, 64, 64),
+    "in the center": (10, 10, 54, 54),
+}
+GAP = 4.0  # pixels between two shapes' bounding circles, so the detector sees separate blobs
+
+# (colour, shape, background) never shown in training; each colour, shape and background still
+# appears in plenty of other triples.
+HELD_OUT_TRIPLES = [
+    ("red", "triangle", "green"),
+    ("green", "circle", "white"),
+    ("blue", "square", "yellow"),
+    ("yellow", "circle", "black"),
+    ("white", "triangle", "blue"),
+    ("black", "square", "red"),
+    ("red", "square", "white"),
+    ("green", "triangle", "black"),
+    ("blue", "circle", "red"),
+    ("yellow", "square", "green"),
+]
+
+
+def caption(count: str, size: str, colour: str, shape: str, region: str, background: str) -> str:
+    noun = shape if COUNTS[count] == 1 else shape + "s"
+    return f"{count} {size} {colour} {noun} {region} on a {background} background"
+
+
+def _place(rng: np.random.Generator, n: int, r: float, box) -> list[tuple[float, float]]:
+    """n centres inside box, each shape fully inside it, GAP apart; retries until it fits."""
+    x0, y0, x1, y1 = box
+    lo_x, hi_x, lo_y, hi_y = x0 + r + 1, x1 - r - 1, y0 + r + 1, y1 - r - 1
+    for _ in range(1000):
+        pts = []
+        for _ in range(n):
+            for _ in range(200):
+                p = (rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y))
+                if all((p[0] - q[0]) ** 2 + (p[1] - q[1]) ** 2 >= (2 * r + GAP) ** 2 for q in pts):
+                    pts.append(p)
+                    break
+        if len(pts) == n:
+            return pts
+    raise RuntimeError(f"cannot place {n} shapes of radius {r} in {box}")
+
+
+_YY, _XX = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
+
+
+def _mask(shape: str, cx: float, cy: float, r: float) -> np.ndarray:
+    dx, dy = _XX - cx, _YY - cy
+    if shape == "circle":
+        return dx * dx + dy * dy <= r * r
+    if shape == "square":  # same area as the circle would be too big; a square inside its circle
+        h = r * 0.8
+        return (np.abs(dx) <= h) & (np.abs(dy) <= h)
+    # upward triangle inscribed in the circle: apex up, base below the centre
+    base_y = r * 0.6
+    half_w = (base_y + r) / np.sqrt(3.0) * 1.15
+    return (dy <= base_y) & (dy >= -r) & (np.abs(dx) <= half_w * (dy + r) / (base_y + r))
+
+
+def render(count: str, size: str, colour: str, shape: str, region: str, background: str,
+           rng: np.random.Generator) -> np.ndarray:
+    """One uint8 (64, 64, 3) picture of the caption's scene."""
+    img = np.empty((SIZE, SIZE, 3), np.uint8)
+    img[:] = PALETTE[background]
+    r = RADIUS[size]
+    for cx, cy in _place(rng, COUNTS[count], r, REGIONS[region]):
+        img[_mask(shape, cx, cy, r)] = PALETTE[colour]
+    return img
+
+
+def is_held_out(colour: str, shape: str, background: str) -> bool:
+    return (colour, shape, background) in HELD_OUT_TRIPLES
+
+
+def sample_attributes(rng: np.random.Generator, held_out: bool = False) -> tuple:
+    """A random caption's attributes, from the training triples (or only the held-out ones)."""
+    while True:
+        if held_out:
+            colour, shape, background = HELD_OUT_TRIPLES[rng.integers(len(HELD_OUT_TRIPLES))]
+        else:
+            colour = COLOURS[rng.integers(len(COLOURS))]
+            shape = SHAPES[rng.integers(len(SHAPES))]
+            background = COLOURS[rng.integers(len(COLOURS))]
+            if background == colour or is_held_out(colour, shape, background):
+                continue
+        count = list(COUNTS)[rng.integers(len(COUNTS))]
+        size = list(RADIUS)[rng.integers(len(RADIUS))]
+        region = list(REGIONS)[rng.integers(len(REGIONS))]
+        return count, size, colour, shape, region, background
+
+
+def make_batch(rng: np.random.Generator, n: int, held_out: bool = False):
+    """n (caption, uint8 image) pairs."""
+    caps, imgs = [], []
+    for _ in range(n):
+        a = sample_attributes(rng, held_out)
+        caps.append(caption(*a))
+        imgs.append(render(*a, rng))
+    return caps, np.stack(imgs)
+
+
+if __name__ == "__main__":  # a contact sheet for a look: python dataset.py sheet.png
+    import sys
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    caps, imgs = make_batch(rng, 16)
+    sheet = imgs.reshape(4, 4, SIZE, SIZE, 3).transpose(0, 2, 1, 3, 4).reshape(4 * SIZE, 4 * SIZE, 3)
+    Image.fromarray(sheet).resize((8 * SIZE, 8 * SIZE), Image.NEAREST).save(sys.argv[1])
+    print("\n".join(caps))
