@@ -50,8 +50,6 @@ struct SchedulerConfig {
   static SchedulerConfig from_json(const nlohmann::json& json, const std::string& source_for_errors);
   // Reads and parses a scheduler_config.json.
   static SchedulerConfig from_file(const std::string& path);
-  // runwayml/stable-diffusion-v1-5 scheduler/scheduler_config.json, key for key.
-  static SchedulerConfig sd15();
 };
 
 struct SamplerChoice {

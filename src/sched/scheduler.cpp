@@ -146,18 +146,6 @@ SchedulerConfig SchedulerConfig::from_file(const std::string& path) {
   return from_json(read_config_json(path, {.python_constants = true}), path);
 }
 
-SchedulerConfig SchedulerConfig::sd15() {
-  // runwayml/stable-diffusion-v1-5, scheduler/scheduler_config.json.
-  static const nlohmann::json kJson = {
-      {"_class_name", "PNDMScheduler"}, {"_diffusers_version", "0.6.0"},
-      {"beta_end", 0.012},              {"beta_schedule", "scaled_linear"},
-      {"beta_start", 0.00085},          {"num_train_timesteps", 1000},
-      {"set_alpha_to_one", false},      {"skip_prk_steps", true},
-      {"steps_offset", 1},              {"trained_betas", nullptr},
-      {"clip_sample", false}};
-  return from_json(kJson, "stable-diffusion-v1-5 scheduler_config.json");
-}
-
 // ---- names ------------------------------------------------------------------------------------------
 
 SamplerChoice parse_sampler(const std::string& sampler, const std::string& schedule) {

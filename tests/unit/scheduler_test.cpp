@@ -16,9 +16,13 @@
 #include "sdmpi/noise.h"
 #include "sdmpi/safetensors.h"
 #include "sdmpi/scheduler.h"
+#include "io/sd_configs.h"
 
 namespace sdmpi {
 namespace {
+
+// SD 1.5's scheduler_config.json, from the one table of SD configs.
+SchedulerConfig sd15_scheduler() { return SchedulerConfig::from_json(sd_config("sd15", "scheduler"), "sd15 scheduler"); }
 
 const std::string kDir = std::string(SDMPI_TEST_DATA) + "/golden/scheduler";
 
@@ -112,7 +116,7 @@ TEST(SamplerNames, UnknownNamesListTheValidOnes) {
   expect_input_error([] { parse_sampler("euler", "exponential"); }, {"exponential", "default, karras"});
   expect_input_error([] { parse_sampler("euler_a", "karras"); }, {"karras", "euler, dpm++2m"});
   expect_input_error([] { parse_sampler("ddim", "karras"); }, {"ddim"});
-  expect_input_error([] { make_scheduler("k_lms", "default", SchedulerConfig::sd15(), 20); }, {"k_lms"});
+  expect_input_error([] { make_scheduler("k_lms", "default", sd15_scheduler(), 20); }, {"k_lms"});
 }
 
 // The one sampler-name table: every row's names parse back to it, its diffusers class finds it, and
@@ -128,7 +132,7 @@ TEST(SamplerNames, TheTableIsTheOnlySource) {
     EXPECT_EQ(sampler_for_diffusers_class(s.diffusers_class), &s);
     EXPECT_EQ(&sampler_info(s.kind), &s);
     EXPECT_NE(choices.find(std::string("\"") + s.a1111_name + "\""), std::string::npos) << choices;
-    EXPECT_EQ(make_scheduler(s.name, "default", SchedulerConfig::sd15(), 4)->name(), s.name);
+    EXPECT_EQ(make_scheduler(s.name, "default", sd15_scheduler(), 4)->name(), s.name);
   }
   EXPECT_EQ(sampler_names_text(), "pndm|ddim|euler|euler_a|dpm++2m|lcm");
   EXPECT_EQ(karras_sampler_names_text(), "euler, dpm++2m");
@@ -186,7 +190,7 @@ TEST(SchedulerConfig, BadValuesNameKeyValueAndSource) {
 }
 
 TEST(SchedulerConfig, StepCountsAndEta) {
-  const SchedulerConfig c = SchedulerConfig::sd15();
+  const SchedulerConfig c = sd15_scheduler();
   for (const char* s : {"pndm", "ddim", "euler", "euler_a", "dpm++2m", "lcm"}) {
     expect_input_error([&] { make_scheduler(s, "default", c, 0); }, {"steps", "0"});
     expect_input_error([&] { make_scheduler(s, "default", c, -3); }, {"steps", "-3"});
@@ -249,7 +253,7 @@ TEST(ConfigJson, ErrorsNameFileLineAndColumn) {
 TEST(SchedulerConfig, OtherClassesOnlyInheritStatedKeys) {
   // The SD 1.5 json states no timestep_spacing: PNDM and DDIM use their default "leading",
   // Euler and DPM++ theirs, "linspace" (reference note §6.5, §8.7).
-  const SchedulerConfig sd15 = SchedulerConfig::sd15();
+  const SchedulerConfig sd15 = sd15_scheduler();
   EXPECT_EQ(make_scheduler("pndm", "default", sd15, 50)->timesteps()[0], 981.0f);
   EXPECT_EQ(make_scheduler("pndm", "default", sd15, 50)->num_calls(), 51u);
   EXPECT_EQ(make_scheduler("ddim", "default", sd15, 50)->timesteps()[0], 981.0f);
@@ -511,7 +515,7 @@ TEST_F(TrajectoryTest, ResetReplaysTheSameTrajectory) {
 
 TEST_F(TrajectoryTest, StepsMustComeInOrder) {
   auto backend = make_cpu_backend(1);
-  auto s = make_scheduler("euler", "default", SchedulerConfig::sd15(), 4);
+  auto s = make_scheduler("euler", "default", sd15_scheduler(), 4);
   const std::vector<float> zeros(2 * 8 * 8 * 4, 0.0f);
   const Tensor x = backend->from_host(zeros.data(), {2, 8, 8, 4});
   EXPECT_THROW(s->step(*backend, x, 1, x, nullptr), Error);
