@@ -65,7 +65,7 @@ struct OpCall {
   Shape w;                   // the weight (linear, conv2d), k (attention), b (binary, concat_channels), t
   Shape out;                 // the result
   DType x_dtype = DType::F32, w_dtype = DType::F32, out_dtype = DType::F32;
-  bool bias = false, residual = false;  // linear, conv2d, linear_geglu
+  bool bias = false, residual = false;  // linear, conv2d, linear_geglu, linear_qkv (w: wq, out: q)
   bool silu = false;                    // group_norm
   bool causal = false;                  // attention
   int stride = 1, pad = 0;              // conv2d
@@ -109,6 +109,16 @@ class Backend {
   // ---- matrix products and convolutions ---------------------------------------------------------
   // x [..., K] · w[N, K]^T (+ bias[N]) (+ residual[..., N]) → [..., N]. The residual is added last.
   Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual = nullptr);
+  // The three projections of a self-attention from one input: q = linear(x, wq, bq), k = linear(x,
+  // wk, bk), v = linear(x, wv, bv), with wq, wk, wv [N, K] of one shape and the biases all three or
+  // none. One op so a backend may run the three as one product (CUDA: one strided-batched cuBLASLt
+  // call over the weights packed once, q, k and v dense slices of one buffer). The default runs
+  // the three linears (bit-identical to calling them one after the other).
+  struct QkvProjections {
+    Tensor q, k, v;
+  };
+  QkvProjections linear_qkv(const Tensor& x, const Tensor& wq, const Tensor& wk, const Tensor& wv,
+                            const Tensor* bq = nullptr, const Tensor* bk = nullptr, const Tensor* bv = nullptr);
   // x [B, H, W, Cin] ⊛ w [Cout, kh, kw, Cin] with zero padding `pad` and `stride`, + bias[Cout],
   // + residual [B, Ho, Wo, Cout] last. Returns [B, Ho, Wo, Cout].
   Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
@@ -193,6 +203,9 @@ class Backend {
   virtual Tensor do_cast(const Tensor& x, DType dtype) = 0;
   virtual Tensor do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual,
                            const Shape& out_shape) = 0;
+  // out_shape: the shape of each of q, k, v [..., N].
+  virtual QkvProjections do_linear_qkv(const Tensor& x, const Tensor& wq, const Tensor& wk, const Tensor& wv,
+                                       const Tensor* bq, const Tensor* bk, const Tensor* bv, const Shape& out_shape);
   virtual Tensor do_conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
                            const Tensor* residual, const Shape& out_shape) = 0;
   virtual Tensor do_group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,

@@ -166,6 +166,46 @@ Tensor Backend::linear(const Tensor& x, const Tensor& w, const Tensor* bias, con
   });
 }
 
+Backend::QkvProjections Backend::linear_qkv(const Tensor& x, const Tensor& wq, const Tensor& wk, const Tensor& wv,
+                                            const Tensor* bq, const Tensor* bk, const Tensor* bv) {
+  const char* op = "linear_qkv";
+  check_arg(x, device(), op, "x");
+  check_arg(wq, device(), op, "wq");
+  check_arg(wk, device(), op, "wk");
+  check_arg(wv, device(), op, "wv");
+  require(wq.rank() == 2, op, "wq must be [out, in], got " + shape_str(wq.shape()));
+  require(wk.shape() == wq.shape() && wv.shape() == wq.shape(), op,
+          "wq " + shape_str(wq.shape()) + ", wk " + shape_str(wk.shape()) + ", wv " + shape_str(wv.shape()) +
+              " must have one shape");
+  require(x.rank() >= 1 && x.dim(-1) == wq.dim(1), op,
+          "x " + shape_str(x.shape()) + " does not match weight " + shape_str(wq.shape()));
+  require_same_dtype(x, wq, op, "x and wq");
+  require_same_dtype(wq, wk, op, "wq and wk");
+  require_same_dtype(wq, wv, op, "wq and wv");
+  const bool bias = bq != nullptr;
+  require((bk != nullptr) == bias && (bv != nullptr) == bias, op, "biases must be given for all of q, k, v or none");
+  const Tensor* biases[] = {bq, bk, bv};
+  const char* bias_names[] = {"bq", "bk", "bv"};
+  for (int i = 0; i < 3 && bias; ++i) {
+    check_arg(*biases[i], device(), op, bias_names[i]);
+    require_shape(*biases[i], {wq.dim(0)}, op, bias_names[i]);
+    require_same_dtype(*biases[i], *bq, op, "the biases");
+  }
+  Shape out_shape = x.shape();
+  out_shape.back() = wq.dim(0);
+  OpScope scope(*this);
+  QkvProjections out = do_linear_qkv(x, wq, wk, wv, bq, bk, bv, out_shape);
+  scope.report(op, x, &wq, out.q, [&](OpCall& c) { c.bias = bias; });
+  return out;
+}
+
+Backend::QkvProjections Backend::do_linear_qkv(const Tensor& x, const Tensor& wq, const Tensor& wk, const Tensor& wv,
+                                               const Tensor* bq, const Tensor* bk, const Tensor* bv,
+                                               const Shape& out_shape) {
+  return {do_linear(x, wq, bq, nullptr, out_shape), do_linear(x, wk, bk, nullptr, out_shape),
+          do_linear(x, wv, bv, nullptr, out_shape)};
+}
+
 Tensor Backend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
                        const Tensor* residual) {
   const char* op = "conv2d";

@@ -90,9 +90,15 @@ Attention::Attention(ParamSink& w, const std::string& name, int query_dim, int c
 
 Tensor Attention::operator()(Backend& b, const Tensor& x, const Tensor* context,
                              const Tensor* residual) const {
-  const Tensor& kv_source = context ? *context : x;
-  Tensor k = to_k(b, kv_source);
-  Tensor v = to_v(b, kv_source);
+  if (!context) {
+    // Self-attention: q, k and v project the same x, one op (one product on a GPU, same bits on the CPU).
+    auto bias = [](const Linear& l) { return l.bias.defined() ? &l.bias : nullptr; };
+    Backend::QkvProjections p =
+        b.linear_qkv(x, to_q.weight, to_k.weight, to_v.weight, bias(to_q), bias(to_k), bias(to_v));
+    return to_out(b, b.attention(p.q, p.k, p.v, heads, /*causal=*/false), residual);  // to_out.1 is dropout
+  }
+  Tensor k = to_k(b, *context);
+  Tensor v = to_v(b, *context);
   return with_kv(b, x, k, v, residual);
 }
 

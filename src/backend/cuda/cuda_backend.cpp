@@ -87,6 +87,8 @@ class CudaBackendImpl final : public CudaBackend {
   Tensor do_cast(const Tensor& x, DType dtype) override;
   Tensor do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual,
                    const Shape& out_shape) override;
+  QkvProjections do_linear_qkv(const Tensor& x, const Tensor& wq, const Tensor& wk, const Tensor& wv,
+                               const Tensor* bq, const Tensor* bk, const Tensor* bv, const Shape& out_shape) override;
   Tensor do_conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad, const Tensor* residual,
                    const Shape& out_shape) override;
   Tensor do_group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
@@ -138,6 +140,10 @@ class CudaBackendImpl final : public CudaBackend {
   // the weights, so a step does not convert every bias again (about 130 kernels per UNet call).
   // Tensors of other pools (tests pass activations) are converted each time.
   Tensor param_as(const Tensor& t, DType want);
+  // Parameters of one shape [r, ...] stacked into one [parts * r, ...] tensor in dtype `want` (the
+  // packed [wq; wk; wv] of linear_qkv). Like param_as: built once and kept with the weights when
+  // every part is a weight, built each call otherwise.
+  Tensor packed_params(const std::vector<const Tensor*>& parts, DType want);
   cudaStream_t s() const { return stream_; }
   Tensor linear_impl(const Tensor& x2, const Tensor& w, const Tensor* bias, const Tensor* residual,
                      const Shape& out_shape);
@@ -165,6 +171,12 @@ class CudaBackendImpl final : public CudaBackend {
     Tensor converted;
   };
   std::map<std::tuple<const Storage*, size_t, DType>, ConvertedParam> converted_params_;
+  // packed_params's stacks by their parts' (storage, offset) and dtype; stale when a part's storage died.
+  struct PackedParams {
+    std::vector<std::weak_ptr<Storage>> sources;
+    Tensor packed;
+  };
+  std::map<std::pair<std::vector<std::pair<const Storage*, size_t>>, DType>, PackedParams> packed_params_;
   bool poison_ = false;
   bool capturing_ = false;
   int64_t graph_fallbacks_ = 0;  // keys whose capture failed and that run eagerly
@@ -294,6 +306,49 @@ Tensor CudaBackendImpl::param_as(const Tensor& t, DType want) {
   return out;
 }
 
+Tensor CudaBackendImpl::packed_params(const std::vector<const Tensor*>& parts, DType want) {
+  const Shape& part_shape = parts.at(0)->shape();
+  Shape shape = part_shape;
+  shape.at(0) *= static_cast<int64_t>(parts.size());
+  std::vector<std::pair<const Storage*, size_t>> ids;
+  bool all_weights = true;
+  for (const Tensor* t : parts) {
+    const auto* storage = dynamic_cast<const CudaStorage*>(t->storage().get());
+    all_weights = all_weights && storage && storage->pool() == weights_;
+    if (!all_weights) break;
+    ids.emplace_back(storage, static_cast<size_t>(static_cast<const char*>(t->raw()) -
+                                                  static_cast<const char*>(storage->data())));
+  }
+  const auto key = std::make_pair(ids, want);
+  if (all_weights) {
+    auto it = packed_params_.find(key);
+    if (it != packed_params_.end() && it->second.packed.shape() == shape &&
+        std::none_of(it->second.sources.begin(), it->second.sources.end(),
+                     [](const std::weak_ptr<Storage>& w) { return w.expired(); }))
+      return it->second.packed;
+    if (capturing_) throw Error("cuda: parameters were first packed inside a graph capture (the warm-up runs it first)");
+    for (auto e = packed_params_.begin(); e != packed_params_.end();)  // drop stacks of freed weights
+      e = std::any_of(e->second.sources.begin(), e->second.sources.end(),
+                      [](const std::weak_ptr<Storage>& w) { return w.expired(); })
+              ? packed_params_.erase(e)
+              : std::next(e);
+  }
+  Tensor out = all_weights ? alloc_in(weights_, shape, want) : alloc(shape, want);
+  const size_t part_bytes = static_cast<size_t>(shape_numel(part_shape)) * dtype_size(want);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    Tensor src = all_weights ? param_as(*parts[i], want) : as_dtype(*parts[i], want);
+    if (part_bytes)
+      SDMPI_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(out.raw()) + i * part_bytes, src.raw(), part_bytes,
+                                       cudaMemcpyDeviceToDevice, stream_));
+  }
+  if (all_weights) {
+    PackedParams entry{{}, out};
+    for (const Tensor* t : parts) entry.sources.push_back(t->storage());
+    packed_params_[key] = std::move(entry);
+  }
+  return out;
+}
+
 Tensor CudaBackendImpl::do_from_host(const float* data, const Shape& shape) {
   bind();
   no_host_traffic("from_host");
@@ -410,6 +465,50 @@ Tensor CudaBackendImpl::do_linear(const Tensor& x, const Tensor& w, const Tensor
   const int64_t m = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
   Tensor x2 = x.reshape({m, k});
   return linear_impl(x2, w, bias, residual, out_shape);
+}
+
+// q, k, v of one x as one strided-batched product: x [m, k] (stride 0: read three times) times the
+// packed [wq; wk; wv] [3n, k] (stride n*k), the packed biases (stride n) in the epilogue, into one
+// buffer of three slices [m, n], each starting on the pool's alignment so that q, k and v are
+// dense, aligned tensors the attention kernels read as they are (no copy, no extra launch).
+Backend::QkvProjections CudaBackendImpl::do_linear_qkv(const Tensor& x, const Tensor& wq, const Tensor& wk,
+                                                       const Tensor& wv, const Tensor* bq, const Tensor* bk,
+                                                       const Tensor* bv, const Shape& out_shape) {
+  bind();
+  const DType t = x.dtype();
+  const size_t es = dtype_size(t);
+  const int64_t n = wq.dim(0), k = wq.dim(1);
+  const int64_t m = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  const int64_t align = static_cast<int64_t>(DevicePool::kAlignment / es);
+  const int64_t slice = (m * n + align - 1) / align * align;  // elements per slice, rounded up
+  Tensor buffer = alloc(Shape{3 * slice}, t);
+  auto part = [&](int i) { return Tensor(buffer.storage(), out_shape, t, static_cast<size_t>(i * slice) * es); };
+  QkvProjections out{part(0), part(1), part(2)};
+  if (m == 0 || n == 0) return out;
+  const Tensor x2 = x.reshape({m, k});
+  const Tensor* weights[] = {&wq, &wk, &wv};
+  const Tensor* biases[] = {bq, bk, bv};
+  auto three_products = [&] {  // each slice on its own, with matmul_into's fallbacks
+    for (int i = 0; i < 3; ++i)
+      matmul_into(x2, *weights[i], biases[i], nullptr, static_cast<char*>(buffer.raw()) + i * slice * es);
+  };
+  if (k == 0) {  // empty sums: each slice is its bias (matmul_into's memset + bias kernel)
+    three_products();
+    return out;
+  }
+  const Tensor w = packed_params({&wq, &wk, &wv}, t);
+  // cuBLASLt reads the bias in the output dtype.
+  const Tensor b = bq ? packed_params({bq, bk, bv}, t) : Tensor();
+  cuda::MatmulBatch batch;
+  batch.count = 3;
+  batch.x_stride = 0;
+  batch.w_stride = n * k;
+  batch.bias_stride = n;
+  batch.out_stride = slice;
+  if (matmul_->run(t, x2.raw(), w.raw(), bq ? b.raw() : nullptr, nullptr, out.q.raw(), m, n, k, batch)) return out;
+  // No fused-bias algorithm for the batch (the matmul warned once for the shape): three products.
+  three_products();
+  return out;
 }
 
 Tensor CudaBackendImpl::do_conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,

@@ -34,6 +34,13 @@ int64_t rows_of(const Shape& s) { return s.empty() ? 0 : shape_numel(s) / std::m
 CudaOpLaunches cuda_op_launches(const OpCall& c) {
   const std::string op = c.op;
   if (op == "linear") return matmul(rows_of(c.x), c.w.at(0), c.w.at(1), c.bias, c.residual);
+  if (op == "linear_qkv") {
+    // One strided-batched product over the packed [wq; wk; wv] (packed once, like a parameter).
+    const int64_t m = rows_of(c.x), n = c.w.at(0), k = c.w.at(1);
+    if (m == 0 || n == 0) return {0, "empty product"};
+    if (k == 0) return {3 * (c.bias ? 2 : 1), "empty sums: 3 x (memset + bias kernel)"};
+    return {1, std::string("cuBLASLt strided batch of 3 (q, k, v)") + (c.bias ? ", bias epilogue" : "")};
+  }
   if (op == "linear_geglu") {
     // The gate is its own pass over the product (see the report in cuda_backend.cpp's
     // do_linear_geglu for why the epilogue is not fused yet).

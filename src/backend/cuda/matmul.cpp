@@ -1,6 +1,8 @@
 // cuBLASLt matrix products with fused bias and residual (see matmul.h).
 #include "backend/cuda/matmul.h"
 
+#include <algorithm>
+
 #include "backend/cuda/library_check.h"
 #include "sdmpi/error.h"
 #include "sdmpi/log.h"
@@ -26,6 +28,14 @@ int alignment_of(const void* p) {
   return align;
 }
 
+// The alignment every product of a strided batch sees: the base's, and the stride's in bytes.
+int batched_alignment(const void* p, int64_t stride_elements, size_t element_size) {
+  const int base = alignment_of(p);
+  if (!p || stride_elements == 0) return base;
+  const auto stride_bytes = static_cast<uintptr_t>(stride_elements) * element_size;
+  return std::min(base, alignment_of(reinterpret_cast<const void*>(stride_bytes)));
+}
+
 }  // namespace
 
 Matmul::Matmul(cudaStream_t stream, void* workspace, size_t workspace_bytes, bool force_fallback)
@@ -48,7 +58,8 @@ Matmul::~Matmul() {
 Matmul::Plan& Matmul::plan_for(const Key& key, DType t, const void* bias) {
   auto found = plans_.find(key);
   if (found != plans_.end()) return found->second;
-  const auto [m, n, k, dtype_i, has_bias, has_residual, align_x, align_w, align_r, align_d, align_b] = key;
+  const auto [m, n, k, dtype_i, has_bias, has_residual, align_x, align_w, align_r, align_d, align_b, batch_count, x_stride,
+              w_stride, bias_stride, out_stride] = key;
   (void)dtype_i;
   (void)align_b;
   Plan p;
@@ -71,6 +82,23 @@ Matmul::Plan& Matmul::plan_for(const Key& key, DType t, const void* bias) {
   SDMPI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, type, static_cast<uint64_t>(k), static_cast<uint64_t>(m), k));
   SDMPI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, type, static_cast<uint64_t>(n), static_cast<uint64_t>(m), n));
   SDMPI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, type, static_cast<uint64_t>(n), static_cast<uint64_t>(m), n));
+  if (batch_count > 1) {
+    // A strided batch: every layout counts `batch_count` matrices; x's stride 0 broadcasts one x.
+    auto batch_layout = [&](cublasLtMatrixLayout_t layout, int64_t stride) {
+      const int32_t c32 = batch_count;
+      SDMPI_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &c32, sizeof c32));
+      SDMPI_CUBLAS_CHECK(
+          cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
+    };
+    batch_layout(p.a, w_stride);
+    batch_layout(p.b, x_stride);
+    batch_layout(p.c, out_stride);
+    batch_layout(p.d, out_stride);
+    if (has_bias) {
+      const int64_t bs = bias_stride;
+      SDMPI_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, &bs, sizeof bs));
+    }
+  }
 
   cublasLtMatmulPreference_t pref = nullptr;
   SDMPI_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -96,7 +124,8 @@ Matmul::Plan& Matmul::plan_for(const Key& key, DType t, const void* bias) {
     SDMPI_CUBLAS_CHECK(st);
   } else {
     const std::string shape = std::string(dtype_name(t)) + " product [" + std::to_string(m) + ", " +
-                              std::to_string(k) + "] x [" + std::to_string(k) + ", " + std::to_string(n) + "]";
+                              std::to_string(k) + "] x [" + std::to_string(k) + ", " + std::to_string(n) + "]" +
+                              (batch_count > 1 ? " (a strided batch of " + std::to_string(batch_count) + ")" : "");
     if (has_bias || has_residual) {
       log::warn("cuda: cuBLASLt has no fused bias/residual algorithm for the " + shape +
                 "; running the product and our epilogue kernel instead");
@@ -115,10 +144,29 @@ Matmul::Plan& Matmul::plan_for(const Key& key, DType t, const void* bias) {
 }
 
 bool Matmul::run(DType t, const void* x, const void* w, const void* bias, const void* residual, void* out,
-                 int64_t m, int64_t n, int64_t k) {
-  if (m == 0 || n == 0) return true;
-  Key key{m, n, k, static_cast<int>(t), bias != nullptr, residual != nullptr, alignment_of(x), alignment_of(w),
-          alignment_of(residual), alignment_of(out), alignment_of(bias)};
+                 int64_t m, int64_t n, int64_t k, const MatmulBatch& batch) {
+  if (m == 0 || n == 0 || batch.count == 0) return true;
+  if (batch.count < 0 || (batch.count > 1 && residual))
+    throw Error("cuda matmul: a strided batch of " + std::to_string(batch.count) + " products" +
+                (residual ? " takes no residual" : " is negative"));
+  const size_t es = dtype_size(t);
+  const bool batched = batch.count > 1;
+  Key key{m,
+          n,
+          k,
+          static_cast<int>(t),
+          bias != nullptr,
+          residual != nullptr,
+          batched_alignment(x, batched ? batch.x_stride : 0, es),
+          batched_alignment(w, batched ? batch.w_stride : 0, es),
+          alignment_of(residual),
+          batched_alignment(out, batched ? batch.out_stride : 0, es),
+          batched_alignment(bias, batched ? batch.bias_stride : 0, es),
+          batch.count,
+          batched ? batch.x_stride : 0,
+          batched ? batch.w_stride : 0,
+          batched ? batch.bias_stride : 0,
+          batched ? batch.out_stride : 0};
   Plan& p = plan_for(key, t, bias);
   if (p.gemm_ex) {
     if (m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
@@ -127,6 +175,13 @@ bool Matmul::run(DType t, const void* x, const void* w, const void* bias, const 
     // The same column-major view as cuBLASLt's: out^T [n, m] = (w [k, n])^T · x^T [k, m].
     const float alpha = 1.0f, beta = 0.0f;
     const cudaDataType_t type = cuda_type(t);
+    if (batched) {
+      SDMPI_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+          fallback_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha,
+          w, type, static_cast<int>(k), batch.w_stride, x, type, static_cast<int>(k), batch.x_stride, &beta, out, type,
+          static_cast<int>(n), batch.out_stride, batch.count, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      return true;
+    }
     SDMPI_CUBLAS_CHECK(cublasGemmEx(fallback_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
                                     static_cast<int>(k), &alpha, w, type, static_cast<int>(k), x, type,
                                     static_cast<int>(k), &beta, out, type, static_cast<int>(n), CUBLAS_COMPUTE_32F,

@@ -12,6 +12,11 @@
 // asked once and cached: the same shapes on the same GPU model always run the same kernel, hence
 // the same bits. In float32 the compute type is CUBLAS_COMPUTE_32F, which never uses TF32.
 //
+// A strided batch of such products runs as one call (MatmulBatch): product i reads x + i*x_stride,
+// w + i*w_stride, bias + i*bias_stride and writes out + i*out_stride (strides in elements). A stride
+// of 0 broadcasts: linear_qkv multiplies one x by the packed [wq; wk; wv] (w_stride n*k) into three
+// dense slices of one buffer.
+//
 // When the heuristic has nothing, the choice falls back and is cached per shape like the rest,
 // with one warning naming the shape: with a bias or residual, run() answers false and the caller
 // runs the plain product plus its own epilogue kernel; a plain product with no cuBLASLt algorithm
@@ -30,6 +35,12 @@
 
 namespace sdmpi::cuda {
 
+// A strided batch of `count` products (see above); the default is one product.
+struct MatmulBatch {
+  int count = 1;
+  int64_t x_stride = 0, w_stride = 0, bias_stride = 0, out_stride = 0;
+};
+
 class Matmul {
  public:
   // force_fallback: behave as if cuBLASLt had no algorithm for any shape (SDMPI_CUDA_MATMUL=fallback,
@@ -41,8 +52,9 @@ class Matmul {
 
   // Runs the product. Returns false (and does nothing) when cuBLASLt has no algorithm with the bias
   // fused for this problem; the caller then runs it without bias and adds bias and residual itself.
+  // A batch takes no residual.
   bool run(DType t, const void* x, const void* w, const void* bias, const void* residual, void* out, int64_t m,
-           int64_t n, int64_t k);
+           int64_t n, int64_t k, const MatmulBatch& batch = MatmulBatch{});
 
  private:
   struct Plan {
@@ -52,8 +64,10 @@ class Matmul {
     bool ok = false;        // cuBLASLt has an algorithm
     bool gemm_ex = false;   // plain product without one: cublasGemmEx
   };
-  // m, n, k, dtype, has bias, has residual, alignments of x, w, residual, out, bias
-  using Key = std::tuple<int64_t, int64_t, int64_t, int, bool, bool, int, int, int, int, int>;
+  // m, n, k, dtype, has bias, has residual, alignments of x, w, residual, out, bias, batch count and
+  // strides (x, w, bias, out)
+  using Key = std::tuple<int64_t, int64_t, int64_t, int, bool, bool, int, int, int, int, int, int, int64_t, int64_t,
+                         int64_t, int64_t>;
   Plan& plan_for(const Key& key, DType t, const void* bias);
 
   cudaStream_t stream_;

@@ -1,0 +1,142 @@
+// The CUDA backend's fused ops (issue 13's launch cuts) against the CPU reference, whose defaults
+// run the unfused ops: linear_qkv (q, k, v of one x as one strided-batched product over the packed
+// weights). F32, F16 and BF16; fresh random inputs (gpu_test_util.h), poisoned outputs (an element
+// an op forgets to write is a NaN mismatch), odd shapes and SD 1.5's. Skips visibly without a GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "gpu/gpu_test_util.h"
+#include "sdmpi/error.h"
+
+using namespace sdmpi;
+using namespace sdmpi::gputest;
+
+namespace {
+
+class CudaFusedOps : public ::testing::TestWithParam<DType> {
+ protected:
+  DType t() const { return GetParam(); }
+  CudaBackend& g() { return gpu(GetParam()); }
+  double tol() const { return tolerance(GetParam()); }
+};
+
+struct QkvCase {
+  Shape x;
+  int64_t n;  // each projection's width: the weights are [n, x.back()]
+  bool bias;
+};
+
+const QkvCase kQkvCases[] = {
+    // SD 1.5's attn1 at 512x512 (batch 2 with CFG), per level; no bias.
+    {{2, 4096, 320}, 320, false},
+    {{2, 1024, 640}, 640, false},
+    {{2, 256, 1280}, 1280, false},
+    {{2, 64, 1280}, 1280, false},
+    // The VAE's mid-block attention (biases), and odd shapes: slices that are not multiples of the
+    // pool's alignment, widths that are not multiples of 8, one token.
+    {{1, 4096, 512}, 512, true},
+    {{3, 7, 24}, 13, true},
+    {{1, 5, 9}, 3, false},
+    {{1, 1, 8}, 1, true},
+    {{2, 3, 1}, 5, true},
+};
+
+// linear_qkv on `backend` against the CPU's (three linears), with the weights uploaded as weights
+// (packed once, kept) or passed as activations (packed each call).
+void check_qkv(CudaBackend& backend, DType t, Rng& rng, const QkvCase& c, bool weights_as_activations,
+               const char* what) {
+  SCOPED_TRACE(std::string(what) + " " + shape_label(c.x) + " -> 3 x " + std::to_string(c.n) +
+               (c.bias ? " +bias" : "") + (weights_as_activations ? ", weights as activations" : ""));
+  const int64_t k = c.x.back();
+  const float scale = 1.0f / std::sqrt(static_cast<float>(k));
+  Both x = random_activation(backend, rng, c.x);
+  std::vector<Both> w, b;
+  for (int i = 0; i < 3; ++i) {
+    w.push_back(weights_as_activations ? random_activation(backend, rng, {c.n, k}, scale)
+                                       : random_weight(backend, rng, {c.n, k}, WeightKind::Linear, scale));
+    b.push_back(random_weight(backend, rng, {c.n}, WeightKind::Vector, 0.5f));
+  }
+  auto bias = [&](int i, bool gpu_side) -> const Tensor* {
+    return c.bias ? (gpu_side ? &b[static_cast<size_t>(i)].g : &b[static_cast<size_t>(i)].c) : nullptr;
+  };
+  const Backend::QkvProjections ref =
+      cpu().linear_qkv(x.c, w[0].c, w[1].c, w[2].c, bias(0, false), bias(1, false), bias(2, false));
+  const Backend::QkvProjections got =
+      backend.linear_qkv(x.g, w[0].g, w[1].g, w[2].g, bias(0, true), bias(1, true), bias(2, true));
+  const Tensor* refs[] = {&ref.q, &ref.k, &ref.v};
+  const Tensor* gots[] = {&got.q, &got.k, &got.v};
+  const char* names[] = {"q", "k", "v"};
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(gots[i]->shape(), refs[i]->shape()) << names[i];
+    EXPECT_EQ(gots[i]->dtype(), t) << names[i];
+    expect_close(backend.to_host(*gots[i]), cpu().to_host(*refs[i]), tolerance(t), names[i]);
+  }
+  // Again: the packed weights come from the cache (or are packed again), same bits.
+  const Backend::QkvProjections again =
+      backend.linear_qkv(x.g, w[0].g, w[1].g, w[2].g, bias(0, true), bias(1, true), bias(2, true));
+  expect_equal(backend.to_host(again.v), backend.to_host(got.v), "repeated v");
+}
+
+TEST_P(CudaFusedOps, LinearQkvMatchesThreeLinears) {
+  SDMPI_REQUIRE_GPU();
+  Rng rng;
+  for (const QkvCase& c : kQkvCases) check_qkv(g(), t(), rng, c, false, "linear_qkv");
+  for (const QkvCase& c : kQkvCases) check_qkv(g(), t(), rng, c, true, "linear_qkv");
+}
+
+// SDMPI_CUDA_MATMUL=fallback: no cuBLASLt algorithm, so a batch with biases runs as three products
+// with our epilogue and one without as cublasGemmStridedBatchedEx.
+TEST_P(CudaFusedOps, LinearQkvFallbackPaths) {
+  SDMPI_REQUIRE_GPU();
+  Rng rng;
+  CudaBackend& fallback = gpu_with(t(), "SDMPI_CUDA_MATMUL", "fallback");
+  for (const QkvCase& c : kQkvCases) check_qkv(fallback, t(), rng, c, false, "linear_qkv through the fallbacks");
+}
+
+// The slices feed the attention kernels as they are: a self-attention through linear_qkv equals
+// the CPU's, and the op is one call for the observer.
+TEST_P(CudaFusedOps, LinearQkvFeedsAttention) {
+  SDMPI_REQUIRE_GPU();
+  Rng rng;
+  struct Case {
+    Shape x;
+    int heads;
+  };
+  const Case cases[] = {{{2, 1024, 320}, 8}, {{2, 64, 1280}, 8}, {{1, 33, 48}, 3}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(shape_label(c.x) + " heads " + std::to_string(c.heads));
+    const int64_t k = c.x.back();
+    Both x = random_activation(g(), rng, c.x);
+    std::vector<Both> w;
+    for (int i = 0; i < 3; ++i)
+      w.push_back(random_weight(g(), rng, {k, k}, WeightKind::Linear, 1.0f / std::sqrt(static_cast<float>(k))));
+    const Backend::QkvProjections rp = cpu().linear_qkv(x.c, w[0].c, w[1].c, w[2].c);
+    int calls = 0;
+    g().set_op_observer([&](const OpCall& call) { calls += std::string(call.op) == "linear_qkv"; });
+    const Backend::QkvProjections gp = g().linear_qkv(x.g, w[0].g, w[1].g, w[2].g);
+    g().set_op_observer({});
+    EXPECT_EQ(calls, 1);
+    Tensor ref = cpu().attention(rp.q, rp.k, rp.v, c.heads, false);
+    Tensor got = g().attention(gp.q, gp.k, gp.v, c.heads, false);
+    expect_close(g().to_host(got), cpu().to_host(ref), 2 * tol(), "attention of linear_qkv");
+  }
+}
+
+TEST_P(CudaFusedOps, LinearQkvRejectsMismatchedWeights) {
+  SDMPI_REQUIRE_GPU();
+  Rng rng;
+  Both x = random_activation(g(), rng, {1, 4, 8});
+  Both w = random_weight(g(), rng, {6, 8}, WeightKind::Linear, 0.3f);
+  Both other = random_weight(g(), rng, {5, 8}, WeightKind::Linear, 0.3f);
+  Both b = random_weight(g(), rng, {6}, WeightKind::Vector, 0.3f);
+  EXPECT_THROW(g().linear_qkv(x.g, w.g, other.g, w.g), Error);
+  EXPECT_THROW(g().linear_qkv(x.g, w.g, w.g, w.g, &b.g, nullptr, &b.g), Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, CudaFusedOps, ::testing::Values(DType::F32, DType::F16, DType::BF16),
+                         [](const ::testing::TestParamInfo<DType>& info) { return dtype_label(info.param); });
+
+}  // namespace
