@@ -142,9 +142,9 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-uint64_t fnv1a(const std::vector<GeneratedImage>& images) {
+uint64_t fnv1a(const std::vector<ImageResult>& images) {
   uint64_t h = 1469598103934665603ull;
-  for (const GeneratedImage& im : images)
+  for (const ImageResult& im : images)
     for (uint8_t c : im.rgb) {
       h ^= c;
       h *= 1099511628211ull;
@@ -221,10 +221,10 @@ json memory_json(CudaBackend& cuda, size_t used_before) {
               {"device_used_by_run_bytes", used > used_before ? used - used_before : 0}};
 }
 
-void write_images(const std::string& dir, int batch, const std::vector<GeneratedImage>& images) {
+void write_images(const std::string& dir, int batch, const std::vector<ImageResult>& images) {
   const std::string path = dir + "/sd_mpi_b" + std::to_string(batch) + ".rgb";
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  for (const GeneratedImage& im : images) f.write(reinterpret_cast<const char*>(im.rgb.data()), static_cast<std::streamsize>(im.rgb.size()));
+  for (const ImageResult& im : images) f.write(reinterpret_cast<const char*>(im.rgb.data()), static_cast<std::streamsize>(im.rgb.size()));
   if (!f) throw Error(path + ": cannot write the images");
 }
 
@@ -261,7 +261,7 @@ json run_batch(const Options& o, Txt2ImgPipeline& pipe, CudaBackend& cuda, const
   const Txt2ImgPipeline::Timings before = pipe.timings();
   const std::vector<WorkItem> items = make_items(o, batch, steps, sampler);
   std::vector<double> totals, gaps;
-  std::vector<GeneratedImage> images;
+  std::vector<ImageResult> images;
   for (int rep = 0; rep < o.repeats; ++rep) {
     StepEvents events(cuda, steps + 8);
     auto t0 = Clock::now();
@@ -277,7 +277,7 @@ json run_batch(const Options& o, Txt2ImgPipeline& pipe, CudaBackend& cuda, const
   const double calls = static_cast<double>(after.unet_calls - before.unet_calls) / n;
   const double graph_calls = static_cast<double>(after.unet_graph_calls - before.unet_graph_calls) / n;
   int ok = 0;
-  for (const GeneratedImage& im : images) ok += im.ok ? 1 : 0;
+  for (const ImageResult& im : images) ok += im.ok ? 1 : 0;
 
   r["unet_calls"] = calls;
   r["unet_calls_as_graph"] = graph_calls;

@@ -1,6 +1,6 @@
-// The cluster layer: the world of ranks (MPI or one process, behind Comm), device binding, work
-// distribution, streaming gather to rank 0, signals and progress. It moves work items and
-// finished uint8 images (ImageResult, sdmpi/job.h); it never sees a model.
+// The cluster layer: the world of ranks (MPI or one process, behind Comm), agreement on errors,
+// device binding, work distribution, streaming gather to rank 0, signals and progress. It moves
+// work items and finished uint8 images (ImageResult, sdmpi/job.h); it never sees a model.
 //
 // Every rank runs one generation worker thread (the model) and its main thread makes every Comm
 // call (MPI_THREAD_FUNNELED). Rank 0's main thread is the coordinator: it hands out work in the
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "sdmpi/comm.h"
+#include "sdmpi/error.h"
 #include "sdmpi/job.h"
 
 namespace sdmpi {
@@ -55,6 +56,22 @@ class World {
   std::unique_ptr<Comm> comm_;
   WorldInfo info_;
 };
+
+// ---- agreement on errors ------------------------------------------------------------------------------
+// Rank 0's error as the other ranks see it: rank 0 prints it, they stay silent (see agree).
+struct RootError : Error {
+  using Error::Error;
+};
+
+// Runs fn on rank 0 only and shares its outcome: every rank returns rank 0's string or throws
+// rank 0's error (an Error on rank 0, a RootError elsewhere), with rank 0's exit code. Collective.
+std::string on_root(const World& world, const std::function<std::string()>& fn);
+
+// Runs a phase on every rank and agrees on its outcome, so one rank's failure never leaves the
+// others waiting in a collective. Returns 0 or the worst exit code of any rank, the same on
+// every rank; prints each distinct failure once as "sd_mpi: error: ..." (rank 0's message, or a
+// failing rank's own when rank 0 succeeded). Collective.
+int agree(const World& world, const std::function<void()>& phase);
 
 // Device index for a rank: local_rank mod device_count. Throws InputError when more ranks than
 // devices share a node and sharing was not allowed.

@@ -59,14 +59,6 @@ class ModelSource {
 
 ClipTokenizer load_tokenizer(const std::string& model_spec);
 
-// One image of a batch.
-struct GeneratedImage {
-  bool ok = false;
-  std::string error;  // why not ok: non-finite values in the latents or the image
-  int width = 0, height = 0;
-  std::vector<uint8_t> rgb;  // height*width*3, row-major
-};
-
 // Between denoising steps: (steps done, total). Returning false abandons the batch
 // (generate() then throws GenerationCancelled).
 using StepCallback_t = std::function<bool(int step, int steps)>;
@@ -83,7 +75,9 @@ class Txt2ImgPipeline {
   ~Txt2ImgPipeline();
 
   // Items must share steps, size, guidance, sampler, schedule, eta and clip skip (make_batches).
-  std::vector<GeneratedImage> generate(const std::vector<WorkItem>& items, const StepCallback_t& on_step = {});
+  // One ImageResult per item, in order: index, width, height and rgb (row-major), or ok == false
+  // with why (non-finite values in the latents or the image); the encoded outputs stay empty.
+  std::vector<ImageResult> generate(const std::vector<WorkItem>& items, const StepCallback_t& on_step = {});
 
   // The model's default image size (unet sample_size × VAE scale), e.g. 512 for SD 1.5.
   int default_size() const;

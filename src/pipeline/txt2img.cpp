@@ -110,7 +110,7 @@ int Txt2ImgPipeline::default_size() const {
   return latent * impl_->vae_config.scale_factor();
 }
 
-std::vector<GeneratedImage> Txt2ImgPipeline::generate(const std::vector<WorkItem>& items, const StepCallback_t& on_step) {
+std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& items, const StepCallback_t& on_step) {
   SDMPI_CHECK(!items.empty(), "empty batch");
   Impl& m = *impl_;
   Backend& be = backend_;
@@ -214,13 +214,14 @@ std::vector<GeneratedImage> Txt2ImgPipeline::generate(const std::vector<WorkItem
   // All decodes are queued before the first image is read back, so a GPU decodes image b+1 while
   // the host converts image b.
   auto t2 = Clock::now();
-  std::vector<GeneratedImage> out(static_cast<size_t>(B));
+  std::vector<ImageResult> out(static_cast<size_t>(B));
   Tensor z = be.binary_scalar(BinaryOp::Div, latents, static_cast<float>(m.vae_config.scaling_factor));
   m.last_latents = be.to_host(latents);
   const size_t per_item = static_cast<size_t>(h * w * c);
   std::vector<Tensor> images(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) {
-    GeneratedImage& img = out[static_cast<size_t>(b)];
+    ImageResult& img = out[static_cast<size_t>(b)];
+    img.index = items[static_cast<size_t>(b)].index;
     img.width = p.width;
     img.height = p.height;
     if (!all_finite(std::vector<float>(m.last_latents.begin() + static_cast<ptrdiff_t>(b * per_item),
@@ -231,7 +232,7 @@ std::vector<GeneratedImage> Txt2ImgPipeline::generate(const std::vector<WorkItem
     images[static_cast<size_t>(b)] = m.vae->decode(be, be.cast(z.rows(b, b + 1), compute));  // [1, H, W, 3]
   }
   for (int64_t b = 0; b < B; ++b) {
-    GeneratedImage& img = out[static_cast<size_t>(b)];
+    ImageResult& img = out[static_cast<size_t>(b)];
     Tensor& image = images[static_cast<size_t>(b)];
     if (!image.defined()) continue;
     std::vector<float> pixels = be.to_host(image);

@@ -84,7 +84,7 @@ std::vector<WorkItem> items(const std::string& sampler, float guidance, int batc
   return out;
 }
 
-int max_level_difference(const std::vector<GeneratedImage>& a, const std::vector<GeneratedImage>& b) {
+int max_level_difference(const std::vector<ImageResult>& a, const std::vector<ImageResult>& b) {
   EXPECT_EQ(a.size(), b.size());
   int worst = 0;
   for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
@@ -115,8 +115,8 @@ TEST_P(CudaPipelineGraphs, ReplayMatchesEagerAndAllocatesNothingLater) {
       SCOPED_TRACE(std::string(sampler) + ", guidance " + std::to_string(guidance));
       const std::vector<WorkItem> batch = items(sampler, guidance, 3);
       const int64_t graph_calls_before = with_graphs.timings().unet_graph_calls;
-      std::vector<GeneratedImage> a = with_graphs.generate(batch);
-      std::vector<GeneratedImage> b = without.generate(batch);
+      std::vector<ImageResult> a = with_graphs.generate(batch);
+      std::vector<ImageResult> b = without.generate(batch);
       EXPECT_LE(max_level_difference(a, b), 1);
       EXPECT_GT(with_graphs.timings().unet_graph_calls, graph_calls_before)
           << "no UNet call replayed a CUDA graph (see the warning on why the capture failed)";
@@ -124,7 +124,7 @@ TEST_P(CudaPipelineGraphs, ReplayMatchesEagerAndAllocatesNothingLater) {
       EXPECT_EQ(graphs.memory_stats().graph_fallbacks, 0) << "a step fell back to running without a graph";
 
       const int64_t allocations = graphs.memory_stats().device_allocations;
-      std::vector<GeneratedImage> again = with_graphs.generate(batch);
+      std::vector<ImageResult> again = with_graphs.generate(batch);
       EXPECT_EQ(graphs.memory_stats().device_allocations, allocations)
           << "a second batch of the same shapes took memory from the driver";
       EXPECT_EQ(max_level_difference(a, again), 0) << "a replay gave other images than the first run";
@@ -155,7 +155,7 @@ TEST(CudaPipelineGraphsTwoModels, EachModelReplaysItsOwnGraph) {
   const std::vector<WorkItem> batch = items("pndm", 7.5f, 2, 3);
   ModelSource model_a = tiny_with_seed(11), model_b = tiny_with_seed(12);
   Txt2ImgPipeline cpu_a(model_a, cpu()), cpu_b(model_b, cpu());
-  const std::vector<GeneratedImage> ref_a = cpu_a.generate(batch), ref_b = cpu_b.generate(batch);
+  const std::vector<ImageResult> ref_a = cpu_a.generate(batch), ref_b = cpu_b.generate(batch);
   ASSERT_GT(max_level_difference(ref_a, ref_b), 1) << "the two test models should give different images";
 
   Txt2ImgPipeline gpu_a(model_a, g);

@@ -42,7 +42,7 @@ struct Diff {
   double mean_level = 0;
 };
 
-Diff compare(const GeneratedImage& a, const GeneratedImage& b) {
+Diff compare(const ImageResult& a, const ImageResult& b) {
   Diff d;
   EXPECT_EQ(a.rgb.size(), b.rgb.size());
   size_t n = std::min(a.rgb.size(), b.rgb.size());
@@ -66,8 +66,8 @@ TEST_P(CudaPipeline, TinyModelMatchesTheCpu) {
   for (const char* sampler : {"pndm", "euler_a", "dpm++2m"}) {
     SCOPED_TRACE(sampler);
     std::vector<WorkItem> items = items_for(sampler);
-    std::vector<GeneratedImage> ref = on_cpu.generate(items);
-    std::vector<GeneratedImage> got = on_gpu.generate(items);
+    std::vector<ImageResult> ref = on_cpu.generate(items);
+    std::vector<ImageResult> got = on_gpu.generate(items);
     ASSERT_EQ(got.size(), ref.size());
     for (size_t i = 0; i < ref.size(); ++i) {
       ASSERT_TRUE(ref[i].ok) << ref[i].error;

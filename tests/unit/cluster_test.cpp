@@ -270,6 +270,25 @@ TEST(Cluster, WorldMatchesItsComm) {
   EXPECT_EQ(world.gather_strings("x"), std::vector<std::string>{"x"});
 }
 
+TEST(Cluster, AgreementOnErrors) {
+  World& world = test_world();
+  EXPECT_EQ(on_root(world, [] { return std::string("plan"); }), "plan");
+  try {
+    on_root(world, []() -> std::string { throw InputError("prompts.txt:3: bad line"); });
+    FAIL() << "on_root swallowed rank 0's error";
+  } catch (const RootError&) {
+    FAIL() << "rank 0 must see its own error as an Error, not a RootError";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "prompts.txt:3: bad line");
+    EXPECT_EQ(e.exit_code(), kExitUsage);
+  }
+  EXPECT_EQ(agree(world, [] {}), 0);
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(agree(world, [] { throw InputError("--shard 5/4: i must be in [0, 4)"); }), kExitUsage);
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "sd_mpi: error: --shard 5/4: i must be in [0, 4)\n");
+  EXPECT_EQ(agree(world, [] { throw Error("model failed"); }), kExitFailure);
+}
+
 // Runs last in this binary: the stop flag cannot be cleared.
 TEST(ClusterZ, StopSignalEndsAtAnImageBoundary) {
   World& world = test_world();

@@ -94,7 +94,7 @@ TEST(PipelineGolden, EveryRunWithinOneLevelOfDiffusers) {
     }
     Txt2ImgPipeline& pipe = *pipes[pname];
     std::vector<WorkItem> items = run_items(run);
-    std::vector<GeneratedImage> got = pipe.generate(items);
+    std::vector<ImageResult> got = pipe.generate(items);
     std::vector<float> lat = pipe.last_latents();
 
     // Final latents: ours are NHWC, diffusers' NCHW.

@@ -166,7 +166,7 @@ std::vector<WorkItem> items(const std::string& sampler, float guidance, int batc
   return out;
 }
 
-void expect_same(const std::vector<GeneratedImage>& got, const std::vector<GeneratedImage>& want,
+void expect_same(const std::vector<ImageResult>& got, const std::vector<ImageResult>& want,
                  const std::vector<float>& got_latents, const std::vector<float>& want_latents) {
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < want.size(); ++i) {
@@ -200,8 +200,8 @@ TEST(PipelineGraphPath, SameBitsAsTheCpuPathForEverySamplerWithAndWithoutGuidanc
       SCOPED_TRACE(std::string(r.sampler) + " guidance " + std::to_string(r.guidance) + " batch " +
                    std::to_string(r.batch));
       const std::vector<WorkItem> batch = items(r.sampler, r.guidance, r.batch, r.width, r.height);
-      std::vector<GeneratedImage> want = reference.generate(batch);
-      std::vector<GeneratedImage> got = graphed.generate(batch);
+      std::vector<ImageResult> want = reference.generate(batch);
+      std::vector<ImageResult> got = graphed.generate(batch);
       expect_same(got, want, graphed.last_latents(), reference.last_latents());
     }
     // Keys (batch, size, CFG): pndm/cfg 2x(64x48), pndm no-cfg, euler_a shares pndm/cfg's graph,

@@ -1,0 +1,106 @@
+// sd_mpi generate's options (see generate_options.h): declared once here with their help text
+// and defaults, which --help shows.
+#include "app/generate_options.h"
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+
+#include "sdmpi/archive.h"
+#include "sdmpi/error.h"
+#include "sdmpi/png.h"
+
+namespace sdmpi::app {
+namespace {
+
+void add_options(CLI::App& cli, GenerateOptions& o) {
+  cli.option_defaults()->always_capture_default();  // --help shows each default
+  cli.add_option("--model", o.model, "diffusers folder, single-file .safetensors checkpoint, or 'tiny' (built-in test model)")
+      ->required();
+  cli.add_option("--variant", o.variant, "weight variant of a diffusers folder, e.g. fp16 (*.fp16.safetensors)");
+  auto* prompt = cli.add_option("--prompt", o.prompts, "prompt text (repeatable: one prompt per occurrence)");
+  auto* file = cli.add_option("--prompts", o.prompts_file, "prompt file: .txt (one per line) or .jsonl (see README)");
+  prompt->excludes(file);
+  cli.add_option("--negative-prompt", o.negative_prompt, "negative prompt for every item without its own (default: empty)");
+  cli.add_option("-n,--images-per-prompt", o.images_per_prompt, "images per prompt")->check(CLI::Range(1, 1000000));
+  cli.add_option("--seed", o.seed, "base seed: item g gets seed+g unless its JSONL line gives one; -1 = random")
+      ->check(CLI::Range(int64_t{-1}, int64_t{INT64_MAX}));
+  cli.add_option("--steps", o.steps, "denoising steps")->check(CLI::Range(1, 1000));
+  cli.add_option("--guidance", o.guidance, "classifier-free guidance scale (<= 1 skips the unconditional pass)");
+  cli.add_option("--guidance-rescale", o.guidance_rescale,
+                 "diffusers' guidance_rescale phi in [0, 1] (CFG rescale for v-prediction models; 0 = off)")
+      ->check(CLI::Range(0.0f, 1.0f));
+  cli.add_option("--width", o.width, "image width in pixels, a multiple of 8 (default: the model's)");
+  cli.add_option("--height", o.height, "image height in pixels, a multiple of 8 (default: the model's)");
+  cli.add_option("--sampler", o.sampler,
+                 "pndm|ddim|euler|euler_a|dpm++2m|lcm or an AUTOMATIC1111 name (\"Euler a\", \"DPM++ 2M Karras\"); "
+                 "default: the model's scheduler");
+  cli.add_option("--schedule", o.schedule, "default|karras (sigma schedule for euler, euler_a, dpm++2m)");
+  cli.add_option("--eta", o.eta, "DDIM eta (0 = deterministic)");
+  cli.add_option("--clip-skip", o.clip_skip, "skip the last N CLIP layers (A1111 'Clip skip' N+1)")->check(CLI::Range(0, 11));
+  cli.add_option("--batch-size", o.batch_size, "items per UNet call (same image whatever the batch size)")
+      ->check(CLI::Range(1, 4096));
+  cli.add_option("--device", o.device, "auto|cpu|cuda (auto: a working GPU, else the CPU)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  cli.add_option("--precision", o.precision, "fp32|fp16|bf16 (default: fp16 on a GPU, fp32 on the CPU)")
+      ->check(CLI::IsMember({"auto", "fp32", "fp16", "bf16"}));
+  cli.add_option("--threads", o.threads, "CPU threads per rank (default: cores / ranks on the node)")->check(CLI::Range(0, 4096));
+  cli.add_option("--out-dir", o.out_dir, "write one PNG per image, named by global index (000042.png)");
+  cli.add_option("--archive", o.archive, "write every image into this HDF5 archive (rank 0 gathers)");
+  cli.add_option("--shard", o.shard, "i/K: make only shard i of K (default: from SLURM_ARRAY_TASK_ID/COUNT)");
+  cli.add_flag("--resume", o.resume, "continue the archive / out-dir of this job: skip finished images");
+  cli.add_flag("--overwrite", o.overwrite, "replace an existing archive and PNG files");
+  cli.add_flag("--fail-fast", o.fail_fast, "stop the whole job at the first failed image (default: record and go on)");
+  cli.add_flag("--allow-gpu-sharing", o.allow_gpu_sharing, "allow more ranks than GPUs on a node");
+  cli.add_option("--distribution", o.distribution, "static (contiguous blocks) | dynamic (rank 0 hands out batches)")
+      ->check(CLI::IsMember({"static", "dynamic"}));
+  cli.add_option("--progress", o.progress, "auto|bar|lines|none (auto: a bar on a terminal, lines in batch logs)")
+      ->check(CLI::IsMember({"auto", "bar", "lines", "none"}));
+  cli.add_flag("-q,--quiet", o.quiet, "only warnings and errors");
+  cli.add_flag("-v,--verbose", o.verbose, "debug messages");
+}
+
+}  // namespace
+
+bool parse_generate_options(int argc, char** argv, bool talk, GenerateOptions* options, int* exit_code) {
+  CLI::App cli{"Generates images from prompts with Stable Diffusion 1.x, on every MPI rank at once.\n"
+               "Each item (prompt × image) gets seed base+index and the same image as diffusers whatever the\n"
+               "number of ranks, batch size or shard. Examples:\n"
+               "  sd_mpi --model tiny --prompt \"a cat\" --steps 4 --out-dir out\n"
+               "  mpirun -np 8 sd_mpi --model ./sd15 --prompts prompts.jsonl --archive run.h5 --resume",
+               "sd_mpi generate"};
+  add_options(cli, *options);
+  if (!talk) cli.set_help_flag();  // only rank 0 talks about the command line
+  try {
+    cli.parse(argc, argv);
+    return true;
+  } catch (const CLI::CallForHelp& e) {
+    if (talk) cli.exit(e);
+    *exit_code = 0;
+  } catch (const CLI::ParseError& e) {
+    if (talk) std::fprintf(stderr, "sd_mpi: error: %s (see 'sd_mpi generate --help')\n", e.what());
+    *exit_code = kExitUsage;
+  }
+  return false;
+}
+
+void validate_generate_options(const GenerateOptions& o) {
+  if (o.prompts.empty() && o.prompts_file.empty()) throw InputError("give --prompt TEXT or --prompts FILE");
+  if (o.out_dir.empty() && o.archive.empty()) throw InputError("nothing to write: give --out-dir DIR and/or --archive FILE.h5");
+  if (!o.archive.empty() && !kArchiveSupported) throw InputError("this sd_mpi was built without HDF5: --archive is not available");
+  if (!o.out_dir.empty() && !kPngSupported) throw InputError("this sd_mpi was built without libpng: --out-dir is not available");
+  if (o.resume && o.overwrite) throw InputError("--resume and --overwrite contradict each other");
+}
+
+RunOptions GenerateOptions::run_options() const {
+  RunOptions run;
+  run.distribution = distribution == "static" ? Distribution::Static : Distribution::Dynamic;
+  run.batch_size = batch_size;
+  run.fail_fast = fail_fast;
+  run.progress = progress == "bar"     ? ProgressMode::Bar
+                 : progress == "lines" ? ProgressMode::Lines
+                 : progress == "none"  ? ProgressMode::None
+                                       : ProgressMode::Auto;
+  return run;
+}
+
+}  // namespace sdmpi::app

@@ -1,0 +1,47 @@
+// sd_mpi generate's command line: the options, their CLI11 declarations and the checks that need
+// no file, model or other rank. What the options mean for the job is generate_plan's business.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "sdmpi/cluster.h"
+
+namespace sdmpi::app {
+
+struct GenerateOptions {
+  std::string model, variant;
+  std::vector<std::string> prompts;
+  std::string prompts_file;
+  std::string negative_prompt;
+  int images_per_prompt = 1;
+  int64_t seed = 0;
+  int steps = 50;
+  float guidance = 7.5f;
+  float guidance_rescale = 0;
+  int width = 0, height = 0;  // 0: the model's default size
+  std::string sampler = "default", schedule = "default";
+  float eta = 0;
+  int clip_skip = 0;
+  int batch_size = 1;
+  std::string device = "auto", precision = "auto";
+  int threads = 0;
+  std::string out_dir, archive, shard;
+  bool resume = false, overwrite = false, fail_fast = false, allow_gpu_sharing = false;
+  std::string progress = "auto", distribution = "dynamic";
+  bool quiet = false, verbose = false;
+
+  // How run_job distributes the items and reports progress.
+  RunOptions run_options() const;
+};
+
+// Parses argv into *options. Only rank 0 (`talk`) prints help or a parse error. Returns false
+// when the caller should return *exit_code (0 after --help, kExitUsage after a parse error).
+bool parse_generate_options(int argc, char** argv, bool talk, GenerateOptions* options, int* exit_code);
+
+// The checks between options (something to read, something to write, features this build has);
+// throws InputError naming the option at fault.
+void validate_generate_options(const GenerateOptions& o);
+
+}  // namespace sdmpi::app

@@ -1,0 +1,223 @@
+// The plan of a generate job (see generate_plan.h). Rank 0 alone reads files (the prompts, the
+// archive, the weights for their hash) and decides; the other ranks take its items as JSON, so
+// every rank runs exactly the same list.
+#include "app/generate_plan.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+
+#include "app/device.h"
+#include "sdmpi/error.h"
+#include "sdmpi/hash.h"
+#include "sdmpi/log.h"
+#include "sdmpi/prompts.h"
+#include "sdmpi/scheduler.h"
+
+namespace sdmpi::app {
+namespace fs = std::filesystem;
+
+namespace {
+
+// An item as it enters the job's fingerprint: changing this changes every archive's identity, so
+// --resume of an existing archive would refuse it. Parameters added later (guidance_rescale)
+// enter only where they differ from their default, so earlier archives keep their identity.
+nlohmann::json fingerprint_json(const WorkItem& it) {
+  const GenerationParams& p = it.params;
+  nlohmann::json j = {{"index", it.index}, {"prompt", p.prompt}, {"negative_prompt", p.negative_prompt},
+                      {"seed", p.seed}, {"steps", p.steps}, {"guidance", p.guidance}, {"width", p.width},
+                      {"height", p.height}, {"sampler", p.sampler}, {"schedule", p.schedule}, {"eta", p.eta},
+                      {"clip_skip", p.clip_skip}};
+  if (p.guidance_rescale != 0.0f) j["guidance_rescale"] = p.guidance_rescale;
+  return j;
+}
+
+// An item as rank 0 sends it to the others: every field (floats survive the round trip exactly,
+// float → double → text → double → float).
+nlohmann::json item_to_json(const WorkItem& it) {
+  nlohmann::json j = fingerprint_json(it);
+  j["prompt_index"] = it.prompt_index;
+  j["sample"] = it.sample;
+  return j;
+}
+
+WorkItem item_from_json(const nlohmann::json& j) {
+  WorkItem it;
+  it.index = j.at("index");
+  it.prompt_index = j.at("prompt_index");
+  it.sample = j.at("sample");
+  GenerationParams& p = it.params;
+  p.prompt = j.at("prompt");
+  p.negative_prompt = j.at("negative_prompt");
+  p.seed = j.at("seed");
+  p.steps = j.at("steps");
+  p.guidance = j.at("guidance");
+  p.width = j.at("width");
+  p.height = j.at("height");
+  p.sampler = j.at("sampler");
+  p.schedule = j.at("schedule");
+  p.eta = j.at("eta");
+  p.clip_skip = j.at("clip_skip");
+  p.guidance_rescale = j.value("guidance_rescale", 0.0f);
+  return it;
+}
+
+std::vector<PromptRecord> job_prompts(const GenerateOptions& o) {
+  if (!o.prompts_file.empty()) return read_prompt_file(o.prompts_file);
+  std::vector<PromptRecord> records;
+  for (size_t i = 0; i < o.prompts.size(); ++i) {
+    PromptRecord r;
+    r.prompt = o.prompts[i];
+    r.origin = "--prompt #" + std::to_string(i + 1);
+    records.push_back(r);
+  }
+  return records;
+}
+
+uint64_t job_base_seed(const GenerateOptions& o) {
+  if (o.seed >= 0) return static_cast<uint64_t>(o.seed);
+  uint64_t seed = std::random_device{}() % 4294967296ull;
+  log::info("random base seed: " + std::to_string(seed));
+  return seed;
+}
+
+// The command line's parameters for items whose prompt sets none; the size defaults to the
+// model's (unet sample_size × the VAE's downscale factor, 2^(levels-1)).
+GenerationParams job_defaults(const GenerateOptions& o, const ModelSource& model) {
+  nlohmann::json unet_cfg = model.config("unet"), vae_cfg = model.config("vae"), sched_cfg = model.config("scheduler");
+  int vae_scale = 1 << (static_cast<int>(vae_cfg.value("block_out_channels", std::vector<int>{1, 1, 1, 1}).size()) - 1);
+  int sample_size = unet_cfg.value("sample_size", 64);
+  GenerationParams defaults;
+  defaults.negative_prompt = o.negative_prompt;
+  defaults.steps = o.steps;
+  defaults.guidance = o.guidance;
+  defaults.width = o.width ? o.width : sample_size * vae_scale;
+  defaults.height = o.height ? o.height : sample_size * vae_scale;
+  defaults.sampler = o.sampler == "default" ? default_sampler(sched_cfg) : o.sampler;
+  defaults.schedule = o.schedule;
+  defaults.eta = o.eta;
+  defaults.clip_skip = o.clip_skip;
+  defaults.guidance_rescale = o.guidance_rescale;
+  return defaults;
+}
+
+// Every item of the job, with canonical sampler names: an unknown sampler fails here, before any
+// work starts.
+std::vector<WorkItem> job_items(const std::vector<PromptRecord>& records, const GenerateOptions& o, uint64_t base_seed,
+                                const GenerationParams& defaults) {
+  std::vector<WorkItem> items = expand_job(records, o.images_per_prompt, base_seed, defaults);
+  for (WorkItem& it : items) {
+    SamplerChoice choice;
+    try {
+      choice = parse_sampler(it.params.sampler, it.params.schedule);
+    } catch (const InputError& e) {
+      throw InputError("item " + std::to_string(it.index) + " (prompt " + std::to_string(it.prompt_index + 1) + "): " + e.what());
+    }
+    it.params.sampler = choice.name;
+    it.params.schedule = choice.karras ? "karras" : "default";
+  }
+  return items;
+}
+
+std::vector<WorkItem> shard_items(const std::vector<WorkItem>& all, const Shard& shard) {
+  auto [begin, end] = split_block(static_cast<int64_t>(all.size()), shard.count, shard.index);
+  std::vector<WorkItem> items(all.begin() + begin, all.begin() + end);
+  std::string name = std::to_string(shard.index) + "/" + std::to_string(shard.count);
+  if (shard.count > 1 && !items.empty())
+    log::info("shard " + name + ": items " + std::to_string(begin) + ".." + std::to_string(end - 1) + " of " +
+              std::to_string(all.size()));
+  if (items.empty())
+    log::warn("shard " + name + " holds no items (the job has " + std::to_string(all.size()) + "); writing an empty result");
+  return items;
+}
+
+void check_writable_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw InputError("cannot create output folder " + dir + ": " + ec.message());
+  std::string probe = (fs::path(dir) / (".sd_mpi_write_test." + std::to_string(getpid()))).string();
+  FILE* f = std::fopen(probe.c_str(), "wb");
+  if (!f) throw InputError("output folder " + dir + " is not writable: " + std::strerror(errno));
+  std::fclose(f);
+  std::remove(probe.c_str());
+}
+
+// The outputs' description of the job: what the archive records, and the fingerprint that
+// --resume checks (the weights, the precision and every item of the whole job, all shards).
+OutputSink::Setup output_setup(const World& world, const GenerateOptions& o, const GeneratePlan& plan,
+                               uint64_t base_seed, const std::vector<WorkItem>& all_items, const Shard& shard) {
+  std::string weights = plan.model->weights_hash();
+  nlohmann::json config = {{"model", o.model}, {"model_family", plan.model->family()}, {"variant", o.variant},
+                           {"weights_sha256", weights},
+                           {"precision", dtype_name(plan.precision)}, {"images_per_prompt", o.images_per_prompt},
+                           {"base_seed", base_seed}, {"prompts_file", o.prompts_file}, {"total_items", all_items.size()},
+                           {"shard", std::to_string(shard.index) + "/" + std::to_string(shard.count)},
+                           {"world_size", world.size()}, {"batch_size", o.batch_size}, {"device", o.device}};
+  nlohmann::json identity = {{"weights", weights}, {"precision", dtype_name(plan.precision)}, {"items", nlohmann::json::array()}};
+  for (const WorkItem& it : all_items) identity["items"].push_back(fingerprint_json(it));
+  OutputSink::Setup setup;
+  setup.archive_path = o.archive;
+  setup.out_dir = o.out_dir;
+  setup.resume = o.resume;
+  setup.overwrite = o.overwrite;
+  setup.model_spec = o.model;
+  setup.model_name = plan.model->name();
+  setup.model_family = plan.model->family();
+  setup.weights_hash = weights;
+  setup.config_json = config.dump();
+  setup.fingerprint = hex64(fnv1a64(identity.dump()));
+  setup.world_size = world.size();
+  setup.shard_index = shard.index;
+  setup.shard_count = shard.count;
+  setup.total_items = static_cast<int64_t>(all_items.size());
+  return setup;
+}
+
+// Rank 0's part: everything that reads a file or decides. Fills plan->model, ->sink and ->items
+// (and ->format) and returns what the other ranks need of it.
+nlohmann::json plan_on_root(const World& world, const GenerateOptions& o, GeneratePlan* plan) {
+  std::vector<PromptRecord> records = job_prompts(o);
+  uint64_t base_seed = job_base_seed(o);
+  plan->model = ModelSource::open(o.model, o.variant);
+  std::vector<WorkItem> all_items = job_items(records, o, base_seed, job_defaults(o, *plan->model));
+  Shard shard = parse_shard(o.shard);
+  std::vector<WorkItem> in_shard = shard_items(all_items, shard);
+
+  OutputSink::Setup setup = output_setup(world, o, *plan, base_seed, all_items, shard);
+  if (!o.out_dir.empty()) check_writable_dir(o.out_dir);
+  plan->sink = std::make_unique<OutputSink>(setup, in_shard);
+  plan->format = plan->sink->format();
+  std::set<int64_t> todo(plan->sink->todo().begin(), plan->sink->todo().end());
+  for (const WorkItem& it : in_shard)
+    if (todo.count(it.index)) plan->items.push_back(it);
+  if (plan->items.size() < in_shard.size())
+    log::info("resume: " + std::to_string(in_shard.size() - plan->items.size()) + " of " + std::to_string(in_shard.size()) +
+              " images already finished; making the other " + std::to_string(plan->items.size()));
+
+  nlohmann::json shared = {{"format", plan->format.to_json()}, {"items", nlohmann::json::array()}};
+  for (const WorkItem& it : plan->items) shared["items"].push_back(item_to_json(it));
+  return shared;
+}
+
+}  // namespace
+
+int plan_generate(const World& world, const GenerateOptions& o, GeneratePlan* plan) {
+  return agree(world, [&] {
+    validate_generate_options(o);
+    plan->precision = resolve_precision(o.precision, o.device);
+    std::string shared_text = on_root(world, [&] { return plan_on_root(world, o, plan).dump(); });
+    if (world.rank() == 0) return;
+    nlohmann::json shared = nlohmann::json::parse(shared_text);
+    plan->format = OutputFormat::from_json(shared.at("format"));
+    for (const nlohmann::json& j : shared.at("items")) plan->items.push_back(item_from_json(j));
+    plan->model = ModelSource::open(o.model, o.variant);
+  });
+}
+
+}  // namespace sdmpi::app

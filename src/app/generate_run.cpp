@@ -1,0 +1,100 @@
+// Running a planned generate job (see generate_run.h). The batch generator given to run_job is
+// the pipeline plus the output encoding, so generating ranks hand rank 0 finished PNG files and
+// archive rows.
+#include "app/generate_run.h"
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include "app/device.h"
+#include "sdmpi/log.h"
+#include "sdmpi/pipeline.h"
+
+namespace sdmpi::app {
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// The pipeline as run_job's BatchGenerator: images of one batch, timed and encoded.
+BatchGenerator batch_generator(Txt2ImgPipeline& pipeline, const OutputFormat& format) {
+  return [&pipeline, &format](const std::vector<WorkItem>& batch, const StepCallback& step) {
+    auto t0 = std::chrono::steady_clock::now();
+    std::vector<ImageResult> images;
+    try {
+      images = pipeline.generate(batch, step);
+    } catch (const GenerationCancelled&) {
+      throw BatchAbandoned();
+    }
+    double s = seconds_since(t0);
+    for (size_t i = 0; i < images.size(); ++i) {
+      images[i].seconds = s / static_cast<double>(images.size());
+      format.encode(batch[i], images[i]);  // PNG and archive row made here, not on rank 0
+    }
+    return images;
+  };
+}
+
+int exit_code_of(const RunSummary& sum, bool root) {
+  if (sum.interrupted) {
+    if (root) log::warn("interrupted: finished images are saved; run again with --resume to complete the job");
+    return kExitInterrupted;
+  }
+  if (sum.aborted) return kExitFailure;
+  return sum.failed > 0 ? kExitItemsFailed : kExitOk;
+}
+
+void log_summary(const RunSummary& sum, const std::vector<WorkItem>& items, const Txt2ImgPipeline* pipeline) {
+  if (!items.empty())
+    log::info("done: " + std::to_string(sum.done) + " image(s), " + std::to_string(sum.failed) + " failed, in " +
+              std::to_string(sum.seconds).substr(0, 6) + " s" +
+              (sum.done > 0 ? " (" + std::to_string(sum.seconds / static_cast<double>(sum.done)).substr(0, 6) + " s/image)" : ""));
+  if (pipeline) {
+    const auto& t = pipeline->timings();
+    log::debug("rank 0 time: text " + std::to_string(t.text) + " s, unet " + std::to_string(t.unet) + " s, vae " +
+               std::to_string(t.vae) + " s");
+  }
+}
+
+}  // namespace
+
+int run_generate(const World& world, const GenerateOptions& o, GeneratePlan& plan) {
+  const bool root = world.rank() == 0;
+  // Device and model on every rank (nothing to load when resume left nothing to make).
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Txt2ImgPipeline> pipeline;
+  int code = agree(world, [&] {
+    if (plan.items.empty()) return;
+    backend = select_backend(o.device, plan.precision, world.info(), o.allow_gpu_sharing, o.threads);
+    auto t0 = std::chrono::steady_clock::now();
+    pipeline = std::make_unique<Txt2ImgPipeline>(*plan.model, *backend);
+    if (root) log::info("model " + plan.model->describe() + " loaded in " + std::to_string(seconds_since(t0)).substr(0, 5) + " s");
+  });
+  if (code) return code;
+
+  try {
+    BatchGenerator generate;
+    if (pipeline) generate = batch_generator(*pipeline, plan.format);
+    if (root && !plan.items.empty())
+      log::info("generating " + std::to_string(plan.items.size()) + " image(s) on " + std::to_string(world.size()) +
+                " rank(s), batch size " + std::to_string(o.batch_size) + ", " + o.distribution + " distribution");
+    RunSummary sum = run_job(world, plan.items, o.run_options(), generate, plan.sink.get());
+    if (root) {
+      plan.sink->close();
+      log_summary(sum, plan.items, pipeline.get());
+    }
+    return exit_code_of(sum, root);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "sd_mpi: error: %s\n", e.what());
+    if (world.size() > 1) world.abort(e.exit_code());
+    return e.exit_code();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sd_mpi: error: %s\n", e.what());
+    if (world.size() > 1) world.abort(kExitFailure);
+    return kExitFailure;
+  }
+}
+
+}  // namespace sdmpi::app
