@@ -12,6 +12,9 @@
 // launch is parallelism: batch x 32 blocks (64 for a CFG pair) on a GPU with more SMs; splitting a
 // group over a thread-block cluster (sm_90, distributed shared memory) is the next step if the
 // GPU profile shows this kernel.
+// With a channel offset [batch, channels] (a ResNet's time embedding, which diffusers adds to
+// conv1's output right before norm2), both passes read x + offset rounded to x's type, exactly the
+// values add_batch_channel would have written: the sum never goes through memory, one launch less.
 // LayerNorm: one block per row, exact two-pass mean and variance over the row (the row stays in
 // L1/L2 between passes).
 #include "common.cuh"
@@ -39,21 +42,32 @@ __device__ __forceinline__ Welford merge(Welford a, Welford b) {
   return r;
 }
 
+// x's element, plus the group's channel offset when there is one, rounded like add_batch_channel's
+// result (__fadd_rn: no contraction into a later multiply).
+template <typename T, typename O>
+__device__ __forceinline__ float offset_input(const T* xg, int64_t at, const O* offset, int ch) {
+  const float v = to_float(xg[at]);
+  return offset ? to_float(from_float<T>(__fadd_rn(v, to_float(offset[ch])))) : v;
+}
+
 // grid (groups, batch), kGroupNormThreads threads. items = spatial * cg < 2^31 (checked by the launcher).
-template <typename T>
+// offset: null, or [batch, channels] in T or float.
+template <typename T, typename O>
 __global__ void __launch_bounds__(kGroupNormThreads)
-group_norm_kernel(const T* x, T* out, const float* gamma, const float* beta, int64_t spatial, int64_t channels,
-                  int cg, float eps, bool silu) {
+group_norm_kernel(const T* x, const O* offset, T* out, const float* gamma, const float* beta, int64_t spatial,
+                  int64_t channels, int cg, float eps, bool silu) {
   __shared__ Welford shared[kGroupNormThreads];
   __shared__ float stats[2];
   const int64_t base = static_cast<int64_t>(blockIdx.y) * spatial * channels + static_cast<int64_t>(blockIdx.x) * cg;
   const T* xg = x + base;
   T* og = out + base;
+  const O* og_offset =
+      offset ? offset + static_cast<int64_t>(blockIdx.y) * channels + static_cast<int64_t>(blockIdx.x) * cg : nullptr;
   const int items = static_cast<int>(spatial) * cg;
   Welford acc{0.0f, 0.0f, 0.0f};
   for (int i = threadIdx.x; i < items; i += blockDim.x) {
     const int p = i / cg, ch = i - p * cg;
-    const float v = to_float(xg[p * channels + ch]);
+    const float v = offset_input(xg, p * channels + ch, og_offset, ch);
     acc.n += 1.0f;
     const float d = v - acc.mean;
     acc.mean += d / acc.n;
@@ -78,7 +92,7 @@ group_norm_kernel(const T* x, T* out, const float* gamma, const float* beta, int
   for (int i = threadIdx.x; i < items; i += blockDim.x) {
     const int p = i / cg, ch = i - p * cg;
     const int64_t at = p * channels + ch;
-    float y = (to_float(xg[at]) - mean) * rstd * gg[ch] + bg[ch];
+    float y = (offset_input(xg, at, og_offset, ch) - mean) * rstd * gg[ch] + bg[ch];
     if (silu) y = y / (1.0f + expf(-y));
     og[at] = from_float<T>(y);
   }
@@ -106,8 +120,9 @@ __global__ void layer_norm_kernel(const T* x, T* out, const float* gamma, const 
 
 }  // namespace
 
-void group_norm(cudaStream_t stream, DType t, const void* x, void* out, const float* gamma, const float* beta,
-                int64_t batch, int64_t spatial, int64_t channels, int64_t groups, float eps, bool silu) {
+void group_norm(cudaStream_t stream, DType t, const void* x, DType offset_dtype, const void* offset, void* out,
+                const float* gamma, const float* beta, int64_t batch, int64_t spatial, int64_t channels, int64_t groups,
+                float eps, bool silu) {
   if (batch == 0 || spatial == 0 || channels == 0) return;
   if (batch > 65535 || groups > 2147483647LL)
     throw Error("group_norm: batch " + std::to_string(batch) + " x groups " + std::to_string(groups) + " exceeds the grid");
@@ -115,11 +130,21 @@ void group_norm(cudaStream_t stream, DType t, const void* x, void* out, const fl
   if (spatial * cg > 2147483647LL)
     throw Error("group_norm: a group of " + std::to_string(spatial) + " x " + std::to_string(cg) +
                 " elements exceeds 2^31");
+  if (offset && offset_dtype != DType::F32 && offset_dtype != t)
+    throw Error("internal: group_norm of " + std::string(dtype_name(t)) + " with a " + dtype_name(offset_dtype) +
+                " channel offset");
   dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(batch));
-  SDMPI_DISPATCH_FLOAT_TYPES(t, T,
-    group_norm_kernel<T><<<grid, kGroupNormThreads, 0, stream>>>(
-        static_cast<const T*>(x), static_cast<T*>(out), gamma, beta, spatial, channels, static_cast<int>(cg), eps,
-        silu));
+  if (offset && offset_dtype == DType::F32) {
+    SDMPI_DISPATCH_FLOAT_TYPES(t, T,
+      group_norm_kernel<T, float><<<grid, kGroupNormThreads, 0, stream>>>(
+          static_cast<const T*>(x), static_cast<const float*>(offset), static_cast<T*>(out), gamma, beta, spatial,
+          channels, static_cast<int>(cg), eps, silu));
+  } else {
+    SDMPI_DISPATCH_FLOAT_TYPES(t, T,
+      group_norm_kernel<T, T><<<grid, kGroupNormThreads, 0, stream>>>(
+          static_cast<const T*>(x), static_cast<const T*>(offset), static_cast<T*>(out), gamma, beta, spatial,
+          channels, static_cast<int>(cg), eps, silu));
+  }
   SDMPI_CUDA_CHECK_LAUNCH();
 }
 

@@ -63,6 +63,7 @@ struct OpCall {
   const char* op = "";       // the public op's name: "linear", "conv2d", "group_norm", ...
   Shape x;                   // the main input (x, q, a, eps; concat_batch: its first part)
   Shape w;                   // the weight (linear, conv2d), k (attention), b (binary, concat_channels), t
+                             // (add_batch_channel), the channel offset (group_norm; empty without)
   Shape out;                 // the result
   DType x_dtype = DType::F32, w_dtype = DType::F32, out_dtype = DType::F32;
   bool bias = false, residual = false;  // linear, conv2d, linear_geglu, linear_qkv (w: wq, out: q)
@@ -126,8 +127,12 @@ class Backend {
 
   // ---- normalisation ------------------------------------------------------------------------------
   // GroupNorm over channels-last x [B, ..., C] (all middle dims are spatial), `groups` groups of
-  // C/groups channels, biased variance, then gamma/beta, then SiLU when `silu`.
-  Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps, bool silu);
+  // C/groups channels, biased variance, then gamma/beta, then SiLU when `silu`. With
+  // channel_offset [B, C], the norm of add_batch_channel(x, channel_offset) (a ResNet's time
+  // embedding added to conv1's output, which only norm2 reads): one op, so a backend may add the
+  // offset while it reads x. The default runs add_batch_channel then group_norm (bit-identical).
+  Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps, bool silu,
+                    const Tensor* channel_offset = nullptr);
   // LayerNorm over the last dimension, biased variance.
   Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
 
@@ -210,6 +215,9 @@ class Backend {
                            const Tensor* residual, const Shape& out_shape) = 0;
   virtual Tensor do_group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                                bool silu) = 0;
+  // group_norm with a channel_offset [B, C] (checked); the default adds it, then normalises.
+  virtual Tensor do_group_norm_offset(const Tensor& x, const Tensor& channel_offset, int groups, const Tensor& gamma,
+                                      const Tensor& beta, float eps, bool silu);
   virtual Tensor do_layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) = 0;
   virtual Tensor do_attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) = 0;
   virtual Tensor do_activation(const Tensor& x, Activation act) = 0;

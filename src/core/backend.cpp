@@ -241,7 +241,8 @@ Tensor Backend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int
 
 // ---- normalisation --------------------------------------------------------------------------------
 
-Tensor Backend::group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps, bool silu) {
+Tensor Backend::group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps, bool silu,
+                           const Tensor* channel_offset) {
   const char* op = "group_norm";
   check_arg(x, device(), op, "x");
   check_arg(gamma, device(), op, "gamma");
@@ -252,9 +253,19 @@ Tensor Backend::group_norm(const Tensor& x, int groups, const Tensor& gamma, con
           std::to_string(C) + " channels do not split into " + std::to_string(groups) + " groups");
   require_shape(gamma, {C}, op, "gamma");
   require_shape(beta, {C}, op, "beta");
+  if (channel_offset) {
+    check_arg(*channel_offset, device(), op, "channel_offset");
+    require_shape(*channel_offset, {x.dim(0), C}, op, "channel_offset");
+  }
   OpScope scope(*this);
-  return scope.report("group_norm", x, nullptr, do_group_norm(x, groups, gamma, beta, eps, silu),
-                      [&](OpCall& c) { c.silu = silu; });
+  Tensor out = channel_offset ? do_group_norm_offset(x, *channel_offset, groups, gamma, beta, eps, silu)
+                              : do_group_norm(x, groups, gamma, beta, eps, silu);
+  return scope.report("group_norm", x, channel_offset, out, [&](OpCall& c) { c.silu = silu; });
+}
+
+Tensor Backend::do_group_norm_offset(const Tensor& x, const Tensor& channel_offset, int groups, const Tensor& gamma,
+                                     const Tensor& beta, float eps, bool silu) {
+  return do_group_norm(do_add_batch_channel(x, channel_offset), groups, gamma, beta, eps, silu);
 }
 
 Tensor Backend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {

@@ -1,6 +1,7 @@
 // The CUDA backend's fused ops (issue 13's launch cuts) against the CPU reference, whose defaults
 // run the unfused ops: linear_qkv (q, k, v of one x as one strided-batched product over the packed
-// weights). F32, F16 and BF16; fresh random inputs (gpu_test_util.h), poisoned outputs (an element
+// weights) and group_norm with a channel offset (a ResNet's time embedding read inside the norm
+// kernel). F32, F16 and BF16; fresh random inputs (gpu_test_util.h), poisoned outputs (an element
 // an op forgets to write is a NaN mismatch), odd shapes and SD 1.5's. Skips visibly without a GPU.
 #include <gtest/gtest.h>
 
@@ -134,6 +135,54 @@ TEST_P(CudaFusedOps, LinearQkvRejectsMismatchedWeights) {
   Both b = random_weight(g(), rng, {6}, WeightKind::Vector, 0.3f);
   EXPECT_THROW(g().linear_qkv(x.g, w.g, other.g, w.g), Error);
   EXPECT_THROW(g().linear_qkv(x.g, w.g, w.g, w.g, &b.g, nullptr, &b.g), Error);
+}
+
+// norm2(h + time_emb_proj(temb)[b, c]) in one kernel against the CPU's add, then norm; also against
+// the GPU's own two launches, which round the sum the same way.
+TEST_P(CudaFusedOps, GroupNormWithChannelOffset) {
+  SDMPI_REQUIRE_GPU();
+  Rng rng;
+  struct Case {
+    Shape x;
+    int groups;
+    float eps;
+    bool silu;
+    bool f32_offset;  // the offset in float32 (else the compute dtype, as time_emb_proj gives it)
+  };
+  const Case cases[] = {
+      // SD 1.5's ResNet norm2 shapes at 512x512 with CFG.
+      {{2, 64, 64, 320}, 32, 1e-5f, true, false},
+      {{2, 32, 32, 640}, 32, 1e-5f, true, false},
+      {{2, 16, 16, 1280}, 32, 1e-5f, true, false},
+      {{2, 8, 8, 1280}, 32, 1e-5f, true, true},
+      // Odd shapes: a group of one channel, odd spatial sizes, batch 3, tokens [B, N, C], no SiLU.
+      {{3, 5, 7, 64}, 64, 1e-6f, false, false},
+      {{1, 1, 1, 32}, 32, 1e-5f, true, true},
+      {{2, 9, 11, 96}, 32, 1e-5f, true, false},
+      {{2, 77, 24}, 3, 1e-5f, false, true},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(shape_label(c.x) + " groups " + std::to_string(c.groups) + (c.silu ? " +silu" : "") +
+                 (c.f32_offset ? ", F32 offset" : ""));
+    const int64_t ch = c.x.back();
+    Both x = random_activation(g(), rng, c.x, 2.0f);
+    Both gamma = random_weight(g(), rng, {ch}, WeightKind::Vector, 0.3f);
+    Both beta = random_weight(g(), rng, {ch}, WeightKind::Vector, 0.3f);
+    Both offset;
+    if (c.f32_offset) {  // values of the compute dtype (what from_host can carry), held in float32
+      offset.host = rounded(t(), rng.normal(c.x[0] * ch, 3.0f));
+      offset.c = cpu().from_host(offset.host.data(), {c.x[0], ch});
+      offset.g = g().cast(g().from_host(offset.host.data(), {c.x[0], ch}), DType::F32);
+    } else {
+      offset = random_activation(g(), rng, {c.x[0], ch}, 3.0f);
+    }
+    Tensor ref = cpu().group_norm(x.c, c.groups, gamma.c, beta.c, c.eps, c.silu, &offset.c);
+    Tensor got = g().group_norm(x.g, c.groups, gamma.g, beta.g, c.eps, c.silu, &offset.g);
+    EXPECT_EQ(got.shape(), ref.shape());
+    expect_close(g().to_host(got), cpu().to_host(ref), tol(), "group_norm with a channel offset");
+    Tensor two_launches = g().group_norm(g().add_batch_channel(x.g, offset.g), c.groups, gamma.g, beta.g, c.eps, c.silu);
+    expect_equal(g().to_host(got), g().to_host(two_launches), "fused vs add_batch_channel + group_norm on the GPU");
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaFusedOps, ::testing::Values(DType::F32, DType::F16, DType::BF16),

@@ -1,6 +1,7 @@
 // The fused ops' reference: on the CPU each is the unfused ops it stands for, bit for bit (the
 // pipeline golden tests and the batch-invariance tests rely on it), and each is one call for the
-// op observer (the launch count sees one op). linear_qkv = three linears.
+// op observer (the launch count sees one op). linear_qkv = three linears; group_norm with a
+// channel offset = add_batch_channel, then group_norm.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -69,6 +70,34 @@ TEST(CpuBackendFusedOps, LinearQkvChecksItsContract) {
   EXPECT_THROW(b->linear_qkv(x, wide, wide, wide), Error);
   EXPECT_THROW(b->linear_qkv(x, w, w, w, &bias, &bias, nullptr), Error);
   EXPECT_THROW(b->linear_qkv(x, w, w, w, &narrow, &narrow, &narrow), Error);
+}
+
+TEST(CpuBackendFusedOps, GroupNormWithChannelOffsetIsAddThenNorm) {
+  std::unique_ptr<Backend> b = make_cpu_backend(2);
+  std::mt19937 gen(99);
+  struct Case {
+    Shape x;
+    int groups;
+    bool silu;
+  };
+  const Case cases[] = {{{2, 8, 8, 64}, 32, true}, {{3, 5, 7, 12}, 4, false}, {{1, 1, 1, 32}, 32, true}, {{2, 9, 6}, 3, true}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(shape_str(c.x) + " groups " + std::to_string(c.groups));
+    const int64_t ch = c.x.back();
+    Tensor x = random_tensor(*b, gen, c.x, 2.0f);
+    Tensor offset = random_tensor(*b, gen, {c.x[0], ch}, 3.0f);
+    Tensor gamma = random_tensor(*b, gen, {ch}, 0.5f), beta = random_tensor(*b, gen, {ch}, 0.5f);
+    std::vector<std::string> ops;
+    b->set_op_observer([&](const OpCall& call) { ops.push_back(call.op); });
+    Tensor got = b->group_norm(x, c.groups, gamma, beta, 1e-5f, c.silu, &offset);
+    b->set_op_observer({});
+    EXPECT_EQ(ops, std::vector<std::string>{"group_norm"});
+    Tensor ref = b->group_norm(b->add_batch_channel(x, offset), c.groups, gamma, beta, 1e-5f, c.silu);
+    expect_same_bits(*b, got, ref, "group_norm with a channel offset");
+  }
+  Tensor x = random_tensor(*b, gen, {2, 3, 3, 8});
+  Tensor gamma = random_tensor(*b, gen, {8}), wrong = random_tensor(*b, gen, {1, 8});
+  EXPECT_THROW(b->group_norm(x, 2, gamma, gamma, 1e-5f, true, &wrong), Error);
 }
 
 }  // namespace

@@ -93,6 +93,11 @@ class CudaBackendImpl final : public CudaBackend {
                    const Shape& out_shape) override;
   Tensor do_group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                        bool silu) override;
+  Tensor do_group_norm_offset(const Tensor& x, const Tensor& channel_offset, int groups, const Tensor& gamma,
+                              const Tensor& beta, float eps, bool silu) override;
+  // Both group norms; offset: null or [B, C].
+  Tensor group_norm_impl(const Tensor& x, const Tensor* offset, int groups, const Tensor& gamma, const Tensor& beta,
+                         float eps, bool silu);
   Tensor do_layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override;
   Tensor do_attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) override;
   Tensor do_activation(const Tensor& x, Activation act) override;
@@ -588,14 +593,29 @@ void CudaBackendImpl::conv_as_gemm(const cuda::ConvShape& p, const void* x, cons
 
 Tensor CudaBackendImpl::do_group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta,
                                       float eps, bool silu) {
+  return group_norm_impl(x, nullptr, groups, gamma, beta, eps, silu);
+}
+
+// The offset is read inside the norm kernel (kernels/norm.cu): add_batch_channel's launch and its
+// full-size output are gone. Like add_batch_channel, an offset of a third dtype is widened first.
+Tensor CudaBackendImpl::do_group_norm_offset(const Tensor& x, const Tensor& channel_offset, int groups,
+                                             const Tensor& gamma, const Tensor& beta, float eps, bool silu) {
+  return group_norm_impl(x, &channel_offset, groups, gamma, beta, eps, silu);
+}
+
+Tensor CudaBackendImpl::group_norm_impl(const Tensor& x, const Tensor* offset, int groups, const Tensor& gamma,
+                                        const Tensor& beta, float eps, bool silu) {
   bind();
   const int64_t batch = x.dim(0), c = x.dim(-1);
   const int64_t spatial = batch && c ? x.numel() / (batch * c) : 0;
   Tensor out = alloc(x.shape(), x.dtype());
   if (out.numel() == 0) return out;
   Tensor g32 = param_as(gamma, DType::F32), b32 = param_as(beta, DType::F32);
-  kernels::group_norm(s(), x.dtype(), x.raw(), out.raw(), static_cast<const float*>(g32.raw()),
-                      static_cast<const float*>(b32.raw()), batch, spatial, c, groups, eps, silu);
+  Tensor off;
+  if (offset) off = (offset->dtype() == DType::F32 || offset->dtype() == x.dtype()) ? *offset : as_dtype(*offset, DType::F32);
+  kernels::group_norm(s(), x.dtype(), x.raw(), off.defined() ? off.dtype() : x.dtype(), off.defined() ? off.raw() : nullptr,
+                      out.raw(), static_cast<const float*>(g32.raw()), static_cast<const float*>(b32.raw()), batch,
+                      spatial, c, groups, eps, silu);
   return out;
 }
 

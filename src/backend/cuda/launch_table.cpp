@@ -57,7 +57,14 @@ CudaOpLaunches cuda_op_launches(const OpCall& c) {
     if (c.bias) return {pieces, "cuDNN conv+bias+residual (one fused call)"};
     return {pieces * (c.residual ? 2 : 1), c.residual ? "cuDNN conv + residual kernel" : "cuDNN conv"};
   }
-  if (op == "group_norm") return {empty(c.x) ? 0 : 1, c.silu ? "group norm + SiLU, one kernel" : "group norm, one kernel"};
+  if (op == "group_norm") {
+    if (empty(c.x)) return {0, "empty"};
+    const std::string norm = c.silu ? "group norm + SiLU" : "group norm";
+    if (c.w.empty()) return {1, norm + ", one kernel"};
+    // A channel offset is read inside the kernel; one of a third dtype is widened first (as add_batch_channel).
+    const bool cast = c.w_dtype != DType::F32 && c.w_dtype != c.x_dtype;
+    return {cast ? 2 : 1, cast ? "cast + " + norm + " with channel offset" : norm + " with channel offset, one kernel"};
+  }
   if (op == "layer_norm") return {empty(c.x) ? 0 : 1, "layer norm kernel"};
   if (op == "attention") {
     if (empty(c.out)) return {0, "empty"};
