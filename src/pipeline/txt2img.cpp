@@ -25,6 +25,8 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <set>
 
 #include "sdmpi/clip_text.h"
 #include "sdmpi/error.h"
@@ -46,6 +48,26 @@ bool all_finite(const std::vector<float>& v) {
   for (float x : v)
     if (!std::isfinite(x)) return false;
   return true;
+}
+
+// A fault-injection hook for tests/faults: SDMPI_FAULT_NAN_ITEMS=3,5 makes the items with those
+// global indices come out of the denoising loop as NaN, as if the UNet had produced them, so the
+// test can check that such an item is recorded as failed with its reason and the job goes on.
+// Read once; unset (always, outside the tests) it costs one lookup per batch.
+const std::set<int64_t>& fault_nan_items() {
+  static const std::set<int64_t> items = [] {
+    std::set<int64_t> out;
+    const char* env = std::getenv("SDMPI_FAULT_NAN_ITEMS");
+    for (const char* p = env; p && *p;) {
+      char* end = nullptr;
+      const long long v = std::strtoll(p, &end, 10);
+      if (end == p) break;
+      out.insert(v);
+      p = *end == ',' ? end + 1 : end;
+    }
+    return out;
+  }();
+  return items;
 }
 
 // Graph variants (GraphKey::variant) of one pipeline: the UNet call with and without CFG have
@@ -218,6 +240,9 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
   Tensor z = be.binary_scalar(BinaryOp::Div, latents, static_cast<float>(m.vae_config.scaling_factor));
   m.last_latents = be.to_host(latents);
   const size_t per_item = static_cast<size_t>(h * w * c);
+  for (int64_t b = 0; b < B; ++b)
+    if (fault_nan_items().count(items[static_cast<size_t>(b)].index))
+      std::fill_n(m.last_latents.begin() + static_cast<ptrdiff_t>(b * per_item), per_item, NAN);
   std::vector<Tensor> images(static_cast<size_t>(B));
   for (int64_t b = 0; b < B; ++b) {
     ImageResult& img = out[static_cast<size_t>(b)];
