@@ -2,6 +2,8 @@
 // every result the moment it arrives and writes it through the ResultSink, turns a signal on any
 // rank or a --fail-fast failure into one stop for every rank, and reports progress.
 #include <chrono>
+#include <optional>
+#include <set>
 #include <unordered_map>
 
 #include "cluster/progress.h"
@@ -21,6 +23,15 @@ struct CoordinatorState {
   int ranks_done = 0;
   std::vector<char> rank_done;
   size_t next_batch = 0;  // dynamic: next batch to hand out; static: next of rank 0's own
+  // Why a dead rank gets named: when one rank dies (kill -9, OOM killer), mpirun sends SIGTERM to
+  // the others and SIGKILL a second later, so rank 0 sees only "a stop signal". Every live rank
+  // got that signal too and says so (STOP_REQUEST) within milliseconds; a rank that stays silent
+  // half a second after rank 0's own signal has most likely died. Rank 0 names it and the items
+  // it held (in_flight: handed out or in its static block, not yet returned), which --resume makes.
+  std::vector<std::set<int64_t>> in_flight;
+  std::vector<char> heard_since_stop;
+  std::optional<std::chrono::steady_clock::time_point> own_signal_at;
+  bool silence_reported = false;
 
   void stop_for_signal(const std::string& why) {
     if (stopping) return;
@@ -41,6 +52,13 @@ RunSummary run_coordinator(const World& world, const std::vector<WorkItem>& item
   CoordinatorState st;
   st.sum.total = static_cast<int64_t>(items.size());
   st.rank_done.assign(static_cast<size_t>(size), 0);
+  st.in_flight.resize(static_cast<size_t>(size));
+  st.heard_since_stop.assign(static_cast<size_t>(size), 0);
+  if (opt.distribution == Distribution::Static)
+    for (int r = 1; r < size; ++r) {
+      auto [b, e] = split_block(static_cast<int64_t>(items.size()), size, r);
+      for (int64_t i = b; i < e; ++i) st.in_flight[static_cast<size_t>(r)].insert(items[static_cast<size_t>(i)].index);
+    }
 
   const std::vector<std::vector<WorkItem>> batches = batches_for_rank(world, items, opt);
   WorkerThread worker(generate, 0);
@@ -66,12 +84,15 @@ RunSummary run_coordinator(const World& world, const std::vector<WorkItem>& item
 
   // One message from another rank.
   auto handle = [&](const Comm::Envelope& m) {
+    if (st.stopping) st.heard_since_stop[static_cast<size_t>(m.source)] = 1;
     switch (m.tag) {
       case wire::kTagRequest: {
         comm.recv(m.source, wire::kTagRequest, nullptr, 0);
         int64_t id = -1;
         if (!st.stopping && opt.distribution == Distribution::Dynamic && st.next_batch < batches.size())
           id = static_cast<int64_t>(st.next_batch++);
+        if (id >= 0)
+          for (const WorkItem& it : batches[static_cast<size_t>(id)]) st.in_flight[static_cast<size_t>(m.source)].insert(it.index);
         wire::send_i64(comm, id, m.source, wire::kTagWork);
         break;
       }
@@ -80,6 +101,7 @@ RunSummary run_coordinator(const World& world, const std::vector<WorkItem>& item
         auto it = by_index.find(r.index);
         if (it == by_index.end())
           throw Error("rank " + std::to_string(m.source) + " sent an unknown item " + std::to_string(r.index));
+        st.in_flight[static_cast<size_t>(m.source)].erase(r.index);
         consume(*it->second, r);
         break;
       }
@@ -104,8 +126,22 @@ RunSummary run_coordinator(const World& world, const std::vector<WorkItem>& item
   };
 
   for (;;) {
-    if (stop_signal_count() > 0)
+    if (stop_signal_count() > 0) {
+      if (!st.own_signal_at) st.own_signal_at = std::chrono::steady_clock::now();
       st.stop_for_signal("stop requested: finishing the images in flight, then exiting (resume with --resume)");
+    }
+    if (st.own_signal_at && !st.silence_reported &&
+        std::chrono::steady_clock::now() - *st.own_signal_at > std::chrono::milliseconds(500)) {
+      st.silence_reported = true;
+      for (int r = 1; r < size; ++r) {
+        if (st.rank_done[static_cast<size_t>(r)] || st.heard_since_stop[static_cast<size_t>(r)]) continue;
+        std::string held;
+        for (int64_t i : st.in_flight[static_cast<size_t>(r)]) held += (held.empty() ? "" : ",") + std::to_string(i);
+        log::error("rank " + std::to_string(r) + " has not answered the stop for 0.5 s: it has probably died" +
+                   (held.empty() ? std::string() : "; its unfinished items " + held + " are not in the archive") +
+                   " (every finished image is; --resume makes the rest)");
+      }
+    }
     if (st.stopping && !st.stop_sent) {
       worker.clear_pending();
       for (int r = 1; r < size; ++r)
