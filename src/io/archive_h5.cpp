@@ -38,6 +38,18 @@ std::string error_detail() {
   std::string innermost;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_innermost, &innermost);
   H5Eclear2(H5E_DEFAULT);
+  // A failed write (disk full, quota) comes as a multi-line dump of the write call: "file write
+  // failed: time = ...\n, filename = ..., errno = 28, error message = 'No space left on device',
+  // buf = ...". Keep the head and the reason, so the error stays one line naming the errno.
+  const size_t reason = innermost.find("error message = '");
+  const size_t head_end = innermost.find(": time = ");
+  if (reason != std::string::npos && head_end != std::string::npos && quoted_errno(innermost) > 0) {
+    const size_t from = reason + 17, to = innermost.find('\'', from);
+    innermost = innermost.substr(0, head_end) + ": " + innermost.substr(from, to == std::string::npos ? to : to - from) +
+                " (errno " + std::to_string(quoted_errno(innermost)) + ")";
+  }
+  for (char& c : innermost)
+    if (c == '\n' || c == '\r') c = ' ';
   return innermost;
 }
 

@@ -76,6 +76,21 @@ disk_full)
   "$sd" generate --model tiny "${job[@]}" --archive "$a" --out-dir "$mnt/png" --resume; rc=$?
   check "disk full: --resume after space is freed completes the job identically (rc=$rc)" "[ $rc -eq 0 ] && same $ref $a"
   check "disk full: every PNG equals the reference's" "diff -rq $tmp/ref_png $mnt/png >/dev/null && [ -z \"\$(ls $mnt/png | grep -v '\.png$')\" ]"
+  # The archive alone (no PNGs): the disk fills under HDF5's write of an image chunk.
+  rm -rf "$mnt"/*
+  a="$mnt/b.h5"
+  "$sd" generate --model tiny "${job[@]}" --archive "$a" 2>"$tmp/err" &
+  pid=$!
+  wait_done "$a" 4
+  dd if=/dev/zero of="$mnt/filler" bs=64k >/dev/null 2>&1
+  wait $pid; rc=$?
+  check "disk full under HDF5: a one-line error naming the archive and errno 28 (rc=$rc: $(head -c 300 "$tmp/err"))" \
+    "not_a_crash $rc && grep -q '$a' $tmp/err && grep -q 'No space left on device (errno 28)' $tmp/err && [ \$(grep -c . $tmp/err) -eq 1 ]"
+  rm -f "$mnt/filler"
+  res=$(finished_intact "$a" "$ref"); krc=$?
+  check "disk full under HDF5: every finished image is intact ($res)" "[ $krc -eq 0 ] && [ \$(n_done $a) -ge 4 ]"
+  "$sd" generate --model tiny "${job[@]}" --archive "$a" --resume; rc=$?
+  check "disk full under HDF5: --resume after space is freed completes the job identically (rc=$rc)" "[ $rc -eq 0 ] && same $ref $a"
   ;;
 
 rank_killed)
