@@ -50,6 +50,14 @@ OutputSink::OutputSink(const Setup& setup, const std::vector<WorkItem>& items) :
   if (!setup.archive_path.empty()) {
     bool exists = fs::exists(setup.archive_path);
     if (exists && setup.resume) {
+      // Weights changed or truncated since the archive was made (the common "another job"): say
+      // so, naming the model, rather than only that the fingerprints differ.
+      const ArchiveInfo made_with = ArchiveReader(setup.archive_path).info();
+      if (made_with.fingerprint != setup.fingerprint && !made_with.weights_hash.empty() &&
+          made_with.weights_hash != setup.weights_hash)
+        throw InputError("archive " + setup.archive_path + " belongs to another job: the weights of " + setup.model_spec +
+                         " changed since it was made (weights hash " + made_with.weights_hash.substr(0, 16) +
+                         ", now " + setup.weights_hash.substr(0, 16) + "); restore them to resume");
       archive_.emplace(ArchiveWriter::open_existing(setup.archive_path, setup.fingerprint));
       for (int64_t i : archive_->done_indices()) finished.insert(i);
     } else {

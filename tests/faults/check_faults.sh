@@ -160,7 +160,10 @@ weights)
   res=$(finished_intact "$a" "$tmp/wref.h5"); krc=$?
   check "weights truncated mid-job: every finished image is intact ($res)" "[ $krc -eq 0 ]"
   "$sd" generate --model "$m" "${job[@]}" --archive "$a" --resume 2>"$tmp/err" >/dev/null; rc=$?
-  check "weights truncated: --resume gives a clear one-line error naming the file (rc=$rc: $(head -c 200 "$tmp/err"))" \
+  check "weights truncated: --resume is refused in one line naming the changed weights (rc=$rc: $(head -c 200 "$tmp/err"))" \
+    "not_a_crash $rc && grep -q 'weights of $m changed' $tmp/err && [ \$(grep -c . $tmp/err) -eq 1 ]"
+  "$sd" generate --model "$m" "${job[@]}" --archive "$tmp/w_new.h5" 2>"$tmp/err" >/dev/null; rc=$?
+  check "weights truncated: a new job refuses the file in one line naming it, no SIGBUS (rc=$rc: $(head -c 200 "$tmp/err"))" \
     "not_a_crash $rc && grep -q '$wfile' $tmp/err && [ \$(grep -c . $tmp/err) -eq 1 ]"
   cp "$tmp/unet.orig" "$wfile"
   "$py" - "$wfile" <<'PY'
@@ -170,7 +173,7 @@ with open(sys.argv[1], "r+b") as f:  # change one weight byte near the end, same
 PY
   "$sd" generate --model "$m" "${job[@]}" --archive "$a" --resume 2>"$tmp/err" >/dev/null; rc=$?
   check "weights changed: --resume is refused as another job (rc=$rc: $(head -c 200 "$tmp/err"))" \
-    "not_a_crash $rc && grep -q 'another job' $tmp/err"
+    "not_a_crash $rc && grep -q 'weights of $m changed' $tmp/err"
   res=$(finished_intact "$a" "$tmp/wref.h5"); krc=$?
   check "weights: the refused resumes left the finished images intact ($res)" "[ $krc -eq 0 ]"
   cp "$tmp/unet.orig" "$wfile"
