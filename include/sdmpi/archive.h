@@ -16,6 +16,7 @@
 //                     read back negative; numpy `.view(np.uint64)` recovers them, and
 //                     torch.Generator().manual_seed() takes the negative value as the same seed.
 //   /steps /width /height /clip_skip int32 (N);  /guidance /eta float32 (N)
+//   /guidance_rescale float32 (N)  diffusers' guidance_rescale (0 = off; absent in older archives)
 //   /done             uint8 (N)  0 pending, 1 finished image, 2 failed (/error holds the reason;
 //                     /error means nothing where done != 2)
 //   root attributes   format="sd_mpi-archive", format_version=1 (int32), sd_mpi_version,

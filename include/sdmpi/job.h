@@ -2,7 +2,7 @@
 // one result type every layer passes on for an item (the pipeline makes it, the cluster layer
 // moves it, the app writes it).
 //
-// Item g = prompt_index * images_per_prompt + k is the item's global index (DESIGN.md §3). Its
+// Item g = prompt_index * images_per_prompt + k is the item's global index (docs/design.md §3). Its
 // seed is the one given for it (a JSONL "seed"), else base_seed + g. Its image depends only on the
 // model, these parameters and the seed: never on rank, batch or shard.
 #pragma once
@@ -25,6 +25,9 @@ struct GenerationParams {
   std::string schedule = "default";  // default | karras
   float eta = 0.0f;                  // DDIM eta
   int clip_skip = 0;                 // 0 = last layer
+  // diffusers' guidance_rescale φ (rescale_noise_cfg, for v-prediction models): the CFG output is
+  // blended with itself rescaled to the text prediction's std; 0 = plain CFG.
+  float guidance_rescale = 0.0f;
 };
 
 struct WorkItem {

@@ -65,7 +65,7 @@ class ModelFiles {
 
   bool is_single_file() const;
   const std::string& path() const;
-  // "SD 1.x" (the only family accepted so far).
+  // "SD 1.x" or "SD 2.x" (folders: sd_family() of the unet and text_encoder configs; single files: SD 1.x).
   const std::string& family() const;
 
   // The component's config as diffusers reads it: unet/vae/text_encoder config.json,

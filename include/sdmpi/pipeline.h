@@ -1,5 +1,5 @@
 // txt2img: prompts and seeds → uint8 RGB images, the way diffusers' StableDiffusionPipeline
-// makes them (sd15-semantics.md §6.2), over a batch of compatible work items on one backend.
+// makes them (docs/reference/sd15-semantics.md §6.2), over a batch of compatible work items on one backend.
 //
 //   prompt ─ tokenizer ─ CLIP ─┐                 (negative prompt too when guidance > 1)
 //   seed ─ TorchGenerator ─────┼─ for t: UNet(cat[x, x], t, cat[neg, pos]) → CFG → scheduler step
@@ -49,6 +49,9 @@ class ModelSource {
   std::string weights_hash() const;
   std::string name() const;  // short name for metadata ("stable-diffusion-v1-5", "tiny")
   std::string describe() const;
+  // "SD 1.x" or "SD 2.x": the folder's or checkpoint's family, else (built-in, in memory) the one
+  // its configs make (sd_family in src/io/sd_configs.h).
+  std::string family() const;
 
  private:
   struct State;

@@ -60,10 +60,14 @@ void write_file_atomic(const std::string& path, const std::vector<uint8_t>& byte
 //   follows diffusers (0 = last layer), so clip_skip c >= 1 is written as c+1; c = 0 is omitted.
 // - RNG: CPU, because our initial noise is torch's CPU generator (A1111's randn_source "CPU").
 // - Eta DDIM: the DDIM eta, when the sampler is ddim and eta != 0.
+// - CFG Rescale phi: GenerationParams::guidance_rescale when > 0 (the key the A1111 CFG Rescale
+//   extension writes).
+// - Model family: `model_family` ("SD 1.x", "SD 2.x"); omitted when empty.
 // - Version: `version` as given (e.g. "sd_mpi 0.1.0"); omitted when empty.
 // The whole text is trimmed of leading/trailing whitespace, as A1111 does.
 std::string a1111_parameters(const GenerationParams& params, const std::string& model_name,
-                             const std::string& model_hash, const std::string& version);
+                             const std::string& model_hash, const std::string& version,
+                             const std::string& model_family = "");
 
 // Our sampler names → A1111's: pndm "PLMS", ddim "DDIM", euler "Euler", euler_a "Euler a",
 // dpm++2m "DPM++ 2M", lcm "LCM"; any other name is returned unchanged.
@@ -79,7 +83,7 @@ inline std::vector<uint8_t> encode_png(const uint8_t*, int, int, const std::stri
 }
 inline void write_file_atomic(const std::string&, const std::vector<uint8_t>&, const std::string&) { png_unavailable(); }
 inline std::string a1111_parameters(const GenerationParams&, const std::string&, const std::string&,
-                                    const std::string&) {
+                                    const std::string&, const std::string& = "") {
   png_unavailable();
 }
 inline std::string a1111_sampler_name(const std::string&) { png_unavailable(); }

@@ -4,7 +4,8 @@
 //   .txt    one prompt per line (UTF-8; CRLF accepted; blank lines skipped)
 //   .jsonl  one JSON object per line: {"prompt": str (required), "negative_prompt": str,
 //           "seed": int, "steps": int, "guidance": number, "width": int, "height": int,
-//           "sampler": str, "schedule": str, "eta": number, "clip_skip": int}; blank lines skipped.
+//           "sampler": str, "schedule": str, "eta": number, "clip_skip": int,
+//           "guidance_rescale": number in [0, 1]}; blank lines skipped.
 // Keys a line does not give take the job's defaults (the command line). A "seed" in a line is the
 // seed of that prompt's first image; image k of the prompt gets seed + k. Without one, item g gets
 // base_seed + g. Errors name the file and line ("prompts.jsonl:7: ...") and never leave a partial
@@ -27,7 +28,7 @@ struct PromptRecord {
   std::optional<std::string> negative_prompt;
   std::optional<uint64_t> seed;
   std::optional<int> steps, width, height, clip_skip;
-  std::optional<float> guidance, eta;
+  std::optional<float> guidance, eta, guidance_rescale;
   std::optional<std::string> sampler, schedule;
   std::string origin;  // "prompts.jsonl:7" or "--prompt #2", for messages
 };

@@ -31,6 +31,20 @@ void describe_model(const std::string& spec) {
   ModelSource m = ModelSource::open(spec);
   std::printf("model: %s\n", m.describe().c_str());
   const UNetConfig u = UNetConfig::from_json(m.config("unet"), spec + " unet");
+  {
+    // The family and what makes it one: the text tower, the UNet's attention, the prediction.
+    const ClipTextConfig t = ClipTextConfig::from_json(m.config("text_encoder"), spec + " text_encoder");
+    const nlohmann::json sched = m.config("scheduler");
+    std::string heads;
+    for (int h : u.num_attention_heads) heads += (heads.empty() ? "" : ", ") + std::to_string(h);
+    std::printf("family: %s\n  text encoder: CLIPTextModel, %d layers, width %d, %d heads, %s\n"
+                "  unet: cross-attention %d, heads [%s], %s projections%s\n  scheduler: %s, %s\n",
+                m.family().c_str(), t.num_hidden_layers, t.hidden_size, t.num_attention_heads, t.hidden_act.c_str(),
+                u.cross_attention_dim.front(), heads.c_str(), u.use_linear_projection ? "linear" : "1x1 conv",
+                u.upcast_attention ? ", upcast attention" : "",
+                sched.value("_class_name", std::string("(no _class_name)")).c_str(),
+                sched.value("prediction_type", std::string("epsilon")).c_str());
+  }
   for (const char* component : {"text_encoder", "unet", "vae"}) {
     auto w = m.weights(component);
     std::vector<ParamSpec> declared;

@@ -26,6 +26,9 @@ void add_options(CLI::App& cli, GenerateOptions& o) {
       ->check(CLI::Range(int64_t{-1}, int64_t{INT64_MAX}));
   cli.add_option("--steps", o.steps, "denoising steps")->check(CLI::Range(1, 1000));
   cli.add_option("--guidance", o.guidance, "classifier-free guidance scale (<= 1 skips the unconditional pass)");
+  cli.add_option("--guidance-rescale", o.guidance_rescale,
+                 "diffusers' guidance_rescale phi in [0, 1] (CFG rescale for v-prediction models; 0 = off)")
+      ->check(CLI::Range(0.0f, 1.0f));
   cli.add_option("--width", o.width, "image width in pixels, a multiple of 8 (default: the model's)");
   cli.add_option("--height", o.height, "image height in pixels, a multiple of 8 (default: the model's)");
   cli.add_option("--sampler", o.sampler,

@@ -19,6 +19,7 @@ struct GenerateOptions {
   int64_t seed = 0;
   int steps = 50;
   float guidance = 7.5f;
+  float guidance_rescale = 0;
   int width = 0, height = 0;  // 0: the model's default size
   std::string sampler = "default", schedule = "default";
   float eta = 0;

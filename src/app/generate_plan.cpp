@@ -26,12 +26,16 @@ namespace fs = std::filesystem;
 namespace {
 
 // An item as it enters the job's fingerprint: changing this changes every archive's identity, so
-// --resume of an existing archive would refuse it.
+// --resume of an existing archive would refuse it. Parameters added later (guidance_rescale)
+// enter only where they differ from their default, so earlier archives keep their identity.
 nlohmann::json fingerprint_json(const WorkItem& it) {
   const GenerationParams& p = it.params;
-  return {{"index", it.index}, {"prompt", p.prompt}, {"negative_prompt", p.negative_prompt}, {"seed", p.seed},
-          {"steps", p.steps}, {"guidance", p.guidance}, {"width", p.width}, {"height", p.height},
-          {"sampler", p.sampler}, {"schedule", p.schedule}, {"eta", p.eta}, {"clip_skip", p.clip_skip}};
+  nlohmann::json j = {{"index", it.index}, {"prompt", p.prompt}, {"negative_prompt", p.negative_prompt},
+                      {"seed", p.seed}, {"steps", p.steps}, {"guidance", p.guidance}, {"width", p.width},
+                      {"height", p.height}, {"sampler", p.sampler}, {"schedule", p.schedule}, {"eta", p.eta},
+                      {"clip_skip", p.clip_skip}};
+  if (p.guidance_rescale != 0.0f) j["guidance_rescale"] = p.guidance_rescale;
+  return j;
 }
 
 // An item as rank 0 sends it to the others: every field (floats survive the round trip exactly,
@@ -60,6 +64,7 @@ WorkItem item_from_json(const nlohmann::json& j) {
   p.schedule = j.at("schedule");
   p.eta = j.at("eta");
   p.clip_skip = j.at("clip_skip");
+  p.guidance_rescale = j.value("guidance_rescale", 0.0f);
   return it;
 }
 
@@ -98,6 +103,7 @@ GenerationParams job_defaults(const GenerateOptions& o, const ModelSource& model
   defaults.schedule = o.schedule;
   defaults.eta = o.eta;
   defaults.clip_skip = o.clip_skip;
+  defaults.guidance_rescale = o.guidance_rescale;
   return defaults;
 }
 
@@ -147,7 +153,7 @@ void check_writable_dir(const std::string& dir) {
 OutputSink::Setup output_setup(const World& world, const GenerateOptions& o, const GeneratePlan& plan,
                                uint64_t base_seed, const std::vector<WorkItem>& all_items, const Shard& shard) {
   std::string weights = plan.model->weights_hash();
-  nlohmann::json config = {{"model", o.model}, {"variant", o.variant},
+  nlohmann::json config = {{"model", o.model}, {"model_family", plan.model->family()}, {"variant", o.variant},
                            {"weights_sha256", weights},
                            {"precision", dtype_name(plan.precision)}, {"images_per_prompt", o.images_per_prompt},
                            {"base_seed", base_seed}, {"prompts_file", o.prompts_file}, {"total_items", all_items.size()},
@@ -162,6 +168,7 @@ OutputSink::Setup output_setup(const World& world, const GenerateOptions& o, con
   setup.overwrite = o.overwrite;
   setup.model_spec = o.model;
   setup.model_name = plan.model->name();
+  setup.model_family = plan.model->family();
   setup.weights_hash = weights;
   setup.config_json = config.dump();
   setup.fingerprint = hex64(fnv1a64(identity.dump()));

@@ -22,7 +22,7 @@ namespace sdmpi::app {
 struct OutputFormat {
   bool png = false, archive = false;
   int canvas_width = 0, canvas_height = 0, gzip_level = 4;  // the archive's /images rows
-  std::string model_name, model_hash, version;              // for the PNG parameters text
+  std::string model_name, model_hash, version, model_family;  // for the PNG parameters text
   nlohmann::json to_json() const;
   static OutputFormat from_json(const nlohmann::json& j);
   // Encodes r's outputs (r.png, r.archive_chunk) from r.rgb, then drops r.rgb.
@@ -34,7 +34,7 @@ class OutputSink : public ResultSink {
   struct Setup {
     std::string archive_path, out_dir;
     bool resume = false, overwrite = false;
-    std::string model_spec, model_name, weights_hash, config_json, fingerprint;
+    std::string model_spec, model_name, model_family, weights_hash, config_json, fingerprint;
     int world_size = 1, shard_index = 0, shard_count = 1;
     int64_t total_items = 0;
   };

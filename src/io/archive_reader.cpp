@@ -127,6 +127,11 @@ ArchiveReader::ArchiveReader(const std::string& path, Locking locking) : impl_(s
   auto sampler = h5::read_strings(file, "sampler", n, ctx);
   auto schedule = h5::read_strings(file, "schedule", n, ctx);
   const auto eta = h5::read_numbers<float>(file, "eta", n, H5T_NATIVE_FLOAT, H5T_FLOAT, ctx);
+  // Added after format version 1's first archives: absent means 0 (plain CFG).
+  const bool has_rescale = H5Lexists(file, "guidance_rescale", H5P_DEFAULT) > 0;
+  const auto guidance_rescale = has_rescale
+                                    ? h5::read_numbers<float>(file, "guidance_rescale", n, H5T_NATIVE_FLOAT, H5T_FLOAT, ctx)
+                                    : std::vector<float>(n, 0.0f);
   const auto clip_skip = h5::read_numbers<int32_t>(file, "clip_skip", n, H5T_NATIVE_INT32, H5T_INTEGER, ctx);
   const auto width = h5::read_numbers<int32_t>(file, "width", n, H5T_NATIVE_INT32, H5T_INTEGER, ctx);
   const auto height = h5::read_numbers<int32_t>(file, "height", n, H5T_NATIVE_INT32, H5T_INTEGER, ctx);
@@ -180,6 +185,7 @@ ArchiveReader::ArchiveReader(const std::string& path, Locking locking) : impl_(s
     p.sampler = std::move(sampler[r]);
     p.schedule = std::move(schedule[r]);
     p.eta = eta[r];
+    p.guidance_rescale = guidance_rescale[r];
     p.clip_skip = clip_skip[r];
     out.status = static_cast<RowStatus>(done[r]);
     // /error means something only where done=2 (a retried row can keep a stale reason when the

@@ -216,6 +216,8 @@ void write_skeleton(hid_t file, const std::vector<WorkItem>& rows, const Archive
   write_string_column(file, "sampler", vlen.get(), rows, [](const WorkItem& w) { return w.params.sampler; }, ctx);
   write_string_column(file, "schedule", vlen.get(), rows, [](const WorkItem& w) { return w.params.schedule; }, ctx);
   write_column<float>(file, "eta", F32, H5T_NATIVE_FLOAT, rows, [](const WorkItem& w) { return w.params.eta; }, ctx);
+  write_column<float>(file, "guidance_rescale", F32, H5T_NATIVE_FLOAT, rows,
+                      [](const WorkItem& w) { return w.params.guidance_rescale; }, ctx);
   write_column<int32_t>(file, "clip_skip", I32, H5T_NATIVE_INT32, rows,
                         [](const WorkItem& w) { return w.params.clip_skip; }, ctx);
   write_column<int32_t>(file, "width", I32, H5T_NATIVE_INT32, rows, [](const WorkItem& w) { return w.params.width; }, ctx);

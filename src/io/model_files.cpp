@@ -146,14 +146,32 @@ struct ModelFiles::State {
 
 namespace {
 
-// Throws for model families this build cannot run (by config values).
-void check_folder_family(const std::string& where, const json& model_index, const json& unet_config) {
-  std::string cls = model_index.value("_class_name", "");
-  if (cls.find("XL") != std::string::npos)
-    throw InputError(where + ": " + cls + " (SDXL) models are not supported yet");
-  auto cad = unet_config.find("cross_attention_dim");
-  if (cad != unet_config.end() && cad->is_number_integer() && cad->get<int64_t>() == 1024)
-    throw InputError(where + ": unet/config.json has cross_attention_dim 1024: SD 2.x models are not supported yet");
+// The component folders model_index.json lists (its ["library", "Class"] entries), for messages.
+std::string listed_components(const json& model_index) {
+  std::string out;
+  for (auto it = model_index.begin(); it != model_index.end(); ++it)
+    if (it.value().is_array() && it.value().size() == 2 && !it.value()[0].is_null())
+      out += (out.empty() ? "" : ", ") + it.key() + "/";
+  return out.empty() ? "no components" : out;
+}
+
+// Throws for pipeline families this build cannot run, by what model_index.json and the folder
+// hold, before any component is required: SDXL (a second text encoder), SD3 / Flux / other DiT
+// pipelines (a transformer/ where SD has unet/), anything else without a UNet. SD 1.x and 2.x
+// share the UNet2DConditionModel + CLIPTextModel layout; their configs tell them apart.
+void check_folder_family(const std::string& where, const fs::path& root, const json& model_index) {
+  const std::string cls = model_index.value("_class_name", "");
+  const std::string named = cls.empty() ? std::string("model_index.json names no _class_name") : "model_index.json names " + cls;
+  if (cls.find("XL") != std::string::npos || model_index.contains("text_encoder_2"))
+    throw InputError(where + ": " + named + " (SDXL, components " + listed_components(model_index) +
+                     "): SDXL models are not supported yet; SD 1.x and SD 2.x are");
+  if (model_index.contains("transformer") || fs::is_directory(root / "transformer"))
+    throw InputError(where + ": " + named + " with a transformer/ (" + listed_components(model_index) +
+                     "): SD3, Flux and other transformer pipelines are not supported; SD 1.x and SD 2.x "
+                     "(unet/ + text_encoder/) are");
+  if (!model_index.contains("unet") && !fs::is_directory(root / "unet"))
+    throw InputError(where + ": " + named + " without a unet/ (" + listed_components(model_index) +
+                     "): not a Stable Diffusion 1.x / 2.x pipeline");
 }
 
 // The variants present for `base` in `dir`: `<base>.<v>.safetensors` and sharded
@@ -313,12 +331,13 @@ ModelFiles ModelFiles::open(const std::string& path, const std::string& variant)
     throw InputError(where + ": missing model_index.json (not a diffusers pipeline folder)");
   }
   json model_index = read_json_object(root / "model_index.json", where, "model_index.json");
+  check_folder_family(where, root, model_index);
   for (const char* c : kConfigComponents) {
     const std::string rel = config_file_of(c);
     if (!fs::is_regular_file(root / rel)) throw InputError(where + ": missing " + rel);
     s->configs[c] = read_json_object(root / rel, where, rel);
   }
-  check_folder_family(where, model_index, s->configs["unet"]);
+  s->family = sd_family(s->configs["unet"], s->configs["text_encoder"]);
   // The tokenizer as CLIPTokenizer saves it (vocab.json + merges.txt) or as transformers 5 does
   // (tokenizer.json alone).
   if (!fs::is_regular_file(root / "tokenizer/tokenizer.json"))

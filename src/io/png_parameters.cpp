@@ -58,7 +58,8 @@ std::string a1111_sampler_name(const std::string& sampler) {
 }
 
 std::string a1111_parameters(const GenerationParams& params, const std::string& model_name,
-                             const std::string& model_hash, const std::string& version) {
+                             const std::string& model_hash, const std::string& version,
+                             const std::string& model_family) {
   std::vector<std::pair<std::string, std::string>> fields;
   fields.emplace_back("Steps", std::to_string(params.steps));
   fields.emplace_back("Sampler", a1111_sampler_name(params.sampler));
@@ -73,6 +74,8 @@ std::string a1111_parameters(const GenerationParams& params, const std::string& 
   if (params.clip_skip >= 1) fields.emplace_back("Clip skip", std::to_string(params.clip_skip + 1));
   fields.emplace_back("RNG", "CPU");
   if (params.sampler == "ddim" && params.eta != 0.0f) fields.emplace_back("Eta DDIM", python_float(params.eta));
+  if (params.guidance_rescale > 0.0f) fields.emplace_back("CFG Rescale phi", python_float(params.guidance_rescale));
+  if (!model_family.empty()) fields.emplace_back("Model family", model_family);
   if (!version.empty()) fields.emplace_back("Version", version);
 
   std::string text = params.prompt;

@@ -149,6 +149,8 @@ std::vector<PromptRecord> parse_prompts_jsonl(const std::string& text, const std
         r.guidance = json_float(v, where, key);
       } else if (key == "eta") {
         r.eta = json_float(v, where, key);
+      } else if (key == "guidance_rescale") {
+        r.guidance_rescale = json_float(v, where, key);
       } else if (key == "sampler") {
         r.sampler = json_string(v, where, key);
       } else if (key == "schedule") {
@@ -156,7 +158,7 @@ std::vector<PromptRecord> parse_prompts_jsonl(const std::string& text, const std
       } else {
         throw InputError(where + ": unknown key \"" + key +
                          "\" (known: prompt, negative_prompt, seed, steps, guidance, width, height, sampler, "
-                         "schedule, eta, clip_skip)");
+                         "schedule, eta, clip_skip, guidance_rescale)");
       }
     }
     if (!has_prompt) throw InputError(where + ": missing \"prompt\"");
@@ -183,6 +185,8 @@ void validate_params(const GenerationParams& p, const std::string& origin) {
   if (!std::isfinite(p.guidance)) throw InputError(origin + ": guidance is not a finite number");
   if (!std::isfinite(p.eta) || p.eta < 0) throw InputError(origin + ": eta must be a finite number >= 0");
   if (p.clip_skip < 0) throw InputError(origin + ": clip_skip must be >= 0");
+  if (!(p.guidance_rescale >= 0.0f && p.guidance_rescale <= 1.0f))
+    throw InputError(origin + ": guidance_rescale must lie in [0, 1]");
   size_t bad = 0;
   if (!valid_utf8(p.prompt, &bad))
     throw InputError(origin + ": invalid UTF-8 in the prompt at byte " + std::to_string(bad + 1));
@@ -206,6 +210,7 @@ std::vector<WorkItem> expand_job(const std::vector<PromptRecord>& prompts, int i
     if (r.clip_skip) params.clip_skip = *r.clip_skip;
     if (r.guidance) params.guidance = *r.guidance;
     if (r.eta) params.eta = *r.eta;
+    if (r.guidance_rescale) params.guidance_rescale = *r.guidance_rescale;
     if (r.sampler) params.sampler = *r.sampler;
     if (r.schedule) params.schedule = *r.schedule;
     validate_params(params, r.origin);

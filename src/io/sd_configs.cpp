@@ -155,6 +155,67 @@ const char* kTinyTextEncoder = R"json({
   "num_hidden_layers": 5
 })json";
 
+// sd21: stabilityai/stable-diffusion-2-1 (768 px, v-prediction), as merge patches over sd15: the
+// UNet's per-block heads [5, 10, 20, 20] (head dim 64 everywhere; the file calls them
+// attention_head_dim, docs/reference/sd15-semantics.md §4.1), linear proj_in/out, 1024-wide
+// cross-attention and attention upcast; the OpenCLIP ViT-H text tower as transformers holds it
+// (CLIPTextModel, exact GELU, 1024 wide, 16 heads) with its penultimate layer as the last one (the
+// folder ships 23 of the 24 layers: SD 2.x conditions on the penultimate layer, then the final
+// LayerNorm); the scheduler_config.json of the model repository (DDIM, v_prediction; like sd15's,
+// only the keys that file states).
+const char* kSd21Unet = R"json({
+  "attention_head_dim": [5, 10, 20, 20],
+  "cross_attention_dim": 1024,
+  "sample_size": 96,
+  "upcast_attention": true,
+  "use_linear_projection": true
+})json";
+
+const char* kSd21Vae = R"json({
+  "sample_size": 768
+})json";
+
+const char* kSd21TextEncoder = R"json({
+  "hidden_act": "gelu",
+  "hidden_size": 1024,
+  "intermediate_size": 4096,
+  "num_attention_heads": 16,
+  "num_hidden_layers": 23,
+  "projection_dim": 512
+})json";
+
+const char* kSd21Scheduler = R"json({
+  "_class_name": "DDIMScheduler",
+  "beta_end": 0.012,
+  "beta_schedule": "scaled_linear",
+  "beta_start": 0.00085,
+  "clip_sample": false,
+  "num_train_timesteps": 1000,
+  "prediction_type": "v_prediction",
+  "set_alpha_to_one": false,
+  "skip_prk_steps": true,
+  "steps_offset": 1,
+  "trained_betas": null
+})json";
+
+// tiny-sd2: sd21's structure (linear projections, per-block heads, exact GELU, v-prediction DDIM)
+// at tiny's width: head counts 2, 4, 4, 4 (head dims 16) and a 4-layer text tower.
+const char* kTinySd2Unet = R"json({
+  "block_out_channels": [32, 64, 64, 64],
+  "norm_num_groups": 8,
+  "attention_head_dim": [2, 4, 4, 4],
+  "cross_attention_dim": 32,
+  "sample_size": 8
+})json";
+
+const char* kTinySd2TextEncoder = R"json({
+  "hidden_size": 32,
+  "intermediate_size": 64,
+  "projection_dim": 32,
+  "num_attention_heads": 4,
+  "num_hidden_layers": 4
+})json";
+
 struct Row {
   const char* name;
   const char* based_on;  // nullptr: complete; else each component is a merge patch over that row
@@ -167,6 +228,9 @@ const std::vector<Row>& table() {
        {{"unet", kSd15Unet}, {"vae", kSd15Vae}, {"text_encoder", kSd15TextEncoder},
         {"scheduler", kSd15Scheduler}}},
       {"tiny", "sd15", {{"unet", kTinyUnet}, {"vae", kTinyVae}, {"text_encoder", kTinyTextEncoder}}},
+      {"sd21", "sd15",
+       {{"unet", kSd21Unet}, {"vae", kSd21Vae}, {"text_encoder", kSd21TextEncoder}, {"scheduler", kSd21Scheduler}}},
+      {"tiny-sd2", "sd21", {{"unet", kTinySd2Unet}, {"vae", kTinyVae}, {"text_encoder", kTinySd2TextEncoder}}},
   };
   return rows;
 }
@@ -202,6 +266,18 @@ nlohmann::json sd_config(const std::string& name, const std::string& component) 
   nlohmann::json config = sd_config(row->based_on, component);
   if (text) config.merge_patch(nlohmann::json::parse(text));
   return config;
+}
+
+std::string sd_family(const nlohmann::json& unet_config, const nlohmann::json& text_encoder_config) {
+  const nlohmann::json& text = text_encoder_config.contains("text_config") ? text_encoder_config["text_config"]
+                                                                            : text_encoder_config;
+  const bool open_clip = text.is_object() && text.value("hidden_act", "quick_gelu") == "gelu";
+  bool wide_context = false;
+  if (unet_config.is_object() && unet_config.contains("cross_attention_dim")) {
+    const nlohmann::json& cad = unet_config["cross_attention_dim"];
+    wide_context = cad.is_number() && cad.get<double>() == 1024;
+  }
+  return open_clip || wide_context ? "SD 2.x" : "SD 1.x";
 }
 
 }  // namespace sdmpi

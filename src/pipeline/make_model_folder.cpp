@@ -54,7 +54,7 @@ void write_weights(const fs::path& path, const std::vector<ParamSpec>& params, u
   writer.write(path.string());
 }
 
-json model_index() {
+json model_index(const std::string& scheduler_class) {
   json j;
   j["_class_name"] = "StableDiffusionPipeline";
   j["_diffusers_version"] = "0.42.1";
@@ -62,7 +62,7 @@ json model_index() {
   j["image_encoder"] = json::array({nullptr, nullptr});
   j["requires_safety_checker"] = false;
   j["safety_checker"] = json::array({nullptr, nullptr});
-  j["scheduler"] = json::array({"diffusers", "PNDMScheduler"});
+  j["scheduler"] = json::array({"diffusers", scheduler_class});
   j["text_encoder"] = json::array({"transformers", "CLIPTextModel"});
   j["tokenizer"] = json::array({"transformers", "CLIPTokenizer"});
   j["unet"] = json::array({"diffusers", "UNet2DConditionModel"});
@@ -74,7 +74,8 @@ json model_index() {
 
 void make_model(const std::string& preset_name, uint64_t seed, const std::string& out_dir) {
   const ModelPreset preset = model_preset(preset_name);
-  const DType dtype = preset_name == "sd15" ? DType::F16 : DType::F32;
+  // The real-size rows are written in float16, as their model repositories ship them.
+  const DType dtype = preset_name == "sd15" || preset_name == "sd21" ? DType::F16 : DType::F32;
   const fs::path root(out_dir);
   std::error_code ec;
   if (fs::exists(root, ec)) {
@@ -104,7 +105,8 @@ void make_model(const std::string& preset_name, uint64_t seed, const std::string
   write_weights(root / "text_encoder" / "model.safetensors", text, seed, dtype);
   ClipTokenizer::builtin().write_dir((root / "tokenizer").string());
   write_json(root / "scheduler" / "scheduler_config.json", preset.scheduler);
-  write_json(root / "model_index.json", model_index());  // last: the folder is complete
+  write_json(root / "model_index.json",
+             model_index(preset.scheduler.value("_class_name", std::string("PNDMScheduler"))));  // last: the folder is complete
 }
 
 }  // namespace sdmpi

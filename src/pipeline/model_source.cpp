@@ -5,6 +5,7 @@
 #include <mutex>
 #include <optional>
 
+#include "io/sd_configs.h"
 #include "sdmpi/error.h"
 #include "sdmpi/hash.h"
 #include "sdmpi/make_model.h"
@@ -110,6 +111,11 @@ std::string ModelSource::describe() const {
   if (state_->assembled) return "in-memory model " + spec_;
   if (builtin_) return "the built-in tiny model (random weights, seed 0)";
   return state_->files->describe();
+}
+
+std::string ModelSource::family() const {
+  if (state_->files) return state_->files->family();
+  return sd_family(config("unet"), config("text_encoder"));
 }
 
 ClipTokenizer load_tokenizer(const std::string& model_spec) {

@@ -1,6 +1,6 @@
 // Txt2ImgPipeline: diffusers' StableDiffusionPipeline.__call__ for a batch of work items.
 //
-// The order of operations is diffusers' (sd15-semantics.md §6.2): encode prompts (negative first
+// The order of operations is diffusers' (docs/reference/sd15-semantics.md §6.2): encode prompts (negative first
 // in the CFG batch), draw each item's latents from its own torch-compatible generator, scale by
 // init_noise_sigma, then per timestep: cat([x, x]) → scale_model_input → UNet → chunk → CFG
 // (three separately rounded ops) → scheduler.step (ancestral noise from each item's generator),
@@ -75,6 +75,40 @@ const std::set<int64_t>& fault_nan_items() {
 // models) on one backend never replay each other's graphs, whose weight addresses are baked in.
 constexpr int64_t kUnetStepCfg = 0, kUnetStepNoCfg = 2, kVariantsPerPipeline = 16;
 std::atomic<int64_t> next_pipeline_serial{1};
+
+// diffusers' rescale_noise_cfg(noise_cfg, noise_pred_text, guidance_rescale) for [B, h, w, c]
+// float32 tensors, per item: std_text / std_cfg (torch.std: unbiased, accumulated in double, then
+// float32), noise_cfg * ratio, then phi * rescaled + (1 - phi) * noise_cfg, each op rounded to
+// float32 as torch rounds it (the Python scalars phi and 1 - phi become float32). phi is per item
+// (items with phi 0 are left as they are), so items that differ only in it share a batch. On the
+// host: a per-step round trip of one latent-sized tensor, only when some item has phi > 0.
+Tensor rescale_noise_cfg(Backend& be, const Tensor& noise_cfg, const Tensor& noise_pred_text,
+                         const std::vector<WorkItem>& items) {
+  std::vector<float> cfg = be.to_host(noise_cfg);
+  const std::vector<float> text = be.to_host(noise_pred_text);
+  const Shape& shape = noise_cfg.shape();
+  const size_t per_item = cfg.size() / static_cast<size_t>(shape[0]);
+  auto std_of = [per_item](const float* v) {
+    double mean = 0;
+    for (size_t i = 0; i < per_item; ++i) mean += v[i];
+    mean /= static_cast<double>(per_item);
+    double ss = 0;
+    for (size_t i = 0; i < per_item; ++i) ss += (v[i] - mean) * (v[i] - mean);
+    return static_cast<float>(std::sqrt(ss / static_cast<double>(per_item - 1)));
+  };
+  for (size_t b = 0; b < static_cast<size_t>(shape[0]); ++b) {
+    const float phi = items[b].params.guidance_rescale;
+    if (!(phi > 0.0f)) continue;
+    const float one_minus_phi = static_cast<float>(1.0 - static_cast<double>(phi));
+    float* x = cfg.data() + b * per_item;
+    const float ratio = std_of(text.data() + b * per_item) / std_of(x);
+    for (size_t i = 0; i < per_item; ++i) {
+      const float rescaled = x[i] * ratio;
+      x[i] = phi * rescaled + one_minus_phi * x[i];
+    }
+  }
+  return be.from_host(cfg.data(), shape);
+}
 }  // namespace
 
 std::string default_sampler(const nlohmann::json& scheduler_config) {
@@ -144,6 +178,8 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
     throw InputError("width and height must be multiples of " + std::to_string(scale) + " for this model");
   const int64_t h = p.height / scale, w = p.width / scale, c = m.unet_config.in_channels;
   const bool cfg = p.guidance > 1.0f;  // diffusers: do_classifier_free_guidance = guidance_scale > 1
+  const bool any_rescale = std::any_of(items.begin(), items.end(),
+                                       [](const WorkItem& it) { return it.params.guidance_rescale > 0.0f; });
   const int max_len = m.text_config.max_position_embeddings;
 
   // ---- text --------------------------------------------------------------------------------------
@@ -226,6 +262,8 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
     ++m.timings.unet_calls;
     if (be.graph_captured(key)) ++m.timings.unet_graph_calls;
     Tensor eps = cfg ? be.guidance_combine(out.at(0), p.guidance) : be.copy(out.at(0));
+    if (cfg && any_rescale)  // diffusers: only with CFG, only for guidance_rescale > 0
+      eps = rescale_noise_cfg(be, eps, out.at(0).rows(B, 2 * B), items);
     latents = scheduler->step(be, eps, static_cast<size_t>(i), latents, &noise_fn);
     if (on_step && !on_step(i + 1, steps)) throw GenerationCancelled();
   }

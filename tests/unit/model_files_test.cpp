@@ -361,12 +361,51 @@ TEST(ModelFiles, FolderErrorsNameThePath) {
   EXPECT_EQ(error_of([&] { ModelFiles::open(d + "/nope"); }), "model path " + d + "/nope: no such file or folder");
 }
 
-TEST(ModelFiles, UnsupportedFolderFamilies) {
+// SD 2.x folders load and are named so (by the OpenCLIP text encoder's GELU or the 1024-wide
+// cross-attention); SDXL, SD3 / Flux (transformer/) and UNet-less pipelines are refused naming
+// what model_index.json lists.
+TEST(ModelFiles, FolderFamilies) {
+  EXPECT_EQ(ModelFiles::open(kFolder).family(), "SD 1.x");
   std::string d = copy_folder("sd2");
   auto cfg = ModelFiles::open(kFolder).config("unet");
   cfg["cross_attention_dim"] = 1024;
   write_text(d + "/unet/config.json", cfg.dump());
-  EXPECT_NE(error_of([&] { ModelFiles::open(d); }).find("SD 2.x models are not supported yet"), std::string::npos);
+  EXPECT_EQ(ModelFiles::open(d).family(), "SD 2.x");
+  std::string g = copy_folder("sd2_gelu");
+  auto text = ModelFiles::open(kFolder).config("text_encoder");
+  text["hidden_act"] = "gelu";
+  write_text(g + "/text_encoder/config.json", text.dump());
+  EXPECT_EQ(ModelFiles::open(g).family(), "SD 2.x");
+
+  std::ifstream index_file(kFolder + "/model_index.json");
+  const std::string index((std::istreambuf_iterator<char>(index_file)), std::istreambuf_iterator<char>());
+  std::string xl = copy_folder("xl");
+  auto xl_index = nlohmann::json::parse(index);
+  xl_index["_class_name"] = "StableDiffusionXLPipeline";
+  xl_index["text_encoder_2"] = {"transformers", "CLIPTextModelWithProjection"};
+  write_text(xl + "/model_index.json", xl_index.dump());
+  EXPECT_NE(error_of([&] { ModelFiles::open(xl); }).find("model_index.json names StableDiffusionXLPipeline (SDXL"),
+            std::string::npos);
+
+  std::string sd3 = copy_folder("sd3");
+  auto sd3_index = nlohmann::json::parse(index);
+  sd3_index["_class_name"] = "StableDiffusion3Pipeline";
+  sd3_index.erase("unet");
+  sd3_index["transformer"] = {"diffusers", "SD3Transformer2DModel"};
+  write_text(sd3 + "/model_index.json", sd3_index.dump());
+  const std::string sd3_error = error_of([&] { ModelFiles::open(sd3); });
+  EXPECT_NE(sd3_error.find("model_index.json names StableDiffusion3Pipeline with a transformer/"), std::string::npos)
+      << sd3_error;
+  EXPECT_NE(sd3_error.find("SD3, Flux and other transformer pipelines are not supported"), std::string::npos);
+
+  std::string other = copy_folder("other");
+  auto other_index = nlohmann::json::parse(index);
+  other_index["_class_name"] = "KandinskyPipeline";
+  other_index.erase("unet");
+  write_text(other + "/model_index.json", other_index.dump());
+  fs::remove_all(other + "/unet");
+  EXPECT_NE(error_of([&] { ModelFiles::open(other); }).find("names KandinskyPipeline without a unet/"),
+            std::string::npos);
 }
 
 // ---- single files: families and odd checkpoints ---------------------------------------------------

@@ -11,3 +11,4 @@ for s in noise scheduler tokenizer tokenizer_json tokenizer_special ops checkpoi
   echo "== make_${s}_golden.py"; "$PY" "tools/golden/make_${s}_golden.py"
 done
 echo "== make_pipeline_golden.py"; "$PY" tools/golden/make_pipeline_golden.py "$tmp/tiny/tokenizer"
+echo "== make_sd2_golden.py"; "$PY" tools/golden/make_sd2_golden.py "$tmp/tiny/tokenizer"
