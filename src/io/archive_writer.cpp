@@ -351,6 +351,18 @@ ArchiveWriter ArchiveWriter::open_existing(const std::string& path, const std::s
       impl->heights.push_back(row.item.params.height);
       impl->status.push_back(static_cast<uint8_t>(row.status));
     }
+    // A finished row whose image no longer reads back (a chunk damaged on disk or by hand) is
+    // made again: it counts as pending here, and its rewrite replaces the chunk and sets /done.
+    // This reads every finished image once per resume, the price of never keeping a broken one.
+    for (size_t r = 0; r < impl->status.size(); ++r) {
+      if (impl->status[r] != static_cast<uint8_t>(RowStatus::Done)) continue;
+      try {
+        reader.read_image(r);
+      } catch (const InputError& e) {
+        log::warn(std::string(e.what()) + ": making it again");
+        impl->status[r] = static_cast<uint8_t>(RowStatus::Pending);
+      }
+    }
   }
   impl->options.gzip_level = impl->info.gzip_level;
   repair_lost_reasons(path, impl->indices.size(), ctx);
