@@ -5,21 +5,26 @@
 // generations (several samplers, CFG with negatives, guidance_rescale 0.7, guidance 1.0, non-square
 // sizes): every uint8 pixel within 1 level of diffusers' image; each run made as a batch of 2 and
 // item by item gives the same bytes. The SD 2.1 and tiny-sd2 rows of the config table are checked
-// to parse into the networks they describe.
+// to parse into the networks they describe, and guidance_rescale to travel from a JSONL line to the
+// PNG parameters and the archive.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "golden_util.h"
 #include "io/sd_configs.h"
+#include "sdmpi/archive.h"
 #include "sdmpi/backend.h"
 #include "sdmpi/clip_text.h"
 #include "sdmpi/make_model.h"
 #include "sdmpi/model_config.h"
 #include "sdmpi/noise.h"
 #include "sdmpi/pipeline.h"
+#include "sdmpi/png.h"
+#include "sdmpi/prompts.h"
 #include "sdmpi/safetensors.h"
 #include "sdmpi/unet.h"
 
@@ -247,4 +252,42 @@ TEST(Sd2Golden, EveryRunWithinOneLevelOfDiffusers) {
   EXPECT_GE(runs, 8);
   EXPECT_GE(rescaled_cfg_runs, 3);
   EXPECT_GE(v_prediction_runs, 5);
+}
+
+// guidance_rescale on its way through the job: a JSONL key (range-checked), the PNG parameters'
+// "CFG Rescale phi" and "Model family", and the archive's /guidance_rescale column.
+TEST(GuidanceRescale, PromptsPngAndArchiveCarryIt) {
+  auto records = parse_prompts_jsonl("{\"prompt\": \"a\", \"guidance_rescale\": 0.7}\n{\"prompt\": \"b\"}\n", "p.jsonl");
+  GenerationParams defaults;
+  defaults.width = defaults.height = 64;
+  std::vector<WorkItem> items = expand_job(records, 1, 5, defaults);
+  ASSERT_EQ(items.size(), 2u);
+  EXPECT_EQ(items[0].params.guidance_rescale, 0.7f);
+  EXPECT_EQ(items[1].params.guidance_rescale, 0.0f);
+  try {
+    expand_job(parse_prompts_jsonl("{\"prompt\": \"a\", \"guidance_rescale\": 1.5}\n", "q.jsonl"), 1, 5, defaults);
+    ADD_FAILURE() << "guidance_rescale 1.5 accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("q.jsonl:1: guidance_rescale must lie in [0, 1]"), std::string::npos) << e.what();
+  }
+
+  const std::string with = a1111_parameters(items[0].params, "m", "", "sd_mpi 0.1.0", "SD 2.x");
+  EXPECT_NE(with.find("RNG: CPU, CFG Rescale phi: 0.7, Model family: SD 2.x, Version: sd_mpi 0.1.0"), std::string::npos)
+      << with;
+  EXPECT_EQ(a1111_parameters(items[1].params, "m", "", "sd_mpi 0.1.0").find("CFG Rescale"), std::string::npos);
+
+  const std::string path = std::string(SDMPI_BINARY_DIR) + "/sd2_golden_rescale.h5";
+  std::remove(path.c_str());
+  ArchiveInfo info;
+  info.model_path = "tiny-sd2";
+  info.weights_hash = "x";
+  info.config_json = "{}";
+  info.fingerprint = "fp";
+  info.total_items = 2;
+  ArchiveWriter::create(path, items, info).close();
+  ArchiveReader reader(path);
+  ASSERT_EQ(reader.rows().size(), 2u);
+  EXPECT_EQ(reader.rows()[0].item.params.guidance_rescale, 0.7f);
+  EXPECT_EQ(reader.rows()[1].item.params.guidance_rescale, 0.0f);
+  std::remove(path.c_str());
 }
