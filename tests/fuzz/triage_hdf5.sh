@@ -26,7 +26,7 @@ for input in "$2"/crash-* "$2"/leak-* "$2"/timeout-* "$2"/oom-*; do
     continue
   fi
   frame=$(grep -E '^ +#[0-9]+ ' <<< "$report" |
-          grep -vE '__interceptor_|__asan|__sanitizer|__lsan|fuzzer::|in (malloc|calloc|realloc|free|operator new|operator delete)|libc\.so|libstdc\+\+|__pthread|raise |abort |_start|__libc|archive_fuzz\+0x|_fuzz\+0x' |
+          grep -vE '__interceptor_|__asan|__sanitizer|__lsan|fuzzer::|in (malloc|calloc|realloc|free|operator new|operator delete)|libc\.so|sysdeps/|libstdc\+\+|__pthread|raise |abort |_start|__libc|archive_fuzz\+0x|_fuzz\+0x' |
           head -n 1 | sed 's/^ *//' | cut -c1-160)
   if [[ "$frame" == *libhdf5* ]]; then
     echo "libhdf5  $(basename "$input")  $frame"
