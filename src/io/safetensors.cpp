@@ -50,7 +50,14 @@ std::string printable(const std::string& s, size_t max = 160, bool ascii = false
 }
 
 // A tensor name or key for a message: 'name'.
-std::string quoted(const std::string& s) { return "'" + printable(s) + "'"; }
+std::string quoted(const std::string& s) {
+  // Appended, not "'" + printable(s): GCC 12's -Wrestrict reports an impossible overlap in the
+  // inlined operator+(const char*, string&&) (a false positive, GCC bug 105329).
+  std::string out(1, '\'');
+  out += printable(s);
+  out += '\'';
+  return out;
+}
 
 // Every dtype string the safetensors format defines, with its size in bits. Only the first three
 // are read by sd_mpi; the others are validated and reported as unsupported when used.
