@@ -76,6 +76,12 @@ struct OpCall {
 // Called once per outermost op call (an op a backend runs by calling other ops is one call).
 using OpObserver = std::function<void(const OpCall&)>;
 
+// Host memory this process may still use, in bytes: /proc/meminfo's MemAvailable, capped by the
+// room left under the cgroup's memory limit (v2 memory.max - memory.current, or v1's
+// limit_in_bytes - usage_in_bytes) when one is set; -1 when neither can be read. Shared by every
+// process on the node: divide by the ranks there.
+int64_t host_memory_available();
+
 // The device seam. Every op below is a public, non-virtual call that checks the op's contract
 // once, for every backend (src/core/backend.cpp: one Error line naming the op, the argument and
 // the shapes), and then dispatches to the backend's do_*() implementation, which may assume the
@@ -88,6 +94,10 @@ class Backend {
   virtual std::string name() const = 0;           // "cpu (8 threads, OpenBLAS)", "cuda:0 NVIDIA H100"
   virtual Device device() const = 0;
   virtual DType compute_dtype() const = 0;        // dtype of activations this backend produces
+  // Bytes this rank may still allocate where its activations and weights live, for the resource
+  // plan checked before a job loads anything (src/pipeline/memory_plan.h); -1 when unknown. The
+  // default is the host's (host_memory_available()); a GPU backend answers its device's free memory.
+  virtual int64_t memory_available() const;
 
   // ---- memory -----------------------------------------------------------------------------------
   Tensor empty(const Shape& shape, DType dtype);

@@ -8,6 +8,8 @@
 // outermost call is reported to the backend's op observer, if one is set (OpCall: shapes and
 // flags), which is how the launch-count test counts a UNet step without running it on a GPU.
 #include <algorithm>
+#include <fstream>
+#include <string>
 #include <utility>
 
 #include "sdmpi/backend.h"
@@ -465,5 +467,66 @@ std::vector<Tensor> Backend::run_graph(const GraphKey&, const std::vector<Tensor
 bool Backend::graph_captured(const GraphKey&) const { return false; }
 
 std::vector<Tensor> Backend::graph_inputs(const GraphKey&) { return {}; }
+
+// ---- memory this rank may still use (the resource plan) ----------------------------------------------
+
+namespace {
+
+// The first number in a file ("max" or an unreadable file: -1).
+int64_t read_bytes_file(const char* path) {
+  std::ifstream f(path);
+  std::string word;
+  if (!(f >> word) || word.empty() || word.find_first_not_of("0123456789") != std::string::npos) return -1;
+  return static_cast<int64_t>(std::stoull(word));
+}
+
+// "MemAvailable:  123456 kB" of /proc/meminfo, in bytes; -1 when absent (kernels before 3.14).
+int64_t meminfo_available() {
+  std::ifstream f("/proc/meminfo");
+  std::string key, unit;
+  int64_t kib = 0;
+  while (f >> key >> kib) {
+    std::getline(f, unit);
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return -1;
+}
+
+// One "key value" line of a cgroup's memory.stat; 0 when absent.
+int64_t memory_stat(const std::string& path, const std::string& wanted) {
+  std::ifstream f(path);
+  std::string key;
+  int64_t value = 0;
+  while (f >> key >> value)
+    if (key == wanted) return value;
+  return 0;
+}
+
+// Room left under the cgroup's limit: v2 (unified) first, then v1's memory controller. A limit
+// of "max" or an absurd v1 "no limit" value (page-rounded INT64_MAX) means none. The usage counts
+// the page cache, whose inactive part the kernel reclaims before it kills: it counts as room.
+int64_t cgroup_room() {
+  std::string dir = "/sys/fs/cgroup/", inactive_key = "inactive_file";
+  int64_t limit = read_bytes_file("/sys/fs/cgroup/memory.max"), used = read_bytes_file("/sys/fs/cgroup/memory.current");
+  if (limit < 0) {
+    dir = "/sys/fs/cgroup/memory/";
+    inactive_key = "total_inactive_file";
+    limit = read_bytes_file("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+    used = read_bytes_file("/sys/fs/cgroup/memory/memory.usage_in_bytes");
+  }
+  if (limit < 0 || limit >= (int64_t{1} << 60)) return -1;
+  used -= memory_stat(dir + "memory.stat", inactive_key);
+  return std::max<int64_t>(0, limit - std::max<int64_t>(0, used));
+}
+
+}  // namespace
+
+int64_t host_memory_available() {
+  int64_t available = meminfo_available(), room = cgroup_room();
+  if (available < 0) return room;
+  return room < 0 ? available : std::min(available, room);
+}
+
+int64_t Backend::memory_available() const { return host_memory_available(); }
 
 }  // namespace sdmpi

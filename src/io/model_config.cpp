@@ -143,8 +143,16 @@ class Reader {
   const std::string& source_;
 };
 
-constexpr int kMaxChannels = 1 << 16;
+// Sanity bounds: far beyond any Stable Diffusion (SDXL's widest is 2048 channels, 10 transformer
+// layers; CLIP's vocabulary 49,408), yet small enough that a typo'd config is an InputError naming
+// the key, not an allocation of terabytes (the resource plan then checks what remains).
+constexpr int kMaxChannels = 16384;
 constexpr int kMaxLayers = 64;
+constexpr int kMaxLatentSide = 1024;        // unet sample_size: 8192 pixels
+constexpr int kMaxImageSide = 16384;        // vae sample_size
+constexpr int kMaxVocabulary = 1000000;
+constexpr int kMaxPositions = 4096;         // text tokens
+constexpr int kMaxFeedForward = 4 * kMaxChannels;
 
 [[noreturn]] void invalid(const std::string& source, const std::string& what) {
   throw InputError(source + ": " + what);
@@ -197,9 +205,9 @@ UNetConfig UNetConfig::from_json(const json& j, const std::string& source) {
   if (r.given("sample_size")) {
     // An int, or [h, w] in a few newer configs: the default size only.
     if (r.at("sample_size").is_array()) {
-      c.sample_size = r.integers("sample_size", {}, 1, kMaxChannels).front();
+      c.sample_size = r.integers("sample_size", {}, 1, kMaxLatentSide).front();
     } else {
-      c.sample_size = r.integer("sample_size", 0, 1, kMaxChannels);
+      c.sample_size = r.integer("sample_size", 0, 1, kMaxLatentSide);
     }
   }
   c.center_input_sample = r.boolean("center_input_sample", c.center_input_sample);
@@ -411,8 +419,8 @@ VAEConfig VAEConfig::from_json(const json& j, const std::string& source) {
   c.norm_num_groups = r.integer("norm_num_groups", c.norm_num_groups, 1, kMaxChannels);
   if (r.given("sample_size")) {
     c.sample_size = r.at("sample_size").is_array()
-                        ? r.integers("sample_size", {}, 1, 1 << 20).front()
-                        : r.integer("sample_size", c.sample_size, 1, 1 << 20);
+                        ? r.integers("sample_size", {}, 1, kMaxImageSide).front()
+                        : r.integer("sample_size", c.sample_size, 1, kMaxImageSide);
   }
   c.scaling_factor = r.number("scaling_factor", c.scaling_factor);
   if (!(c.scaling_factor > 0)) r.fail("scaling_factor", "must be positive");
@@ -499,21 +507,21 @@ ClipTextConfig ClipTextConfig::from_json(const json& j, const std::string& sourc
   }
   const Reader& r = outer;
   ClipTextConfig c;
-  c.vocab_size = r.integer("vocab_size", c.vocab_size, 1, 1 << 24);
+  c.vocab_size = r.integer("vocab_size", c.vocab_size, 1, kMaxVocabulary);
   c.hidden_size = r.integer("hidden_size", c.hidden_size, 1, kMaxChannels);
-  c.intermediate_size = r.integer("intermediate_size", c.intermediate_size, 1, 1 << 20);
-  c.projection_dim = r.integer("projection_dim", c.projection_dim, 1, 1 << 20);
-  c.num_hidden_layers = r.integer("num_hidden_layers", c.num_hidden_layers, 1, 256);
+  c.intermediate_size = r.integer("intermediate_size", c.intermediate_size, 1, kMaxFeedForward);
+  c.projection_dim = r.integer("projection_dim", c.projection_dim, 1, kMaxChannels);
+  c.num_hidden_layers = r.integer("num_hidden_layers", c.num_hidden_layers, 1, kMaxLayers);
   c.num_attention_heads = r.integer("num_attention_heads", c.num_attention_heads, 1, kMaxChannels);
-  c.max_position_embeddings = r.integer("max_position_embeddings", c.max_position_embeddings, 1, 1 << 16);
+  c.max_position_embeddings = r.integer("max_position_embeddings", c.max_position_embeddings, 1, kMaxPositions);
   c.hidden_act = r.string("hidden_act", c.hidden_act);
   if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu")
     r.fail("hidden_act", "only \"quick_gelu\" and \"gelu\" are supported");
   c.layer_norm_eps = r.number("layer_norm_eps", c.layer_norm_eps);
   if (!(c.layer_norm_eps > 0)) r.fail("layer_norm_eps", "must be positive");
-  c.pad_token_id = r.integer("pad_token_id", c.pad_token_id, 0, 1 << 24);
-  c.bos_token_id = r.integer("bos_token_id", c.bos_token_id, 0, 1 << 24);
-  c.eos_token_id = r.integer("eos_token_id", c.eos_token_id, 0, 1 << 24);
+  c.pad_token_id = r.integer("pad_token_id", c.pad_token_id, 0, kMaxVocabulary);
+  c.bos_token_id = r.integer("bos_token_id", c.bos_token_id, 0, kMaxVocabulary);
+  c.eos_token_id = r.integer("eos_token_id", c.eos_token_id, 0, kMaxVocabulary);
   if (c.hidden_size % c.num_attention_heads != 0)
     r.fail("num_attention_heads", "must divide hidden_size (" + std::to_string(c.hidden_size) + ")");
   c.validate(source);

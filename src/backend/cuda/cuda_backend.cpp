@@ -60,6 +60,8 @@ class CudaBackendImpl final : public CudaBackend {
   std::string name() const override { return name_; }
   Device device() const override { return Device::CUDA; }
   DType compute_dtype() const override { return compute_; }
+  // The device's free memory (cudaMemGetInfo) plus what this backend's pools hold unused.
+  int64_t memory_available() const override;
 
   void synchronize() override;
   std::vector<Tensor> run_graph(const GraphKey& key, const std::vector<Tensor>& inputs, const GraphFn& fn) override;
@@ -418,6 +420,18 @@ Tensor CudaBackendImpl::do_upload_weight(const WeightView& w, WeightKind kind, c
       kernels::convert(s(), w.dtype, staging.raw(), target, out.raw(), n);
   }
   return out;
+}
+
+int64_t CudaBackendImpl::memory_available() const {
+  cudaSetDevice(device_);
+  size_t free_b = 0, total_b = 0;
+  if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  size_t pooled = (weights_->reserved_bytes() - weights_->in_use_bytes()) +
+                  (activations_->reserved_bytes() - activations_->in_use_bytes());
+  return static_cast<int64_t>(free_b + pooled);
 }
 
 CudaMemoryStats CudaBackendImpl::memory_stats() const {
