@@ -72,6 +72,10 @@ bool parse_generate_options(int argc, char** argv, bool talk, GenerateOptions* o
   if (!talk) cli.set_help_flag();  // only rank 0 talks about the command line
   try {
     cli.parse(argc, argv);
+    if (options->out_dir.empty() && options->archive.empty() && kPngSupported) {
+      options->out_dir = kDefaultOutDir;
+      options->out_dir_defaulted = true;
+    }
     return true;
   } catch (const CLI::CallForHelp& e) {
     if (talk) cli.exit(e);
@@ -86,6 +90,11 @@ bool parse_generate_options(int argc, char** argv, bool talk, GenerateOptions* o
 void validate_generate_options(const GenerateOptions& o) {
   if (o.prompts.empty() && o.prompts_file.empty()) throw InputError("give --prompt TEXT or --prompts FILE");
   if (o.out_dir.empty() && o.archive.empty()) throw InputError("nothing to write: give --out-dir DIR and/or --archive FILE.h5");
+  // (a multiple of 8 is checked with each item's size, which a JSONL line may also set)
+  for (auto [name, side] : {std::pair{"--width", o.width}, std::pair{"--height", o.height}})
+    if (side > kMaxImageSide)
+      throw InputError(std::string(name) + " " + std::to_string(side) + ": at most " + std::to_string(kMaxImageSide) +
+                       " pixels per side");
   if (!o.archive.empty() && !kArchiveSupported) throw InputError("this sd_mpi was built without HDF5: --archive is not available");
   if (!o.out_dir.empty() && !kPngSupported) throw InputError("this sd_mpi was built without libpng: --out-dir is not available");
   if (o.resume && o.overwrite) throw InputError("--resume and --overwrite contradict each other");

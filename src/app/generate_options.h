@@ -10,6 +10,12 @@
 
 namespace sdmpi::app {
 
+// Where PNG files go when the command line names no output (as sd.cpp and diffusers scripts write
+// an image without being asked): a folder in the working directory, said on the first line.
+inline constexpr const char* kDefaultOutDir = "sd_mpi-out";
+// The largest image side accepted on the command line (the resource plan then checks the memory).
+inline constexpr int kMaxImageSide = 16384;
+
 struct GenerateOptions {
   std::string model, variant;
   std::vector<std::string> prompts;
@@ -28,6 +34,7 @@ struct GenerateOptions {
   std::string device = "auto", precision = "auto";
   int threads = 0;
   std::string out_dir, archive, shard;
+  bool out_dir_defaulted = false;  // neither --out-dir nor --archive: PNG files go to kDefaultOutDir
   bool resume = false, overwrite = false, fail_fast = false, allow_gpu_sharing = false;
   std::string progress = "auto", distribution = "dynamic";
   bool quiet = false, verbose = false;

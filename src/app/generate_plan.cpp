@@ -14,6 +14,8 @@
 #include <set>
 
 #include "app/device.h"
+#include "pipeline/memory_plan.h"
+#include "sdmpi/cuda_backend.h"
 #include "sdmpi/error.h"
 #include "sdmpi/hash.h"
 #include "sdmpi/log.h"
@@ -179,6 +181,18 @@ OutputSink::Setup output_setup(const World& world, const GenerateOptions& o, con
   return setup;
 }
 
+// The resource plan against this node's RAM, before anything is written, when the ranks compute
+// on the CPU (a GPU's memory is checked once the rank has bound it, in generate_run).
+void check_host_memory(const World& world, const GenerateOptions& o, const GeneratePlan& plan,
+                       const std::vector<WorkItem>& items) {
+  if (o.device != "cpu" && probe_cuda().usable()) return;
+  const int ranks = std::max(1, world.info().local_size);
+  int64_t available = host_memory_available();
+  if (available >= 0) available /= ranks;
+  check_memory_plan(o, *plan.model, items, plan.precision, false, available,
+                    "(available memory of " + world.info().host + " shared by " + std::to_string(ranks) + " rank(s))");
+}
+
 // Rank 0's part: everything that reads a file or decides. Fills plan->model, ->sink and ->items
 // (and ->format) and returns what the other ranks need of it.
 nlohmann::json plan_on_root(const World& world, const GenerateOptions& o, GeneratePlan* plan) {
@@ -188,6 +202,7 @@ nlohmann::json plan_on_root(const World& world, const GenerateOptions& o, Genera
   std::vector<WorkItem> all_items = job_items(records, o, base_seed, job_defaults(o, *plan->model));
   Shard shard = parse_shard(o.shard);
   std::vector<WorkItem> in_shard = shard_items(all_items, shard);
+  check_host_memory(world, o, *plan, all_items);
 
   OutputSink::Setup setup = output_setup(world, o, *plan, base_seed, all_items, shard);
   if (!o.out_dir.empty()) check_writable_dir(o.out_dir);
@@ -207,8 +222,29 @@ nlohmann::json plan_on_root(const World& world, const GenerateOptions& o, Genera
 
 }  // namespace
 
+void check_memory_plan(const GenerateOptions& o, const ModelSource& model, const std::vector<WorkItem>& items,
+                       DType precision, bool gpu, int64_t available, const std::string& where) {
+  if (items.empty()) return;
+  MemoryRequest request;
+  request.width = request.height = 0;
+  request.cfg = false;
+  for (const WorkItem& it : items) {  // the largest size and guidance of any batch
+    request.width = std::max(request.width, it.params.width);
+    request.height = std::max(request.height, it.params.height);
+    request.cfg = request.cfg || it.params.guidance > 1.0f;
+  }
+  request.batch = static_cast<int>(std::min<int64_t>(o.batch_size, static_cast<int64_t>(items.size())));
+  request.dtype = precision;
+  request.gpu = gpu;
+  std::string what = std::to_string(request.width) + "x" + std::to_string(request.height) + " images, batch " +
+                     std::to_string(request.batch) + (request.cfg ? " (x2 for guidance)" : "") + ", " +
+                     dtype_name(precision) + (gpu ? " on the GPU" : " on the CPU");
+  std::string shortfall = memory_shortfall(what, estimate_memory(model, request), available, where);
+  if (!shortfall.empty()) throw InputError(shortfall);
+}
+
 int plan_generate(const World& world, const GenerateOptions& o, GeneratePlan* plan) {
-  return agree(world, [&] {
+  int code = agree(world, [&] {
     validate_generate_options(o);
     plan->precision = resolve_precision(o.precision, o.device);
     std::string shared_text = on_root(world, [&] { return plan_on_root(world, o, plan).dump(); });
@@ -218,6 +254,9 @@ int plan_generate(const World& world, const GenerateOptions& o, GeneratePlan* pl
     for (const nlohmann::json& j : shared.at("items")) plan->items.push_back(item_from_json(j));
     plan->model = ModelSource::open(o.model, o.variant);
   });
+  if (code == 0 && o.out_dir_defaulted && world.rank() == 0)
+    log::info(std::string("sd_mpi: writing PNG files to ./") + kDefaultOutDir + "/ (give --out-dir or --archive to choose)");
+  return code;
 }
 
 }  // namespace sdmpi::app

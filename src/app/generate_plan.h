@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "app/generate_options.h"
@@ -23,6 +24,13 @@ struct GeneratePlan {
   OutputFormat format;               // how every rank encodes its finished images
   std::unique_ptr<OutputSink> sink;  // rank 0's outputs; nullptr on the other ranks
 };
+
+// The resource plan (src/pipeline/memory_plan.h) of `items` in batches of options.batch_size at
+// `precision`, on a GPU or the CPU, against `available` bytes (-1: unknown, nothing checked);
+// `where` says whose memory that is. Throws InputError "<request> needs about N GiB per rank
+// (weights X + activations Y); this rank has Z GiB ..." when the job cannot fit.
+void check_memory_plan(const GenerateOptions& options, const ModelSource& model, const std::vector<WorkItem>& items,
+                       DType precision, bool gpu, int64_t available, const std::string& where);
 
 // Plans the job on every rank. Returns 0 with *plan filled, or the exit code every rank returns
 // (its error printed once). Collective.

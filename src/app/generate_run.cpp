@@ -68,6 +68,11 @@ int run_generate(const World& world, const GenerateOptions& o, GeneratePlan& pla
   int code = agree(world, [&] {
     if (plan.items.empty()) return;
     backend = select_backend(o.device, plan.precision, world.info(), o.allow_gpu_sharing, o.threads);
+    // The CPU's plan was checked against the node's RAM before anything was written; a GPU's
+    // free memory is known only now that this rank has bound it.
+    if (backend->device() != Device::CPU)
+      check_memory_plan(o, *plan.model, plan.items, plan.precision, true, backend->memory_available(),
+                        "(free memory of " + backend->name() + ")");
     auto t0 = std::chrono::steady_clock::now();
     pipeline = std::make_unique<Txt2ImgPipeline>(*plan.model, *backend);
     if (root) log::info("model " + plan.model->describe() + " loaded in " + std::to_string(seconds_since(t0)).substr(0, 5) + " s");

@@ -5,6 +5,7 @@
 #include "sdmpi/prompts.h"
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,8 @@ namespace sdmpi {
 namespace {
 
 std::string read_whole_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw InputError("prompt file " + path + " is a folder, not a file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError("cannot open prompt file " + path);
   std::ostringstream ss;
