@@ -118,7 +118,8 @@ FeedForward::FeedForward(ParamSink& w, const std::string& name, int dim, int mul
       out(w, name + ".net.2", mult * dim, dim) {}
 
 Tensor FeedForward::operator()(Backend& b, const Tensor& x, const Tensor* residual) const {
-  return out(b, b.geglu(proj(b, x)), residual);
+  // geglu(proj(x)) as one op, so a backend may gate in the product's epilogue (same bits on the CPU).
+  return out(b, b.linear_geglu(x, proj.weight, proj.bias.defined() ? &proj.bias : nullptr), residual);
 }
 
 BasicTransformerBlock::BasicTransformerBlock(ParamSink& w, const std::string& name, int dim,
