@@ -13,7 +13,7 @@
 //
 // The per-block lists are resolved the way diffusers resolves them: an int in the file becomes one
 // value per down block, and the number of attention heads is
-// `num_attention_heads or attention_head_dim` (the naming quirk of sd15-semantics.md §4.1: SD 1.5's
+// `num_attention_heads or attention_head_dim` (the naming quirk of docs/reference/sd15-semantics.md §4.1: SD 1.5's
 // "attention_head_dim": 8 means 8 heads at every level).
 #pragma once
 
