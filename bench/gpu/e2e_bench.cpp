@@ -26,8 +26,12 @@
 //   --budget-seconds: fewer timed steps (at least 5) where the warm-up's step time says --steps
 //             would not fit; the projection to --report-steps then says what 50 steps take.
 //   --images DIR: writes DIR/sd_mpi_b<B>.rgb (raw uint8, B x H x W x 3) for the comparison.
+//   --profile-step K: in the first timed run, the profiler (cudaProfilerStart/Stop) is on for
+//             denoising step K alone (K >= 2), so `ncu --profile-from-start off` (bench/gpu/deep.sh)
+//             sees exactly one step: the UNet graph's kernels, guidance and the scheduler.
 // Prints one JSON line per batch size on stdout ({"bench":"e2e","impl":"sd_mpi",...}); progress
 // and errors on stderr. Exit status 1 if any batch size failed (its line then carries "error").
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -63,6 +67,7 @@ struct Options {
   uint64_t seed = 0;
   std::vector<int> batches;
   int steps = 50, report_steps = 50, warmup_steps = 2, size = 512, repeats = 1;
+  int profile_step = 0;  // 0: none
   float guidance = 7.5f;
   double budget_seconds = 0;  // 0: none
   bool graphs = true;
@@ -73,7 +78,7 @@ struct Options {
                "e2e_bench: %s\nusage: e2e_bench --make-model DIR [--preset sd15|tiny] [--seed S]\n"
                "       e2e_bench --model DIR [--batch N]... [--steps 50] [--report-steps 50] [--warmup-steps 2]\n"
                "                 [--size 512] [--guidance 7.5] [--precision fp16|bf16|fp32] [--sampler NAME]\n"
-               "                 [--repeats 1] [--images DIR] [--no-graphs] [--budget-seconds S]\n",
+               "                 [--repeats 1] [--images DIR] [--no-graphs] [--budget-seconds S] [--profile-step K]\n",
                why.c_str());
   std::exit(2);
 }
@@ -117,6 +122,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--sampler") o.sampler = value();
     else if (a == "--images") o.images_dir = value();
     else if (a == "--no-graphs") o.graphs = false;
+    else if (a == "--profile-step") o.profile_step = to_int(a, value(), 2);
     else if (a == "-h" || a == "--help") usage("help");
     else usage("unknown argument '" + a + "'");
   }
@@ -181,8 +187,13 @@ class StepEvents {
   ~StepEvents() {
     for (cudaEvent_t e : events_) cudaEventDestroy(e);
   }
+  // Profile denoising step `step` alone: the profiler starts once step - 1 is queued and stops
+  // once `step` is.
+  void profile(int step) { profile_step_ = step; }
   StepCallback_t callback() {
     return [this](int step, int) {
+      if (profile_step_ > 0 && step == profile_step_ - 1) cudaProfilerStart();
+      if (profile_step_ > 0 && step == profile_step_) cudaProfilerStop();
       if (step >= 1 && step <= static_cast<int>(events_.size())) {
         cudaEventRecord(events_[static_cast<size_t>(step - 1)], stream_);
         recorded_ = std::max(recorded_, step);
@@ -207,6 +218,7 @@ class StepEvents {
   cudaStream_t stream_;
   std::vector<cudaEvent_t> events_;
   int recorded_ = 0;
+  int profile_step_ = 0;
 };
 
 json memory_json(CudaBackend& cuda, size_t used_before) {
@@ -264,6 +276,7 @@ json run_batch(const Options& o, Txt2ImgPipeline& pipe, CudaBackend& cuda, const
   std::vector<ImageResult> images;
   for (int rep = 0; rep < o.repeats; ++rep) {
     StepEvents events(cuda, steps + 8);
+    if (rep == 0) events.profile(o.profile_step);
     auto t0 = Clock::now();
     images = pipe.generate(items, events.callback());
     totals.push_back(since(t0));
