@@ -11,6 +11,7 @@
 #include "sdmpi/make_model.h"
 #include "sdmpi/model_files.h"
 #include "sdmpi/pipeline.h"
+#include "pipeline/demo_model.h"
 
 namespace sdmpi {
 
@@ -50,8 +51,9 @@ ModelSource ModelSource::open(const std::string& spec, const std::string& varian
     m.state_->memory = make_model_in_memory(kBuiltinName, kBuiltinSeed);
     return m;
   }
+  if (spec == kDemoModelName) return open_demo_model();  // trained, embedded (tools/demo_model)
   if (!fs::exists(spec))
-    throw InputError("model " + spec + " does not exist (give a diffusers folder, a .safetensors checkpoint, or 'tiny')");
+    throw InputError("model " + spec + " does not exist (give a diffusers folder, a .safetensors checkpoint, 'tiny' or 'demo')");
   m.state_->files = ModelFiles::open(spec, variant);
   return m;
 }
@@ -101,7 +103,7 @@ std::string ModelSource::weights_hash() const {
 }
 
 std::string ModelSource::name() const {
-  if (builtin_) return kBuiltinName;
+  if (builtin_) return state_->assembled ? spec_ : kBuiltinName;  // from_memory: its own name
   fs::path p = fs::path(spec_).lexically_normal();
   if (p.filename().empty()) p = p.parent_path();
   return state_->files->is_single_file() ? p.stem().string() : p.filename().string();

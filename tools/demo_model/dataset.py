@@ -140,12 +140,21 @@ def make_batch(rng: np.random.Generator, n: int, held_out: bool = False):
     return caps, np.stack(imgs)
 
 
-if __name__ == "__main__":  # a contact sheet for a look: python dataset.py sheet.png
-    import sys
-    from PIL import Image
+if __name__ == "__main__":
+    import argparse
 
-    rng = np.random.default_rng(0)
-    caps, imgs = make_batch(rng, 16)
-    sheet = imgs.reshape(4, 4, SIZE, SIZE, 3).transpose(0, 2, 1, 3, 4).reshape(4 * SIZE, 4 * SIZE, 3)
-    Image.fromarray(sheet).resize((8 * SIZE, 8 * SIZE), Image.NEAREST).save(sys.argv[1])
-    print("\n".join(caps))
+    ap = argparse.ArgumentParser(description="A contact sheet of training pictures, or held-out test prompts.")
+    ap.add_argument("--sheet", help="write 16 training pictures to this PNG and print their captions")
+    ap.add_argument("--heldout", type=int, help="print this many captions of held-out triples (the semantic "
+                    "test's tests/data/demo/heldout_prompts.txt)")
+    args = ap.parse_args()
+    if args.sheet:
+        from PIL import Image
+
+        caps, imgs = make_batch(np.random.default_rng(0), 16)
+        sheet = imgs.reshape(4, 4, SIZE, SIZE, 3).transpose(0, 2, 1, 3, 4).reshape(4 * SIZE, 4 * SIZE, 3)
+        Image.fromarray(sheet).resize((8 * SIZE, 8 * SIZE), Image.NEAREST).save(args.sheet)
+        print("\n".join(caps))
+    if args.heldout:
+        rng = np.random.default_rng(2024)
+        print("\n".join(caption(*sample_attributes(rng, held_out=True)) for _ in range(args.heldout)))

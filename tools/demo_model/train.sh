@@ -8,5 +8,6 @@ build=${1:-build}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$build"/sd_mpi make-model --preset tiny "$work/tiny" >/dev/null  # its tokenizer/ and scheduler/
+mkdir -p tools/demo_model/samples
 nice -n 5 tools/golden/.venv/bin/python tools/demo_model/train.py tools/demo_model/model \
-  --base "$work/tiny" --check-dir tools/demo_model
+  --base "$work/tiny" --check-dir tools/demo_model/samples

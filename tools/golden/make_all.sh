@@ -12,3 +12,4 @@ for s in noise scheduler tokenizer tokenizer_json tokenizer_special ops checkpoi
 done
 echo "== make_pipeline_golden.py"; "$PY" tools/golden/make_pipeline_golden.py "$tmp/tiny/tokenizer"
 echo "== make_sd2_golden.py"; "$PY" tools/golden/make_sd2_golden.py "$tmp/tiny/tokenizer"
+echo "== make_demo_golden.py"; "$PY" tools/golden/make_demo_golden.py  # the committed tools/demo_model/model
