@@ -1,10 +1,14 @@
-// Helpers shared by the golden tests of the models: weights from a golden safetensors file,
-// relative error, and the message of an expected InputError.
+// Helpers shared by the golden tests of the models and pipelines: weights from a golden
+// safetensors file, relative error (also between our NHWC latents and diffusers' NCHW ones), uint8
+// images against diffusers', and the message of an expected InputError.
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <set>
@@ -12,6 +16,7 @@
 #include <vector>
 
 #include "sdmpi/error.h"
+#include "sdmpi/job.h"
 #include "sdmpi/safetensors.h"
 #include "sdmpi/weights.h"
 
@@ -39,6 +44,49 @@ inline double rel_error(const std::vector<float>& ours, const std::vector<float>
     den += double(ref[i]) * ref[i];
   }
   return std::sqrt(num / den);
+}
+
+// |ours - ref| / |ref| between our latents [N, h, w, C] (NHWC) and diffusers' [N, C, h, w].
+inline double nhwc_vs_nchw_rel_error(const std::vector<float>& ours, const std::vector<float>& ref, const Shape& nchw) {
+  double num = 0, den = 0;
+  for (int64_t n = 0; n < nchw[0]; ++n)
+    for (int64_t c = 0; c < nchw[1]; ++c)
+      for (int64_t y = 0; y < nchw[2]; ++y)
+        for (int64_t x = 0; x < nchw[3]; ++x) {
+          double r = ref[static_cast<size_t>(((n * nchw[1] + c) * nchw[2] + y) * nchw[3] + x)];
+          double o = ours[static_cast<size_t>(((n * nchw[2] + y) * nchw[3] + x) * nchw[1] + c)];
+          num += (o - r) * (o - r);
+          den += r * r;
+        }
+  return std::sqrt(num / den);
+}
+
+// Our images against diffusers' uint8 images [N, H, W, 3] stored from byte `offset` of `ref`.
+struct PixelComparison {
+  int worst = 0;            // largest |ours - ref| over every value
+  size_t off_by_one = 0;    // values that differ by exactly one level
+  size_t values = 0;
+};
+inline PixelComparison compare_images(const std::vector<ImageResult>& got, const std::vector<uint8_t>& ref,
+                                      size_t offset, const std::vector<size_t>& nhwc, const std::string& id) {
+  PixelComparison c;
+  const size_t per = nhwc[1] * nhwc[2] * nhwc[3];
+  EXPECT_EQ(got.size(), nhwc[0]) << id;
+  for (size_t i = 0; i < std::min(got.size(), nhwc[0]); ++i) {
+    EXPECT_TRUE(got[i].ok) << id << ": " << got[i].error;
+    EXPECT_EQ(got[i].rgb.size(), per) << id;
+    if (!got[i].ok || got[i].rgb.size() != per) {
+      c.worst = 255;
+      continue;
+    }
+    for (size_t k = 0; k < per; ++k) {
+      int d = std::abs(int(got[i].rgb[k]) - int(ref[offset + i * per + k]));
+      c.worst = std::max(c.worst, d);
+      c.off_by_one += d == 1;
+    }
+  }
+  c.values = per * nhwc[0];
+  return c;
 }
 
 // The message of the InputError f throws ("no exception" / "not an InputError: ..." otherwise).

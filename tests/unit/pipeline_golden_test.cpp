@@ -12,9 +12,12 @@
 #include "sdmpi/backend.h"
 #include "sdmpi/noise.h"
 #include "sdmpi/pipeline.h"
+#include "golden_util.h"
 #include "sdmpi/safetensors.h"
 
 using namespace sdmpi;
+using sdmpi::testing_util::compare_images;
+using sdmpi::testing_util::nhwc_vs_nchw_rel_error;
 
 namespace {
 
@@ -97,40 +100,13 @@ TEST(PipelineGolden, EveryRunWithinOneLevelOfDiffusers) {
     std::vector<ImageResult> got = pipe.generate(items);
     std::vector<float> lat = pipe.last_latents();
 
-    // Final latents: ours are NHWC, diffusers' NCHW.
-    auto ref_lat = latents->to_f32(id);
-    Shape ls = latents->entries().at(id).shape;  // [N, C, h, w]
-    double num = 0, den = 0;
-    for (int64_t n = 0; n < ls[0]; ++n)
-      for (int64_t c = 0; c < ls[1]; ++c)
-        for (int64_t y = 0; y < ls[2]; ++y)
-          for (int64_t x = 0; x < ls[3]; ++x) {
-            double r = ref_lat[static_cast<size_t>(((n * ls[1] + c) * ls[2] + y) * ls[3] + x)];
-            double o = lat[static_cast<size_t>(((n * ls[2] + y) * ls[3] + x) * ls[1] + c)];
-            num += (o - r) * (o - r);
-            den += r * r;
-          }
-    double rel = std::sqrt(num / den);
-
-    size_t off = run["images_offset"];
-    auto shape = run["images_shape"].get<std::vector<size_t>>();
-    size_t per = shape[1] * shape[2] * shape[3];
-    int worst = 0;
-    size_t off_by_one = 0;
-    ASSERT_EQ(got.size(), shape[0]) << id;
-    for (size_t i = 0; i < shape[0]; ++i) {
-      ASSERT_TRUE(got[i].ok) << id << ": " << got[i].error;
-      ASSERT_EQ(got[i].rgb.size(), per) << id;
-      for (size_t k = 0; k < per; ++k) {
-        int d = std::abs(int(got[i].rgb[k]) - int(ref_images[off + i * per + k]));
-        worst = std::max(worst, d);
-        off_by_one += d == 1;
-      }
-    }
+    const double rel = nhwc_vs_nchw_rel_error(lat, latents->to_f32(id), latents->entries().at(id).shape);
+    const auto [worst, off_by_one, values] = compare_images(
+        got, ref_images, run["images_offset"].get<size_t>(), run["images_shape"].get<std::vector<size_t>>(), id);
     EXPECT_LE(worst, 1) << id << ": max pixel difference " << worst << " (latents rel " << rel << ")";
     EXPECT_LT(rel, 1e-3) << id;
     std::printf("%-34s latents rel %.2e, max |Δpixel| %d, %zu of %zu values off by one\n", id.c_str(), rel, worst,
-                off_by_one, per * shape[0]);
+                off_by_one, values);
 
     // Batch invariance: each item alone gives the same bytes.
     for (size_t i = 0; i < items.size(); ++i) {
