@@ -136,7 +136,10 @@ RunSummary run_coordinator(const World& world, const std::vector<WorkItem>& item
       for (int r = 1; r < size; ++r) {
         if (st.rank_done[static_cast<size_t>(r)] || st.heard_since_stop[static_cast<size_t>(r)]) continue;
         std::string held;
-        for (int64_t i : st.in_flight[static_cast<size_t>(r)]) held += (held.empty() ? "" : ",") + std::to_string(i);
+        for (int64_t i : st.in_flight[static_cast<size_t>(r)]) {
+          if (!held.empty()) held += ',';  // appended piecewise: GCC 12 -Wrestrict false positive on a + b
+          held += std::to_string(i);
+        }
         log::error("rank " + std::to_string(r) + " has not answered the stop for 0.5 s: it has probably died" +
                    (held.empty() ? std::string() : "; its unfinished items " + held + " are not in the archive") +
                    " (every finished image is; --resume makes the rest)");
