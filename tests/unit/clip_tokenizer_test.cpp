@@ -483,7 +483,8 @@ TEST(ClipTokenizerSpecialTokens, CaseSpacesAndFlagsAsTheReference) {
     for (const auto& [file, content] : folder["files"].items())
       write_text(dir.path / file, content.is_string() ? content.get<std::string>() : content.dump(2));
     ClipTokenizer tok = ClipTokenizer::from_dir(dir.path.string());
-    for (const auto& [content, flags] : folder["flags"].items()) {
+    for (const auto& [token, flags] : folder["flags"].items()) {
+      const std::string content = token;  // a lambda may not capture a structured binding (clang 14)
       auto it = std::find_if(tok.added_tokens().begin(), tok.added_tokens().end(),
                              [&](const ClipAddedToken& t) { return t.content == content; });
       ASSERT_NE(it, tok.added_tokens().end()) << content;
