@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run) and as the README's second command:
 #   1. installs what the build and tests need (tools/setup.sh --slurm; nothing if present)
-#   2. builds the main tree (build/: CPU + CUDA compile-only + MPI + HDF5 + PNG)
+#   2. builds the main tree (build/: CPU + CUDA compile-only + MPI + HDF5 + PNG), our C++ warning-free
+#      (-Wall -Wextra -Werror with GCC here and clang in the sanitizer tree)
 #   3. builds the sanitizer tree (build-asan/: clang, ASan+UBSan, libFuzzer targets, the CPU path
 #      without MPI, whose plugins LeakSanitizer cannot attribute; MPI is tested in build/)
 #   4. runs ctest on build/, which also runs the sanitizer tree's unit tests and every fuzz
@@ -14,12 +15,13 @@ export FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 
 tools/setup.sh --slurm
 
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDMPI_ASAN_BUILD_DIR="$PWD/build-asan" >/dev/null
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDMPI_WERROR=ON -DSDMPI_ASAN_BUILD_DIR="$PWD/build-asan" >/dev/null
 cmake --build build -j"$JOBS"
 
 if [ "${SKIP_ASAN:-0}" != 1 ]; then
   CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DSDMPI_WITH_CUDA=OFF -DSDMPI_WITH_MPI=OFF -DSDMPI_SANITIZE=ON -DSDMPI_FUZZ=ON -DSDMPI_BUILD_BENCH=OFF >/dev/null
+    -DSDMPI_WITH_CUDA=OFF -DSDMPI_WITH_MPI=OFF -DSDMPI_SANITIZE=ON -DSDMPI_FUZZ=ON -DSDMPI_BUILD_BENCH=OFF \
+    -DSDMPI_WERROR=ON >/dev/null
   cmake --build build-asan -j"$JOBS"
 fi
 
