@@ -14,8 +14,11 @@
 // right is checked on a GPU (tests/gpu/cuda_launch_count_test.cpp, a captured graph's node count).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -100,12 +103,17 @@ class ShapeOnlyBackend final : public Backend {
   DType compute_;
 };
 
-// A model's parameters as names and shapes, with a placeholder address that the shape-only
-// backend never reads.
+// A model's parameters as names and shapes, all zeros (F16). The shape-only backend never reads
+// them; a real backend (the comparison test) does, so every view points at enough zero bytes.
 class ShapeOnlyWeights final : public WeightSource {
  public:
   explicit ShapeOnlyWeights(const std::vector<ParamSpec>& params) {
-    for (const ParamSpec& p : params) shapes_[p.name] = p.shape;
+    int64_t largest = 1;
+    for (const ParamSpec& p : params) {
+      shapes_[p.name] = p.shape;
+      largest = std::max(largest, shape_numel(p.shape));
+    }
+    zeros_ = std::make_shared<std::vector<uint16_t>>(static_cast<size_t>(largest), uint16_t{0});
   }
   std::vector<std::string> names() const override {
     std::vector<std::string> out;
@@ -114,13 +122,13 @@ class ShapeOnlyWeights final : public WeightSource {
   }
   bool has(const std::string& name) const override { return shapes_.count(name) != 0; }
   WeightView get(const std::string& name) const override {
-    return WeightView{name, DType::F16, shapes_.at(name), &placeholder_};
+    return WeightView{name, DType::F16, shapes_.at(name), zeros_->data()};
   }
   std::string describe() const override { return "parameter shapes"; }
 
  private:
   std::map<std::string, Shape> shapes_;
-  inline static const char placeholder_ = 0;
+  std::shared_ptr<std::vector<uint16_t>> zeros_;
 };
 
 // One CFG UNet call as txt2img's captured step runs it: latents [B, h, w, 4] F32 → cast → [x; x]

@@ -90,7 +90,21 @@ TEST(MemoryPlan, ActivationsGrowWithSizeBatchAndGuidance) {
   EXPECT_GT(estimate_memory(unet, vae, text, r).total(), int64_t{1} << 40);
 }
 
+// AddressSanitizer's shadow memory and redzones inflate RSS, so the bound is checked only in the
+// uninstrumented build (build/ in CI); the sanitizer tree skips it visibly.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SDMPI_TEST_UNDER_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define SDMPI_TEST_UNDER_ASAN 1
+#endif
+
 TEST(MemoryPlan, BoundsTheTinyModelsMeasuredPeakWithinTheStatedFactor) {
+#ifdef SDMPI_TEST_UNDER_ASAN
+  GTEST_SKIP() << "under AddressSanitizer RSS includes its shadow memory; checked in the uninstrumented build";
+#endif
   // The children run first: a child forked after this process started OpenMP threads could hang.
   std::map<int, int64_t> peak;
   for (int side : {128, 512}) {
