@@ -9,14 +9,17 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <fstream>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "sdmpi/error.h"
 #include "sdmpi/job.h"
+#include "sdmpi/noise.h"
 #include "sdmpi/safetensors.h"
 #include "sdmpi/weights.h"
 
@@ -44,6 +47,31 @@ inline double rel_error(const std::vector<float>& ours, const std::vector<float>
     den += double(ref[i]) * ref[i];
   }
   return std::sqrt(num / den);
+}
+
+// A golden JSON document, or null when the file is absent (the test then says which).
+inline nlohmann::json load_json_or_null(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) return {};
+  return nlohmann::json::parse(f);
+}
+
+// Weights from a golden recipe: each tensor is randn(seed) * scale (+ offset) in float32, like the
+// torch expression that made it (tools/golden/make_pipeline_golden.py, make_sd2_golden.py).
+inline std::shared_ptr<MemoryWeightSource> rebuild(const nlohmann::json& recipe, const std::string& what) {
+  auto src = std::make_shared<MemoryWeightSource>("golden " + what);
+  for (const auto& p : recipe) {
+    Shape shape = p["shape"].get<Shape>();
+    TorchGenerator g(p["seed"].get<uint64_t>());
+    std::vector<float> v = g.randn(static_cast<size_t>(shape_numel(shape)));
+    float scale = static_cast<float>(p["scale"].get<double>()), offset = static_cast<float>(p["offset"].get<double>());
+    for (float& x : v) {
+      x = x * scale;
+      if (offset != 0.0f) x = x + offset;
+    }
+    src->add_f32(p["name"].get<std::string>(), shape, v);
+  }
+  return src;
 }
 
 // |ours - ref| / |ref| between our latents [N, h, w, C] (NHWC) and diffusers' [N, C, h, w].

@@ -37,28 +37,8 @@ namespace {
 
 const std::string kDir = std::string(SDMPI_TEST_DATA) + "/golden/sd2/";
 
-nlohmann::json load_doc() {
-  std::ifstream f(kDir + "pipelines.json");
-  if (!f) return {};
-  return nlohmann::json::parse(f);
-}
-
-// randn(seed) * scale (+ offset), in float32 like the torch expression that made the weights.
-std::shared_ptr<MemoryWeightSource> rebuild(const nlohmann::json& recipe, const std::string& what) {
-  auto src = std::make_shared<MemoryWeightSource>("golden " + what);
-  for (const auto& p : recipe) {
-    Shape shape = p["shape"].get<Shape>();
-    TorchGenerator g(p["seed"].get<uint64_t>());
-    std::vector<float> v = g.randn(static_cast<size_t>(shape_numel(shape)));
-    float scale = static_cast<float>(p["scale"].get<double>()), offset = static_cast<float>(p["offset"].get<double>());
-    for (float& x : v) {
-      x = x * scale;
-      if (offset != 0.0f) x = x + offset;
-    }
-    src->add_f32(p["name"].get<std::string>(), shape, v);
-  }
-  return src;
-}
+nlohmann::json load_doc() { return testing_util::load_json_or_null(kDir + "pipelines.json"); }
+using testing_util::rebuild;
 
 const nlohmann::json& weight_recipes(const nlohmann::json& doc, const std::string& name) {
   const auto& p = doc["pipelines"][name];
