@@ -17,12 +17,7 @@ using namespace sdmpi::gputest;
 
 namespace {
 
-class CudaFusedOps : public ::testing::TestWithParam<DType> {
- protected:
-  DType t() const { return GetParam(); }
-  CudaBackend& g() { return gpu(GetParam()); }
-  double tol() const { return tolerance(GetParam()); }
-};
+class CudaFusedOps : public DtypeParamTest {};
 
 struct QkvCase {
   Shape x;

@@ -18,12 +18,7 @@ using namespace sdmpi::gputest;
 
 namespace {
 
-class CudaOps : public ::testing::TestWithParam<DType> {
- protected:
-  DType t() const { return GetParam(); }
-  CudaBackend& g() { return gpu(GetParam()); }
-  double tol() const { return tolerance(GetParam()); }
-};
+class CudaOps : public DtypeParamTest {};
 
 // The CPU result as the GPU would store it (one rounding to the compute dtype).
 std::vector<float> host_rounded(Backend& backend, DType t, const Tensor& x) { return rounded(t, backend.to_host(x)); }

@@ -129,6 +129,14 @@ inline double tolerance(DType t) { return t == DType::F32 ? 1e-5 : 1e-2; }
 
 inline const char* dtype_label(DType t) { return t == DType::F32 ? "F32" : t == DType::F16 ? "F16" : "BF16"; }
 
+// A test run once per compute dtype: t() the dtype, g() the GPU backend in it, tol() its tolerance.
+class DtypeParamTest : public ::testing::TestWithParam<DType> {
+ protected:
+  DType t() const { return GetParam(); }
+  CudaBackend& g() { return gpu(GetParam()); }
+  double tol() const { return tolerance(GetParam()); }
+};
+
 // The same values on both backends: an activation.
 struct Both {
   std::vector<float> host;  // as both backends hold them
