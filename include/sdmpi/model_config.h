@@ -55,6 +55,20 @@ struct UNetConfig {
   int time_embedding_dim = 0;     // 0: the default 4 * block_out_channels[0]
   int conv_in_kernel = 3;
   int conv_out_kernel = 3;
+  // SDXL's added conditioning ("text_time"; "" = none): add_embedding, a TimestepEmbedding from
+  // projection_class_embeddings_input_dim (pooled text width + 6 micro-conditioning values ×
+  // addition_time_embed_dim Fourier features) to the time embedding, summed into it.
+  std::string addition_embed_type;
+  int addition_time_embed_dim = 0;
+  int projection_class_embeddings_input_dim = 0;
+
+  bool has_text_time() const { return addition_embed_type == "text_time"; }
+  // The pooled text width add_embedding expects: the input width less the micro-conditioning's.
+  int pooled_text_dim() const {
+    return has_text_time() ? projection_class_embeddings_input_dim - kMicroConditioningValues * addition_time_embed_dim : 0;
+  }
+  // SDXL's add_time_ids: original size (h, w), crop top-left (top, left), target size (h, w).
+  static constexpr int kMicroConditioningValues = 6;
 
   int time_embed_dim() const { return time_embedding_dim ? time_embedding_dim : 4 * block_out_channels[0]; }
   int num_blocks() const { return static_cast<int>(block_out_channels.size()); }
@@ -117,6 +131,10 @@ struct ClipTextConfig {
   int pad_token_id = 1;
   int bos_token_id = 49406;
   int eos_token_id = 49407;
+  // CLIPTextModelWithProjection (SDXL's text_encoder_2): text_projection [projection_dim, hidden]
+  // (no bias) maps the pooled hidden state, at the first eos token, to text_embeds. Set by the
+  // file's "architectures".
+  bool with_projection = false;
 
   int head_dim() const { return hidden_size / num_attention_heads; }
 

@@ -27,6 +27,14 @@
 
 namespace sdmpi {
 
+// SDXL's added conditioning ("text_time"), per batch item: the pooled text embedding [B, pooled]
+// (text_encoder_2's text_embeds) and the six micro-conditioning values (add_time_ids: original
+// height, width, crop top, left, target height, width), B * 6 floats.
+struct AddedConditioning {
+  Tensor text_embeds;
+  std::vector<float> time_ids;
+};
+
 class UNet2DConditionModel {
  public:
   // Declares every parameter the config implies to `params`: a LoadingSink fills the model (its
@@ -46,8 +54,14 @@ class UNet2DConditionModel {
   // timesteps: one per batch item (integer or fractional steps),
   // encoder_hidden_states [B, N, cross_attention_dim] (N = 77 for CLIP).
   // Returns the prediction [B, h, w, out_channels].
+  // `added`: SDXL's added conditioning, required exactly when the config has "text_time".
   Tensor forward(Backend& backend, const Tensor& sample, const std::vector<float>& timesteps,
-                 const Tensor& encoder_hidden_states) const;
+                 const Tensor& encoder_hidden_states, const AddedConditioning* added = nullptr) const;
+  // diffusers' get_aug_embed for "text_time": add_embedding(cat[text_embeds, add_time_proj(time_ids)
+  // as [B, 6 * addition_time_embed_dim]]), [B, time_embed_dim]; it is added to the time embedding.
+  // It does not depend on the step, so the pipeline computes it once per batch and passes it to
+  // forward_embedded as `aug_emb`.
+  Tensor added_embedding(Backend& backend, const AddedConditioning& added) const;
 
   // forward() split in two for CUDA graphs, which replay device work only. time_proj() is the
   // host part: the sinusoidal projection of `timesteps` (timestep_embedding() below, float32 on
@@ -56,7 +70,7 @@ class UNet2DConditionModel {
   // forward(b, x, t, ctx) is exactly forward_embedded(b, x, time_proj(b, t), ctx).
   Tensor time_proj(Backend& backend, const std::vector<float>& timesteps) const;
   Tensor forward_embedded(Backend& backend, const Tensor& sample, const Tensor& t_proj,
-                          const Tensor& encoder_hidden_states) const;
+                          const Tensor& encoder_hidden_states, const Tensor* aug_emb = nullptr) const;
 
   // The text context enters the UNet only through the cross-attentions' to_k and to_v, which do
   // not depend on the step: cross_attention_kv() computes every attn2's K and V of the context
@@ -66,7 +80,7 @@ class UNet2DConditionModel {
   // cross_attention_kv(b, ctx)), so the bits are the same.
   std::vector<Tensor> cross_attention_kv(Backend& backend, const Tensor& encoder_hidden_states) const;
   Tensor forward_embedded(Backend& backend, const Tensor& sample, const Tensor& t_proj,
-                          const std::vector<Tensor>& cross_kv) const;
+                          const std::vector<Tensor>& cross_kv, const Tensor* aug_emb = nullptr) const;
 
   const UNetConfig& config() const;
 

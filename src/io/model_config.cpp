@@ -281,8 +281,19 @@ UNetConfig UNetConfig::from_json(const json& j, const std::string& source) {
   r.require("dual_cross_attention", false, "only false is supported");
   r.require_null("class_embed_type", "class embeddings are not supported");
   r.require_null("num_class_embeds", "class embeddings are not supported");
-  r.require_null("addition_embed_type",
-                 "added conditioning (SDXL's \"text_time\", ...) is not supported; only SD 1.x UNets are");
+  if (r.given("addition_embed_type")) {
+    c.addition_embed_type = r.string("addition_embed_type", "");
+    if (c.addition_embed_type != "text_time")
+      r.fail("addition_embed_type", "only SDXL's \"text_time\" added conditioning is supported");
+    c.addition_time_embed_dim = r.integer("addition_time_embed_dim", 0, 2, kMaxChannels);
+    c.projection_class_embeddings_input_dim =
+        r.integer("projection_class_embeddings_input_dim", 0, 1, kMaxChannels * 8);
+    if (c.addition_time_embed_dim % 2 != 0) r.fail("addition_time_embed_dim", "must be even");
+    if (c.pooled_text_dim() < 1)
+      r.fail("projection_class_embeddings_input_dim",
+             "must exceed 6 x addition_time_embed_dim (" + std::to_string(6 * c.addition_time_embed_dim) +
+                 "): the rest is the pooled text embedding");
+  }
   r.require_null("encoder_hid_dim", "an encoder_hid_proj layer is not supported");
   r.require_null("encoder_hid_dim_type", "an encoder_hid_proj layer is not supported");
   r.require("resnet_time_scale_shift", "default", "only \"default\" is supported");
@@ -332,9 +343,9 @@ json UNetConfig::to_json() const {
   j["_class_name"] = "UNet2DConditionModel";
   j["_diffusers_version"] = kDiffusersVersion;
   j["act_fn"] = "silu";
-  j["addition_embed_type"] = nullptr;
+  j["addition_embed_type"] = has_text_time() ? json(addition_embed_type) : json(nullptr);
   j["addition_embed_type_num_heads"] = 64;
-  j["addition_time_embed_dim"] = nullptr;
+  j["addition_time_embed_dim"] = has_text_time() ? json(addition_time_embed_dim) : json(nullptr);
   j["attention_head_dim"] = per_block_json(attention_head_dim);
   j["attention_type"] = "default";
   j["block_out_channels"] = block_out_channels;
@@ -364,7 +375,8 @@ json UNetConfig::to_json() const {
   j["num_class_embeds"] = nullptr;
   j["only_cross_attention"] = false;
   j["out_channels"] = out_channels;
-  j["projection_class_embeddings_input_dim"] = nullptr;
+  j["projection_class_embeddings_input_dim"] =
+      has_text_time() ? json(projection_class_embeddings_input_dim) : json(nullptr);
   j["resnet_out_scale_factor"] = 1.0;
   j["resnet_skip_time_act"] = false;
   j["resnet_time_scale_shift"] = "default";
@@ -502,11 +514,12 @@ ClipTextConfig ClipTextConfig::from_json(const json& j, const std::string& sourc
     outer.fail("model_type", "only CLIP text encoders (\"clip_text_model\") are supported");
   if (outer.given("architectures")) {
     const auto arch = outer.strings("architectures", {});
-    if (arch.front() != "CLIPTextModel" && arch.front() != "CLIPTextModelWithProjection")
-      outer.fail("architectures", "only CLIPTextModel is supported");
+    if (arch.empty() || (arch.front() != "CLIPTextModel" && arch.front() != "CLIPTextModelWithProjection"))
+      outer.fail("architectures", "only CLIPTextModel and CLIPTextModelWithProjection are supported");
   }
   const Reader& r = outer;
   ClipTextConfig c;
+  if (r.given("architectures")) c.with_projection = r.strings("architectures", {}).front() == "CLIPTextModelWithProjection";
   c.vocab_size = r.integer("vocab_size", c.vocab_size, 1, kMaxVocabulary);
   c.hidden_size = r.integer("hidden_size", c.hidden_size, 1, kMaxChannels);
   c.intermediate_size = r.integer("intermediate_size", c.intermediate_size, 1, kMaxFeedForward);
@@ -542,7 +555,7 @@ void ClipTextConfig::validate(const std::string& source) const {
 
 json ClipTextConfig::to_json() const {
   json j;
-  j["architectures"] = json::array({"CLIPTextModel"});
+  j["architectures"] = json::array({with_projection ? "CLIPTextModelWithProjection" : "CLIPTextModel"});
   j["attention_dropout"] = 0.0;
   j["bos_token_id"] = bos_token_id;
   j["dtype"] = "float32";

@@ -1,7 +1,8 @@
 // UNet2DConditionModel (see include/sdmpi/unet.h): construction mirrors diffusers'
 // UNet2DConditionModel.__init__ block by block, so parameter names and shapes come out the same
 // (and, on a ListingSink, are make-model's list); forward() mirrors its forward() for the SD 1.x
-// block types, with every attn2's K/V of the text context computed ahead (cross_attention_kv).
+// and 2.x block types and SDXL's "text_time" added conditioning (add_embedding), with every attn2's
+// K/V of the text context computed ahead (cross_attention_kv).
 #include "sdmpi/unet.h"
 
 #include <algorithm>
@@ -74,6 +75,7 @@ struct UNet2DConditionModel::Impl {
   std::vector<UpBlock> up_blocks;
   GroupNorm conv_norm_out;
   Conv2d conv_out;
+  std::optional<TimestepEmbedding> add_embedding;  // SDXL's "text_time" added conditioning
   size_t num_cross_kv = 0;  // tensors cross_attention_kv() returns
 
   Impl(const UNetConfig& c, ParamSink& w)
@@ -88,6 +90,9 @@ struct UNet2DConditionModel::Impl {
     const int groups = c.norm_num_groups;
     const float eps = static_cast<float>(c.norm_eps);
     const bool linear = c.use_linear_projection;
+    // diffusers registers add_time_proj (no parameters) and add_embedding after time_embedding.
+    if (c.has_text_time())
+      add_embedding.emplace(w, "add_embedding", c.projection_class_embeddings_input_dim, temb);
 
     // down
     int out_ch = c.block_out_channels[0];
@@ -229,9 +234,32 @@ Tensor UNet2DConditionModel::time_proj(Backend& b, const std::vector<float>& tim
   return b.from_host(t_host.data(), {static_cast<int64_t>(timesteps.size()), t_dim});
 }
 
+Tensor UNet2DConditionModel::added_embedding(Backend& b, const AddedConditioning& added) const {
+  const Impl& m = *impl_;
+  const UNetConfig& c = m.config;
+  if (!m.add_embedding) throw Error("unet: this UNet has no added conditioning (addition_embed_type is null)");
+  const Tensor& text = added.text_embeds;
+  if (text.rank() != 2 || text.dim(1) != c.pooled_text_dim())
+    throw Error("unet: text_embeds must be [B, " + std::to_string(c.pooled_text_dim()) + "], got " +
+                shape_str(text.shape()));
+  const int64_t B = text.dim(0);
+  constexpr int kValues = UNetConfig::kMicroConditioningValues;
+  if (static_cast<int64_t>(added.time_ids.size()) != B * kValues)
+    throw Error("unet: " + std::to_string(added.time_ids.size()) + " micro-conditioning values for a batch of " +
+                std::to_string(B) + " (6 per item)");
+  // add_time_proj(time_ids.flatten()) reshaped to [B, 6 * dim]: row-major rows of 6 embeddings.
+  const int dim = c.addition_time_embed_dim;
+  const std::vector<float> time_host = timestep_embedding(added.time_ids, dim, c.flip_sin_to_cos, c.freq_shift);
+  const Tensor time_embeds = b.from_host(time_host.data(), {B, int64_t{kValues} * dim});
+  // cat([text_embeds, time_embeds], -1).to(emb.dtype), then add_embedding.
+  const Tensor add_embeds = b.concat_channels(b.cast(text, b.compute_dtype()), b.cast(time_embeds, b.compute_dtype()));
+  return (*m.add_embedding)(b, add_embeds);
+}
+
 Tensor UNet2DConditionModel::forward(Backend& b, const Tensor& sample,
                                      const std::vector<float>& timesteps,
-                                     const Tensor& encoder_hidden_states) const {
+                                     const Tensor& encoder_hidden_states,
+                                     const AddedConditioning* added) const {
   const UNetConfig& c = impl_->config;
   if (sample.rank() != 4 || sample.dim(3) != c.in_channels)
     throw Error("unet: sample must be [B, h, w, " + std::to_string(c.in_channels) + "], got " +
@@ -239,20 +267,22 @@ Tensor UNet2DConditionModel::forward(Backend& b, const Tensor& sample,
   if (static_cast<int64_t>(timesteps.size()) != sample.dim(0))
     throw Error("unet: " + std::to_string(timesteps.size()) + " timesteps for a batch of " +
                 std::to_string(sample.dim(0)));
-  return forward_embedded(b, sample, time_proj(b, timesteps), encoder_hidden_states);
+  std::optional<Tensor> aug_emb;
+  if (added) aug_emb = added_embedding(b, *added);
+  return forward_embedded(b, sample, time_proj(b, timesteps), encoder_hidden_states, aug_emb ? &*aug_emb : nullptr);
 }
 
 Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, const Tensor& t_proj,
-                                              const Tensor& encoder_hidden_states) const {
+                                              const Tensor& encoder_hidden_states, const Tensor* aug_emb) const {
   if (sample.rank() != 4 || encoder_hidden_states.rank() != 3 ||
       encoder_hidden_states.dim(0) != sample.dim(0))
     throw Error("unet: encoder_hidden_states must be [" + (sample.rank() ? std::to_string(sample.dim(0)) : "B") +
                 ", N, D], got " + shape_str(encoder_hidden_states.shape()));
-  return forward_embedded(b, sample, t_proj, cross_attention_kv(b, encoder_hidden_states));
+  return forward_embedded(b, sample, t_proj, cross_attention_kv(b, encoder_hidden_states), aug_emb);
 }
 
 Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, const Tensor& t_proj,
-                                              const std::vector<Tensor>& cross_kv) const {
+                                              const std::vector<Tensor>& cross_kv, const Tensor* aug_emb) const {
   const Impl& m = *impl_;
   const UNetConfig& c = m.config;
   if (sample.rank() != 4 || sample.dim(3) != c.in_channels)
@@ -270,6 +300,12 @@ Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, 
     if (t.rank() != 3 || t.dim(0) != B)
       throw Error("unet: cross-attention K/V must be [" + std::to_string(B) + ", N, inner], got " +
                   shape_str(t.shape()));
+  if (m.add_embedding.has_value() != (aug_emb != nullptr))
+    throw Error(m.add_embedding ? "unet: this UNet (addition_embed_type \"text_time\") needs the added conditioning"
+                                : "unet: added conditioning given to a UNet without addition_embed_type");
+  if (aug_emb && (aug_emb->rank() != 2 || aug_emb->dim(0) != B || aug_emb->dim(1) != c.time_embed_dim()))
+    throw Error("unet: the added embedding must be [" + std::to_string(B) + ", " + std::to_string(c.time_embed_dim()) +
+                "], got " + shape_str(aug_emb->shape()));
   // Each attention takes its own K/V pairs, consumed in cross_attention_kv's order.
   size_t next_kv = 0;
   auto attend = [&](const Transformer2DModel& t, const Tensor& x) {
@@ -281,6 +317,7 @@ Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, 
 
   // 1. time
   Tensor emb = m.time_embedding(b, t_proj);
+  if (aug_emb) emb = b.binary(BinaryOp::Add, emb, *aug_emb);  // emb + aug_emb (SDXL)
   const Tensor temb = b.activation(emb, Activation::SiLU);  // every resnet's SiLU(temb)
 
   // 2. pre-process
