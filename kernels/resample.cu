@@ -1,4 +1,5 @@
-// Nearest-neighbour upsampling and concatenation along channels, on channels-last tensors.
+// Nearest-neighbour upsampling, zero padding and concatenation along channels, on channels-last
+// tensors.
 //
 // Both are pure data movement, so they copy bit patterns (2- or 4-byte words) without touching
 // values, whatever the dtype. Each thread writes one output element and computes where it comes
@@ -36,6 +37,22 @@ __global__ void upsample_nearest_kernel(const W* x, W* out, I h, I w, I c, I oh,
   }
 }
 
+// Every output element either copies its source element or is zero (a zero bit pattern is 0.0 in
+// every dtype we store).
+template <typename W, typename I>
+__global__ void pad2d_kernel(const W* x, W* out, I h, I w, I c, I oh, I ow, I top, I left, I n) {
+  SDMPI_GRID_STRIDE_AS(I, i, n) {
+    I ch = i % c;
+    I pix = i / c;
+    I ox = pix % ow;
+    I rest = pix / ow;
+    I oy = rest % oh;
+    I b = rest / oh;
+    I iy = oy - top, ix = ox - left;
+    out[i] = (iy >= 0 && iy < h && ix >= 0 && ix < w) ? x[((b * h + iy) * w + ix) * c + ch] : W(0);
+  }
+}
+
 template <typename W, typename I>
 __global__ void concat_channels_kernel(const W* a, const W* b, W* out, I ca, I cb, I n) {
   const I c = ca + cb;
@@ -59,6 +76,19 @@ void upsample_nearest(cudaStream_t stream, size_t elem_size, const void* x, void
       upsample_nearest_kernel<W, I><<<grid_for(n), kThreads, 0, stream>>>(
           static_cast<const W*>(x), static_cast<W*>(out), static_cast<I>(h), static_cast<I>(w), static_cast<I>(c),
           static_cast<I>(oh), static_cast<I>(ow), scale_h, scale_w, static_cast<I>(n))));
+  SDMPI_CUDA_CHECK_LAUNCH();
+}
+
+void pad2d(cudaStream_t stream, size_t elem_size, const void* x, void* out, int64_t b, int64_t h, int64_t w,
+           int64_t c, int64_t top, int64_t bottom, int64_t left, int64_t right) {
+  const int64_t oh = top + h + bottom, ow = left + w + right;
+  const int64_t n = b * oh * ow * c;
+  if (n == 0) return;
+  SDMPI_DISPATCH_ELEMENT_SIZE(elem_size, W,
+    SDMPI_DISPATCH_INDEX(n, I,
+      pad2d_kernel<W, I><<<grid_for(n), kThreads, 0, stream>>>(
+          static_cast<const W*>(x), static_cast<W*>(out), static_cast<I>(h), static_cast<I>(w), static_cast<I>(c),
+          static_cast<I>(oh), static_cast<I>(ow), static_cast<I>(top), static_cast<I>(left), static_cast<I>(n))));
   SDMPI_CUDA_CHECK_LAUNCH();
 }
 

@@ -176,6 +176,10 @@ class Backend {
   // Nearest-neighbour resize of [B, H, W, C] to [B, Ho, Wo, C]: out[y][x] = in[y*H/Ho][x*W/Wo]
   // (PyTorch's mode="nearest").
   Tensor upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w);
+  // Zero padding of [B, H, W, C] to [B, top + H + bottom, left + W + right, C] (torch's F.pad with
+  // (left, right, top, bottom), value 0). Sides may differ: diffusers' VAE encoder pads only right
+  // and bottom before its stride-2 convs (models/blocks.h, Downsample2D).
+  Tensor pad2d(const Tensor& x, int top, int bottom, int left, int right);
   // Concatenate along the last (channel) dimension: [..., Ca] ++ [..., Cb].
   Tensor concat_channels(const Tensor& a, const Tensor& b);
   // Concatenate along the first (batch) dimension.
@@ -242,6 +246,7 @@ class Backend {
   // The default composes binary ops (sub, mul, add); a backend may fuse them with the same roundings.
   virtual Tensor do_guidance_combine(const Tensor& eps, float scale);
   virtual Tensor do_upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) = 0;
+  virtual Tensor do_pad2d(const Tensor& x, int top, int bottom, int left, int right, const Shape& out_shape) = 0;
   virtual Tensor do_concat_channels(const Tensor& a, const Tensor& b, const Shape& out_shape) = 0;
   virtual Tensor do_concat_batch(const std::vector<Tensor>& parts, const Shape& out_shape) = 0;
   virtual Tensor do_embedding(const std::vector<int32_t>& ids, const Tensor& table) = 0;

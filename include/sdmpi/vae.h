@@ -20,7 +20,8 @@
 //   conv_in → down blocks (DownEncoderBlock2D: layers_per_block resnets, a stride-2 conv with
 //   diffusers' right/bottom padding between levels) → mid (resnet, attention, resnet) →
 //   conv_out(SiLU(conv_norm_out(h))) with 2 * latent_channels outputs → quant_conv (1x1)
-// Its forward pass waits for an asymmetric pad op in the Backend (see blocks::Downsample2D).
+// Its output is the parameters of diffusers' DiagonalGaussianDistribution (mean, then log-variance
+// along channels); sample_latent_distribution() draws from it as latent_dist.sample(generator) does.
 #pragma once
 
 #include <cstdint>
@@ -70,6 +71,11 @@ class AutoencoderKLEncoder {
   static AutoencoderKLEncoder load(const VAEConfig& config, const WeightSource& source,
                                    Backend& backend);
 
+  // image [B, H, W, in_channels] NHWC in [-1, 1] (diffusers' VaeImageProcessor.preprocess) →
+  // moments [B, H/f, W/f, 2 * latent_channels] (f = 2^(levels-1), 8 for SD): quant_conv(encoder(x)),
+  // what AutoencoderKL._encode returns. Channels [0, latent) are the mean, the rest the log-variance.
+  Tensor encode(Backend& backend, const Tensor& image) const;
+
   const VAEConfig& config() const;
 
  private:
@@ -80,6 +86,14 @@ class AutoencoderKLEncoder {
 // Every parameter of the full AutoencoderKL (encoder, quant_conv, post_quant_conv, decoder): the
 // file diffusers expects, as the two classes above declare it.
 std::vector<ParamSpec> vae_parameters(const VAEConfig& config);
+
+// DiagonalGaussianDistribution(moments).sample(generator) on host float32, NHWC: with mean and
+// logvar the two channel halves of `moments` [.., 2C], logvar = clamp(logvar, -30, 20),
+// std = exp(0.5 * logvar), sample = mean + std * noise, each op rounded to float32 as torch rounds
+// it (exp correctly rounded; torch's vectorised expf may differ in the last bit). `noise` [.., C] is
+// the generator's randn of the mean's shape, already in NHWC order.
+std::vector<float> sample_latent_distribution(const std::vector<float>& moments, const std::vector<float>& noise,
+                                              int latent_channels);
 
 // diffusers' VaeImageProcessor.postprocess(output_type="pil") on host float32 values: per value
 // v, x = clamp(v * 0.5 + 0.5, 0, 1) (torch float32), then numpy's (x * 255).round().astype(uint8)

@@ -407,6 +407,18 @@ Tensor Backend::upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) 
   return scope.report("upsample_nearest", x, nullptr, do_upsample_nearest(x, out_h, out_w));
 }
 
+Tensor Backend::pad2d(const Tensor& x, int top, int bottom, int left, int right) {
+  const char* op = "pad2d";
+  check_arg(x, device(), op, "x");
+  require(x.rank() == 4, op, "x must be [B, H, W, C], got " + shape_str(x.shape()));
+  require(top >= 0 && bottom >= 0 && left >= 0 && right >= 0, op,
+          "padding (top " + std::to_string(top) + ", bottom " + std::to_string(bottom) + ", left " +
+              std::to_string(left) + ", right " + std::to_string(right) + ") must not be negative");
+  const Shape out_shape{x.dim(0), x.dim(1) + top + bottom, x.dim(2) + left + right, x.dim(3)};
+  OpScope scope(*this);
+  return scope.report("pad2d", x, nullptr, do_pad2d(x, top, bottom, left, right, out_shape));
+}
+
 Tensor Backend::concat_channels(const Tensor& a, const Tensor& b) {
   const char* op = "concat_channels";
   check_arg(a, device(), op, "a");

@@ -194,9 +194,8 @@ Downsample2D::Downsample2D(ParamSink& w, const std::string& name, int channels, 
       padding(padding_) {}
 
 Tensor Downsample2D::operator()(Backend& b, const Tensor& x) const {
-  if (padding == 0)
-    throw Error("Downsample2D with padding 0 pads right and bottom only (diffusers' VAE encoder); "
-                "the Backend has no asymmetric pad op yet");
+  // padding 0: F.pad(x, (0, 1, 0, 1)), then the conv without padding.
+  if (padding == 0) return conv(b, b.pad2d(x, /*top=*/0, /*bottom=*/1, /*left=*/0, /*right=*/1));
   return conv(b, x);
 }
 

@@ -150,8 +150,7 @@ struct Transformer2DModel {
 
 // diffusers' Downsample2D(use_conv=True): 3x3 conv, stride 2. padding 1 (the UNet): zero padding 1
 // on every side. padding 0 (the VAE encoder): diffusers pads (0, 1, 0, 1), right and bottom only,
-// before the conv; the Backend has no asymmetric pad yet, so that variant is declared (its
-// parameters load and list) but refuses to run.
+// before an unpadded conv (Backend::pad2d, then the conv).
 struct Downsample2D {
   Conv2d conv;
   int padding = 1;

@@ -3,6 +3,7 @@
 // eps is 1e-6 throughout, hard-coded in diffusers' Encoder and Decoder whatever the config says.
 #include "sdmpi/vae.h"
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 
@@ -161,6 +162,42 @@ AutoencoderKLEncoder AutoencoderKLEncoder::load(const VAEConfig& config, const W
   AutoencoderKLEncoder model(config, sink);
   sink.finish();
   return model;
+}
+
+Tensor AutoencoderKLEncoder::encode(Backend& b, const Tensor& image) const {
+  const Impl& m = *impl_;
+  if (image.rank() != 4 || image.dim(3) != m.config.in_channels)
+    throw Error("vae encoder: image must be [B, H, W, " + std::to_string(m.config.in_channels) + "], got " +
+                shape_str(image.shape()));
+  Tensor h = m.conv_in(b, image);
+  for (const DownEncoderBlock2D& block : m.down_blocks) {
+    for (const ResnetBlock2D& resnet : block.resnets) h = resnet(b, h, nullptr);
+    if (block.downsampler) h = (*block.downsampler)(b, h);
+  }
+  h = (*m.mid_block)(b, h);
+  h = m.conv_out(b, m.conv_norm_out(b, h, /*silu=*/true));
+  return m.quant_conv ? (*m.quant_conv)(b, h) : h;
+}
+
+std::vector<float> sample_latent_distribution(const std::vector<float>& moments, const std::vector<float>& noise,
+                                              int latent_channels) {
+  const size_t c = static_cast<size_t>(latent_channels);
+  SDMPI_CHECK(c > 0 && moments.size() % (2 * c) == 0 && noise.size() * 2 == moments.size(),
+              "latent distribution: " + std::to_string(moments.size()) + " moments and " +
+                  std::to_string(noise.size()) + " noise values for " + std::to_string(c) + " channels");
+  std::vector<float> out(noise.size());
+  for (size_t pixel = 0; pixel < noise.size() / c; ++pixel) {
+    const float* mean = moments.data() + pixel * 2 * c;
+    const float* logvar = mean + c;
+    for (size_t k = 0; k < c; ++k) {
+      const float lv = std::min(std::max(logvar[k], -30.0f), 20.0f);
+      const float half = 0.5f * lv;
+      const float std_dev = static_cast<float>(std::exp(static_cast<double>(half)));
+      const float scaled = std_dev * noise[pixel * c + k];
+      out[pixel * c + k] = mean[k] + scaled;
+    }
+  }
+  return out;
 }
 
 std::vector<ParamSpec> vae_parameters(const VAEConfig& config) {

@@ -432,6 +432,25 @@ TEST_P(CudaOps, UpsampleNearest) {
   }
 }
 
+// pad2d (the VAE encoder's right/bottom pad before its stride-2 convs) against the CPU reference.
+TEST_P(CudaOps, Pad2d) {
+  SDMPI_REQUIRE_GPU();
+  Rng rng;
+  struct Case {
+    Shape x;
+    int top, bottom, left, right;
+  };
+  const Case cases[] = {{{1, 8, 8, 4}, 0, 1, 0, 1}, {{2, 5, 7, 3}, 1, 2, 3, 0}, {{1, 64, 64, 128}, 0, 1, 0, 1},
+                        {{1, 3, 3, 5}, 0, 0, 0, 0}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(shape_label(c.x) + " pad " + std::to_string(c.top) + "," + std::to_string(c.bottom) + "," +
+                 std::to_string(c.left) + "," + std::to_string(c.right));
+    Both x = random_activation(g(), rng, c.x);
+    expect_equal(g().to_host(g().pad2d(x.g, c.top, c.bottom, c.left, c.right)),
+                 cpu().to_host(cpu().pad2d(x.c, c.top, c.bottom, c.left, c.right)), "pad2d");
+  }
+}
+
 TEST_P(CudaOps, ConcatEmbeddingCopy) {
   SDMPI_REQUIRE_GPU();
   Rng rng;

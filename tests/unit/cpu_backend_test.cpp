@@ -385,6 +385,32 @@ TEST(CpuOps, UpsampleNearest) {
   for (int64_t d = 0; d < 64; ++d) EXPECT_EQ(cpu::nearest_source_index(d, 32, 64), d / 2);
 }
 
+// pad2d against the definition: the input at its offset, zero everywhere else (and a poisoned
+// output buffer reused from the pool would show through as non-zero padding).
+TEST(CpuOps, Pad2d) {
+  Vec x = randn(2 * 5 * 7 * 3, 41);
+  struct Pads {
+    int top, bottom, left, right;
+  };
+  for (Pads p : {Pads{0, 1, 0, 1}, Pads{1, 1, 1, 1}, Pads{2, 0, 3, 0}, Pads{0, 0, 0, 0}}) {
+    backend().binary_scalar(BinaryOp::Add, tensor(Vec(2 * 8 * 11 * 3, 7.0f), {2, 8, 11, 3}), 1.0f);  // dirty the pool
+    const int64_t oh = 5 + p.top + p.bottom, ow = 7 + p.left + p.right;
+    Tensor out = backend().pad2d(tensor(x, {2, 5, 7, 3}), p.top, p.bottom, p.left, p.right);
+    ASSERT_EQ(out.shape(), (Shape{2, oh, ow, 3}));
+    Vec y = host(out);
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t oy = 0; oy < oh; ++oy)
+        for (int64_t ox = 0; ox < ow; ++ox)
+          for (int64_t c = 0; c < 3; ++c) {
+            const int64_t iy = oy - p.top, ix = ox - p.left;
+            const float want = iy >= 0 && iy < 5 && ix >= 0 && ix < 7 ? x[((b * 5 + iy) * 7 + ix) * 3 + c] : 0.0f;
+            ASSERT_EQ(y[((b * oh + oy) * ow + ox) * 3 + c], want) << p.top << p.bottom << p.left << p.right;
+          }
+  }
+  EXPECT_THROW(backend().pad2d(tensor(x, {2, 5, 7, 3}), 0, -1, 0, 1), Error);
+  EXPECT_THROW(backend().pad2d(tensor(x, {10, 7, 3}), 0, 1, 0, 1), Error);
+}
+
 TEST(CpuOps, ConcatEmbeddingCopy) {
   Vec a = randn(2 * 3 * 4, 28), b = randn(2 * 3 * 5, 29);
   Vec y = host(backend().concat_channels(tensor(a, {2, 3, 4}), tensor(b, {2, 3, 5})));

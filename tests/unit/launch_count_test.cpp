@@ -89,6 +89,7 @@ class ShapeOnlyBackend final : public Backend {
   Tensor do_upsample_nearest(const Tensor& x, int64_t h, int64_t w) override {
     return make({x.dim(0), h, w, x.dim(3)}, x.dtype());
   }
+  Tensor do_pad2d(const Tensor& x, int, int, int, int, const Shape& out) override { return make(out, x.dtype()); }
   Tensor do_concat_channels(const Tensor& a, const Tensor&, const Shape& out) override { return make(out, a.dtype()); }
   Tensor do_concat_batch(const std::vector<Tensor>& parts, const Shape& out) override {
     return make(out, parts[0].dtype());

@@ -83,6 +83,9 @@ class GraphEmulator final : public Backend {
   Tensor do_upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) override {
     return cpu_->upsample_nearest(x, out_h, out_w);
   }
+  Tensor do_pad2d(const Tensor& x, int top, int bottom, int left, int right, const Shape&) override {
+    return cpu_->pad2d(x, top, bottom, left, right);
+  }
   Tensor do_concat_channels(const Tensor& a, const Tensor& b, const Shape&) override {
     return cpu_->concat_channels(a, b);
   }

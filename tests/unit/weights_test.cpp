@@ -58,6 +58,7 @@ class RecordingBackend : public Backend {
   Tensor do_add_batch_channel(const Tensor&, const Tensor&) override { no(); }
   Tensor do_clamp(const Tensor&, float, float) override { no(); }
   Tensor do_upsample_nearest(const Tensor&, int64_t, int64_t) override { no(); }
+  Tensor do_pad2d(const Tensor&, int, int, int, int, const Shape&) override { no(); }
   Tensor do_concat_channels(const Tensor&, const Tensor&, const Shape&) override { no(); }
   Tensor do_concat_batch(const std::vector<Tensor>&, const Shape&) override { no(); }
   Tensor do_embedding(const std::vector<int32_t>&, const Tensor&) override { no(); }

@@ -255,6 +255,14 @@ class CpuBackend final : public Backend {
     return y;
   }
 
+  Tensor do_pad2d(const Tensor& x, int top, int bottom, int left, int right, const Shape& out_shape) override {
+    const float* xp = input(x, "pad2d", "x");
+    Tensor y = pool_->tensor(out_shape);
+    if (y.numel() > 0)
+      cpu::pad2d_nhwc(xp, x.dim(0), x.dim(1), x.dim(2), x.dim(3), top, bottom, left, right, y.f32(), threads_);
+    return y;
+  }
+
   Tensor do_concat_channels(const Tensor& a, const Tensor& b, const Shape& out_shape) override {
     const float* ap = input(a, "concat_channels", "a");
     const float* bp = input(b, "concat_channels", "b");

@@ -186,6 +186,24 @@ void upsample_nearest_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int6
   }
 }
 
+void pad2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t C, int64_t top, int64_t bottom,
+                int64_t left, int64_t right, float* y, int threads) {
+  const int64_t Ho = H + top + bottom, Wo = W + left + right, rows = B * Ho;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && rows * Wo * C > kChunk)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t b = r / Ho, iy = r % Ho - top;
+    float* out_row = y + r * Wo * C;
+    if (iy < 0 || iy >= H) {
+      std::fill_n(out_row, Wo * C, 0.0f);
+      continue;
+    }
+    std::fill_n(out_row, left * C, 0.0f);
+    if (W * C > 0)
+      std::memcpy(out_row + left * C, x + (b * H + iy) * W * C, static_cast<size_t>(W * C) * sizeof(float));
+    std::fill_n(out_row + (left + W) * C, right * C, 0.0f);
+  }
+}
+
 void concat_rows(const float* a, int64_t a_cols, const float* b, int64_t b_cols, float* y,
                  int64_t rows, int threads) {
   int64_t cols = a_cols + b_cols;

@@ -42,6 +42,9 @@ void clamp_op(const float* x, float* y, int64_t n, float lo, float hi, int threa
 int64_t nearest_source_index(int64_t dst, int64_t in_size, int64_t out_size);
 void upsample_nearest_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t C, int64_t Ho,
                            int64_t Wo, float* y, int threads);
+// Zero padding: x [B, H, W, C] into y [B, H + top + bottom, W + left + right, C].
+void pad2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t C, int64_t top, int64_t bottom,
+                int64_t left, int64_t right, float* y, int threads);
 // Copies `rows` rows of a_cols and b_cols floats into rows of a_cols + b_cols.
 void concat_rows(const float* a, int64_t a_cols, const float* b, int64_t b_cols, float* y,
                  int64_t rows, int threads);

@@ -110,6 +110,7 @@ class CudaBackendImpl final : public CudaBackend {
   Tensor do_clamp(const Tensor& x, float lo, float hi) override;
   Tensor do_guidance_combine(const Tensor& eps, float scale) override;
   Tensor do_upsample_nearest(const Tensor& x, int64_t out_h, int64_t out_w) override;
+  Tensor do_pad2d(const Tensor& x, int top, int bottom, int left, int right, const Shape& out_shape) override;
   Tensor do_concat_channels(const Tensor& a, const Tensor& b, const Shape& out_shape) override;
   Tensor do_concat_batch(const std::vector<Tensor>& parts, const Shape& out_shape) override;
   Tensor do_embedding(const std::vector<int32_t>& ids, const Tensor& table) override;
@@ -751,6 +752,14 @@ Tensor CudaBackendImpl::do_upsample_nearest(const Tensor& x, int64_t out_h, int6
   Tensor out = alloc({x.dim(0), out_h, out_w, x.dim(3)}, x.dtype());
   kernels::upsample_nearest(s(), dtype_size(x.dtype()), x.raw(), out.raw(), x.dim(0), x.dim(1), x.dim(2), x.dim(3),
                             out_h, out_w);
+  return out;
+}
+
+Tensor CudaBackendImpl::do_pad2d(const Tensor& x, int top, int bottom, int left, int right, const Shape& shape) {
+  bind();
+  Tensor out = alloc(shape, x.dtype());
+  kernels::pad2d(s(), dtype_size(x.dtype()), x.raw(), out.raw(), x.dim(0), x.dim(1), x.dim(2), x.dim(3), top, bottom,
+                 left, right);
   return out;
 }
 

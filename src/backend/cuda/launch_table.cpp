@@ -83,7 +83,7 @@ CudaOpLaunches cuda_op_launches(const OpCall& c) {
     return {cast ? 2 : 1, cast ? "cast + broadcast add" : "broadcast add"};
   }
   if (op == "activation" || op == "geglu" || op == "binary_scalar" || op == "clamp" || op == "guidance_combine" ||
-      op == "upsample_nearest" || op == "concat_channels" || op == "cast")
+      op == "upsample_nearest" || op == "pad2d" || op == "concat_channels" || op == "cast")
     return {empty(c.out) ? 0 : 1, "elementwise kernel"};
   if (op == "concat_batch") return {empty(c.out) ? 0 : c.parts, "one device copy per part"};
   if (op == "copy" || op == "from_host" || op == "to_host") return {empty(c.out) ? 0 : 1, "memory copy"};
