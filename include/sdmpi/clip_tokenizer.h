@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -77,6 +78,13 @@ class ClipTokenizer {
   // describe anything but CLIP's pipeline: refused rather than tokenized differently.
   static ClipTokenizer from_dir(const std::string& tokenizer_dir);
 
+  // A tokenizer folder's files held in memory, by file name ("vocab.json", "merges.txt",
+  // "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"; others are ignored).
+  using Files = std::map<std::string, std::string>;
+  // What from_dir does once it has read the files (from_dir is this on the folder's files):
+  // `tokenizer_dir` names the folder in messages, each file as tokenizer_dir/NAME.
+  static ClipTokenizer from_files(const Files& files, const std::string& tokenizer_dir);
+
   // The two folder layouts write_dir can produce.
   enum class FolderFormat {
     VocabMerges,    // vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json (the SD 1.5 hub's)
@@ -91,6 +99,8 @@ class ClipTokenizer {
   // The same in either layout. A file of the other layout that readers would prefer or merge in
   // (tokenizer.json for VocabMerges, special_tokens_map.json for TokenizerJson) is removed.
   void write_dir(const std::string& dir, FolderFormat format) const;
+  // The files write_dir writes, in memory: from_files(to_files(f), ...) == *this for either layout.
+  Files to_files(FolderFormat format) const;
 
   // BPE ids of the text, without bos/eos. Throws InputError when the text is not well-formed UTF-8
   // (naming the byte offset); NUL and other control characters are ordinary characters.

@@ -1,4 +1,5 @@
-// Tokenizer folders: ClipTokenizer::from_dir reads one, write_dir writes one.
+// Tokenizer folders: ClipTokenizer::from_dir reads one, write_dir writes one (from_files and
+// to_files: the same on the files held in memory; from_dir and write_dir only add the file I/O).
 //
 // A diffusers model keeps its tokenizer in tokenizer/: vocab.json (token → id), merges.txt
 // ("#version" lines, then one merge "left right" per line, by rank) and, optionally,
@@ -119,7 +120,16 @@ using clip_files::added_token_from_object;
 using clip_files::read_file;
 using clip_files::write_file;
 
-json parse_json(const fs::path& path) { return clip_files::parse_json_text(path, read_file(path)); }
+// A file of the folder: its contents from `files`, named `label`/NAME in messages.
+struct FolderFiles {
+  const ClipTokenizer::Files& files;
+  fs::path label;
+  const std::string* find(const char* name) const {
+    auto it = files.find(name);
+    return it == files.end() ? nullptr : &it->second;
+  }
+  fs::path path(const char* name) const { return label / name; }
+};
 
 constexpr const char* kNamedKeys[] = {"bos_token", "eos_token", "unk_token", "sep_token",
                                       "pad_token", "cls_token", "mask_token"};
@@ -133,8 +143,7 @@ size_t line_of_key(const std::string& text, const std::string& key) {
   return at == std::string::npos ? 0 : 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
 }
 
-std::unordered_map<std::string, int32_t> read_vocab(const fs::path& path) {
-  std::string text = read_file(path);
+std::unordered_map<std::string, int32_t> read_vocab(const fs::path& path, const std::string& text) {
   json j = clip_files::parse_json_text(path, text);
   if (!j.is_object()) throw InputError(path.string() + ": expected a JSON object of token → id, got " + j.type_name());
   std::unordered_map<std::string, int32_t> vocab;
@@ -160,8 +169,7 @@ struct MergesFile {
   std::vector<size_t> line_of;  // 1-based line of each merge
 };
 
-MergesFile read_merges(const fs::path& path) {
-  std::string text = read_file(path);
+MergesFile read_merges(const fs::path& path, const std::string& text) {
   MergesFile m;
   size_t pos = 0, line = 0;
   while (pos < text.size()) {
@@ -250,27 +258,40 @@ ClipTokenizer ClipTokenizer::from_dir(const std::string& tokenizer_dir) {
   const fs::path dir(tokenizer_dir);
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw InputError(tokenizer_dir + ": not a tokenizer folder (no such directory)");
+  // The vocabulary files count only as regular files; a config that exists but cannot be read
+  // (a folder of that name) is an error naming it.
+  Files files;
+  for (const char* name : {"tokenizer.json", "vocab.json", "merges.txt"})
+    if (fs::is_regular_file(dir / name, ec)) files[name] = read_file(dir / name);
+  for (const char* name : {"tokenizer_config.json", "special_tokens_map.json"})
+    if (fs::exists(dir / name, ec)) files[name] = read_file(dir / name);
+  return from_files(files, tokenizer_dir);
+}
+
+ClipTokenizer ClipTokenizer::from_files(const Files& files, const std::string& tokenizer_dir) {
+  const FolderFiles dir{files, fs::path(tokenizer_dir)};
   auto impl = std::make_shared<Impl>();
   impl->model_max_length = kDefaultMaxLength;
 
   // The vocabulary and merges: tokenizer.json when there is one, as transformers 5.24 prefers it.
   std::optional<clip_files::TokenizerJsonFile> tokenizer_json;
-  if (const fs::path json_path = dir / "tokenizer.json"; fs::is_regular_file(json_path, ec)) {
-    tokenizer_json = clip_files::read_tokenizer_json(json_path);
+  if (const std::string* json_text = dir.find("tokenizer.json")) {
+    const fs::path json_path = dir.path("tokenizer.json");
+    tokenizer_json = clip_files::read_tokenizer_json(json_path, *json_text);
     impl->set_vocab(std::move(tokenizer_json->vocab));
     const std::string& where = tokenizer_json->path;
     impl->set_merges(std::move(tokenizer_json->merges),
                      [&](size_t i) { return where + ": model.merges[" + std::to_string(i) + "]"; });
-    if (fs::exists(dir / "vocab.json", ec) || fs::exists(dir / "merges.txt", ec))
+    if (dir.find("vocab.json") || dir.find("merges.txt"))
       log::debug(json_path.string() + ": read in place of vocab.json and merges.txt, as transformers does");
   } else {
     for (const char* name : {"vocab.json", "merges.txt"})
-      if (!fs::is_regular_file(dir / name, ec))
-        throw InputError((dir / name).string() +
+      if (!dir.find(name))
+        throw InputError(dir.path(name).string() +
                          ": missing (a tokenizer folder needs tokenizer.json, or vocab.json and merges.txt)");
-    impl->set_vocab(read_vocab(dir / "vocab.json"));
-    MergesFile merges = read_merges(dir / "merges.txt");
-    const std::string merges_path = (dir / "merges.txt").string();
+    impl->set_vocab(read_vocab(dir.path("vocab.json"), *dir.find("vocab.json")));
+    MergesFile merges = read_merges(dir.path("merges.txt"), *dir.find("merges.txt"));
+    const std::string merges_path = dir.path("merges.txt").string();
     impl->set_merges(std::move(merges.merges),
                      [&](size_t i) { return merges_path + ":" + std::to_string(merges.line_of[i]); });
   }
@@ -284,11 +305,11 @@ ClipTokenizer ClipTokenizer::from_dir(const std::string& tokenizer_dir) {
   std::vector<ClipAddedToken> decoder;
   std::vector<Candidate> extras;
 
-  const fs::path config_path = dir / "tokenizer_config.json";
-  const fs::path map_path = dir / "special_tokens_map.json";
+  const fs::path config_path = dir.path("tokenizer_config.json");
+  const fs::path map_path = dir.path("special_tokens_map.json");
   bool has_decoder = false;
-  if (fs::exists(config_path, ec)) {
-    json cfg = parse_json(config_path);
+  if (const std::string* config_text = dir.find("tokenizer_config.json")) {
+    json cfg = clip_files::parse_json_text(config_path, *config_text);
     const std::string where = config_path.string();
     if (!cfg.is_object()) throw InputError(where + ": expected a JSON object, got " + std::string(cfg.type_name()));
     for (size_t k = 0; k < std::size(kNamedKeys); ++k)
@@ -323,8 +344,9 @@ ClipTokenizer ClipTokenizer::from_dir(const std::string& tokenizer_dir) {
       }
     }
   }
-  if (!has_decoder && fs::exists(map_path, ec)) {
-    json map = parse_json(map_path);
+  const std::string* map_text = dir.find("special_tokens_map.json");
+  if (!has_decoder && map_text) {
+    json map = clip_files::parse_json_text(map_path, *map_text);
     const std::string where = map_path.string();
     if (!map.is_object()) throw InputError(where + ": expected a JSON object, got " + std::string(map.type_name()));
     for (size_t k = 0; k < std::size(kNamedKeys); ++k) {
@@ -391,6 +413,19 @@ ClipTokenizer ClipTokenizer::from_dir(const std::string& tokenizer_dir) {
     order.push_back(Named{"extra_special_tokens", c.token});
   }
   impl->set_special_tokens(order, tokenizer_dir);
+  // Two added tokens with one id (vocab.json giving <|startoftext|> and <|endoftext|> both 0) are
+  // refused: transformers 5.24 keeps only one of them in its added-token table, tokenizes the other
+  // as text, and what it saves reloads as a third tokenizer; no layout we could write would reload
+  // as this one.
+  for (size_t i = 0; i < impl->added.size(); ++i)
+    for (size_t k = 0; k < i; ++k)
+      if (impl->added[k].id == impl->added[i].id) {
+        const std::string source = tokenizer_json ? tokenizer_json->path : dir.path("vocab.json").string();
+        const std::string id = std::to_string(impl->added[i].id);
+        throw InputError(source + ": the added tokens " + json(impl->added[k].content).dump() + " and " +
+                         json(impl->added[i].content).dump() + " both get id " + id +
+                         "; each special token needs an id of its own (transformers keeps only one of them)");
+      }
   if (tokenizer_json) clip_files::check_against(*tokenizer_json, *impl, json_added_used);
   return ClipTokenizer(std::move(impl));
 }
@@ -398,19 +433,25 @@ ClipTokenizer ClipTokenizer::from_dir(const std::string& tokenizer_dir) {
 void ClipTokenizer::write_dir(const std::string& dir_name) const { write_dir(dir_name, FolderFormat::VocabMerges); }
 
 void ClipTokenizer::write_dir(const std::string& dir_name, FolderFormat format) const {
-  const Impl& impl = this->impl();
+  const Files files = to_files(format);
   const fs::path dir(dir_name);
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error(dir_name + ": cannot create the folder: " + ec.message());
   // A file of the other layout that a reader would prefer (tokenizer.json) or merge in
   // (special_tokens_map.json, whose names override tokenizer_config.json's) must not outlive us.
-  auto remove_stale = [&](const char* name) {
-    std::error_code rm;
-    if (fs::remove(dir / name, rm)) log::debug((dir / name).string() + ": removed (stale, of the other folder layout)");
-    if (rm) throw Error((dir / name).string() + ": cannot remove the stale file: " + rm.message());
-  };
+  const char* stale = format == FolderFormat::TokenizerJson ? "special_tokens_map.json" : "tokenizer.json";
+  std::error_code rm;
+  if (fs::remove(dir / stale, rm)) log::debug((dir / stale).string() + ": removed (stale, of the other folder layout)");
+  if (rm) throw Error((dir / stale).string() + ": cannot remove the stale file: " + rm.message());
+  // The configs last: a folder cut short by a failure has no config naming tokens it lacks.
+  for (const char* name : {"tokenizer.json", "vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"})
+    if (auto it = files.find(name); it != files.end()) write_file(dir / name, it->second);
+}
 
+ClipTokenizer::Files ClipTokenizer::to_files(FolderFormat format) const {
+  const Impl& impl = this->impl();
+  Files files;
   if (format == FolderFormat::TokenizerJson) {
     // As transformers 5.24 save_pretrained writes it: named tokens as plain strings (their flags are
     // in tokenizer.json's added_tokens), other special tokens under extra_special_tokens.
@@ -429,10 +470,9 @@ void ClipTokenizer::write_dir(const std::string& dir_name, FolderFormat format) 
       if (t.special && t.content != impl.bos && t.content != impl.eos && t.content != impl.unk && t.content != impl.pad)
         extra.push_back(t.content);
     if (!extra.empty()) config["extra_special_tokens"] = extra;
-    remove_stale("special_tokens_map.json");
-    write_file(dir / "tokenizer.json", clip_files::tokenizer_json_text(impl));
-    write_file(dir / "tokenizer_config.json", config.dump(2) + "\n");
-    return;
+    files["tokenizer.json"] = clip_files::tokenizer_json_text(impl);
+    files["tokenizer_config.json"] = config.dump(2) + "\n";
+    return files;
   }
 
   // vocab.json, one entry per line in id order.
@@ -483,11 +523,11 @@ void ClipTokenizer::write_dir(const std::string& dir_name, FolderFormat format) 
     map["additional_special_tokens"] = extra_map;
   }
 
-  remove_stale("tokenizer.json");
-  write_file(dir / "vocab.json", vocab);
-  write_file(dir / "merges.txt", merges);
-  write_file(dir / "special_tokens_map.json", map.dump(2) + "\n");
-  write_file(dir / "tokenizer_config.json", config.dump(2) + "\n");
+  files["vocab.json"] = std::move(vocab);
+  files["merges.txt"] = std::move(merges);
+  files["special_tokens_map.json"] = map.dump(2) + "\n";
+  files["tokenizer_config.json"] = config.dump(2) + "\n";
+  return files;
 }
 
 }  // namespace sdmpi

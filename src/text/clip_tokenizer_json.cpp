@@ -260,11 +260,13 @@ std::string indent(int level) { return std::string(static_cast<size_t>(level) * 
 
 }  // namespace
 
-TokenizerJsonFile read_tokenizer_json(const fs::path& path) {
+TokenizerJsonFile read_tokenizer_json(const fs::path& path) { return read_tokenizer_json(path, read_file(path)); }
+
+TokenizerJsonFile read_tokenizer_json(const fs::path& path, const std::string& text) {
   TokenizerJsonFile out;
   out.path = path.string();
   const Checker c{out.path};
-  const json doc = parse_json_text(path, read_file(path));
+  const json doc = parse_json_text(path, text);
   if (!doc.is_object()) throw InputError(out.path + ": expected a JSON object, got " + doc.type_name());
   if (const json* v = member(doc, "version"); v && *v != "1.0")
     c.bad("version", "is " + shown(v) + "; the tokenizers library reads only \"1.0\"");

@@ -52,6 +52,8 @@ struct TokenizerJsonFile {
 // merges, options) and the normalizer, pre-tokenizer and decoder, which must be CLIP's. Throws
 // InputError naming the file and the JSON path at fault.
 TokenizerJsonFile read_tokenizer_json(const std::filesystem::path& path);
+// The same on the file's contents, already read (`path` names it in messages).
+TokenizerJsonFile read_tokenizer_json(const std::filesystem::path& path, const std::string& text);
 
 // Once the special tokens are resolved into `impl`: the post-processor must frame with impl's
 // bos/eos, model.unk_token must be impl's unk, and (when `added_tokens_used`, i.e. transformers took

@@ -57,6 +57,9 @@ cases = {
     "decoder_bad_key": ({"tokenizer_config.json": config(added_tokens_decoder={"x": token("<x>", special=True)})},
                         '"added_tokens_decoder".x: the key must be a token id'),
     "decoder_not_object": ({"tokenizer_config.json": config(added_tokens_decoder=[1])}, '"added_tokens_decoder" must be an object'),
+    # transformers 5.24 keeps one of the two in its added-token table and tokenizes the other as text.
+    "vocab_specials_one_id": ({"vocab.json": VOCAB.replace(b'"<|endoftext|>": 1', b'"<|endoftext|>": 0')},
+                              'vocab.json: the added tokens "<|startoftext|>" and "<|endoftext|>" both get id 0'),
     "map_bad_json": ({"special_tokens_map.json": b"{,}"}, "special_tokens_map.json: malformed JSON"),
     "map_token_list": ({"special_tokens_map.json": b'{"pad_token": ["a"]}'}, 'special_tokens_map.json: "pad_token": expected a string or an object'),
 }
