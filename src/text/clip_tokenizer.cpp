@@ -20,7 +20,7 @@
 //     vocabulary becomes the unk token (one per character, not fused).
 //  6. [bos] + ids[:max_length-2] + [eos] + [pad]*…: truncation keeps the first max_length-2 ids.
 //
-// The per-piece BPE cache is bounded (kCacheLimit entries, then cleared) and mutex-guarded.
+// The per-piece BPE cache is bounded in bytes (Impl::cache_limit_bytes, then emptied) and mutex-guarded.
 #include "sdmpi/clip_tokenizer.h"
 
 #include <zlib.h>
@@ -41,7 +41,6 @@ extern "C" const unsigned long sdmpi_clip_bpe_gz_size;
 namespace sdmpi {
 namespace {
 
-constexpr size_t kCacheLimit = 1 << 16;  // words; a prompt file of any size stays in a few MB
 constexpr size_t kMaxCachedWordBytes = 256;
 constexpr int kMaxLengthLimit = 1 << 20;  // far past any text encoder's positions
 constexpr char kEndOfWord[] = "</w>";
@@ -391,9 +390,13 @@ void ClipTokenizer::Impl::bpe(std::string_view word, std::vector<int32_t>& ids) 
     if (s.alive) result.push_back(s.id);
   ids.insert(ids.end(), result.begin(), result.end());
   if (cacheable) {
+    const size_t bytes = cache_entry_bytes(word.size(), result.size());
     std::lock_guard<std::mutex> lock(cache_mutex);
-    if (cache.size() >= kCacheLimit) cache.clear();
-    cache.emplace(std::string(word), std::move(result));
+    if (cache_bytes + bytes > cache_limit_bytes) {
+      cache.clear();
+      cache_bytes = 0;
+    }
+    if (cache.emplace(std::string(word), std::move(result)).second) cache_bytes += bytes;
   }
 }
 

@@ -71,9 +71,20 @@ struct ClipTokenizer::Impl {
   int32_t bos_id = -1, eos_id = -1, pad_id = -1, unk_id = -1;
   int model_max_length = 77;
 
-  // Words seen before → their ids. Prompts repeat words; the cache makes repeated BPE free.
+  // Words seen before → their ids. Prompts repeat words; the cache makes repeated BPE free. Its
+  // memory is bounded: each entry counts its word, its ids and a fixed overhead (cache_entry_bytes),
+  // and when the next entry would pass cache_limit_bytes the cache is emptied first (a miss costs
+  // one BPE of one word, so a refill is cheap; a long-lived process or a fuzzer feeding millions
+  // of distinct words stays within the limit).
+  static constexpr size_t kDefaultCacheLimitBytes = size_t{8} << 20;
+  size_t cache_limit_bytes = kDefaultCacheLimitBytes;  // tests set a small one
   mutable std::mutex cache_mutex;
   mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
+  mutable size_t cache_bytes = 0;  // sum of cache_entry_bytes over `cache`
+  static size_t cache_entry_bytes(size_t word_bytes, size_t num_ids) {
+    constexpr size_t kNodeOverhead = 96;  // hash node, string and vector headers, allocator slack
+    return kNodeOverhead + word_bytes + num_ids * sizeof(int32_t);
+  }
 
   // Sets vocab (validating ids), then merges; `where(i)` names merge i's file and line for errors.
   void set_vocab(std::unordered_map<std::string, int32_t> tokens);
