@@ -32,6 +32,14 @@ __device__ __forceinline__ __half from_float<__half>(float v) { return __float2h
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
+// GELU with the exact erf (torch's approximate="none"); shared by the geglu kernel and the fused
+// feed-forward product (kernels/linear_geglu.cu) so both gate with the same arithmetic.
+__device__ __forceinline__ float gelu_erf(float x) { return x * 0.5f * (1.0f + erff(x * 0.70710678118654752440f)); }
+
+// Value of v after rounding to storage type T (identity for float).
+template <typename T>
+__device__ __forceinline__ float round_to(float v) { return to_float(from_float<T>(v)); }
+
 // Runs the statement list with T bound to the storage type of `dtype`.
 #define SDMPI_DISPATCH_FLOAT_TYPES(dtype, T, ...)        \
   switch (dtype) {                                       \

@@ -23,12 +23,7 @@ __device__ __forceinline__ float apply_binary(BinaryOp op, float a, float b) {
   return 0.0f;
 }
 
-// Value of v after rounding to storage type T (identity for float).
-template <typename T>
-__device__ __forceinline__ float round_to(float v) { return to_float(from_float<T>(v)); }
-
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
-__device__ __forceinline__ float gelu_erf(float x) { return x * 0.5f * (1.0f + erff(x * 0.70710678118654752440f)); }
 __device__ __forceinline__ float quick_gelu(float x) { return x * (1.0f / (1.0f + expf(-(1.702f * x)))); }
 
 template <typename T>

@@ -1,7 +1,7 @@
 // The CUDA backend's fused ops (issue 13's launch cuts) against the CPU reference, whose defaults
 // run the unfused ops: linear_qkv (q, k, v of one x as one strided-batched product over the packed
-// weights) and group_norm with a channel offset (a ResNet's time embedding read inside the norm
-// kernel). F32, F16 and BF16; fresh random inputs (gpu_test_util.h), poisoned outputs (an element
+// weights), group_norm with a channel offset (a ResNet's time embedding read inside the norm
+// kernel) and linear_geglu (a feed-forward's product with the gate in its epilogue). F32, F16 and BF16; fresh random inputs (gpu_test_util.h), poisoned outputs (an element
 // an op forgets to write is a NaN mismatch), odd shapes and SD 1.5's. Skips visibly without a GPU.
 #include <gtest/gtest.h>
 
@@ -177,6 +177,62 @@ TEST_P(CudaFusedOps, GroupNormWithChannelOffset) {
     expect_close(g().to_host(got), cpu().to_host(ref), tol(), "group_norm with a channel offset");
     Tensor two_launches = g().group_norm(g().add_batch_channel(x.g, offset.g), c.groups, gamma.g, beta.g, c.eps, c.silu);
     expect_equal(g().to_host(got), g().to_host(two_launches), "fused vs add_batch_channel + group_norm on the GPU");
+  }
+}
+
+// linear_geglu: F16/BF16 run the tensor-core product with the gate in its epilogue
+// (kernels/linear_geglu.cu), F32 the product then the geglu kernel; both against the CPU's linear
+// then geglu, and the fused kernel also against the GPU's own two launches (SDMPI_CUDA_GEGLU=unfused),
+// which round the product to the storage type before gating just as the epilogue does.
+TEST_P(CudaFusedOps, LinearGegluMatchesLinearThenGeglu) {
+  SDMPI_REQUIRE_GPU();
+  Rng rng;
+  struct Case {
+    Shape x;
+    int64_t c;  // the gate's width: the weight is [2c, x.back()]
+    bool bias;
+  };
+  const Case cases[] = {
+      // SD 1.5's feed-forwards at 512x512 with CFG (inner = 4 x dim), per level.
+      {{2, 4096, 320}, 1280, true},
+      {{2, 1024, 640}, 2560, true},
+      {{2, 256, 1280}, 5120, true},
+      {{2, 64, 1280}, 5120, true},
+      // Odd shapes: rows and columns off the 128 x 64 tile, k not a multiple of 8 (element loads),
+      // k below one pipeline stage, one row, one output column, no bias, a rank-2 input.
+      {{1, 300, 40}, 70, true},
+      {{3, 7, 24}, 13, false},
+      {{1, 5, 9}, 3, true},
+      {{1, 1, 8}, 1, true},
+      {{2, 129, 100}, 65, false},
+      {{77, 33}, 129, true},
+  };
+  CudaBackend& unfused = gpu_with(t(), "SDMPI_CUDA_GEGLU", "unfused");
+  for (const Case& c : cases) {
+    SCOPED_TRACE(shape_label(c.x) + " -> " + std::to_string(c.c) + (c.bias ? " +bias" : ""));
+    const int64_t k = c.x.back();
+    Both x = random_activation(g(), rng, c.x);
+    Both w = random_weight(g(), rng, {2 * c.c, k}, WeightKind::Linear, 1.0f / std::sqrt(static_cast<float>(k)));
+    Both b = random_weight(g(), rng, {2 * c.c}, WeightKind::Vector, 0.5f);
+    Tensor ref = cpu().linear_geglu(x.c, w.c, c.bias ? &b.c : nullptr);
+    int calls = 0;
+    g().set_op_observer([&](const OpCall& call) { calls += std::string(call.op) == "linear_geglu"; });
+    Tensor got = g().linear_geglu(x.g, w.g, c.bias ? &b.g : nullptr);
+    g().set_op_observer({});
+    EXPECT_EQ(calls, 1);
+    EXPECT_EQ(got.shape(), ref.shape());
+    EXPECT_EQ(got.dtype(), t());
+    const std::vector<float> got_host = g().to_host(got);
+    expect_close(got_host, cpu().to_host(ref), tol(), "linear_geglu vs the CPU's linear then geglu");
+    // The unfused GPU path: same roundings, another summation order inside the product.
+    Tensor x_u = unfused.from_host(x.host.data(), c.x);
+    WeightView wv{"test.weight", DType::F32, {2 * c.c, k}, w.host.data()};
+    WeightView bv{"test.bias", DType::F32, {2 * c.c}, b.host.data()};
+    Tensor w_u = unfused.upload_weight(wv, WeightKind::Linear), b_u = unfused.upload_weight(bv, WeightKind::Vector);
+    Tensor two_launches = unfused.linear_geglu(x_u, w_u, c.bias ? &b_u : nullptr);
+    expect_close(got_host, unfused.to_host(two_launches), tol(), "fused vs the GPU's product then geglu kernel");
+    // Again: the same kernel on the same data gives the same bits.
+    expect_equal(g().to_host(g().linear_geglu(x.g, w.g, c.bias ? &b.g : nullptr)), got_host, "repeated");
   }
 }
 

@@ -26,6 +26,7 @@
 #include "elementwise.cuh"
 #include "embedding.cuh"
 #include "im2col.cuh"
+#include "linear_geglu.cuh"
 #include "norm.cuh"
 #include "resample.cuh"
 #include "sdmpi/cuda_backend.h"
@@ -104,6 +105,8 @@ class CudaBackendImpl final : public CudaBackend {
   Tensor do_attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) override;
   Tensor do_activation(const Tensor& x, Activation act) override;
   Tensor do_geglu(const Tensor& x, const Shape& out_shape) override;
+  Tensor do_linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias, const Shape& linear_shape,
+                         const Shape& out_shape) override;
   Tensor do_binary(BinaryOp op, const Tensor& a, const Tensor& b) override;
   Tensor do_binary_scalar(BinaryOp op, const Tensor& a, float s, bool scalar_first) override;
   Tensor do_add_batch_channel(const Tensor& x, const Tensor& t) override;
@@ -194,6 +197,9 @@ class CudaBackendImpl final : public CudaBackend {
   // SDMPI_CUDA_CONV=direct|gemm: our direct convolution kernel (a debugging aid, slow) or the
   // patches-times-weights path (what a shape cuDNN declines runs) instead of cuDNN.
   enum class ConvChoice { Cudnn, Direct, Gemm } conv_choice_ = ConvChoice::Cudnn;
+  // The feed-forward's product and gate as one kernel (kernels/linear_geglu.cu) on sm_80 and newer;
+  // SDMPI_CUDA_GEGLU=unfused: the cuBLASLt product then the geglu kernel (to compare and to time).
+  bool fused_geglu_ = true;
   // SDMPI_CUDA_GRAPHS=0: run_graph runs its callable directly (for debugging and comparison).
   bool graphs_enabled_ = true;
   // SDMPI_CUDA_GRAPHS=require: a step that cannot be captured is an error instead of a warning and
@@ -210,6 +216,8 @@ CudaBackendImpl::CudaBackendImpl(int device, DType compute, const CudaDeviceInfo
   const char* conv_choice = std::getenv("SDMPI_CUDA_CONV");
   if (conv_choice && std::string(conv_choice) == "direct") conv_choice_ = ConvChoice::Direct;
   if (conv_choice && std::string(conv_choice) == "gemm") conv_choice_ = ConvChoice::Gemm;
+  const char* geglu_choice = std::getenv("SDMPI_CUDA_GEGLU");
+  fused_geglu_ = info.cc_major >= 8 && !(geglu_choice && std::string(geglu_choice) == "unfused");
   const char* graphs_choice = std::getenv("SDMPI_CUDA_GRAPHS");
   graphs_enabled_ = !(graphs_choice && std::string(graphs_choice) == "0");
   graphs_required_ = graphs_choice && std::string(graphs_choice) == "require";
@@ -708,6 +716,23 @@ Tensor CudaBackendImpl::do_geglu(const Tensor& x, const Shape& out_shape) {
   Tensor out = alloc(out_shape, x.dtype());
   if (out.numel() == 0) return out;
   kernels::geglu(s(), x.dtype(), x.raw(), out.raw(), out.numel() / c, c);
+  return out;
+}
+
+// One launch where the fused kernel takes the problem (launch_plan.h's linear_geglu_fused, which the
+// launch table shares); otherwise Backend's default, the product then the gate.
+Tensor CudaBackendImpl::do_linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias,
+                                        const Shape& linear_shape, const Shape& out_shape) {
+  bind();
+  const DType t = x.dtype();
+  const int64_t k = w.dim(1), c = w.dim(0) / 2;
+  const int64_t m = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  if (!fused_geglu_ || !cuda::linear_geglu_fused(t, m, c, k))
+    return Backend::do_linear_geglu(x, w, bias, linear_shape, out_shape);
+  Tensor out = alloc(out_shape, t);
+  // The bias in the data type, as cuBLASLt's epilogue reads it (converted once, kept with the weights).
+  Tensor bias_t = bias ? param_as(*bias, t) : Tensor();
+  kernels::linear_geglu(s(), t, x.raw(), w.raw(), bias ? bias_t.raw() : nullptr, out.raw(), m, c, k);
   return out;
 }
 

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "sdmpi/dtype.h"
+
 namespace sdmpi::cuda {
 
 // A convolution that is a matrix product over the pixels (NHWC): 1x1, stride 1, no padding.
@@ -19,6 +21,14 @@ inline int64_t conv_batch_piece(int64_t n, int64_t per_item_in, int64_t per_item
   const int64_t limit = (int64_t{1} << 31) - 1;
   const int64_t per_item = std::max<int64_t>(std::max<int64_t>(per_item_in, per_item_out), 1);
   return std::max<int64_t>(1, std::min<int64_t>(n, limit / per_item));
+}
+
+// linear_geglu runs as one kernel (kernels/linear_geglu.cu: tensor cores, the gate in the
+// epilogue) for F16/BF16, a non-empty product and c at most 65535 tiles of 64 output columns;
+// otherwise as the cuBLASLt product then the geglu kernel. (Debug switch SDMPI_CUDA_GEGLU=unfused
+// and GPUs before sm_80 take the two launches too; the launch table does not model them.)
+inline bool linear_geglu_fused(DType t, int64_t m, int64_t c, int64_t k) {
+  return t != DType::F32 && m > 0 && c > 0 && k > 0 && c <= int64_t{65535} * 64;
 }
 
 // The attention kernels' grid takes at most this many batch items per launch.

@@ -42,9 +42,11 @@ CudaOpLaunches cuda_op_launches(const OpCall& c) {
     return {1, std::string("cuBLASLt strided batch of 3 (q, k, v)") + (c.bias ? ", bias epilogue" : "")};
   }
   if (op == "linear_geglu") {
-    // The gate is its own pass over the product (see the report in cuda_backend.cpp's
-    // do_linear_geglu for why the epilogue is not fused yet).
-    CudaOpLaunches product = matmul(rows_of(c.x), c.w.at(0), c.w.at(1), c.bias, false);
+    // F16/BF16: one tensor-core kernel with the gate in its epilogue (kernels/linear_geglu.cu).
+    // F32: the cuBLASLt product, then the gate as its own pass.
+    const int64_t m = rows_of(c.x), n = c.w.at(0), k = c.w.at(1);
+    if (cuda::linear_geglu_fused(c.x_dtype, m, n / 2, k)) return {1, "tensor-core GEMM with the GEGLU epilogue"};
+    CudaOpLaunches product = matmul(m, n, k, c.bias, false);
     return {product.launches + (empty(c.out) ? 0 : 1), product.path + " + GEGLU kernel"};
   }
   if (op == "conv2d") {
