@@ -9,7 +9,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   openmpi-bin libopenmpi-dev
   libhdf5-dev hdf5-tools
-  libpng-dev zlib1g-dev
+  libpng-dev zlib1g-dev libjpeg62-turbo-dev
   libopenblas-dev
   nlohmann-json3-dev libcli11-dev
   libpcre2-dev libutf8proc-dev

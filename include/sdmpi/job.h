@@ -7,6 +7,7 @@
 // model, these parameters and the seed: never on rank, batch or shard.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -28,7 +29,20 @@ struct GenerationParams {
   // diffusers' guidance_rescale φ (rescale_noise_cfg, for v-prediction models): the CFG output is
   // blended with itself rescaled to the text prediction's std; 0 = plain CFG.
   float guidance_rescale = 0.0f;
+  // img2img (diffusers' StableDiffusionImg2ImgPipeline) when init_image is set: the init image file
+  // (PNG or JPEG; its size is the item's width x height), the SHA-256 of its bytes (hex, set when the
+  // job is planned, recorded in the outputs) and the strength in (0, 1]: the share of the schedule
+  // that is run, starting from the init image's latents noised to that point.
+  std::string init_image;
+  std::string init_image_sha256;
+  float strength = 0.8f;  // diffusers' default
 };
+
+// img2img's first scheduler call for `steps` steps at `strength` (diffusers' get_timesteps, every
+// sampler's order being 1): t_start = steps - min(int(steps * strength), steps), with strength as
+// the decimal the user wrote (a Python float: int(10 * 0.7) = 7, where the float32 0.7f would give 6).
+// InputError when strength is outside (0, 1] or leaves no denoising step.
+size_t img2img_first_call(int steps, float strength);
 
 struct WorkItem {
   int64_t index = 0;         // global index g

@@ -5,7 +5,8 @@
 //   .jsonl  one JSON object per line: {"prompt": str (required), "negative_prompt": str,
 //           "seed": int, "steps": int, "guidance": number, "width": int, "height": int,
 //           "sampler": str, "schedule": str, "eta": number, "clip_skip": int,
-//           "guidance_rescale": number in [0, 1]}; blank lines skipped.
+//           "guidance_rescale": number in [0, 1], "init_image": str (img2img: a PNG or JPEG file,
+//           relative to the prompt file's folder), "strength": number in (0, 1]}; blank lines skipped.
 // Keys a line does not give take the job's defaults (the command line). A "seed" in a line is the
 // seed of that prompt's first image; image k of the prompt gets seed + k. Without one, item g gets
 // base_seed + g. Errors name the file and line ("prompts.jsonl:7: ...") and never leave a partial
@@ -28,8 +29,8 @@ struct PromptRecord {
   std::optional<std::string> negative_prompt;
   std::optional<uint64_t> seed;
   std::optional<int> steps, width, height, clip_skip;
-  std::optional<float> guidance, eta, guidance_rescale;
-  std::optional<std::string> sampler, schedule;
+  std::optional<float> guidance, eta, guidance_rescale, strength;
+  std::optional<std::string> sampler, schedule, init_image;
   std::string origin;  // "prompts.jsonl:7" or "--prompt #2", for messages
 };
 
@@ -45,5 +46,15 @@ void validate_params(const GenerationParams& p, const std::string& origin);
 // Expands prompts × images_per_prompt into work items in global-index order.
 std::vector<WorkItem> expand_job(const std::vector<PromptRecord>& prompts, int images_per_prompt,
                                  uint64_t base_seed, const GenerationParams& defaults);
+
+// img2img items (init_image set), checked before the job starts: each distinct file is read once
+// and must decode (PNG or JPEG), have sides that are multiples of 8 (diffusers would resize it; we
+// refuse) and leave a denoising step at the item's strength. Each item gets the image's absolute
+// path, its size as width and height, and the SHA-256 of the file's bytes. A size the job asks for
+// explicitly that differs from the image's is refused: the record's own width/height, else
+// `requested_width`/`requested_height` (the command line's; 0 = not given). InputErrors name the
+// record and the file.
+void resolve_init_images(std::vector<WorkItem>& items, const std::vector<PromptRecord>& prompts, int requested_width,
+                         int requested_height);
 
 }  // namespace sdmpi

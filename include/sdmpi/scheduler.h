@@ -108,6 +108,13 @@ class Scheduler {
 
   // prepare_latents: noise * init_noise_sigma.
   Tensor init_latents(Backend& backend, const Tensor& noise) const;
+  // img2img (StableDiffusionImg2ImgPipeline): the schedule starts at call `first` (get_timesteps'
+  // t_start * order; set_begin_index), so the next step() must be call `first`. Before any step.
+  void start_at(size_t first);
+  // scheduler.add_noise(original, noise, timesteps[call]) as diffusers computes it for this class:
+  // sqrt(alphas_cumprod[t]) * x + sqrt(1 - alphas_cumprod[t]) * noise (PNDM, DDIM, LCM), x + noise *
+  // sigma (Euler, Euler a), alpha_t * x + sigma_t * noise (DPM++), sigma at the begin index.
+  virtual Tensor add_noise(Backend& backend, const Tensor& original, const Tensor& noise, size_t call) const;
   // scale_model_input for UNet call `call` (identity for all but Euler-type samplers).
   virtual Tensor scale_model_input(Backend& backend, const Tensor& x, size_t call) const;
   // One scheduler.step(model_output, timesteps[call], sample). Calls must come in order

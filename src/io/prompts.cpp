@@ -4,14 +4,20 @@
 // generated from half a file.
 #include "sdmpi/prompts.h"
 
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "sdmpi/error.h"
+#include "sdmpi/hash.h"
+#include "sdmpi/image_file.h"
 #include "sdmpi/utf8.h"
 
 namespace sdmpi {
@@ -158,10 +164,15 @@ std::vector<PromptRecord> parse_prompts_jsonl(const std::string& text, const std
         r.sampler = json_string(v, where, key);
       } else if (key == "schedule") {
         r.schedule = json_string(v, where, key);
+      } else if (key == "init_image") {
+        r.init_image = json_string(v, where, key);
+        if (r.init_image->empty()) throw InputError(where + ": \"init_image\" is empty");
+      } else if (key == "strength") {
+        r.strength = json_float(v, where, key);
       } else {
         throw InputError(where + ": unknown key \"" + key +
                          "\" (known: prompt, negative_prompt, seed, steps, guidance, width, height, sampler, "
-                         "schedule, eta, clip_skip, guidance_rescale)");
+                         "schedule, eta, clip_skip, guidance_rescale, init_image, strength)");
       }
     }
     if (!has_prompt) throw InputError(where + ": missing \"prompt\"");
@@ -175,6 +186,11 @@ std::vector<PromptRecord> read_prompt_file(const std::string& path) {
   std::vector<PromptRecord> prompts =
       ends_with(path, ".jsonl") ? parse_prompts_jsonl(text, path) : parse_prompts_txt(text, path);
   if (prompts.empty()) throw InputError("prompt file " + path + " holds no prompts");
+  // Init images are named relative to the prompt file, so a job folder can move as a whole.
+  const std::filesystem::path folder = std::filesystem::path(path).parent_path();
+  for (PromptRecord& r : prompts)
+    if (r.init_image && std::filesystem::path(*r.init_image).is_relative())
+      r.init_image = (folder / *r.init_image).string();
   return prompts;
 }
 
@@ -190,6 +206,8 @@ void validate_params(const GenerationParams& p, const std::string& origin) {
   if (p.clip_skip < 0) throw InputError(origin + ": clip_skip must be >= 0");
   if (!(p.guidance_rescale >= 0.0f && p.guidance_rescale <= 1.0f))
     throw InputError(origin + ": guidance_rescale must lie in [0, 1]");
+  if (!(p.strength > 0.0f && p.strength <= 1.0f))
+    throw InputError(origin + ": strength " + std::to_string(p.strength) + " is outside (0, 1]");
   size_t bad = 0;
   if (!valid_utf8(p.prompt, &bad))
     throw InputError(origin + ": invalid UTF-8 in the prompt at byte " + std::to_string(bad + 1));
@@ -216,6 +234,8 @@ std::vector<WorkItem> expand_job(const std::vector<PromptRecord>& prompts, int i
     if (r.guidance_rescale) params.guidance_rescale = *r.guidance_rescale;
     if (r.sampler) params.sampler = *r.sampler;
     if (r.schedule) params.schedule = *r.schedule;
+    if (r.init_image) params.init_image = *r.init_image;
+    if (r.strength) params.strength = *r.strength;
     validate_params(params, r.origin);
     for (int k = 0; k < images_per_prompt; ++k) {
       WorkItem item;
@@ -228,6 +248,61 @@ std::vector<WorkItem> expand_job(const std::vector<PromptRecord>& prompts, int i
     }
   }
   return items;
+}
+
+void resolve_init_images(std::vector<WorkItem>& items, const std::vector<PromptRecord>& prompts, int requested_width,
+                         int requested_height) {
+  struct Known {
+    int width = 0, height = 0;
+    std::string sha256;
+  };
+  std::map<std::string, Known> files;  // absolute path → what it holds
+  for (WorkItem& it : items) {
+    GenerationParams& p = it.params;
+    if (p.init_image.empty()) continue;
+    const PromptRecord& r = prompts.at(static_cast<size_t>(it.prompt_index));
+    std::error_code ec;
+    const std::filesystem::path absolute = std::filesystem::absolute(p.init_image, ec);
+    if (!ec) p.init_image = absolute.lexically_normal().string();
+    auto known = files.find(p.init_image);
+    if (known == files.end()) {
+      if (std::filesystem::is_directory(p.init_image, ec))
+        throw InputError(r.origin + ": init image " + p.init_image + " is a folder, not an image file");
+      errno = 0;
+      std::ifstream in(p.init_image, std::ios::binary);
+      if (!in)
+        throw InputError(r.origin + ": init image " + p.init_image + " cannot be opened (" +
+                         (errno ? std::strerror(errno) : "unknown reason") + ")");
+      const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      DecodedImage image;
+      try {
+        image = decode_image(std::vector<uint8_t>(bytes.begin(), bytes.end()), p.init_image);
+      } catch (const InputError& e) {
+        throw InputError(r.origin + ": init image " + e.what());
+      }
+      if (image.width % 8 || image.height % 8)
+        throw InputError(r.origin + ": init image " + p.init_image + " is " + std::to_string(image.width) + "x" +
+                         std::to_string(image.height) +
+                         "; img2img needs sides that are multiples of 8 (diffusers would resize it: crop or resize it first)");
+      known = files.emplace(p.init_image, Known{image.width, image.height, sha256_hex(bytes)}).first;
+    }
+    const Known& k = known->second;
+    const int want_w = r.width ? *r.width : requested_width, want_h = r.height ? *r.height : requested_height;
+    if ((want_w && want_w != k.width) || (want_h && want_h != k.height))
+      throw InputError(r.origin + ": init image " + p.init_image + " is " + std::to_string(k.width) + "x" +
+                       std::to_string(k.height) + " but the item asks for " +
+                       (want_w ? std::to_string(want_w) : std::string("its")) + "x" +
+                       (want_h ? std::to_string(want_h) : std::string("its")) +
+                       " (img2img keeps the init image's size; drop the width/height or resize the image)");
+    p.width = k.width;
+    p.height = k.height;
+    p.init_image_sha256 = k.sha256;
+    try {
+      img2img_first_call(p.steps, p.strength);
+    } catch (const InputError& e) {
+      throw InputError(r.origin + ": " + e.what());
+    }
+  }
 }
 
 }  // namespace sdmpi

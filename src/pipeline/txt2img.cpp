@@ -37,6 +37,7 @@
 #include "sdmpi/scheduler.h"
 #include "sdmpi/unet.h"
 #include "sdmpi/vae.h"
+#include "pipeline/img2img.h"
 
 namespace sdmpi {
 
@@ -127,6 +128,9 @@ struct Txt2ImgPipeline::Impl {
   std::optional<ClipTextModel> text_encoder;
   std::optional<UNet2DConditionModel> unet;
   std::optional<AutoencoderKLDecoder> vae;
+  // img2img's VAE encoder, loaded on the first batch with init images (src/pipeline/img2img.h).
+  std::shared_ptr<WeightSource> vae_weights;
+  std::optional<AutoencoderKLEncoder> vae_encoder;
   Timings timings;
   std::vector<float> last_latents;
   int64_t serial = next_pipeline_serial.fetch_add(1);
@@ -143,7 +147,8 @@ Txt2ImgPipeline::Txt2ImgPipeline(const ModelSource& model, Backend& backend)
   m.scheduler_config = SchedulerConfig::from_json(model.config("scheduler"), model.spec() + " scheduler/scheduler_config.json");
   m.text_encoder.emplace(ClipTextModel::load(m.text_config, *model.weights("text_encoder"), backend));
   m.unet.emplace(UNet2DConditionModel::load(m.unet_config, *model.weights("unet"), backend));
-  m.vae.emplace(AutoencoderKLDecoder::load(m.vae_config, *model.weights("vae"), backend));
+  m.vae_weights = model.weights("vae");
+  m.vae.emplace(AutoencoderKLDecoder::load(m.vae_config, *m.vae_weights, backend));
 }
 
 Txt2ImgPipeline::~Txt2ImgPipeline() {
@@ -216,7 +221,19 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
   for (TorchGenerator& g : generators) gen_ptrs.push_back(&g);
   const Shape latent_shape{B, h, w, c};
   const DType compute = be.compute_dtype();
-  Tensor latents = scheduler->init_latents(be, be.cast(draw_per_item_noise(be, gen_ptrs, latent_shape), DType::F32));
+  // img2img (items with an init image; a batch shares its strength): the loop starts at first_call
+  // from the encoded init images, noised to that point (src/pipeline/img2img.h).
+  const bool img2img = !p.init_image.empty();
+  size_t first_call = 0;
+  Tensor latents;
+  if (img2img) {
+    first_call = img2img_first_call(p.steps, p.strength);
+    scheduler->start_at(first_call);
+    if (!m.vae_encoder) m.vae_encoder.emplace(AutoencoderKLEncoder::load(m.vae_config, *m.vae_weights, be));
+    latents = img2img_initial_latents(be, *m.vae_encoder, *scheduler, first_call, items, gen_ptrs);
+  } else {
+    latents = scheduler->init_latents(be, be.cast(draw_per_item_noise(be, gen_ptrs, latent_shape), DType::F32));
+  }
   const NoiseFn noise_fn = [draw = per_item_noise(gen_ptrs)](Backend& b, const Shape& shape) {
     return b.cast(draw(b, shape), DType::F32);
   };
@@ -250,7 +267,7 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
   // Every attn2's K and V of the text context, once per batch instead of once per step.
   std::vector<Tensor> cross_kv = unet.cross_attention_kv(be, context);
   context = Tensor();
-  for (int i = 0; i < steps; ++i) {
+  for (int i = static_cast<int>(first_call); i < steps; ++i) {
     Tensor x_in = scheduler->scale_model_input(be, latents, static_cast<size_t>(i));
     std::vector<Tensor> inputs{x_in, t_proj.rows(i * unet_batch, (i + 1) * unet_batch)};
     inputs.insert(inputs.end(), cross_kv.begin(), cross_kv.end());
@@ -265,7 +282,8 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
     if (cfg && any_rescale)  // diffusers: only with CFG, only for guidance_rescale > 0
       eps = rescale_noise_cfg(be, eps, out.at(0).rows(B, 2 * B), items);
     latents = scheduler->step(be, eps, static_cast<size_t>(i), latents, &noise_fn);
-    if (on_step && !on_step(i + 1, steps)) throw GenerationCancelled();
+    if (on_step && !on_step(i + 1 - static_cast<int>(first_call), steps - static_cast<int>(first_call)))
+      throw GenerationCancelled();
   }
   be.synchronize();
   m.timings.unet += since(t1);

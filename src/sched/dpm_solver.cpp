@@ -122,6 +122,13 @@ class DpmSolverScheduler final : public Scheduler {
     return prev;
   }
 
+  // alpha_t * original + sigma_t * noise, at sigma[call]
+  Tensor add_noise(Backend& b, const Tensor& original, const Tensor& noise, size_t call) const override {
+    SDMPI_CHECK(call < timesteps_.size(), name_ + ": add_noise past the last step");
+    const AlphaSigma s = alpha_sigma(sigmas_[call]);
+    return add(b, mul(b, original, s.alpha), mul(b, noise, s.sigma));
+  }
+
  private:
   struct AlphaSigma {
     float alpha, sigma;

@@ -59,6 +59,12 @@ class EulerScheduler final : public Scheduler {
 
   bool uses_noise() const override { return ancestral_; }
 
+  // original + noise * sigma
+  Tensor add_noise(Backend& b, const Tensor& original, const Tensor& noise, size_t call) const override {
+    SDMPI_CHECK(call < timesteps_.size(), name_ + ": add_noise past the last step");
+    return add(b, original, mul(b, noise, sigmas_[call]));
+  }
+
   Tensor scale_model_input(Backend& b, const Tensor& x, size_t call) const override {
     const float sigma = sigmas_[call];
     return div(b, x, sqrt_(sigma * sigma + 1.0f));

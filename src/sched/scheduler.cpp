@@ -314,6 +314,23 @@ Tensor Scheduler::scale_model_input(Backend& /*backend*/, const Tensor& x, size_
   return x;
 }
 
+void Scheduler::start_at(size_t first) {
+  SDMPI_CHECK(next_call_ == 0 && first < timesteps_.size(),
+              name_ + ": cannot start at step " + std::to_string(first) + " of " + std::to_string(timesteps_.size()) +
+                  " after step " + std::to_string(next_call_));
+  next_call_ = first;
+}
+
+Tensor Scheduler::add_noise(Backend& b, const Tensor& original, const Tensor& noise, size_t call) const {
+  SDMPI_CHECK(call < timesteps_.size(), name_ + ": add_noise at step " + std::to_string(call) + " of " +
+                                            std::to_string(timesteps_.size()));
+  // alphas_cumprod[t] ** 0.5 (torch's pow by 0.5 is its sqrt), (1 - alphas_cumprod[t]) ** 0.5.
+  const float a = sched::alpha_at(alphas_cumprod_, static_cast<int64_t>(timesteps_[call]));
+  const Tensor signal = b.binary_scalar(BinaryOp::Mul, original, sqrt_(a));
+  const Tensor scaled_noise = b.binary_scalar(BinaryOp::Mul, noise, sqrt_(1.0f - a));
+  return b.binary(BinaryOp::Add, signal, scaled_noise);
+}
+
 void Scheduler::begin_step(size_t call) {
   SDMPI_CHECK(call == next_call_ && call < timesteps_.size(),
               name_ + " step " + std::to_string(call) + " called, expected step " +
