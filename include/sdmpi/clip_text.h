@@ -47,6 +47,22 @@ class ClipTextModel {
   Tensor forward(Backend& backend, const std::vector<int32_t>& ids, int batch,
                  int clip_skip = 0) const;
 
+  // SDXL's use of both encoders (diffusers' StableDiffusionXLPipeline.encode_prompt with
+  // output_hidden_states=True): hidden_state = hidden_states[-(layers_back + 1)], the output of
+  // layer num_hidden_layers - layers_back WITHOUT the final layer norm (layers_back = 1: the
+  // penultimate layer, SDXL's context); text_embeds = CLIPTextModelWithProjection's projection of
+  // the final-normed last hidden state at each row's pooled position (pooled_positions), [batch,
+  // projection_dim], undefined for a model without projection (whose later layers are not run).
+  struct HiddenOutputs {
+    Tensor hidden_state;  // [batch, L, hidden_size]
+    Tensor text_embeds;   // [batch, projection_dim] or undefined
+  };
+  HiddenOutputs forward_hidden(Backend& backend, const std::vector<int32_t>& ids, int batch,
+                               int layers_back = 1) const;
+  // transformers' pooled position per row, as flat indices into [batch * L]: argmax(ids) when the
+  // config's eos_token_id is 2 (the pre-2023 configs SD and SDXL ship), else the first eos.
+  std::vector<int64_t> pooled_positions(const std::vector<int32_t>& ids, int batch) const;
+
   const ClipTextConfig& config() const;
 
  private:

@@ -29,6 +29,11 @@ struct GenerationParams {
   // diffusers' guidance_rescale φ (rescale_noise_cfg, for v-prediction models): the CFG output is
   // blended with itself rescaled to the text prediction's std; 0 = plain CFG.
   float guidance_rescale = 0.0f;
+  // SDXL's micro-conditioning (add_time_ids), in pixels, per item; 0 = diffusers' default: the
+  // original and the target size are the image's (height, width), the crop's top-left is (0, 0).
+  int original_width = 0, original_height = 0;
+  int crop_top = 0, crop_left = 0;
+  int target_width = 0, target_height = 0;
   // img2img (diffusers' StableDiffusionImg2ImgPipeline) when init_image is set: the init image file
   // (PNG or JPEG; its size is the item's width x height), the SHA-256 of its bytes (hex, set when the
   // job is planned, recorded in the outputs) and the strength in (0, 1]: the share of the schedule
@@ -36,6 +41,10 @@ struct GenerationParams {
   std::string init_image;
   std::string init_image_sha256;
   float strength = 0.8f;  // diffusers' default
+
+  // An img2img item: one with an init image, or (read back from an archive, which records no path)
+  // with its hash.
+  bool img2img() const { return !init_image.empty() || !init_image_sha256.empty(); }
 };
 
 // img2img's first scheduler call for `steps` steps at `strength` (diffusers' get_timesteps, every

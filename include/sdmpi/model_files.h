@@ -60,19 +60,24 @@ class ModelFiles {
   // `*.<variant>.safetensors` weight files in a folder; without one the plain files are used (a
   // folder that has only one variant falls back to it, with a note in the log). Throws
   // InputError naming the path for anything missing or malformed, and for model families that
-  // are not supported yet (SD 2.x, SDXL).
+  // are not supported (SDXL refiners, SD3, Flux, SDXL/SD 2.x single files).
   static ModelFiles open(const std::string& path, const std::string& variant = "");
 
   bool is_single_file() const;
   const std::string& path() const;
-  // "SD 1.x" or "SD 2.x" (folders: sd_family() of the unet and text_encoder configs; single files: SD 1.x).
+  // "SD 1.x", "SD 2.x" or "SDXL" (folders: sd_family() of the unet and text_encoder configs; single
+  // files: SD 1.x).
   const std::string& family() const;
 
   // The component's config as diffusers reads it: unet/vae/text_encoder config.json,
   // scheduler/scheduler_config.json. For single files: the SD 1.5 configs (unet in_channels taken
   // from the checkpoint, so inpainting checkpoints get 9). Components: "unet", "vae",
   // "text_encoder", "scheduler".
+  // SDXL folders add "text_encoder_2"; "model_index" is model_index.json (a single file: a
+  // StableDiffusionPipeline's).
   nlohmann::json config(const std::string& component) const;
+  // Whether the model has the component (config and, for networks, weights).
+  bool has(const std::string& component) const;
   // The component's weights under diffusers names ("unet", "vae", "text_encoder"). Names are
   // canonical whatever the file's spelling: the VAE attention is to_q/to_k/to_v/to_out.0 with
   // [out, in] weights (legacy query/key/value/proj_attn and 1×1-conv shapes are mapped), the text
@@ -80,7 +85,8 @@ class ModelFiles {
   std::shared_ptr<WeightSource> weights(const std::string& component) const;
   // The tokenizer folder (vocab.json + merges.txt, or transformers 5's tokenizer.json alone);
   // empty for single files, whose caller uses the built-in CLIP vocabulary.
-  std::string tokenizer_dir() const;
+  // `tokenizer`: "tokenizer", or SDXL's "tokenizer_2".
+  std::string tokenizer_dir(const std::string& tokenizer = "tokenizer") const;
   // Every weight file the model reads, in a fixed order (hashing, provenance).
   std::vector<std::string> weight_files() const;
   // One line: what was opened and which files.

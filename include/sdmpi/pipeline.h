@@ -35,21 +35,28 @@ class ModelSource {
  public:
   static ModelSource open(const std::string& spec, const std::string& variant = "");
   // A model assembled in memory (tests, tools): configs and weights per component ("unet",
-  // "vae", "text_encoder"; "scheduler" config only), with the built-in CLIP vocabulary.
+  // "vae", "text_encoder", SDXL's "text_encoder_2"; "scheduler" and "model_index" configs only),
+  // with the given tokenizers ("tokenizer", "tokenizer_2"), else the built-in CLIP vocabulary.
   static ModelSource from_memory(const std::string& name, std::map<std::string, nlohmann::json> configs,
-                                 std::map<std::string, std::shared_ptr<WeightSource>> weights);
+                                 std::map<std::string, std::shared_ptr<WeightSource>> weights,
+                                 std::map<std::string, ClipTokenizer> tokenizers = {});
 
   const std::string& spec() const { return spec_; }
   bool builtin() const { return builtin_; }
-  nlohmann::json config(const std::string& component) const;  // unet, vae, text_encoder, scheduler
+  // unet, vae, text_encoder, scheduler, SDXL's text_encoder_2; model_index ({} when there is none).
+  nlohmann::json config(const std::string& component) const;
+  bool has(const std::string& component) const;  // e.g. has("text_encoder_2"): SDXL
   std::shared_ptr<WeightSource> weights(const std::string& component) const;
-  ClipTokenizer tokenizer() const;
+  // This model with `weights` in place of its own for the components named (a node's shared,
+  // already converted weights); configs, tokenizers, name and hash stay this model's.
+  ModelSource with_weights(std::map<std::string, std::shared_ptr<WeightSource>> weights) const;
+  ClipTokenizer tokenizer(const std::string& which = "tokenizer") const;  // or "tokenizer_2"
   // SHA-256 of the weight files (a single file's is AUTOMATIC1111's model hash), or a name for
   // the built-in model. Reads every weight file: call once, on one rank.
   std::string weights_hash() const;
   std::string name() const;  // short name for metadata ("stable-diffusion-v1-5", "tiny")
   std::string describe() const;
-  // "SD 1.x" or "SD 2.x": the folder's or checkpoint's family, else (built-in, in memory) the one
+  // "SD 1.x", "SD 2.x" or "SDXL": the folder's or checkpoint's family, else (built-in, in memory) the one
   // its configs make (sd_family in src/io/sd_configs.h).
   std::string family() const;
 
@@ -58,6 +65,7 @@ class ModelSource {
   std::shared_ptr<State> state_;
   std::string spec_;
   bool builtin_ = false;
+  std::shared_ptr<const std::map<std::string, std::shared_ptr<WeightSource>>> weight_overrides_;
 };
 
 ClipTokenizer load_tokenizer(const std::string& model_spec);

@@ -73,8 +73,14 @@ std::string SafetensorsWeightSource::origin(const std::string& name) const {
 
 namespace {
 
-const char* const kWeightComponents[] = {"unet", "vae", "text_encoder"};
-const char* const kConfigComponents[] = {"unet", "vae", "text_encoder", "scheduler"};
+// SD 1.x/2.x components; SDXL adds text_encoder_2 (and tokenizer_2).
+const std::vector<std::string> kWeightComponents = {"unet", "vae", "text_encoder"};
+const std::vector<std::string> kConfigComponents = {"unet", "vae", "text_encoder", "scheduler"};
+constexpr const char* kSecondTextEncoder = "text_encoder_2";
+
+bool is_text_encoder(const std::string& component) {
+  return component == "text_encoder" || component == kSecondTextEncoder;
+}
 
 std::string config_file_of(const std::string& component) {
   return component == "scheduler" ? "scheduler/scheduler_config.json" : component + "/config.json";
@@ -123,9 +129,12 @@ struct ModelFiles::State {
   std::string family = "SD 1.x";
 
   // Folder.
+  json model_index;
+  std::vector<std::string> weight_components = kWeightComponents;
+  std::vector<std::string> config_components = kConfigComponents;
   std::map<std::string, json> configs;
   std::map<std::string, ComponentWeights> weights;
-  std::string tokenizer;
+  std::map<std::string, std::string> tokenizers;  // "tokenizer"[, "tokenizer_2"] → folder
 
   // Single file.
   std::shared_ptr<const SafetensorsFile> checkpoint;
@@ -155,23 +164,36 @@ std::string listed_components(const json& model_index) {
   return out.empty() ? "no components" : out;
 }
 
+// Whether model_index.json lists `component` with a class (SDXL's refiner lists text_encoder as
+// [null, null]).
+bool lists_component(const json& model_index, const std::string& component) {
+  auto it = model_index.find(component);
+  return it != model_index.end() && it->is_array() && it->size() == 2 && !(*it)[0].is_null();
+}
+
 // Throws for pipeline families this build cannot run, by what model_index.json and the folder
-// hold, before any component is required: SDXL (a second text encoder), SD3 / Flux / other DiT
-// pipelines (a transformer/ where SD has unet/), anything else without a UNet. SD 1.x and 2.x
-// share the UNet2DConditionModel + CLIPTextModel layout; their configs tell them apart.
-void check_folder_family(const std::string& where, const fs::path& root, const json& model_index) {
+// hold, before any component is required: SDXL's refiner (no first text encoder), SD3 / Flux /
+// other DiT pipelines (a transformer/ where SD has unet/), anything else without a UNet. SD 1.x,
+// 2.x and SDXL share the UNet2DConditionModel + CLIPTextModel layout (SDXL with a second,
+// projecting text encoder); their configs tell them apart. Returns whether it is SDXL.
+bool check_folder_family(const std::string& where, const fs::path& root, const json& model_index) {
   const std::string cls = model_index.value("_class_name", "");
   const std::string named = cls.empty() ? std::string("model_index.json names no _class_name") : "model_index.json names " + cls;
-  if (cls.find("XL") != std::string::npos || model_index.contains("text_encoder_2"))
-    throw InputError(where + ": " + named + " (SDXL, components " + listed_components(model_index) +
-                     "): SDXL models are not supported yet; SD 1.x and SD 2.x are");
+  const bool sdxl = cls.find("XL") != std::string::npos || lists_component(model_index, kSecondTextEncoder);
+  if (sdxl && !lists_component(model_index, "text_encoder"))
+    throw InputError(where + ": " + named + " (components " + listed_components(model_index) +
+                     "): an SDXL refiner (text_encoder_2 only) is not supported; SDXL base models are");
+  if (sdxl && !lists_component(model_index, kSecondTextEncoder))
+    throw InputError(where + ": " + named + " (components " + listed_components(model_index) +
+                     ") lists no text_encoder_2, which SDXL needs");
   if (model_index.contains("transformer") || fs::is_directory(root / "transformer"))
     throw InputError(where + ": " + named + " with a transformer/ (" + listed_components(model_index) +
                      "): SD3, Flux and other transformer pipelines are not supported; SD 1.x and SD 2.x "
                      "(unet/ + text_encoder/) are");
   if (!model_index.contains("unet") && !fs::is_directory(root / "unet"))
     throw InputError(where + ": " + named + " without a unet/ (" + listed_components(model_index) +
-                     "): not a Stable Diffusion 1.x / 2.x pipeline");
+                     "): not a Stable Diffusion 1.x / 2.x / XL pipeline");
+  return sdxl;
 }
 
 // The variants present for `base` in `dir`: `<base>.<v>.safetensors` and sharded
@@ -194,7 +216,7 @@ std::vector<std::string> variant_files(const fs::path& dir, const std::string& b
 // Picks the weight file(s) of one folder component, or throws naming what is missing.
 ComponentWeights resolve_component_weights(const fs::path& root, const std::string& where,
                                            const std::string& comp, const std::string& variant) {
-  const std::string base = comp == "text_encoder" ? "model" : "diffusion_pytorch_model";
+  const std::string base = is_text_encoder(comp) ? "model" : "diffusion_pytorch_model";
   const fs::path dir = root / comp;
   auto single_name = [&](const std::string& v) { return base + (v.empty() ? "" : "." + v) + ".safetensors"; };
   auto index_name = [&](const std::string& v) {
@@ -268,7 +290,8 @@ void check_checkpoint_family(const SafetensorsFile& f) {
   bool sd_unet = false, diffusers_names = false;
   auto check = [&](const std::string& k, const Shape* shape) {
     if (has_prefix(k, "conditioner.embedders.1."))
-      throw InputError(p + ": SDXL single-file checkpoints are not supported yet");
+      throw InputError(p + ": SDXL single-file checkpoints are not supported yet; convert it to a diffusers "
+                           "folder (diffusers' StableDiffusionXLPipeline.from_single_file(...).save_pretrained(DIR))");
     if (has_prefix(k, "cond_stage_model.model."))
       throw InputError(p + ": SD 2.x single-file checkpoints are not supported yet (OpenCLIP text encoder)");
     if (shape && has_prefix(k, "model.diffusion_model.") && has_suffix(k, ".attn2.to_k.weight") &&
@@ -331,8 +354,14 @@ ModelFiles ModelFiles::open(const std::string& path, const std::string& variant)
     throw InputError(where + ": missing model_index.json (not a diffusers pipeline folder)");
   }
   json model_index = read_json_object(root / "model_index.json", where, "model_index.json");
-  check_folder_family(where, root, model_index);
-  for (const char* c : kConfigComponents) {
+  s->model_index = model_index;
+  std::vector<std::string> tokenizer_folders{"tokenizer"};
+  if (check_folder_family(where, root, model_index)) {
+    s->weight_components.push_back(kSecondTextEncoder);
+    s->config_components.push_back(kSecondTextEncoder);
+    tokenizer_folders.push_back("tokenizer_2");
+  }
+  for (const std::string& c : s->config_components) {
     const std::string rel = config_file_of(c);
     if (!fs::is_regular_file(root / rel)) throw InputError(where + ": missing " + rel);
     s->configs[c] = read_json_object(root / rel, where, rel);
@@ -340,12 +369,14 @@ ModelFiles ModelFiles::open(const std::string& path, const std::string& variant)
   s->family = sd_family(s->configs["unet"], s->configs["text_encoder"]);
   // The tokenizer as CLIPTokenizer saves it (vocab.json + merges.txt) or as transformers 5 does
   // (tokenizer.json alone).
-  if (!fs::is_regular_file(root / "tokenizer/tokenizer.json"))
-    for (const char* rel : {"tokenizer/vocab.json", "tokenizer/merges.txt"})
-      if (!fs::is_regular_file(root / rel))
-        throw InputError(where + ": missing " + std::string(rel) + " (and no tokenizer/tokenizer.json)");
-  s->tokenizer = (root / "tokenizer").string();
-  for (const char* c : kWeightComponents) s->weights[c] = resolve_component_weights(root, where, c, variant);
+  for (const std::string& t : tokenizer_folders) {
+    if (!fs::is_regular_file(root / t / "tokenizer.json"))
+      for (const char* file : {"vocab.json", "merges.txt"})
+        if (!fs::is_regular_file(root / t / file))
+          throw InputError(where + ": missing " + t + "/" + file + " (and no " + t + "/tokenizer.json)");
+    s->tokenizers[t] = (root / t).string();
+  }
+  for (const std::string& c : s->weight_components) s->weights[c] = resolve_component_weights(root, where, c, variant);
   ModelFiles m;
   m.state_ = s;
   return m;
@@ -355,10 +386,15 @@ bool ModelFiles::is_single_file() const { return state_->single; }
 const std::string& ModelFiles::path() const { return state_->path; }
 const std::string& ModelFiles::family() const { return state_->family; }
 
+bool ModelFiles::has(const std::string& component) const {
+  const auto& list = state_->config_components;
+  return component == "model_index" || std::find(list.begin(), list.end(), component) != list.end();
+}
+
 nlohmann::json ModelFiles::config(const std::string& component) const {
-  if (std::find(std::begin(kConfigComponents), std::end(kConfigComponents), component) ==
-      std::end(kConfigComponents))
-    throw Error("ModelFiles::config: unknown component '" + component + "'");
+  if (component == "model_index")
+    return state_->single ? json{{"_class_name", "StableDiffusionPipeline"}} : state_->model_index;
+  if (!has(component)) throw Error("ModelFiles::config: model " + state_->path + " has no component '" + component + "'");
   if (!state_->single) return state_->configs.at(component);
   json c = sd_config("sd15", component);  // single files are SD 1.x (check_checkpoint_family)
   if (component == "unet") c["in_channels"] = state_->unet_in_channels;
@@ -366,10 +402,9 @@ nlohmann::json ModelFiles::config(const std::string& component) const {
 }
 
 std::shared_ptr<WeightSource> ModelFiles::weights(const std::string& component) const {
-  if (std::find(std::begin(kWeightComponents), std::end(kWeightComponents), component) ==
-      std::end(kWeightComponents))
-    throw Error("ModelFiles::weights: unknown component '" + component + "'");
   const State& s = *state_;
+  if (std::find(s.weight_components.begin(), s.weight_components.end(), component) == s.weight_components.end())
+    throw Error("ModelFiles::weights: model " + s.path + " has no weights for '" + component + "'");
 
   if (s.single) {
     auto src = std::make_shared<SafetensorsWeightSource>(s.path + " (" + component + ")");
@@ -398,7 +433,7 @@ std::shared_ptr<WeightSource> ModelFiles::weights(const std::string& component) 
   auto src = std::make_shared<SafetensorsWeightSource>(desc);
   auto add_one = [&](const std::string& name, const std::shared_ptr<const SafetensorsFile>& f) {
     if (component == "unet") return src->add(name, f, name);
-    if (component == "text_encoder") return src->add(ckpt::canonical_text_encoder_name(name), f, name);
+    if (is_text_encoder(component)) return src->add(ckpt::canonical_text_encoder_name(name), f, name);
     // The VAE may use diffusers' legacy attention names and 1×1-conv shapes: present the current.
     std::string modern = ckpt::modern_vae_attention_name(name);
     Shape reshaped;
@@ -422,12 +457,17 @@ std::shared_ptr<WeightSource> ModelFiles::weights(const std::string& component) 
   return src;
 }
 
-std::string ModelFiles::tokenizer_dir() const { return state_->single ? "" : state_->tokenizer; }
+std::string ModelFiles::tokenizer_dir(const std::string& tokenizer) const {
+  if (state_->single) return "";
+  auto it = state_->tokenizers.find(tokenizer);
+  if (it == state_->tokenizers.end()) throw Error("model " + state_->path + " has no " + tokenizer + "/");
+  return it->second;
+}
 
 std::vector<std::string> ModelFiles::weight_files() const {
   if (state_->single) return {state_->path};
   std::vector<std::string> out;
-  for (const char* c : kWeightComponents)
+  for (const std::string& c : state_->weight_components)
     for (const auto& f : state_->weights.at(c).files) out.push_back(f);
   return out;
 }
@@ -441,7 +481,7 @@ std::string ModelFiles::describe() const {
   }
   std::string d = "diffusers folder " + s.path + " (";
   bool first = true;
-  for (const char* c : kWeightComponents) {
+  for (const std::string& c : s.weight_components) {
     const ComponentWeights& w = s.weights.at(c);
     d += std::string(first ? "" : ", ") + c + ": ";
     if (w.index.empty())

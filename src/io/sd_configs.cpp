@@ -271,6 +271,8 @@ nlohmann::json sd_config(const std::string& name, const std::string& component) 
 std::string sd_family(const nlohmann::json& unet_config, const nlohmann::json& text_encoder_config) {
   const nlohmann::json& text = text_encoder_config.contains("text_config") ? text_encoder_config["text_config"]
                                                                             : text_encoder_config;
+  if (unet_config.is_object() && unet_config.value("addition_embed_type", nlohmann::json()) == "text_time")
+    return "SDXL";
   const bool open_clip = text.is_object() && text.value("hidden_act", "quick_gelu") == "gelu";
   bool wide_context = false;
   if (unet_config.is_object() && unet_config.contains("cross_attention_dim")) {

@@ -20,7 +20,8 @@ std::vector<std::string> sd_config_names();
 // InputError for an unknown row (naming the known ones); Error for a component the row lacks.
 nlohmann::json sd_config(const std::string& name, const std::string& component);
 
-// The family of a UNet pipeline from its unet and text_encoder configs: "SD 2.x" when the text
+// The family of a UNet pipeline from its unet and text_encoder configs: "SDXL" when the UNet has
+// the "text_time" added conditioning, else "SD 2.x" when the text
 // encoder is OpenCLIP's (exact GELU) or the UNet cross-attends to 1024-wide states, else "SD 1.x".
 // The networks are the same code either way; the family is what inspect and the outputs report.
 std::string sd_family(const nlohmann::json& unet_config, const nlohmann::json& text_encoder_config);

@@ -27,17 +27,20 @@ struct ModelSource::State {
   // from_memory():
   std::map<std::string, nlohmann::json> configs;
   std::map<std::string, std::shared_ptr<WeightSource>> weights;
+  std::map<std::string, ClipTokenizer> tokenizers;
   bool assembled = false;
 };
 
 ModelSource ModelSource::from_memory(const std::string& name, std::map<std::string, nlohmann::json> configs,
-                                     std::map<std::string, std::shared_ptr<WeightSource>> weights) {
+                                     std::map<std::string, std::shared_ptr<WeightSource>> weights,
+                                     std::map<std::string, ClipTokenizer> tokenizers) {
   ModelSource m;
   m.spec_ = name;
   m.builtin_ = true;
   m.state_ = std::make_shared<State>();
   m.state_->configs = std::move(configs);
   m.state_->weights = std::move(weights);
+  m.state_->tokenizers = std::move(tokenizers);
   m.state_->assembled = true;
   return m;
 }
@@ -58,8 +61,15 @@ ModelSource ModelSource::open(const std::string& spec, const std::string& varian
   return m;
 }
 
+bool ModelSource::has(const std::string& component) const {
+  if (state_->assembled) return state_->configs.count(component) != 0;
+  if (state_->memory) return component == "unet" || component == "vae" || component == "text_encoder" || component == "scheduler";
+  return state_->files->has(component);
+}
+
 nlohmann::json ModelSource::config(const std::string& component) const {
   if (state_->assembled) {
+    if (component == "model_index" && !state_->configs.count(component)) return nlohmann::json::object();
     auto it = state_->configs.find(component);
     if (it == state_->configs.end()) throw Error("model " + spec_ + " has no " + component + " config");
     return it->second;
@@ -70,12 +80,17 @@ nlohmann::json ModelSource::config(const std::string& component) const {
     if (component == "vae") return p.vae.to_json();
     if (component == "text_encoder") return p.text_encoder.to_json();
     if (component == "scheduler") return p.scheduler;
+    if (component == "model_index") return nlohmann::json::object();
     throw Error("no component " + component + " in the built-in model");
   }
   return state_->files->config(component);
 }
 
 std::shared_ptr<WeightSource> ModelSource::weights(const std::string& component) const {
+  if (weight_overrides_) {
+    auto it = weight_overrides_->find(component);
+    if (it != weight_overrides_->end()) return it->second;
+  }
   if (state_->assembled) {
     auto it = state_->weights.find(component);
     if (it == state_->weights.end()) throw Error("model " + spec_ + " has no " + component + " weights");
@@ -90,9 +105,22 @@ std::shared_ptr<WeightSource> ModelSource::weights(const std::string& component)
   return state_->files->weights(component);
 }
 
-ClipTokenizer ModelSource::tokenizer() const {
+ModelSource ModelSource::with_weights(std::map<std::string, std::shared_ptr<WeightSource>> weights) const {
+  ModelSource m = *this;
+  auto all = std::make_shared<std::map<std::string, std::shared_ptr<WeightSource>>>();
+  if (weight_overrides_) *all = *weight_overrides_;
+  for (auto& [component, source] : weights) (*all)[component] = std::move(source);
+  m.weight_overrides_ = std::move(all);
+  return m;
+}
+
+ClipTokenizer ModelSource::tokenizer(const std::string& which) const {
+  if (state_->assembled) {
+    auto it = state_->tokenizers.find(which);
+    if (it != state_->tokenizers.end()) return it->second;
+  }
   if (state_->memory || state_->assembled) return ClipTokenizer::builtin();
-  std::string dir = state_->files->tokenizer_dir();
+  std::string dir = state_->files->tokenizer_dir(which);
   return dir.empty() ? ClipTokenizer::builtin() : ClipTokenizer::from_dir(dir);
 }
 

@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <set>
 
 #include "sdmpi/clip_text.h"
@@ -122,6 +123,14 @@ std::string default_sampler(const nlohmann::json& scheduler_config) {
 struct Txt2ImgPipeline::Impl {
   ClipTokenizer tokenizer;
   ClipTextConfig text_config;
+  // SDXL (a UNet with "text_time" added conditioning): the second tokenizer and text encoder
+  // (CLIPTextModelWithProjection), and whether CFG without a negative prompt uses zeros
+  // (model_index.json's force_zeros_for_empty_prompt, true by default as in diffusers).
+  bool sdxl = false;
+  bool force_zeros_for_empty_prompt = true;
+  ClipTokenizer tokenizer_2;
+  ClipTextConfig text_config_2;
+  std::optional<ClipTextModel> text_encoder_2;
   UNetConfig unet_config;
   VAEConfig vae_config;
   SchedulerConfig scheduler_config;
@@ -135,7 +144,80 @@ struct Txt2ImgPipeline::Impl {
   std::vector<float> last_latents;
   int64_t serial = next_pipeline_serial.fetch_add(1);
   bool captured_graphs = false;  // whether this pipeline may have left captured graphs in the backend
+
+  AddedConditioning sdxl_conditioning(Backend& be, const std::vector<WorkItem>& items, bool cfg, Tensor& context) const;
 };
+
+// SDXL's encode_prompt (diffusers' StableDiffusionXLPipeline, docs/reference/sdxl-semantics.md):
+// each encoder's hidden state before its last layer (hidden_states[-(clip_skip + 2)], no final
+// layer norm), the two concatenated along features; the pooled embedding is encoder 2's
+// text_embeds. With CFG, negatives come first in the batch: encoded the same way but always from
+// hidden_states[-2] (diffusers applies clip skip to the prompt only), or, for an item without a
+// negative prompt when force_zeros_for_empty_prompt holds, zeros (context and pooled alike):
+// diffusers' negative_prompt=None, per item. The micro-conditioning values (add_time_ids) are the
+// same for the negative half. Sets `context` ([B', 77, D1 + D2]) and returns the added
+// conditioning for the UNet.
+AddedConditioning Txt2ImgPipeline::Impl::sdxl_conditioning(Backend& be, const std::vector<WorkItem>& items, bool cfg,
+                                                         Tensor& context) const {
+  const int B = static_cast<int>(items.size());
+  const int max_len = text_config.max_position_embeddings;
+  auto ids_of = [&](const ClipTokenizer& tokenizer, bool negative) {
+    std::vector<int32_t> ids;
+    for (const WorkItem& it : items) {
+      const ClipEncoding e = tokenizer.encode_prompt(negative ? it.params.negative_prompt : it.params.prompt, max_len);
+      ids.insert(ids.end(), e.ids.begin(), e.ids.end());
+    }
+    return ids;
+  };
+  auto encode = [&](bool negative, int layers_back, Tensor& pooled) {
+    const ClipTextModel::HiddenOutputs one = text_encoder->forward_hidden(be, ids_of(tokenizer, negative), B, layers_back);
+    ClipTextModel::HiddenOutputs two = text_encoder_2->forward_hidden(be, ids_of(tokenizer_2, negative), B, layers_back);
+    pooled = two.text_embeds;
+    return be.concat_channels(one.hidden_state, two.hidden_state);
+  };
+  Tensor pooled;
+  context = encode(false, items.front().params.clip_skip + 1, pooled);
+
+  AddedConditioning added;
+  for (const WorkItem& it : items) {
+    const GenerationParams& q = it.params;
+    const auto pick = [](int given, int fallback) { return static_cast<float>(given > 0 ? given : fallback); };
+    const float values[UNetConfig::kMicroConditioningValues] = {
+        pick(q.original_height, q.height), pick(q.original_width, q.width), static_cast<float>(q.crop_top),
+        static_cast<float>(q.crop_left),   pick(q.target_height, q.height), pick(q.target_width, q.width)};
+    added.time_ids.insert(added.time_ids.end(), std::begin(values), std::end(values));
+  }
+  if (!cfg) {
+    added.text_embeds = pooled;
+    return added;
+  }
+
+  auto zeroed = [&](const WorkItem& it) { return force_zeros_for_empty_prompt && it.params.negative_prompt.empty(); };
+  const size_t zero_items = static_cast<size_t>(std::count_if(items.begin(), items.end(), zeroed));
+  Tensor neg_context, neg_pooled;
+  if (zero_items < items.size()) neg_context = encode(true, 1, neg_pooled);
+  if (zero_items > 0) {
+    // Row by row: the encoded negative, or zeros.
+    const Shape ctx_row{1, context.dim(1), context.dim(2)}, pooled_row{1, pooled.dim(1)};
+    const std::vector<float> zeros(static_cast<size_t>(std::max(shape_numel(ctx_row), shape_numel(pooled_row))), 0.0f);
+    const Tensor zero_ctx = be.cast(be.from_host(zeros.data(), ctx_row), context.dtype());
+    const Tensor zero_pooled = be.cast(be.from_host(zeros.data(), pooled_row), pooled.dtype());
+    std::vector<Tensor> ctx_rows, pooled_rows;
+    for (int64_t b = 0; b < B; ++b) {
+      const bool zero = zeroed(items[static_cast<size_t>(b)]);
+      ctx_rows.push_back(zero ? zero_ctx : neg_context.rows(b, b + 1));
+      pooled_rows.push_back(zero ? zero_pooled : neg_pooled.rows(b, b + 1));
+    }
+    neg_context = be.concat_batch(ctx_rows);
+    neg_pooled = be.concat_batch(pooled_rows);
+  }
+  context = be.concat_batch({neg_context, context});
+  added.text_embeds = be.concat_batch({neg_pooled, pooled});
+  std::vector<float> both = added.time_ids;
+  both.insert(both.end(), added.time_ids.begin(), added.time_ids.end());
+  added.time_ids = std::move(both);
+  return added;
+}
 
 Txt2ImgPipeline::Txt2ImgPipeline(const ModelSource& model, Backend& backend)
     : impl_(std::make_unique<Impl>()), backend_(backend) {
@@ -146,6 +228,30 @@ Txt2ImgPipeline::Txt2ImgPipeline(const ModelSource& model, Backend& backend)
   m.vae_config = VAEConfig::from_json(model.config("vae"), model.spec() + " vae/config.json");
   m.scheduler_config = SchedulerConfig::from_json(model.config("scheduler"), model.spec() + " scheduler/scheduler_config.json");
   m.text_encoder.emplace(ClipTextModel::load(m.text_config, *model.weights("text_encoder"), backend));
+  m.sdxl = m.unet_config.has_text_time();
+  if (m.sdxl) {
+    const std::string where = model.spec() + " text_encoder_2/config.json";
+    if (!model.has("text_encoder_2"))
+      throw InputError(model.spec() + ": the UNet has SDXL's \"text_time\" added conditioning, but there is no text_encoder_2");
+    m.tokenizer_2 = model.tokenizer("tokenizer_2");
+    m.text_config_2 = ClipTextConfig::from_json(model.config("text_encoder_2"), where);
+    // diffusers loads it as the class model_index.json names, CLIPTextModelWithProjection, whatever
+    // the config's "architectures" say (or when they are absent).
+    m.text_config_2.with_projection = true;
+    if (m.text_config_2.projection_dim != m.unet_config.pooled_text_dim())
+      throw InputError(where + ": projection_dim " + std::to_string(m.text_config_2.projection_dim) +
+                       " does not match the UNet's pooled text width " + std::to_string(m.unet_config.pooled_text_dim()) +
+                       " (projection_class_embeddings_input_dim - 6 x addition_time_embed_dim)");
+    const int context = m.text_config.hidden_size + m.text_config_2.hidden_size;
+    if (context != m.unet_config.cross_attention_dim.front())
+      throw InputError(where + ": the two text encoders' widths " + std::to_string(m.text_config.hidden_size) + " + " +
+                       std::to_string(m.text_config_2.hidden_size) + " do not make the UNet's cross_attention_dim " +
+                       std::to_string(m.unet_config.cross_attention_dim.front()));
+    m.text_encoder_2.emplace(ClipTextModel::load(m.text_config_2, *model.weights("text_encoder_2"), backend));
+    const nlohmann::json index = model.config("model_index");
+    const auto flag = index.find("force_zeros_for_empty_prompt");
+    if (flag != index.end() && flag->is_boolean()) m.force_zeros_for_empty_prompt = flag->get<bool>();
+  }
   m.unet.emplace(UNet2DConditionModel::load(m.unet_config, *model.weights("unet"), backend));
   m.vae_weights = model.weights("vae");
   m.vae.emplace(AutoencoderKLDecoder::load(m.vae_config, *m.vae_weights, backend));
@@ -189,22 +295,27 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
 
   // ---- text --------------------------------------------------------------------------------------
   auto t0 = Clock::now();
-  std::vector<int32_t> ids_pos, ids_neg;
-  for (const WorkItem& it : items) {
-    ClipEncoding e = m.tokenizer.encode_prompt(it.params.prompt, max_len);
-    if (e.truncated)
-      log::debug("item " + std::to_string(it.index) + ": prompt truncated to " + std::to_string(max_len - 2) +
-                 " tokens; dropped \"" + e.truncated_text + "\"");
-    ids_pos.insert(ids_pos.end(), e.ids.begin(), e.ids.end());
-    if (cfg) {
-      ClipEncoding n = m.tokenizer.encode_prompt(it.params.negative_prompt, max_len);
-      ids_neg.insert(ids_neg.end(), n.ids.begin(), n.ids.end());
+  auto token_ids = [&](const ClipTokenizer& tokenizer, bool negative) {
+    std::vector<int32_t> ids;
+    for (const WorkItem& it : items) {
+      ClipEncoding e = tokenizer.encode_prompt(negative ? it.params.negative_prompt : it.params.prompt, max_len);
+      if (e.truncated && !negative && &tokenizer == &m.tokenizer)
+        log::debug("item " + std::to_string(it.index) + ": prompt truncated to " + std::to_string(max_len - 2) +
+                   " tokens; dropped \"" + e.truncated_text + "\"");
+      ids.insert(ids.end(), e.ids.begin(), e.ids.end());
     }
-  }
-  Tensor context = m.text_encoder->forward(be, ids_pos, static_cast<int>(B), p.clip_skip);
-  if (cfg) {
-    Tensor uncond = m.text_encoder->forward(be, ids_neg, static_cast<int>(B), p.clip_skip);
-    context = be.concat_batch({uncond, context});  // negative first, as diffusers concatenates
+    return ids;
+  };
+  Tensor context;
+  std::optional<AddedConditioning> added;  // SDXL
+  if (!m.sdxl) {
+    context = m.text_encoder->forward(be, token_ids(m.tokenizer, false), static_cast<int>(B), p.clip_skip);
+    if (cfg) {
+      Tensor uncond = m.text_encoder->forward(be, token_ids(m.tokenizer, true), static_cast<int>(B), p.clip_skip);
+      context = be.concat_batch({uncond, context});  // negative first, as diffusers concatenates
+    }
+  } else {
+    added = m.sdxl_conditioning(be, items, cfg, context);
   }
   be.synchronize();
   m.timings.text += since(t0);
@@ -250,12 +361,14 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
   const int64_t unet_batch = cfg ? 2 * B : B;
   const GraphKey key{B, h, w, m.serial * kVariantsPerPipeline + (cfg ? kUnetStepCfg : kUnetStepNoCfg)};
   const UNet2DConditionModel& unet = *m.unet;
-  constexpr size_t kFirstKV = 2;
-  auto unet_call = [&be, &unet, cfg, compute](const std::vector<Tensor>& in) {
+  // Inputs: [x, t_proj, (SDXL: the added embedding,) K/V ...].
+  const bool sdxl = added.has_value();
+  const size_t first_kv = sdxl ? 3 : 2;
+  auto unet_call = [&be, &unet, cfg, compute, sdxl, first_kv](const std::vector<Tensor>& in) {
     Tensor x = be.cast(in[0], compute);
     if (cfg) x = be.concat_batch({x, x});  // elementwise scaling commutes with the duplication
-    const std::vector<Tensor> cross_kv(in.begin() + kFirstKV, in.end());
-    Tensor eps = unet.forward_embedded(be, x, in[1], cross_kv);
+    const std::vector<Tensor> cross_kv(in.begin() + static_cast<ptrdiff_t>(first_kv), in.end());
+    Tensor eps = unet.forward_embedded(be, x, in[1], cross_kv, sdxl ? &in[2] : nullptr);
     return std::vector<Tensor>{be.cast(eps, DType::F32)};
   };
   // Every call's timestep projection, computed on the host like forward() does, uploaded once:
@@ -267,15 +380,21 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
   // Every attn2's K and V of the text context, once per batch instead of once per step.
   std::vector<Tensor> cross_kv = unet.cross_attention_kv(be, context);
   context = Tensor();
+  // SDXL: add_embedding of the pooled text and micro-conditioning, once per batch as well.
+  Tensor aug_emb = sdxl ? unet.added_embedding(be, *added) : Tensor();
+  added.reset();
   for (int i = static_cast<int>(first_call); i < steps; ++i) {
     Tensor x_in = scheduler->scale_model_input(be, latents, static_cast<size_t>(i));
     std::vector<Tensor> inputs{x_in, t_proj.rows(i * unet_batch, (i + 1) * unet_batch)};
+    if (sdxl) inputs.push_back(aug_emb);
     inputs.insert(inputs.end(), cross_kv.begin(), cross_kv.end());
     std::vector<Tensor> out = be.run_graph(key, inputs, unet_call);
     m.captured_graphs = true;
-    // K/V stay in the captured step's buffers from now on: no copy per step.
-    if (std::vector<Tensor> held = be.graph_inputs(key); !held.empty())
-      cross_kv.assign(held.begin() + kFirstKV, held.end());
+    // K/V (and the added embedding) stay in the captured step's buffers from now on: no copy per step.
+    if (std::vector<Tensor> held = be.graph_inputs(key); !held.empty()) {
+      cross_kv.assign(held.begin() + static_cast<ptrdiff_t>(first_kv), held.end());
+      if (sdxl) aug_emb = held[2];
+    }
     ++m.timings.unet_calls;
     if (be.graph_captured(key)) ++m.timings.unet_graph_calls;
     Tensor eps = cfg ? be.guidance_combine(out.at(0), p.guidance) : be.copy(out.at(0));

@@ -1,0 +1,223 @@
+// SDXL against diffusers (tools/golden/make_sdxl_golden.py): a tiny random StableDiffusionXLPipeline
+// with SDXL base's structure (CLIP + OpenCLIP-style CLIPTextModelWithProjection, penultimate hidden
+// states concatenated, pooled projection, "text_time" added conditioning with micro-conditioning,
+// no attention in the first down block, transformer depth [1, 2, 3], VAE scaling 0.13025) and SDXL
+// base's EulerDiscrete config, plus the same networks with SDXL-Turbo's schedule (Euler ancestral,
+// trailing, guidance 0). Components: tokenizer_2's ids with "!" padding, both encoders' hidden
+// states, the pooled projection, diffusers' encode_prompt and one UNet call within 1e-5 relative.
+// Whole generations (Euler/Euler a/DPM++ 2M/DDIM, CFG with negatives and with
+// force_zeros_for_empty_prompt's zero negatives, guidance 1 and 0, non-square sizes, micro-
+// conditioning values): every uint8 pixel within 1 level of diffusers' image; each run made as a
+// batch of 2 and item by item gives the same bytes.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "golden_util.h"
+#include "io/sd_configs.h"
+#include "sdmpi/backend.h"
+#include "sdmpi/clip_text.h"
+#include "sdmpi/clip_tokenizer.h"
+#include "sdmpi/model_config.h"
+#include "sdmpi/pipeline.h"
+#include "sdmpi/safetensors.h"
+#include "sdmpi/unet.h"
+
+using namespace sdmpi;
+using sdmpi::testing_util::compare_images;
+using sdmpi::testing_util::nhwc_vs_nchw_rel_error;
+using sdmpi::testing_util::rel_error;
+using sdmpi::testing_util::rebuild;
+
+namespace {
+
+const std::string kDir = std::string(SDMPI_TEST_DATA) + "/golden/sdxl/";
+
+nlohmann::json load_doc() { return testing_util::load_json_or_null(kDir + "pipelines.json"); }
+
+const nlohmann::json& weight_recipes(const nlohmann::json& doc, const std::string& name) {
+  const auto& p = doc["pipelines"][name];
+  return p.contains("weights_of") ? doc["pipelines"][p["weights_of"].get<std::string>()]["weights"] : p["weights"];
+}
+
+// SDXL's tokenizer_2: the CLIP vocabulary padded with "!" (its special_tokens_map.json), written as
+// a tokenizer folder and read back, the way a model folder's tokenizer_2/ is read.
+ClipTokenizer bang_padded_tokenizer() {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(SDMPI_BINARY_DIR) / "sdxl_golden_tokenizer_2";
+  fs::remove_all(dir);
+  ClipTokenizer::builtin().write_dir(dir.string());
+  for (const char* name : {"special_tokens_map.json", "tokenizer_config.json"}) {
+    const fs::path file = dir / name;
+    std::ifstream in(file);
+    if (!in) continue;
+    nlohmann::json j = nlohmann::json::parse(in);
+    in.close();
+    if (j.contains("pad_token")) j["pad_token"] = "!";
+    std::ofstream(file) << j.dump(1);
+  }
+  return ClipTokenizer::from_dir(dir.string());
+}
+
+ModelSource build_model(const nlohmann::json& doc, const std::string& name) {
+  std::map<std::string, nlohmann::json> configs;
+  for (auto& [k, v] : doc["pipelines"][name]["configs"].items()) configs[k] = v;
+  std::map<std::string, std::shared_ptr<WeightSource>> weights;
+  for (const char* c : {"unet", "vae", "text_encoder", "text_encoder_2"})
+    weights[c] = rebuild(weight_recipes(doc, name)[c], name + " " + c);
+  return ModelSource::from_memory(name, configs, weights,
+                                  {{"tokenizer", ClipTokenizer::builtin()}, {"tokenizer_2", bang_padded_tokenizer()}});
+}
+
+std::vector<WorkItem> run_items(const nlohmann::json& run) {
+  std::vector<WorkItem> items;
+  const std::vector<int> micro = run["micro"].get<std::vector<int>>();
+  for (size_t i = 0; i < run["prompts"].size(); ++i) {
+    WorkItem it;
+    it.index = static_cast<int64_t>(i);
+    GenerationParams& p = it.params;
+    p.prompt = run["prompts"][i];
+    // No negative prompt given: "" (force_zeros_for_empty_prompt then zeroes the negative half).
+    p.negative_prompt = run["negative_prompts"].is_null() ? "" : run["negative_prompts"][i].get<std::string>();
+    p.seed = run["seeds"][i].get<uint64_t>();
+    p.steps = run["steps"];
+    p.guidance = run["guidance"].get<float>();
+    p.width = run["width"];
+    p.height = run["height"];
+    p.eta = run["eta"].get<float>();
+    p.sampler = run["sampler"];
+    p.original_height = micro[0];
+    p.original_width = micro[1];
+    p.crop_top = micro[2];
+    p.crop_left = micro[3];
+    p.target_height = micro[4];
+    p.target_width = micro[5];
+    items.push_back(it);
+  }
+  return items;
+}
+
+std::vector<int32_t> flat_ids(const nlohmann::json& rows) {
+  std::vector<int32_t> ids;
+  for (const auto& row : rows)
+    for (const auto& id : row) ids.push_back(id.get<int32_t>());
+  return ids;
+}
+
+}  // namespace
+
+TEST(SdxlGolden, ComponentsWithin1e5OfDiffusers) {
+  nlohmann::json doc = load_doc();
+  ASSERT_FALSE(doc.is_null()) << "missing " << kDir << "pipelines.json";
+  const nlohmann::json& comp = doc["components"];
+  const std::string name = comp["pipeline"];
+  const auto& configs = doc["pipelines"][name]["configs"];
+  auto io = SafetensorsFile::open(kDir + "components.safetensors");
+  auto backend = make_cpu_backend(2);
+
+  // tokenizer_2 pads with "!" and treats it as a special token ("!!" is two tokens).
+  const ClipTokenizer tok2 = bang_padded_tokenizer();
+  const ClipTokenizer tok1 = ClipTokenizer::builtin();
+  std::vector<int32_t> ours1, ours2;
+  for (const auto& text : comp["texts"]) {
+    const auto a = tok1.encode_padded(text.get<std::string>(), 77), b = tok2.encode_padded(text.get<std::string>(), 77);
+    ours1.insert(ours1.end(), a.begin(), a.end());
+    ours2.insert(ours2.end(), b.begin(), b.end());
+  }
+  const std::vector<int32_t> ids1 = flat_ids(comp["text_ids"]), ids2 = flat_ids(comp["text_ids_2"]);
+  EXPECT_EQ(ours1, ids1);
+  EXPECT_EQ(ours2, ids2);
+  const int rows = static_cast<int>(comp["text_ids"].size());
+
+  const ClipTextConfig c1 = ClipTextConfig::from_json(configs["text_encoder"], "golden text_encoder");
+  const ClipTextConfig c2 = ClipTextConfig::from_json(configs["text_encoder_2"], "golden text_encoder_2");
+  EXPECT_FALSE(c1.with_projection);
+  EXPECT_TRUE(c2.with_projection);
+  const ClipTextModel te1 = ClipTextModel::load(c1, *rebuild(weight_recipes(doc, name)["text_encoder"], "te1"), *backend);
+  const ClipTextModel te2 = ClipTextModel::load(c2, *rebuild(weight_recipes(doc, name)["text_encoder_2"], "te2"), *backend);
+  const auto out1 = te1.forward_hidden(*backend, ids1, rows);
+  const auto out2 = te2.forward_hidden(*backend, ids2, rows);
+  EXPECT_FALSE(out1.text_embeds.defined());
+  ASSERT_TRUE(out2.text_embeds.defined());
+  const double e1 = rel_error(backend->to_host(out1.hidden_state), io->to_f32("text1_penultimate"));
+  const double e2 = rel_error(backend->to_host(out2.hidden_state), io->to_f32("text2_penultimate"));
+  const double ep = rel_error(backend->to_host(out2.text_embeds), io->to_f32("text2_pooled"));
+  std::printf("text encoders (%d texts): penultimate 1 %.3g, penultimate 2 %.3g, pooled projection %.3g\n", rows, e1,
+              e2, ep);
+  EXPECT_LE(e1, 1e-5);
+  EXPECT_LE(e2, 1e-5);
+  EXPECT_LE(ep, 1e-5);
+
+  const UNetConfig uc = UNetConfig::from_json(configs["unet"], "golden unet");
+  EXPECT_TRUE(uc.has_text_time());
+  EXPECT_EQ(uc.pooled_text_dim(), c2.projection_dim);
+  const UNet2DConditionModel unet = UNet2DConditionModel::load(uc, *rebuild(weight_recipes(doc, name)["unet"], "unet"), *backend);
+  const std::vector<float> ctx = io->to_f32("prompt_embeds"), pooled = io->to_f32("pooled_prompt_embeds");
+  const Shape cs = io->entries().at("prompt_embeds").shape, ps = io->entries().at("pooled_prompt_embeds").shape;
+  AddedConditioning added;
+  added.text_embeds = backend->from_host(pooled.data(), ps);
+  for (const auto& row : comp["unet_time_ids"])
+    for (const auto& v : row) added.time_ids.push_back(v.get<float>());
+  const Shape sample_shape = io->entries().at("unet_sample").shape;
+  const std::vector<float> sample = io->to_f32("unet_sample");
+  Tensor out = unet.forward(*backend, backend->from_host(sample.data(), sample_shape),
+                            comp["unet_timesteps"].get<std::vector<float>>(), backend->from_host(ctx.data(), cs), &added);
+  EXPECT_EQ(out.shape(), io->entries().at("unet_out").shape);
+  const double unet_err = rel_error(backend->to_host(out), io->to_f32("unet_out"));
+  std::printf("unet (text_time, transformer depth %s): |ours - ref| / |ref| = %.3g\n",
+              nlohmann::json(uc.transformer_layers_per_block).dump().c_str(), unet_err);
+  EXPECT_LE(unet_err, 1e-5);
+  // A UNet with added conditioning refuses a call without it.
+  EXPECT_THROW(unet.forward(*backend, backend->from_host(sample.data(), sample_shape),
+                            comp["unet_timesteps"].get<std::vector<float>>(), backend->from_host(ctx.data(), cs)),
+               Error);
+}
+
+TEST(SdxlGolden, EveryRunWithinOneLevelOfDiffusers) {
+  nlohmann::json doc = load_doc();
+  ASSERT_FALSE(doc.is_null()) << "missing " << kDir << "pipelines.json";
+  std::ifstream imf(kDir + "images.u8", std::ios::binary);
+  std::vector<uint8_t> ref_images((std::istreambuf_iterator<char>(imf)), std::istreambuf_iterator<char>());
+  auto latents = SafetensorsFile::open(kDir + "latents.safetensors");
+  auto backend = make_cpu_backend();
+  std::map<std::string, std::unique_ptr<Txt2ImgPipeline>> pipes;
+  std::map<std::string, ModelSource> models;
+  int runs = 0, zero_negative_runs = 0, micro_runs = 0, turbo_runs = 0;
+  for (const auto& run : doc["runs"]) {
+    std::string pname = run["pipeline"], id = run["id"];
+    if (!pipes.count(pname)) {
+      models.emplace(pname, build_model(doc, pname));
+      EXPECT_EQ(models.at(pname).family(), "SDXL");
+      pipes[pname] = std::make_unique<Txt2ImgPipeline>(models.at(pname), *backend);
+    }
+    Txt2ImgPipeline& pipe = *pipes[pname];
+    std::vector<WorkItem> items = run_items(run);
+    std::vector<ImageResult> got = pipe.generate(items);
+    std::vector<float> lat = pipe.last_latents();
+
+    const double rel = nhwc_vs_nchw_rel_error(lat, latents->to_f32(id), latents->entries().at(id).shape);
+    const auto [worst, off_by_one, values] = compare_images(
+        got, ref_images, run["images_offset"].get<size_t>(), run["images_shape"].get<std::vector<size_t>>(), id);
+    EXPECT_LE(worst, 1) << id << ": max pixel difference " << worst << " (latents rel " << rel << ")";
+    EXPECT_LT(rel, 1e-3) << id;
+    std::printf("%-22s guidance %.1f: latents rel %.2e, max |Δpixel| %d, %zu of %zu values off by one\n", id.c_str(),
+                run["guidance"].get<double>(), rel, worst, off_by_one, values);
+
+    for (size_t i = 0; i < items.size(); ++i) {
+      auto alone = pipe.generate({items[i]});
+      EXPECT_EQ(alone[0].rgb, got[i].rgb) << id << ": item " << i << " differs when generated alone";
+    }
+    ++runs;
+    zero_negative_runs += run["negative_prompts"].is_null() && run["guidance"].get<double>() > 1;
+    const std::vector<int> m = run["micro"].get<std::vector<int>>();
+    micro_runs += m[0] != run["height"].get<int>() || m[2] != 0;
+    turbo_runs += pname == "sdxl_turbo";
+  }
+  EXPECT_GE(runs, 7);
+  EXPECT_GE(zero_negative_runs, 1);
+  EXPECT_GE(micro_runs, 2);
+  EXPECT_GE(turbo_runs, 2);
+}
