@@ -30,7 +30,11 @@ DType resolve_precision(const std::string& precision, const std::string& device)
 }
 
 std::unique_ptr<Backend> select_backend(const std::string& device, DType precision, const WorldInfo& world,
-                                        bool allow_gpu_sharing, int threads) {
+                                        bool allow_gpu_sharing, int threads, std::string* device_line) {
+  auto say = [&](const std::string& line) {
+    if (device_line) *device_line = line;
+    else log::info(line);
+  };
   // The log prefix already names the rank when there are several.
   std::string where = "host " + world.host + ", local rank " + std::to_string(world.local_rank) + "/" +
                       std::to_string(world.local_size);
@@ -43,7 +47,7 @@ std::unique_ptr<Backend> select_backend(const std::string& device, DType precisi
     // --device cuda and a fallback to the CPU, with the reason, for --device auto.
     auto backend = open_cuda_backend(index, precision, device == "cuda", &why);
     if (backend) {
-      log::info(where + ": " + backend->name() + ", " + dtype_name(precision));
+      say(where + ": " + backend->name() + ", " + dtype_name(precision));
       return backend;
     }
   }
@@ -51,7 +55,7 @@ std::unique_ptr<Backend> select_backend(const std::string& device, DType precisi
   if (precision != DType::F32 && device == "auto") log::warn(where + ": no usable GPU (" + why + "); the CPU computes in fp32");
   if (threads <= 0) threads = std::max(1, omp_get_num_procs() / std::max(1, world.local_size));
   auto backend = make_cpu_backend(threads);
-  log::info(where + ": " + backend->name() + (device == "auto" && !why.empty() ? " (no GPU: " + why + ")" : ""));
+  say(where + ": " + backend->name() + (device == "auto" && !why.empty() ? " (no GPU: " + why + ")" : ""));
   return backend;
 }
 

@@ -13,7 +13,9 @@ namespace sdmpi::app {
 // "auto" precision: fp16 when the device can be a GPU, else fp32. The CPU computes in fp32 only.
 DType resolve_precision(const std::string& precision, const std::string& device);
 
+// The line naming the device is logged, or, with `device_line`, stored there for the caller to log
+// later (generate binds devices before opening the outputs but says so after).
 std::unique_ptr<Backend> select_backend(const std::string& device, DType precision, const WorldInfo& world,
-                                        bool allow_gpu_sharing, int threads);
+                                        bool allow_gpu_sharing, int threads, std::string* device_line = nullptr);
 
 }  // namespace sdmpi::app

@@ -181,59 +181,42 @@ OutputSink::Setup output_setup(const World& world, const GenerateOptions& o, con
   return setup;
 }
 
-// The resource plan against this node's RAM, before anything is written, when the ranks compute
-// on the CPU (a GPU's memory is checked once the rank has bound it, in generate_run).
-void check_host_memory(const World& world, const GenerateOptions& o, const GeneratePlan& plan,
-                       const std::vector<WorkItem>& items) {
-  if (o.device != "cpu" && probe_cuda().usable()) return;
-  const int ranks = std::max(1, world.info().local_size);
-  int64_t available = host_memory_available();
-  if (available >= 0) available /= ranks;
-  check_memory_plan(o, *plan.model, items, plan.precision, false, available,
-                    "(available memory of " + world.info().host + " shared by " + std::to_string(ranks) + " rank(s))");
-}
-
-// Rank 0's part: everything that reads a file or decides. Fills plan->model, ->sink and ->items
-// (and ->format) and returns what the other ranks need of it.
-nlohmann::json plan_on_root(const World& world, const GenerateOptions& o, GeneratePlan* plan) {
-  std::vector<PromptRecord> records = job_prompts(o);
-  uint64_t base_seed = job_base_seed(o);
-  plan->model = ModelSource::open(o.model, o.variant);
-  std::vector<WorkItem> all_items = job_items(records, o, base_seed, job_defaults(o, *plan->model));
-  Shard shard = parse_shard(o.shard);
-  std::vector<WorkItem> in_shard = shard_items(all_items, shard);
-  check_host_memory(world, o, *plan, all_items);
-
-  OutputSink::Setup setup = output_setup(world, o, *plan, base_seed, all_items, shard);
-  if (!o.out_dir.empty()) check_writable_dir(o.out_dir);
-  plan->sink = std::make_unique<OutputSink>(setup, in_shard);
-  plan->format = plan->sink->format();
-  std::set<int64_t> todo(plan->sink->todo().begin(), plan->sink->todo().end());
-  for (const WorkItem& it : in_shard)
-    if (todo.count(it.index)) plan->items.push_back(it);
-  if (plan->items.size() < in_shard.size())
-    log::info("resume: " + std::to_string(in_shard.size() - plan->items.size()) + " of " + std::to_string(in_shard.size()) +
-              " images already finished; making the other " + std::to_string(plan->items.size()));
-
-  nlohmann::json shared = {{"format", plan->format.to_json()}, {"items", nlohmann::json::array()}};
-  for (const WorkItem& it : plan->items) shared["items"].push_back(item_to_json(it));
-  return shared;
-}
-
-}  // namespace
-
-void check_memory_plan(const GenerateOptions& o, const ModelSource& model, const std::vector<WorkItem>& items,
-                       DType precision, bool gpu, int64_t available, const std::string& where) {
-  if (items.empty()) return;
-  MemoryRequest request;
-  request.width = request.height = 0;
-  request.cfg = false;
-  for (const WorkItem& it : items) {  // the largest size and guidance of any batch
-    request.width = std::max(request.width, it.params.width);
-    request.height = std::max(request.height, it.params.height);
-    request.cfg = request.cfg || it.params.guidance > 1.0f;
+// What the resource plan (src/pipeline/memory_plan.h) compares with a rank's memory: the largest image and guidance of any
+// item, and how many items (the largest batch is min(--batch-size, items)). Shared with every rank
+// as JSON, so the ranks check their devices without receiving the items themselves.
+struct JobSize {
+  int width = 0, height = 0;
+  bool cfg = false;
+  int64_t items = 0;
+  nlohmann::json to_json() const { return {{"width", width}, {"height", height}, {"cfg", cfg}, {"items", items}}; }
+  static JobSize from_json(const nlohmann::json& j) {
+    return JobSize{j.at("width").get<int>(), j.at("height").get<int>(), j.at("cfg").get<bool>(), j.at("items").get<int64_t>()};
   }
-  request.batch = static_cast<int>(std::min<int64_t>(o.batch_size, static_cast<int64_t>(items.size())));
+};
+
+JobSize job_size(const std::vector<WorkItem>& items) {
+  JobSize size;
+  size.items = static_cast<int64_t>(items.size());
+  for (const WorkItem& it : items) {
+    size.width = std::max(size.width, it.params.width);
+    size.height = std::max(size.height, it.params.height);
+    size.cfg = size.cfg || it.params.guidance > 1.0f;
+  }
+  return size;
+}
+
+// The resource plan of a job of `size` in batches of --batch-size at `precision`, on a GPU or the
+// CPU, against `available` bytes (-1: unknown, nothing checked); `where` says whose memory that is.
+// Throws InputError "<request> needs about N GiB per rank (weights X + activations Y); this rank
+// has Z GiB ..." when the job cannot fit.
+void check_job_size(const GenerateOptions& o, const ModelSource& model, const JobSize& size, DType precision, bool gpu,
+                    int64_t available, const std::string& where) {
+  if (size.items == 0) return;
+  MemoryRequest request;
+  request.width = size.width;
+  request.height = size.height;
+  request.cfg = size.cfg;
+  request.batch = static_cast<int>(std::min<int64_t>(o.batch_size, size.items));
   request.dtype = precision;
   request.gpu = gpu;
   std::string what = std::to_string(request.width) + "x" + std::to_string(request.height) + " images, batch " +
@@ -243,20 +226,104 @@ void check_memory_plan(const GenerateOptions& o, const ModelSource& model, const
   if (!shortfall.empty()) throw InputError(shortfall);
 }
 
+// The resource plan against this node's RAM, before anything is written, when the ranks compute
+// on the CPU (a GPU's memory is checked once each rank has bound its device, in bind_device).
+void check_host_memory(const World& world, const GenerateOptions& o, const GeneratePlan& plan,
+                       const std::vector<WorkItem>& items) {
+  if (o.device != "cpu" && probe_cuda().usable()) return;
+  const int ranks = std::max(1, world.info().local_size);
+  int64_t available = host_memory_available();
+  if (available >= 0) available /= ranks;
+  check_job_size(o, *plan.model, job_size(items), plan.precision, false, available,
+                 "(available memory of " + world.info().host + " shared by " + std::to_string(ranks) + " rank(s))");
+}
+
+// What rank 0 decided in the first phase and needs again when it opens the outputs.
+struct RootJob {
+  uint64_t base_seed = 0;
+  std::vector<WorkItem> all_items;  // the whole job, every shard
+  Shard shard;
+  std::vector<WorkItem> in_shard;  // this shard's items, before --resume skips any
+};
+
+// Rank 0's first part: reads the prompts and the model, makes the items, checks the CPU's memory.
+// Writes nothing. Returns the size of this shard's job for every rank.
+nlohmann::json plan_items_on_root(const World& world, const GenerateOptions& o, GeneratePlan* plan, RootJob* job) {
+  std::vector<PromptRecord> records = job_prompts(o);
+  job->base_seed = job_base_seed(o);
+  plan->model = ModelSource::open(o.model, o.variant);
+  job->all_items = job_items(records, o, job->base_seed, job_defaults(o, *plan->model));
+  job->shard = parse_shard(o.shard);
+  job->in_shard = shard_items(job->all_items, job->shard);
+  check_host_memory(world, o, *plan, job->all_items);
+  return job_size(job->in_shard).to_json();
+}
+
+// Every rank: its device, bound now, and the resource plan against that device's free memory, so
+// that a GPU too small for the job is refused before rank 0 creates any output (a CPU rank was
+// checked against the node's RAM in plan_items_on_root). Nothing to bind for an empty shard. The
+// line naming the device goes to *device_line, logged once the outputs are open.
+void bind_device(const World& world, const GenerateOptions& o, const JobSize& size, GeneratePlan* plan,
+                 std::string* device_line) {
+  if (size.items == 0) return;
+  plan->backend = select_backend(o.device, plan->precision, world.info(), o.allow_gpu_sharing, o.threads, device_line);
+  if (plan->backend->device() != Device::CPU)
+    check_job_size(o, *plan->model, size, plan->precision, true, plan->backend->memory_available(),
+                   "(free memory of " + plan->backend->name() + ")");
+}
+
+// Rank 0's second part, once every rank's device has passed: opens the outputs (creating or
+// resuming them), fills plan->sink, ->items and ->format and returns what the other ranks need.
+nlohmann::json open_outputs_on_root(const World& world, const GenerateOptions& o, GeneratePlan* plan,
+                                    const RootJob& job) {
+  OutputSink::Setup setup = output_setup(world, o, *plan, job.base_seed, job.all_items, job.shard);
+  if (!o.out_dir.empty()) check_writable_dir(o.out_dir);
+  plan->sink = std::make_unique<OutputSink>(setup, job.in_shard);
+  plan->format = plan->sink->format();
+  std::set<int64_t> todo(plan->sink->todo().begin(), plan->sink->todo().end());
+  for (const WorkItem& it : job.in_shard)
+    if (todo.count(it.index)) plan->items.push_back(it);
+  if (plan->items.size() < job.in_shard.size())
+    log::info("resume: " + std::to_string(job.in_shard.size() - plan->items.size()) + " of " +
+              std::to_string(job.in_shard.size()) + " images already finished; making the other " +
+              std::to_string(plan->items.size()));
+
+  nlohmann::json shared = {{"format", plan->format.to_json()}, {"items", nlohmann::json::array()}};
+  for (const WorkItem& it : plan->items) shared["items"].push_back(item_to_json(it));
+  return shared;
+}
+
+}  // namespace
+
 int plan_generate(const World& world, const GenerateOptions& o, GeneratePlan* plan) {
+  // Three phases, each agreed by every rank, so that a refusal in any of them leaves no output
+  // behind: the items (and the CPU's memory), every rank's device (and its memory), the outputs.
+  RootJob job;
+  JobSize size;
   int code = agree(world, [&] {
     validate_generate_options(o);
     plan->precision = resolve_precision(o.precision, o.device);
-    std::string shared_text = on_root(world, [&] { return plan_on_root(world, o, plan).dump(); });
+    std::string shared_text = on_root(world, [&] { return plan_items_on_root(world, o, plan, &job).dump(); });
+    size = JobSize::from_json(nlohmann::json::parse(shared_text));
+    if (world.rank() != 0) plan->model = ModelSource::open(o.model, o.variant);
+  });
+  if (code) return code;
+  std::string device_line;
+  if ((code = agree(world, [&] { bind_device(world, o, size, plan, &device_line); })) != 0) return code;
+  code = agree(world, [&] {
+    std::string shared_text = on_root(world, [&] { return open_outputs_on_root(world, o, plan, job).dump(); });
     if (world.rank() == 0) return;
     nlohmann::json shared = nlohmann::json::parse(shared_text);
     plan->format = OutputFormat::from_json(shared.at("format"));
     for (const nlohmann::json& j : shared.at("items")) plan->items.push_back(item_from_json(j));
-    plan->model = ModelSource::open(o.model, o.variant);
   });
-  if (code == 0 && o.out_dir_defaulted && world.rank() == 0)
+  if (code) return code;
+  // Said once the job has its outputs, so an error before is the only line: where the PNG files
+  // go (first), then each rank's device.
+  if (o.out_dir_defaulted && world.rank() == 0)
     log::info(std::string("sd_mpi: writing PNG files to ./") + kDefaultOutDir + "/ (give --out-dir or --archive to choose)");
-  return code;
+  if (!device_line.empty()) log::info(device_line);
+  return 0;
 }
 
 }  // namespace sdmpi::app

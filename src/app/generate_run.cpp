@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <memory>
 
-#include "app/device.h"
+#include "sdmpi/error.h"
 #include "sdmpi/log.h"
 #include "sdmpi/pipeline.h"
 
@@ -67,12 +67,9 @@ int run_generate(const World& world, const GenerateOptions& o, GeneratePlan& pla
   std::unique_ptr<Txt2ImgPipeline> pipeline;
   int code = agree(world, [&] {
     if (plan.items.empty()) return;
-    backend = select_backend(o.device, plan.precision, world.info(), o.allow_gpu_sharing, o.threads);
-    // The CPU's plan was checked against the node's RAM before anything was written; a GPU's
-    // free memory is known only now that this rank has bound it.
-    if (backend->device() != Device::CPU)
-      check_memory_plan(o, *plan.model, plan.items, plan.precision, true, backend->memory_available(),
-                        "(free memory of " + backend->name() + ")");
+    // Bound, and checked against the resource plan, by plan_generate before any output was made.
+    SDMPI_CHECK(plan.backend != nullptr, "a rank with items to make has no device");
+    backend = std::move(plan.backend);
     auto t0 = std::chrono::steady_clock::now();
     pipeline = std::make_unique<Txt2ImgPipeline>(*plan.model, *backend);
     if (root) log::info("model " + plan.model->describe() + " loaded in " + std::to_string(seconds_since(t0)).substr(0, 5) + " s");

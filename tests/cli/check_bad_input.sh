@@ -76,8 +76,8 @@ printf '{"prompt": "a", "width": 16000, "height": 16000}\n' >"$tmp/huge.jsonl"
 case_ "a JSONL line asks for too much memory" 2 '16000x16000 images' "${base[@]}" --prompts "$tmp/huge.jsonl" --device cpu
 printf '{"prompt": "a", "width": 100}\n' >"$tmp/w100.jsonl"
 case_ "a JSONL width not a multiple of 8" 2 'w100.jsonl:1: width 100 is not a positive multiple of 8' "${base[@]}" --prompts "$tmp/w100.jsonl"
-printf '{"prompt": "a", "strength": 1}\n' >"$tmp/key.jsonl"
-case_ "a JSONL line with an unknown key" 2 'key.jsonl:1: unknown key "strength"' "${base[@]}" --prompts "$tmp/key.jsonl"
+printf '{"prompt": "a", "strenght": 1}\n' >"$tmp/key.jsonl"
+case_ "a JSONL line with an unknown key" 2 'key.jsonl:1: unknown key "strenght"' "${base[@]}" --prompts "$tmp/key.jsonl"
 
 # ---- options out of range ----
 case_ "--shard 0/0" 2 '--shard 0/0' "${base[@]}" --prompt cat --shard 0/0
@@ -103,6 +103,36 @@ case_ "--prompt with --prompts" 2 'excludes' "${base[@]}" --prompt cat --prompts
 case_ "prompt file under a regular file" 2 "cannot open prompt file $tmp/ok.txt/p.txt" "${base[@]}" --prompts "$tmp/ok.txt/p.txt"
 mkdir "$tmp/dir.txt"
 case_ "a folder as the prompt file" 2 "prompt file $tmp/dir.txt is a folder, not a file" "${base[@]}" --prompts "$tmp/dir.txt"
+
+# ---- img2img init images and strength (issue 18): refused before any work, naming file and value ----
+img=$(cd "$(dirname "$0")/../data/golden/img2img" && pwd)
+head -c 300 "$img/init_four_level_64x64_0.png" >"$tmp/truncated.png"
+printf '\xff\xd8\xff\xe0 this is no JPEG data' >"$tmp/corrupt.jpg"
+python3 -c 'import struct,sys,zlib
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+w, h = 20, 12
+raw = b"".join(b"\0" + bytes(3 * w) for _ in range(h))
+open(sys.argv[1], "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))' "$tmp/odd_20x12.png"
+printf '{"prompt": "a", "init_image": "missing.png"}\n' >"$tmp/img.jsonl"
+printf '{"prompt": "a", "init_image": "%s", "strength": -0.5}\n' "$img/init_four_level_64x64_0.png" >"$tmp/s.jsonl"
+printf '{"prompt": "a", "init_image": "%s", "width": 64, "height": 64}\n' "$img/init_four_level_64x48_0.png" >"$tmp/size.jsonl"
+case_ "missing init image" 2 "init image $tmp/nope.png cannot be opened" "${base[@]}" --prompt cat --init-image "$tmp/nope.png"
+case_ "init image that is text" 2 "$tmp/ok.txt: not a PNG or JPEG image" "${base[@]}" --prompt cat --init-image "$tmp/ok.txt"
+case_ "truncated PNG init image" 2 "$tmp/truncated.png: not a readable PNG" "${base[@]}" --prompt cat --init-image "$tmp/truncated.png"
+case_ "corrupt JPEG init image" 2 "$tmp/corrupt.jpg: not a readable JPEG" "${base[@]}" --prompt cat --init-image "$tmp/corrupt.jpg"
+case_ "init image sides not multiples of 8" 2 "odd_20x12.png is 20x12; img2img needs sides that are multiples of 8" \
+  "${base[@]}" --prompt cat --init-image "$tmp/odd_20x12.png"
+case_ "init image of another size than asked" 2 'init_four_level_64x48_0.png is 64x48 but the item asks for 64x64' \
+  "${base[@]}" --prompt cat --init-image "$img/init_four_level_64x48_0.png" --width 64 --height 64
+case_ "JSONL init image of another size" 2 'size.jsonl:1: init image' "${base[@]}" --prompts "$tmp/size.jsonl"
+case_ "JSONL init image missing (relative to the file)" 2 "img.jsonl:1: init image $tmp/missing.png cannot be opened" \
+  "${base[@]}" --prompts "$tmp/img.jsonl"
+case_ "--strength 1.5" 2 '--strength 1.5 is outside (0, 1]' "${base[@]}" --prompt cat --init-image "$img/init_four_level_64x64_0.png" --strength 1.5
+case_ "--strength 0" 2 '--strength 0 is outside (0, 1]' "${base[@]}" --prompt cat --init-image "$img/init_four_level_64x64_0.png" --strength 0
+case_ "JSONL strength -0.5" 2 's.jsonl:1: strength -0.5 is outside (0, 1]' "${base[@]}" --prompts "$tmp/s.jsonl"
+case_ "strength too small for the steps" 2 'strength 0.1 with 2 steps leaves no denoising step' \
+  "${base[@]}" --prompt cat --init-image "$img/init_four_level_64x64_0.png" --strength 0.1
 
 # ---- model folders with parts missing or absurd configs (copies of make-model's tiny) ----
 tiny_copy() { rm -rf "$tmp/$1"; cp -r "$tmp/good" "$tmp/$1"; }
@@ -141,6 +171,26 @@ tiny_copy m12 && printf 'not a safetensors file' >"$tmp/m12/vae/diffusion_pytorc
 # (found when the weights load, after the device line: --quiet keeps the error the only line)
 case_ "vae weights that are not safetensors" 2 'm12/vae/diffusion_pytorch_model.safetensors: header length' \
   "${nomodel[@]}" --model "$tmp/m12" --quiet
+
+# ---- a refusal of the resource plan leaves no output at all, not even an empty archive or folder:
+# every rank's memory is checked before rank 0 opens the outputs (issue 15). The CPU's RAM here;
+# a GPU's free memory where this build has CUDA and the machine a GPU (skipped visibly otherwise).
+nothing_made() {  # NAME ARGS...: case_, and neither --archive nor --out-dir exists afterwards
+  local name=$1; shift
+  case_ "$name" 2 'needs about ' "$@" --archive "$tmp/a.h5" --out-dir "$tmp/out"
+  if [ -e "$tmp/out" ] || [ -e "$tmp/a.h5" ]; then
+    echo "FAIL: $name: left $(ls -d "$tmp/out" "$tmp/a.h5" 2>/dev/null)"; fail=1; fi
+}
+nothing_made "CPU memory refusal with an archive and an output folder" \
+  generate --model tiny --steps 2 --prompt cat --width 16384 --height 16384 --device cpu
+case "$features" in
+  *cuda*)
+    if nvidia-smi -L >/dev/null 2>&1; then
+      nothing_made "GPU memory refusal with an archive and an output folder" \
+        generate --model tiny --steps 2 --prompt cat --width 16384 --height 16384 --device cuda --quiet
+    else echo "skipped: GPU memory refusal (no GPU on this machine)"; fi ;;
+  *) echo "skipped: GPU memory refusal (this build has no CUDA)" ;;
+esac
 
 echo "$cases bad-input cases"
 [ "$cases" -ge 40 ] || { echo "FAIL: fewer than 40 cases"; fail=1; }
