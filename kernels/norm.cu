@@ -51,18 +51,18 @@ __device__ __forceinline__ float offset_input(const T* xg, int64_t at, const O* 
 }
 
 // grid (groups, batch), kGroupNormThreads threads. items = spatial * cg < 2^31 (checked by the launcher).
-// offset: null, or [batch, channels] in T or float.
+// offset: null, or [batch, channels] in T or float, rows offset_stride apart.
 template <typename T, typename O>
 __global__ void __launch_bounds__(kGroupNormThreads)
-group_norm_kernel(const T* x, const O* offset, T* out, const float* gamma, const float* beta, int64_t spatial,
-                  int64_t channels, int cg, float eps, bool silu) {
+group_norm_kernel(const T* x, const O* offset, int64_t offset_stride, T* out, const float* gamma, const float* beta,
+                  int64_t spatial, int64_t channels, int cg, float eps, bool silu) {
   __shared__ Welford shared[kGroupNormThreads];
   __shared__ float stats[2];
   const int64_t base = static_cast<int64_t>(blockIdx.y) * spatial * channels + static_cast<int64_t>(blockIdx.x) * cg;
   const T* xg = x + base;
   T* og = out + base;
   const O* og_offset =
-      offset ? offset + static_cast<int64_t>(blockIdx.y) * channels + static_cast<int64_t>(blockIdx.x) * cg : nullptr;
+      offset ? offset + static_cast<int64_t>(blockIdx.y) * offset_stride + static_cast<int64_t>(blockIdx.x) * cg : nullptr;
   const int items = static_cast<int>(spatial) * cg;
   Welford acc{0.0f, 0.0f, 0.0f};
   for (int i = threadIdx.x; i < items; i += blockDim.x) {
@@ -122,8 +122,9 @@ __global__ void layer_norm_kernel(const T* x, T* out, const float* gamma, const 
 
 void group_norm(cudaStream_t stream, DType t, const void* x, DType offset_dtype, const void* offset, void* out,
                 const float* gamma, const float* beta, int64_t batch, int64_t spatial, int64_t channels, int64_t groups,
-                float eps, bool silu) {
+                float eps, bool silu, int64_t offset_stride) {
   if (batch == 0 || spatial == 0 || channels == 0) return;
+  if (offset_stride == 0) offset_stride = channels;
   if (batch > 65535 || groups > 2147483647LL)
     throw Error("group_norm: batch " + std::to_string(batch) + " x groups " + std::to_string(groups) + " exceeds the grid");
   const int64_t cg = channels / groups;
@@ -137,12 +138,12 @@ void group_norm(cudaStream_t stream, DType t, const void* x, DType offset_dtype,
   if (offset && offset_dtype == DType::F32) {
     SDMPI_DISPATCH_FLOAT_TYPES(t, T,
       group_norm_kernel<T, float><<<grid, kGroupNormThreads, 0, stream>>>(
-          static_cast<const T*>(x), static_cast<const float*>(offset), static_cast<T*>(out), gamma, beta, spatial,
+          static_cast<const T*>(x), static_cast<const float*>(offset), offset_stride, static_cast<T*>(out), gamma, beta, spatial,
           channels, static_cast<int>(cg), eps, silu));
   } else {
     SDMPI_DISPATCH_FLOAT_TYPES(t, T,
       group_norm_kernel<T, T><<<grid, kGroupNormThreads, 0, stream>>>(
-          static_cast<const T*>(x), static_cast<const T*>(offset), static_cast<T*>(out), gamma, beta, spatial,
+          static_cast<const T*>(x), static_cast<const T*>(offset), offset_stride, static_cast<T*>(out), gamma, beta, spatial,
           channels, static_cast<int>(cg), eps, silu));
   }
   SDMPI_CUDA_CHECK_LAUNCH();

@@ -66,7 +66,8 @@ struct OpCall {
                              // (add_batch_channel), the channel offset (group_norm; empty without)
   Shape out;                 // the result
   DType x_dtype = DType::F32, w_dtype = DType::F32, out_dtype = DType::F32;
-  bool bias = false, residual = false;  // linear, conv2d, linear_geglu, linear_qkv (w: wq, out: q)
+  bool bias = false, residual = false;  // linear, conv2d, linear_geglu, linear_qkv (w: wq, out: q),
+                                        // linear_stacked (w: the stacked [N_0 + ... + N_{n-1}, K])
   bool silu = false;                    // group_norm
   bool causal = false;                  // attention
   int stride = 1, pad = 0;              // conv2d
@@ -130,6 +131,14 @@ class Backend {
   };
   QkvProjections linear_qkv(const Tensor& x, const Tensor& wq, const Tensor& wk, const Tensor& wv,
                             const Tensor* bq = nullptr, const Tensor* bk = nullptr, const Tensor* bv = nullptr);
+  // Several products of one x joined along the last dimension: [linear(x, w_0, b_0), ...,
+  // linear(x, w_{n-1}, b_{n-1})] → [..., N_0 + ... + N_{n-1}], the weights [N_i, K] of any row
+  // counts, the biases all given or all null. One op so a backend may run them as one product
+  // (CUDA: the weights stacked once, like linear_qkv's): every ResNet's time_emb_proj of one UNet
+  // call, which group_norm then reads by column range. The default runs the linears and joins them
+  // with concat_channels (bit-identical to calling them one after the other).
+  Tensor linear_stacked(const Tensor& x, const std::vector<const Tensor*>& weights,
+                        const std::vector<const Tensor*>& biases);
   // x [B, H, W, Cin] ⊛ w [Cout, kh, kw, Cin] with zero padding `pad` and `stride`, + bias[Cout],
   // + residual [B, Ho, Wo, Cout] last. Returns [B, Ho, Wo, Cout].
   Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
@@ -141,8 +150,10 @@ class Backend {
   // channel_offset [B, C], the norm of add_batch_channel(x, channel_offset) (a ResNet's time
   // embedding added to conv1's output, which only norm2 reads): one op, so a backend may add the
   // offset while it reads x. The default runs add_batch_channel then group_norm (bit-identical).
+  // offset_column: the offset is columns [offset_column, offset_column + C) of a wider
+  // channel_offset [B, Ct] (one ResNet's slice of linear_stacked's result; backends read it in place).
   Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps, bool silu,
-                    const Tensor* channel_offset = nullptr);
+                    const Tensor* channel_offset = nullptr, int64_t offset_column = 0);
   // LayerNorm over the last dimension, biased variance.
   Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
 
@@ -225,13 +236,18 @@ class Backend {
   // out_shape: the shape of each of q, k, v [..., N].
   virtual QkvProjections do_linear_qkv(const Tensor& x, const Tensor& wq, const Tensor& wk, const Tensor& wv,
                                        const Tensor* bq, const Tensor* bk, const Tensor* bv, const Shape& out_shape);
+  // out_shape: [..., N_0 + ... + N_{n-1}].
+  virtual Tensor do_linear_stacked(const Tensor& x, const std::vector<const Tensor*>& weights,
+                                   const std::vector<const Tensor*>& biases, const Shape& out_shape);
   virtual Tensor do_conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
                            const Tensor* residual, const Shape& out_shape) = 0;
   virtual Tensor do_group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                                bool silu) = 0;
-  // group_norm with a channel_offset [B, C] (checked); the default adds it, then normalises.
-  virtual Tensor do_group_norm_offset(const Tensor& x, const Tensor& channel_offset, int groups, const Tensor& gamma,
-                                      const Tensor& beta, float eps, bool silu);
+  // group_norm with a channel_offset [B, Ct] whose columns [offset_column, offset_column + C) are
+  // added (checked); the default adds a whole [B, C] offset, then normalises, and refuses a column
+  // range (a backend that takes one reads it in place).
+  virtual Tensor do_group_norm_offset(const Tensor& x, const Tensor& channel_offset, int64_t offset_column, int groups,
+                                      const Tensor& gamma, const Tensor& beta, float eps, bool silu);
   virtual Tensor do_layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) = 0;
   virtual Tensor do_attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) = 0;
   virtual Tensor do_activation(const Tensor& x, Activation act) = 0;

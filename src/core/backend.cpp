@@ -208,6 +208,62 @@ Backend::QkvProjections Backend::do_linear_qkv(const Tensor& x, const Tensor& wq
           do_linear(x, wv, bv, nullptr, out_shape)};
 }
 
+Tensor Backend::linear_stacked(const Tensor& x, const std::vector<const Tensor*>& weights,
+                               const std::vector<const Tensor*>& biases) {
+  const char* op = "linear_stacked";
+  check_arg(x, device(), op, "x");
+  require(!weights.empty(), op, "no weights");
+  require(biases.empty() || biases.size() == weights.size(), op,
+          std::to_string(biases.size()) + " biases for " + std::to_string(weights.size()) + " weights (all or none)");
+  require(x.rank() >= 1, op, "x is a scalar");
+  int64_t total = 0;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const std::string name = "weights[" + std::to_string(i) + "]";
+    require(weights[i] != nullptr, op, name + " is null");
+    const Tensor& w = *weights[i];
+    check_arg(w, device(), op, name.c_str());
+    require(w.rank() == 2 && w.dim(1) == x.dim(-1), op,
+            name + " " + shape_str(w.shape()) + " does not match x " + shape_str(x.shape()));
+    require_same_dtype(x, w, op, ("x and " + name).c_str());
+    if (!biases.empty()) {
+      const std::string bname = "biases[" + std::to_string(i) + "]";
+      require(biases[i] != nullptr, op, bname + " is null (biases: all or none)");
+      check_arg(*biases[i], device(), op, bname.c_str());
+      require_shape(*biases[i], {w.dim(0)}, op, bname.c_str());
+      require_same_dtype(*biases[i], *biases[0], op, "the biases");
+    }
+    total += w.dim(0);
+  }
+  Shape out_shape = x.shape();
+  out_shape.back() = total;
+  OpScope scope(*this);
+  Tensor out = do_linear_stacked(x, weights, biases, out_shape);
+  const Shape stacked{total, x.dim(-1)};
+  return scope.report(op, x, nullptr, out, [&](OpCall& c) {
+    c.w = stacked;
+    c.w_dtype = x.dtype();
+    c.bias = !biases.empty();
+  });
+}
+
+Tensor Backend::do_linear_stacked(const Tensor& x, const std::vector<const Tensor*>& weights,
+                                  const std::vector<const Tensor*>& biases, const Shape& out_shape) {
+  Tensor joined;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    Shape part = out_shape;
+    part.back() = weights[i]->dim(0);
+    Tensor y = do_linear(x, *weights[i], biases.empty() ? nullptr : biases[i], nullptr, part);
+    if (!joined.defined()) {
+      joined = y;
+      continue;
+    }
+    Shape both = joined.shape();
+    both.back() += y.dim(-1);
+    joined = do_concat_channels(joined, y, both);
+  }
+  return joined;
+}
+
 Tensor Backend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
                        const Tensor* residual) {
   const char* op = "conv2d";
@@ -244,7 +300,7 @@ Tensor Backend::conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int
 // ---- normalisation --------------------------------------------------------------------------------
 
 Tensor Backend::group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps, bool silu,
-                           const Tensor* channel_offset) {
+                           const Tensor* channel_offset, int64_t offset_column) {
   const char* op = "group_norm";
   check_arg(x, device(), op, "x");
   check_arg(gamma, device(), op, "gamma");
@@ -257,16 +313,25 @@ Tensor Backend::group_norm(const Tensor& x, int groups, const Tensor& gamma, con
   require_shape(beta, {C}, op, "beta");
   if (channel_offset) {
     check_arg(*channel_offset, device(), op, "channel_offset");
-    require_shape(*channel_offset, {x.dim(0), C}, op, "channel_offset");
+    require(channel_offset->rank() == 2 && channel_offset->dim(0) == x.dim(0) && offset_column >= 0 &&
+                offset_column + C <= channel_offset->dim(1),
+            op, "channel_offset " + shape_str(channel_offset->shape()) + " has no columns [" +
+                    std::to_string(offset_column) + ", " + std::to_string(offset_column + C) + ") for x " +
+                    shape_str(x.shape()));
+  } else {
+    require(offset_column == 0, op, "offset_column " + std::to_string(offset_column) + " without a channel_offset");
   }
   OpScope scope(*this);
-  Tensor out = channel_offset ? do_group_norm_offset(x, *channel_offset, groups, gamma, beta, eps, silu)
+  Tensor out = channel_offset ? do_group_norm_offset(x, *channel_offset, offset_column, groups, gamma, beta, eps, silu)
                               : do_group_norm(x, groups, gamma, beta, eps, silu);
   return scope.report("group_norm", x, channel_offset, out, [&](OpCall& c) { c.silu = silu; });
 }
 
-Tensor Backend::do_group_norm_offset(const Tensor& x, const Tensor& channel_offset, int groups, const Tensor& gamma,
-                                     const Tensor& beta, float eps, bool silu) {
+Tensor Backend::do_group_norm_offset(const Tensor& x, const Tensor& channel_offset, int64_t offset_column, int groups,
+                                     const Tensor& gamma, const Tensor& beta, float eps, bool silu) {
+  if (offset_column != 0 || channel_offset.dim(1) != x.dim(-1))
+    throw Error("group_norm: backend " + name() + " cannot read a column range of channel_offset " +
+                shape_str(channel_offset.shape()));
   return do_group_norm(do_add_batch_channel(x, channel_offset), groups, gamma, beta, eps, silu);
 }
 

@@ -66,16 +66,25 @@ ResnetBlock2D::ResnetBlock2D(ParamSink& w, const std::string& name, int in, int 
 }
 
 Tensor ResnetBlock2D::operator()(Backend& b, const Tensor& x, const Tensor* temb_silu) const {
-  Tensor h = conv1(b, norm1(b, x, /*silu=*/true));
   Tensor temb;
   if (time_emb_proj) {
     SDMPI_CHECK(temb_silu != nullptr, "ResnetBlock2D with time_emb_proj needs a time embedding");
     temb = (*time_emb_proj)(b, *temb_silu);
   }
+  return forward(b, x, temb.defined() ? &temb : nullptr, 0);
+}
+
+Tensor ResnetBlock2D::operator()(Backend& b, const Tensor& x, const Tensor& temb_projections,
+                                 int64_t temb_column) const {
+  SDMPI_CHECK(time_emb_proj.has_value(), "ResnetBlock2D without time_emb_proj given time-embedding projections");
+  return forward(b, x, &temb_projections, temb_column);
+}
+
+Tensor ResnetBlock2D::forward(Backend& b, const Tensor& x, const Tensor* offset, int64_t offset_column) const {
+  Tensor h = conv1(b, norm1(b, x, /*silu=*/true));
   // norm2(h + temb[b, c]) as one op: the sum feeds only norm2, so a backend may add it while it
   // normalises (same bits on the CPU). dropout: identity at inference.
-  h = b.group_norm(h, norm2.groups, norm2.weight, norm2.bias, norm2.eps, /*silu=*/true,
-                   temb.defined() ? &temb : nullptr);
+  h = b.group_norm(h, norm2.groups, norm2.weight, norm2.bias, norm2.eps, /*silu=*/true, offset, offset_column);
   Tensor shortcut = conv_shortcut ? (*conv_shortcut)(b, x) : x;
   Tensor out = conv2(b, h, &shortcut);
   if (output_scale_factor != 1.0f) out = b.binary_scalar(BinaryOp::Div, out, output_scale_factor);

@@ -83,6 +83,15 @@ struct ResnetBlock2D {
                 int groups, float eps, float output_scale_factor = 1.0f);
   // temb_silu: SiLU(temb) [B, temb_channels], or nullptr when the block has no time embedding.
   Tensor operator()(Backend& b, const Tensor& x, const Tensor* temb_silu) const;
+  // The UNet's form: time_emb_proj(SiLU(temb)) is columns [temb_column, temb_column + out) of
+  // temb_projections [B, total], every ResNet's projection of one UNet call computed as one op
+  // (Backend::linear_stacked over each time_emb_proj's weight and bias); norm2 reads its columns in
+  // place. Same values as the form above.
+  Tensor operator()(Backend& b, const Tensor& x, const Tensor& temb_projections, int64_t temb_column) const;
+
+ private:
+  // offset: null, or the [B, Ct] tensor whose columns [offset_column, offset_column + out) norm2 adds.
+  Tensor forward(Backend& b, const Tensor& x, const Tensor* offset, int64_t offset_column) const;
 };
 
 // diffusers' Attention (attention_processor.py) as the SD blocks use it: to_q/to_k/to_v (bias

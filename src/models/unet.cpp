@@ -319,6 +319,26 @@ Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, 
   Tensor emb = m.time_embedding(b, t_proj);
   if (aug_emb) emb = b.binary(BinaryOp::Add, emb, *aug_emb);  // emb + aug_emb (SDXL)
   const Tensor temb = b.activation(emb, Activation::SiLU);  // every resnet's SiLU(temb)
+  // Every resnet's time_emb_proj(SiLU(temb)) as one op, in the forward's order; each resnet's norm2
+  // reads its columns (one product on a GPU instead of one per resnet; the same bits on the CPU).
+  std::vector<const Tensor*> temb_weights, temb_biases;
+  auto collect = [&](const std::vector<ResnetBlock2D>& resnets) {
+    for (const ResnetBlock2D& r : resnets) {
+      SDMPI_CHECK(r.time_emb_proj && r.time_emb_proj->bias.defined(), "unet: a resnet without time_emb_proj");
+      temb_weights.push_back(&r.time_emb_proj->weight);
+      temb_biases.push_back(&r.time_emb_proj->bias);
+    }
+  };
+  for (const DownBlock& block : m.down_blocks) collect(block.resnets);
+  collect(m.mid_block.resnets);
+  for (const UpBlock& block : m.up_blocks) collect(block.resnets);
+  const Tensor temb_projections = b.linear_stacked(temb, temb_weights, temb_biases);
+  int64_t temb_column = 0;
+  auto resnet = [&](const ResnetBlock2D& r, const Tensor& input) {
+    Tensor out = r(b, input, temb_projections, temb_column);
+    temb_column += r.time_emb_proj->out_features;
+    return out;
+  };
 
   // 2. pre-process
   Tensor x = sample;
@@ -330,7 +350,7 @@ Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, 
   std::vector<Tensor> skips{x};
   for (const DownBlock& block : m.down_blocks) {
     for (size_t l = 0; l < block.resnets.size(); ++l) {
-      x = block.resnets[l](b, x, &temb);
+      x = resnet(block.resnets[l], x);
       if (!block.attentions.empty()) x = attend(block.attentions[l], x);
       skips.push_back(x);
     }
@@ -341,10 +361,10 @@ Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, 
   }
 
   // 4. mid
-  x = m.mid_block.resnets[0](b, x, &temb);
+  x = resnet(m.mid_block.resnets[0], x);
   for (size_t i = 0; i < m.mid_block.attentions.size(); ++i) {
     x = attend(m.mid_block.attentions[i], x);
-    x = m.mid_block.resnets[i + 1](b, x, &temb);
+    x = resnet(m.mid_block.resnets[i + 1], x);
   }
 
   // 5. up: diffusers forwards the upsample size when a side is not a multiple of the overall
@@ -356,7 +376,7 @@ Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, 
       SDMPI_CHECK(!skips.empty(), "unet: more up-block resnets than skip connections");
       Tensor skip = std::move(skips.back());
       skips.pop_back();
-      x = block.resnets[l](b, b.concat_channels(x, skip), &temb);
+      x = resnet(block.resnets[l], b.concat_channels(x, skip));
       if (!block.attentions.empty()) x = attend(block.attentions[l], x);
     }
     if (block.upsampler) {
@@ -369,6 +389,7 @@ Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, 
   }
   SDMPI_CHECK(skips.empty(), "unet: skip connections left over");
   SDMPI_CHECK(next_kv == cross_kv.size(), "unet: cross-attention K/V left over");
+  SDMPI_CHECK(temb_column == temb_projections.dim(-1), "unet: time-embedding projections left over");
 
   // 6. post-process
   return m.conv_out(b, m.conv_norm_out(b, x, /*silu=*/true));

@@ -1,7 +1,8 @@
 // The CUDA backend's fused ops (issue 13's launch cuts) against the CPU reference, whose defaults
 // run the unfused ops: linear_qkv (q, k, v of one x as one strided-batched product over the packed
 // weights), group_norm with a channel offset (a ResNet's time embedding read inside the norm
-// kernel) and linear_geglu (a feed-forward's product with the gate in its epilogue). F32, F16 and BF16; fresh random inputs (gpu_test_util.h), poisoned outputs (an element
+// kernel), linear_geglu (a feed-forward's product with the gate in its epilogue) and linear_stacked
+// (every ResNet's time_emb_proj as one product, each norm2 reading its column range in place). F32, F16 and BF16; fresh random inputs (gpu_test_util.h), poisoned outputs (an element
 // an op forgets to write is a NaN mismatch), odd shapes and SD 1.5's. Skips visibly without a GPU.
 #include <gtest/gtest.h>
 
@@ -177,6 +178,66 @@ TEST_P(CudaFusedOps, GroupNormWithChannelOffset) {
     expect_close(g().to_host(got), cpu().to_host(ref), tol(), "group_norm with a channel offset");
     Tensor two_launches = g().group_norm(g().add_batch_channel(x.g, offset.g), c.groups, gamma.g, beta.g, c.eps, c.silu);
     expect_equal(g().to_host(got), g().to_host(two_launches), "fused vs add_batch_channel + group_norm on the GPU");
+  }
+}
+
+// SD 1.5's 22 time_emb_proj widths (320 x 5, 640 x 5, 1280 x 9, 640 x 3) as one product over the
+// stacked weights (packed once and kept, or each call when they are activations), and group_norm
+// reading one part's columns in place, against the CPU's separate linears and dense offsets.
+TEST_P(CudaFusedOps, LinearStackedAndColumnRangeOffsets) {
+  SDMPI_REQUIRE_GPU();
+  Rng rng;
+  struct Case {
+    int64_t batch, k;
+    std::vector<int64_t> widths;
+    bool bias, weights_as_activations;
+  };
+  const std::vector<int64_t> sd15{320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 1280, 1280,
+                                  1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320, 640};
+  const Case cases[] = {
+      {2, 1280, sd15, true, false},
+      {3, 24, {8, 16, 8, 12, 32}, true, true},
+      {1, 9, {5, 3}, false, false},
+      {2, 7, {1}, true, false},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::to_string(c.widths.size()) + " parts, k " + std::to_string(c.k) + (c.bias ? " +bias" : "") +
+                 (c.weights_as_activations ? ", weights as activations" : ""));
+    const float scale = 1.0f / std::sqrt(static_cast<float>(c.k));
+    Both x = random_activation(g(), rng, {c.batch, c.k});
+    std::vector<Both> w, b;
+    for (int64_t n : c.widths) {
+      w.push_back(c.weights_as_activations ? random_activation(g(), rng, {n, c.k}, scale)
+                                           : random_weight(g(), rng, {n, c.k}, WeightKind::Linear, scale));
+      b.push_back(random_weight(g(), rng, {n}, WeightKind::Vector, 0.5f));
+    }
+    std::vector<const Tensor*> wc, wg, bc, bg;
+    for (size_t i = 0; i < w.size(); ++i) {
+      wc.push_back(&w[i].c);
+      wg.push_back(&w[i].g);
+      if (c.bias) {
+        bc.push_back(&b[i].c);
+        bg.push_back(&b[i].g);
+      }
+    }
+    Tensor ref = cpu().linear_stacked(x.c, wc, bc);
+    int launches_seen = 0;
+    g().set_op_observer([&](const OpCall& call) { launches_seen += cuda_op_launches(call).launches; });
+    Tensor got = g().linear_stacked(x.g, wg, bg);
+    g().set_op_observer({});
+    EXPECT_EQ(launches_seen, 1);
+    EXPECT_EQ(got.shape(), ref.shape());
+    expect_close(g().to_host(got), cpu().to_host(ref), tol(), "linear_stacked");
+    expect_equal(g().to_host(g().linear_stacked(x.g, wg, bg)), g().to_host(got), "repeated");
+    // The last part's norm2 (groups of 1 channel where the width is odd) on its column range.
+    const int64_t n = c.widths.back(), column = ref.dim(1) - n;
+    const int groups = n % 32 == 0 ? 32 : 1;
+    Both h = random_activation(g(), rng, {c.batch, 5, 3, n}, 2.0f);
+    Both gamma = random_weight(g(), rng, {n}, WeightKind::Vector, 0.3f);
+    Both beta = random_weight(g(), rng, {n}, WeightKind::Vector, 0.3f);
+    Tensor norm_ref = cpu().group_norm(h.c, groups, gamma.c, beta.c, 1e-5f, true, &ref, column);
+    Tensor norm_got = g().group_norm(h.g, groups, gamma.g, beta.g, 1e-5f, true, &got, column);
+    expect_close(g().to_host(norm_got), cpu().to_host(norm_ref), tol(), "group_norm on a column range");
   }
 }
 

@@ -1,7 +1,8 @@
 // The fused ops' reference: on the CPU each is the unfused ops it stands for, bit for bit (the
 // pipeline golden tests and the batch-invariance tests rely on it), and each is one call for the
 // op observer (the launch count sees one op). linear_qkv = three linears; group_norm with a
-// channel offset = add_batch_channel, then group_norm.
+// channel offset = add_batch_channel, then group_norm, also with the offset a column range of a
+// wider tensor; linear_stacked = the linears joined along the channels.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -100,6 +101,62 @@ TEST(CpuBackendFusedOps, GroupNormWithChannelOffsetIsAddThenNorm) {
   Tensor x = random_tensor(*b, gen, {2, 3, 3, 8});
   Tensor gamma = random_tensor(*b, gen, {8}), wrong = random_tensor(*b, gen, {1, 8});
   EXPECT_THROW(b->group_norm(x, 2, gamma, gamma, 1e-5f, true, &wrong), Error);
+}
+
+// The UNet's form: every ResNet's time_emb_proj as one linear_stacked, each norm2 reading its
+// columns. Same bits as each ResNet's own linear and a [B, C] offset.
+TEST(CpuBackendFusedOps, LinearStackedIsTheLinearsJoined) {
+  std::unique_ptr<Backend> b = make_cpu_backend(2);
+  std::mt19937 gen(7);
+  const int64_t batch = 2, k = 24;
+  const std::vector<int64_t> widths{8, 16, 8, 12, 32};
+  Tensor x = random_tensor(*b, gen, {batch, k});
+  std::vector<Tensor> w, bias;
+  std::vector<const Tensor*> wp, bp;
+  for (int64_t n : widths) {
+    w.push_back(random_tensor(*b, gen, {n, k}, 0.2f));
+    bias.push_back(random_tensor(*b, gen, {n}, 0.5f));
+  }
+  for (size_t i = 0; i < widths.size(); ++i) {
+    wp.push_back(&w[i]);
+    bp.push_back(&bias[i]);
+  }
+  std::vector<std::string> ops;
+  b->set_op_observer([&](const OpCall& call) { ops.push_back(call.op); });
+  Tensor all = b->linear_stacked(x, wp, bp);
+  Tensor no_bias = b->linear_stacked(x, wp, {});
+  b->set_op_observer({});
+  EXPECT_EQ(ops, (std::vector<std::string>{"linear_stacked", "linear_stacked"}));
+  ASSERT_EQ(all.shape(), (Shape{batch, 76}));
+  const std::vector<float> got = b->to_host(all), got_nb = b->to_host(no_bias);
+  int64_t column = 0;
+  for (size_t i = 0; i < widths.size(); ++i) {
+    SCOPED_TRACE("part " + std::to_string(i));
+    const int64_t n = widths[i];
+    const std::vector<float> ref = b->to_host(b->linear(x, w[i], &bias[i]));
+    const std::vector<float> ref_nb = b->to_host(b->linear(x, w[i], nullptr));
+    for (int64_t r = 0; r < batch; ++r) {
+      EXPECT_EQ(0, std::memcmp(got.data() + r * 76 + column, ref.data() + r * n, n * sizeof(float)));
+      EXPECT_EQ(0, std::memcmp(got_nb.data() + r * 76 + column, ref_nb.data() + r * n, n * sizeof(float)));
+    }
+    // norm2 of a ResNet with `n` channels reading its columns = with its own [B, n] offset.
+    Tensor h = random_tensor(*b, gen, {batch, 3, 5, n}, 2.0f);
+    Tensor gamma = random_tensor(*b, gen, {n}, 0.5f), beta = random_tensor(*b, gen, {n}, 0.5f);
+    Tensor own = b->linear(x, w[i], &bias[i]);
+    expect_same_bits(*b, b->group_norm(h, 4, gamma, beta, 1e-5f, true, &all, column),
+                     b->group_norm(h, 4, gamma, beta, 1e-5f, true, &own), "group_norm on a column range");
+    column += n;
+  }
+  // The contract: weights matching x, biases all or none, the column range inside the offset.
+  Tensor other_k = random_tensor(*b, gen, {8, k + 1});
+  EXPECT_THROW(b->linear_stacked(x, {&w[0], &other_k}, {}), Error);
+  EXPECT_THROW(b->linear_stacked(x, wp, {&bias[0]}), Error);
+  EXPECT_THROW(b->linear_stacked(x, {}, {}), Error);
+  Tensor h = random_tensor(*b, gen, {batch, 2, 2, 32});
+  Tensor g32 = random_tensor(*b, gen, {32});
+  EXPECT_THROW(b->group_norm(h, 4, g32, g32, 1e-5f, true, &all, 45), Error);  // 45 + 32 > 76
+  EXPECT_THROW(b->group_norm(h, 4, g32, g32, 1e-5f, true, nullptr, 4), Error);
+  EXPECT_NO_THROW(b->group_norm(h, 4, g32, g32, 1e-5f, true, &all, 44));
 }
 
 }  // namespace

@@ -36,7 +36,7 @@ namespace {
 constexpr int64_t kLaunchTarget = 350;
 // What the fusions landed so far reach: a regression ceiling. Lower it when a fusion lands; a
 // change that raises the count must not pass (the printed table shows where launches went).
-constexpr int64_t kLaunchCeiling = 380;
+constexpr int64_t kLaunchCeiling = 359;
 
 // Memory that is not there: a size for the shape checks and a null address nobody reads.
 class NoStorage final : public Storage {
@@ -71,6 +71,10 @@ class ShapeOnlyBackend final : public Backend {
     return make(out, x.dtype());
   }
   Tensor do_group_norm(const Tensor& x, int, const Tensor&, const Tensor&, float, bool) override { return like(x); }
+  Tensor do_group_norm_offset(const Tensor& x, const Tensor&, int64_t, int, const Tensor&, const Tensor&, float,
+                              bool) override {
+    return like(x);
+  }
   Tensor do_layer_norm(const Tensor& x, const Tensor&, const Tensor&, float) override { return like(x); }
   Tensor do_attention(const Tensor& q, const Tensor&, const Tensor&, int, bool) override { return like(q); }
   Tensor do_activation(const Tensor& x, Activation) override { return like(x); }

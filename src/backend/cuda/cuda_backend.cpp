@@ -92,15 +92,17 @@ class CudaBackendImpl final : public CudaBackend {
                    const Shape& out_shape) override;
   QkvProjections do_linear_qkv(const Tensor& x, const Tensor& wq, const Tensor& wk, const Tensor& wv,
                                const Tensor* bq, const Tensor* bk, const Tensor* bv, const Shape& out_shape) override;
+  Tensor do_linear_stacked(const Tensor& x, const std::vector<const Tensor*>& weights,
+                           const std::vector<const Tensor*>& biases, const Shape& out_shape) override;
   Tensor do_conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad, const Tensor* residual,
                    const Shape& out_shape) override;
   Tensor do_group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                        bool silu) override;
-  Tensor do_group_norm_offset(const Tensor& x, const Tensor& channel_offset, int groups, const Tensor& gamma,
-                              const Tensor& beta, float eps, bool silu) override;
-  // Both group norms; offset: null or [B, C].
-  Tensor group_norm_impl(const Tensor& x, const Tensor* offset, int groups, const Tensor& gamma, const Tensor& beta,
-                         float eps, bool silu);
+  Tensor do_group_norm_offset(const Tensor& x, const Tensor& channel_offset, int64_t offset_column, int groups,
+                              const Tensor& gamma, const Tensor& beta, float eps, bool silu) override;
+  // Both group norms; offset: null or [B, Ct], of which columns [offset_column, offset_column + C) are added.
+  Tensor group_norm_impl(const Tensor& x, const Tensor* offset, int64_t offset_column, int groups, const Tensor& gamma,
+                         const Tensor& beta, float eps, bool silu);
   Tensor do_layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override;
   Tensor do_attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) override;
   Tensor do_activation(const Tensor& x, Activation act) override;
@@ -151,9 +153,10 @@ class CudaBackendImpl final : public CudaBackend {
   // the weights, so a step does not convert every bias again (about 130 kernels per UNet call).
   // Tensors of other pools (tests pass activations) are converted each time.
   Tensor param_as(const Tensor& t, DType want);
-  // Parameters of one shape [r, ...] stacked into one [parts * r, ...] tensor in dtype `want` (the
-  // packed [wq; wk; wv] of linear_qkv). Like param_as: built once and kept with the weights when
-  // every part is a weight, built each call otherwise.
+  // Parameters [r_i, ...] (equal but for the first dimension) stacked into one [sum r_i, ...] tensor
+  // in dtype `want` (the packed [wq; wk; wv] of linear_qkv, linear_stacked's weights). Like
+  // param_as: built once and kept with the weights when every part is a weight, built each call
+  // otherwise.
   Tensor packed_params(const std::vector<const Tensor*>& parts, DType want);
   cudaStream_t s() const { return stream_; }
   Tensor linear_impl(const Tensor& x2, const Tensor& w, const Tensor* bias, const Tensor* residual,
@@ -323,9 +326,9 @@ Tensor CudaBackendImpl::param_as(const Tensor& t, DType want) {
 }
 
 Tensor CudaBackendImpl::packed_params(const std::vector<const Tensor*>& parts, DType want) {
-  const Shape& part_shape = parts.at(0)->shape();
-  Shape shape = part_shape;
-  shape.at(0) *= static_cast<int64_t>(parts.size());
+  Shape shape = parts.at(0)->shape();
+  shape.at(0) = 0;
+  for (const Tensor* t : parts) shape.at(0) += t->dim(0);
   std::vector<std::pair<const Storage*, size_t>> ids;
   bool all_weights = true;
   for (const Tensor* t : parts) {
@@ -350,12 +353,14 @@ Tensor CudaBackendImpl::packed_params(const std::vector<const Tensor*>& parts, D
               : std::next(e);
   }
   Tensor out = all_weights ? alloc_in(weights_, shape, want) : alloc(shape, want);
-  const size_t part_bytes = static_cast<size_t>(shape_numel(part_shape)) * dtype_size(want);
+  size_t at = 0;
   for (size_t i = 0; i < parts.size(); ++i) {
     Tensor src = all_weights ? param_as(*parts[i], want) : as_dtype(*parts[i], want);
+    const size_t part_bytes = static_cast<size_t>(parts[i]->numel()) * dtype_size(want);
     if (part_bytes)
-      SDMPI_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(out.raw()) + i * part_bytes, src.raw(), part_bytes,
+      SDMPI_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(out.raw()) + at, src.raw(), part_bytes,
                                        cudaMemcpyDeviceToDevice, stream_));
+    at += part_bytes;
   }
   if (all_weights) {
     PackedParams entry{{}, out};
@@ -539,6 +544,19 @@ Backend::QkvProjections CudaBackendImpl::do_linear_qkv(const Tensor& x, const Te
   return out;
 }
 
+// One product over the weights stacked once (packed_params), the stacked biases in its epilogue:
+// every ResNet's time_emb_proj of a UNet call in one launch, instead of one per ResNet.
+Tensor CudaBackendImpl::do_linear_stacked(const Tensor& x, const std::vector<const Tensor*>& weights,
+                                          const std::vector<const Tensor*>& biases, const Shape& out_shape) {
+  bind();
+  const DType t = x.dtype();
+  const int64_t k = x.dim(-1), m = shape_numel(out_shape) / std::max<int64_t>(out_shape.back(), 1);
+  const Tensor w = packed_params(weights, t);
+  // cuBLASLt reads the bias in the output dtype.
+  const Tensor b = biases.empty() ? Tensor() : packed_params(biases, t);
+  return linear_impl(x.reshape({m, k}), w, biases.empty() ? nullptr : &b, nullptr, out_shape);
+}
+
 Tensor CudaBackendImpl::do_conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
                                   const Tensor* residual, const Shape& out_shape) {
   bind();
@@ -616,18 +634,20 @@ void CudaBackendImpl::conv_as_gemm(const cuda::ConvShape& p, const void* x, cons
 
 Tensor CudaBackendImpl::do_group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta,
                                       float eps, bool silu) {
-  return group_norm_impl(x, nullptr, groups, gamma, beta, eps, silu);
+  return group_norm_impl(x, nullptr, 0, groups, gamma, beta, eps, silu);
 }
 
 // The offset is read inside the norm kernel (kernels/norm.cu): add_batch_channel's launch and its
-// full-size output are gone. Like add_batch_channel, an offset of a third dtype is widened first.
-Tensor CudaBackendImpl::do_group_norm_offset(const Tensor& x, const Tensor& channel_offset, int groups,
-                                             const Tensor& gamma, const Tensor& beta, float eps, bool silu) {
-  return group_norm_impl(x, &channel_offset, groups, gamma, beta, eps, silu);
+// full-size output are gone. Like add_batch_channel, an offset of a third dtype is widened first. A
+// column range of a wider offset (linear_stacked's result) is read in place, rows Ct apart.
+Tensor CudaBackendImpl::do_group_norm_offset(const Tensor& x, const Tensor& channel_offset, int64_t offset_column,
+                                             int groups, const Tensor& gamma, const Tensor& beta, float eps,
+                                             bool silu) {
+  return group_norm_impl(x, &channel_offset, offset_column, groups, gamma, beta, eps, silu);
 }
 
-Tensor CudaBackendImpl::group_norm_impl(const Tensor& x, const Tensor* offset, int groups, const Tensor& gamma,
-                                        const Tensor& beta, float eps, bool silu) {
+Tensor CudaBackendImpl::group_norm_impl(const Tensor& x, const Tensor* offset, int64_t offset_column, int groups,
+                                        const Tensor& gamma, const Tensor& beta, float eps, bool silu) {
   bind();
   const int64_t batch = x.dim(0), c = x.dim(-1);
   const int64_t spatial = batch && c ? x.numel() / (batch * c) : 0;
@@ -636,9 +656,12 @@ Tensor CudaBackendImpl::group_norm_impl(const Tensor& x, const Tensor* offset, i
   Tensor g32 = param_as(gamma, DType::F32), b32 = param_as(beta, DType::F32);
   Tensor off;
   if (offset) off = (offset->dtype() == DType::F32 || offset->dtype() == x.dtype()) ? *offset : as_dtype(*offset, DType::F32);
-  kernels::group_norm(s(), x.dtype(), x.raw(), off.defined() ? off.dtype() : x.dtype(), off.defined() ? off.raw() : nullptr,
-                      out.raw(), static_cast<const float*>(g32.raw()), static_cast<const float*>(b32.raw()), batch,
-                      spatial, c, groups, eps, silu);
+  const void* off_ptr =
+      off.defined() ? static_cast<const char*>(off.raw()) + offset_column * static_cast<int64_t>(dtype_size(off.dtype()))
+                    : nullptr;
+  kernels::group_norm(s(), x.dtype(), x.raw(), off.defined() ? off.dtype() : x.dtype(), off_ptr, out.raw(),
+                      static_cast<const float*>(g32.raw()), static_cast<const float*>(b32.raw()), batch, spatial, c,
+                      groups, eps, silu, off.defined() ? off.dim(1) : 0);
   return out;
 }
 

@@ -41,6 +41,11 @@ CudaOpLaunches cuda_op_launches(const OpCall& c) {
     if (k == 0) return {3 * (c.bias ? 2 : 1), "empty sums: 3 x (memset + bias kernel)"};
     return {1, std::string("cuBLASLt strided batch of 3 (q, k, v)") + (c.bias ? ", bias epilogue" : "")};
   }
+  if (op == "linear_stacked") {
+    // One product over the weights stacked once (w: the stacked [N_0 + ... + N_{n-1}, K]).
+    CudaOpLaunches product = matmul(rows_of(c.x), c.w.at(0), c.w.at(1), c.bias, false);
+    return {product.launches, product.path + " over the stacked weights"};
+  }
   if (op == "linear_geglu") {
     // F16/BF16: one tensor-core kernel with the gate in its epilogue (kernels/linear_geglu.cu).
     // F32: the cuBLASLt product, then the gate as its own pass.
