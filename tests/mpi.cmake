@@ -6,3 +6,8 @@ if(SDMPI_WITH_MPI)
            COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/check_cluster.sh $<TARGET_FILE:cluster_harness>)
   set_tests_properties(mpi.cluster_protocol PROPERTIES LABELS mpi TIMEOUT 300 RUN_SERIAL TRUE)
 endif()
+# One shared copy of the weights per node for CPU ranks: same images, one copy, less PSS.
+if(SDMPI_WITH_MPI AND SDMPI_WITH_HDF5)
+  add_test(NAME mpi.shared_weights COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/mpi/check_shared_weights.sh $<TARGET_FILE:sd_mpi>)
+  set_tests_properties(mpi.shared_weights PROPERTIES LABELS mpi TIMEOUT 600 RUN_SERIAL TRUE)
+endif()

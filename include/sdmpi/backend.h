@@ -39,11 +39,27 @@ enum class WeightKind : uint8_t {
 // A weight as it sits in a file: any of F32/F16/BF16, PyTorch layout, host memory (usually a
 // read-only memory map).
 struct WeightView {
+  WeightView() = default;
+  WeightView(std::string name_, DType dtype_, Shape shape_, const void* data_)
+      : name(std::move(name_)), dtype(dtype_), shape(std::move(shape_)), data(data_) {}
+
   std::string name;
   DType dtype = DType::F32;
-  Shape shape;
+  Shape shape;  // PyTorch's shape, whatever the byte order (below)
   const void* data = nullptr;
+  // Set when the bytes are already in the backend layout of their kind (a 4-D convolution weight
+  // stored [out, kh, kw, in]: weights converted once per node, src/app/shared_weights.cpp).
+  bool backend_layout = false;
+  // Set when the bytes stay unchanged as long as this owner lives: a host backend whose dtype and
+  // layout match may then use them in place, keeping the owner, instead of copying them.
+  std::shared_ptr<const void> keep_alive;
 };
+
+// Converts rows [row_begin, row_end) of the first dimension of `w` (any of F32/F16/BF16) to
+// `to`, in the backend layout (4-D convolution weights OIHW → OHWI unless already so), into `dst`
+// (the whole tensor's destination: row r lands at r × its row size). Bit-exact: widening is exact,
+// narrowing rounds to nearest even. Callers split the rows over threads.
+void convert_weight_rows(const WeightView& w, DType to, void* dst, int64_t row_begin, int64_t row_end);
 
 enum class BinaryOp : uint8_t { Add, Sub, Mul, Div };
 enum class Activation : uint8_t { SiLU, GELU, QuickGELU };

@@ -16,6 +16,20 @@
 
 namespace sdmpi {
 
+// Memory that the ranks of one node share (an MPI shared-memory window on the node's
+// communicator): the node's rank 0 writes it, then every rank of the node reads the same pages.
+class NodeSharedBuffer {
+ public:
+  virtual ~NodeSharedBuffer() = default;
+  virtual void* data() const = 0;  // the same bytes on every rank of the node
+  virtual uint64_t size() const = 0;
+  // True on the node's rank 0, the one rank of the node that fills the buffer.
+  virtual bool writer() const = 0;
+  // Collective over the node: the writer tells whether it filled the buffer; true when it did,
+  // and from then on every rank of the node may read the bytes. Call once.
+  virtual bool publish(bool filled) = 0;
+};
+
 class Comm {
  public:
   // Receive from / probe for any rank (MPI_ANY_SOURCE).
@@ -44,6 +58,12 @@ class Comm {
   virtual NodeRanks split_by_node() const = 0;
   // This machine's name, for messages.
   static std::string host_name();
+  // `bytes` of memory shared by this node's ranks (one block per node; collective over all
+  // ranks). Null on every rank of a node where the ranks cannot share memory (the one-process
+  // build, one rank on the node, or the allocation was refused), so the caller falls back to
+  // memory of its own. The memory stays mapped until the Comm ends (before MPI_Finalize), so
+  // holders of the buffer may keep pointers into it for the whole job.
+  virtual std::shared_ptr<NodeSharedBuffer> node_shared_buffer(uint64_t bytes) const = 0;
 
   // Point to point. `n` bytes go as one message, or as 1 GiB pieces with the same tag when larger
   // (MPI counts are int); zero bytes are one empty message. recv expects exactly `n` bytes.

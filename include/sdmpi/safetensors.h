@@ -11,6 +11,10 @@
 // Tensors of a known but unsupported dtype (e.g. the I64 `position_ids` buffer that many SD
 // checkpoints carry) are validated like the others and listed in unsupported(); only view() of
 // one of them fails, naming the dtype.
+// A file changed on disk after open() (truncated, or rewritten in place) would make its mapped
+// pages fault (SIGBUS) or hold other bytes: view() compares the file's size and modification time
+// with those seen at open() first and refuses, in one line naming the file, before any of its
+// data pages is touched.
 #pragma once
 
 #include <cstdint>
@@ -24,7 +28,7 @@
 
 namespace sdmpi {
 
-class SafetensorsFile {
+class SafetensorsFile : public std::enable_shared_from_this<SafetensorsFile> {
  public:
   struct Entry {
     DType dtype;
@@ -33,8 +37,11 @@ class SafetensorsFile {
     uint64_t end = 0;
   };
 
-  // Maps and validates `path`; throws InputError on any defect.
-  static std::shared_ptr<SafetensorsFile> open(const std::string& path);
+  // Maps and validates `path`; throws InputError on any defect. With `in_place`, views promise
+  // that their bytes stay as they are while the file object lives (WeightView::keep_alive), so a
+  // backend may compute from the mapping itself instead of a copy: the caller accepts that the
+  // file must then not change on disk while the weights are in use (--map-weights).
+  static std::shared_ptr<SafetensorsFile> open(const std::string& path, bool in_place = false);
   // The same checks on bytes in memory (fuzzing, tests); `label` stands for the path in messages.
   static std::shared_ptr<SafetensorsFile> from_bytes(const std::string& label,
                                                      std::vector<uint8_t> bytes);
@@ -50,7 +57,12 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& unsupported() const { return unsupported_; }
   // Size of the whole file (or buffer) in bytes.
   size_t size() const { return map_size_; }
-  // A zero-copy view of one tensor; throws InputError if absent or of an unsupported dtype.
+  // Throws InputError when the file on disk is no longer the one mapped (size or modification
+  // time changed since open()); no-op for from_bytes().
+  void check_unchanged() const;
+  // A zero-copy view of one tensor; throws InputError if absent, of an unsupported dtype, or when
+  // the file changed on disk (check_unchanged()). from_bytes() views and, with open(in_place),
+  // mapped ones carry this object as their keep_alive.
   // (A tensor whose bytes are not aligned to its element size, as in files whose header was not
   // padded, is copied once to aligned memory that lives as long as this object.)
   WeightView view(const std::string& name) const;
@@ -62,6 +74,9 @@ class SafetensorsFile {
   void parse_header();  // fills metadata_/entries_/unsupported_ from map_; throws InputError
   std::string path_;
   bool mapped_ = false;         // map_ is an mmap (else it points into owned_)
+  bool in_place_ = false;       // views may be used in place (keep_alive set)
+  int fd_ = -1;                 // the mapped file, kept open for check_unchanged()
+  int64_t mtime_ns_ = 0;        // its modification time at open()
   std::vector<uint8_t> owned_;  // from_bytes() storage
   const uint8_t* map_ = nullptr;
   size_t map_size_ = 0;

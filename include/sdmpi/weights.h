@@ -48,6 +48,46 @@ class MemoryWeightSource : public WeightSource {
   std::map<std::string, Item> items_;
 };
 
+// Tensors converted once to one dtype and the backend layout (WeightView::backend_layout), each in
+// its slot of one block of memory that someone else owns: a node's shared weights
+// (src/app/shared_weights.cpp), which every rank of the node then uses in place. plan() lays the
+// readable tensors of a source out in a block, fill() converts them into it, and the source made
+// from the block answers with views into it that keep the block's owner alive. Tensors that are
+// not in the block (of dtypes nobody reads, like CLIP's I64 position_ids) are answered by the
+// original source, so the loader's messages stay the same.
+class PreparedWeightSource : public WeightSource {
+ public:
+  struct Slot {
+    std::string name;
+    Shape shape;  // PyTorch's
+    uint64_t offset = 0;  // in the block, 64-byte aligned
+  };
+  // Slots for every readable tensor of `source` in name order, converted to `dtype`, starting at
+  // `offset` in the block; returns the block's end. Tensors get() refuses (unsupported dtypes, a
+  // file changed on disk) get no slot: the original source answers for them.
+  static uint64_t plan(const WeightSource& source, DType dtype, uint64_t offset, std::vector<Slot>* slots);
+  // Converts the slots' tensors from `source` into `block` with `threads` threads (OpenMP).
+  static void fill(const WeightSource& source, DType dtype, const std::vector<Slot>& slots, void* block,
+                   int threads);
+  // A number that differs when two plans differ (names, shapes, offsets, dtype): ranks that planned
+  // on their own compare it before they trust a block another rank filled.
+  static uint64_t fingerprint(const std::vector<Slot>& slots, DType dtype);
+
+  PreparedWeightSource(std::shared_ptr<const WeightSource> original, DType dtype, std::vector<Slot> slots,
+                       const void* block, std::shared_ptr<const void> block_owner);
+  std::vector<std::string> names() const override { return original_->names(); }
+  bool has(const std::string& name) const override { return original_->has(name); }
+  WeightView get(const std::string& name) const override;
+  std::string describe() const override { return original_->describe(); }
+
+ private:
+  std::shared_ptr<const WeightSource> original_;
+  DType dtype_;
+  std::map<std::string, Slot> slots_;
+  const uint8_t* block_;
+  std::shared_ptr<const void> block_owner_;
+};
+
 class WeightLoader {
  public:
   // `component` names the part in messages ("unet", "vae", "text_encoder").

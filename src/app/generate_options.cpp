@@ -51,6 +51,8 @@ void add_options(CLI::App& cli, GenerateOptions& o) {
   cli.add_flag("--overwrite", o.overwrite, "replace an existing archive and PNG files");
   cli.add_flag("--fail-fast", o.fail_fast, "stop the whole job at the first failed image (default: record and go on)");
   cli.add_flag("--allow-gpu-sharing", o.allow_gpu_sharing, "allow more ranks than GPUs on a node");
+  cli.add_flag("--no-shared-weights", o.no_shared_weights,
+               "CPU ranks of one node each hold their own copy of the weights (default: one shared copy per node)");
   cli.add_option("--distribution", o.distribution, "static (contiguous blocks) | dynamic (rank 0 hands out batches)")
       ->check(CLI::IsMember({"static", "dynamic"}));
   cli.add_option("--progress", o.progress, "auto|bar|lines|none (auto: a bar on a terminal, lines in batch logs)")

@@ -36,6 +36,7 @@ struct GenerateOptions {
   std::string out_dir, archive, shard;
   bool out_dir_defaulted = false;  // neither --out-dir nor --archive: PNG files go to kDefaultOutDir
   bool resume = false, overwrite = false, fail_fast = false, allow_gpu_sharing = false;
+  bool no_shared_weights = false;  // CPU ranks of one node each convert their own weights
   std::string progress = "auto", distribution = "dynamic";
   bool quiet = false, verbose = false;
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "app/shared_weights.h"
 #include "sdmpi/error.h"
 #include "sdmpi/log.h"
 #include "sdmpi/pipeline.h"
@@ -71,7 +72,9 @@ int run_generate(const World& world, const GenerateOptions& o, GeneratePlan& pla
     SDMPI_CHECK(plan.backend != nullptr, "a rank with items to make has no device");
     backend = std::move(plan.backend);
     auto t0 = std::chrono::steady_clock::now();
-    pipeline = std::make_unique<Txt2ImgPipeline>(*plan.model, *backend);
+    // One copy of the weights per node for CPU ranks (collective; throws nothing before its end).
+    ModelSource model = share_weights_on_node(world, *plan.model, backend.get(), !o.no_shared_weights, o.threads);
+    pipeline = std::make_unique<Txt2ImgPipeline>(model, *backend);
     if (root) log::info("model " + plan.model->describe() + " loaded in " + std::to_string(seconds_since(t0)).substr(0, 5) + " s");
   });
   if (code) return code;

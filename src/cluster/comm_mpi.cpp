@@ -3,10 +3,21 @@
 //
 // Errors are fatal (MPI_ERRORS_ARE_FATAL): a broken link ends the job rather than leaving ranks
 // waiting. Large payloads travel in 1 GiB pieces because MPI counts are int.
+//
+// Node-shared buffers are MPI-3 shared-memory windows (MPI_Win_allocate_shared) on the node's
+// communicator: the node's rank 0 allocates every byte, the others map its segment
+// (MPI_Win_shared_query). All ranks hold a passive-target epoch on the window for its whole life
+// (lock_all), and publish() orders the writer's stores before the readers' loads with
+// MPI_Win_sync around a node-wide reduction, as the MPI-3 "separate/unified" rules ask. Windows
+// are freed by the Comm's destructor, where every rank is anyway (MPI_Finalize is collective):
+// freeing them when the last user lets go could block one rank in MPI_Win_free while another
+// waits for it in an unrelated collective.
 #include <mpi.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <mutex>
+#include <vector>
 
 #include "sdmpi/comm.h"
 #include "sdmpi/error.h"
@@ -15,6 +26,29 @@ namespace sdmpi {
 namespace {
 
 constexpr uint64_t kPiece = 1u << 30;
+
+class MpiNodeSharedBuffer final : public NodeSharedBuffer {
+ public:
+  MpiNodeSharedBuffer(MPI_Comm node, MPI_Win win, void* data, uint64_t size, bool writer)
+      : node_(node), win_(win), data_(data), size_(size), writer_(writer) {}
+  void* data() const override { return data_; }
+  uint64_t size() const override { return size_; }
+  bool writer() const override { return writer_; }
+  bool publish(bool filled) override {
+    MPI_Win_sync(win_);  // the writer's stores reach the window
+    int in = writer_ ? (filled ? 1 : 0) : 1, all = 0;
+    MPI_Allreduce(&in, &all, 1, MPI_INT, MPI_MIN, node_);
+    MPI_Win_sync(win_);  // and the readers see them
+    return all == 1;
+  }
+
+ private:
+  MPI_Comm node_;
+  MPI_Win win_;
+  void* data_;
+  uint64_t size_;
+  bool writer_;
+};
 
 class MpiComm final : public Comm {
  public:
@@ -33,10 +67,16 @@ class MpiComm final : public Comm {
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
   }
   ~MpiComm() override {
-    if (!finalize_) return;
     int finalized = 0;
     MPI_Finalized(&finalized);
-    if (!finalized) MPI_Finalize();
+    if (!finalized) {
+      for (auto& [node, win] : windows_) {
+        MPI_Win_unlock_all(win);
+        MPI_Win_free(&win);
+        MPI_Comm_free(&node);
+      }
+    }
+    if (finalize_ && !finalized) MPI_Finalize();
   }
 
   int rank() const override { return rank_; }
@@ -51,6 +91,46 @@ class MpiComm final : public Comm {
     MPI_Comm_size(node, &out.size);
     MPI_Comm_free(&node);
     return out;
+  }
+
+  std::shared_ptr<NodeSharedBuffer> node_shared_buffer(uint64_t bytes) const override {
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    int node_rank = 0, node_size = 1;
+    MPI_Comm_rank(node, &node_rank);
+    MPI_Comm_size(node, &node_size);
+    if (node_size == 1 || bytes == 0) {
+      MPI_Comm_free(&node);
+      return nullptr;
+    }
+    // A refused allocation (no room for the segment) is not fatal: the ranks load on their own.
+    MPI_Comm_set_errhandler(node, MPI_ERRORS_RETURN);
+    const bool writer = node_rank == 0;
+    void* base = nullptr;
+    MPI_Win win = MPI_WIN_NULL;
+    int ok = MPI_Win_allocate_shared(static_cast<MPI_Aint>(writer ? bytes : 0), 1, MPI_INFO_NULL, node, &base, &win) ==
+             MPI_SUCCESS;
+    void* data = nullptr;
+    if (ok) {
+      MPI_Win_set_errhandler(win, MPI_ERRORS_RETURN);
+      MPI_Aint got = 0;
+      int disp = 0;
+      ok = MPI_Win_shared_query(win, 0, &got, &disp, &data) == MPI_SUCCESS && static_cast<uint64_t>(got) == bytes &&
+           data != nullptr;
+    }
+    int all_ok = 0;
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, node);
+    if (!all_ok) {
+      if (win != MPI_WIN_NULL) MPI_Win_free(&win);
+      MPI_Comm_free(&node);
+      return nullptr;
+    }
+    MPI_Win_lock_all(MPI_MODE_NOCHECK, win);
+    {
+      std::lock_guard<std::mutex> lock(windows_mutex_);
+      windows_.emplace_back(node, win);
+    }
+    return std::make_shared<MpiNodeSharedBuffer>(node, win, data, bytes, writer);
   }
 
   void send(int dest, int tag, const void* data, uint64_t n) const override {
@@ -136,6 +216,9 @@ class MpiComm final : public Comm {
  private:
   int rank_ = 0, size_ = 1;
   bool finalize_ = false;
+  // Live node-shared windows and their node communicators, freed by the destructor.
+  mutable std::mutex windows_mutex_;
+  mutable std::vector<std::pair<MPI_Comm, MPI_Win>> windows_;
 };
 
 }  // namespace

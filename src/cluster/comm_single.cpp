@@ -16,6 +16,8 @@ class SingleComm final : public Comm {
   int size() const override { return 1; }
   bool is_mpi() const override { return false; }
   NodeRanks split_by_node() const override { return {}; }
+  // One rank: nobody to share with.
+  std::shared_ptr<NodeSharedBuffer> node_shared_buffer(uint64_t) const override { return nullptr; }
 
   void send(int dest, int tag, const void*, uint64_t) const override { no_peer("send to", dest, tag); }
   void recv(int source, int tag, void*, uint64_t) const override { no_peer("receive from", source, tag); }

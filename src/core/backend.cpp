@@ -8,9 +8,11 @@
 // outermost call is reported to the backend's op observer, if one is set (OpCall: shapes and
 // flags), which is how the launch-count test counts a UNet step without running it on a GPU.
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "sdmpi/backend.h"
 #include "sdmpi/error.h"
@@ -131,6 +133,53 @@ Tensor Backend::upload_weight(const WeightView& w, WeightKind kind) {
   }
   if (shape_numel(s) > 0 && !w.data) bad("no data");
   return do_upload_weight(w, kind, layout);
+}
+
+void convert_weight_rows(const WeightView& w, DType to, void* dst, int64_t row_begin, int64_t row_end) {
+  const int64_t rows = w.shape.empty() ? 1 : w.shape[0];
+  SDMPI_CHECK(row_begin >= 0 && row_begin <= row_end && row_end <= rows,
+              "convert_weight_rows: rows [" + std::to_string(row_begin) + ", " + std::to_string(row_end) + ") of " + w.name);
+  if (row_begin == row_end || rows == 0) return;
+  const size_t per_row = static_cast<size_t>(shape_numel(w.shape) / rows);
+  const size_t in_size = dtype_size(w.dtype), out_size = dtype_size(to);
+  const char* src = static_cast<const char*>(w.data) + static_cast<size_t>(row_begin) * per_row * in_size;
+  char* out = static_cast<char*>(dst) + static_cast<size_t>(row_begin) * per_row * out_size;
+  const size_t count = static_cast<size_t>(row_end - row_begin) * per_row;
+  const bool permute = !w.backend_layout && w.shape.size() == 4 && w.shape[2] * w.shape[3] != 1;
+  if (!permute && w.dtype == to) {
+    std::memcpy(out, src, count * in_size);
+    return;
+  }
+  if (!permute && to == DType::F32) {
+    convert_to_f32(w.dtype, src, reinterpret_cast<float*>(out), count);
+    return;
+  }
+  if (!permute) {  // narrowing, in blocks through float32
+    constexpr size_t kBlock = 4096;
+    std::vector<float> wide(std::min(count, kBlock));
+    for (size_t done = 0; done < count; done += kBlock) {
+      const size_t c = std::min(kBlock, count - done);
+      convert_to_f32(w.dtype, src + done * in_size, wide.data(), c);
+      convert_from_f32(to, wide.data(), out + done * out_size, c);
+    }
+    return;
+  }
+  // One output row at a time through float32 (which holds every F16 and BF16 value exactly):
+  // widen, permute [in][kh·kw] → [kh·kw][in] when needed, narrow.
+  const int64_t in = permute ? w.shape[1] : 1, taps = permute ? w.shape[2] * w.shape[3] : 1;
+  std::vector<float> wide(per_row), ordered(permute ? per_row : 0);
+  for (int64_t r = row_begin; r < row_end; ++r, src += per_row * in_size, out += per_row * out_size) {
+    convert_to_f32(w.dtype, src, wide.data(), per_row);
+    const float* row = wide.data();
+    if (permute) {
+      float* o = to == DType::F32 ? reinterpret_cast<float*>(out) : ordered.data();
+      for (int64_t i = 0; i < in; ++i)
+        for (int64_t k = 0; k < taps; ++k) o[k * in + i] = row[i * taps + k];
+      if (to == DType::F32) continue;
+      row = ordered.data();
+    }
+    convert_from_f32(to, row, out, per_row);
+  }
 }
 
 Tensor Backend::cast(const Tensor& x, DType dtype) {

@@ -130,13 +130,21 @@ struct SafetensorsFile::AlignedCopies {
   std::map<std::string, std::unique_ptr<uint64_t[]>> copies;
 };
 
+namespace {
+int64_t mtime_ns(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+}
+}  // namespace
+
 SafetensorsFile::~SafetensorsFile() {
   if (mapped_ && map_) munmap(const_cast<uint8_t*>(map_), map_size_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
-std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
+std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path, bool in_place) {
   std::shared_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
+  f->in_place_ = in_place;
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw InputError(path + ": cannot open: " + std::strerror(errno));
   struct stat st{};
@@ -157,8 +165,12 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   }
   void* m = mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   int e = errno;
-  ::close(fd);  // the mapping keeps the file alive
-  if (m == MAP_FAILED) throw InputError(path + ": cannot map: " + std::strerror(e));
+  if (m == MAP_FAILED) {
+    ::close(fd);
+    throw InputError(path + ": cannot map: " + std::strerror(e));
+  }
+  f->fd_ = fd;  // kept: check_unchanged() asks it whether the mapped file is still the one opened
+  f->mtime_ns_ = mtime_ns(st);
   f->map_ = static_cast<const uint8_t*>(m);
   f->map_size_ = size;
   f->mapped_ = true;
@@ -351,6 +363,19 @@ void SafetensorsFile::parse_header() {
   aligned_copies_ = std::make_unique<AlignedCopies>();
 }
 
+void SafetensorsFile::check_unchanged() const {
+  if (fd_ < 0) return;
+  struct stat st{};
+  if (fstat(fd_, &st) != 0) throw InputError(path_ + ": cannot stat: " + std::strerror(errno));
+  const size_t now = static_cast<size_t>(st.st_size);
+  if (now < map_size_)
+    throw InputError(path_ + ": the file was truncated after sd_mpi opened it (" + std::to_string(map_size_) +
+                     " bytes then, " + std::to_string(now) + " now); restore it and start again");
+  if (now != map_size_ || mtime_ns(st) != mtime_ns_)
+    throw InputError(path_ + ": the file changed on disk after sd_mpi opened it (" + std::to_string(map_size_) +
+                     " bytes then, " + std::to_string(now) + " now, modified since); restore it and start again");
+}
+
 WeightView SafetensorsFile::view(const std::string& name) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) {
@@ -360,6 +385,7 @@ WeightView SafetensorsFile::view(const std::string& name) const {
                        ", which is unsupported (sd_mpi reads F32, F16 and BF16)");
     throw InputError(path_ + ": no tensor " + quoted(name));
   }
+  check_unchanged();  // before any data page of the mapping is touched
   const Entry& e = it->second;
   WeightView w;
   w.name = name;
@@ -377,6 +403,7 @@ WeightView SafetensorsFile::view(const std::string& name) const {
     }
     w.data = copy.get();
   }
+  if (in_place_ || !mapped_) w.keep_alive = shared_from_this();
   return w;
 }
 

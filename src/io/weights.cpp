@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "sdmpi/error.h"
 
@@ -46,6 +47,85 @@ WeightView MemoryWeightSource::get(const std::string& name) const {
   auto it = items_.find(name);
   if (it == items_.end()) throw InputError(description_ + ": no tensor '" + name + "'");
   return WeightView{name, it->second.dtype, it->second.shape, it->second.bytes.data()};
+}
+
+// ---- PreparedWeightSource -----------------------------------------------------------------------
+
+uint64_t PreparedWeightSource::plan(const WeightSource& source, DType dtype, uint64_t offset,
+                                    std::vector<Slot>* slots) {
+  constexpr uint64_t kAlign = 64;  // a cache line: no two tensors share one
+  for (const std::string& name : source.names()) {
+    WeightView w;
+    try {
+      w = source.get(name);
+    } catch (const InputError&) {
+      // Not readable (a dtype nobody reads, a file changed on disk): left to the original source,
+      // which says why when the model asks for it.
+      continue;
+    }
+    offset = (offset + kAlign - 1) / kAlign * kAlign;
+    slots->push_back(Slot{name, w.shape, offset});
+    offset += static_cast<uint64_t>(shape_numel(w.shape)) * dtype_size(dtype);
+  }
+  return offset;
+}
+
+void PreparedWeightSource::fill(const WeightSource& source, DType dtype, const std::vector<Slot>& slots,
+                                void* block, int threads) {
+  // Work in pieces of about 1 Mi elements (rows of one tensor), so one large tensor does not
+  // leave the other threads idle; each piece writes its own bytes only.
+  struct Piece {
+    size_t slot;
+    int64_t row_begin, row_end;
+  };
+  std::vector<WeightView> views(slots.size());
+  std::vector<Piece> pieces;
+  for (size_t i = 0; i < slots.size(); ++i) {
+    views[i] = source.get(slots[i].name);
+    if (views[i].shape != slots[i].shape)
+      throw InputError(source.describe() + ": tensor '" + slots[i].name + "' changed shape while loading");
+    const int64_t rows = views[i].shape.empty() ? 1 : views[i].shape[0];
+    const int64_t per_row = rows > 0 ? shape_numel(views[i].shape) / rows : 0;
+    const int64_t step = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(per_row, 1));
+    for (int64_t r = 0; r < rows; r += step) pieces.push_back(Piece{i, r, std::min(rows, r + step)});
+  }
+  uint8_t* base = static_cast<uint8_t*>(block);
+  const int64_t n = static_cast<int64_t>(pieces.size());
+#pragma omp parallel for num_threads(std::max(1, threads)) schedule(dynamic, 1) if (threads > 1 && n > 1)
+  for (int64_t p = 0; p < n; ++p) {
+    const Piece& pc = pieces[static_cast<size_t>(p)];
+    convert_weight_rows(views[pc.slot], dtype, base + slots[pc.slot].offset, pc.row_begin, pc.row_end);
+  }
+}
+
+uint64_t PreparedWeightSource::fingerprint(const std::vector<Slot>& slots, DType dtype) {
+  // FNV-1a over the plan's text: a mismatch detector, not a security measure.
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](const std::string& s) {
+    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  };
+  mix(dtype_name(dtype));
+  for (const Slot& s : slots) mix(s.name + shape_str(s.shape) + std::to_string(s.offset) + ";");
+  return h;
+}
+
+PreparedWeightSource::PreparedWeightSource(std::shared_ptr<const WeightSource> original, DType dtype,
+                                           std::vector<Slot> slots, const void* block,
+                                           std::shared_ptr<const void> block_owner)
+    : original_(std::move(original)),
+      dtype_(dtype),
+      block_(static_cast<const uint8_t*>(block)),
+      block_owner_(std::move(block_owner)) {
+  for (Slot& s : slots) slots_.emplace(s.name, std::move(s));
+}
+
+WeightView PreparedWeightSource::get(const std::string& name) const {
+  auto it = slots_.find(name);
+  if (it == slots_.end()) return original_->get(name);  // not converted: the original's answer
+  WeightView w(name, dtype_, it->second.shape, block_ + it->second.offset);
+  w.backend_layout = true;
+  w.keep_alive = block_owner_;
+  return w;
 }
 
 // ---- WeightLoader -------------------------------------------------------------------------------

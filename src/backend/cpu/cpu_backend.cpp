@@ -16,7 +16,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
+#include <memory>
 
 #include "backend/cpu/cpu_gemm.h"
 #include "backend/cpu/cpu_kernels.h"
@@ -40,6 +42,17 @@ const float* input(const Tensor& t, const char* op, const char* arg) {
 const float* optional_input(const Tensor* t, const char* op, const char* arg) {
   return t ? input(*t, op, arg) : nullptr;
 }
+
+// Host memory that someone else owns (a mapped file, a node's shared weights), kept alive by
+// `owner` as long as a tensor uses it. Read-only: weights are never written.
+class BorrowedStorage final : public Storage {
+ public:
+  BorrowedStorage(const void* data, size_t bytes, std::shared_ptr<const void> owner)
+      : Storage(const_cast<void*>(data), bytes, Device::CPU), owner_(std::move(owner)) {}
+
+ private:
+  std::shared_ptr<const void> owner_;
+};
 
 // Freed op outputs kept for reuse: an eighth of the machine's memory, at most 4 GiB.
 size_t pool_cap_bytes() {
@@ -93,40 +106,27 @@ class CpuBackend final : public Backend {
     return y;
   }
 
-  Tensor do_upload_weight(const WeightView& w, WeightKind kind, const Shape& layout) override {
+  Tensor do_upload_weight(const WeightView& w, WeightKind, const Shape& layout) override {
+    const size_t n = static_cast<size_t>(shape_numel(layout));
+    // In place, no copy: float32 bytes already in our layout (anything but a k×k convolution in
+    // PyTorch's order) whose owner vouches that they stay unchanged (a node's shared weights; a
+    // file mapped with --map-weights). The tensor's storage keeps the owner alive.
+    const bool same_layout = w.backend_layout || w.shape.size() != 4 || w.shape[2] * w.shape[3] == 1;
+    if (n > 0 && w.dtype == DType::F32 && same_layout && w.keep_alive &&
+        reinterpret_cast<uintptr_t>(w.data) % alignof(float) == 0)
+      return Tensor(std::make_shared<BorrowedStorage>(w.data, n * sizeof(float), w.keep_alive), layout, DType::F32);
     Tensor t = Tensor::host(layout, DType::F32);
-    const size_t n = static_cast<size_t>(t.numel());
     if (n == 0) return t;
-    const size_t esize = dtype_size(w.dtype);
-    float* dst = t.f32();
-    if (kind != WeightKind::Conv) {
-      // Large tables (GEGLU, embeddings) in parallel chunks: F16/BF16 → F32 dominates model load.
-      const size_t chunk = size_t{1} << 20, chunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for num_threads(threads_) schedule(static) if (threads_ > 1 && chunks > 1)
-      for (size_t c = 0; c < chunks; ++c) {
-        const size_t begin = c * chunk, count = std::min(chunk, n - begin);
-        convert_to_f32(w.dtype, static_cast<const uint8_t*>(w.data) + begin * esize, dst + begin, count);
-      }
-      return t;
-    }
-    // PyTorch OIHW → our OHWI, one output channel at a time.
-    const Shape& s = w.shape;
-    const int64_t O = s[0], I = s[1], KH = s[2], KW = s[3];
-    const size_t per_out = static_cast<size_t>(I * KH * KW);
-#pragma omp parallel num_threads(threads_) if (threads_ > 1 && n > 65536)
-    {
-      std::vector<float> src(per_out);
-#pragma omp for schedule(static)
-      for (int64_t o = 0; o < O; ++o) {
-        convert_to_f32(w.dtype, static_cast<const char*>(w.data) + static_cast<size_t>(o) * per_out * esize,
-                       src.data(), per_out);
-        float* d = dst + static_cast<size_t>(o) * per_out;
-        for (int64_t i = 0; i < I; ++i)
-          for (int64_t y = 0; y < KH; ++y)
-            for (int64_t x = 0; x < KW; ++x)
-              d[(y * KW + x) * I + i] = src[static_cast<size_t>((i * KH + y) * KW + x)];
-      }
-    }
+    // Rows of the first dimension in parallel chunks of about 1 Mi elements: the F16/BF16 → F32
+    // conversion (and the OIHW → OHWI permutation) dominate model load. Each thread first-touches
+    // the pages it writes.
+    const int64_t rows = w.shape.empty() ? 1 : w.shape[0];
+    const size_t per_row = n / static_cast<size_t>(rows);
+    const int64_t rows_per_chunk = std::max<int64_t>(1, static_cast<int64_t>((size_t{1} << 20) / std::max<size_t>(per_row, 1)));
+    const int64_t chunks = (rows + rows_per_chunk - 1) / rows_per_chunk;
+#pragma omp parallel for num_threads(threads_) schedule(dynamic, 1) if (threads_ > 1 && chunks > 1)
+    for (int64_t c = 0; c < chunks; ++c)
+      convert_weight_rows(w, DType::F32, t.raw(), c * rows_per_chunk, std::min(rows, (c + 1) * rows_per_chunk));
     return t;
   }
 

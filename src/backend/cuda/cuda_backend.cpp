@@ -417,8 +417,8 @@ Tensor CudaBackendImpl::do_upload_weight(const WeightView& w, WeightKind kind, c
   no_host_traffic("upload_weight");
   const int64_t n = shape_numel(w.shape);
   const DType target = kind == WeightKind::Vector ? DType::F32 : compute_;
-  // 1x1 kernels: OIHW and OHWI are the same bytes.
-  const bool permute = kind == WeightKind::Conv && (w.shape[2] != 1 || w.shape[3] != 1);
+  // 1x1 kernels: OIHW and OHWI are the same bytes; backend_layout bytes are OHWI already.
+  const bool permute = kind == WeightKind::Conv && !w.backend_layout && (w.shape[2] != 1 || w.shape[3] != 1);
   Tensor out = alloc_in(weights_, shape, target);
   if (n == 0) return out;
   const size_t src_bytes = static_cast<size_t>(n) * dtype_size(w.dtype);
