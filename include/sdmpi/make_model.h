@@ -1,7 +1,8 @@
 // make-model: Stable Diffusion models with random weights, in diffusers' folder layout or in memory.
 //
-// `sd_mpi make-model --preset tiny|sd15 --seed S OUT_DIR` writes a folder that both sd_mpi and
-// diffusers' StableDiffusionPipeline.from_pretrained load with no missing or unexpected tensors:
+// `sd_mpi make-model --preset tiny|sd15|... --seed S OUT_DIR` writes a folder that both sd_mpi and
+// diffusers' StableDiffusionPipeline (StableDiffusionXLPipeline for the SDXL presets, which add
+// text_encoder_2/ and tokenizer_2/) .from_pretrained load with no missing or unexpected tensors:
 //
 //   model_index.json                      StableDiffusionPipeline, no safety checker (written last)
 //   unet/config.json + diffusion_pytorch_model.safetensors
@@ -33,8 +34,10 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "sdmpi/clip_text.h"
+#include "sdmpi/clip_tokenizer.h"
 #include "sdmpi/model_config.h"
 #include "sdmpi/param_sink.h"
 #include "sdmpi/unet.h"
@@ -51,7 +54,9 @@ struct ModelPreset {
   UNetConfig unet;
   VAEConfig vae;
   ClipTextConfig text_encoder;
-  nlohmann::json scheduler;  // scheduler_config.json
+  std::optional<ClipTextConfig> text_encoder_2;  // SDXL: CLIPTextModelWithProjection
+  nlohmann::json scheduler;    // scheduler_config.json
+  nlohmann::json model_index;  // the row's model_index.json keys ({}: none; SDXL: force_zeros_for_empty_prompt)
 };
 // The preset names ("sd15", "tiny"): the rows of the SD config table.
 std::vector<std::string> model_preset_names();
@@ -63,7 +68,12 @@ ModelPreset model_preset(const std::string& name);
 struct InMemoryModel {
   ModelPreset configs;
   std::shared_ptr<MemoryWeightSource> unet, vae, text_encoder;
+  std::shared_ptr<MemoryWeightSource> text_encoder_2;  // SDXL presets only
 };
+
+// SDXL's tokenizer_2: the built-in CLIP vocabulary with "!" as its pad token, as SDXL's
+// tokenizer_2/special_tokens_map.json has it ("!" becomes a special token, so "!!" is two tokens).
+ClipTokenizer sdxl_tokenizer_2();
 InMemoryModel make_model_in_memory(const std::string& preset, uint64_t seed);
 
 // Writes the folder described above into out_dir (created; it must not exist or be empty).

@@ -216,6 +216,98 @@ const char* kTinySd2TextEncoder = R"json({
   "num_hidden_layers": 4
 })json";
 
+// sdxl: stabilityai/stable-diffusion-xl-base-1.0 (1024 px), as merge patches over sd15: a
+// three-level UNet without attention in its first down block, transformer depth [1, 2, 10] (the
+// mid block takes the last), per-block heads [5, 10, 20] (head dim 64), linear projections, a
+// 2048-wide context (768 + 1280: both text encoders' penultimate states) and the "text_time" added
+// conditioning (pooled 1280 + 6 x 256 micro-conditioning features = 2816); the SDXL VAE (SD's
+// shapes, scaling factor 0.13025, force_upcast); text_encoder is SD 1.5's CLIP ViT-L; text_encoder_2
+// is OpenCLIP bigG as transformers holds it (CLIPTextModelWithProjection, exact GELU, 32 layers,
+// 1280 wide, 20 heads, projection 1280), a complete config; the repository's scheduler_config.json
+// (EulerDiscrete, leading spacing) and model_index.json's force_zeros_for_empty_prompt.
+const char* kSdxlUnet = R"json({
+  "addition_embed_type": "text_time",
+  "addition_time_embed_dim": 256,
+  "attention_head_dim": [5, 10, 20],
+  "block_out_channels": [320, 640, 1280],
+  "cross_attention_dim": 2048,
+  "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+  "projection_class_embeddings_input_dim": 2816,
+  "sample_size": 128,
+  "transformer_layers_per_block": [1, 2, 10],
+  "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+  "use_linear_projection": true
+})json";
+
+const char* kSdxlVae = R"json({
+  "sample_size": 1024,
+  "scaling_factor": 0.13025
+})json";
+
+const char* kSdxlTextEncoder2 = R"json({
+  "architectures": ["CLIPTextModelWithProjection"],
+  "attention_dropout": 0.0,
+  "bos_token_id": 0,
+  "eos_token_id": 2,
+  "hidden_act": "gelu",
+  "hidden_size": 1280,
+  "initializer_factor": 1.0,
+  "initializer_range": 0.02,
+  "intermediate_size": 5120,
+  "layer_norm_eps": 1e-05,
+  "max_position_embeddings": 77,
+  "model_type": "clip_text_model",
+  "num_attention_heads": 20,
+  "num_hidden_layers": 32,
+  "pad_token_id": 1,
+  "projection_dim": 1280,
+  "transformers_version": "5.24.0",
+  "vocab_size": 49408
+})json";
+
+const char* kSdxlScheduler = R"json({
+  "_class_name": "EulerDiscreteScheduler",
+  "beta_end": 0.012,
+  "beta_schedule": "scaled_linear",
+  "beta_start": 0.00085,
+  "clip_sample": false,
+  "interpolation_type": "linear",
+  "num_train_timesteps": 1000,
+  "prediction_type": "epsilon",
+  "sample_max_value": 1.0,
+  "set_alpha_to_one": false,
+  "skip_prk_steps": true,
+  "steps_offset": 1,
+  "timestep_spacing": "leading",
+  "trained_betas": null,
+  "use_karras_sigmas": false
+})json";
+
+const char* kSdxlModelIndex = R"json({
+  "force_zeros_for_empty_prompt": true
+})json";
+
+// tiny-sdxl: sdxl's structure at the golden test's width (tools/golden/make_sdxl_golden.py): levels
+// 32, 32, 64, heads 2, 2, 4, transformer depth 1, 2, 3, a 32 + 48 context, pooled 40 + 6 x 8.
+const char* kTinySdxlUnet = R"json({
+  "addition_time_embed_dim": 8,
+  "attention_head_dim": [2, 2, 4],
+  "block_out_channels": [32, 32, 64],
+  "cross_attention_dim": 80,
+  "norm_num_groups": 8,
+  "projection_class_embeddings_input_dim": 88,
+  "sample_size": 8,
+  "transformer_layers_per_block": [1, 2, 3]
+})json";
+
+const char* kTinySdxlTextEncoder2 = R"json({
+  "hidden_size": 48,
+  "intermediate_size": 96,
+  "num_attention_heads": 3,
+  "num_hidden_layers": 4,
+  "projection_dim": 40
+})json";
+
 struct Row {
   const char* name;
   const char* based_on;  // nullptr: complete; else each component is a merge patch over that row
@@ -231,6 +323,12 @@ const std::vector<Row>& table() {
       {"sd21", "sd15",
        {{"unet", kSd21Unet}, {"vae", kSd21Vae}, {"text_encoder", kSd21TextEncoder}, {"scheduler", kSd21Scheduler}}},
       {"tiny-sd2", "sd21", {{"unet", kTinySd2Unet}, {"vae", kTinyVae}, {"text_encoder", kTinySd2TextEncoder}}},
+      {"sdxl", "sd15",
+       {{"unet", kSdxlUnet}, {"vae", kSdxlVae}, {"text_encoder_2", kSdxlTextEncoder2}, {"scheduler", kSdxlScheduler},
+        {"model_index", kSdxlModelIndex}}},
+      {"tiny-sdxl", "sdxl",
+       {{"unet", kTinySdxlUnet}, {"vae", kTinyVae}, {"text_encoder", kTinyTextEncoder},
+        {"text_encoder_2", kTinySdxlTextEncoder2}}},
   };
   return rows;
 }
@@ -263,9 +361,20 @@ nlohmann::json sd_config(const std::string& name, const std::string& component) 
     if (!text) throw Error("the " + name + " configs have no component '" + component + "'");
     return nlohmann::json::parse(text);
   }
-  nlohmann::json config = sd_config(row->based_on, component);
+  // A component the base row lacks (SDXL's text_encoder_2 over sd15) is complete in this row.
+  nlohmann::json config = sd_config_has(row->based_on, component) ? sd_config(row->based_on, component)
+                                                                   : nlohmann::json::object();
+  if (!text && config.empty()) throw Error("the " + name + " configs have no component '" + component + "'");
   if (text) config.merge_patch(nlohmann::json::parse(text));
   return config;
+}
+
+bool sd_config_has(const std::string& name, const std::string& component) {
+  const Row* row = find_row(name);
+  if (!row) return false;
+  for (const auto& [comp, json_text] : row->components)
+    if (component == comp) return true;
+  return row->based_on && sd_config_has(row->based_on, component);
 }
 
 std::string sd_family(const nlohmann::json& unet_config, const nlohmann::json& text_encoder_config) {

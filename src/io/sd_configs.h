@@ -13,12 +13,14 @@
 
 namespace sdmpi {
 
-// The rows' names, in table order ("sd15", "tiny", "sd21", "tiny-sd2").
+// The rows' names, in table order ("sd15", "tiny", "sd21", "tiny-sd2", "sdxl", "tiny-sdxl").
 std::vector<std::string> sd_config_names();
 
 // The config of `component` ("unet", "vae", "text_encoder", "scheduler", ...) in row `name`.
 // InputError for an unknown row (naming the known ones); Error for a component the row lacks.
 nlohmann::json sd_config(const std::string& name, const std::string& component);
+// Whether row `name` (or a row it is based on) has `component` (e.g. "text_encoder_2", "model_index").
+bool sd_config_has(const std::string& name, const std::string& component);
 
 // The family of a UNet pipeline from its unet and text_encoder configs: "SDXL" when the UNet has
 // the "text_time" added conditioning, else "SD 2.x" when the text

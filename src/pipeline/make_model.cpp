@@ -97,7 +97,28 @@ ModelPreset model_preset(const std::string& name) {
   p.vae = VAEConfig::preset(name);
   p.text_encoder = ClipTextConfig::preset(name);
   p.scheduler = sd_config(name, "scheduler");
+  if (sd_config_has(name, "text_encoder_2")) {
+    p.text_encoder_2 = ClipTextConfig::from_json(sd_config(name, "text_encoder_2"), "the built-in " + name + " text_encoder_2 config");
+    p.text_encoder_2->with_projection = true;
+  }
+  p.model_index = sd_config_has(name, "model_index") ? sd_config(name, "model_index") : nlohmann::json::object();
   return p;
+}
+
+ClipTokenizer sdxl_tokenizer_2() {
+  static const ClipTokenizer tokenizer = [] {
+    using Format = ClipTokenizer::FolderFormat;
+    ClipTokenizer::Files files = ClipTokenizer::builtin().to_files(Format::VocabMerges);
+    for (const char* name : {"special_tokens_map.json", "tokenizer_config.json"}) {
+      auto it = files.find(name);
+      if (it == files.end()) continue;
+      nlohmann::json j = nlohmann::json::parse(it->second);
+      if (j.contains("pad_token")) j["pad_token"] = "!";
+      it->second = j.dump(2);
+    }
+    return ClipTokenizer::from_files(files, "the built-in SDXL tokenizer_2");
+  }();
+  return tokenizer;
 }
 
 InMemoryModel make_model_in_memory(const std::string& preset, uint64_t seed) {
@@ -107,6 +128,8 @@ InMemoryModel make_model_in_memory(const std::string& preset, uint64_t seed) {
   m.unet = memory_weights(tag + " unet", unet_parameters(m.configs.unet), seed);
   m.vae = memory_weights(tag + " vae", vae_parameters(m.configs.vae), seed);
   m.text_encoder = memory_weights(tag + " text_encoder", clip_text_parameters(m.configs.text_encoder), seed);
+  if (m.configs.text_encoder_2)
+    m.text_encoder_2 = memory_weights(tag + " text_encoder_2", clip_text_parameters(*m.configs.text_encoder_2), seed);
   return m;
 }
 

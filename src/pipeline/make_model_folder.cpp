@@ -54,8 +54,24 @@ void write_weights(const fs::path& path, const std::vector<ParamSpec>& params, u
   writer.write(path.string());
 }
 
-json model_index(const std::string& scheduler_class) {
+json model_index(const ModelPreset& preset) {
+  const std::string scheduler_class = preset.scheduler.value("_class_name", std::string("PNDMScheduler"));
   json j;
+  if (preset.text_encoder_2) {  // StableDiffusionXLPipeline's components and flags
+    j["_class_name"] = "StableDiffusionXLPipeline";
+    j["_diffusers_version"] = "0.42.1";
+    j["feature_extractor"] = json::array({nullptr, nullptr});
+    j["force_zeros_for_empty_prompt"] = preset.model_index.value("force_zeros_for_empty_prompt", true);
+    j["image_encoder"] = json::array({nullptr, nullptr});
+    j["scheduler"] = json::array({"diffusers", scheduler_class});
+    j["text_encoder"] = json::array({"transformers", "CLIPTextModel"});
+    j["text_encoder_2"] = json::array({"transformers", "CLIPTextModelWithProjection"});
+    j["tokenizer"] = json::array({"transformers", "CLIPTokenizer"});
+    j["tokenizer_2"] = json::array({"transformers", "CLIPTokenizer"});
+    j["unet"] = json::array({"diffusers", "UNet2DConditionModel"});
+    j["vae"] = json::array({"diffusers", "AutoencoderKL"});
+    return j;
+  }
   j["_class_name"] = "StableDiffusionPipeline";
   j["_diffusers_version"] = "0.42.1";
   j["feature_extractor"] = json::array({nullptr, nullptr});
@@ -75,14 +91,16 @@ json model_index(const std::string& scheduler_class) {
 void make_model(const std::string& preset_name, uint64_t seed, const std::string& out_dir) {
   const ModelPreset preset = model_preset(preset_name);
   // The real-size rows are written in float16, as their model repositories ship them.
-  const DType dtype = preset_name == "sd15" || preset_name == "sd21" ? DType::F16 : DType::F32;
+  const DType dtype = preset_name == "sd15" || preset_name == "sd21" || preset_name == "sdxl" ? DType::F16 : DType::F32;
   const fs::path root(out_dir);
   std::error_code ec;
   if (fs::exists(root, ec)) {
     if (!fs::is_directory(root, ec)) throw InputError(out_dir + ": exists and is not a directory");
     if (!fs::is_empty(root, ec)) throw InputError(out_dir + ": exists and is not empty (make-model writes a new folder)");
   }
-  for (const char* sub : {"unet", "vae", "text_encoder", "tokenizer", "scheduler"}) {
+  std::vector<std::string> subdirs{"unet", "vae", "text_encoder", "tokenizer", "scheduler"};
+  if (preset.text_encoder_2) subdirs.insert(subdirs.end(), {"text_encoder_2", "tokenizer_2"});
+  for (const std::string& sub : subdirs) {
     fs::create_directories(root / sub, ec);
     if (ec) throw Error((root / sub).string() + ": cannot create the directory (" + ec.message() + ")");
   }
@@ -90,10 +108,12 @@ void make_model(const std::string& preset_name, uint64_t seed, const std::string
   const auto unet = unet_parameters(preset.unet);
   const auto vae = vae_parameters(preset.vae);
   const auto text = clip_text_parameters(preset.text_encoder);
+  const auto text2 = preset.text_encoder_2 ? clip_text_parameters(*preset.text_encoder_2) : std::vector<ParamSpec>{};
   log::info("make-model " + preset_name + " seed " + std::to_string(seed) + ": unet " +
             std::to_string(count_parameters(unet)) + ", vae " + std::to_string(count_parameters(vae)) +
-            ", text_encoder " + std::to_string(count_parameters(text)) + " parameters, " +
-            dtype_name(dtype) + " → " + out_dir);
+            ", text_encoder " + std::to_string(count_parameters(text)) +
+            (preset.text_encoder_2 ? ", text_encoder_2 " + std::to_string(count_parameters(text2)) : std::string()) +
+            " parameters, " + dtype_name(dtype) + " → " + out_dir);
 
   write_json(root / "unet" / "config.json", preset.unet.to_json());
   write_weights(root / "unet" / "diffusion_pytorch_model.safetensors", unet, seed, dtype);
@@ -104,9 +124,15 @@ void make_model(const std::string& preset_name, uint64_t seed, const std::string
   write_json(root / "text_encoder" / "config.json", text_config);
   write_weights(root / "text_encoder" / "model.safetensors", text, seed, dtype);
   ClipTokenizer::builtin().write_dir((root / "tokenizer").string());
+  if (preset.text_encoder_2) {
+    json text2_config = preset.text_encoder_2->to_json();
+    text2_config["dtype"] = text_config["dtype"];
+    write_json(root / "text_encoder_2" / "config.json", text2_config);
+    write_weights(root / "text_encoder_2" / "model.safetensors", text2, seed, dtype);
+    sdxl_tokenizer_2().write_dir((root / "tokenizer_2").string());
+  }
   write_json(root / "scheduler" / "scheduler_config.json", preset.scheduler);
-  write_json(root / "model_index.json",
-             model_index(preset.scheduler.value("_class_name", std::string("PNDMScheduler"))));  // last: the folder is complete
+  write_json(root / "model_index.json", model_index(preset));  // last: the folder is complete
 }
 
 }  // namespace sdmpi

@@ -63,7 +63,9 @@ ModelSource ModelSource::open(const std::string& spec, const std::string& varian
 
 bool ModelSource::has(const std::string& component) const {
   if (state_->assembled) return state_->configs.count(component) != 0;
-  if (state_->memory) return component == "unet" || component == "vae" || component == "text_encoder" || component == "scheduler";
+  if (state_->memory)
+    return component == "unet" || component == "vae" || component == "text_encoder" || component == "scheduler" ||
+           component == "model_index" || (component == "text_encoder_2" && state_->memory->text_encoder_2);
   return state_->files->has(component);
 }
 
@@ -80,7 +82,8 @@ nlohmann::json ModelSource::config(const std::string& component) const {
     if (component == "vae") return p.vae.to_json();
     if (component == "text_encoder") return p.text_encoder.to_json();
     if (component == "scheduler") return p.scheduler;
-    if (component == "model_index") return nlohmann::json::object();
+    if (component == "model_index") return p.model_index;
+    if (component == "text_encoder_2" && p.text_encoder_2) return p.text_encoder_2->to_json();
     throw Error("no component " + component + " in the built-in model");
   }
   return state_->files->config(component);
@@ -100,6 +103,7 @@ std::shared_ptr<WeightSource> ModelSource::weights(const std::string& component)
     if (component == "unet") return state_->memory->unet;
     if (component == "vae") return state_->memory->vae;
     if (component == "text_encoder") return state_->memory->text_encoder;
+    if (component == "text_encoder_2" && state_->memory->text_encoder_2) return state_->memory->text_encoder_2;
     throw Error("no weights for " + component + " in the built-in model");
   }
   return state_->files->weights(component);
@@ -119,6 +123,7 @@ ClipTokenizer ModelSource::tokenizer(const std::string& which) const {
     auto it = state_->tokenizers.find(which);
     if (it != state_->tokenizers.end()) return it->second;
   }
+  if (state_->memory && which == "tokenizer_2") return sdxl_tokenizer_2();
   if (state_->memory || state_->assembled) return ClipTokenizer::builtin();
   std::string dir = state_->files->tokenizer_dir(which);
   return dir.empty() ? ClipTokenizer::builtin() : ClipTokenizer::from_dir(dir);

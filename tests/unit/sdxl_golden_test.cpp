@@ -21,6 +21,7 @@
 #include "sdmpi/backend.h"
 #include "sdmpi/clip_text.h"
 #include "sdmpi/clip_tokenizer.h"
+#include "sdmpi/make_model.h"
 #include "sdmpi/model_config.h"
 #include "sdmpi/pipeline.h"
 #include "sdmpi/safetensors.h"
@@ -220,4 +221,65 @@ TEST(SdxlGolden, EveryRunWithinOneLevelOfDiffusers) {
   EXPECT_GE(zero_negative_runs, 1);
   EXPECT_GE(micro_runs, 2);
   EXPECT_GE(turbo_runs, 2);
+}
+
+// The sdxl and tiny-sdxl rows of the config table: make-model --preset sdxl's shapes are
+// stable-diffusion-xl-base-1.0's (the parameter counts diffusers / transformers give for its
+// unet and text_encoder_2 configs), and a tiny-sdxl folder written by make-model opens as SDXL,
+// runs end to end, and gives the same image as the in-memory preset with the same seed.
+TEST(SdxlGolden, TableRowsAndMakeModelFolder) {
+  const UNetConfig u = UNetConfig::preset("sdxl");
+  EXPECT_TRUE(u.has_text_time());
+  EXPECT_EQ(u.transformer_layers_per_block, (std::vector<int>{1, 2, 10}));
+  EXPECT_EQ(u.pooled_text_dim(), 1280);
+  EXPECT_EQ(count_parameters(unet_parameters(u)), 2567463684);
+  const ModelPreset preset = model_preset("sdxl");
+  ASSERT_TRUE(preset.text_encoder_2.has_value());
+  EXPECT_EQ(count_parameters(clip_text_parameters(*preset.text_encoder_2)), 694659840);
+  EXPECT_EQ(count_parameters(clip_text_parameters(preset.text_encoder)), 123060480);
+  EXPECT_EQ(VAEConfig::preset("sdxl").scaling_factor, 0.13025);
+  EXPECT_EQ(sd_config("sdxl", "scheduler").value("_class_name", ""), "EulerDiscreteScheduler");
+  EXPECT_EQ(sd_family(sd_config("sdxl", "unet"), sd_config("sdxl", "text_encoder")), "SDXL");
+  EXPECT_TRUE(preset.model_index.value("force_zeros_for_empty_prompt", false));
+
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(SDMPI_BINARY_DIR) / "sdxl_make_model";
+  fs::remove_all(dir);
+  make_model("tiny-sdxl", 4, dir.string());
+  EXPECT_TRUE(fs::is_regular_file(dir / "text_encoder_2" / "model.safetensors"));
+  const ModelSource folder = ModelSource::open(dir.string());
+  EXPECT_EQ(folder.family(), "SDXL");
+  EXPECT_TRUE(folder.has("text_encoder_2"));
+  EXPECT_EQ(folder.tokenizer("tokenizer_2").pad_id(), 0);  // "!"
+  EXPECT_EQ(folder.tokenizer("tokenizer_2"), sdxl_tokenizer_2());
+
+  InMemoryModel m = make_model_in_memory("tiny-sdxl", 4);
+  std::map<std::string, nlohmann::json> configs{{"unet", m.configs.unet.to_json()},
+                                                {"vae", m.configs.vae.to_json()},
+                                                {"text_encoder", m.configs.text_encoder.to_json()},
+                                                {"text_encoder_2", m.configs.text_encoder_2->to_json()},
+                                                {"scheduler", m.configs.scheduler},
+                                                {"model_index", m.configs.model_index}};
+  const ModelSource memory = ModelSource::from_memory(
+      "tiny-sdxl", configs,
+      {{"unet", m.unet}, {"vae", m.vae}, {"text_encoder", m.text_encoder}, {"text_encoder_2", m.text_encoder_2}},
+      {{"tokenizer_2", sdxl_tokenizer_2()}});
+  auto backend = make_cpu_backend();
+  WorkItem item;
+  item.params.prompt = "a lighthouse!!";
+  item.params.steps = 2;
+  item.params.guidance = 5.0f;
+  item.params.width = item.params.height = 64;
+  item.params.sampler = default_sampler(m.configs.scheduler);
+  EXPECT_EQ(item.params.sampler, "euler");
+  Txt2ImgPipeline from_folder(folder, *backend), in_memory(memory, *backend);
+  EXPECT_EQ(from_folder.default_size(), 64);
+  const auto a = from_folder.generate({item}), b = in_memory.generate({item});
+  ASSERT_TRUE(a[0].ok && b[0].ok);
+  EXPECT_EQ(a[0].rgb, b[0].rgb);
+  // Micro-conditioning changes the image (it enters through add_embedding).
+  WorkItem cropped = item;
+  cropped.params.crop_top = 32;
+  EXPECT_NE(from_folder.generate({cropped})[0].rgb, a[0].rgb);
+  fs::remove_all(dir);
 }
