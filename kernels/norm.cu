@@ -15,6 +15,10 @@
 // With a channel offset [batch, channels] (a ResNet's time embedding, which diffusers adds to
 // conv1's output right before norm2), both passes read x + offset rounded to x's type, exactly the
 // values add_batch_channel would have written: the sum never goes through memory, one launch less.
+// Joined input (an up-path ResNet's norm1 over [x, skip]): x is read as the channel concat of two
+// tensors [.., c1] and [.., channels - c1], a group may straddle the seam; pass 1 writes each value
+// it reads to the concat's place in `joined` (the 1x1 shortcut's input), so the concat kernel and
+// its read of both tensors are gone. The values normalised are the same, hence the same bits.
 // LayerNorm: one block per row, exact two-pass mean and variance over the row (the row stays in
 // L1/L2 between passes).
 #include "common.cuh"
@@ -50,12 +54,23 @@ __device__ __forceinline__ float offset_input(const T* xg, int64_t at, const O* 
   return offset ? to_float(from_float<T>(__fadd_rn(v, to_float(offset[ch])))) : v;
 }
 
+// Element (pixel p, channel ch of the group) of a joined input: the channel gc = group's first + ch
+// of the concat [x | x2] (x: c1 channels, x2: channels - c1), pixel pix of the whole batch.
+template <typename T>
+__device__ __forceinline__ T joined_input(const T* x, const T* x2, int64_t pix, int64_t gc, int64_t c1,
+                                          int64_t channels) {
+  return gc < c1 ? x[pix * c1 + gc] : x2[pix * (channels - c1) + (gc - c1)];
+}
+
 // grid (groups, batch), kGroupNormThreads threads. items = spatial * cg < 2^31 (checked by the launcher).
 // offset: null, or [batch, channels] in T or float, rows offset_stride apart.
-template <typename T, typename O>
+// kJoin: x [batch, spatial, c1] and x2 [batch, spatial, channels - c1] are the input's two halves,
+// copied into joined [batch, spatial, channels] on the way (no offset then).
+template <typename T, typename O, bool kJoin>
 __global__ void __launch_bounds__(kGroupNormThreads)
 group_norm_kernel(const T* x, const O* offset, int64_t offset_stride, T* out, const float* gamma, const float* beta,
-                  int64_t spatial, int64_t channels, int cg, float eps, bool silu) {
+                  int64_t spatial, int64_t channels, int cg, float eps, bool silu, const T* x2, int64_t c1,
+                  T* joined) {
   __shared__ Welford shared[kGroupNormThreads];
   __shared__ float stats[2];
   const int64_t base = static_cast<int64_t>(blockIdx.y) * spatial * channels + static_cast<int64_t>(blockIdx.x) * cg;
@@ -64,10 +79,18 @@ group_norm_kernel(const T* x, const O* offset, int64_t offset_stride, T* out, co
   const O* og_offset =
       offset ? offset + static_cast<int64_t>(blockIdx.y) * offset_stride + static_cast<int64_t>(blockIdx.x) * cg : nullptr;
   const int items = static_cast<int>(spatial) * cg;
+  const int64_t pix0 = static_cast<int64_t>(blockIdx.y) * spatial, gc0 = static_cast<int64_t>(blockIdx.x) * cg;
   Welford acc{0.0f, 0.0f, 0.0f};
   for (int i = threadIdx.x; i < items; i += blockDim.x) {
     const int p = i / cg, ch = i - p * cg;
-    const float v = offset_input(xg, p * channels + ch, og_offset, ch);
+    float v;
+    if constexpr (kJoin) {
+      const T raw = joined_input(x, x2, pix0 + p, gc0 + ch, c1, channels);
+      joined[(pix0 + p) * channels + gc0 + ch] = raw;
+      v = to_float(raw);
+    } else {
+      v = offset_input(xg, p * channels + ch, og_offset, ch);
+    }
     acc.n += 1.0f;
     const float d = v - acc.mean;
     acc.mean += d / acc.n;
@@ -92,7 +115,9 @@ group_norm_kernel(const T* x, const O* offset, int64_t offset_stride, T* out, co
   for (int i = threadIdx.x; i < items; i += blockDim.x) {
     const int p = i / cg, ch = i - p * cg;
     const int64_t at = p * channels + ch;
-    float y = (offset_input(xg, at, og_offset, ch) - mean) * rstd * gg[ch] + bg[ch];
+    const float v = kJoin ? to_float(joined_input(x, x2, pix0 + p, gc0 + ch, c1, channels))
+                          : offset_input(xg, at, og_offset, ch);
+    float y = (v - mean) * rstd * gg[ch] + bg[ch];
     if (silu) y = y / (1.0f + expf(-y));
     og[at] = from_float<T>(y);
   }
@@ -137,15 +162,33 @@ void group_norm(cudaStream_t stream, DType t, const void* x, DType offset_dtype,
   dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(batch));
   if (offset && offset_dtype == DType::F32) {
     SDMPI_DISPATCH_FLOAT_TYPES(t, T,
-      group_norm_kernel<T, float><<<grid, kGroupNormThreads, 0, stream>>>(
+      group_norm_kernel<T, float, false><<<grid, kGroupNormThreads, 0, stream>>>(
           static_cast<const T*>(x), static_cast<const float*>(offset), offset_stride, static_cast<T*>(out), gamma, beta, spatial,
-          channels, static_cast<int>(cg), eps, silu));
+          channels, static_cast<int>(cg), eps, silu, nullptr, 0, nullptr));
   } else {
     SDMPI_DISPATCH_FLOAT_TYPES(t, T,
-      group_norm_kernel<T, T><<<grid, kGroupNormThreads, 0, stream>>>(
+      group_norm_kernel<T, T, false><<<grid, kGroupNormThreads, 0, stream>>>(
           static_cast<const T*>(x), static_cast<const T*>(offset), offset_stride, static_cast<T*>(out), gamma, beta, spatial,
-          channels, static_cast<int>(cg), eps, silu));
+          channels, static_cast<int>(cg), eps, silu, nullptr, 0, nullptr));
   }
+  SDMPI_CUDA_CHECK_LAUNCH();
+}
+
+void group_norm_joined(cudaStream_t stream, DType t, const void* a, const void* b, int64_t ca, void* joined, void* out,
+                       const float* gamma, const float* beta, int64_t batch, int64_t spatial, int64_t channels,
+                       int64_t groups, float eps, bool silu) {
+  if (batch == 0 || spatial == 0 || channels == 0) return;
+  if (batch > 65535 || groups > 2147483647LL)
+    throw Error("group_norm: batch " + std::to_string(batch) + " x groups " + std::to_string(groups) + " exceeds the grid");
+  const int64_t cg = channels / groups;
+  if (spatial * cg > 2147483647LL)
+    throw Error("group_norm: a group of " + std::to_string(spatial) + " x " + std::to_string(cg) +
+                " elements exceeds 2^31");
+  dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(batch));
+  SDMPI_DISPATCH_FLOAT_TYPES(t, T,
+    group_norm_kernel<T, T, true><<<grid, kGroupNormThreads, 0, stream>>>(
+        static_cast<const T*>(a), static_cast<const T*>(nullptr), 0, static_cast<T*>(out), gamma, beta, spatial,
+        channels, static_cast<int>(cg), eps, silu, static_cast<const T*>(b), ca, static_cast<T*>(joined)));
   SDMPI_CUDA_CHECK_LAUNCH();
 }
 

@@ -19,6 +19,13 @@ void group_norm(cudaStream_t stream, DType t, const void* x, DType offset_dtype,
                 const float* gamma, const float* beta, int64_t batch, int64_t spatial, int64_t channels, int64_t groups,
                 float eps, bool silu, int64_t offset_stride = 0);
 
+// The same norm over the channel concat [a | b] (a [batch, spatial, ca], b [batch, spatial,
+// channels - ca], no offset), which it also writes to joined [batch, spatial, channels]: one launch
+// for concat_channels and group_norm. out and joined may not alias a or b.
+void group_norm_joined(cudaStream_t stream, DType t, const void* a, const void* b, int64_t ca, void* joined, void* out,
+                       const float* gamma, const float* beta, int64_t batch, int64_t spatial, int64_t channels,
+                       int64_t groups, float eps, bool silu);
+
 // LayerNorm over the last dimension of x [rows, c], biased variance, gamma/beta in F32.
 void layer_norm(cudaStream_t stream, DType t, const void* x, void* out, const float* gamma, const float* beta,
                 int64_t rows, int64_t c, float eps);

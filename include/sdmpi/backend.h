@@ -84,7 +84,7 @@ struct OpCall {
   DType x_dtype = DType::F32, w_dtype = DType::F32, out_dtype = DType::F32;
   bool bias = false, residual = false;  // linear, conv2d, linear_geglu, linear_qkv (w: wq, out: q),
                                         // linear_stacked (w: the stacked [N_0 + ... + N_{n-1}, K])
-  bool silu = false;                    // group_norm
+  bool silu = false;                    // group_norm, concat_group_norm (x: a, w: b, out: the concat)
   bool causal = false;                  // attention
   int stride = 1, pad = 0;              // conv2d
   int heads = 0;                        // attention
@@ -170,6 +170,16 @@ class Backend {
   // channel_offset [B, Ct] (one ResNet's slice of linear_stacked's result; backends read it in place).
   Tensor group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps, bool silu,
                     const Tensor* channel_offset = nullptr, int64_t offset_column = 0);
+  // group_norm(concat_channels(a, b), ...) and the concat itself: an up-path ResNet's norm1 over
+  // [x, skip], whose 1x1 shortcut reads the same concat. a [B, ..., Ca] and b [B, ..., Cb] with the
+  // same leading dims; gamma/beta [Ca + Cb]. One op so a backend may write both in one pass (CUDA:
+  // the norm kernel reads a and b and writes the concat as it goes, no concat kernel). The default
+  // runs concat_channels then group_norm (bit-identical).
+  struct JoinedNorm {
+    Tensor joined, normed;
+  };
+  JoinedNorm concat_group_norm(const Tensor& a, const Tensor& b, int groups, const Tensor& gamma, const Tensor& beta,
+                               float eps, bool silu);
   // LayerNorm over the last dimension, biased variance.
   Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps);
 
@@ -264,6 +274,9 @@ class Backend {
   // range (a backend that takes one reads it in place).
   virtual Tensor do_group_norm_offset(const Tensor& x, const Tensor& channel_offset, int64_t offset_column, int groups,
                                       const Tensor& gamma, const Tensor& beta, float eps, bool silu);
+  // out_shape: the concat's shape [B, ..., Ca + Cb].
+  virtual JoinedNorm do_concat_group_norm(const Tensor& a, const Tensor& b, int groups, const Tensor& gamma,
+                                          const Tensor& beta, float eps, bool silu, const Shape& out_shape);
   virtual Tensor do_layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) = 0;
   virtual Tensor do_attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) = 0;
   virtual Tensor do_activation(const Tensor& x, Activation act) = 0;

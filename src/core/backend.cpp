@@ -384,6 +384,35 @@ Tensor Backend::do_group_norm_offset(const Tensor& x, const Tensor& channel_offs
   return do_group_norm(do_add_batch_channel(x, channel_offset), groups, gamma, beta, eps, silu);
 }
 
+Backend::JoinedNorm Backend::concat_group_norm(const Tensor& a, const Tensor& b, int groups, const Tensor& gamma,
+                                               const Tensor& beta, float eps, bool silu) {
+  const char* op = "concat_group_norm";
+  check_arg(a, device(), op, "a");
+  check_arg(b, device(), op, "b");
+  check_arg(gamma, device(), op, "gamma");
+  check_arg(beta, device(), op, "beta");
+  require(a.rank() >= 2 && b.rank() == a.rank() && std::equal(a.shape().begin(), a.shape().end() - 1, b.shape().begin()),
+          op, "a " + shape_str(a.shape()) + " and b " + shape_str(b.shape()) + " must be [B, ..., C] with the same leading dims");
+  require_same_dtype(a, b, op, "a and b");
+  Shape out_shape = a.shape();
+  out_shape.back() += b.dim(-1);
+  const int64_t C = out_shape.back();
+  require(groups >= 1 && C % groups == 0, op,
+          std::to_string(C) + " channels do not split into " + std::to_string(groups) + " groups");
+  require_shape(gamma, {C}, op, "gamma");
+  require_shape(beta, {C}, op, "beta");
+  OpScope scope(*this);
+  JoinedNorm out = do_concat_group_norm(a, b, groups, gamma, beta, eps, silu, out_shape);
+  scope.report(op, a, &b, out.joined, [&](OpCall& c) { c.silu = silu; });
+  return out;
+}
+
+Backend::JoinedNorm Backend::do_concat_group_norm(const Tensor& a, const Tensor& b, int groups, const Tensor& gamma,
+                                                  const Tensor& beta, float eps, bool silu, const Shape& out_shape) {
+  Tensor joined = do_concat_channels(a, b, out_shape);
+  return {joined, do_group_norm(joined, groups, gamma, beta, eps, silu)};
+}
+
 Tensor Backend::layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) {
   const char* op = "layer_norm";
   check_arg(x, device(), op, "x");

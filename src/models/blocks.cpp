@@ -71,21 +71,37 @@ Tensor ResnetBlock2D::operator()(Backend& b, const Tensor& x, const Tensor* temb
     SDMPI_CHECK(temb_silu != nullptr, "ResnetBlock2D with time_emb_proj needs a time embedding");
     temb = (*time_emb_proj)(b, *temb_silu);
   }
-  return forward(b, x, temb.defined() ? &temb : nullptr, 0);
+  return forward(b, x, nullptr, temb.defined() ? &temb : nullptr, 0);
 }
 
 Tensor ResnetBlock2D::operator()(Backend& b, const Tensor& x, const Tensor& temb_projections,
                                  int64_t temb_column) const {
   SDMPI_CHECK(time_emb_proj.has_value(), "ResnetBlock2D without time_emb_proj given time-embedding projections");
-  return forward(b, x, &temb_projections, temb_column);
+  return forward(b, x, nullptr, &temb_projections, temb_column);
 }
 
-Tensor ResnetBlock2D::forward(Backend& b, const Tensor& x, const Tensor* offset, int64_t offset_column) const {
-  Tensor h = conv1(b, norm1(b, x, /*silu=*/true));
+Tensor ResnetBlock2D::operator()(Backend& b, const Tensor& x, const Tensor& skip, const Tensor& temb_projections,
+                                 int64_t temb_column) const {
+  SDMPI_CHECK(time_emb_proj.has_value(), "ResnetBlock2D without time_emb_proj given time-embedding projections");
+  return forward(b, x, &skip, &temb_projections, temb_column);
+}
+
+Tensor ResnetBlock2D::forward(Backend& b, const Tensor& x, const Tensor* skip, const Tensor* offset,
+                              int64_t offset_column) const {
+  Tensor input = x, normed;
+  if (skip) {  // norm1(cat([x, skip], dim=1)), and the concat for the shortcut, as one op
+    Backend::JoinedNorm joined =
+        b.concat_group_norm(x, *skip, norm1.groups, norm1.weight, norm1.bias, norm1.eps, /*silu=*/true);
+    input = joined.joined;
+    normed = joined.normed;
+  } else {
+    normed = norm1(b, x, /*silu=*/true);
+  }
+  Tensor h = conv1(b, normed);
   // norm2(h + temb[b, c]) as one op: the sum feeds only norm2, so a backend may add it while it
   // normalises (same bits on the CPU). dropout: identity at inference.
   h = b.group_norm(h, norm2.groups, norm2.weight, norm2.bias, norm2.eps, /*silu=*/true, offset, offset_column);
-  Tensor shortcut = conv_shortcut ? (*conv_shortcut)(b, x) : x;
+  Tensor shortcut = conv_shortcut ? (*conv_shortcut)(b, input) : input;
   Tensor out = conv2(b, h, &shortcut);
   if (output_scale_factor != 1.0f) out = b.binary_scalar(BinaryOp::Div, out, output_scale_factor);
   return out;

@@ -88,10 +88,15 @@ struct ResnetBlock2D {
   // (Backend::linear_stacked over each time_emb_proj's weight and bias); norm2 reads its columns in
   // place. Same values as the form above.
   Tensor operator()(Backend& b, const Tensor& x, const Tensor& temb_projections, int64_t temb_column) const;
+  // The up path's form: the input is the channel concat [x, skip], which norm1 reads and the
+  // shortcut gets from the same op (Backend::concat_group_norm: no separate concat on a GPU).
+  Tensor operator()(Backend& b, const Tensor& x, const Tensor& skip, const Tensor& temb_projections,
+                    int64_t temb_column) const;
 
  private:
-  // offset: null, or the [B, Ct] tensor whose columns [offset_column, offset_column + out) norm2 adds.
-  Tensor forward(Backend& b, const Tensor& x, const Tensor* offset, int64_t offset_column) const;
+  // skip: null, or the second half of the input's channels. offset: null, or the [B, Ct] tensor
+  // whose columns [offset_column, offset_column + out) norm2 adds.
+  Tensor forward(Backend& b, const Tensor& x, const Tensor* skip, const Tensor* offset, int64_t offset_column) const;
 };
 
 // diffusers' Attention (attention_processor.py) as the SD blocks use it: to_q/to_k/to_v (bias

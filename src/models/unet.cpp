@@ -334,8 +334,9 @@ Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, 
   for (const UpBlock& block : m.up_blocks) collect(block.resnets);
   const Tensor temb_projections = b.linear_stacked(temb, temb_weights, temb_biases);
   int64_t temb_column = 0;
-  auto resnet = [&](const ResnetBlock2D& r, const Tensor& input) {
-    Tensor out = r(b, input, temb_projections, temb_column);
+  // skip: the up path's skip connection, concatenated to the input's channels by the resnet's norm1.
+  auto resnet = [&](const ResnetBlock2D& r, const Tensor& input, const Tensor* skip = nullptr) {
+    Tensor out = skip ? r(b, input, *skip, temb_projections, temb_column) : r(b, input, temb_projections, temb_column);
     temb_column += r.time_emb_proj->out_features;
     return out;
   };
@@ -376,7 +377,7 @@ Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, 
       SDMPI_CHECK(!skips.empty(), "unet: more up-block resnets than skip connections");
       Tensor skip = std::move(skips.back());
       skips.pop_back();
-      x = resnet(block.resnets[l], b.concat_channels(x, skip));
+      x = resnet(block.resnets[l], x, &skip);
       if (!block.attentions.empty()) x = attend(block.attentions[l], x);
     }
     if (block.upsampler) {

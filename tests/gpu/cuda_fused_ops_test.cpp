@@ -2,7 +2,8 @@
 // run the unfused ops: linear_qkv (q, k, v of one x as one strided-batched product over the packed
 // weights), group_norm with a channel offset (a ResNet's time embedding read inside the norm
 // kernel), linear_geglu (a feed-forward's product with the gate in its epilogue) and linear_stacked
-// (every ResNet's time_emb_proj as one product, each norm2 reading its column range in place). F32, F16 and BF16; fresh random inputs (gpu_test_util.h), poisoned outputs (an element
+// (every ResNet's time_emb_proj as one product, each norm2 reading its column range in place),
+// concat_group_norm (an up-path ResNet's norm1 over [x, skip], writing the concat as it reads). F32, F16 and BF16; fresh random inputs (gpu_test_util.h), poisoned outputs (an element
 // an op forgets to write is a NaN mismatch), odd shapes and SD 1.5's. Skips visibly without a GPU.
 #include <gtest/gtest.h>
 
@@ -178,6 +179,53 @@ TEST_P(CudaFusedOps, GroupNormWithChannelOffset) {
     expect_close(g().to_host(got), cpu().to_host(ref), tol(), "group_norm with a channel offset");
     Tensor two_launches = g().group_norm(g().add_batch_channel(x.g, offset.g), c.groups, gamma.g, beta.g, c.eps, c.silu);
     expect_equal(g().to_host(got), g().to_host(two_launches), "fused vs add_batch_channel + group_norm on the GPU");
+  }
+}
+
+// The norm kernel reading [x, skip] as one input against the CPU's concat then norm, and against the
+// GPU's own concat_channels + group_norm (same values normalised: the same bits).
+TEST_P(CudaFusedOps, ConcatGroupNormMatchesConcatThenNorm) {
+  SDMPI_REQUIRE_GPU();
+  Rng rng;
+  struct Case {
+    Shape a;
+    int64_t cb;
+    int groups;
+    bool silu;
+  };
+  const Case cases[] = {
+      // SD 1.5's up-path concats at 512x512 with CFG (groups straddle the seam where 32 does not divide it).
+      {{2, 8, 8, 1280}, 1280, 32, true},
+      {{2, 16, 16, 1280}, 640, 32, true},
+      {{2, 32, 32, 640}, 320, 32, true},
+      {{2, 64, 64, 320}, 320, 32, true},
+      // Odd shapes: a side of one channel, odd spatial sizes, batch 3, tokens [B, N, C], no SiLU.
+      {{3, 5, 7, 40}, 20, 3, true},
+      {{1, 1, 1, 1}, 31, 32, true},
+      {{2, 9, 11, 96}, 1, 1, false},
+      {{2, 77, 24}, 8, 4, false},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(shape_label(c.a) + " + " + std::to_string(c.cb) + " channels, groups " + std::to_string(c.groups));
+    Shape bs = c.a;
+    bs.back() = c.cb;
+    const int64_t ch = c.a.back() + c.cb;
+    Both x = random_activation(g(), rng, c.a, 2.0f), skip = random_activation(g(), rng, bs, 1.5f);
+    Both gamma = random_weight(g(), rng, {ch}, WeightKind::Vector, 0.3f);
+    Both beta = random_weight(g(), rng, {ch}, WeightKind::Vector, 0.3f);
+    Backend::JoinedNorm ref = cpu().concat_group_norm(x.c, skip.c, c.groups, gamma.c, beta.c, 1e-5f, c.silu);
+    int launches_seen = 0;
+    g().set_op_observer([&](const OpCall& call) { launches_seen += cuda_op_launches(call).launches; });
+    Backend::JoinedNorm got = g().concat_group_norm(x.g, skip.g, c.groups, gamma.g, beta.g, 1e-5f, c.silu);
+    g().set_op_observer({});
+    EXPECT_EQ(launches_seen, 1);
+    EXPECT_EQ(got.joined.shape(), ref.joined.shape());
+    EXPECT_EQ(got.normed.shape(), ref.normed.shape());
+    expect_equal(g().to_host(got.joined), cpu().to_host(ref.joined), "the concat");
+    expect_close(g().to_host(got.normed), cpu().to_host(ref.normed), tol(), "the norm");
+    Tensor joined = g().concat_channels(x.g, skip.g);
+    expect_equal(g().to_host(got.normed), g().to_host(g().group_norm(joined, c.groups, gamma.g, beta.g, 1e-5f, c.silu)),
+                 "fused vs concat_channels + group_norm on the GPU");
   }
 }
 

@@ -2,7 +2,8 @@
 // pipeline golden tests and the batch-invariance tests rely on it), and each is one call for the
 // op observer (the launch count sees one op). linear_qkv = three linears; group_norm with a
 // channel offset = add_batch_channel, then group_norm, also with the offset a column range of a
-// wider tensor; linear_stacked = the linears joined along the channels.
+// wider tensor; linear_stacked = the linears joined along the channels; concat_group_norm =
+// concat_channels, then group_norm.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -157,6 +158,41 @@ TEST(CpuBackendFusedOps, LinearStackedIsTheLinearsJoined) {
   EXPECT_THROW(b->group_norm(h, 4, g32, g32, 1e-5f, true, &all, 45), Error);  // 45 + 32 > 76
   EXPECT_THROW(b->group_norm(h, 4, g32, g32, 1e-5f, true, nullptr, 4), Error);
   EXPECT_NO_THROW(b->group_norm(h, 4, g32, g32, 1e-5f, true, &all, 44));
+}
+
+TEST(CpuBackendFusedOps, ConcatGroupNormIsConcatThenNorm) {
+  std::unique_ptr<Backend> b = make_cpu_backend(2);
+  std::mt19937 gen(5);
+  struct Case {
+    Shape a;
+    int64_t cb;
+    int groups;
+    bool silu;
+  };
+  // Groups that straddle the seam (60 channels per group over 40 + 20 ...), one side empty of a group.
+  const Case cases[] = {{{2, 4, 4, 1280}, 640, 32, true}, {{1, 3, 5, 40}, 20, 3, true}, {{2, 2, 2, 8}, 24, 4, false},
+                        {{3, 7, 6}, 2, 2, true}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(shape_str(c.a) + " + " + std::to_string(c.cb) + " channels, groups " + std::to_string(c.groups));
+    Shape bs = c.a;
+    bs.back() = c.cb;
+    const int64_t ch = c.a.back() + c.cb;
+    Tensor x = random_tensor(*b, gen, c.a, 2.0f), skip = random_tensor(*b, gen, bs, 1.5f);
+    Tensor gamma = random_tensor(*b, gen, {ch}, 0.5f), beta = random_tensor(*b, gen, {ch}, 0.5f);
+    std::vector<std::string> ops;
+    b->set_op_observer([&](const OpCall& call) { ops.push_back(call.op); });
+    Backend::JoinedNorm got = b->concat_group_norm(x, skip, c.groups, gamma, beta, 1e-5f, c.silu);
+    b->set_op_observer({});
+    EXPECT_EQ(ops, std::vector<std::string>{"concat_group_norm"});
+    Tensor joined = b->concat_channels(x, skip);
+    expect_same_bits(*b, got.joined, joined, "the concat");
+    expect_same_bits(*b, got.normed, b->group_norm(joined, c.groups, gamma, beta, 1e-5f, c.silu), "the norm");
+  }
+  Tensor x = random_tensor(*b, gen, {2, 3, 3, 8}), other = random_tensor(*b, gen, {2, 3, 4, 8});
+  Tensor g16 = random_tensor(*b, gen, {16}), g12 = random_tensor(*b, gen, {12});
+  EXPECT_THROW(b->concat_group_norm(x, other, 4, g16, g16, 1e-5f, true), Error);  // other spatial size
+  EXPECT_THROW(b->concat_group_norm(x, x, 4, g12, g12, 1e-5f, true), Error);      // gamma not [16]
+  EXPECT_THROW(b->concat_group_norm(x, x, 5, g16, g16, 1e-5f, true), Error);      // 16 channels, 5 groups
 }
 
 }  // namespace

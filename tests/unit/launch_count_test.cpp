@@ -36,7 +36,7 @@ namespace {
 constexpr int64_t kLaunchTarget = 350;
 // What the fusions landed so far reach: a regression ceiling. Lower it when a fusion lands; a
 // change that raises the count must not pass (the printed table shows where launches went).
-constexpr int64_t kLaunchCeiling = 359;
+constexpr int64_t kLaunchCeiling = 347;
 
 // Memory that is not there: a size for the shape checks and a null address nobody reads.
 class NoStorage final : public Storage {

@@ -103,6 +103,8 @@ class CudaBackendImpl final : public CudaBackend {
   // Both group norms; offset: null or [B, Ct], of which columns [offset_column, offset_column + C) are added.
   Tensor group_norm_impl(const Tensor& x, const Tensor* offset, int64_t offset_column, int groups, const Tensor& gamma,
                          const Tensor& beta, float eps, bool silu);
+  JoinedNorm do_concat_group_norm(const Tensor& a, const Tensor& b, int groups, const Tensor& gamma, const Tensor& beta,
+                                  float eps, bool silu, const Shape& out_shape) override;
   Tensor do_layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override;
   Tensor do_attention(const Tensor& q, const Tensor& k, const Tensor& v, int heads, bool causal) override;
   Tensor do_activation(const Tensor& x, Activation act) override;
@@ -662,6 +664,23 @@ Tensor CudaBackendImpl::group_norm_impl(const Tensor& x, const Tensor* offset, i
   kernels::group_norm(s(), x.dtype(), x.raw(), off.defined() ? off.dtype() : x.dtype(), off_ptr, out.raw(),
                       static_cast<const float*>(g32.raw()), static_cast<const float*>(b32.raw()), batch, spatial, c,
                       groups, eps, silu, off.defined() ? off.dim(1) : 0);
+  return out;
+}
+
+// One kernel reads a and b as the concat, normalises it and writes the concat besides (kernels/
+// norm.cu): concat_channels' launch is gone.
+Backend::JoinedNorm CudaBackendImpl::do_concat_group_norm(const Tensor& a, const Tensor& b, int groups,
+                                                          const Tensor& gamma, const Tensor& beta, float eps, bool silu,
+                                                          const Shape& out_shape) {
+  bind();
+  const int64_t batch = a.dim(0), c = out_shape.back();
+  const int64_t spatial = batch && c ? shape_numel(out_shape) / (batch * c) : 0;
+  JoinedNorm out{alloc(out_shape, a.dtype()), alloc(out_shape, a.dtype())};
+  if (out.joined.numel() == 0) return out;
+  Tensor g32 = param_as(gamma, DType::F32), b32 = param_as(beta, DType::F32);
+  kernels::group_norm_joined(s(), a.dtype(), a.raw(), b.raw(), a.dim(-1), out.joined.raw(), out.normed.raw(),
+                             static_cast<const float*>(g32.raw()), static_cast<const float*>(b32.raw()), batch,
+                             spatial, c, groups, eps, silu);
   return out;
 }
 

@@ -72,6 +72,9 @@ CudaOpLaunches cuda_op_launches(const OpCall& c) {
     const bool cast = c.w_dtype != DType::F32 && c.w_dtype != c.x_dtype;
     return {cast ? 2 : 1, cast ? "cast + " + norm + " with channel offset" : norm + " with channel offset, one kernel"};
   }
+  if (op == "concat_group_norm")
+    return {empty(c.out) ? 0 : 1, std::string(c.silu ? "group norm + SiLU" : "group norm") +
+                                       " over [a, b], writing the concat: one kernel"};
   if (op == "layer_norm") return {empty(c.x) ? 0 : 1, "layer norm kernel"};
   if (op == "attention") {
     if (empty(c.out)) return {0, "empty"};
