@@ -2,9 +2,9 @@
 // config.json and scheduler/scheduler_config.json readers.
 //
 // The input packs those five files (fuzz_files.h: "@@ unet/config.json" starts that file); each
-// iteration writes them into a scratch diffusers folder whose weight and tokenizer files are
-// empty placeholders (open() only checks that they exist), then does what loading does before any
-// weight is read: ModelFiles::open (model_index.json, family checks), the configs through
+// iteration writes them over the files of one scratch diffusers folder (made once; its weight and
+// tokenizer files are empty placeholders, as open() only checks that they exist), then does what
+// loading does before any weight is read: ModelFiles::open (model_index.json, family checks), the configs through
 // UNetConfig/VAEConfig/ClipTextConfig/SchedulerConfig::from_json as Txt2ImgPipeline does, a
 // scheduler for every sampler (as generate would, 20 steps), and the networks' parameter lists as
 // `sd_mpi inspect` builds them (unet_parameters, ...: declarations, no tensors). Asserted: an
@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 
 #include "fuzz_files.h"
@@ -47,10 +48,16 @@ fs::path make_folder() {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const fs::path root = make_folder();
-  for (const char* f : kConfigFiles) fs::remove(root / f);
-  for (const auto& [name, content] : sdmpi_fuzz::unpack_files(data, size))
-    for (const char* known : kConfigFiles)
-      if (name == known) sdmpi_fuzz::write_bytes(root / name, content);
+  // Each config the input gives overwrites the one file kept for it (truncated in place: no file
+  // is created or deleted per execution unless the set of files changes, which made this target
+  // slow); a config the input lacks is removed. The last copy of a name given twice wins.
+  std::map<std::string, std::string> given;
+  for (auto& [name, content] : sdmpi_fuzz::unpack_files(data, size)) given[name] = std::move(content);
+  for (const char* f : kConfigFiles) {
+    std::error_code ec;
+    if (auto it = given.find(f); it != given.end()) sdmpi_fuzz::write_bytes(root / f, it->second);
+    else if (fs::exists(root / f, ec)) fs::remove(root / f, ec);
+  }
 
   try {
     const sdmpi::ModelFiles model = sdmpi::ModelFiles::open(root.string());
