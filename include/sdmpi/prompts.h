@@ -29,6 +29,8 @@ struct PromptRecord {
   std::optional<std::string> negative_prompt;
   std::optional<uint64_t> seed;
   std::optional<int> steps, width, height, clip_skip;
+  // SDXL micro-conditioning (GenerationParams): original_width/height, crop_top/left, target_width/height.
+  std::optional<int> original_width, original_height, crop_top, crop_left, target_width, target_height;
   std::optional<float> guidance, eta, guidance_rescale, strength;
   std::optional<std::string> sampler, schedule, init_image;
   std::string origin;  // "prompts.jsonl:7" or "--prompt #2", for messages

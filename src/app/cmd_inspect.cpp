@@ -44,16 +44,28 @@ void describe_model(const std::string& spec) {
                 u.upcast_attention ? ", upcast attention" : "",
                 sched.value("_class_name", std::string("(no _class_name)")).c_str(),
                 sched.value("prediction_type", std::string("epsilon")).c_str());
+    if (m.has("text_encoder_2")) {  // SDXL
+      const ClipTextConfig t2 = ClipTextConfig::from_json(m.config("text_encoder_2"), spec + " text_encoder_2");
+      std::printf("  text encoder 2: CLIPTextModelWithProjection, %d layers, width %d, %d heads, %s, projection %d\n"
+                  "  added conditioning: text_time (pooled %d + 6 x %d micro-conditioning features), "
+                  "force_zeros_for_empty_prompt %s\n",
+                  t2.num_hidden_layers, t2.hidden_size, t2.num_attention_heads, t2.hidden_act.c_str(), t2.projection_dim,
+                  u.pooled_text_dim(), u.addition_time_embed_dim,
+                  m.config("model_index").value("force_zeros_for_empty_prompt", true) ? "true" : "false");
+    }
   }
-  for (const char* component : {"text_encoder", "unet", "vae"}) {
+  std::vector<std::string> components{"text_encoder", "unet", "vae"};
+  if (m.has("text_encoder_2")) components.insert(components.begin() + 1, "text_encoder_2");
+  for (const std::string& component : components) {
     auto w = m.weights(component);
     std::vector<ParamSpec> declared;
-    if (std::string(component) == "unet") declared = unet_parameters(u);
-    if (std::string(component) == "vae")
-      declared = vae_parameters(VAEConfig::from_json(m.config("vae"), spec + " vae"));
-    if (std::string(component) == "text_encoder")
-      declared = clip_text_parameters(ClipTextConfig::from_json(m.config("text_encoder"), spec + " text_encoder"),
-                                      ClipTextModel::weight_prefix(*w));
+    if (component == "unet") declared = unet_parameters(u);
+    if (component == "vae") declared = vae_parameters(VAEConfig::from_json(m.config("vae"), spec + " vae"));
+    if (component == "text_encoder" || component == "text_encoder_2") {
+      ClipTextConfig t = ClipTextConfig::from_json(m.config(component), spec + " " + component);
+      t.with_projection = component == "text_encoder_2";  // as the SDXL pipeline loads it
+      declared = clip_text_parameters(t, ClipTextModel::weight_prefix(*w));
+    }
     std::set<std::string> dtypes;
     int64_t file_params = 0;
     for (const std::string& name : w->names()) {
@@ -71,7 +83,7 @@ void describe_model(const std::string& spec) {
     for (const std::string& d : dtypes) dtype_list += (dtype_list.empty() ? "" : ", ") + d;
     std::printf("  %-13s declared %zu tensors, %.1f M parameters; weights %zu tensors, %.1f M parameters (%s), "
                 "%zu of them declared\n",
-                component, declared.size(), count_parameters(declared) / 1e6, w->names().size(), file_params / 1e6,
+                component.c_str(), declared.size(), count_parameters(declared) / 1e6, w->names().size(), file_params / 1e6,
                 dtype_list.c_str(), declared_in_file);
   }
   std::string ch;
@@ -83,6 +95,11 @@ void describe_model(const std::string& spec) {
               default_sampler(sched).c_str());
   ClipTokenizer tok = m.tokenizer();
   std::printf("  tokenizer: %zu tokens, %zu merges, max length %d\n", tok.vocab_size(), tok.num_merges(), tok.model_max_length());
+  if (m.has("text_encoder_2")) {
+    ClipTokenizer tok2 = m.tokenizer("tokenizer_2");
+    const auto pad = tok2.id_to_token(tok2.pad_id());
+    std::printf("  tokenizer_2: %zu tokens, pad \"%s\" (id %d)\n", tok2.vocab_size(), pad ? pad->c_str() : "?", tok2.pad_id());
+  }
 }
 
 }  // namespace

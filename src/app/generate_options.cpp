@@ -11,6 +11,37 @@
 
 namespace sdmpi::app {
 namespace {
+// "AxB" (or "A,B") → two integers in [lo, 16384]; `option` names the flag in the message.
+void parse_pair(const std::string& text, const char* option, char sep, int lo, int& a, int& b) {
+  if (text.empty()) return;
+  const size_t at = text.find(sep);
+  size_t used_a = 0, used_b = 0;
+  try {
+    if (at == std::string::npos) throw std::invalid_argument(text);
+    a = std::stoi(text.substr(0, at), &used_a);
+    b = std::stoi(text.substr(at + 1), &used_b);
+  } catch (const std::exception&) {
+    used_a = used_b = std::string::npos;
+  }
+  const bool ok = at != std::string::npos && used_a == at && used_b == text.size() - at - 1 && a >= lo && b >= lo &&
+                  a <= 16384 && b <= 16384;
+  if (!ok)
+    throw InputError(std::string(option) + " " + text + ": expected " +
+                     (sep == 'x' ? "WIDTHxHEIGHT, e.g. 1024x1024" : "TOP,LEFT, e.g. 0,0") + " (integers " +
+                     std::to_string(lo) + "..16384)");
+}
+
+}  // namespace
+
+MicroConditioning micro_conditioning(const GenerateOptions& o) {
+  MicroConditioning m;
+  parse_pair(o.original_size, "--original-size", 'x', 1, m.original_width, m.original_height);
+  parse_pair(o.target_size, "--target-size", 'x', 1, m.target_width, m.target_height);
+  parse_pair(o.crop_top_left, "--crop-top-left", ',', 0, m.crop_top, m.crop_left);
+  return m;
+}
+
+namespace {
 
 void add_options(CLI::App& cli, GenerateOptions& o) {
   cli.option_defaults()->always_capture_default();  // --help shows each default
@@ -29,6 +60,17 @@ void add_options(CLI::App& cli, GenerateOptions& o) {
   cli.add_option("--guidance-rescale", o.guidance_rescale,
                  "diffusers' guidance_rescale phi in [0, 1] (CFG rescale for v-prediction models; 0 = off)")
       ->check(CLI::Range(0.0f, 1.0f));
+  cli.add_option("--init-image", o.init_image,
+                 "img2img: start each item (without a JSONL init_image) from this PNG or JPEG; the image's size "
+                 "is the output size");
+  cli.add_option("--strength", o.strength,
+                 "img2img strength in (0, 1]: the share of the steps run from the noised init image (diffusers' strength)");
+  cli.add_option("--original-size", o.original_size,
+                 "SDXL micro-conditioning: the original_size WxH the UNet is told (default: the image's size)");
+  cli.add_option("--target-size", o.target_size,
+                 "SDXL micro-conditioning: the target_size WxH the UNet is told (default: the image's size)");
+  cli.add_option("--crop-top-left", o.crop_top_left,
+                 "SDXL micro-conditioning: crops_coords_top_left TOP,LEFT in pixels (default: 0,0)");
   cli.add_option("--width", o.width, "image width in pixels, a multiple of 8 (default: the model's)");
   cli.add_option("--height", o.height, "image height in pixels, a multiple of 8 (default: the model's)");
   cli.add_option("--sampler", o.sampler,
@@ -100,6 +142,12 @@ void validate_generate_options(const GenerateOptions& o) {
   if (!o.archive.empty() && !kArchiveSupported) throw InputError("this sd_mpi was built without HDF5: --archive is not available");
   if (!o.out_dir.empty() && !kPngSupported) throw InputError("this sd_mpi was built without libpng: --out-dir is not available");
   if (o.resume && o.overwrite) throw InputError("--resume and --overwrite contradict each other");
+  micro_conditioning(o);  // throws on a malformed value
+  if (!(o.strength > 0.0f && o.strength <= 1.0f)) {
+    char value[32];
+    std::snprintf(value, sizeof value, "%g", static_cast<double>(o.strength));
+    throw InputError(std::string("--strength ") + value + " is outside (0, 1]");
+  }
 }
 
 RunOptions GenerateOptions::run_options() const {

@@ -26,6 +26,11 @@ struct GenerateOptions {
   int steps = 50;
   float guidance = 7.5f;
   float guidance_rescale = 0;
+  std::string init_image;  // img2img for every item without its own init_image
+  float strength = 0.8f;
+  // SDXL micro-conditioning for every item without its own (0 = the image's size, crop 0,0), from
+  // --original-size WxH, --target-size WxH, --crop-top-left TOP,LEFT.
+  std::string original_size, target_size, crop_top_left;
   int width = 0, height = 0;  // 0: the model's default size
   std::string sampler = "default", schedule = "default";
   float eta = 0;
@@ -50,6 +55,13 @@ bool parse_generate_options(int argc, char** argv, bool talk, GenerateOptions* o
 
 // The checks between options (something to read, something to write, features this build has);
 // throws InputError naming the option at fault.
+// The command line's SDXL micro-conditioning (0 = default), parsed from --original-size WxH,
+// --target-size WxH and --crop-top-left TOP,LEFT; InputError naming the option otherwise.
+struct MicroConditioning {
+  int original_width = 0, original_height = 0, crop_top = 0, crop_left = 0, target_width = 0, target_height = 0;
+};
+MicroConditioning micro_conditioning(const GenerateOptions& o);
+
 void validate_generate_options(const GenerateOptions& o);
 
 }  // namespace sdmpi::app

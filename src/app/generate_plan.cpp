@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -37,6 +38,13 @@ nlohmann::json fingerprint_json(const WorkItem& it) {
                       {"height", p.height}, {"sampler", p.sampler}, {"schedule", p.schedule}, {"eta", p.eta},
                       {"clip_skip", p.clip_skip}};
   if (p.guidance_rescale != 0.0f) j["guidance_rescale"] = p.guidance_rescale;
+  const std::vector<int> micro{p.original_width, p.original_height, p.crop_top, p.crop_left, p.target_width, p.target_height};
+  if (std::any_of(micro.begin(), micro.end(), [](int v) { return v != 0; }))  // SDXL micro-conditioning, 0 = default
+    j["micro_conditioning"] = micro;
+  if (p.img2img()) {  // the init image by content: a moved file is the same job
+    j["init_image_sha256"] = p.init_image_sha256;
+    j["strength"] = p.strength;
+  }
   return j;
 }
 
@@ -46,6 +54,7 @@ nlohmann::json item_to_json(const WorkItem& it) {
   nlohmann::json j = fingerprint_json(it);
   j["prompt_index"] = it.prompt_index;
   j["sample"] = it.sample;
+  if (!it.params.init_image.empty()) j["init_image"] = it.params.init_image;
   return j;
 }
 
@@ -67,6 +76,16 @@ WorkItem item_from_json(const nlohmann::json& j) {
   p.eta = j.at("eta");
   p.clip_skip = j.at("clip_skip");
   p.guidance_rescale = j.value("guidance_rescale", 0.0f);
+  p.init_image = j.value("init_image", std::string());
+  p.init_image_sha256 = j.value("init_image_sha256", std::string());
+  p.strength = j.value("strength", GenerationParams{}.strength);
+  if (j.contains("micro_conditioning")) {
+    const std::vector<int> m = j.at("micro_conditioning").get<std::vector<int>>();
+    if (m.size() == 6) {
+      p.original_width = m[0], p.original_height = m[1], p.crop_top = m[2], p.crop_left = m[3];
+      p.target_width = m[4], p.target_height = m[5];
+    }
+  }
   return it;
 }
 
@@ -106,6 +125,12 @@ GenerationParams job_defaults(const GenerateOptions& o, const ModelSource& model
   defaults.eta = o.eta;
   defaults.clip_skip = o.clip_skip;
   defaults.guidance_rescale = o.guidance_rescale;
+  defaults.init_image = o.init_image;
+  defaults.strength = o.strength;
+  const MicroConditioning micro = micro_conditioning(o);
+  defaults.original_width = micro.original_width, defaults.original_height = micro.original_height;
+  defaults.crop_top = micro.crop_top, defaults.crop_left = micro.crop_left;
+  defaults.target_width = micro.target_width, defaults.target_height = micro.target_height;
   return defaults;
 }
 
@@ -114,6 +139,8 @@ GenerationParams job_defaults(const GenerateOptions& o, const ModelSource& model
 std::vector<WorkItem> job_items(const std::vector<PromptRecord>& records, const GenerateOptions& o, uint64_t base_seed,
                                 const GenerationParams& defaults) {
   std::vector<WorkItem> items = expand_job(records, o.images_per_prompt, base_seed, defaults);
+  // img2img: each init image read once here (decodes, its size becomes the item's, its hash is recorded).
+  resolve_init_images(items, records, o.width, o.height);
   for (WorkItem& it : items) {
     SamplerChoice choice;
     try {

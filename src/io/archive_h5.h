@@ -119,3 +119,13 @@ bool path_exists(const std::string& path);
 std::string iso8601_utc_now();
 
 }  // namespace sdmpi::h5
+
+namespace sdmpi {
+// The per-row columns of SDXL's micro-conditioning and the GenerationParams member each holds
+// (0 = the default), shared by the archive's writer and reader.
+inline constexpr std::pair<const char*, int GenerationParams::*> kMicroConditioningColumns[] = {
+    {"original_width", &GenerationParams::original_width}, {"original_height", &GenerationParams::original_height},
+    {"crop_top", &GenerationParams::crop_top},             {"crop_left", &GenerationParams::crop_left},
+    {"target_width", &GenerationParams::target_width},     {"target_height", &GenerationParams::target_height},
+};
+}  // namespace sdmpi

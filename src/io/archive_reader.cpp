@@ -133,6 +133,17 @@ ArchiveReader::ArchiveReader(const std::string& path, Locking locking) : impl_(s
                                     ? h5::read_numbers<float>(file, "guidance_rescale", n, H5T_NATIVE_FLOAT, H5T_FLOAT, ctx)
                                     : std::vector<float>(n, 0.0f);
   const auto clip_skip = h5::read_numbers<int32_t>(file, "clip_skip", n, H5T_NATIVE_INT32, H5T_INTEGER, ctx);
+  // img2img, added later too: absent means txt2img rows (strength 0, no init image hash).
+  const bool has_img2img = H5Lexists(file, "strength", H5P_DEFAULT) > 0 && H5Lexists(file, "init_image_sha256", H5P_DEFAULT) > 0;
+  const auto strength = has_img2img ? h5::read_numbers<float>(file, "strength", n, H5T_NATIVE_FLOAT, H5T_FLOAT, ctx)
+                                    : std::vector<float>(n, 0.0f);
+  auto init_image_sha256 = has_img2img ? h5::read_strings(file, "init_image_sha256", n, ctx) : std::vector<std::string>(n);
+  // SDXL micro-conditioning, added later too: absent means 0 (the defaults).
+  std::vector<std::vector<int32_t>> micro;
+  for (const auto& column : kMicroConditioningColumns)
+    micro.push_back(H5Lexists(file, column.first, H5P_DEFAULT) > 0
+                        ? h5::read_numbers<int32_t>(file, column.first, n, H5T_NATIVE_INT32, H5T_INTEGER, ctx)
+                        : std::vector<int32_t>(n, 0));
   const auto width = h5::read_numbers<int32_t>(file, "width", n, H5T_NATIVE_INT32, H5T_INTEGER, ctx);
   const auto height = h5::read_numbers<int32_t>(file, "height", n, H5T_NATIVE_INT32, H5T_INTEGER, ctx);
   const auto done = h5::read_numbers<uint8_t>(file, "done", n, H5T_NATIVE_UINT8, H5T_INTEGER, ctx);
@@ -186,7 +197,12 @@ ArchiveReader::ArchiveReader(const std::string& path, Locking locking) : impl_(s
     p.schedule = std::move(schedule[r]);
     p.eta = eta[r];
     p.guidance_rescale = guidance_rescale[r];
+    if (!init_image_sha256[r].empty()) {  // an img2img row (the archive records no path)
+      p.strength = strength[r];
+      p.init_image_sha256 = std::move(init_image_sha256[r]);
+    }
     p.clip_skip = clip_skip[r];
+    for (size_t c = 0; c < micro.size(); ++c) p.*(kMicroConditioningColumns[c].second) = micro[c][r];
     out.status = static_cast<RowStatus>(done[r]);
     // /error means something only where done=2 (a retried row can keep a stale reason when the
     // writer died right after finishing it).

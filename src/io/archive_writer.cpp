@@ -220,6 +220,14 @@ void write_skeleton(hid_t file, const std::vector<WorkItem>& rows, const Archive
                       [](const WorkItem& w) { return w.params.guidance_rescale; }, ctx);
   write_column<int32_t>(file, "clip_skip", I32, H5T_NATIVE_INT32, rows,
                         [](const WorkItem& w) { return w.params.clip_skip; }, ctx);
+  // img2img: strength 0 and an empty hash for txt2img rows.
+  write_column<float>(file, "strength", F32, H5T_NATIVE_FLOAT, rows,
+                      [](const WorkItem& w) { return w.params.img2img() ? w.params.strength : 0.0f; }, ctx);
+  write_string_column(file, "init_image_sha256", vlen.get(), rows,
+                      [](const WorkItem& w) { return w.params.init_image_sha256; }, ctx);
+  // SDXL micro-conditioning, 0 = the default (the image's size, crop 0).
+  for (const auto& [name, member] : kMicroConditioningColumns)
+    write_column<int32_t>(file, name, I32, H5T_NATIVE_INT32, rows, [m = member](const WorkItem& w) { return w.params.*m; }, ctx);
   write_column<int32_t>(file, "width", I32, H5T_NATIVE_INT32, rows, [](const WorkItem& w) { return w.params.width; }, ctx);
   write_column<int32_t>(file, "height", I32, H5T_NATIVE_INT32, rows,
                         [](const WorkItem& w) { return w.params.height; }, ctx);

@@ -71,10 +71,23 @@ std::string a1111_parameters(const GenerationParams& params, const std::string& 
   fields.emplace_back("Size", std::to_string(params.width) + "x" + std::to_string(params.height));
   if (!model_hash.empty()) fields.emplace_back("Model hash", model_hash.substr(0, 10));
   if (!model_name.empty()) fields.emplace_back("Model", model_name);
+  if (params.img2img()) {
+    fields.emplace_back("Denoising strength", python_float(params.strength));
+    if (!params.init_image_sha256.empty()) fields.emplace_back("Init image hash", params.init_image_sha256);
+  }
   if (params.clip_skip >= 1) fields.emplace_back("Clip skip", std::to_string(params.clip_skip + 1));
   fields.emplace_back("RNG", "CPU");
   if (params.sampler == "ddim" && params.eta != 0.0f) fields.emplace_back("Eta DDIM", python_float(params.eta));
   if (params.guidance_rescale > 0.0f) fields.emplace_back("CFG Rescale phi", python_float(params.guidance_rescale));
+  // SDXL micro-conditioning, where it differs from the defaults (sizes W x H, crop TOP x LEFT).
+  if (params.original_width || params.original_height)
+    fields.emplace_back("SDXL original size", std::to_string(params.original_width ? params.original_width : params.width) +
+                                                  "x" + std::to_string(params.original_height ? params.original_height : params.height));
+  if (params.crop_top || params.crop_left)
+    fields.emplace_back("SDXL crop top-left", std::to_string(params.crop_top) + "x" + std::to_string(params.crop_left));
+  if (params.target_width || params.target_height)
+    fields.emplace_back("SDXL target size", std::to_string(params.target_width ? params.target_width : params.width) + "x" +
+                                                std::to_string(params.target_height ? params.target_height : params.height));
   if (!model_family.empty()) fields.emplace_back("Model family", model_family);
   if (!version.empty()) fields.emplace_back("Version", version);
 

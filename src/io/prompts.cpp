@@ -169,10 +169,20 @@ std::vector<PromptRecord> parse_prompts_jsonl(const std::string& text, const std
         if (r.init_image->empty()) throw InputError(where + ": \"init_image\" is empty");
       } else if (key == "strength") {
         r.strength = json_float(v, where, key);
+      } else if (key == "original_width" || key == "original_height" || key == "target_width" ||
+                 key == "target_height") {  // SDXL micro-conditioning, in pixels
+        std::optional<int>& field = key == "original_width"    ? r.original_width
+                                    : key == "original_height" ? r.original_height
+                                    : key == "target_width"    ? r.target_width
+                                                               : r.target_height;
+        field = json_int<int>(v, where, key, 1, 16384);
+      } else if (key == "crop_top" || key == "crop_left") {
+        (key == "crop_top" ? r.crop_top : r.crop_left) = json_int<int>(v, where, key, 0, 16384);
       } else {
         throw InputError(where + ": unknown key \"" + key +
                          "\" (known: prompt, negative_prompt, seed, steps, guidance, width, height, sampler, "
-                         "schedule, eta, clip_skip, guidance_rescale, init_image, strength)");
+                         "schedule, eta, clip_skip, guidance_rescale, init_image, strength, original_width, original_height, "
+                         "crop_top, crop_left, target_width, target_height)");
       }
     }
     if (!has_prompt) throw InputError(where + ": missing \"prompt\"");
@@ -206,8 +216,11 @@ void validate_params(const GenerationParams& p, const std::string& origin) {
   if (p.clip_skip < 0) throw InputError(origin + ": clip_skip must be >= 0");
   if (!(p.guidance_rescale >= 0.0f && p.guidance_rescale <= 1.0f))
     throw InputError(origin + ": guidance_rescale must lie in [0, 1]");
-  if (!(p.strength > 0.0f && p.strength <= 1.0f))
-    throw InputError(origin + ": strength " + std::to_string(p.strength) + " is outside (0, 1]");
+  if (!(p.strength > 0.0f && p.strength <= 1.0f)) {
+    char value[32];
+    std::snprintf(value, sizeof value, "%g", static_cast<double>(p.strength));
+    throw InputError(origin + ": strength " + value + " is outside (0, 1]");
+  }
   size_t bad = 0;
   if (!valid_utf8(p.prompt, &bad))
     throw InputError(origin + ": invalid UTF-8 in the prompt at byte " + std::to_string(bad + 1));
@@ -236,6 +249,12 @@ std::vector<WorkItem> expand_job(const std::vector<PromptRecord>& prompts, int i
     if (r.schedule) params.schedule = *r.schedule;
     if (r.init_image) params.init_image = *r.init_image;
     if (r.strength) params.strength = *r.strength;
+    if (r.original_width) params.original_width = *r.original_width;
+    if (r.original_height) params.original_height = *r.original_height;
+    if (r.crop_top) params.crop_top = *r.crop_top;
+    if (r.crop_left) params.crop_left = *r.crop_left;
+    if (r.target_width) params.target_width = *r.target_width;
+    if (r.target_height) params.target_height = *r.target_height;
     validate_params(params, r.origin);
     for (int k = 0; k < images_per_prompt; ++k) {
       WorkItem item;
