@@ -15,8 +15,10 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "sdmpi/comm.h"
@@ -37,7 +39,15 @@ class MpiNodeSharedBuffer final : public NodeSharedBuffer {
   bool publish(bool filled) override {
     MPI_Win_sync(win_);  // the writer's stores reach the window
     int in = writer_ ? (filled ? 1 : 0) : 1, all = 0;
-    MPI_Allreduce(&in, &all, 1, MPI_INT, MPI_MIN, node_);
+    // Non-blocking, polled with naps: a blocking reduction would spin the waiting ranks on the
+    // cores the writer converts with (Open MPI polls), for the seconds a model takes.
+    MPI_Request request;
+    MPI_Iallreduce(&in, &all, 1, MPI_INT, MPI_MIN, node_, &request);
+    for (int done = 0;;) {
+      MPI_Test(&request, &done, MPI_STATUS_IGNORE);
+      if (done) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
     MPI_Win_sync(win_);  // and the readers see them
     return all == 1;
   }
