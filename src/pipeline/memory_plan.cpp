@@ -2,6 +2,8 @@
 // activation sizes from the image size, batch and the configs' channel widths.
 #include "pipeline/memory_plan.h"
 
+#include <optional>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -71,7 +73,7 @@ int64_t vae_decoder_activations(const VAEConfig& vae, int64_t latent_h, int64_t 
 }  // namespace
 
 MemoryNeed estimate_memory(const UNetConfig& unet, const VAEConfig& vae, const ClipTextConfig& text,
-                           const MemoryRequest& r) {
+                           const MemoryRequest& r, const ClipTextConfig* text_2) {
   const int64_t bytes = static_cast<int64_t>(dtype_size(r.dtype));
   const int64_t scale = vae.scale_factor();
   const int64_t latent_h = std::max<int64_t>(1, r.height / scale), latent_w = std::max<int64_t>(1, r.width / scale);
@@ -79,13 +81,16 @@ MemoryNeed estimate_memory(const UNetConfig& unet, const VAEConfig& vae, const C
 
   MemoryNeed need;
   const int64_t parameters =
-      count_parameters(unet_parameters(unet)) + vae_decoder_parameters(vae) + count_parameters(clip_text_parameters(text));
+      count_parameters(unet_parameters(unet)) + vae_decoder_parameters(vae) + count_parameters(clip_text_parameters(text)) +
+      (text_2 ? count_parameters(clip_text_parameters(*text_2)) : 0);
   need.weight_bytes = parameters * bytes;
 
   int64_t elements = unet_activations(unet, unet_batch, latent_h, latent_w);
   elements += vae_decoder_activations(vae, latent_h, latent_w);
   // The text encoder: a few [tokens, max(intermediate, 3 * hidden)] tensors per prompt.
-  elements += 4 * unet_batch * text.max_position_embeddings * std::max(text.intermediate_size, 3 * text.hidden_size);
+  const ClipTextConfig& widest_text = text_2 && text_2->intermediate_size > text.intermediate_size ? *text_2 : text;
+  elements += 4 * unet_batch * widest_text.max_position_embeddings *
+              std::max(widest_text.intermediate_size, 3 * widest_text.hidden_size);
   const int64_t pixels = static_cast<int64_t>(r.width) * r.height * 3;
   // Decoded images wait in the compute dtype, then as host floats and bytes, for the whole batch.
   need.activation_bytes = elements * bytes + pixels * std::max(1, r.batch) * (bytes + 4 + 1) +
@@ -95,10 +100,15 @@ MemoryNeed estimate_memory(const UNetConfig& unet, const VAEConfig& vae, const C
 
 MemoryNeed estimate_memory(const ModelSource& model, const MemoryRequest& request) {
   const std::string& spec = model.spec();
+  std::optional<ClipTextConfig> text_2;
+  if (model.has("text_encoder_2")) {
+    text_2 = ClipTextConfig::from_json(model.config("text_encoder_2"), spec + " text_encoder_2/config.json");
+    text_2->with_projection = true;  // as the SDXL pipeline loads it
+  }
   return estimate_memory(UNetConfig::from_json(model.config("unet"), spec + " unet/config.json"),
                          VAEConfig::from_json(model.config("vae"), spec + " vae/config.json"),
                          ClipTextConfig::from_json(model.config("text_encoder"), spec + " text_encoder/config.json"),
-                         request);
+                         request, text_2 ? &*text_2 : nullptr);
 }
 
 std::string format_gib(int64_t bytes) {

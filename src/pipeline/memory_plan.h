@@ -44,8 +44,9 @@ struct MemoryNeed {
 // How far above a measured peak the estimate may lie (memory_plan_test holds it to this).
 inline constexpr double kEstimateFactor = 4.0;
 
+// `text_2`: SDXL's second text encoder (its weights count too), or null.
 MemoryNeed estimate_memory(const UNetConfig& unet, const VAEConfig& vae, const ClipTextConfig& text,
-                           const MemoryRequest& request);
+                           const MemoryRequest& request, const ClipTextConfig* text_2 = nullptr);
 // The same from a model's configs (parsed here: an absurd config value is the config parser's
 // InputError, naming the file, key and value).
 MemoryNeed estimate_memory(const ModelSource& model, const MemoryRequest& request);

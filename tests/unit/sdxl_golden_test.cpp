@@ -18,6 +18,7 @@
 
 #include "golden_util.h"
 #include "io/sd_configs.h"
+#include "pipeline/memory_plan.h"
 #include "sdmpi/backend.h"
 #include "sdmpi/clip_text.h"
 #include "sdmpi/clip_tokenizer.h"
@@ -241,6 +242,15 @@ TEST(SdxlGolden, TableRowsAndMakeModelFolder) {
   EXPECT_EQ(sd_config("sdxl", "scheduler").value("_class_name", ""), "EulerDiscreteScheduler");
   EXPECT_EQ(sd_family(sd_config("sdxl", "unet"), sd_config("sdxl", "text_encoder")), "SDXL");
   EXPECT_TRUE(preset.model_index.value("force_zeros_for_empty_prompt", false));
+  // The memory plan counts text_encoder_2's weights: SDXL at 1024^2 in float32 needs its
+  // 3.5 G parameters (13 GiB) before any activation.
+  MemoryRequest request;
+  request.width = request.height = 1024;
+  request.dtype = DType::F32;
+  const MemoryNeed without = estimate_memory(u, VAEConfig::preset("sdxl"), preset.text_encoder, request);
+  const MemoryNeed with = estimate_memory(u, VAEConfig::preset("sdxl"), preset.text_encoder, request, &*preset.text_encoder_2);
+  EXPECT_EQ(with.weight_bytes - without.weight_bytes, int64_t{694659840} * 4);
+  EXPECT_GT(with.weight_bytes, int64_t{13} << 30);
 
   namespace fs = std::filesystem;
   const fs::path dir = fs::path(SDMPI_BINARY_DIR) / "sdxl_make_model";
