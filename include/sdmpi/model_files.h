@@ -60,8 +60,10 @@ class ModelFiles {
   // `*.<variant>.safetensors` weight files in a folder; without one the plain files are used (a
   // folder that has only one variant falls back to it, with a note in the log). Throws
   // InputError naming the path for anything missing or malformed, and for model families that
-  // are not supported (SDXL refiners, SD3, Flux, SDXL/SD 2.x single files).
-  static ModelFiles open(const std::string& path, const std::string& variant = "");
+  // are not supported (SDXL refiners, SD3, Flux, SDXL/SD 2.x single files). With
+  // `weights_in_place` the weight files are opened so that a backend may compute from their
+  // mapping instead of a copy (SafetensorsFile::open's in_place; --map-weights).
+  static ModelFiles open(const std::string& path, const std::string& variant = "", bool weights_in_place = false);
 
   bool is_single_file() const;
   const std::string& path() const;

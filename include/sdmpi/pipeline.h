@@ -33,7 +33,9 @@ namespace sdmpi {
 // or "tiny" (the built-in random-weight model, generated in memory).
 class ModelSource {
  public:
-  static ModelSource open(const std::string& spec, const std::string& variant = "");
+  // `weights_in_place`: F32 weight files are computed from in place on the CPU, not copied
+  // (ModelFiles::open; --map-weights).
+  static ModelSource open(const std::string& spec, const std::string& variant = "", bool weights_in_place = false);
   // A model assembled in memory (tests, tools): configs and weights per component ("unet",
   // "vae", "text_encoder", SDXL's "text_encoder_2"; "scheduler" and "model_index" configs only),
   // with the given tokenizers ("tokenizer", "tokenizer_2"), else the built-in CLIP vocabulary.

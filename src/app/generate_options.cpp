@@ -95,6 +95,8 @@ void add_options(CLI::App& cli, GenerateOptions& o) {
   cli.add_flag("--allow-gpu-sharing", o.allow_gpu_sharing, "allow more ranks than GPUs on a node");
   cli.add_flag("--no-shared-weights", o.no_shared_weights,
                "CPU ranks of one node each hold their own copy of the weights (default: one shared copy per node)");
+  cli.add_flag("--map-weights", o.map_weights,
+               "CPU: compute from float32 weight files in place, no copy (the files must not change during the job)");
   cli.add_option("--distribution", o.distribution, "static (contiguous blocks) | dynamic (rank 0 hands out batches)")
       ->check(CLI::IsMember({"static", "dynamic"}));
   cli.add_option("--progress", o.progress, "auto|bar|lines|none (auto: a bar on a terminal, lines in batch logs)")

@@ -42,6 +42,7 @@ struct GenerateOptions {
   bool out_dir_defaulted = false;  // neither --out-dir nor --archive: PNG files go to kDefaultOutDir
   bool resume = false, overwrite = false, fail_fast = false, allow_gpu_sharing = false;
   bool no_shared_weights = false;  // CPU ranks of one node each convert their own weights
+  bool map_weights = false;        // F32 weights computed from the files' mappings, no copy
   std::string progress = "auto", distribution = "dynamic";
   bool quiet = false, verbose = false;
 

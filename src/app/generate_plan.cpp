@@ -278,7 +278,7 @@ struct RootJob {
 nlohmann::json plan_items_on_root(const World& world, const GenerateOptions& o, GeneratePlan* plan, RootJob* job) {
   std::vector<PromptRecord> records = job_prompts(o);
   job->base_seed = job_base_seed(o);
-  plan->model = ModelSource::open(o.model, o.variant);
+  plan->model = ModelSource::open(o.model, o.variant, o.map_weights);
   job->all_items = job_items(records, o, job->base_seed, job_defaults(o, *plan->model));
   job->shard = parse_shard(o.shard);
   job->in_shard = shard_items(job->all_items, job->shard);
@@ -332,7 +332,7 @@ int plan_generate(const World& world, const GenerateOptions& o, GeneratePlan* pl
     plan->precision = resolve_precision(o.precision, o.device);
     std::string shared_text = on_root(world, [&] { return plan_items_on_root(world, o, plan, &job).dump(); });
     size = JobSize::from_json(nlohmann::json::parse(shared_text));
-    if (world.rank() != 0) plan->model = ModelSource::open(o.model, o.variant);
+    if (world.rank() != 0) plan->model = ModelSource::open(o.model, o.variant, o.map_weights);
   });
   if (code) return code;
   std::string device_line;

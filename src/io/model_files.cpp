@@ -123,6 +123,7 @@ struct ComponentWeights {
 }  // namespace
 
 struct ModelFiles::State {
+  bool in_place = false;  // weight files opened for use in place (--map-weights)
   std::string path;
   std::string variant;
   bool single = false;
@@ -148,7 +149,7 @@ struct ModelFiles::State {
   std::shared_ptr<const SafetensorsFile> file(const std::string& p) const {
     std::lock_guard<std::mutex> lock(mutex);
     auto& f = opened[p];
-    if (!f) f = SafetensorsFile::open(p);
+    if (!f) f = SafetensorsFile::open(p, in_place);
     return f;
   }
 };
@@ -314,10 +315,11 @@ void check_checkpoint_family(const SafetensorsFile& f) {
 
 }  // namespace
 
-ModelFiles ModelFiles::open(const std::string& path, const std::string& variant) {
+ModelFiles ModelFiles::open(const std::string& path, const std::string& variant, bool weights_in_place) {
   auto s = std::make_shared<State>();
   s->path = path;
   s->variant = variant;
+  s->in_place = weights_in_place;
   std::error_code ec;
   fs::file_status st = fs::status(path, ec);
   if (ec || !fs::exists(st)) throw InputError("model path " + path + ": no such file or folder");
@@ -330,7 +332,7 @@ ModelFiles ModelFiles::open(const std::string& path, const std::string& variant)
       throw InputError(path + ": PyTorch pickle checkpoints (" + ext +
                        ") are not supported; use the .safetensors form of the model");
     if (!variant.empty()) log::warn(path + ": --variant applies to model folders; ignored for a single file");
-    s->checkpoint = SafetensorsFile::open(path);
+    s->checkpoint = SafetensorsFile::open(path, s->in_place);
     check_checkpoint_family(*s->checkpoint);
     std::vector<std::string> keys;
     for (const auto& kv : s->checkpoint->entries()) keys.push_back(kv.first);

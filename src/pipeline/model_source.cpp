@@ -45,7 +45,7 @@ ModelSource ModelSource::from_memory(const std::string& name, std::map<std::stri
   return m;
 }
 
-ModelSource ModelSource::open(const std::string& spec, const std::string& variant) {
+ModelSource ModelSource::open(const std::string& spec, const std::string& variant, bool weights_in_place) {
   ModelSource m;
   m.spec_ = spec;
   m.state_ = std::make_shared<State>();
@@ -57,7 +57,7 @@ ModelSource ModelSource::open(const std::string& spec, const std::string& varian
   if (spec == kDemoModelName) return open_demo_model();  // trained, embedded (tools/demo_model)
   if (!fs::exists(spec))
     throw InputError("model " + spec + " does not exist (give a diffusers folder, a .safetensors checkpoint, 'tiny' or 'demo')");
-  m.state_->files = ModelFiles::open(spec, variant);
+  m.state_->files = ModelFiles::open(spec, variant, weights_in_place);
   return m;
 }
 

@@ -4,6 +4,7 @@
 #    model: the node's ranks use one shared, already converted copy (rank 0 says so) and make the
 #    same images and metadata as one process (tests/python/check_archive.py same);
 #  - --no-shared-weights: every rank converts its own copy (no such line), same images;
+#  - --map-weights (float32 files used in place): same images;
 #  - PSS (shared pages counted once) of the ranks: the shared copy is counted once, so the summed
 #    PSS of 4 ranks with sharing stays below that without it.
 #   check_shared_weights.sh path/to/sd_mpi
@@ -35,6 +36,13 @@ for model in "$tmp/model" tiny; do
   check "$name: --no-shared-weights: a copy per rank, same images (rc=$rc)" \
     "[ $rc -eq 0 ] && ! grep -q '$shared_line' $tmp/err && same $tmp/$name-ref.h5 $tmp/$name-own.h5"
 done
+
+# --map-weights: the float32 files of the folder model computed from in place, same images.
+job=(--model "$tmp/model" --prompts "$tmp/p.txt" -n 2 --steps 3 --seed 7 --progress none)
+"$sd" generate "${job[@]}" --map-weights --archive "$tmp/mapped.h5" 2>/dev/null; rc=$?
+check "--map-weights, one process: same images (rc=$rc)" "[ $rc -eq 0 ] && same $tmp/model-ref.h5 $tmp/mapped.h5"
+mpirun -np 2 "$sd" generate "${job[@]}" --map-weights --no-shared-weights --archive "$tmp/mapped2.h5" >/dev/null 2>&1; rc=$?
+check "--map-weights, 2 ranks with a copy each: same images (rc=$rc)" "[ $rc -eq 0 ] && same $tmp/model-ref.h5 $tmp/mapped2.h5"
 
 # Summed PSS of 4 ranks, sampled while they generate (a longer job of the folder model).
 pss_run() {  # extra options...; prints the largest summed PSS in kB seen
