@@ -178,7 +178,11 @@ bool lists_component(const json& model_index, const std::string& component) {
 // 2.x and SDXL share the UNet2DConditionModel + CLIPTextModel layout (SDXL with a second,
 // projecting text encoder); their configs tell them apart. Returns whether it is SDXL.
 bool check_folder_family(const std::string& where, const fs::path& root, const json& model_index) {
-  const std::string cls = model_index.value("_class_name", "");
+  // Only a string names a class (a fuzzed list here once escaped as nlohmann's type_error).
+  auto class_name = model_index.find("_class_name");
+  if (class_name != model_index.end() && !class_name->is_string() && !class_name->is_null())
+    throw InputError(where + ": model_index.json: \"_class_name\" must be a string, got " + class_name->dump());
+  const std::string cls = class_name != model_index.end() && class_name->is_string() ? class_name->get<std::string>() : "";
   const std::string named = cls.empty() ? std::string("model_index.json names no _class_name") : "model_index.json names " + cls;
   const bool sdxl = cls.find("XL") != std::string::npos || lists_component(model_index, kSecondTextEncoder);
   if (sdxl && !lists_component(model_index, "text_encoder"))

@@ -102,6 +102,8 @@ seeds = {
     "sched_not_object": folder(TINY, scheduler=b"[1, 2, 3]"),
     "index_sdxl": folder(TINY, index={"_class_name": "StableDiffusionXLPipeline"}),
     "index_not_object": folder(TINY, index=b'"StableDiffusionPipeline"'),
+    # found by the campaign of 2026-12-05: a list as _class_name escaped as nlohmann's type_error
+    "index_class_name_list": folder(TINY, index={"_class_name": ["diffusers", "PNDMScheduler"]}),
     "index_truncated": folder(TINY, index=b'{"_class_name": "StableDiffus'),
     "index_missing": folder(TINY, index=False),
     "vae_missing": folder(TINY, vae=False),
