@@ -15,6 +15,7 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -37,6 +38,13 @@ class SafetensorsWeightSource : public WeightSource {
   // element count). Throws InputError if `name` is already taken.
   void add(const std::string& name, const std::shared_ptr<const SafetensorsFile>& file,
            const std::string& file_key, const Shape& shape = {});
+  // Part `part` of `parts` equal slices of the file's tensor along its first dimension (OpenCLIP's
+  // stacked q, k, v), zero-copy.
+  void add_slice(const std::string& name, const std::shared_ptr<const SafetensorsFile>& file,
+                 const std::string& file_key, int part, int parts);
+  // The file's 2-D tensor transposed (OpenCLIP's text_projection), materialised on first use.
+  void add_transposed(const std::string& name, const std::shared_ptr<const SafetensorsFile>& file,
+                      const std::string& file_key);
   std::vector<std::string> names() const override;
   bool has(const std::string& name) const override;
   WeightView get(const std::string& name) const override;
@@ -49,9 +57,14 @@ class SafetensorsWeightSource : public WeightSource {
     std::shared_ptr<const SafetensorsFile> file;
     std::string key;
     Shape shape;  // empty: the file's
+    int part = 0, parts = 1;  // add_slice
+    bool transpose = false;   // add_transposed
   };
+  void insert(const std::string& name, Item item);
   std::string description_;
   std::map<std::string, Item> items_;
+  mutable std::mutex transposed_mutex_;
+  mutable std::map<std::string, std::shared_ptr<std::vector<uint8_t>>> transposed_;
 };
 
 class ModelFiles {

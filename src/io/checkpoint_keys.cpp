@@ -27,8 +27,12 @@ enum class Index {
 // Renames applied to the start of what follows the block prefix.
 enum class Inner { None, UnetResnet, VaeResnet, VaeAttention };
 
+// Which rules a key prefix's keys go through: the LDM UNet's, the LDM VAE's, transformers' CLIP
+// names (SD 1.x, SDXL's first embedder), or OpenCLIP's (SD 2.x, SDXL's second embedder).
+enum class Rules { Unet, Vae, HfClip, OpenClip };
+
 struct Rule {
-  Component component;
+  Rules rules;
   const char* from;
   const char* to;
   Index index;
@@ -56,19 +60,25 @@ constexpr Rename kVaeAttention[] = {
 struct ComponentPrefix {
   const char* prefix;
   Component component;
+  Rules rules;
 };
 constexpr ComponentPrefix kPrefixes[] = {
-    {"model.diffusion_model.", Component::Unet},
-    {"first_stage_model.", Component::Vae},
-    {"cond_stage_model.transformer.", Component::TextEncoder},
-    {"conditioner.embedders.0.transformer.", Component::TextEncoder},
+    {"model.diffusion_model.", Component::Unet, Rules::Unet},
+    {"first_stage_model.", Component::Vae, Rules::Vae},
+    {"cond_stage_model.transformer.", Component::TextEncoder, Rules::HfClip},
+    {"cond_stage_model.model.", Component::TextEncoder, Rules::OpenClip},          // SD 2.x
+    {"conditioner.embedders.0.transformer.", Component::TextEncoder, Rules::HfClip},  // SDXL
+    {"conditioner.embedders.1.model.", Component::TextEncoder2, Rules::OpenClip},     // SDXL
 };
 
-using C = Component;
+using C = Rules;
 constexpr Rule kRules[] = {
     // ---- UNet ---------------------------------------------------------------------------------
     {C::Unet, "time_embed.0.", "time_embedding.linear_1.", Index::None, Inner::None},
     {C::Unet, "time_embed.2.", "time_embedding.linear_2.", Index::None, Inner::None},
+    // SDXL's added conditioning (diffusers' add_embedding; add_time_proj has no weights).
+    {C::Unet, "label_emb.0.0.", "add_embedding.linear_1.", Index::None, Inner::None},
+    {C::Unet, "label_emb.0.2.", "add_embedding.linear_2.", Index::None, Inner::None},
     {C::Unet, "input_blocks.0.0.", "conv_in.", Index::None, Inner::None},
     {C::Unet, "out.0.", "conv_norm_out.", Index::None, Inner::None},
     {C::Unet, "out.2.", "conv_out.", Index::None, Inner::None},
@@ -103,11 +113,27 @@ constexpr Rule kRules[] = {
     {C::Vae, "decoder.mid.block_2.", "decoder.mid_block.resnets.1.", Index::None, Inner::VaeResnet},
     {C::Vae, "decoder.mid.attn_1.", "decoder.mid_block.attentions.0.", Index::None, Inner::VaeAttention},
     // ---- CLIP text encoder: already transformers' names once the prefix is gone ----------------
-    {C::TextEncoder, "text_model.", "text_model.", Index::None, Inner::None},
+    {C::HfClip, "text_model.", "text_model.", Index::None, Inner::None},
     // Files written by transformers >= 5.6 (CLIPTextModel flattened) lack the `text_model.` level.
-    {C::TextEncoder, "embeddings.", "text_model.embeddings.", Index::None, Inner::None},
-    {C::TextEncoder, "encoder.", "text_model.encoder.", Index::None, Inner::None},
-    {C::TextEncoder, "final_layer_norm.", "text_model.final_layer_norm.", Index::None, Inner::None},
+    {C::HfClip, "embeddings.", "text_model.embeddings.", Index::None, Inner::None},
+    {C::HfClip, "encoder.", "text_model.encoder.", Index::None, Inner::None},
+    {C::HfClip, "final_layer_norm.", "text_model.final_layer_norm.", Index::None, Inner::None},
+    {C::HfClip, "text_projection.", "text_projection.", Index::None, Inner::None},
+    // ---- OpenCLIP text tower (open_clip's names) → transformers' CLIPTextModel(WithProjection) ---
+    // docs/reference/sdxl-semantics.md §6. in_proj (q, k, v stacked) is split by the loader; the
+    // projection is transposed (x @ text_projection in open_clip, a Linear's [out, in] in ours).
+    {C::OpenClip, "token_embedding.", "text_model.embeddings.token_embedding.", Index::None, Inner::None},
+    {C::OpenClip, "positional_embedding", "text_model.embeddings.position_embedding.weight", Index::None, Inner::None},
+    {C::OpenClip, "transformer.resblocks.#.ln_1.", "text_model.encoder.layers.{b}.layer_norm1.", Index::Same, Inner::None},
+    {C::OpenClip, "transformer.resblocks.#.ln_2.", "text_model.encoder.layers.{b}.layer_norm2.", Index::Same, Inner::None},
+    {C::OpenClip, "transformer.resblocks.#.attn.in_proj_", "text_model.encoder.layers.{b}.self_attn.in_proj.", Index::Same,
+     Inner::None},
+    {C::OpenClip, "transformer.resblocks.#.attn.out_proj.", "text_model.encoder.layers.{b}.self_attn.out_proj.",
+     Index::Same, Inner::None},
+    {C::OpenClip, "transformer.resblocks.#.mlp.c_fc.", "text_model.encoder.layers.{b}.mlp.fc1.", Index::Same, Inner::None},
+    {C::OpenClip, "transformer.resblocks.#.mlp.c_proj.", "text_model.encoder.layers.{b}.mlp.fc2.", Index::Same, Inner::None},
+    {C::OpenClip, "ln_final.", "text_model.final_layer_norm.", Index::None, Inner::None},
+    {C::OpenClip, "text_projection", "text_projection.weight", Index::None, Inner::None},
 };
 
 bool starts_with(const std::string& s, size_t pos, const char* prefix) {
@@ -165,6 +191,14 @@ long number_at(const std::string& s, size_t pos, size_t* after = nullptr) {
   return v;
 }
 
+// The encoder layer a text-encoder name belongs to ("…encoder.layers.7.…" → 7), else -1.
+int text_layer_of(const std::string& name) {
+  const std::string marker = "encoder.layers.";
+  const size_t at = name.find(marker);
+  if (at == std::string::npos) return -1;
+  return static_cast<int>(number_at(name, at + marker.size()));
+}
+
 }  // namespace
 
 const char* component_name(Component c) {
@@ -172,6 +206,7 @@ const char* component_name(Component c) {
     case Component::Unet: return "unet";
     case Component::Vae: return "vae";
     case Component::TextEncoder: return "text_encoder";
+    case Component::TextEncoder2: return "text_encoder_2";
   }
   return "?";
 }
@@ -213,7 +248,7 @@ std::optional<DiffusersKey> ldm_to_diffusers(const std::string& key, const LdmLa
   const size_t pos = std::strlen(cp->prefix);
   const long group = layout.unet_layers_per_block + 1;
   for (const Rule& r : kRules) {
-    if (r.component != cp->component) continue;
+    if (r.rules != cp->rules) continue;
     size_t end = 0;
     long idx[2] = {0, 0};
     if (!match(r.from, key, pos, &end, idx)) continue;
@@ -245,6 +280,23 @@ std::optional<DiffusersKey> ldm_to_diffusers(const std::string& key, const LdmLa
     }
     out.name += rest;
     out.squeeze_to_linear = r.inner == Inner::VaeAttention && is_vae_attention_projection(out.name);
+    if (cp->rules == Rules::OpenClip) {
+      // "in_proj." + "weight" / "bias": q, k and v stacked along the first dimension.
+      const std::string in_proj = ".self_attn.in_proj.";
+      const size_t at = out.name.find(in_proj);
+      if (at != std::string::npos) {
+        const std::string tail = out.name.substr(at + in_proj.size());
+        if (tail != "weight" && tail != "bias") return std::nullopt;
+        out.name = out.name.substr(0, at) + ".self_attn.{q,k,v}_proj." + tail;
+        out.split_qkv = true;
+      }
+      out.transpose = out.name == "text_projection.weight";
+      if (out.name.find(".encoder.layers.") != std::string::npos || out.transpose || out.split_qkv ||
+          out.name.rfind("text_model.", 0) == 0)
+        out.text_layer = text_layer_of(out.name);
+    } else if (cp->rules == Rules::HfClip) {
+      out.text_layer = text_layer_of(out.name);
+    }
     return out;
   }
   return std::nullopt;
@@ -253,7 +305,7 @@ std::optional<DiffusersKey> ldm_to_diffusers(const std::string& key, const LdmLa
 std::string canonical_text_encoder_name(const std::string& name) {
   // The text encoder rules of the table, applied to a bare name.
   for (const Rule& r : kRules) {
-    if (r.component != Component::TextEncoder || !starts_with(name, 0, r.from)) continue;
+    if (r.rules != Rules::HfClip || !starts_with(name, 0, r.from)) continue;
     return r.to + name.substr(std::strlen(r.from));
   }
   return name;

@@ -2,7 +2,9 @@
 //
 // An original Stable Diffusion checkpoint (CompVis/LDM layout) keeps the three models under
 // `model.diffusion_model.*` (UNet), `first_stage_model.*` (VAE) and
-// `cond_stage_model.transformer.*` (CLIP text encoder), with the LDM module names: input/middle/
+// `cond_stage_model.transformer.*` (CLIP text encoder; SD 2.x: `cond_stage_model.model.*`, an
+// OpenCLIP tower; SDXL: `conditioner.embedders.0.transformer.*` and `.1.model.*`, OpenCLIP
+// bigG), with the LDM module names: input/middle/
 // output blocks, `in_layers`/`out_layers` inside ResNets, VAE up blocks numbered in reverse, the
 // VAE mid attention as 1×1 convolutions. The table in checkpoint_keys.cpp maps each key prefix to
 // its diffusers counterpart (docs/reference/sd15-semantics.md §7.2); the same file holds the renames of
@@ -15,8 +17,8 @@
 
 namespace sdmpi::ckpt {
 
-enum class Component { Unet, Vae, TextEncoder };
-const char* component_name(Component c);  // "unet", "vae", "text_encoder"
+enum class Component { Unet, Vae, TextEncoder, TextEncoder2 };
+const char* component_name(Component c);  // "unet", "vae", "text_encoder", "text_encoder_2"
 
 // What the index arithmetic needs that the keys alone fix: ResNets per UNet down block (SD1.x: 2)
 // and the number of VAE decoder up blocks (SD1.x: 4; LDM numbers them in reverse).
@@ -32,6 +34,11 @@ struct DiffusersKey {
   Component component;
   std::string name;            // diffusers name inside the component
   bool squeeze_to_linear = false;  // a VAE attention 1×1 conv weight: present [out, in]
+  // OpenCLIP text towers (SD 2.x's cond_stage_model.model.*, SDXL's conditioner.embedders.1.model.*):
+  bool split_qkv = false;  // attn.in_proj_weight/bias: `name` holds "{q,k,v}_proj"; q, k, v are thirds along dim 0
+  bool transpose = false;  // text_projection [hidden, projection] → a Linear's [projection, hidden]
+  int text_layer = -1;     // the encoder layer a text-encoder tensor belongs to (-1: none); a config
+                           // with fewer layers drops the rest (SD 2.x: 23 of OpenCLIP ViT-H's 24)
 };
 
 // The diffusers name of one checkpoint key, or nullopt for keys diffusers drops too (EMA copies

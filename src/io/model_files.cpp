@@ -7,8 +7,10 @@
 #include "sdmpi/model_files.h"
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -31,18 +33,45 @@ void SafetensorsWeightSource::add_file(const std::shared_ptr<const SafetensorsFi
   for (const auto& kv : file->unsupported()) add(kv.first, file, kv.first);
 }
 
-void SafetensorsWeightSource::add(const std::string& name, const std::shared_ptr<const SafetensorsFile>& file,
-                                  const std::string& file_key, const Shape& shape) {
+void SafetensorsWeightSource::insert(const std::string& name, Item item) {
   auto it = items_.find(name);
   if (it != items_.end())
     throw InputError(description_ + ": tensor '" + name + "' is given twice, by " + origin(name) +
-                     " and " + file->path() + ":" + file_key);
+                     " and " + item.file->path() + ":" + item.key);
+  items_.emplace(name, std::move(item));
+}
+
+void SafetensorsWeightSource::add(const std::string& name, const std::shared_ptr<const SafetensorsFile>& file,
+                                  const std::string& file_key, const Shape& shape) {
   if (!shape.empty()) {
     auto e = file->entries().find(file_key);
     SDMPI_CHECK(e != file->entries().end() && shape_numel(e->second.shape) == shape_numel(shape),
                 "reshape of " + file_key + " to " + shape_str(shape));
   }
-  items_.emplace(name, Item{file, file_key, shape});
+  insert(name, Item{file, file_key, shape});
+}
+
+void SafetensorsWeightSource::add_slice(const std::string& name, const std::shared_ptr<const SafetensorsFile>& file,
+                                        const std::string& file_key, int part, int parts) {
+  auto e = file->entries().find(file_key);
+  if (e != file->entries().end() && (e->second.shape.empty() || e->second.shape[0] % parts != 0))
+    throw InputError(file->path() + ": tensor " + file_key + " of shape " + shape_str(e->second.shape) +
+                     " does not split into " + std::to_string(parts) + " equal parts along its first dimension");
+  Item item{file, file_key, {}};
+  item.part = part;
+  item.parts = parts;
+  insert(name, std::move(item));
+}
+
+void SafetensorsWeightSource::add_transposed(const std::string& name, const std::shared_ptr<const SafetensorsFile>& file,
+                                             const std::string& file_key) {
+  auto e = file->entries().find(file_key);
+  if (e != file->entries().end() && e->second.shape.size() != 2)
+    throw InputError(file->path() + ": tensor " + file_key + " of shape " + shape_str(e->second.shape) +
+                     " is not a matrix (expected [hidden, projection])");
+  Item item{file, file_key, {}};
+  item.transpose = true;
+  insert(name, std::move(item));
 }
 
 std::vector<std::string> SafetensorsWeightSource::names() const {
@@ -57,9 +86,32 @@ bool SafetensorsWeightSource::has(const std::string& name) const { return items_
 WeightView SafetensorsWeightSource::get(const std::string& name) const {
   auto it = items_.find(name);
   if (it == items_.end()) throw InputError(description_ + ": no tensor '" + name + "'");
-  WeightView w = it->second.file->view(it->second.key);
+  const Item& item = it->second;
+  WeightView w = item.file->view(item.key);
   w.name = name;
-  if (!it->second.shape.empty()) w.shape = it->second.shape;
+  if (!item.shape.empty()) w.shape = item.shape;
+  if (item.parts > 1) {  // rows [part * n, (part + 1) * n) of the first dimension, in place
+    const int64_t rows = w.shape[0] / item.parts;
+    const int64_t row_bytes = shape_numel(w.shape) / w.shape[0] * static_cast<int64_t>(dtype_size(w.dtype));
+    w.data = static_cast<const uint8_t*>(w.data) + item.part * rows * row_bytes;
+    w.shape[0] = rows;
+  }
+  if (item.transpose) {
+    std::lock_guard<std::mutex> lock(transposed_mutex_);
+    auto& bytes = transposed_[name];
+    const int64_t r = w.shape[0], c = w.shape[1];
+    const size_t es = dtype_size(w.dtype);
+    if (!bytes) {
+      bytes = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(r * c) * es);
+      const auto* src = static_cast<const uint8_t*>(w.data);
+      for (int64_t i = 0; i < r; ++i)
+        for (int64_t j = 0; j < c; ++j)
+          std::memcpy(bytes->data() + static_cast<size_t>(j * r + i) * es, src + static_cast<size_t>(i * c + j) * es, es);
+    }
+    w.data = bytes->data();
+    w.shape = {c, r};
+    w.keep_alive = bytes;
+  }
   return w;
 }
 
@@ -138,6 +190,7 @@ struct ModelFiles::State {
   std::map<std::string, std::string> tokenizers;  // "tokenizer"[, "tokenizer_2"] → folder
 
   // Single file.
+  std::string row = "sd15";  // the config table's row its family takes its configs from
   std::shared_ptr<const SafetensorsFile> checkpoint;
   ckpt::LdmLayout layout;
   int64_t unet_in_channels = 4;
@@ -289,19 +342,21 @@ ComponentWeights resolve_component_weights(const fs::path& root, const std::stri
   return w;
 }
 
-// Single files: refuse the families we cannot run, by their keys (and one shape).
-void check_checkpoint_family(const SafetensorsFile& f) {
+// Single files: the family by the keys, as diffusers' infer_diffusers_model_type tells them apart
+// (SDXL: a second, OpenCLIP embedder; SD 2.x: an OpenCLIP cond_stage_model or 1024-wide
+// cross-attention), as the row of the config table whose configs it takes: "sdxl", "sd21" (768,
+// v-prediction, as diffusers' from_single_file assumes for SD 2.x) or "sd15". SDXL refiners (an
+// OpenCLIP embedder 0 and no CLIP one) and files without an LDM UNet are refused.
+std::string checkpoint_family_row(const SafetensorsFile& f) {
   const std::string& p = f.path();
-  bool sd_unet = false, diffusers_names = false;
+  bool sd_unet = false, diffusers_names = false, sdxl = false, sd2 = false, refiner = false;
   auto check = [&](const std::string& k, const Shape* shape) {
-    if (has_prefix(k, "conditioner.embedders.1."))
-      throw InputError(p + ": SDXL single-file checkpoints are not supported yet; convert it to a diffusers "
-                           "folder (diffusers' StableDiffusionXLPipeline.from_single_file(...).save_pretrained(DIR))");
-    if (has_prefix(k, "cond_stage_model.model."))
-      throw InputError(p + ": SD 2.x single-file checkpoints are not supported yet (OpenCLIP text encoder)");
+    if (has_prefix(k, "conditioner.embedders.1.")) sdxl = true;
+    if (has_prefix(k, "conditioner.embedders.0.model.")) refiner = true;
+    if (has_prefix(k, "cond_stage_model.model.")) sd2 = true;
     if (shape && has_prefix(k, "model.diffusion_model.") && has_suffix(k, ".attn2.to_k.weight") &&
         !shape->empty() && shape->back() == 1024)
-      throw InputError(p + ": SD 2.x single-file checkpoints are not supported yet (cross-attention dim 1024)");
+      sd2 = true;
     if (has_prefix(k, "model.diffusion_model.input_blocks.")) sd_unet = true;
     if (has_prefix(k, "down_blocks.") || has_prefix(k, "decoder.up_blocks.") || has_prefix(k, "text_model."))
       diffusers_names = true;
@@ -312,9 +367,12 @@ void check_checkpoint_family(const SafetensorsFile& f) {
     if (diffusers_names)
       throw InputError(p + ": holds one diffusers component, not a whole single-file checkpoint; pass the "
                            "diffusers model folder instead");
-    throw InputError(p + ": not a Stable Diffusion 1.x single-file checkpoint (no model.diffusion_model."
+    throw InputError(p + ": not a Stable Diffusion single-file checkpoint (no model.diffusion_model."
                          "input_blocks.* keys)");
   }
+  if (refiner && !sdxl)
+    throw InputError(p + ": an SDXL refiner checkpoint (one OpenCLIP embedder): not supported; SDXL base checkpoints are");
+  return sdxl ? "sdxl" : sd2 ? "sd21" : "sd15";
 }
 
 }  // namespace
@@ -337,7 +395,12 @@ ModelFiles ModelFiles::open(const std::string& path, const std::string& variant,
                        ") are not supported; use the .safetensors form of the model");
     if (!variant.empty()) log::warn(path + ": --variant applies to model folders; ignored for a single file");
     s->checkpoint = SafetensorsFile::open(path, s->in_place);
-    check_checkpoint_family(*s->checkpoint);
+    s->row = checkpoint_family_row(*s->checkpoint);
+    s->family = sd_family(sd_config(s->row, "unet"), sd_config(s->row, "text_encoder"));
+    if (s->row == "sdxl") {
+      s->weight_components.push_back(kSecondTextEncoder);
+      s->config_components.push_back(kSecondTextEncoder);
+    }
     std::vector<std::string> keys;
     for (const auto& kv : s->checkpoint->entries()) keys.push_back(kv.first);
     s->layout = ckpt::detect_ldm_layout(keys);
@@ -398,11 +461,15 @@ bool ModelFiles::has(const std::string& component) const {
 }
 
 nlohmann::json ModelFiles::config(const std::string& component) const {
-  if (component == "model_index")
-    return state_->single ? json{{"_class_name", "StableDiffusionPipeline"}} : state_->model_index;
+  if (component == "model_index") {
+    if (!state_->single) return state_->model_index;
+    json index = sd_config_has(state_->row, "model_index") ? sd_config(state_->row, "model_index") : json::object();
+    index["_class_name"] = state_->row == "sdxl" ? "StableDiffusionXLPipeline" : "StableDiffusionPipeline";
+    return index;
+  }
   if (!has(component)) throw Error("ModelFiles::config: model " + state_->path + " has no component '" + component + "'");
   if (!state_->single) return state_->configs.at(component);
-  json c = sd_config("sd15", component);  // single files are SD 1.x (check_checkpoint_family)
+  json c = sd_config(state_->row, component);  // the family's row (checkpoint_family_row)
   if (component == "unet") c["in_channels"] = state_->unet_in_channels;
   return c;
 }
@@ -415,9 +482,24 @@ std::shared_ptr<WeightSource> ModelFiles::weights(const std::string& component) 
   if (s.single) {
     auto src = std::make_shared<SafetensorsWeightSource>(s.path + " (" + component + ")");
     const SafetensorsFile& f = *s.checkpoint;
+    // A text tower's layers beyond its config's (SD 2.x ships OpenCLIP ViT-H's 24; it conditions on
+    // the 23rd, the config's last) are dropped, as diffusers' conversion drops them.
+    int text_layers = std::numeric_limits<int>::max();
+    if (component == "text_encoder" || component == kSecondTextEncoder)
+      text_layers = sd_config(s.row, component).value("num_hidden_layers", text_layers);
     auto add_key = [&](const std::string& key, const Shape* shape) {
       auto d = ckpt::ldm_to_diffusers(key, s.layout);
       if (!d || component != ckpt::component_name(d->component)) return;
+      if (d->text_layer >= text_layers) return;
+      if (d->split_qkv) {
+        const std::string marker = "{q,k,v}";
+        const size_t at = d->name.find(marker);
+        const char* parts[] = {"q", "k", "v"};
+        for (int i = 0; i < 3; ++i)
+          src->add_slice(d->name.substr(0, at) + parts[i] + d->name.substr(at + marker.size()), s.checkpoint, key, i, 3);
+        return;
+      }
+      if (d->transpose) return src->add_transposed(d->name, s.checkpoint, key);
       Shape reshaped;
       if (d->squeeze_to_linear && shape) reshaped = squeezed_linear(*shape);
       src->add(d->name, s.checkpoint, key, reshaped);
@@ -425,9 +507,12 @@ std::shared_ptr<WeightSource> ModelFiles::weights(const std::string& component) 
     for (const auto& kv : f.entries()) add_key(kv.first, &kv.second.shape);
     for (const auto& kv : f.unsupported()) add_key(kv.first, nullptr);
     if (src->names().empty()) {
-      const char* prefix = component == "unet"  ? "model.diffusion_model.*"
-                           : component == "vae" ? "first_stage_model.*"
-                                                : "cond_stage_model.transformer.*";
+      const char* prefix = component == "unet"                ? "model.diffusion_model.*"
+                           : component == "vae"               ? "first_stage_model.*"
+                           : component == kSecondTextEncoder  ? "conditioner.embedders.1.model.*"
+                           : s.row == "sdxl"                  ? "conditioner.embedders.0.transformer.*"
+                           : s.row == "sd21"                  ? "cond_stage_model.model.*"
+                                                              : "cond_stage_model.transformer.*";
       throw InputError(s.path + ": this checkpoint has no " + component + " weights (" + prefix + ")");
     }
     return src;

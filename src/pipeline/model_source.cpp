@@ -126,7 +126,12 @@ ClipTokenizer ModelSource::tokenizer(const std::string& which) const {
   if (state_->memory && which == "tokenizer_2") return sdxl_tokenizer_2();
   if (state_->memory || state_->assembled) return ClipTokenizer::builtin();
   std::string dir = state_->files->tokenizer_dir(which);
-  return dir.empty() ? ClipTokenizer::builtin() : ClipTokenizer::from_dir(dir);
+  if (!dir.empty()) return ClipTokenizer::from_dir(dir);
+  // A single file carries no tokenizer: the CLIP vocabulary, padded with "!" where the model's
+  // repository pads so (the OpenCLIP-trained towers: SDXL's second, SD 2.x's only one), as
+  // diffusers' from_single_file loads them from those repositories.
+  if (which == "tokenizer_2" || family() == "SD 2.x") return sdxl_tokenizer_2();
+  return ClipTokenizer::builtin();
 }
 
 std::string ModelSource::weights_hash() const {

@@ -362,8 +362,8 @@ TEST(ModelFiles, FolderErrorsNameThePath) {
 }
 
 // SD 2.x folders load and are named so (by the OpenCLIP text encoder's GELU or the 1024-wide
-// cross-attention); SDXL, SD3 / Flux (transformer/) and UNet-less pipelines are refused naming
-// what model_index.json lists.
+// cross-attention); an SDXL folder needs its text_encoder_2/; SDXL refiners, SD3 / Flux
+// (transformer/) and UNet-less pipelines are refused naming what model_index.json lists.
 TEST(ModelFiles, FolderFamilies) {
   EXPECT_EQ(ModelFiles::open(kFolder).family(), "SD 1.x");
   std::string d = copy_folder("sd2");
@@ -384,7 +384,10 @@ TEST(ModelFiles, FolderFamilies) {
   xl_index["_class_name"] = "StableDiffusionXLPipeline";
   xl_index["text_encoder_2"] = {"transformers", "CLIPTextModelWithProjection"};
   write_text(xl + "/model_index.json", xl_index.dump());
-  EXPECT_NE(error_of([&] { ModelFiles::open(xl); }).find("model_index.json names StableDiffusionXLPipeline (SDXL"),
+  EXPECT_EQ(error_of([&] { ModelFiles::open(xl); }), "model folder " + xl + ": missing text_encoder_2/config.json");
+  xl_index["text_encoder"] = {nullptr, nullptr};  // a refiner: text_encoder_2 only
+  write_text(xl + "/model_index.json", xl_index.dump());
+  EXPECT_NE(error_of([&] { ModelFiles::open(xl); }).find("an SDXL refiner (text_encoder_2 only) is not supported"),
             std::string::npos);
 
   std::string sd3 = copy_folder("sd3");
@@ -434,18 +437,19 @@ std::string make_checkpoint(const std::string& name, const std::map<std::string,
 TEST(ModelFiles, SingleFileFamilies) {
   std::string sd2 = make_checkpoint(
       "sd2", {{"model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight", {4, 1024}}});
-  EXPECT_EQ(error_of([&] { ModelFiles::open(sd2); }),
-            sd2 + ": SD 2.x single-file checkpoints are not supported yet (cross-attention dim 1024)");
+  // The family by the keys (tests/unit/checkpoint_xl_test.cpp loads real SD 2.x and SDXL layouts).
+  EXPECT_EQ(ModelFiles::open(sd2).family(), "SD 2.x");
   std::string openclip = make_checkpoint("openclip", {{"cond_stage_model.model.token_embedding.weight", {4, 4}}});
-  EXPECT_NE(error_of([&] { ModelFiles::open(openclip); }).find("SD 2.x single-file checkpoints are not supported yet"),
-            std::string::npos);
+  EXPECT_EQ(ModelFiles::open(openclip).family(), "SD 2.x");
   std::string xl = make_checkpoint("xl", {{"conditioner.embedders.1.model.positional_embedding", {4, 4}}});
-  EXPECT_EQ(error_of([&] { ModelFiles::open(xl); }), xl + ": SDXL single-file checkpoints are not supported yet");
+  EXPECT_EQ(ModelFiles::open(xl).family(), "SDXL");
+  std::string refiner = make_checkpoint("refiner", {{"conditioner.embedders.0.model.positional_embedding", {4, 4}}});
+  EXPECT_NE(error_of([&] { ModelFiles::open(refiner); }).find("an SDXL refiner checkpoint"), std::string::npos);
   EXPECT_NE(error_of([&] { ModelFiles::open(kFolder + "/unet/diffusion_pytorch_model.safetensors"); })
                 .find("holds one diffusers component"),
             std::string::npos);
   EXPECT_NE(error_of([&] { ModelFiles::open(kGolden + "/python_written.safetensors"); })
-                .find("not a Stable Diffusion 1.x single-file checkpoint"),
+                .find("not a Stable Diffusion single-file checkpoint"),
             std::string::npos);
   std::string ckpt = tmp_dir("pickle") + "/model.ckpt";
   write_text(ckpt, "PK");

@@ -7,9 +7,11 @@ PY=${GOLDEN_PY:?set GOLDEN_PY to the python of a venv made from tools/golden/req
 SD=${SD_MPI:-build/sd_mpi}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 "$SD" make-model --preset tiny "$tmp/tiny" >/dev/null
-for s in noise scheduler tokenizer tokenizer_json tokenizer_special ops checkpoint models; do
+for s in noise scheduler tokenizer tokenizer_json tokenizer_special ops checkpoint models vae_encoder; do
   echo "== make_${s}_golden.py"; "$PY" "tools/golden/make_${s}_golden.py"
 done
 echo "== make_pipeline_golden.py"; "$PY" tools/golden/make_pipeline_golden.py "$tmp/tiny/tokenizer"
+echo "== make_img2img_golden.py"; "$PY" tools/golden/make_img2img_golden.py "$tmp/tiny/tokenizer"  # after pipeline/
 echo "== make_sd2_golden.py"; "$PY" tools/golden/make_sd2_golden.py "$tmp/tiny/tokenizer"
+echo "== make_sdxl_golden.py"; "$PY" tools/golden/make_sdxl_golden.py "$tmp/tiny/tokenizer"
 echo "== make_demo_golden.py"; "$PY" tools/golden/make_demo_golden.py  # the committed tools/demo_model/model
