@@ -29,6 +29,9 @@ struct GenerationParams {
   // diffusers' guidance_rescale φ (rescale_noise_cfg, for v-prediction models): the CFG output is
   // blended with itself rescaled to the text prediction's std; 0 = plain CFG.
   float guidance_rescale = 0.0f;
+  // How the prompts are read: "none" (plain text, as diffusers) or "a1111" (AUTOMATIC1111's
+  // (word:1.2) / [word] / BREAK syntax and chunking past 75 tokens: sdmpi/prompt_weighting.h).
+  std::string prompt_weighting = "none";
   // SDXL's micro-conditioning (add_time_ids), in pixels, per item; 0 = diffusers' default: the
   // original and the target size are the image's (height, width), the crop's top-left is (0, 0).
   int original_width = 0, original_height = 0;
@@ -52,6 +55,10 @@ struct GenerationParams {
 // the decimal the user wrote (a Python float: int(10 * 0.7) = 7, where the float32 0.7f would give 6).
 // InputError when strength is outside (0, 1] or leaves no denoising step.
 size_t img2img_first_call(int steps, float strength);
+
+// The prompt weighting modes GenerationParams::prompt_weighting may hold: "none" and "a1111".
+// InputError naming `where` and the value for anything else.
+void check_prompt_weighting(const std::string& mode, const std::string& where);
 
 struct WorkItem {
   int64_t index = 0;         // global index g

@@ -65,14 +65,15 @@ std::pair<int64_t, int64_t> split_block(int64_t n, int parts, int i) {
 std::vector<std::vector<WorkItem>> make_batches(const std::vector<WorkItem>& items, int batch_size) {
   if (batch_size < 1) throw InputError("--batch-size must be >= 1");
   // Items that can share one UNet call: everything but prompt, negative prompt and seed equal
-  // (init images may differ; img2img items share their strength, txt2img items have none: -1).
-  using Key = std::tuple<int, int, int, float, std::string, std::string, float, int, float>;
+  // (init images may differ; img2img items share their strength, txt2img items have none: -1), and
+  // the prompt weighting mode (the text is encoded differently).
+  using Key = std::tuple<int, int, int, float, std::string, std::string, float, int, float, std::string>;
   std::map<Key, size_t> open;  // key → index of the batch being filled
   std::vector<std::vector<WorkItem>> batches;
   for (const WorkItem& item : items) {
     const GenerationParams& p = item.params;
     Key key{p.steps, p.width, p.height, p.guidance, p.sampler, p.schedule, p.eta, p.clip_skip,
-            p.init_image.empty() ? -1.0f : p.strength};
+            p.init_image.empty() ? -1.0f : p.strength, p.prompt_weighting};
     auto it = open.find(key);
     if (it == open.end() || batches[it->second].size() >= static_cast<size_t>(batch_size)) {
       batches.emplace_back();

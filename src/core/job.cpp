@@ -40,4 +40,9 @@ size_t img2img_first_call(int steps, float strength) {
   return static_cast<size_t>(steps - init_timestep);
 }
 
+void check_prompt_weighting(const std::string& mode, const std::string& where) {
+  if (mode != "none" && mode != "a1111")
+    throw InputError(where + ": unknown prompt weighting \"" + mode + "\" (known: none, a1111)");
+}
+
 }  // namespace sdmpi

@@ -39,6 +39,7 @@
 #include "sdmpi/unet.h"
 #include "sdmpi/vae.h"
 #include "pipeline/img2img.h"
+#include "pipeline/weighted_prompt.h"
 
 namespace sdmpi {
 
@@ -145,7 +146,9 @@ struct Txt2ImgPipeline::Impl {
   int64_t serial = next_pipeline_serial.fetch_add(1);
   bool captured_graphs = false;  // whether this pipeline may have left captured graphs in the backend
 
-  AddedConditioning sdxl_conditioning(Backend& be, const std::vector<WorkItem>& items, bool cfg, Tensor& context) const;
+  // weighted_chunks > 0: A1111 prompt weighting with that many chunks per prompt.
+  AddedConditioning sdxl_conditioning(Backend& be, const std::vector<WorkItem>& items, bool cfg, Tensor& context,
+                                      size_t weighted_chunks = 0) const;
 };
 
 // SDXL's encode_prompt (diffusers' StableDiffusionXLPipeline, docs/reference/sdxl-semantics.md):
@@ -158,7 +161,7 @@ struct Txt2ImgPipeline::Impl {
 // same for the negative half. Sets `context` ([B', 77, D1 + D2]) and returns the added
 // conditioning for the UNet.
 AddedConditioning Txt2ImgPipeline::Impl::sdxl_conditioning(Backend& be, const std::vector<WorkItem>& items, bool cfg,
-                                                         Tensor& context) const {
+                                                         Tensor& context, size_t weighted_chunks) const {
   const int B = static_cast<int>(items.size());
   const int max_len = text_config.max_position_embeddings;
   auto ids_of = [&](const ClipTokenizer& tokenizer, bool negative) {
@@ -169,7 +172,27 @@ AddedConditioning Txt2ImgPipeline::Impl::sdxl_conditioning(Backend& be, const st
     }
     return ids;
   };
+  // A1111 weighting: each encoder weighted on its own (A1111's two embedders), joined along the
+  // features; the pooled embedding is encoder 2's of each prompt's first chunk, unweighted (A1111's
+  // zs[0].pooled, taken before the emphasis).
+  auto weighted_encode = [&](bool negative, int layers_back, Tensor& pooled) {
+    std::vector<std::string> prompts;
+    for (const WorkItem& it : items) prompts.push_back(negative ? it.params.negative_prompt : it.params.prompt);
+    const Tensor one = a1111_weighted_context(be, tokenizer, prompts, weighted_chunks, [&](const std::vector<int32_t>& ids, int rows) {
+      return text_encoder->forward_hidden(be, ids, rows, layers_back).hidden_state;
+    });
+    const Tensor two = a1111_weighted_context(be, tokenizer_2, prompts, weighted_chunks, [&](const std::vector<int32_t>& ids, int rows) {
+      ClipTextModel::HiddenOutputs out = text_encoder_2->forward_hidden(be, ids, rows, layers_back);
+      std::vector<Tensor> first_chunks;
+      for (int64_t b = 0; b < B; ++b)
+        first_chunks.push_back(out.text_embeds.rows(b * static_cast<int64_t>(weighted_chunks), b * static_cast<int64_t>(weighted_chunks) + 1));
+      pooled = be.concat_batch(first_chunks);
+      return out.hidden_state;
+    });
+    return be.concat_channels(one, two);
+  };
   auto encode = [&](bool negative, int layers_back, Tensor& pooled) {
+    if (weighted_chunks > 0) return weighted_encode(negative, layers_back, pooled);
     const ClipTextModel::HiddenOutputs one = text_encoder->forward_hidden(be, ids_of(tokenizer, negative), B, layers_back);
     ClipTextModel::HiddenOutputs two = text_encoder_2->forward_hidden(be, ids_of(tokenizer_2, negative), B, layers_back);
     pooled = two.text_embeds;
@@ -295,6 +318,38 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
 
   // ---- text --------------------------------------------------------------------------------------
   auto t0 = Clock::now();
+  // A1111 prompt weighting (src/pipeline/weighted_prompt.h): the context is 77 x k tokens, k the
+  // most chunks an item's prompt or (with CFG) negative prompt needs, the other padded with empty
+  // chunks. Items with different k go through the loop as separate groups, so an item's context,
+  // and its image, never depend on the items that share its batch.
+  const bool weighted = p.prompt_weighting == "a1111";
+  size_t weighted_chunks = 0;
+  if (weighted) {
+    std::vector<size_t> chunks_of;
+    for (const WorkItem& it : items) {
+      size_t k = a1111_prompt_chunks(m.tokenizer, it.params.prompt).size();
+      if (cfg) k = std::max(k, a1111_prompt_chunks(m.tokenizer, it.params.negative_prompt).size());
+      chunks_of.push_back(k);
+    }
+    if (std::adjacent_find(chunks_of.begin(), chunks_of.end(), std::not_equal_to<>()) != chunks_of.end()) {
+      std::map<size_t, std::vector<size_t>> groups;  // k → the items' positions in the batch
+      for (size_t i = 0; i < items.size(); ++i) groups[chunks_of[i]].push_back(i);
+      std::vector<ImageResult> out(items.size());
+      for (const auto& [k, positions] : groups) {
+        std::vector<WorkItem> group;
+        for (size_t i : positions) group.push_back(items[i]);
+        std::vector<ImageResult> made = generate(group, on_step);
+        for (size_t j = 0; j < positions.size(); ++j) out[positions[j]] = std::move(made[j]);
+      }
+      return out;
+    }
+    weighted_chunks = chunks_of.front();
+  }
+  auto prompts_of = [&](bool negative) {
+    std::vector<std::string> prompts;
+    for (const WorkItem& it : items) prompts.push_back(negative ? it.params.negative_prompt : it.params.prompt);
+    return prompts;
+  };
   auto token_ids = [&](const ClipTokenizer& tokenizer, bool negative) {
     std::vector<int32_t> ids;
     for (const WorkItem& it : items) {
@@ -308,14 +363,21 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
   };
   Tensor context;
   std::optional<AddedConditioning> added;  // SDXL
-  if (!m.sdxl) {
+  if (!m.sdxl && weighted) {  // A1111 applies clip skip to the negative prompt as well
+    const ChunkEncoder encode = [&](const std::vector<int32_t>& ids, int rows) {
+      return m.text_encoder->forward(be, ids, rows, p.clip_skip);
+    };
+    context = a1111_weighted_context(be, m.tokenizer, prompts_of(false), weighted_chunks, encode);
+    if (cfg)
+      context = be.concat_batch({a1111_weighted_context(be, m.tokenizer, prompts_of(true), weighted_chunks, encode), context});
+  } else if (!m.sdxl) {
     context = m.text_encoder->forward(be, token_ids(m.tokenizer, false), static_cast<int>(B), p.clip_skip);
     if (cfg) {
       Tensor uncond = m.text_encoder->forward(be, token_ids(m.tokenizer, true), static_cast<int>(B), p.clip_skip);
       context = be.concat_batch({uncond, context});  // negative first, as diffusers concatenates
     }
   } else {
-    added = m.sdxl_conditioning(be, items, cfg, context);
+    added = m.sdxl_conditioning(be, items, cfg, context, weighted_chunks);
   }
   be.synchronize();
   m.timings.text += since(t0);

@@ -1,0 +1,177 @@
+// A1111 prompt weighting against its reference (tools/golden/make_prompt_weighting_golden.py, A1111's
+// rules on transformers' tokenizer and CLIPTextModel): the parsed (text, weight) lists and the
+// chunks of a corpus of tricky prompts exactly, the weighted contexts within 1e-5, and one whole
+// generation (diffusers' StableDiffusionPipeline given the reference's embeddings) within 1 level.
+// Also: the parser's errors, the mode names, and that weighting is off by default.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "golden_util.h"
+#include "pipeline/weighted_prompt.h"
+#include "sdmpi/backend.h"
+#include "sdmpi/clip_text.h"
+#include "sdmpi/pipeline.h"
+#include "sdmpi/prompt_weighting.h"
+#include "sdmpi/safetensors.h"
+
+using namespace sdmpi;
+
+namespace {
+
+const std::string kDir = std::string(SDMPI_TEST_DATA) + "/golden/prompt_weighting/";
+
+const nlohmann::json& doc() {
+  static const nlohmann::json d = testing_util::load_json_or_null(kDir + "cases.json");
+  return d;
+}
+
+ModelSource golden_model() {
+  const auto& p = doc()["pipeline"];
+  std::map<std::string, nlohmann::json> configs;
+  for (auto& [k, v] : p["configs"].items()) configs[k] = v;
+  std::map<std::string, std::shared_ptr<WeightSource>> weights;
+  for (const char* c : {"unet", "vae", "text_encoder"}) weights[c] = testing_util::rebuild(p["weights"][c], c);
+  return ModelSource::from_memory("prompt_weighting", configs, weights);
+}
+
+std::string shown(const std::string& prompt) { return "prompt \"" + prompt + "\""; }
+
+}  // namespace
+
+TEST(PromptWeighting, ParserMatchesReferenceCorpus) {
+  ASSERT_FALSE(doc().is_null()) << "missing " << kDir << "cases.json";
+  size_t cases = 0;
+  for (const auto& c : doc()["corpus"]) {
+    const std::string prompt = c["prompt"];
+    const std::vector<WeightedFragment> got = parse_prompt_attention(prompt);
+    const auto& want = c["fragments"];
+    ASSERT_EQ(got.size(), want.size()) << shown(prompt);
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_EQ(got[i].text, want[i][0].get<std::string>()) << shown(prompt) << " fragment " << i;
+      EXPECT_EQ(got[i].weight, want[i][1].get<double>()) << shown(prompt) << " fragment " << i;  // Python floats, exactly
+    }
+    ++cases;
+  }
+  EXPECT_GE(cases, 30u);
+}
+
+TEST(PromptWeighting, ChunksMatchReference) {
+  ASSERT_FALSE(doc().is_null()) << "missing " << kDir << "cases.json";
+  const ClipTokenizer tokenizer = ClipTokenizer::builtin();
+  size_t multi = 0;
+  for (const auto& c : doc()["corpus"]) {
+    const std::string prompt = c["prompt"];
+    const std::vector<WeightedChunk> got = a1111_prompt_chunks(tokenizer, prompt);
+    const auto& want = c["chunks"];
+    ASSERT_EQ(got.size(), want.size()) << shown(prompt);
+    for (size_t k = 0; k < got.size(); ++k) {
+      EXPECT_EQ(got[k].ids, want[k]["ids"].get<std::vector<int32_t>>()) << shown(prompt) << " chunk " << k;
+      EXPECT_EQ(got[k].multipliers, want[k]["multipliers"].get<std::vector<double>>()) << shown(prompt) << " chunk " << k;
+    }
+    multi += got.size() > 1;
+  }
+  EXPECT_GE(multi, 8u);  // BREAK, > 75 tokens, the comma backtrack
+}
+
+TEST(PromptWeighting, ContextsWithin1e5OfReference) {
+  ASSERT_FALSE(doc().is_null()) << "missing " << kDir << "cases.json";
+  auto contexts = SafetensorsFile::open(kDir + "contexts.safetensors");
+  auto backend = make_cpu_backend();
+  const auto& p = doc()["pipeline"];
+  const ClipTextConfig config = ClipTextConfig::from_json(p["configs"]["text_encoder"], "golden text_encoder");
+  const ClipTextModel model = ClipTextModel::load(config, *testing_util::rebuild(p["weights"]["text_encoder"], "text"), *backend);
+  const ClipTokenizer tokenizer = ClipTokenizer::builtin();
+  double worst = 0;
+  for (const auto& c : doc()["contexts"]) {
+    const std::string prompt = c["prompt"], name = c["tensor"];
+    const int clip_skip = c["clip_skip"];
+    const std::vector<float> want = contexts->to_f32(name);
+    const size_t chunks = a1111_prompt_chunks(tokenizer, prompt).size();
+    const Tensor got_t = a1111_weighted_context(*backend, tokenizer, {prompt}, chunks,
+                                                [&](const std::vector<int32_t>& ids, int rows) {
+                                                  return model.forward(*backend, ids, rows, clip_skip);
+                                                });
+    const std::vector<float> got = backend->to_host(got_t);
+    ASSERT_EQ(got.size(), want.size()) << shown(prompt) << " " << name;
+    double diff = 0;
+    for (size_t i = 0; i < got.size(); ++i) diff = std::max(diff, std::abs(double(got[i]) - want[i]));
+    EXPECT_LE(diff, 1e-5) << shown(prompt) << " clip_skip " << clip_skip;
+    worst = std::max(worst, diff);
+  }
+  std::printf("weighted contexts: max |ours - reference| %.2e\n", worst);
+}
+
+TEST(PromptWeighting, GenerationWithinOneLevelOfDiffusers) {
+  ASSERT_FALSE(doc().is_null()) << "missing " << kDir << "cases.json";
+  std::ifstream imf(kDir + "images.u8", std::ios::binary);
+  const std::vector<uint8_t> ref((std::istreambuf_iterator<char>(imf)), std::istreambuf_iterator<char>());
+  const auto& g = doc()["generation"];
+  auto backend = make_cpu_backend();
+  const ModelSource model = golden_model();
+  Txt2ImgPipeline pipe(model, *backend);
+  std::vector<WorkItem> items;
+  for (const auto& it : g["items"]) {
+    WorkItem w;
+    w.index = static_cast<int64_t>(items.size());
+    GenerationParams& q = w.params;
+    q.prompt = it["prompt"];
+    q.negative_prompt = it["negative_prompt"];
+    q.seed = it["seed"].get<uint64_t>();
+    q.steps = g["steps"];
+    q.guidance = g["guidance"].get<float>();
+    q.width = g["width"];
+    q.height = g["height"];
+    q.sampler = g["sampler"];
+    q.prompt_weighting = "a1111";
+    items.push_back(w);
+  }
+  // One batch whose items need 3 and 1 chunks: the pipeline runs them as two groups.
+  const std::vector<ImageResult> got = pipe.generate(items);
+  const std::vector<size_t> shape = g["image_shape"].get<std::vector<size_t>>();
+  for (size_t i = 0; i < items.size(); ++i) {
+    const auto c = testing_util::compare_images({got[i]}, ref, g["items"][i]["images_offset"].get<size_t>(),
+                                                {1, shape[0], shape[1], shape[2]}, "item " + std::to_string(i));
+    EXPECT_LE(c.worst, 1) << "item " << i << " (" << g["items"][i]["chunks"] << " chunks)";
+    std::printf("weighted item %zu (%d chunks): max |Δpixel| %d, %zu of %zu values off by one\n", i,
+                g["items"][i]["chunks"].get<int>(), c.worst, c.off_by_one, c.values);
+    EXPECT_EQ(pipe.generate({items[i]})[0].rgb, got[i].rgb) << "item " << i << " differs when generated alone";
+  }
+  // Off (the default), the same prompts are plain text: another image.
+  WorkItem plain = items[1];
+  plain.params.prompt_weighting = "none";
+  EXPECT_NE(pipe.generate({plain})[0].rgb, got[1].rgb);
+}
+
+TEST(PromptWeighting, Errors) {
+  EXPECT_NE(testing_util::message_of([] { parse_prompt_attention("a (b:1.2.3) c"); }).find("\"1.2.3\""),
+            std::string::npos);
+  EXPECT_NE(testing_util::message_of([] { parse_prompt_attention("(b:.)"); }).find("is not a number"), std::string::npos);
+  // Without an open "(" the same text is just text, as in A1111.
+  EXPECT_EQ(parse_prompt_attention("b:1.2.3)").front().text, "b:1.2.3)");
+  EXPECT_EQ(testing_util::message_of([] { check_prompt_weighting("A1111", "prompts.jsonl:3"); }),
+            "prompts.jsonl:3: unknown prompt weighting \"A1111\" (known: none, a1111)");
+  EXPECT_EQ(testing_util::message_of([] { check_prompt_weighting("a1111", "x"); }), "no exception");
+  EXPECT_EQ(GenerationParams{}.prompt_weighting, "none");
+}
+
+TEST(PromptWeighting, PadAfterFirstEosWhereThePadDiffers) {
+  // SD 2.x and SDXL's tokenizer_2 pad with "!" (id 0): A1111's process_tokens writes the pad id
+  // after the first eos. The builtin tokenizer's files with pad_token "!" stand in for them.
+  ClipTokenizer::Files files = ClipTokenizer::builtin().to_files(ClipTokenizer::FolderFormat::VocabMerges);
+  nlohmann::json special = nlohmann::json::parse(files.at("special_tokens_map.json"));
+  special["pad_token"] = "!";
+  files["special_tokens_map.json"] = special.dump();
+  nlohmann::json config = nlohmann::json::parse(files.at("tokenizer_config.json"));
+  config["pad_token"] = "!";
+  files["tokenizer_config.json"] = config.dump();
+  const ClipTokenizer tokenizer = ClipTokenizer::from_files(files, "pad_bang");
+  ASSERT_EQ(tokenizer.pad_id(), 0);
+  const std::vector<WeightedChunk> chunks = a1111_prompt_chunks(tokenizer, "a (cat:1.5)");
+  ASSERT_EQ(chunks.size(), 1u);
+  EXPECT_EQ(chunks[0].ids, tokenizer.encode_padded("a cat"));  // [bos] a cat [eos] ! ! ...
+  EXPECT_EQ(chunks[0].multipliers[2], 1.5);
+  EXPECT_EQ(empty_weighted_chunk(tokenizer).ids, tokenizer.encode_padded(""));
+}
