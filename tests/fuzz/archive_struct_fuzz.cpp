@@ -107,7 +107,9 @@ void write_values(hid_t obj, bool is_dataset, Kind k, size_t n, int64_t first, i
     write(H5T_NATIVE_DOUBLE, v.data());
   } else {
     std::vector<long long> v(n);
-    for (size_t i = 0; i < n; ++i) v[i] = first + step * static_cast<int64_t>(i);
+    // Wrapping on purpose (unsigned: a fuzzed `first` near INT64_MAX must not be signed overflow).
+    for (size_t i = 0; i < n; ++i)
+      v[i] = static_cast<long long>(static_cast<uint64_t>(first) + static_cast<uint64_t>(step) * i);
     write(H5T_NATIVE_LLONG, v.data());
   }
 }
