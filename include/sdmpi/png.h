@@ -56,6 +56,8 @@ void write_file_atomic(const std::string& path, const std::vector<uint8_t>& byte
 // - Seed: the unsigned 64-bit seed.  Size: width x height.
 // - Model hash: the first 10 characters of `model_hash` (A1111's short hash of the file's sha256);
 //   omitted when empty, like Model when `model_name` is empty.
+// - Denoising strength (A1111's img2img key) and Init image hash (the SHA-256 of the init image
+//   file, hex; ours): for img2img items (GenerationParams::init_image set).
 // - Clip skip: A1111 counts layers from 1 (1 = last layer) while GenerationParams::clip_skip
 //   follows diffusers (0 = last layer), so clip_skip c >= 1 is written as c+1; c = 0 is omitted.
 // - RNG: CPU, because our initial noise is torch's CPU generator (A1111's randn_source "CPU").

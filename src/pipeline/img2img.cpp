@@ -3,9 +3,12 @@
 // StableDiffusionImg2ImgPipeline computes them (get_timesteps, preprocess, prepare_latents).
 #include "pipeline/img2img.h"
 
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include "sdmpi/error.h"
+#include "sdmpi/hash.h"
 #include "sdmpi/image_file.h"
 
 namespace sdmpi {
@@ -20,7 +23,15 @@ Tensor img2img_initial_latents(Backend& be, const AutoencoderKLEncoder& encoder,
   for (size_t b = 0; b < items.size(); ++b) {
     const GenerationParams& p = items[b].params;
     SDMPI_CHECK(!p.init_image.empty(), "img2img batch with an item without an init image");
-    const DecodedImage image = read_image_file(p.init_image);
+    // The file as the plan saw it (its hash, when the plan recorded one): a file replaced since
+    // would give an image whose recorded hash lies.
+    std::ifstream in(p.init_image, std::ios::binary);
+    if (!in) throw InputError(p.init_image + ": cannot open the init image");
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (!p.init_image_sha256.empty() && sha256_hex(bytes) != p.init_image_sha256)
+      throw InputError(p.init_image + ": the init image changed after the job was planned (SHA-256 " +
+                       sha256_hex(bytes) + ", planned " + p.init_image_sha256 + ")");
+    const DecodedImage image = decode_image(std::vector<uint8_t>(bytes.begin(), bytes.end()), p.init_image);
     if (image.width != p.width || image.height != p.height)
       throw InputError(p.init_image + ": the init image is " + std::to_string(image.width) + "x" +
                        std::to_string(image.height) + ", the item asks for " + std::to_string(p.width) + "x" +

@@ -13,6 +13,7 @@ case "$features" in *png*) ;; *) echo "this build has no PNG output: skipped"; e
 case "$features" in *hdf5*) ;; *) echo "this build has no HDF5 archive: skipped"; exit 77 ;; esac
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 sd=$(cd "$(dirname "$sd")" && pwd)/$(basename "$sd")
+img=$(cd "$(dirname "$0")/../data/golden/img2img" && pwd)  # img2img init images (made by tools/golden/)
 mkdir "$tmp/cwd" && cd "$tmp/cwd" || exit 1
 fail=0
 cases=0
@@ -105,7 +106,6 @@ mkdir "$tmp/dir.txt"
 case_ "a folder as the prompt file" 2 "prompt file $tmp/dir.txt is a folder, not a file" "${base[@]}" --prompts "$tmp/dir.txt"
 
 # ---- img2img init images and strength (issue 18): refused before any work, naming file and value ----
-img=$(cd "$(dirname "$0")/../data/golden/img2img" && pwd)
 head -c 300 "$img/init_four_level_64x64_0.png" >"$tmp/truncated.png"
 printf '\xff\xd8\xff\xe0 this is no JPEG data' >"$tmp/corrupt.jpg"
 python3 -c 'import struct,sys,zlib
@@ -125,7 +125,8 @@ case_ "init image sides not multiples of 8" 2 "odd_20x12.png is 20x12; img2img n
   "${base[@]}" --prompt cat --init-image "$tmp/odd_20x12.png"
 case_ "init image of another size than asked" 2 'init_four_level_64x48_0.png is 64x48 but the item asks for 64x64' \
   "${base[@]}" --prompt cat --init-image "$img/init_four_level_64x48_0.png" --width 64 --height 64
-case_ "JSONL init image of another size" 2 'size.jsonl:1: init image' "${base[@]}" --prompts "$tmp/size.jsonl"
+case_ "JSONL init image of another size" 2 "size.jsonl:1: init image $img/init_four_level_64x48_0.png is 64x48" \
+  "${base[@]}" --prompts "$tmp/size.jsonl"
 case_ "JSONL init image missing (relative to the file)" 2 "img.jsonl:1: init image $tmp/missing.png cannot be opened" \
   "${base[@]}" --prompts "$tmp/img.jsonl"
 case_ "--strength 1.5" 2 '--strength 1.5 is outside (0, 1]' "${base[@]}" --prompt cat --init-image "$img/init_four_level_64x64_0.png" --strength 1.5

@@ -6,15 +6,21 @@
 // JPEG decode against Pillow's, the timestep offset from strength, and the refusals.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "golden_util.h"
 #include "pipeline/img2img.h"
+#include "sdmpi/archive.h"
 #include "sdmpi/backend.h"
 #include "sdmpi/error.h"
+#include "sdmpi/hash.h"
 #include "sdmpi/image_file.h"
 #include "sdmpi/pipeline.h"
+#include "sdmpi/png.h"
+#include "sdmpi/prompts.h"
 
 using namespace sdmpi;
 using sdmpi::testing_util::compare_images;
@@ -150,4 +156,67 @@ TEST(Img2Img, BadImageFilesAreNamed) {
   const DecodedImage ok = read_image_file(png);
   EXPECT_EQ(ok.width, 32);
   EXPECT_EQ(ok.height, 32);
+}
+
+// init_image and strength on their way through the job: JSONL keys (the path relative to the
+// prompt file, the strength range-checked), resolve_init_images (the image's size becomes the
+// item's, the file's SHA-256 is recorded, a differing explicit size is refused), the PNG parameters
+// ("Denoising strength", "Init image hash") and the archive's /strength and /init_image_sha256.
+TEST(Img2Img, PromptsPngAndArchiveCarryIt) {
+  const std::string dir = ::testing::TempDir() + "img2img_job/";
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(kDir + "init_four_level_64x48_0.png", dir + "street.png",
+                             std::filesystem::copy_options::overwrite_existing);
+  {
+    std::ofstream(dir + "p.jsonl") << "{\"prompt\": \"a\", \"init_image\": \"street.png\", \"strength\": 0.6}\n"
+                                   << "{\"prompt\": \"b\"}\n";
+  }
+  const std::vector<PromptRecord> records = read_prompt_file(dir + "p.jsonl");
+  GenerationParams defaults;
+  defaults.width = defaults.height = 64;
+  defaults.steps = 5;
+  std::vector<WorkItem> items = expand_job(records, 1, 5, defaults);
+  resolve_init_images(items, records, 0, 0);
+  ASSERT_EQ(items.size(), 2u);
+  const GenerationParams& img = items[0].params;
+  EXPECT_EQ(std::filesystem::path(img.init_image), std::filesystem::absolute(dir + "street.png").lexically_normal());
+  EXPECT_EQ(img.width, 64);
+  EXPECT_EQ(img.height, 48);
+  EXPECT_EQ(img.strength, 0.6f);
+  EXPECT_EQ(img.init_image_sha256, sha256_file(dir + "street.png"));
+  EXPECT_FALSE(items[1].params.img2img());
+  EXPECT_EQ(items[1].params.width, 64);
+  EXPECT_EQ(items[1].params.height, 64);
+
+  std::vector<WorkItem> asked = expand_job(records, 1, 5, defaults);
+  EXPECT_NE(testing_util::message_of([&] { resolve_init_images(asked, records, 64, 64); })
+                .find("p.jsonl:1: init image " + img.init_image + " is 64x48 but the item asks for 64x64"),
+            std::string::npos);
+  EXPECT_NE(testing_util::message_of([&] {
+              expand_job(parse_prompts_jsonl("{\"prompt\": \"a\", \"strength\": 1.5}\n", "q.jsonl"), 1, 5, defaults);
+            }).find("q.jsonl:1: strength 1.5 is outside (0, 1]"),
+            std::string::npos);
+
+  const std::string with = a1111_parameters(img, "m", "", "");
+  EXPECT_NE(with.find("Model: m, Denoising strength: 0.6, Init image hash: " + img.init_image_sha256 + ", RNG: CPU"),
+            std::string::npos)
+      << with;
+  EXPECT_EQ(a1111_parameters(items[1].params, "m", "", "").find("Denoising"), std::string::npos);
+
+  const std::string path = std::string(SDMPI_BINARY_DIR) + "/img2img_metadata.h5";
+  std::remove(path.c_str());
+  ArchiveInfo info;
+  info.model_path = "tiny";
+  info.weights_hash = "x";
+  info.config_json = "{}";
+  info.fingerprint = "fp";
+  info.total_items = 2;
+  ArchiveWriter::create(path, items, info).close();
+  ArchiveReader reader(path);
+  ASSERT_EQ(reader.rows().size(), 2u);
+  EXPECT_EQ(reader.rows()[0].item.params.strength, 0.6f);
+  EXPECT_EQ(reader.rows()[0].item.params.init_image_sha256, img.init_image_sha256);
+  EXPECT_TRUE(reader.rows()[0].item.params.img2img());
+  EXPECT_FALSE(reader.rows()[1].item.params.img2img());
+  std::remove(path.c_str());
 }
