@@ -6,7 +6,7 @@ pipelines.json; this script checks that the recipes are the ones stored there).
 
 Per run: 2 prompts with a negative prompt, CFG 7.5, one init image per item (PNG files written
 here, loaded as users load them: PIL.Image.open(path).convert("RGB")), a list of per-item
-generators, a sampler and a strength. Cases cover DDIM, Euler, PNDM, Euler a and DPM++ 2M, strengths
+generators, a sampler and a strength. Cases cover DDIM, Euler, PNDM, Euler a, DPM++ 2M and LCM, strengths
 from 0.3 to 1.0, a 10-step run at strength 0.7 (int(10 * 0.7) = 7 in Python floats) and a
 non-square size.
 
@@ -69,7 +69,7 @@ def main():
         base = spec["unet"]["sample_size"] * 2 ** (len(spec["vae"]["block_out_channels"]) - 1)
         cases = [("ddim", 5, 0.5, base, base), ("euler", 5, 0.8, base, base), ("pndm", 5, 0.75, base, base),
                  ("euler_a", 5, 0.6, base, base), ("dpm++2m", 10, 0.7, base, base), ("ddim", 4, 1.0, base, base),
-                 ("euler", 6, 0.3, base, base * 3 // 4)]
+                 ("euler", 6, 0.3, base, base * 3 // 4), ("lcm", 4, 0.75, base, base)]
         for ci, (sampler, steps, strength, width, height) in enumerate(cases):
             files = [init_image(os.path.join(OUT, f"init_{pname}_{width}x{height}_{k}.png"), width, height,
                                 seed=height + 7 * k + len(pname)) for k in range(2)]
