@@ -20,6 +20,8 @@
 //   /strength         float32 (N)  img2img strength in (0, 1]; 0 for txt2img rows
 //   /init_image_sha256  vlen UTF-8 (N)  SHA-256 (hex) of the img2img init image file, "" for
 //                     txt2img rows (both absent in older archives: txt2img)
+//   /prompt_weighting vlen UTF-8 (N)  "none" or "a1111": how the prompts were read
+//                     (GenerationParams::prompt_weighting; absent in older archives: "none")
 //   /done             uint8 (N)  0 pending, 1 finished image, 2 failed (/error holds the reason;
 //                     /error means nothing where done != 2)
 //   root attributes   format="sd_mpi-archive", format_version=1 (int32), sd_mpi_version,

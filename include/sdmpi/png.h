@@ -64,6 +64,9 @@ void write_file_atomic(const std::string& path, const std::vector<uint8_t>& byte
 // - Eta DDIM: the DDIM eta, when the sampler is ddim and eta != 0.
 // - CFG Rescale phi: GenerationParams::guidance_rescale when > 0 (the key the A1111 CFG Rescale
 //   extension writes).
+// - Prompt weighting: "a1111" when the item's prompt was read with A1111's attention syntax
+//   (GenerationParams::prompt_weighting; A1111 itself always does and writes nothing); omitted
+//   for "none", where "(word:1.2)" was plain text.
 // - Model family: `model_family` ("SD 1.x", "SD 2.x"); omitted when empty.
 // - Version: `version` as given (e.g. "sd_mpi 0.1.0"); omitted when empty.
 // The whole text is trimmed of leading/trailing whitespace, as A1111 does.

@@ -6,7 +6,8 @@
 //           "seed": int, "steps": int, "guidance": number, "width": int, "height": int,
 //           "sampler": str, "schedule": str, "eta": number, "clip_skip": int,
 //           "guidance_rescale": number in [0, 1], "init_image": str (img2img: a PNG or JPEG file,
-//           relative to the prompt file's folder), "strength": number in (0, 1]}; blank lines skipped.
+//           relative to the prompt file's folder), "strength": number in (0, 1], "prompt_weighting":
+//           "none" | "a1111"}; blank lines skipped.
 // Keys a line does not give take the job's defaults (the command line). A "seed" in a line is the
 // seed of that prompt's first image; image k of the prompt gets seed + k. Without one, item g gets
 // base_seed + g. Errors name the file and line ("prompts.jsonl:7: ...") and never leave a partial
@@ -32,7 +33,7 @@ struct PromptRecord {
   // SDXL micro-conditioning (GenerationParams): original_width/height, crop_top/left, target_width/height.
   std::optional<int> original_width, original_height, crop_top, crop_left, target_width, target_height;
   std::optional<float> guidance, eta, guidance_rescale, strength;
-  std::optional<std::string> sampler, schedule, init_image;
+  std::optional<std::string> sampler, schedule, init_image, prompt_weighting;
   std::string origin;  // "prompts.jsonl:7" or "--prompt #2", for messages
 };
 

@@ -60,6 +60,10 @@ void add_options(CLI::App& cli, GenerateOptions& o) {
   cli.add_option("--guidance-rescale", o.guidance_rescale,
                  "diffusers' guidance_rescale phi in [0, 1] (CFG rescale for v-prediction models; 0 = off)")
       ->check(CLI::Range(0.0f, 1.0f));
+  cli.add_option("--prompt-weighting", o.prompt_weighting,
+                 "none (default: plain text, as diffusers) or a1111: AUTOMATIC1111's (word:1.2), (word), [word], "
+                 "\\( escapes, BREAK and prompts past 75 tokens, for items without a JSONL prompt_weighting")
+      ->check(CLI::IsMember({"none", "a1111"}));
   cli.add_option("--init-image", o.init_image,
                  "img2img: start each item (without a JSONL init_image) from this PNG or JPEG; the image's size "
                  "is the output size");

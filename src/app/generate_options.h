@@ -26,6 +26,7 @@ struct GenerateOptions {
   int steps = 50;
   float guidance = 7.5f;
   float guidance_rescale = 0;
+  std::string prompt_weighting = "none";  // none | a1111 (items without a JSONL prompt_weighting)
   std::string init_image;  // img2img for every item without its own init_image
   float strength = 0.8f;
   // SDXL micro-conditioning for every item without its own (0 = the image's size, crop 0,0), from

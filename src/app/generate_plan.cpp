@@ -21,6 +21,7 @@
 #include "sdmpi/hash.h"
 #include "sdmpi/log.h"
 #include "sdmpi/prompts.h"
+#include "sdmpi/prompt_weighting.h"
 #include "sdmpi/scheduler.h"
 
 namespace sdmpi::app {
@@ -29,8 +30,9 @@ namespace fs = std::filesystem;
 namespace {
 
 // An item as it enters the job's fingerprint: changing this changes every archive's identity, so
-// --resume of an existing archive would refuse it. Parameters added later (guidance_rescale)
-// enter only where they differ from their default, so earlier archives keep their identity.
+// --resume of an existing archive would refuse it. Parameters added later (guidance_rescale,
+// prompt_weighting) enter only where they differ from their default, so earlier archives keep
+// their identity.
 nlohmann::json fingerprint_json(const WorkItem& it) {
   const GenerationParams& p = it.params;
   nlohmann::json j = {{"index", it.index}, {"prompt", p.prompt}, {"negative_prompt", p.negative_prompt},
@@ -38,6 +40,7 @@ nlohmann::json fingerprint_json(const WorkItem& it) {
                       {"height", p.height}, {"sampler", p.sampler}, {"schedule", p.schedule}, {"eta", p.eta},
                       {"clip_skip", p.clip_skip}};
   if (p.guidance_rescale != 0.0f) j["guidance_rescale"] = p.guidance_rescale;
+  if (p.prompt_weighting != "none") j["prompt_weighting"] = p.prompt_weighting;
   const std::vector<int> micro{p.original_width, p.original_height, p.crop_top, p.crop_left, p.target_width, p.target_height};
   if (std::any_of(micro.begin(), micro.end(), [](int v) { return v != 0; }))  // SDXL micro-conditioning, 0 = default
     j["micro_conditioning"] = micro;
@@ -76,6 +79,7 @@ WorkItem item_from_json(const nlohmann::json& j) {
   p.eta = j.at("eta");
   p.clip_skip = j.at("clip_skip");
   p.guidance_rescale = j.value("guidance_rescale", 0.0f);
+  p.prompt_weighting = j.value("prompt_weighting", std::string("none"));
   p.init_image = j.value("init_image", std::string());
   p.init_image_sha256 = j.value("init_image_sha256", std::string());
   p.strength = j.value("strength", GenerationParams{}.strength);
@@ -125,6 +129,7 @@ GenerationParams job_defaults(const GenerateOptions& o, const ModelSource& model
   defaults.eta = o.eta;
   defaults.clip_skip = o.clip_skip;
   defaults.guidance_rescale = o.guidance_rescale;
+  defaults.prompt_weighting = o.prompt_weighting;
   defaults.init_image = o.init_image;
   defaults.strength = o.strength;
   const MicroConditioning micro = micro_conditioning(o);
@@ -150,6 +155,16 @@ std::vector<WorkItem> job_items(const std::vector<PromptRecord>& records, const 
     }
     it.params.sampler = choice.name;
     it.params.schedule = choice.karras ? "karras" : "default";
+    // A1111 prompt weighting: a weight that is not a number ("(cat:1.2.3)") is refused here, once
+    // per prompt, not when its batch is encoded.
+    if (it.params.prompt_weighting == "a1111" && it.sample == 0) {
+      try {
+        parse_prompt_attention(it.params.prompt);
+        parse_prompt_attention(it.params.negative_prompt);
+      } catch (const InputError& e) {
+        throw InputError(records.at(static_cast<size_t>(it.prompt_index)).origin + ": " + e.what());
+      }
+    }
   }
   return items;
 }

@@ -138,6 +138,10 @@ ArchiveReader::ArchiveReader(const std::string& path, Locking locking) : impl_(s
   const auto strength = has_img2img ? h5::read_numbers<float>(file, "strength", n, H5T_NATIVE_FLOAT, H5T_FLOAT, ctx)
                                     : std::vector<float>(n, 0.0f);
   auto init_image_sha256 = has_img2img ? h5::read_strings(file, "init_image_sha256", n, ctx) : std::vector<std::string>(n);
+  // Prompt weighting, added later too: absent means "none" (plain text).
+  auto prompt_weighting = H5Lexists(file, "prompt_weighting", H5P_DEFAULT) > 0
+                              ? h5::read_strings(file, "prompt_weighting", n, ctx)
+                              : std::vector<std::string>(n, "none");
   // SDXL micro-conditioning, added later too: absent means 0 (the defaults).
   std::vector<std::vector<int32_t>> micro;
   for (const auto& column : kMicroConditioningColumns)
@@ -202,6 +206,8 @@ ArchiveReader::ArchiveReader(const std::string& path, Locking locking) : impl_(s
       p.init_image_sha256 = std::move(init_image_sha256[r]);
     }
     p.clip_skip = clip_skip[r];
+    check_prompt_weighting(prompt_weighting[r], row + ": /prompt_weighting");
+    p.prompt_weighting = std::move(prompt_weighting[r]);
     for (size_t c = 0; c < micro.size(); ++c) p.*(kMicroConditioningColumns[c].second) = micro[c][r];
     out.status = static_cast<RowStatus>(done[r]);
     // /error means something only where done=2 (a retried row can keep a stale reason when the

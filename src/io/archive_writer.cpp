@@ -225,6 +225,8 @@ void write_skeleton(hid_t file, const std::vector<WorkItem>& rows, const Archive
                       [](const WorkItem& w) { return w.params.img2img() ? w.params.strength : 0.0f; }, ctx);
   write_string_column(file, "init_image_sha256", vlen.get(), rows,
                       [](const WorkItem& w) { return w.params.init_image_sha256; }, ctx);
+  write_string_column(file, "prompt_weighting", vlen.get(), rows,
+                      [](const WorkItem& w) { return w.params.prompt_weighting; }, ctx);
   // SDXL micro-conditioning, 0 = the default (the image's size, crop 0).
   for (const auto& [name, member] : kMicroConditioningColumns)
     write_column<int32_t>(file, name, I32, H5T_NATIVE_INT32, rows, [m = member](const WorkItem& w) { return w.params.*m; }, ctx);

@@ -79,6 +79,7 @@ std::string a1111_parameters(const GenerationParams& params, const std::string& 
   fields.emplace_back("RNG", "CPU");
   if (params.sampler == "ddim" && params.eta != 0.0f) fields.emplace_back("Eta DDIM", python_float(params.eta));
   if (params.guidance_rescale > 0.0f) fields.emplace_back("CFG Rescale phi", python_float(params.guidance_rescale));
+  if (params.prompt_weighting != "none") fields.emplace_back("Prompt weighting", params.prompt_weighting);
   // SDXL micro-conditioning, where it differs from the defaults (sizes W x H, crop TOP x LEFT).
   if (params.original_width || params.original_height)
     fields.emplace_back("SDXL original size", std::to_string(params.original_width ? params.original_width : params.width) +

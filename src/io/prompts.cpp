@@ -167,6 +167,9 @@ std::vector<PromptRecord> parse_prompts_jsonl(const std::string& text, const std
       } else if (key == "init_image") {
         r.init_image = json_string(v, where, key);
         if (r.init_image->empty()) throw InputError(where + ": \"init_image\" is empty");
+      } else if (key == "prompt_weighting") {
+        r.prompt_weighting = json_string(v, where, key);
+        check_prompt_weighting(*r.prompt_weighting, where);
       } else if (key == "strength") {
         r.strength = json_float(v, where, key);
       } else if (key == "original_width" || key == "original_height" || key == "target_width" ||
@@ -182,7 +185,7 @@ std::vector<PromptRecord> parse_prompts_jsonl(const std::string& text, const std
         throw InputError(where + ": unknown key \"" + key +
                          "\" (known: prompt, negative_prompt, seed, steps, guidance, width, height, sampler, "
                          "schedule, eta, clip_skip, guidance_rescale, init_image, strength, original_width, original_height, "
-                         "crop_top, crop_left, target_width, target_height)");
+                         "crop_top, crop_left, target_width, target_height, prompt_weighting)");
       }
     }
     if (!has_prompt) throw InputError(where + ": missing \"prompt\"");
@@ -216,6 +219,7 @@ void validate_params(const GenerationParams& p, const std::string& origin) {
   if (p.clip_skip < 0) throw InputError(origin + ": clip_skip must be >= 0");
   if (!(p.guidance_rescale >= 0.0f && p.guidance_rescale <= 1.0f))
     throw InputError(origin + ": guidance_rescale must lie in [0, 1]");
+  check_prompt_weighting(p.prompt_weighting, origin);
   if (!(p.strength > 0.0f && p.strength <= 1.0f)) {
     char value[32];
     std::snprintf(value, sizeof value, "%g", static_cast<double>(p.strength));
@@ -249,6 +253,7 @@ std::vector<WorkItem> expand_job(const std::vector<PromptRecord>& prompts, int i
     if (r.schedule) params.schedule = *r.schedule;
     if (r.init_image) params.init_image = *r.init_image;
     if (r.strength) params.strength = *r.strength;
+    if (r.prompt_weighting) params.prompt_weighting = *r.prompt_weighting;
     if (r.original_width) params.original_width = *r.original_width;
     if (r.original_height) params.original_height = *r.original_height;
     if (r.crop_top) params.crop_top = *r.crop_top;

@@ -79,6 +79,13 @@ printf '{"prompt": "a", "width": 100}\n' >"$tmp/w100.jsonl"
 case_ "a JSONL width not a multiple of 8" 2 'w100.jsonl:1: width 100 is not a positive multiple of 8' "${base[@]}" --prompts "$tmp/w100.jsonl"
 printf '{"prompt": "a", "strenght": 1}\n' >"$tmp/key.jsonl"
 case_ "a JSONL line with an unknown key" 2 'key.jsonl:1: unknown key "strenght"' "${base[@]}" --prompts "$tmp/key.jsonl"
+printf '{"prompt": "a"}\n{"prompt": "b", "prompt_weighting": "A1111"}\n' >"$tmp/weighting.jsonl"
+case_ "a JSONL prompt weighting mode that does not exist" 2 'weighting.jsonl:2: unknown prompt weighting "A1111" (known: none, a1111)' \
+  "${base[@]}" --prompts "$tmp/weighting.jsonl"
+printf '{"prompt": "a (cat:1.2.3)", "prompt_weighting": "a1111"}\n' >"$tmp/weight.jsonl"
+case_ "a JSONL A1111 weight that is not a number" 2 'weight.jsonl:1: prompt weighting: "1.2.3" in "a (cat:1.2.3)" is not a number' \
+  "${base[@]}" --prompts "$tmp/weight.jsonl"
+case_ "--prompt-weighting compel" 2 '--prompt-weighting' "${base[@]}" --prompt cat --prompt-weighting compel
 
 # ---- options out of range ----
 case_ "--shard 0/0" 2 '--shard 0/0' "${base[@]}" --prompt cat --shard 0/0

@@ -6,15 +6,22 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "golden_util.h"
 #include "pipeline/weighted_prompt.h"
+#include "sdmpi/archive.h"
 #include "sdmpi/backend.h"
 #include "sdmpi/clip_text.h"
+#include "sdmpi/make_model.h"
+#include "sdmpi/cluster.h"
 #include "sdmpi/pipeline.h"
+#include "sdmpi/png.h"
 #include "sdmpi/prompt_weighting.h"
+#include "sdmpi/prompts.h"
 #include "sdmpi/safetensors.h"
 
 using namespace sdmpi;
@@ -174,4 +181,86 @@ TEST(PromptWeighting, PadAfterFirstEosWhereThePadDiffers) {
   EXPECT_EQ(chunks[0].ids, tokenizer.encode_padded("a cat"));  // [bos] a cat [eos] ! ! ...
   EXPECT_EQ(chunks[0].multipliers[2], 1.5);
   EXPECT_EQ(empty_weighted_chunk(tokenizer).ids, tokenizer.encode_padded(""));
+}
+
+// A prompt without brackets fits one chunk whose ids are diffusers' and whose multipliers are all
+// 1, so the A1111 encoding gives the same context bit for bit (z * 1, ratio mean / mean = 1): the
+// same image as with weighting off, on SD 1.x (CLIP-L) and SDXL (both encoders, the pooled output,
+// zeros for an empty negative). A weight changes it.
+TEST(PromptWeighting, PlainPromptSameImageAsOffOnSd1AndSdxl) {
+  auto backend = make_cpu_backend();
+  const std::string sdxl_dir = ::testing::TempDir() + "prompt_weighting_tiny_sdxl";
+  std::filesystem::remove_all(sdxl_dir);
+  make_model("tiny-sdxl", 0, sdxl_dir);
+  for (const std::string& spec : {std::string("tiny"), sdxl_dir}) {
+    const ModelSource model = ModelSource::open(spec);
+    Txt2ImgPipeline pipe(model, *backend);
+    auto item = [](const std::string& prompt, const std::string& negative, const std::string& mode) {
+      WorkItem w;
+      w.params.prompt = prompt;
+      w.params.negative_prompt = negative;
+      w.params.seed = 5;
+      w.params.steps = 2;
+      w.params.width = w.params.height = 64;
+      w.params.sampler = "euler";
+      w.params.prompt_weighting = mode;
+      return w;
+    };
+    for (const char* negative : {"blurry, low quality", ""}) {
+      const auto off = pipe.generate({item("a photo of a cat", negative, "none")});
+      const auto on = pipe.generate({item("a photo of a cat", negative, "a1111")});
+      EXPECT_EQ(on[0].rgb, off[0].rgb) << spec << " negative \"" << negative << "\"";
+      const auto weighted = pipe.generate({item("a (photo:1.3) of a [cat]", negative, "a1111")});
+      EXPECT_NE(weighted[0].rgb, off[0].rgb) << spec;
+      // Two chunks (BREAK) against one: the longer context runs too.
+      const auto two = pipe.generate({item("a photo BREAK of a cat", negative, "a1111")});
+      EXPECT_TRUE(two[0].ok) << spec << ": " << two[0].error;
+      EXPECT_NE(two[0].rgb, off[0].rgb) << spec;
+    }
+  }
+  std::filesystem::remove_all(sdxl_dir);
+}
+
+// The mode from a JSONL line or the defaults, in the batch key, the PNG parameters and the archive.
+TEST(PromptWeighting, RecordedPerItem) {
+  const std::vector<PromptRecord> records =
+      parse_prompts_jsonl("{\"prompt\": \"a (cat)\", \"prompt_weighting\": \"a1111\"}\n{\"prompt\": \"a (cat)\"}\n", "p.jsonl");
+  GenerationParams defaults;
+  const std::vector<WorkItem> items = expand_job(records, 2, 7, defaults);
+  ASSERT_EQ(items.size(), 4u);
+  EXPECT_EQ(items[0].params.prompt_weighting, "a1111");
+  EXPECT_EQ(items[2].params.prompt_weighting, "none");
+  defaults.prompt_weighting = "a1111";  // --prompt-weighting a1111: items without the key
+  EXPECT_EQ(expand_job(records, 1, 7, defaults)[1].params.prompt_weighting, "a1111");
+
+  // Different modes never share a batch.
+  const auto batches = make_batches(items, 4);
+  ASSERT_EQ(batches.size(), 2u);
+  for (const auto& b : batches)
+    for (const WorkItem& w : b) EXPECT_EQ(w.params.prompt_weighting, b.front().params.prompt_weighting);
+
+  const std::string on = a1111_parameters(items[0].params, "m", "", "");
+  EXPECT_NE(on.find(", Prompt weighting: a1111"), std::string::npos) << on;
+  EXPECT_EQ(a1111_parameters(items[2].params, "m", "", "").find("Prompt weighting"), std::string::npos);
+
+#ifdef SDMPI_HAVE_HDF5
+  const std::string path = ::testing::TempDir() + "prompt_weighting.h5";
+  std::filesystem::remove(path);
+  ArchiveInfo info;
+  info.total_items = 4;
+  ArchiveWriter::create(path, items, info).close();
+  {
+    ArchiveReader r(path);
+    ASSERT_EQ(r.rows().size(), 4u);
+    for (size_t i = 0; i < 4; ++i) EXPECT_EQ(r.rows()[i].item.params.prompt_weighting, items[i].params.prompt_weighting);
+  }
+  // An archive written before the column existed reads as "none".
+  if (std::system(("/usr/bin/python3 -c \"import h5py; f = h5py.File('" + path + "', 'r+'); del f['prompt_weighting']\"").c_str()) == 0) {
+    ArchiveReader r(path);
+    for (const ArchiveRow& row : r.rows()) EXPECT_EQ(row.item.params.prompt_weighting, "none");
+  } else {
+    std::printf("no h5py: the older-archive case is skipped\n");
+  }
+  std::filesystem::remove(path);
+#endif
 }
