@@ -382,7 +382,9 @@ std::string sd_family(const nlohmann::json& unet_config, const nlohmann::json& t
                                                                             : text_encoder_config;
   if (unet_config.is_object() && unet_config.value("addition_embed_type", nlohmann::json()) == "text_time")
     return "SDXL";
-  const bool open_clip = text.is_object() && text.value("hidden_act", "quick_gelu") == "gelu";
+  // Compared as JSON: a hidden_act that is not a string is the text encoder config reader's error to
+  // name, not a type_error here (model_config_fuzz found one escaping).
+  const bool open_clip = text.is_object() && text.contains("hidden_act") && text.at("hidden_act") == "gelu";
   bool wide_context = false;
   if (unet_config.is_object() && unet_config.contains("cross_attention_dim")) {
     const nlohmann::json& cad = unet_config["cross_attention_dim"];

@@ -94,6 +94,8 @@ seeds = {
     "text_positions_zero": folder(TINY, text_encoder={"max_position_embeddings": 0}),
     "text_full_clip_config": folder(TINY, text_encoder={"text_config": TINY["text_encoder"], "_class_name": "CLIPModel"}),
     "text_act_other": folder(TINY, text_encoder={"hidden_act": "relu"}),
+    # found by the campaign of 2026-12-05: a hidden_act that is not a string escaped as a type_error
+    "text_act_number": folder(TINY, text_encoder={"hidden_act": 5}),
     "sched_timesteps_1e9": folder(TINY, scheduler={"num_train_timesteps": 10**9}),
     "sched_trained_betas_short": folder(TINY, scheduler={"trained_betas": [0.1, 0.2]}),
     "sched_beta_end_string": folder(TINY, scheduler={"beta_end": "0.012"}),
