@@ -59,6 +59,9 @@ struct UNetConfig {
   // projection_class_embeddings_input_dim (pooled text width + 6 micro-conditioning values ×
   // addition_time_embed_dim Fourier features) to the time embedding, summed into it.
   std::string addition_embed_type;
+  // Latent-consistency-distilled UNets (LCM checkpoints): the width of the guidance-scale
+  // embedding that TimestepEmbedding.cond_proj adds to the timestep projection; 0 = none.
+  int time_cond_proj_dim = 0;
   int addition_time_embed_dim = 0;
   int projection_class_embeddings_input_dim = 0;
 

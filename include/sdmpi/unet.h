@@ -54,9 +54,12 @@ class UNet2DConditionModel {
   // timesteps: one per batch item (integer or fractional steps),
   // encoder_hidden_states [B, N, cross_attention_dim] (N = 77 for CLIP).
   // Returns the prediction [B, h, w, out_channels].
-  // `added`: SDXL's added conditioning, required exactly when the config has "text_time".
+  // `added`: SDXL's added conditioning, required exactly when the config has "text_time";
+  // `timestep_cond`: [B, time_cond_proj_dim] guidance_scale_embedding(), required exactly when the
+  // config has time_cond_proj_dim (LCM UNets).
   Tensor forward(Backend& backend, const Tensor& sample, const std::vector<float>& timesteps,
-                 const Tensor& encoder_hidden_states, const AddedConditioning* added = nullptr) const;
+                 const Tensor& encoder_hidden_states, const AddedConditioning* added = nullptr,
+                 const Tensor* timestep_cond = nullptr) const;
   // diffusers' get_aug_embed for "text_time": add_embedding(cat[text_embeds, add_time_proj(time_ids)
   // as [B, 6 * addition_time_embed_dim]]), [B, time_embed_dim]; it is added to the time embedding.
   // It does not depend on the step, so the pipeline computes it once per batch and passes it to
@@ -70,7 +73,8 @@ class UNet2DConditionModel {
   // forward(b, x, t, ctx) is exactly forward_embedded(b, x, time_proj(b, t), ctx).
   Tensor time_proj(Backend& backend, const std::vector<float>& timesteps) const;
   Tensor forward_embedded(Backend& backend, const Tensor& sample, const Tensor& t_proj,
-                          const Tensor& encoder_hidden_states, const Tensor* aug_emb = nullptr) const;
+                          const Tensor& encoder_hidden_states, const Tensor* aug_emb = nullptr,
+                          const Tensor* timestep_cond = nullptr) const;
 
   // The text context enters the UNet only through the cross-attentions' to_k and to_v, which do
   // not depend on the step: cross_attention_kv() computes every attn2's K and V of the context
@@ -80,7 +84,8 @@ class UNet2DConditionModel {
   // cross_attention_kv(b, ctx)), so the bits are the same.
   std::vector<Tensor> cross_attention_kv(Backend& backend, const Tensor& encoder_hidden_states) const;
   Tensor forward_embedded(Backend& backend, const Tensor& sample, const Tensor& t_proj,
-                          const std::vector<Tensor>& cross_kv, const Tensor* aug_emb = nullptr) const;
+                          const std::vector<Tensor>& cross_kv, const Tensor* aug_emb = nullptr,
+                          const Tensor* timestep_cond = nullptr) const;
 
   const UNetConfig& config() const;
 
@@ -101,5 +106,9 @@ std::vector<ParamSpec> unet_parameters(const UNetConfig& config);
 // row-major.
 std::vector<float> timestep_embedding(const std::vector<float>& timesteps, int dim,
                                       bool flip_sin_to_cos, double freq_shift);
+// diffusers' get_guidance_scale_embedding(w, dim) for LCM UNets (`timestep_cond`, [B, dim]
+// row-major, float32 on the host): w * 1000, then [sin, cos] of it times exp(-k * ln(10000) /
+// (dim/2 - 1)), a zero column for odd dim. The pipeline passes w = guidance_scale - 1.
+std::vector<float> guidance_scale_embedding(const std::vector<float>& w, int dim);
 
 }  // namespace sdmpi

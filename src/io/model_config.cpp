@@ -301,8 +301,7 @@ UNetConfig UNetConfig::from_json(const json& j, const std::string& source) {
   r.require("time_embedding_type", "positional", "only \"positional\" is supported");
   r.require_null("time_embedding_act_fn", "only null is supported");
   r.require_null("timestep_post_act", "only null is supported");
-  r.require_null("time_cond_proj_dim",
-                 "guidance-embedding UNets (LCM-distilled) are not supported; LCM-LoRA models are");
+  c.time_cond_proj_dim = r.integer("time_cond_proj_dim", 0, 1, kMaxChannels);
   r.require("attention_type", "default", "only \"default\" is supported");
   r.require_null("cross_attention_norm", "only null is supported");
   r.require_null("reverse_transformer_layers_per_block", "only null is supported");
@@ -382,7 +381,7 @@ json UNetConfig::to_json() const {
   j["resnet_time_scale_shift"] = "default";
   j["reverse_transformer_layers_per_block"] = nullptr;
   j["sample_size"] = sample_size > 0 ? json(sample_size) : json(nullptr);
-  j["time_cond_proj_dim"] = nullptr;
+  j["time_cond_proj_dim"] = time_cond_proj_dim > 0 ? json(time_cond_proj_dim) : json(nullptr);
   j["time_embedding_act_fn"] = nullptr;
   j["time_embedding_dim"] = time_embedding_dim > 0 ? json(time_embedding_dim) : json(nullptr);
   j["time_embedding_type"] = "positional";

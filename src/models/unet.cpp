@@ -19,14 +19,20 @@ using namespace blocks;
 
 namespace {
 
-// diffusers' TimestepEmbedding: linear_1 → SiLU → linear_2 (no condition projection, no post-act).
+// diffusers' TimestepEmbedding: linear_1 → SiLU → linear_2 (no post-act); with cond_proj_dim (LCM
+// UNets), sample + cond_proj(condition) first, cond_proj a Linear without bias.
 struct TimestepEmbedding {
   Linear linear_1, linear_2;
+  std::optional<Linear> cond_proj;
 
-  TimestepEmbedding(ParamSink& w, const std::string& name, int in, int dim)
-      : linear_1(w, name + ".linear_1", in, dim), linear_2(w, name + ".linear_2", dim, dim) {}
-  Tensor operator()(Backend& b, const Tensor& t_emb) const {
-    return linear_2(b, b.activation(linear_1(b, t_emb), Activation::SiLU));
+  TimestepEmbedding(ParamSink& w, const std::string& name, int in, int dim, int cond_proj_dim = 0)
+      : linear_1(w, name + ".linear_1", in, dim), linear_2(w, name + ".linear_2", dim, dim) {
+    if (cond_proj_dim > 0) cond_proj.emplace(w, name + ".cond_proj", cond_proj_dim, in, /*with_bias=*/false);
+  }
+  Tensor operator()(Backend& b, const Tensor& t_emb, const Tensor* condition = nullptr) const {
+    Tensor x = t_emb;
+    if (condition) x = b.binary(BinaryOp::Add, x, (*cond_proj)(b, *condition));
+    return linear_2(b, b.activation(linear_1(b, x), Activation::SiLU));
   }
 };
 
@@ -81,7 +87,7 @@ struct UNet2DConditionModel::Impl {
   Impl(const UNetConfig& c, ParamSink& w)
       : config(c),
         conv_in(w, "conv_in", c.in_channels, c.block_out_channels[0], c.conv_in_kernel),
-        time_embedding(w, "time_embedding", c.block_out_channels[0], c.time_embed_dim()),
+        time_embedding(w, "time_embedding", c.block_out_channels[0], c.time_embed_dim(), c.time_cond_proj_dim),
         conv_norm_out(w, "conv_norm_out", c.norm_num_groups, c.block_out_channels[0],
                       static_cast<float>(c.norm_eps)),
         conv_out(w, "conv_out", c.block_out_channels[0], c.out_channels, c.conv_out_kernel) {
@@ -201,6 +207,25 @@ std::vector<Tensor> UNet2DConditionModel::cross_attention_kv(Backend& b,
   return kv;
 }
 
+std::vector<float> guidance_scale_embedding(const std::vector<float>& w, int dim) {
+  const int half = dim / 2;
+  // emb = log(10000) / (half - 1) as float32 tensor ops, then exp(arange(half) * -emb).
+  const float step = static_cast<float>(std::log(10000.0f)) / static_cast<float>(half - 1);
+  std::vector<float> freq(static_cast<size_t>(half));
+  for (int k = 0; k < half; ++k) freq[k] = static_cast<float>(std::exp(static_cast<double>(static_cast<float>(k) * -step)));
+  std::vector<float> out(w.size() * static_cast<size_t>(dim), 0.0f);
+  for (size_t b = 0; b < w.size(); ++b) {
+    const float scaled = w[b] * 1000.0f;
+    float* row = out.data() + b * static_cast<size_t>(dim);
+    for (int k = 0; k < half; ++k) {
+      const double arg = static_cast<double>(scaled * freq[k]);  // float32 product
+      row[k] = static_cast<float>(std::sin(arg));
+      row[half + k] = static_cast<float>(std::cos(arg));
+    }
+  }
+  return out;
+}
+
 std::vector<float> timestep_embedding(const std::vector<float>& timesteps, int dim,
                                       bool flip_sin_to_cos, double freq_shift) {
   const int half = dim / 2;
@@ -259,7 +284,7 @@ Tensor UNet2DConditionModel::added_embedding(Backend& b, const AddedConditioning
 Tensor UNet2DConditionModel::forward(Backend& b, const Tensor& sample,
                                      const std::vector<float>& timesteps,
                                      const Tensor& encoder_hidden_states,
-                                     const AddedConditioning* added) const {
+                                     const AddedConditioning* added, const Tensor* timestep_cond) const {
   const UNetConfig& c = impl_->config;
   if (sample.rank() != 4 || sample.dim(3) != c.in_channels)
     throw Error("unet: sample must be [B, h, w, " + std::to_string(c.in_channels) + "], got " +
@@ -269,20 +294,23 @@ Tensor UNet2DConditionModel::forward(Backend& b, const Tensor& sample,
                 std::to_string(sample.dim(0)));
   std::optional<Tensor> aug_emb;
   if (added) aug_emb = added_embedding(b, *added);
-  return forward_embedded(b, sample, time_proj(b, timesteps), encoder_hidden_states, aug_emb ? &*aug_emb : nullptr);
+  return forward_embedded(b, sample, time_proj(b, timesteps), encoder_hidden_states, aug_emb ? &*aug_emb : nullptr,
+                          timestep_cond);
 }
 
 Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, const Tensor& t_proj,
-                                              const Tensor& encoder_hidden_states, const Tensor* aug_emb) const {
+                                              const Tensor& encoder_hidden_states, const Tensor* aug_emb,
+                                              const Tensor* timestep_cond) const {
   if (sample.rank() != 4 || encoder_hidden_states.rank() != 3 ||
       encoder_hidden_states.dim(0) != sample.dim(0))
     throw Error("unet: encoder_hidden_states must be [" + (sample.rank() ? std::to_string(sample.dim(0)) : "B") +
                 ", N, D], got " + shape_str(encoder_hidden_states.shape()));
-  return forward_embedded(b, sample, t_proj, cross_attention_kv(b, encoder_hidden_states), aug_emb);
+  return forward_embedded(b, sample, t_proj, cross_attention_kv(b, encoder_hidden_states), aug_emb, timestep_cond);
 }
 
 Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, const Tensor& t_proj,
-                                              const std::vector<Tensor>& cross_kv, const Tensor* aug_emb) const {
+                                              const std::vector<Tensor>& cross_kv, const Tensor* aug_emb,
+                                              const Tensor* timestep_cond) const {
   const Impl& m = *impl_;
   const UNetConfig& c = m.config;
   if (sample.rank() != 4 || sample.dim(3) != c.in_channels)
@@ -306,6 +334,13 @@ Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, 
   if (aug_emb && (aug_emb->rank() != 2 || aug_emb->dim(0) != B || aug_emb->dim(1) != c.time_embed_dim()))
     throw Error("unet: the added embedding must be [" + std::to_string(B) + ", " + std::to_string(c.time_embed_dim()) +
                 "], got " + shape_str(aug_emb->shape()));
+  if ((c.time_cond_proj_dim > 0) != (timestep_cond != nullptr))
+    throw Error(c.time_cond_proj_dim > 0 ? "unet: this UNet (time_cond_proj_dim) needs the guidance-scale embedding"
+                                         : "unet: a guidance-scale embedding given to a UNet without time_cond_proj_dim");
+  if (timestep_cond && (timestep_cond->rank() != 2 || timestep_cond->dim(0) != B ||
+                        timestep_cond->dim(1) != c.time_cond_proj_dim))
+    throw Error("unet: the guidance-scale embedding must be [" + std::to_string(B) + ", " +
+                std::to_string(c.time_cond_proj_dim) + "], got " + shape_str(timestep_cond->shape()));
   // Each attention takes its own K/V pairs, consumed in cross_attention_kv's order.
   size_t next_kv = 0;
   auto attend = [&](const Transformer2DModel& t, const Tensor& x) {
@@ -316,7 +351,7 @@ Tensor UNet2DConditionModel::forward_embedded(Backend& b, const Tensor& sample, 
   };
 
   // 1. time
-  Tensor emb = m.time_embedding(b, t_proj);
+  Tensor emb = m.time_embedding(b, t_proj, timestep_cond);
   if (aug_emb) emb = b.binary(BinaryOp::Add, emb, *aug_emb);  // emb + aug_emb (SDXL)
   const Tensor temb = b.activation(emb, Activation::SiLU);  // every resnet's SiLU(temb)
   // Every resnet's time_emb_proj(SiLU(temb)) as one op, in the forward's order; each resnet's norm2

@@ -311,13 +311,13 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
   if (p.width % scale || p.height % scale)
     throw InputError("width and height must be multiples of " + std::to_string(scale) + " for this model");
   const int64_t h = p.height / scale, w = p.width / scale, c = m.unet_config.in_channels;
-  const bool cfg = p.guidance > 1.0f;  // diffusers: do_classifier_free_guidance = guidance_scale > 1
+  // diffusers: do_classifier_free_guidance = guidance_scale > 1 and time_cond_proj_dim is None (an
+  // LCM UNet takes the guidance scale as an embedding instead).
+  const bool guidance_embedded = m.unet_config.time_cond_proj_dim > 0;
+  const bool cfg = p.guidance > 1.0f && !guidance_embedded;
   const bool any_rescale = std::any_of(items.begin(), items.end(),
                                        [](const WorkItem& it) { return it.params.guidance_rescale > 0.0f; });
   const int max_len = m.text_config.max_position_embeddings;
-
-  // ---- text --------------------------------------------------------------------------------------
-  auto t0 = Clock::now();
   // A1111 prompt weighting (src/pipeline/weighted_prompt.h): the context is 77 x k tokens, k the
   // most chunks an item's prompt or (with CFG) negative prompt needs, the other padded with empty
   // chunks. Items with different k go through the loop as separate groups, so an item's context,
@@ -350,6 +350,9 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
     for (const WorkItem& it : items) prompts.push_back(negative ? it.params.negative_prompt : it.params.prompt);
     return prompts;
   };
+
+  // ---- text --------------------------------------------------------------------------------------
+  auto t0 = Clock::now();
   auto token_ids = [&](const ClipTokenizer& tokenizer, bool negative) {
     std::vector<int32_t> ids;
     for (const WorkItem& it : items) {
@@ -423,14 +426,17 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
   const int64_t unet_batch = cfg ? 2 * B : B;
   const GraphKey key{B, h, w, m.serial * kVariantsPerPipeline + (cfg ? kUnetStepCfg : kUnetStepNoCfg)};
   const UNet2DConditionModel& unet = *m.unet;
-  // Inputs: [x, t_proj, (SDXL: the added embedding,) K/V ...].
+  // Inputs: [x, t_proj, (SDXL: the added embedding,) (LCM UNets: the guidance embedding,) K/V ...].
   const bool sdxl = added.has_value();
-  const size_t first_kv = sdxl ? 3 : 2;
-  auto unet_call = [&be, &unet, cfg, compute, sdxl, first_kv](const std::vector<Tensor>& in) {
+  const size_t aug_at = 2, cond_at = sdxl ? 3 : 2;
+  const size_t first_kv = 2 + (sdxl ? 1 : 0) + (guidance_embedded ? 1 : 0);
+  auto unet_call = [&be, &unet, cfg, compute, sdxl, guidance_embedded, aug_at, cond_at,
+                    first_kv](const std::vector<Tensor>& in) {
     Tensor x = be.cast(in[0], compute);
     if (cfg) x = be.concat_batch({x, x});  // elementwise scaling commutes with the duplication
     const std::vector<Tensor> cross_kv(in.begin() + static_cast<ptrdiff_t>(first_kv), in.end());
-    Tensor eps = unet.forward_embedded(be, x, in[1], cross_kv, sdxl ? &in[2] : nullptr);
+    Tensor eps = unet.forward_embedded(be, x, in[1], cross_kv, sdxl ? &in[aug_at] : nullptr,
+                                       guidance_embedded ? &in[cond_at] : nullptr);
     return std::vector<Tensor>{be.cast(eps, DType::F32)};
   };
   // Every call's timestep projection, computed on the host like forward() does, uploaded once:
@@ -445,17 +451,27 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
   // SDXL: add_embedding of the pooled text and micro-conditioning, once per batch as well.
   Tensor aug_emb = sdxl ? unet.added_embedding(be, *added) : Tensor();
   added.reset();
+  // LCM UNets: get_guidance_scale_embedding(guidance_scale - 1) per item (the Python float
+  // difference, then float32), in the compute dtype as diffusers casts it.
+  Tensor guidance_cond;
+  if (guidance_embedded) {
+    const std::vector<float> w(static_cast<size_t>(unet_batch), static_cast<float>(static_cast<double>(p.guidance) - 1.0));
+    const std::vector<float> e = guidance_scale_embedding(w, m.unet_config.time_cond_proj_dim);
+    guidance_cond = be.cast(be.from_host(e.data(), {unet_batch, m.unet_config.time_cond_proj_dim}), compute);
+  }
   for (int i = static_cast<int>(first_call); i < steps; ++i) {
     Tensor x_in = scheduler->scale_model_input(be, latents, static_cast<size_t>(i));
     std::vector<Tensor> inputs{x_in, t_proj.rows(i * unet_batch, (i + 1) * unet_batch)};
     if (sdxl) inputs.push_back(aug_emb);
+    if (guidance_embedded) inputs.push_back(guidance_cond);
     inputs.insert(inputs.end(), cross_kv.begin(), cross_kv.end());
     std::vector<Tensor> out = be.run_graph(key, inputs, unet_call);
     m.captured_graphs = true;
     // K/V (and the added embedding) stay in the captured step's buffers from now on: no copy per step.
     if (std::vector<Tensor> held = be.graph_inputs(key); !held.empty()) {
       cross_kv.assign(held.begin() + static_cast<ptrdiff_t>(first_kv), held.end());
-      if (sdxl) aug_emb = held[2];
+      if (sdxl) aug_emb = held[aug_at];
+      if (guidance_embedded) guidance_cond = held[cond_at];
     }
     ++m.timings.unet_calls;
     if (be.graph_captured(key)) ++m.timings.unet_graph_calls;

@@ -209,7 +209,7 @@ struct BadKey {
 
 TEST(UNetConfig, UnsupportedValuesNameFileKeyAndValue) {
   const std::vector<BadKey> cases = {
-      {"addition_embed_type", "text_time", "added conditioning"},
+      {"addition_embed_type", "image", "only SDXL's \"text_time\" added conditioning"},
       {"down_block_types", {"CrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D"},
        "SimpleCrossAttnDownBlock2D"},
       {"up_block_types", {"UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D"}, "AttnUpBlock2D"},
@@ -219,7 +219,7 @@ TEST(UNetConfig, UnsupportedValuesNameFileKeyAndValue) {
       {"resnet_time_scale_shift", "scale_shift", "default"},
       {"class_embed_type", "timestep", "class embeddings"},
       {"num_class_embeds", 10, "class embeddings"},
-      {"time_cond_proj_dim", 256, "LCM"},
+      {"time_cond_proj_dim", -256, "lie in"},
       {"encoder_hid_dim", 1024, "encoder_hid_proj"},
       {"only_cross_attention", true, "only false"},
       {"dual_cross_attention", true, "only false"},
