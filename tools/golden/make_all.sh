@@ -14,4 +14,6 @@ echo "== make_pipeline_golden.py"; "$PY" tools/golden/make_pipeline_golden.py "$
 echo "== make_img2img_golden.py"; "$PY" tools/golden/make_img2img_golden.py "$tmp/tiny/tokenizer"  # after pipeline/
 echo "== make_sd2_golden.py"; "$PY" tools/golden/make_sd2_golden.py "$tmp/tiny/tokenizer"
 echo "== make_sdxl_golden.py"; "$PY" tools/golden/make_sdxl_golden.py "$tmp/tiny/tokenizer"
+echo "== make_lcm_golden.py"; "$PY" tools/golden/make_lcm_golden.py "$tmp/tiny/tokenizer"
+echo "== make_prompt_weighting_golden.py"; "$PY" tools/golden/make_prompt_weighting_golden.py "$tmp/tiny/tokenizer"
 echo "== make_demo_golden.py"; "$PY" tools/golden/make_demo_golden.py  # the committed tools/demo_model/model
