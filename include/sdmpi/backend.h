@@ -270,8 +270,8 @@ class Backend {
   virtual Tensor do_group_norm(const Tensor& x, int groups, const Tensor& gamma, const Tensor& beta, float eps,
                                bool silu) = 0;
   // group_norm with a channel_offset [B, Ct] whose columns [offset_column, offset_column + C) are
-  // added (checked); the default adds a whole [B, C] offset, then normalises, and refuses a column
-  // range (a backend that takes one reads it in place).
+  // added (checked); the default copies a column range out as a [B, C] offset (concat_batch of the
+  // items' column runs), adds it, then normalises (a backend may read the range in place instead).
   virtual Tensor do_group_norm_offset(const Tensor& x, const Tensor& channel_offset, int64_t offset_column, int groups,
                                       const Tensor& gamma, const Tensor& beta, float eps, bool silu);
   // out_shape: the concat's shape [B, ..., Ca + Cb].

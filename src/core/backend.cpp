@@ -378,10 +378,22 @@ Tensor Backend::group_norm(const Tensor& x, int groups, const Tensor& gamma, con
 
 Tensor Backend::do_group_norm_offset(const Tensor& x, const Tensor& channel_offset, int64_t offset_column, int groups,
                                      const Tensor& gamma, const Tensor& beta, float eps, bool silu) {
-  if (offset_column != 0 || channel_offset.dim(1) != x.dim(-1))
-    throw Error("group_norm: backend " + name() + " cannot read a column range of channel_offset " +
-                shape_str(channel_offset.shape()));
-  return do_group_norm(do_add_batch_channel(x, channel_offset), groups, gamma, beta, eps, silu);
+  const int64_t B = x.dim(0), C = x.dim(-1), Ct = channel_offset.dim(1);
+  if (offset_column == 0 && Ct == C)
+    return do_group_norm(do_add_batch_channel(x, channel_offset), groups, gamma, beta, eps, silu);
+  // A column range: each item's columns are a dense run of the flat offset (a view), joined into
+  // the [B, C] offset they stand for by one device copy per item: no kernel, no host traffic.
+  Tensor slice;
+  if (B == 0) {
+    slice = channel_offset.reshape({0, C});  // nothing to copy
+  } else {
+    const Tensor flat = channel_offset.reshape({B * Ct});
+    std::vector<Tensor> items;
+    for (int64_t b = 0; b < B; ++b)
+      items.push_back(flat.rows(b * Ct + offset_column, b * Ct + offset_column + C).reshape({1, C}));
+    slice = B == 1 ? items[0] : do_concat_batch(items, {B, C});
+  }
+  return do_group_norm(do_add_batch_channel(x, slice), groups, gamma, beta, eps, silu);
 }
 
 Backend::JoinedNorm Backend::concat_group_norm(const Tensor& a, const Tensor& b, int groups, const Tensor& gamma,

@@ -177,20 +177,6 @@ class CpuBackend final : public Backend {
     return y;
   }
 
-  // A column range of a wider offset (a ResNet's slice of linear_stacked's result) is copied out
-  // as the [B, C] offset it stands for; then the default's add and norm: the same values, same bits.
-  Tensor do_group_norm_offset(const Tensor& x, const Tensor& channel_offset, int64_t offset_column, int groups,
-                              const Tensor& gamma, const Tensor& beta, float eps, bool silu) override {
-    const int64_t B = x.dim(0), C = x.dim(-1), Ct = channel_offset.dim(1);
-    if (offset_column == 0 && Ct == C)
-      return Backend::do_group_norm_offset(x, channel_offset, 0, groups, gamma, beta, eps, silu);
-    const float* all = input(channel_offset, "group_norm", "channel_offset");
-    Tensor slice = pool_->tensor({B, C});
-    for (int64_t b = 0; b < B && C > 0; ++b)
-      std::memcpy(slice.f32() + b * C, all + b * Ct + offset_column, static_cast<size_t>(C) * sizeof(float));
-    return Backend::do_group_norm_offset(x, slice, 0, groups, gamma, beta, eps, silu);
-  }
-
   Tensor do_layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps) override {
     const char* op = "layer_norm";
     const float* xp = input(x, op, "x");
