@@ -1,0 +1,272 @@
+// LoRA reader, key mapping (kohya and diffusers/PEFT), the float32 delta and the merged weight
+// source: every key form lands on the right weight, every bad key is named at once, the delta is
+// up @ down · alpha / rank · scale, and merging never touches the original bytes.
+#include "sdmpi/lora.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "sdmpi/dtype.h"
+#include "sdmpi/error.h"
+
+using namespace sdmpi;
+
+namespace {
+
+std::vector<float> random_values(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// A tiny stand-in for a UNet and a text encoder, under diffusers names.
+std::shared_ptr<MemoryWeightSource> tiny_unet() {
+  auto s = std::make_shared<MemoryWeightSource>("tiny unet");
+  const std::string attn = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.";
+  s->add_f32(attn + "to_q.weight", {8, 6}, random_values(48, 1));
+  s->add_f32(attn + "to_out.0.weight", {6, 8}, random_values(48, 2));
+  s->add_f32(attn + "to_out.0.bias", {6}, random_values(6, 3));
+  s->add_f32("down_blocks.0.attentions.0.proj_in.weight", {6, 4, 1, 1}, random_values(24, 4));
+  s->add_f32("down_blocks.0.resnets.0.conv1.weight", {5, 3, 3, 3}, random_values(135, 5));
+  s->add_f32("down_blocks.0.attentions.0.transformer_blocks.0.ff.net.0.proj.weight", {12, 6}, random_values(72, 6));
+  return s;
+}
+std::shared_ptr<MemoryWeightSource> tiny_text_encoder(bool with_text_model_level) {
+  auto s = std::make_shared<MemoryWeightSource>("tiny text encoder");
+  const std::string p = with_text_model_level ? "text_model.encoder.layers.0." : "encoder.layers.0.";
+  s->add_f32(p + "self_attn.q_proj.weight", {4, 4}, random_values(16, 7));
+  s->add_f32(p + "mlp.fc1.weight", {8, 4}, random_values(32, 8));
+  return s;
+}
+
+struct TempFile {
+  std::string path;
+  explicit TempFile(const std::string& name)
+      : path((std::filesystem::temp_directory_path() / ("sdmpi_lora_test_" + std::to_string(::getpid()) + "_" + name)).string()) {}
+  ~TempFile() { std::filesystem::remove(path); }
+};
+
+void add_pair(SafetensorsWriter& w, const std::string& stem, const std::string& down_suffix, const std::string& up_suffix,
+              const Shape& down, const Shape& up, uint32_t seed) {
+  w.add_f32(stem + down_suffix, down, random_values(static_cast<size_t>(shape_numel(down)), seed));
+  w.add_f32(stem + up_suffix, up, random_values(static_cast<size_t>(shape_numel(up)), seed + 100));
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+const LoraLayer& layer_for(const LoraFile& f, const std::string& target) {
+  for (const LoraLayer& l : f.layers)
+    if (l.target == target) return l;
+  throw std::runtime_error("no layer for " + target);
+}
+
+}  // namespace
+
+TEST(LoraSpec, ParsesPathAndScale) {
+  EXPECT_EQ(parse_lora_spec("a/b.safetensors", "--lora").scale, 1.0f);
+  LoraSpec s = parse_lora_spec("a/b.safetensors:0.8", "--lora");
+  EXPECT_EQ(s.path, "a/b.safetensors");
+  EXPECT_FLOAT_EQ(s.scale, 0.8f);
+  EXPECT_EQ(parse_lora_spec("x:y/b.safetensors", "--lora").path, "x:y/b.safetensors");
+  EXPECT_NE(error_of([] { parse_lora_spec(":0.5", "--lora"); }).find("names no file"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_lora_spec("a.safetensors:inf", "--lora"); }).find("'inf'"), std::string::npos);
+}
+
+TEST(LoraReader, KohyaKeysMapOntoDiffusersNames) {
+  auto unet = tiny_unet();
+  auto te = tiny_text_encoder(true);
+  SafetensorsWriter w;
+  const std::string k = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_";
+  add_pair(w, k + "attn1_to_q", ".lora_down.weight", ".lora_up.weight", {2, 6}, {8, 2}, 10);
+  add_pair(w, k + "attn1_to_out_0", ".lora_down.weight", ".lora_up.weight", {2, 8}, {6, 2}, 11);
+  add_pair(w, k + "ff_net_0_proj", ".lora_down.weight", ".lora_up.weight", {3, 6}, {12, 3}, 12);
+  add_pair(w, "lora_unet_down_blocks_0_attentions_0_proj_in", ".lora_down.weight", ".lora_up.weight", {2, 4, 1, 1}, {6, 2, 1, 1}, 13);
+  add_pair(w, "lora_unet_down_blocks_0_resnets_0_conv1", ".lora_down.weight", ".lora_up.weight", {2, 3, 3, 3}, {5, 2, 1, 1}, 14);
+  add_pair(w, "lora_te_text_model_encoder_layers_0_self_attn_q_proj", ".lora_down.weight", ".lora_up.weight", {1, 4}, {4, 1}, 15);
+  w.add_f32(k + "attn1_to_q.alpha", {}, {1.0f});
+  TempFile file("kohya.safetensors");
+  w.write(file.path);
+
+  LoraFile lora = read_lora(file.path, {{"unet", unet.get()}, {"text_encoder", te.get()}});
+  EXPECT_EQ(lora.name, std::filesystem::path(file.path).stem().string());
+  ASSERT_EQ(lora.layers.size(), 6u);
+  const std::string t = "down_blocks.0.attentions.0.transformer_blocks.0.";
+  EXPECT_FLOAT_EQ(layer_for(lora, t + "attn1.to_q.weight").alpha, 1.0f);
+  EXPECT_FLOAT_EQ(layer_for(lora, t + "attn1.to_out.0.weight").alpha, 2.0f);  // no alpha: rank
+  EXPECT_EQ(layer_for(lora, t + "ff.net.0.proj.weight").rank(), 3);
+  EXPECT_EQ(layer_for(lora, "down_blocks.0.resnets.0.conv1.weight").component, "unet");
+  EXPECT_EQ(layer_for(lora, "text_model.encoder.layers.0.self_attn.q_proj.weight").component, "text_encoder");
+}
+
+TEST(LoraReader, PeftAndOldDiffusersKeysMapWhateverTheTextEncoderNaming) {
+  auto unet = tiny_unet();
+  auto te = tiny_text_encoder(false);  // transformers >= 5.6 names, without text_model.
+  auto te2 = tiny_text_encoder(true);
+  SafetensorsWriter w;
+  const std::string u = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.";
+  add_pair(w, u + "to_q", ".lora_A.weight", ".lora_B.weight", {2, 6}, {8, 2}, 20);
+  add_pair(w, u + "to_out.0", ".lora.down.weight", ".lora.up.weight", {2, 8}, {6, 2}, 21);
+  add_pair(w, "text_encoder.text_model.encoder.layers.0.mlp.fc1", ".lora_A.weight", ".lora_B.weight", {2, 4}, {8, 2}, 22);
+  add_pair(w, "text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj", ".lora_A.weight", ".lora_B.weight", {2, 4}, {4, 2}, 23);
+  w.add_f32(u + "to_q.alpha", {}, {4.0f});
+  TempFile file("peft.safetensors");
+  w.write(file.path);
+
+  LoraFile lora = read_lora(file.path, {{"unet", unet.get()}, {"text_encoder", te.get()}, {"text_encoder_2", te2.get()}});
+  ASSERT_EQ(lora.layers.size(), 4u);
+  EXPECT_FLOAT_EQ(layer_for(lora, "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight").alpha, 4.0f);
+  EXPECT_EQ(layer_for(lora, "encoder.layers.0.mlp.fc1.weight").component, "text_encoder");  // the source's own name
+  EXPECT_EQ(layer_for(lora, "text_model.encoder.layers.0.self_attn.q_proj.weight").component, "text_encoder_2");
+}
+
+TEST(LoraReader, NamesEveryBadKeyAtOnce) {
+  auto unet = tiny_unet();
+  SafetensorsWriter w;
+  add_pair(w, "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", ".lora_down.weight",
+           ".lora_up.weight", {2, 7}, {8, 2}, 30);  // in 7, weight has 6
+  add_pair(w, "lora_unet_mid_block_nothing_here", ".lora_down.weight", ".lora_up.weight", {2, 6}, {8, 2}, 31);
+  w.add_f32("lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight", {2, 3, 3, 3}, random_values(54, 32));
+  w.add_f32("something_else.weight", {1}, {0.0f});
+  add_pair(w, "lora_te_text_model_encoder_layers_0_self_attn_q_proj", ".lora_down.weight", ".lora_up.weight", {1, 4}, {4, 1}, 33);
+  TempFile file("bad.safetensors");
+  w.write(file.path);
+
+  std::string msg = error_of([&] { read_lora(file.path, {{"unet", unet.get()}}); });
+  EXPECT_NE(msg.find(file.path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("something_else.weight"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("lora_unet_mid_block_nothing_here"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("do not fit unet down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight [8, 6]"),
+            std::string::npos) << msg;
+  EXPECT_NE(msg.find("lora_unet_down_blocks_0_resnets_0_conv1: has no up"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("the model has no text_encoder"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
+}
+
+TEST(LoraDelta, LinearIsScaledUpTimesDown) {
+  LoraLayer l;
+  l.module = "m";
+  l.down_shape = {2, 3};
+  l.up_shape = {2, 2};
+  l.down = {1, 2, 3, 4, 5, 6};
+  l.up = {1, 0, 2, -1};
+  l.alpha = 1.0f;  // factor alpha / rank = 0.5
+  std::vector<float> d = lora_delta(l, {2, 3}, 2.0f);
+  std::vector<float> expect = {1, 2, 3, 2 * 1 - 4, 2 * 2 - 5, 2 * 3 - 6};  // up @ down · 0.5 · 2
+  EXPECT_EQ(d, expect);
+}
+
+TEST(LoraDelta, ConvThreeByThreeFlattensDown) {
+  LoraLayer l;
+  l.module = "m";
+  l.down_shape = {2, 3, 3, 3};
+  l.up_shape = {5, 2, 1, 1};
+  l.down = random_values(54, 40);
+  l.up = random_values(10, 41);
+  l.alpha = 2.0f;
+  std::vector<float> d = lora_delta(l, {5, 3, 3, 3}, 0.75f);
+  for (int o = 0; o < 5; ++o)
+    for (int i = 0; i < 27; ++i) {
+      float expect = (l.up[o * 2] * l.down[i] + l.up[o * 2 + 1] * l.down[27 + i]) * 0.75f;
+      EXPECT_NEAR(d[o * 27 + i], expect, 1e-6f);
+    }
+}
+
+TEST(LoraMergedWeightSource, MergesCopiesAndLeavesTheOriginalBytes) {
+  auto unet = tiny_unet();
+  SafetensorsWriter w;
+  add_pair(w, "lora_unet_down_blocks_0_resnets_0_conv1", ".lora_down.weight", ".lora_up.weight", {2, 3, 3, 3}, {5, 2, 1, 1}, 50);
+  add_pair(w, "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q", ".lora_A.weight", ".lora_B.weight", {2, 6}, {8, 2}, 51);
+  TempFile a("a.safetensors"), b("b.safetensors");
+  w.write(a.path);
+  SafetensorsWriter w2;
+  add_pair(w2, "lora_unet_down_blocks_0_resnets_0_conv1", ".lora_down.weight", ".lora_up.weight", {1, 3, 3, 3}, {5, 1, 1, 1}, 52);
+  w2.write(b.path);
+  auto la = std::make_shared<const LoraFile>(read_lora(a.path, {{"unet", unet.get()}}));
+  auto lb = std::make_shared<const LoraFile>(read_lora(b.path, {{"unet", unet.get()}}));
+
+  const std::string conv = "down_blocks.0.resnets.0.conv1.weight";
+  const std::string q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight";
+  const std::string out0 = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0.weight";
+  std::vector<uint8_t> conv_before(135 * 4), q_before(48 * 4);
+  std::memcpy(conv_before.data(), unet->get(conv).data, conv_before.size());
+  std::memcpy(q_before.data(), unet->get(q).data, q_before.size());
+
+  std::vector<float> expect(135);
+  std::memcpy(expect.data(), conv_before.data(), conv_before.size());
+  {
+    std::vector<float> d1 = lora_delta(layer_for(*la, conv), {5, 3, 3, 3}, 0.8f);
+    std::vector<float> d2 = lora_delta(layer_for(*lb, conv), {5, 3, 3, 3}, -0.5f);
+    for (size_t i = 0; i < expect.size(); ++i) expect[i] += d1[i];  // one adapter after the other
+    for (size_t i = 0; i < expect.size(); ++i) expect[i] += d2[i];
+  }
+  {
+    LoraMergedWeightSource merged(unet, "unet", {{la, 0.8f}, {lb, -0.5f}});
+    EXPECT_EQ(merged.merged_count(), 2u);
+    WeightView m = merged.get(conv);
+    ASSERT_EQ(m.dtype, DType::F32);
+    EXPECT_EQ(std::memcmp(m.data, expect.data(), 135 * 4), 0);
+    EXPECT_NE(std::memcmp(merged.get(q).data, q_before.data(), q_before.size()), 0);
+    EXPECT_EQ(merged.get(out0).data, unet->get(out0).data);  // untouched weights pass through
+    EXPECT_NE(merged.describe().find("with LoRA"), std::string::npos);
+  }
+  // The original weights are the original bytes, during and after.
+  EXPECT_EQ(std::memcmp(unet->get(conv).data, conv_before.data(), conv_before.size()), 0);
+  EXPECT_EQ(std::memcmp(unet->get(q).data, q_before.data(), q_before.size()), 0);
+  // Scale 0 gives back the original values.
+  LoraMergedWeightSource zero(unet, "unet", {{la, 0.0f}});
+  EXPECT_EQ(std::memcmp(zero.get(q).data, q_before.data(), q_before.size()), 0);
+}
+
+TEST(LoraMergedWeightSource, BackendLayoutConvGetsThePermutedDelta) {
+  // A conv weight already in [out, kh, kw, in] (node-shared weights) merges like the PyTorch one.
+  auto plain = tiny_unet();
+  const std::string conv = "down_blocks.0.resnets.0.conv1.weight";
+  std::vector<float> oihw(135);
+  std::memcpy(oihw.data(), plain->get(conv).data, 135 * 4);
+  std::vector<float> ohwi(135);
+  for (int o = 0; o < 5; ++o)
+    for (int i = 0; i < 3; ++i)
+      for (int p = 0; p < 9; ++p) ohwi[(o * 9 + p) * 3 + i] = oihw[(o * 3 + i) * 9 + p];
+
+  class LayoutSource : public WeightSource {
+   public:
+    std::vector<float> values;
+    std::vector<std::string> names() const override { return {"down_blocks.0.resnets.0.conv1.weight"}; }
+    bool has(const std::string& n) const override { return n == names()[0]; }
+    WeightView get(const std::string& n) const override {
+      WeightView v(n, DType::F32, {5, 3, 3, 3}, values.data());
+      v.backend_layout = true;
+      return v;
+    }
+    std::string describe() const override { return "layout"; }
+  };
+  auto laid = std::make_shared<LayoutSource>();
+  laid->values = ohwi;
+
+  SafetensorsWriter w;
+  add_pair(w, "lora_unet_down_blocks_0_resnets_0_conv1", ".lora_down.weight", ".lora_up.weight", {2, 3, 3, 3}, {5, 2, 1, 1}, 60);
+  TempFile f("c.safetensors");
+  w.write(f.path);
+  auto lora = std::make_shared<const LoraFile>(read_lora(f.path, {{"unet", plain.get()}}));
+  LoraMergedWeightSource a(plain, "unet", {{lora, 1.0f}});
+  LoraMergedWeightSource b(laid, "unet", {{lora, 1.0f}});
+  const float* pa = static_cast<const float*>(a.get(conv).data);
+  WeightView vb = b.get(conv);
+  EXPECT_TRUE(vb.backend_layout);
+  const float* pb = static_cast<const float*>(vb.data);
+  for (int o = 0; o < 5; ++o)
+    for (int i = 0; i < 3; ++i)
+      for (int p = 0; p < 9; ++p) EXPECT_EQ(pb[(o * 9 + p) * 3 + i], pa[(o * 3 + i) * 9 + p]);
+}
