@@ -1,14 +1,19 @@
 // LoRA reader, key mapping (kohya and diffusers/PEFT), the float32 delta and the merged weight
 // source: every key form lands on the right weight, every bad key is named at once, the delta is
-// up @ down · alpha / rank · scale, and merging never touches the original bytes.
+// up @ down · alpha / rank · scale, and merging never touches the original bytes. Golden: whole
+// generations against diffusers' load_lora_weights + fuse_lora (tools/golden/make_lora_golden.py,
+// tests/data/golden/lora) on the two tiny pipelines of the txt2img golden, within 1 level.
 #include "sdmpi/lora.h"
 
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
+#include "golden_util.h"
+#include "pipeline/lora_model.h"
 #include "sdmpi/dtype.h"
 #include "sdmpi/error.h"
 
@@ -269,4 +274,81 @@ TEST(LoraMergedWeightSource, BackendLayoutConvGetsThePermutedDelta) {
   for (int o = 0; o < 5; ++o)
     for (int i = 0; i < 3; ++i)
       for (int p = 0; p < 9; ++p) EXPECT_EQ(pb[(o * 9 + p) * 3 + i], pa[(o * 3 + i) * 9 + p]);
+}
+
+namespace {
+
+const std::string kLoraDir = std::string(SDMPI_TEST_DATA) + "/golden/lora/";
+const std::string kPipelines = std::string(SDMPI_TEST_DATA) + "/golden/pipeline/pipelines.json";
+
+ModelSource golden_model(const nlohmann::json& doc, const std::string& name) {
+  const auto& p = doc["pipelines"][name];
+  std::map<std::string, nlohmann::json> configs;
+  for (auto& [k, v] : p["configs"].items()) configs[k] = v;
+  std::map<std::string, std::shared_ptr<WeightSource>> weights;
+  for (const char* c : {"unet", "vae", "text_encoder"})
+    weights[c] = testing_util::rebuild(p["weights"][c], name + " " + c);
+  return ModelSource::from_memory(name, configs, weights);
+}
+
+}  // namespace
+
+TEST(LoraGolden, GenerationsWithinOneLevelOfDiffusersFuseLora) {
+  const nlohmann::json doc = testing_util::load_json_or_null(kLoraDir + "runs.json");
+  const nlohmann::json models = testing_util::load_json_or_null(kPipelines);
+  ASSERT_FALSE(doc.is_null()) << "missing " << kLoraDir << "runs.json";
+  ASSERT_FALSE(models.is_null()) << "missing " << kPipelines;
+  std::ifstream f(kLoraDir + "images.u8", std::ios::binary);
+  const std::vector<uint8_t> ref((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto backend = make_cpu_backend();
+  int runs = 0;
+  for (const auto& run : doc["runs"]) {
+    const std::string pname = run["pipeline"], id = run["id"];
+    const ModelSource base = golden_model(models, pname);
+    const LoraSpec spec{kLoraDir + run["lora"].get<std::string>(), run["scale"].get<float>()};
+    const ModelSource merged = with_loras(base, {spec});
+    size_t merged_weights = 0;
+    for (const char* c : {"unet", "text_encoder"})
+      if (auto* m = dynamic_cast<const LoraMergedWeightSource*>(merged.weights(c).get())) merged_weights += m->merged_count();
+    EXPECT_EQ(merged_weights, run["lora_weights"].get<size_t>()) << id << ": weights diffusers changed";
+
+    std::vector<WorkItem> items;
+    for (size_t i = 0; i < run["prompts"].size(); ++i) {
+      WorkItem it;
+      it.index = static_cast<int64_t>(i);
+      it.params.prompt = run["prompts"][i];
+      it.params.negative_prompt = run["negative_prompts"][i];
+      it.params.seed = run["seeds"][i].get<uint64_t>();
+      it.params.steps = run["steps"];
+      it.params.guidance = run["guidance"].get<float>();
+      it.params.width = run["width"];
+      it.params.height = run["height"];
+      it.params.sampler = run["sampler"];
+      items.push_back(it);
+    }
+    Txt2ImgPipeline pipe(merged, *backend);
+    const std::vector<ImageResult> got = pipe.generate(items);
+    const auto [worst, off_by_one, values] = testing_util::compare_images(
+        got, ref, run["images_offset"].get<size_t>(), run["images_shape"].get<std::vector<size_t>>(), id);
+    EXPECT_LE(worst, 1) << id << ": max pixel difference " << worst;
+    std::printf("%-28s scale %5.2f: %zu merged weights, max |Δpixel| %d, %zu of %zu values off by one\n", id.c_str(),
+                spec.scale, merged_weights, worst, off_by_one, values);
+    // The LoRA changes the picture: the same items without it differ (the test could fail).
+    Txt2ImgPipeline plain(base, *backend);
+    EXPECT_NE(plain.generate({items[0]})[0].rgb, got[0].rgb) << id << ": the LoRA changed nothing";
+    ++runs;
+  }
+  EXPECT_EQ(runs, 4);
+}
+
+TEST(LoraGolden, UnknownKeysOfARealFileAreNamed) {
+  // The kohya file of the four-level pipeline does not fit the two-level one: every mismatch named.
+  const nlohmann::json models = testing_util::load_json_or_null(kPipelines);
+  ASSERT_FALSE(models.is_null());
+  const ModelSource other = golden_model(models, "two_level");
+  const std::string msg = testing_util::message_of([&] { with_loras(other, {{kLoraDir + "four_level_kohya.safetensors", 1.0f}}); });
+  EXPECT_NE(msg.find("four_level_kohya.safetensors"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("key(s) map to no weight of the model: lora_unet_down_blocks_0_attentions_1_proj_in"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("do not fit unet down_blocks.0.attentions.0.proj_in.weight [24, 24]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("more"), std::string::npos) << "long lists are cut: " << msg;
 }

@@ -15,5 +15,6 @@ echo "== make_img2img_golden.py"; "$PY" tools/golden/make_img2img_golden.py "$tm
 echo "== make_sd2_golden.py"; "$PY" tools/golden/make_sd2_golden.py "$tmp/tiny/tokenizer"
 echo "== make_sdxl_golden.py"; "$PY" tools/golden/make_sdxl_golden.py "$tmp/tiny/tokenizer"
 echo "== make_lcm_golden.py"; "$PY" tools/golden/make_lcm_golden.py "$tmp/tiny/tokenizer"
+echo "== make_lora_golden.py"; "$PY" tools/golden/make_lora_golden.py "$tmp/tiny/tokenizer"  # after pipeline/; needs peft
 echo "== make_prompt_weighting_golden.py"; "$PY" tools/golden/make_prompt_weighting_golden.py "$tmp/tiny/tokenizer"
 echo "== make_demo_golden.py"; "$PY" tools/golden/make_demo_golden.py  # the committed tools/demo_model/model
