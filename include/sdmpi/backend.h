@@ -69,6 +69,9 @@ enum class Activation : uint8_t { SiLU, GELU, QuickGELU };
 struct GraphKey {
   int64_t batch = 0, height = 0, width = 0;
   int64_t variant = 0;
+  // Tokens of the cross-attention context when they vary (77 x chunks with A1111 prompt
+  // weighting): the K/V inputs' shape, so each length is its own graph. 0 where always the same.
+  int64_t context = 0;
   auto operator<=>(const GraphKey&) const = default;
 };
 

@@ -424,7 +424,8 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
   const std::vector<float>& timesteps = scheduler->timesteps();
   const int steps = static_cast<int>(timesteps.size());
   const int64_t unet_batch = cfg ? 2 * B : B;
-  const GraphKey key{B, h, w, m.serial * kVariantsPerPipeline + (cfg ? kUnetStepCfg : kUnetStepNoCfg)};
+  const GraphKey key{B, h, w, m.serial * kVariantsPerPipeline + (cfg ? kUnetStepCfg : kUnetStepNoCfg),
+                     weighted ? context.dim(1) : 0};
   const UNet2DConditionModel& unet = *m.unet;
   // Inputs: [x, t_proj, (SDXL: the added embedding,) (LCM UNets: the guidance embedding,) K/V ...].
   const bool sdxl = added.has_value();

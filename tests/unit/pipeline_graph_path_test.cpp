@@ -227,4 +227,26 @@ TEST(PipelineGraphPath, TwoPipelinesOnOneBackendUseSeparateGraphs) {
   EXPECT_EQ(emu.captures, 2) << "pipelines (models) must not share a graph: its weights are baked in";
 }
 
+// A1111 prompt weighting: contexts of 77 x chunks tokens are different K/V shapes, so each length is
+// its own graph (GraphKey::context), and a batch mixing lengths runs as groups; same bits as the CPU.
+TEST(PipelineGraphPath, WeightedPromptsOfDifferentLengthsUseTheirOwnGraphs) {
+  GraphEmulator emu;
+  ModelSource model = ModelSource::open("tiny");
+  std::unique_ptr<Backend> cpu = make_cpu_backend(2);
+  Txt2ImgPipeline graphed(model, emu), reference(model, *cpu);
+  std::vector<WorkItem> batch = items("euler", 7.5f, 2, 64, 64);
+  for (WorkItem& w : batch) w.params.prompt_weighting = "a1111";
+  batch[1].params.prompt = "a (red:1.2) cube BREAK on a [blue] table";  // 2 chunks, item 0 has 1
+  for (const auto& run : {std::vector<WorkItem>{batch[0]}, std::vector<WorkItem>{batch[1]}, batch}) {
+    std::vector<ImageResult> want = reference.generate(run);
+    std::vector<ImageResult> got = graphed.generate(run);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_TRUE(got[i].ok) << got[i].error;
+      EXPECT_TRUE(got[i].rgb == want[i].rgb) << "image " << i << " differs from the CPU path's";
+    }
+  }
+  EXPECT_EQ(emu.captures, 2) << "one graph per context length (77 and 154 tokens), replayed by the mixed batch";
+}
+
 }  // namespace
