@@ -8,10 +8,13 @@
 // side reference for the tensor-core variants (attention_flash.cu, attention_wide.cu).
 //
 // choose_variant below is the one place that picks a variant; the variant tables list each kernel
-// file's configurations in order of preference.
+// file's configurations in order of preference. On compute capability 9.0 it takes the Hopper
+// kernel (attention_hopper.cu) for head dims 40/64 when SDMPI_CUDA_ATTENTION asks for it.
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -201,13 +204,18 @@ bool can_run(const VariantDesc& v, const LaunchArgs& a, DType dtype, const Devic
   if (v.head_dim != 0 && v.head_dim != a.head_dim) return false;
   if (v.max_seq_kv != 0 && a.seq_kv > v.max_seq_kv) return false;
   if (v.kernel == AttentionKernel::Reference) return a.head_dim <= kMaxHeadDim;
+  // sm_90a machine code runs on compute capability 9.0 only; the kernel has no causal mask.
+  if (v.kernel == AttentionKernel::FlashHopper &&
+      (dev.sm != 90 || a.causal || !detail::hopper_kernel_available()))
+    return false;
   return vector_aligned(a);
 }
 
 template <typename F>
 void for_each_variant(F&& f) {
   for (const detail::VariantTable& table :
-       {detail::flash_variants(), detail::wide_variants(), detail::reference_variants()}) {
+       {detail::hopper_variants(), detail::flash_variants(), detail::wide_variants(),
+        detail::reference_variants()}) {
     for (int i = 0; i < table.count; ++i) f(table.begin[i]);
   }
 }
@@ -229,6 +237,27 @@ const VariantDesc* variant_by_id(int wanted) {
     ++id;
   });
   return found;
+}
+
+// Whether choose_variant takes the Hopper kernel (kernels/attention_hopper.cu) where it applies.
+// SDMPI_CUDA_ATTENTION=hopper or =fa2 decides (A/B timing in a GPU window); unset, the default
+// below, which stays "fa2" until a GPU window has run tests/gpu/attention_hopper_test.cpp clean.
+// Read once per process: a CUDA graph must not change kernels between captures.
+constexpr bool kHopperAttentionByDefault = false;
+
+bool hopper_attention_requested() {
+  static const bool requested = [] {
+    const char* env = std::getenv("SDMPI_CUDA_ATTENTION");
+    if (env == nullptr || *env == '\0') return kHopperAttentionByDefault;
+    if (std::strcmp(env, "hopper") == 0) return true;
+    if (std::strcmp(env, "fa2") == 0) return false;
+    if (std::strcmp(env, "naive") == 0) return false;  // the backend's own switch (cuda_backend.cpp)
+    std::fprintf(stderr,
+                 "sd_mpi: SDMPI_CUDA_ATTENTION=%s is not hopper, fa2 or naive; using %s\n", env,
+                 kHopperAttentionByDefault ? "hopper" : "fa2");
+    return kHopperAttentionByDefault;
+  }();
+  return requested;
 }
 
 // The one place that picks a variant. Tensor cores when the dtype, alignment and head dim allow;
@@ -264,7 +293,10 @@ const VariantDesc* choose_variant(const LaunchArgs& a, DType dtype, const Device
   if (a.head_dim > 256) {
     chosen = pick(AttentionKernel::FlashWideHead);
   } else {
-    if (a.seq_kv <= 80) chosen = pick(AttentionKernel::FlashShortKV);
+    // Short key sequences (cross-attention to 77 tokens) stay on FlashShortKV: one 80-key tile
+    // beats the Hopper kernel's 128-key tile there.
+    if (a.seq_kv > 80 && hopper_attention_requested()) chosen = pick(AttentionKernel::FlashHopper);
+    if (chosen == nullptr && a.seq_kv <= 80) chosen = pick(AttentionKernel::FlashShortKV);
     if (chosen == nullptr) chosen = pick(AttentionKernel::Flash);
   }
   return chosen != nullptr ? chosen : reference;

@@ -15,6 +15,10 @@
 //                  tokens, CLIP's causal self-attention): one pass, keys padded to 80, not 128.
 //   FlashWideHead  head_dim 512 (the VAE's single-head mid-block attention): warps split the head
 //                  dimension, so the 16×512 output rows fit in registers.
+//   FlashHopper    sm_90a only, head dims 40 and 64, not causal: TMA + wgmma + warp specialisation
+//                  (FlashAttention-3 style, kernels/attention_hopper.cu). Picked on compute
+//                  capability 9.0 when SDMPI_CUDA_ATTENTION=hopper (default: the Flash kernels
+//                  until a GPU window has validated it); SDMPI_CUDA_ATTENTION=fa2 forces Flash.
 #pragma once
 
 #include <cstdint>
@@ -51,7 +55,7 @@ struct AttentionParams {
   bool causal = false;  // key j is visible to query i iff j <= i (torch's is_causal: top-left)
 };
 
-enum class AttentionKernel : uint8_t { Reference, Flash, FlashShortKV, FlashWideHead };
+enum class AttentionKernel : uint8_t { Reference, Flash, FlashShortKV, FlashWideHead, FlashHopper };
 
 // A compiled kernel configuration. `id` is stable within one build.
 struct AttentionVariant {

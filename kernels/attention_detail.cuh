@@ -60,6 +60,10 @@ struct VariantTable {
 VariantTable reference_variants();
 VariantTable flash_variants();
 VariantTable wide_variants();
+VariantTable hopper_variants();  // kernels/attention_hopper.cu (sm_90a)
+// Whether the current device loaded the Hopper kernel's sm_90a machine code (not the stub every
+// other architecture gets). Only asked on compute capability 9.0.
+bool hopper_kernel_available();
 
 // Raises a kernel's dynamic shared memory limit to `bytes` on the current device, once per device
 // (`done` remembers which devices; thread-safe, idempotent).
