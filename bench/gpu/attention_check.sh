@@ -39,6 +39,15 @@ if [ -z "${ATTENTION_SKIP_TESTS:-}" ]; then
   fi
   grep -E '^\[  (PASSED|FAILED|SKIPPED) *\]|tests? from .* ran' "$out/attention_test.log" | grep -v '^\[  SKIPPED \] Attention' | tail -n 30
   grep -m1 'skipped, no usable CUDA GPU' "$out/attention_test.log"
+  # The Hopper kernel (sm_90a) against the CPU and the Flash kernel, and the picker with the switch on.
+  hopper_bin=$build/tests/attention_hopper_test
+  if [ -x "$hopper_bin" ]; then
+    if ! SDMPI_CUDA_ATTENTION=hopper timeout 300 "$hopper_bin" \
+        --gtest_output=json:"$out/attention_hopper_test.json" >"$out/attention_hopper_test.log" 2>&1; then
+      status=1
+    fi
+    grep -E '^\[  (PASSED|FAILED|SKIPPED|     OK) *\]|skipped' "$out/attention_hopper_test.log" | tail -n 10
+  fi
 fi
 
 echo "== attention: our kernels"
@@ -60,6 +69,7 @@ fi
 
 # Our own summary (UNet step time, fastest variant per shape), then the comparison table last.
 sed -n '/^SD 1.5 UNet step/,/^$/p' "$out/attention_bench.log"
+sed -n '/^Hopper vs/,/^$/p' "$out/attention_bench.log"
 if [ -f "$out/attention_ours.json" ] && [ -f "$out/attention_torch.json" ]; then
   echo "== attention: ours vs torch's fastest SDPA backend (same GPU, same run)"
   "$python" "$here/attention_torch.py" --compare "$out/attention_ours.json" "$out/attention_torch.json" \
