@@ -10,7 +10,9 @@
 // median over replays, divided by n, is the time per call. Graph replay removes launch gaps, as in
 // the UNet's captured step. FLOPs = 4·B·H·d·(visible query-key pairs): Nq·Nk, or for causal
 // Σ_i min(Nk, i+1) (the masked half is not counted). bench/gpu/attention_torch.py times the same
-// shapes with torch SDPA; bench/gpu/attention_check.sh prints the comparison.
+// shapes with torch SDPA; bench/gpu/attention_check.sh prints the comparison. On an sm_90 GPU the
+// Hopper kernel's variants are timed with the rest, and a last table sets them against the
+// FA2-style Flash variants with the fraction of the H100/H200 peak.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -332,6 +334,42 @@ int main(int argc, char** argv) {
                 sdmpi::dtype_name(dt), chosen_us, step_flop / (chosen_us * 1e-6) / 1e12, best_us,
                 step_flop / 1e9);
   }
+
+  // Hopper (kernels/attention_hopper.cu) against the FA2-style Flash kernels, per shape the fastest
+  // variant of each kind, and the fraction of the GPU's dense fp16/bf16 tensor-core peak. The peak
+  // is the datasheet's for H100/H200 SXM (989 TFLOP/s) and H100 PCIe (756); elsewhere none is shown.
+  const std::string device_name = prop.name;
+  const double peak_tflops = device_name.find("PCIe") != std::string::npos &&
+                                     device_name.find("H100") != std::string::npos
+                                 ? 756.0
+                             : device_name.find("H100") != std::string::npos ||
+                                     device_name.find("H200") != std::string::npos
+                                 ? 989.0
+                                 : 0.0;
+  std::printf("\nHopper vs FA2-style Flash (fastest variant of each kind; %% of %s peak %.0f "
+              "TFLOP/s):\n",
+              prop.name, peak_tflops);
+  bool any_hopper = false;
+  for (const ShapeResult& r : results) {
+    const Timing* hopper = nullptr;
+    const Timing* flash = nullptr;
+    for (const Timing& t : r.variants) {
+      const bool is_hopper = t.variant.rfind("hopper", 0) == 0;
+      const bool is_flash = t.variant.rfind("flash", 0) == 0 || t.variant.rfind("shortkv", 0) == 0;
+      if (is_hopper && (hopper == nullptr || t.us < hopper->us)) hopper = &t;
+      if (is_flash && (flash == nullptr || t.us < flash->us)) flash = &t;
+    }
+    if (hopper == nullptr || flash == nullptr) continue;
+    any_hopper = true;
+    const auto pct = [&](double tflops) { return peak_tflops > 0 ? 100.0 * tflops / peak_tflops : 0.0; };
+    std::printf("  %-24s %-4s hopper %8.2f us %7.1f TFLOP/s (%4.1f%%) | fa2 %8.2f us %7.1f "
+                "TFLOP/s (%4.1f%%) | hopper/fa2 speed %.2fx\n",
+                r.shape->name, sdmpi::dtype_name(r.dtype), hopper->us, hopper->tflops,
+                pct(hopper->tflops), flash->us, flash->tflops, pct(flash->tflops),
+                flash->us / hopper->us);
+  }
+  if (!any_hopper)
+    std::printf("  no Hopper variant ran (it needs compute capability 9.0 and head dim 40 or 64)\n");
 
   FILE* f = std::fopen(json_path.c_str(), "w");
   if (f == nullptr) {
