@@ -400,6 +400,7 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
   // img2img (items with an init image; a batch shares its strength): the loop starts at first_call
   // from the encoded init images, noised to that point (src/pipeline/img2img.h).
   const bool img2img = !p.init_image.empty();
+  if (img2img && m.sdxl) throw InputError("img2img is not supported for SDXL models yet");  // planning refuses it first
   size_t first_call = 0;
   Tensor latents;
   if (img2img) {
@@ -429,10 +430,10 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
   const UNet2DConditionModel& unet = *m.unet;
   // Inputs: [x, t_proj, (SDXL: the added embedding,) (LCM UNets: the guidance embedding,) K/V ...].
   const bool sdxl = added.has_value();
-  const size_t aug_at = 2, cond_at = sdxl ? 3 : 2;
+  constexpr size_t aug_at = 2;
+  const size_t cond_at = sdxl ? 3 : 2;
   const size_t first_kv = 2 + (sdxl ? 1 : 0) + (guidance_embedded ? 1 : 0);
-  auto unet_call = [&be, &unet, cfg, compute, sdxl, guidance_embedded, aug_at, cond_at,
-                    first_kv](const std::vector<Tensor>& in) {
+  auto unet_call = [&be, &unet, cfg, compute, sdxl, guidance_embedded, cond_at, first_kv](const std::vector<Tensor>& in) {
     Tensor x = be.cast(in[0], compute);
     if (cfg) x = be.concat_batch({x, x});  // elementwise scaling commutes with the duplication
     const std::vector<Tensor> cross_kv(in.begin() + static_cast<ptrdiff_t>(first_kv), in.end());

@@ -186,6 +186,8 @@ class LoopbackComm : public Comm {
   int size() const override { return 2; }
   bool is_mpi() const override { return false; }
   NodeRanks split_by_node() const override { return {}; }
+  // No node to share with: callers fall back to memory of their own.
+  std::shared_ptr<NodeSharedBuffer> node_shared_buffer(uint64_t) const override { return nullptr; }
   void send(int, int tag, const void* data, uint64_t n) const override {
     Message m{tag, std::string(static_cast<const char*>(data), static_cast<size_t>(n))};
     queue.push_back(m);
