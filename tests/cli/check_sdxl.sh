@@ -44,4 +44,11 @@ for bad in "--original-size 512" "--target-size 0x64" "--crop-top-left 8x8"; do
   [[ $(wc -l <<<"$msg") -eq 1 && $msg == "sd_mpi: error: ${bad%% *} "* ]] || fail "$bad: message '$msg'"
   [[ ! -e "$tmp/bad" ]] || fail "$bad left $tmp/bad behind"
 done
+# img2img is not implemented for SDXL: refused before anything is written.
+set +e
+msg=$("$SD" generate --model "$tmp/m" --prompt x --init-image "$tmp/flags/000000.png" --out-dir "$tmp/i2i" 2>&1 >/dev/null)
+rc=$?
+set -e
+[[ $rc -eq 2 && $msg == *"img2img (init image "*"is not supported for SDXL models yet"* ]] || fail "SDXL img2img: exit $rc, '$msg'"
+[[ ! -e "$tmp/i2i" ]] || fail "SDXL img2img left $tmp/i2i behind"
 echo "check_sdxl: all passed"
