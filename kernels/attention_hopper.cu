@@ -13,8 +13,8 @@
 // Layout. TMA writes every tile as 16-byte column chunks: chunk c (channels 8c..8c+7) of all 128
 // rows is one contiguous 2 KiB block. That is wgmma's no-swizzle canonical layout for K-major Q and
 // K (core matrix = 8 rows × 16 bytes) and for MN-major V (8 keys × 8 channels), so no shared-memory
-// shuffling is needed. The tensor map views a head as (8 channels, token, chunk) so that one TMA
-// box lands in that order. Head dim 40 runs as 48 in Q·Kᵀ (the sixth chunk of Q and K is zeroed
+// shuffling is needed: each chunk is one TMA box of 8 channels × the tile's rows, so a tile is
+// D/8 box loads (the tensor map is plain [batch][token][channel], its strides in memory order). Head dim 40 runs as 48 in Q·Kᵀ (the sixth chunk of Q and K is zeroed
 // once and never written by TMA) and as N = 40 in P·V (wgmma takes N in steps of 8), so 40 costs
 // 48/64 and 40/64 of the d = 64 arithmetic, not the full padding to 64.
 //
@@ -102,13 +102,14 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
         : "memory");
   } while (done == 0);
 }
-// One box of a 5-d tensor map into shared memory; completion is counted on `bar` in bytes.
-__device__ __forceinline__ void tma_load_5d(void* dst, const CUtensorMap* map, uint64_t* bar,
-                                            int c0, int c1, int c2, int c3, int c4) {
+// One box of a 3-d tensor map (channel, token, batch) into shared memory; completion is counted
+// on `bar` in bytes.
+__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, uint64_t* bar,
+                                            int channel, int token, int batch) {
   asm volatile(
-      "cp.async.bulk.tensor.5d.shared::cluster.global.mbarrier::complete_tx::bytes "
-      "[%0], [%1, {%2, %3, %4, %5, %6}], [%7];\n" ::"r"(smem_u32(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4),
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes "
+      "[%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(smem_u32(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(channel), "r"(token), "r"(batch),
       "r"(smem_u32(bar))
       : "memory");
 }
@@ -123,6 +124,21 @@ __device__ __forceinline__ void wgmma_commit() {
 __device__ __forceinline__ void wgmma_wait_all() {
   asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
+// Pins registers that an in-flight wgmma reads or writes: the empty asm "redefines" them, and, being
+// volatile, stays ordered with the wgmma/wait asm around it, so the compiler can neither read an
+// accumulator before wgmma.wait_group nor touch an operand between issue and wait.
+template <int N>
+__device__ __forceinline__ void fence_registers(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+template <int N>
+__device__ __forceinline__ void fence_registers(uint32_t (&r)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+    asm volatile("" : "+r"(r[i][0]), "+r"(r[i][1]), "+r"(r[i][2]), "+r"(r[i][3])::"memory");
+}
+
 // Shared-memory matrix descriptor, no swizzle: start address, LBO = bytes between core matrices
 // adjacent along K, SBO = bytes between core matrices adjacent along M/N (both in 16-byte units).
 __device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
@@ -312,13 +328,18 @@ __global__ void __launch_bounds__(kHopperThreads, 1)
     // (TMA's out-of-bounds fill); the consumers mask such keys.
     if (lane == 0) {
       mbar_arrive_expect_tx(q_full, C::Q_TX_BYTES);
-      tma_load_5d(sQ, &map_q, q_full, 0, q0, 0, head, b);
+#pragma unroll
+      for (int c = 0; c < C::CHUNKS; ++c)
+        tma_load_3d(sQ + c * C::CHUNK_Q, &map_q, q_full, head * C::D + 8 * c, q0, b);
       for (int j = 0; j < n_tiles; ++j) {
         const int s = j % C::STAGES;
         mbar_wait(&empty[s], ((j / C::STAGES) & 1) ^ 1);
         mbar_arrive_expect_tx(&full[s], C::KV_TX_BYTES);
-        tma_load_5d(sK(s), &map_k, &full[s], 0, j * C::BK, 0, head, b);
-        tma_load_5d(sV(s), &map_v, &full[s], 0, j * C::BK, 0, head, b);
+#pragma unroll
+        for (int c = 0; c < C::CHUNKS; ++c) {
+          tma_load_3d(sK(s) + c * C::CHUNK_K, &map_k, &full[s], head * C::D + 8 * c, j * C::BK, b);
+          tma_load_3d(sV(s) + c * C::CHUNK_K, &map_v, &full[s], head * C::D + 8 * c, j * C::BK, b);
+        }
       }
     }
     return;  // no block-wide barrier follows
@@ -346,6 +367,7 @@ __global__ void __launch_bounds__(kHopperThreads, 1)
     const uint32_t k_base = smem_u32(sK(s));
     const uint32_t v_base = smem_u32(sV(s));
 
+    fence_registers(s_acc);
     wgmma_fence();
 #pragma unroll
     for (int k = 0; k < C::KSTEPS; ++k) {
@@ -355,6 +377,7 @@ __global__ void __launch_bounds__(kHopperThreads, 1)
     }
     wgmma_commit();
     wgmma_wait_all();
+    fence_registers(s_acc);
 
     // Online softmax over this tile's 128 keys (keys past seq_kv: -inf, weight 0).
     const int keys_left = a.seq_kv - j * C::BK;
@@ -394,6 +417,8 @@ __global__ void __launch_bounds__(kHopperThreads, 1)
       p_frag[kk][2] = pack2<T>(s_acc[8 * kk + 4], s_acc[8 * kk + 5]);
       p_frag[kk][3] = pack2<T>(s_acc[8 * kk + 6], s_acc[8 * kk + 7]);
     }
+    fence_registers(o);
+    fence_registers(p_frag);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < C::PV_STEPS; ++kk) {
@@ -404,6 +429,8 @@ __global__ void __launch_bounds__(kHopperThreads, 1)
     }
     wgmma_commit();
     wgmma_wait_all();
+    fence_registers(o);
+    fence_registers(p_frag);
     __syncwarp();
     if (lane == 0) mbar_arrive(&empty[s]);  // this warp is done with stage s
   }
@@ -453,24 +480,25 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return encode;
 }
 
-// The tensor map of q, k or v: dims (8 channels, token, chunk, head, batch), so that a box of
-// (8, rows, D/8, 1, 1) lands chunk-major in shared memory (see the layout note at the top).
+// The tensor map of q, k or v: dims (channel of all heads, token, batch); a box is 8 channels of
+// `box_rows` tokens, one 16-byte chunk of a tile (see the layout note at the top). Tokens past the
+// end arrive as zeros.
 template <class C>
 cudaError_t encode_map(CUtensorMap* map, const void* base, int64_t row_stride,
                        int64_t batch_stride, int tokens, int box_rows, const LaunchArgs& a) {
   const PFN_cuTensorMapEncodeTiled_v12000 encode = tensor_map_encoder();
   if (encode == nullptr) return cudaErrorNotSupported;
   constexpr cuuint64_t kElem = sizeof(typename C::Elem);
-  const cuuint64_t dims[5] = {8, static_cast<cuuint64_t>(tokens), C::CHUNKS,
-                              static_cast<cuuint64_t>(a.heads), static_cast<cuuint64_t>(a.batch)};
-  const cuuint64_t strides[4] = {static_cast<cuuint64_t>(row_stride) * kElem, 16, C::D * kElem,
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(a.heads) * C::D,
+                              static_cast<cuuint64_t>(tokens), static_cast<cuuint64_t>(a.batch)};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(row_stride) * kElem,
                                  static_cast<cuuint64_t>(batch_stride) * kElem};
-  const cuuint32_t box[5] = {8, static_cast<cuuint32_t>(box_rows), C::CHUNKS, 1, 1};
-  const cuuint32_t element_strides[5] = {1, 1, 1, 1, 1};
+  const cuuint32_t box[3] = {8, static_cast<cuuint32_t>(box_rows), 1};
+  const cuuint32_t element_strides[3] = {1, 1, 1};
   const CUtensorMapDataType type = std::is_same_v<typename C::Elem, __half>
                                        ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
                                        : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-  const CUresult res = encode(map, type, 5, const_cast<void*>(base), dims, strides, box,
+  const CUresult res = encode(map, type, 3, const_cast<void*>(base), dims, strides, box,
                               element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
                               CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
                               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
