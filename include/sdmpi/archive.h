@@ -22,6 +22,8 @@
 //                     txt2img rows (both absent in older archives: txt2img)
 //   /prompt_weighting vlen UTF-8 (N)  "none" or "a1111": how the prompts were read
 //                     (GenerationParams::prompt_weighting; absent in older archives: "none")
+//   /loras            vlen UTF-8 (N)  the LoRAs merged for the row, a JSON list of {"name",
+//                     "sha256" (A1111's LoRA hash), "scale"}; "" for none (absent in older archives)
 //   /done             uint8 (N)  0 pending, 1 finished image, 2 failed (/error holds the reason;
 //                     /error means nothing where done != 2)
 //   root attributes   format="sd_mpi-archive", format_version=1 (int32), sd_mpi_version,

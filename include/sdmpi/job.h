@@ -14,6 +14,20 @@
 
 namespace sdmpi {
 
+// A LoRA merged into the model for an item (include/sdmpi/lora.h): the file, its scale, and the hash
+// of its tensor data (AUTOMATIC1111's LoRA hash, hex; set when the job is planned, recorded in the
+// outputs).
+struct ItemLora {
+  std::string path;
+  float scale = 1.0f;
+  std::string sha256;
+  bool operator==(const ItemLora&) const = default;
+};
+
+// Text that is equal for two items exactly when they merge the same LoRAs at the same scales in the
+// same order ("" for none): the batching key, and what a worker compares to reuse its pipeline.
+std::string lora_set_key(const std::vector<ItemLora>& loras);
+
 struct GenerationParams {
   std::string prompt;
   std::string negative_prompt;
@@ -44,6 +58,9 @@ struct GenerationParams {
   std::string init_image;
   std::string init_image_sha256;
   float strength = 0.8f;  // diffusers' default
+  // LoRAs merged into the model for this item, in this order (--lora, a JSONL "lora" list, then the
+  // prompt's <lora:name:scale> tags); items with different lists never share a batch.
+  std::vector<ItemLora> loras;
 
   // An img2img item: one with an init image, or (read back from an archive, which records no path)
   // with its hash.

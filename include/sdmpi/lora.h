@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "sdmpi/job.h"
 #include "sdmpi/safetensors.h"
 #include "sdmpi/weights.h"
 
@@ -36,6 +37,24 @@ struct LoraSpec {
 // Parses "PATH[:scale]" (the scale is the text after the last ':' when it reads as a number, so
 // Windows-free paths with ':' elsewhere still work); throws InputError naming `where` and the text.
 LoraSpec parse_lora_spec(const std::string& text, const std::string& where);
+
+// AUTOMATIC1111's extra-network tags in a prompt: every "<lora:NAME>" or "<lora:NAME:SCALE>" is
+// removed from `prompt` (replaced by nothing, as A1111 does) and returned as (NAME, SCALE) in
+// order; tags of other networks ("<hypernet:...>") are left in the text. InputError naming
+// `where` for a scale that is not a number.
+std::vector<std::pair<std::string, float>> extract_lora_tags(std::string& prompt, const std::string& where);
+
+// AUTOMATIC1111's LoRA hash: the SHA-256 (hex) of a safetensors file's bytes after its header
+// (the tensor data, so editing the metadata keeps it); its first 12 digits are what A1111's
+// "Lora hashes" field shows. "" without OpenSSL; InputError when the file is unreadable or not
+// safetensors.
+std::string lora_file_hash(const std::string& path);
+
+// An item's LoRAs as the archive's /loras column holds them: a JSON list of {"name" (the file's
+// stem), "sha256" (lora_file_hash), "scale"}, "" for none. Reading back gives the name as path (the
+// archive records no folder); InputError naming `where` for text that is not such a list.
+std::string loras_to_archive_text(const std::vector<ItemLora>& loras);
+std::vector<ItemLora> loras_from_archive_text(const std::string& text, const std::string& where);
 
 // One low-rank update of one weight, in float32 and PyTorch shapes.
 struct LoraLayer {

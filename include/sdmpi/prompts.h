@@ -7,7 +7,9 @@
 //           "sampler": str, "schedule": str, "eta": number, "clip_skip": int,
 //           "guidance_rescale": number in [0, 1], "init_image": str (img2img: a PNG or JPEG file,
 //           relative to the prompt file's folder), "strength": number in (0, 1], "prompt_weighting":
-//           "none" | "a1111"}; blank lines skipped.
+//           "none" | "a1111", "lora": [{"path": str, "scale": number} or "path[:scale]", ...]
+//           (LoRA files relative to the prompt file's folder; the list replaces --lora's)};
+//           blank lines skipped.
 // Keys a line does not give take the job's defaults (the command line). A "seed" in a line is the
 // seed of that prompt's first image; image k of the prompt gets seed + k. Without one, item g gets
 // base_seed + g. Errors name the file and line ("prompts.jsonl:7: ...") and never leave a partial
@@ -34,6 +36,7 @@ struct PromptRecord {
   std::optional<int> original_width, original_height, crop_top, crop_left, target_width, target_height;
   std::optional<float> guidance, eta, guidance_rescale, strength;
   std::optional<std::string> sampler, schedule, init_image, prompt_weighting;
+  std::optional<std::vector<ItemLora>> loras;  // "lora"; paths as written until read_prompt_file resolves them
   std::string origin;  // "prompts.jsonl:7" or "--prompt #2", for messages
 };
 

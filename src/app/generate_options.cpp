@@ -69,6 +69,10 @@ void add_options(CLI::App& cli, GenerateOptions& o) {
                  "is the output size");
   cli.add_option("--strength", o.strength,
                  "img2img strength in (0, 1]: the share of the steps run from the noised init image (diffusers' strength)");
+  cli.add_option("--lora", o.loras,
+                 "LoRA PATH[:scale] merged into the model (repeatable, merged in order; kohya/A1111 or diffusers "
+                 "format) for items without a JSONL lora list");
+  cli.add_option("--lora-dir", o.lora_dir, "folder where a prompt's <lora:NAME:scale> finds NAME.safetensors");
   cli.add_option("--original-size", o.original_size,
                  "SDXL micro-conditioning: the original_size WxH the UNet is told (default: the image's size)");
   cli.add_option("--target-size", o.target_size,

@@ -28,6 +28,8 @@ struct GenerateOptions {
   float guidance_rescale = 0;
   std::string prompt_weighting = "none";  // none | a1111 (items without a JSONL prompt_weighting)
   std::string init_image;  // img2img for every item without its own init_image
+  std::vector<std::string> loras;  // --lora PATH[:scale], for items without a JSONL "lora" list
+  std::string lora_dir;            // where the prompts' <lora:NAME:scale> tags find NAME.safetensors
   float strength = 0.8f;
   // SDXL micro-conditioning for every item without its own (0 = the image's size, crop 0,0), from
   // --original-size WxH, --target-size WxH, --crop-top-left TOP,LEFT.

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <algorithm>
 #include <filesystem>
+#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -20,6 +22,7 @@
 #include "sdmpi/error.h"
 #include "sdmpi/hash.h"
 #include "sdmpi/log.h"
+#include "sdmpi/lora.h"
 #include "sdmpi/prompts.h"
 #include "sdmpi/prompt_weighting.h"
 #include "sdmpi/scheduler.h"
@@ -48,6 +51,11 @@ nlohmann::json fingerprint_json(const WorkItem& it) {
     j["init_image_sha256"] = p.init_image_sha256;
     j["strength"] = p.strength;
   }
+  if (!p.loras.empty()) {  // LoRAs by content and scale, in merge order
+    nlohmann::json loras = nlohmann::json::array();
+    for (const ItemLora& l : p.loras) loras.push_back({{"sha256", l.sha256}, {"scale", l.scale}});
+    j["loras"] = loras;
+  }
   return j;
 }
 
@@ -58,6 +66,11 @@ nlohmann::json item_to_json(const WorkItem& it) {
   j["prompt_index"] = it.prompt_index;
   j["sample"] = it.sample;
   if (!it.params.init_image.empty()) j["init_image"] = it.params.init_image;
+  if (!it.params.loras.empty()) {
+    nlohmann::json paths = nlohmann::json::array();
+    for (const ItemLora& l : it.params.loras) paths.push_back(l.path);
+    j["lora_paths"] = paths;
+  }
   return j;
 }
 
@@ -83,6 +96,12 @@ WorkItem item_from_json(const nlohmann::json& j) {
   p.init_image = j.value("init_image", std::string());
   p.init_image_sha256 = j.value("init_image_sha256", std::string());
   p.strength = j.value("strength", GenerationParams{}.strength);
+  if (j.contains("loras")) {
+    const auto& loras = j.at("loras");
+    const auto& paths = j.at("lora_paths");
+    for (size_t i = 0; i < loras.size(); ++i)
+      p.loras.push_back({paths.at(i).get<std::string>(), loras[i].at("scale").get<float>(), loras[i].at("sha256").get<std::string>()});
+  }
   if (j.contains("micro_conditioning")) {
     const std::vector<int> m = j.at("micro_conditioning").get<std::vector<int>>();
     if (m.size() == 6) {
@@ -132,11 +151,39 @@ GenerationParams job_defaults(const GenerateOptions& o, const ModelSource& model
   defaults.prompt_weighting = o.prompt_weighting;
   defaults.init_image = o.init_image;
   defaults.strength = o.strength;
+  for (const std::string& text : o.loras) {
+    const LoraSpec spec = parse_lora_spec(text, "--lora");
+    defaults.loras.push_back({fs::absolute(spec.path).lexically_normal().string(), spec.scale, ""});
+  }
   const MicroConditioning micro = micro_conditioning(o);
   defaults.original_width = micro.original_width, defaults.original_height = micro.original_height;
   defaults.crop_top = micro.crop_top, defaults.crop_left = micro.crop_left;
   defaults.target_width = micro.target_width, defaults.target_height = micro.target_height;
   return defaults;
+}
+
+// LoRAs: the prompt's <lora:NAME:scale> tags (removed from the text, as A1111 does) join the item's
+// list as --lora-dir/NAME.safetensors; each distinct file is hashed once (A1111's LoRA hash, which
+// the outputs record and the job's identity uses). Missing files fail here, naming the item.
+void resolve_loras(std::vector<WorkItem>& items, const std::string& lora_dir) {
+  std::map<std::string, std::string> hashes;  // absolute path → hash
+  for (WorkItem& it : items) {
+    const std::string where = "item " + std::to_string(it.index) + " (prompt " + std::to_string(it.prompt_index + 1) + ")";
+    for (const auto& [name, scale] : extract_lora_tags(it.params.prompt, where)) {
+      if (lora_dir.empty()) throw InputError(where + ": the prompt's <lora:" + name + "> needs --lora-dir");
+      it.params.loras.push_back({(fs::path(lora_dir) / (name + ".safetensors")).string(), scale, ""});
+    }
+    for (ItemLora& l : it.params.loras) {
+      l.path = fs::absolute(l.path).lexically_normal().string();
+      auto known = hashes.find(l.path);
+      if (known == hashes.end()) {
+        std::error_code ec;
+        if (!fs::is_regular_file(l.path, ec)) throw InputError(where + ": LoRA file " + l.path + " does not exist");
+        known = hashes.emplace(l.path, lora_file_hash(l.path)).first;
+      }
+      l.sha256 = known->second;
+    }
+  }
 }
 
 // Every item of the job, with canonical sampler names: an unknown sampler fails here, before any
@@ -146,6 +193,7 @@ std::vector<WorkItem> job_items(const std::vector<PromptRecord>& records, const 
   std::vector<WorkItem> items = expand_job(records, o.images_per_prompt, base_seed, defaults);
   // img2img: each init image read once here (decodes, its size becomes the item's, its hash is recorded).
   resolve_init_images(items, records, o.width, o.height);
+  resolve_loras(items, o.lora_dir);
   for (WorkItem& it : items) {
     SamplerChoice choice;
     try {
@@ -280,6 +328,22 @@ void check_host_memory(const World& world, const GenerateOptions& o, const Gener
                  "(available memory of " + world.info().host + " shared by " + std::to_string(ranks) + " rank(s))");
 }
 
+// Each distinct LoRA file read once against the model's UNet and text encoders, so unknown keys and
+// misfit shapes fail before any output is made (the workers read them again when they merge).
+void check_loras_fit(const ModelSource& model, const std::vector<WorkItem>& items) {
+  std::set<std::string> seen;
+  std::map<std::string, std::shared_ptr<WeightSource>> sources;
+  std::map<std::string, const WeightSource*> targets;
+  for (const WorkItem& it : items)
+    for (const ItemLora& l : it.params.loras) {
+      if (!seen.insert(l.path).second) continue;
+      if (targets.empty())
+        for (const char* c : {"unet", "text_encoder", "text_encoder_2"})
+          if (model.has(c)) targets[c] = (sources[c] = model.weights(c)).get();
+      read_lora(l.path, targets);
+    }
+}
+
 // What rank 0 decided in the first phase and needs again when it opens the outputs.
 struct RootJob {
   uint64_t base_seed = 0;
@@ -304,6 +368,7 @@ nlohmann::json plan_items_on_root(const World& world, const GenerateOptions& o, 
   job->shard = parse_shard(o.shard);
   job->in_shard = shard_items(job->all_items, job->shard);
   check_host_memory(world, o, *plan, job->all_items);
+  check_loras_fit(*plan->model, job->all_items);
   return job_size(job->in_shard).to_json();
 }
 

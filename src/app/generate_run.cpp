@@ -6,10 +6,12 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <optional>
 
 #include "app/shared_weights.h"
 #include "sdmpi/error.h"
 #include "sdmpi/log.h"
+#include "pipeline/lora_model.h"
 #include "sdmpi/pipeline.h"
 
 namespace sdmpi::app {
@@ -19,13 +21,38 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The pipeline for a batch's LoRA set (batches never mix sets: make_batches). The plain model's
+// pipeline is kept; a set's own, over the model with the set merged (src/pipeline/lora_model.h),
+// lives while consecutive batches share the set, which the distribution's grouping makes the rule.
+struct PipelineForBatch {
+  std::optional<ModelSource> model;
+  Backend* backend = nullptr;
+  Txt2ImgPipeline* plain = nullptr;
+  std::string lora_key;
+  std::unique_ptr<Txt2ImgPipeline> with_lora;
+
+  Txt2ImgPipeline& get(const std::vector<WorkItem>& batch) {
+    const std::vector<ItemLora>& loras = batch.front().params.loras;
+    if (loras.empty()) return *plain;
+    const std::string key = lora_set_key(loras);
+    if (!with_lora || key != lora_key) {
+      with_lora.reset();  // its merged copies go before the next set's are made
+      std::vector<LoraSpec> specs;
+      for (const ItemLora& l : loras) specs.push_back({l.path, l.scale});
+      with_lora = std::make_unique<Txt2ImgPipeline>(with_loras(*model, specs), *backend);
+      lora_key = key;
+    }
+    return *with_lora;
+  }
+};
+
 // The pipeline as run_job's BatchGenerator: images of one batch, timed and encoded.
-BatchGenerator batch_generator(Txt2ImgPipeline& pipeline, const OutputFormat& format) {
-  return [&pipeline, &format](const std::vector<WorkItem>& batch, const StepCallback& step) {
+BatchGenerator batch_generator(PipelineForBatch& pipelines, const OutputFormat& format) {
+  return [&pipelines, &format](const std::vector<WorkItem>& batch, const StepCallback& step) {
     auto t0 = std::chrono::steady_clock::now();
     std::vector<ImageResult> images;
     try {
-      images = pipeline.generate(batch, step);
+      images = pipelines.get(batch).generate(batch, step);
     } catch (const GenerationCancelled&) {
       throw BatchAbandoned();
     }
@@ -66,6 +93,7 @@ int run_generate(const World& world, const GenerateOptions& o, GeneratePlan& pla
   // Device and model on every rank (nothing to load when resume left nothing to make).
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Txt2ImgPipeline> pipeline;
+  PipelineForBatch pipelines;
   int code = agree(world, [&] {
     if (plan.items.empty()) return;
     // Bound, and checked against the resource plan, by plan_generate before any output was made.
@@ -75,13 +103,16 @@ int run_generate(const World& world, const GenerateOptions& o, GeneratePlan& pla
     // One copy of the weights per node for CPU ranks (collective; throws nothing before its end).
     ModelSource model = share_weights_on_node(world, *plan.model, backend.get(), !o.no_shared_weights, o.threads);
     pipeline = std::make_unique<Txt2ImgPipeline>(model, *backend);
+    pipelines.model = model;
+    pipelines.backend = backend.get();
+    pipelines.plain = pipeline.get();
     if (root) log::info("model " + plan.model->describe() + " loaded in " + std::to_string(seconds_since(t0)).substr(0, 5) + " s");
   });
   if (code) return code;
 
   try {
     BatchGenerator generate;
-    if (pipeline) generate = batch_generator(*pipeline, plan.format);
+    if (pipeline) generate = batch_generator(pipelines, plan.format);
     if (root && !plan.items.empty())
       log::info("generating " + std::to_string(plan.items.size()) + " image(s) on " + std::to_string(world.size()) +
                 " rank(s), batch size " + std::to_string(o.batch_size) + ", " + o.distribution + " distribution");

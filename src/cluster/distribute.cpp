@@ -1,5 +1,6 @@
 // Shards, contiguous blocks and batches: which rank and which UNet call each work item goes to.
 // None of it changes an image (docs/design.md §3); it only decides where and when it is made.
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <tuple>
@@ -66,14 +67,14 @@ std::vector<std::vector<WorkItem>> make_batches(const std::vector<WorkItem>& ite
   if (batch_size < 1) throw InputError("--batch-size must be >= 1");
   // Items that can share one UNet call: everything but prompt, negative prompt and seed equal
   // (init images may differ; img2img items share their strength, txt2img items have none: -1), and
-  // the prompt weighting mode (the text is encoded differently).
-  using Key = std::tuple<int, int, int, float, std::string, std::string, float, int, float, std::string>;
+  // the prompt weighting mode (the text is encoded differently), and the LoRA set (another model).
+  using Key = std::tuple<int, int, int, float, std::string, std::string, float, int, float, std::string, std::string>;
   std::map<Key, size_t> open;  // key → index of the batch being filled
   std::vector<std::vector<WorkItem>> batches;
   for (const WorkItem& item : items) {
     const GenerationParams& p = item.params;
     Key key{p.steps, p.width, p.height, p.guidance, p.sampler, p.schedule, p.eta, p.clip_skip,
-            p.init_image.empty() ? -1.0f : p.strength, p.prompt_weighting};
+            p.init_image.empty() ? -1.0f : p.strength, p.prompt_weighting, lora_set_key(p.loras)};
     auto it = open.find(key);
     if (it == open.end() || batches[it->second].size() >= static_cast<size_t>(batch_size)) {
       batches.emplace_back();
@@ -82,6 +83,11 @@ std::vector<std::vector<WorkItem>> make_batches(const std::vector<WorkItem>& ite
     }
     batches[it->second].push_back(item);
   }
+  // Batches of one LoRA set next to each other (the plain ones first, in their order): a rank then
+  // merges each set once, not at every turn of interleaved lines. Without LoRAs nothing moves.
+  std::stable_sort(batches.begin(), batches.end(), [](const std::vector<WorkItem>& a, const std::vector<WorkItem>& b) {
+    return lora_set_key(a.front().params.loras) < lora_set_key(b.front().params.loras);
+  });
   return batches;
 }
 

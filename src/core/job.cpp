@@ -31,6 +31,16 @@ std::string shortest(float v) {
 
 }  // namespace
 
+std::string lora_set_key(const std::vector<ItemLora>& loras) {
+  std::string key;
+  char scale[32];
+  for (const ItemLora& l : loras) {
+    std::snprintf(scale, sizeof scale, "%.9g", static_cast<double>(l.scale));
+    key += l.path + '\x1f' + scale + '\x1e';
+  }
+  return key;
+}
+
 size_t img2img_first_call(int steps, float strength) {
   if (!(strength > 0.0f && strength <= 1.0f)) throw InputError("strength " + shortest(strength) + " is outside (0, 1]");
   const int init_timestep = std::min(static_cast<int>(steps * as_python_float(strength)), steps);

@@ -9,6 +9,7 @@
 
 #include "io/archive_h5.h"
 #include "sdmpi/archive.h"
+#include "sdmpi/lora.h"
 
 namespace sdmpi {
 
@@ -142,6 +143,9 @@ ArchiveReader::ArchiveReader(const std::string& path, Locking locking) : impl_(s
   auto prompt_weighting = H5Lexists(file, "prompt_weighting", H5P_DEFAULT) > 0
                               ? h5::read_strings(file, "prompt_weighting", n, ctx)
                               : std::vector<std::string>(n, "none");
+  // LoRAs, added later too: absent means none.
+  auto loras = H5Lexists(file, "loras", H5P_DEFAULT) > 0 ? h5::read_strings(file, "loras", n, ctx)
+                                                         : std::vector<std::string>(n);
   // SDXL micro-conditioning, added later too: absent means 0 (the defaults).
   std::vector<std::vector<int32_t>> micro;
   for (const auto& column : kMicroConditioningColumns)
@@ -208,6 +212,7 @@ ArchiveReader::ArchiveReader(const std::string& path, Locking locking) : impl_(s
     p.clip_skip = clip_skip[r];
     check_prompt_weighting(prompt_weighting[r], row + ": /prompt_weighting");
     p.prompt_weighting = std::move(prompt_weighting[r]);
+    p.loras = loras_from_archive_text(loras[r], row + ": /loras");
     for (size_t c = 0; c < micro.size(); ++c) p.*(kMicroConditioningColumns[c].second) = micro[c][r];
     out.status = static_cast<RowStatus>(done[r]);
     // /error means something only where done=2 (a retried row can keep a stale reason when the

@@ -15,6 +15,7 @@
 #include "io/archive_h5.h"
 #include "sdmpi/archive.h"
 #include "sdmpi/log.h"
+#include "sdmpi/lora.h"
 #include "sdmpi/utf8.h"
 #include "sdmpi/version.h"
 
@@ -227,6 +228,8 @@ void write_skeleton(hid_t file, const std::vector<WorkItem>& rows, const Archive
                       [](const WorkItem& w) { return w.params.init_image_sha256; }, ctx);
   write_string_column(file, "prompt_weighting", vlen.get(), rows,
                       [](const WorkItem& w) { return w.params.prompt_weighting; }, ctx);
+  write_string_column(file, "loras", vlen.get(), rows,
+                      [](const WorkItem& w) { return loras_to_archive_text(w.params.loras); }, ctx);
   // SDXL micro-conditioning, 0 = the default (the image's size, crop 0).
   for (const auto& [name, member] : kMicroConditioningColumns)
     write_column<int32_t>(file, name, I32, H5T_NATIVE_INT32, rows, [m = member](const WorkItem& w) { return w.params.*m; }, ctx);

@@ -4,14 +4,19 @@
 
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
 #include "io/checkpoint_keys.h"
 #include "sdmpi/dtype.h"
 #include "sdmpi/error.h"
+#include "sdmpi/hash.h"
 #include "sdmpi/tensor.h"
 
 namespace sdmpi {
@@ -133,6 +138,85 @@ LoraSpec parse_lora_spec(const std::string& text, const std::string& where) {
   }
   if (spec.path.empty()) throw InputError(where + ": LoRA '" + text + "' names no file");
   return spec;
+}
+
+std::vector<std::pair<std::string, float>> extract_lora_tags(std::string& prompt, const std::string& where) {
+  std::vector<std::pair<std::string, float>> tags;
+  std::string kept;
+  size_t pos = 0;
+  while (pos < prompt.size()) {
+    const size_t open = prompt.find("<lora:", pos);
+    const size_t close = open == std::string::npos ? std::string::npos : prompt.find('>', open);
+    if (close == std::string::npos) {
+      kept += prompt.substr(pos);
+      break;
+    }
+    kept += prompt.substr(pos, open - pos);
+    const std::string body = prompt.substr(open + 6, close - open - 6);  // NAME[:SCALE[:...]]
+    const size_t colon = body.find(':');
+    const std::string name = body.substr(0, colon);
+    float scale = 1.0f;
+    if (colon != std::string::npos) {
+      const std::string text = body.substr(colon + 1, body.find(':', colon + 1) - colon - 1);
+      char* end = nullptr;
+      const double v = std::strtod(text.c_str(), &end);
+      if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v))
+        throw InputError(where + ": <lora:" + body + ">: scale '" + text + "' is not a number");
+      scale = static_cast<float>(v);
+    }
+    if (name.empty()) throw InputError(where + ": <lora:" + body + "> names no LoRA");
+    tags.emplace_back(name, scale);
+    pos = close + 1;
+  }
+  prompt = kept;
+  return tags;
+}
+
+std::string lora_file_hash(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError("LoRA " + path + ": cannot be opened");
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  uint64_t header = 0;
+  if (bytes.size() < 8) throw InputError("LoRA " + path + ": not a safetensors file (" + std::to_string(bytes.size()) + " bytes)");
+  for (int i = 7; i >= 0; --i) header = (header << 8) | static_cast<uint8_t>(bytes[static_cast<size_t>(i)]);
+  if (header > bytes.size() - 8) throw InputError("LoRA " + path + ": its header length runs past the end of the file");
+  return sha256_hex(bytes.substr(8 + header));
+}
+
+namespace {
+
+// The decimal a user wrote for a float32 scale (its shortest form that reads back the same), so the
+// archive shows 0.8 rather than 0.800000011920929.
+double written_decimal(float v) {
+  char text[32];
+  for (int digits = 1; digits <= 9; ++digits) {
+    std::snprintf(text, sizeof text, "%.*g", digits, static_cast<double>(v));
+    if (std::strtof(text, nullptr) == v) break;
+  }
+  return std::strtod(text, nullptr);
+}
+
+}  // namespace
+
+std::string loras_to_archive_text(const std::vector<ItemLora>& loras) {
+  if (loras.empty()) return "";
+  nlohmann::json list = nlohmann::json::array();
+  for (const ItemLora& l : loras)
+    list.push_back({{"name", std::filesystem::path(l.path).stem().string()}, {"sha256", l.sha256},
+                    {"scale", written_decimal(l.scale)}});
+  return list.dump();
+}
+
+std::vector<ItemLora> loras_from_archive_text(const std::string& text, const std::string& where) {
+  std::vector<ItemLora> loras;
+  if (text.empty()) return loras;
+  try {
+    for (const auto& e : nlohmann::json::parse(text))
+      loras.push_back({e.at("name").get<std::string>(), e.at("scale").get<float>(), e.at("sha256").get<std::string>()});
+  } catch (const nlohmann::json::exception&) {
+    throw InputError(where + ": not a list of {name, sha256, scale}: " + text.substr(0, 80));
+  }
+  return loras;
 }
 
 LoraFile read_lora(const std::string& path, const std::map<std::string, const WeightSource*>& components) {

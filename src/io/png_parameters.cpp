@@ -5,6 +5,7 @@
 // ',', ':' or '\n', and stripping whitespace from both ends of the whole text. Tools parse it
 // back with a regex over those pairs, so the order, spelling and quoting matter.
 #include <charconv>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <utility>
 #include <vector>
@@ -50,6 +51,9 @@ std::string python_strip(const std::string& s) {
   return begin >= end ? std::string() : s.substr(begin, end - begin);
 }
 
+// A LoRA's name as A1111 shows it: the file name without folder and extension.
+std::string lora_name(const std::string& path) { return std::filesystem::path(path).stem().string(); }
+
 }  // namespace
 
 std::string a1111_sampler_name(const std::string& sampler) {
@@ -80,6 +84,12 @@ std::string a1111_parameters(const GenerationParams& params, const std::string& 
   if (params.sampler == "ddim" && params.eta != 0.0f) fields.emplace_back("Eta DDIM", python_float(params.eta));
   if (params.guidance_rescale > 0.0f) fields.emplace_back("CFG Rescale phi", python_float(params.guidance_rescale));
   if (params.prompt_weighting != "none") fields.emplace_back("Prompt weighting", params.prompt_weighting);
+  if (!params.loras.empty()) {  // A1111's "name: first 12 digits of its LoRA hash", comma-separated
+    std::string hashes;
+    for (const ItemLora& l : params.loras)
+      hashes += (hashes.empty() ? "" : ", ") + lora_name(l.path) + ": " + l.sha256.substr(0, 12);
+    fields.emplace_back("Lora hashes", hashes);
+  }
   // SDXL micro-conditioning, where it differs from the defaults (sizes W x H, crop TOP x LEFT).
   if (params.original_width || params.original_height)
     fields.emplace_back("SDXL original size", std::to_string(params.original_width ? params.original_width : params.width) +
@@ -93,6 +103,8 @@ std::string a1111_parameters(const GenerationParams& params, const std::string& 
   if (!version.empty()) fields.emplace_back("Version", version);
 
   std::string text = params.prompt;
+  // The LoRAs as A1111 writes them, tags in the prompt (which the job's prompt no longer holds).
+  for (const ItemLora& l : params.loras) text += " <lora:" + lora_name(l.path) + ":" + python_float(l.scale) + ">";
   if (!params.negative_prompt.empty()) text += "\nNegative prompt: " + params.negative_prompt;
   text += '\n';
   for (size_t i = 0; i < fields.size(); ++i) {

@@ -18,6 +18,7 @@
 #include "sdmpi/error.h"
 #include "sdmpi/hash.h"
 #include "sdmpi/image_file.h"
+#include "sdmpi/lora.h"
 #include "sdmpi/utf8.h"
 
 namespace sdmpi {
@@ -172,6 +173,28 @@ std::vector<PromptRecord> parse_prompts_jsonl(const std::string& text, const std
         check_prompt_weighting(*r.prompt_weighting, where);
       } else if (key == "strength") {
         r.strength = json_float(v, where, key);
+      } else if (key == "lora") {  // [{"path": ..., "scale": 0.8}] or ["path:0.8"]
+        if (!v.is_array()) throw InputError(where + ": \"lora\" must be a list, got " + v.dump());
+        std::vector<ItemLora> loras;
+        for (const auto& e : v) {
+          if (e.is_string()) {
+            const LoraSpec spec = parse_lora_spec(e.get<std::string>(), where + ": \"lora\"");
+            loras.push_back({spec.path, spec.scale, ""});
+          } else if (e.is_object() && e.contains("path")) {
+            ItemLora l;
+            for (auto f = e.begin(); f != e.end(); ++f) {
+              if (f.key() == "path") l.path = json_string(f.value(), where, "lora path");
+              else if (f.key() == "scale") l.scale = json_float(f.value(), where, "lora scale");
+              else throw InputError(where + ": unknown key \"" + f.key() + "\" in a \"lora\" entry (known: path, scale)");
+            }
+            if (l.path.empty()) throw InputError(where + ": a \"lora\" entry has an empty path");
+            if (!std::isfinite(l.scale)) throw InputError(where + ": a \"lora\" scale is not finite");
+            loras.push_back(l);
+          } else {
+            throw InputError(where + ": each \"lora\" entry must be \"path[:scale]\" or {\"path\": ..., \"scale\": ...}, got " + e.dump());
+          }
+        }
+        r.loras = std::move(loras);
       } else if (key == "original_width" || key == "original_height" || key == "target_width" ||
                  key == "target_height") {  // SDXL micro-conditioning, in pixels
         std::optional<int>& field = key == "original_width"    ? r.original_width
@@ -185,7 +208,7 @@ std::vector<PromptRecord> parse_prompts_jsonl(const std::string& text, const std
         throw InputError(where + ": unknown key \"" + key +
                          "\" (known: prompt, negative_prompt, seed, steps, guidance, width, height, sampler, "
                          "schedule, eta, clip_skip, guidance_rescale, init_image, strength, original_width, original_height, "
-                         "crop_top, crop_left, target_width, target_height, prompt_weighting)");
+                         "crop_top, crop_left, target_width, target_height, prompt_weighting, lora)");
       }
     }
     if (!has_prompt) throw InputError(where + ": missing \"prompt\"");
@@ -201,9 +224,13 @@ std::vector<PromptRecord> read_prompt_file(const std::string& path) {
   if (prompts.empty()) throw InputError("prompt file " + path + " holds no prompts");
   // Init images are named relative to the prompt file, so a job folder can move as a whole.
   const std::filesystem::path folder = std::filesystem::path(path).parent_path();
-  for (PromptRecord& r : prompts)
+  for (PromptRecord& r : prompts) {
     if (r.init_image && std::filesystem::path(*r.init_image).is_relative())
       r.init_image = (folder / *r.init_image).string();
+    if (r.loras)  // LoRA files too
+      for (ItemLora& l : *r.loras)
+        if (std::filesystem::path(l.path).is_relative()) l.path = (folder / l.path).string();
+  }
   return prompts;
 }
 
@@ -253,6 +280,7 @@ std::vector<WorkItem> expand_job(const std::vector<PromptRecord>& prompts, int i
     if (r.schedule) params.schedule = *r.schedule;
     if (r.init_image) params.init_image = *r.init_image;
     if (r.strength) params.strength = *r.strength;
+    if (r.loras) params.loras = *r.loras;
     if (r.prompt_weighting) params.prompt_weighting = *r.prompt_weighting;
     if (r.original_width) params.original_width = *r.original_width;
     if (r.original_height) params.original_height = *r.original_height;

@@ -54,6 +54,16 @@ case_ "malformed JSONL line" 2 'bad.jsonl:2: malformed JSON' "${base[@]}" --prom
 # (paths under a regular file: unwritable even for root, who ignores permission bits)
 case_ "unwritable output folder" 2 'cannot create output folder' generate --model tiny --steps 2 --prompt cat --out-dir "$tmp/ok.txt/x"
 case_ "unwritable archive" 1 "$tmp/ok.txt/a.h5" generate --model tiny --steps 2 --prompt cat --archive "$tmp/ok.txt/a.h5"
+lora=$(cd "$(dirname "$0")/../data/golden/lora" && pwd)  # LoRAs of the golden's tiny pipelines (tools/golden/)
+printf '{"prompt": "a", "lora": "x.safetensors"}\n' >"$tmp/lora_str.jsonl"
+printf '{"prompt": "a", "lora": [{"path": "x.safetensors", "weight": 1}]}\n' >"$tmp/lora_key.jsonl"
+case_ "LoRA that does not fit the model" 2 "LoRA $lora/two_level_peft.safetensors: " "${base[@]}" --prompt cat --lora "$lora/two_level_peft.safetensors:0.5"
+case_ "missing LoRA file" 2 "LoRA file $tmp/nope.safetensors does not exist" "${base[@]}" --prompt cat --lora "$tmp/nope.safetensors"
+case_ "LoRA that is not safetensors" 2 "LoRA $tmp/ok.txt: not a safetensors file" "${base[@]}" --prompt cat --lora "$tmp/ok.txt"
+case_ "<lora:> without --lora-dir" 2 "the prompt's <lora:style> needs --lora-dir" "${base[@]}" --prompt "cat <lora:style:0.5>"
+case_ "<lora:> scale not a number" 2 "<lora:style:x>: scale 'x' is not a number" "${base[@]}" --prompt "cat <lora:style:x>" --lora-dir "$tmp"
+case_ "JSONL lora not a list" 2 'lora_str.jsonl:1: "lora" must be a list' "${base[@]}" --prompts "$tmp/lora_str.jsonl"
+case_ "JSONL lora entry with an unknown key" 2 'unknown key "weight" in a "lora" entry' "${base[@]}" --prompts "$tmp/lora_key.jsonl"
 nomodel=(generate --steps 2 --out-dir "$tmp/out" --prompt cat)
 case_ "model folder without a vae" 2 'vae' "${nomodel[@]}" --model "$tmp/model"
 case_ "model folder without unet weights" 2 'unet' "${nomodel[@]}" --model "$tmp/model2"

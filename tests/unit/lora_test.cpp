@@ -14,8 +14,11 @@
 
 #include "golden_util.h"
 #include "pipeline/lora_model.h"
+#include "sdmpi/cluster.h"
 #include "sdmpi/dtype.h"
 #include "sdmpi/error.h"
+#include "sdmpi/hash.h"
+#include "sdmpi/prompts.h"
 
 using namespace sdmpi;
 
@@ -351,4 +354,79 @@ TEST(LoraGolden, UnknownKeysOfARealFileAreNamed) {
   EXPECT_NE(msg.find("key(s) map to no weight of the model: lora_unet_down_blocks_0_attentions_1_proj_in"), std::string::npos) << msg;
   EXPECT_NE(msg.find("do not fit unet down_blocks.0.attentions.0.proj_in.weight [24, 24]"), std::string::npos) << msg;
   EXPECT_NE(msg.find("more"), std::string::npos) << "long lists are cut: " << msg;
+}
+
+TEST(LoraTags, RemovedFromThePromptInOrder) {
+  std::string prompt = "a <lora:style:0.8>castle, <hypernet:x:1> <lora:detail> at dawn";
+  const auto tags = extract_lora_tags(prompt, "p");
+  ASSERT_EQ(tags.size(), 2u);
+  EXPECT_EQ(tags[0].first, "style");
+  EXPECT_FLOAT_EQ(tags[0].second, 0.8f);
+  EXPECT_EQ(tags[1].first, "detail");
+  EXPECT_FLOAT_EQ(tags[1].second, 1.0f);
+  EXPECT_EQ(prompt, "a castle, <hypernet:x:1>  at dawn");  // A1111 replaces a tag by nothing
+  std::string bad = "a <lora:style:lots>";
+  EXPECT_NE(testing_util::message_of([&] { extract_lora_tags(bad, "prompts.txt:3"); }).find("prompts.txt:3: <lora:style:lots>: scale 'lots'"),
+            std::string::npos);
+}
+
+TEST(LoraHash, IsTheTensorDataAfterTheHeader) {
+  SafetensorsWriter a, b;
+  a.add_f32("lora_unet_x.lora_down.weight", {1, 2}, {1.0f, 2.0f});
+  b.add_f32("lora_unet_x.lora_down.weight", {1, 2}, {1.0f, 2.0f});
+  b.set_metadata("ss_note", "metadata does not change A1111's hash");
+  TempFile fa("ha.safetensors"), fb("hb.safetensors");
+  a.write(fa.path);
+  b.write(fb.path);
+  const std::string h = lora_file_hash(fa.path);
+  if (h.empty()) GTEST_SKIP() << "built without OpenSSL";
+  EXPECT_EQ(h, lora_file_hash(fb.path));
+  EXPECT_EQ(h, sha256_hex(std::string("\x00\x00\x80\x3f\x00\x00\x00\x40", 8)));  // 1.0f, 2.0f little-endian
+}
+
+TEST(LoraArchiveText, RoundTripsNameHashAndScale) {
+  EXPECT_EQ(loras_to_archive_text({}), "");
+  EXPECT_TRUE(loras_from_archive_text("", "row").empty());
+  const std::vector<ItemLora> in{{"/x/style.safetensors", 0.8f, "ab12"}, {"detail.safetensors", -1.5f, "cd34"}};
+  const std::string text = loras_to_archive_text(in);
+  EXPECT_NE(text.find("\"scale\":0.8,"), std::string::npos) << text;
+  const std::vector<ItemLora> out = loras_from_archive_text(text, "row");
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].path, "style");
+  EXPECT_EQ(out[0].scale, 0.8f);
+  EXPECT_EQ(out[1].sha256, "cd34");
+  EXPECT_NE(testing_util::message_of([] { loras_from_archive_text("[1]", "a.h5 row 3"); }).find("a.h5 row 3"), std::string::npos);
+}
+
+TEST(LoraJsonl, ListOfStringsOrObjects) {
+  const auto records = parse_prompts_jsonl(
+      "{\"prompt\": \"a\", \"lora\": [\"s.safetensors:0.5\", {\"path\": \"d.safetensors\", \"scale\": 2}]}\n"
+      "{\"prompt\": \"b\"}\n",
+      "p.jsonl");
+  ASSERT_TRUE(records[0].loras.has_value());
+  ASSERT_EQ(records[0].loras->size(), 2u);
+  EXPECT_EQ((*records[0].loras)[0].path, "s.safetensors");
+  EXPECT_FLOAT_EQ((*records[0].loras)[0].scale, 0.5f);
+  EXPECT_FLOAT_EQ((*records[0].loras)[1].scale, 2.0f);
+  EXPECT_FALSE(records[1].loras.has_value());
+  EXPECT_NE(testing_util::message_of([] { parse_prompts_jsonl("{\"prompt\": \"a\", \"lora\": [3]}\n", "p.jsonl"); })
+                .find("p.jsonl:1: each \"lora\" entry"),
+            std::string::npos);
+}
+
+TEST(LoraBatches, SetsNeverShareABatchAndComeTogether) {
+  std::vector<WorkItem> items;
+  for (int i = 0; i < 6; ++i) {
+    WorkItem it;
+    it.index = i;
+    if (i % 2) it.params.loras = {{"/l/style.safetensors", 0.8f, "h"}};
+    items.push_back(it);
+  }
+  items[5].params.loras[0].scale = 0.5f;  // another set
+  const auto batches = make_batches(items, 4);
+  ASSERT_EQ(batches.size(), 3u);
+  EXPECT_EQ(batches[0].size(), 3u);  // the plain items first, in their order
+  for (const auto& b : batches)
+    for (const WorkItem& it : b) EXPECT_EQ(lora_set_key(it.params.loras), lora_set_key(b.front().params.loras));
+  EXPECT_EQ(batches[1].size() + batches[2].size(), 3u);
 }

@@ -11,6 +11,9 @@ Two small LoRA files, made here from a seeded generator and stored in float16 (a
                                 time_emb_proj, a 3x3 resnet conv1, and text q_proj/out_proj/fc1
   two_level_peft.safetensors    diffusers/PEFT keys (unet.*.lora_A/lora_B, text_encoder.*), no
                                 alpha (factor 1), on the same kinds of Linear modules
+  tiny_kohya.safetensors        kohya keys for `sd_mpi make-model --preset tiny` (the folder whose
+                                tokenizer is the argument), for the command-line tests
+                                (tests/cli/check_lora.sh): no image, only the file
 Before generating, the script checks that fuse_lora changed exactly the weights the file names,
 by W + scale * alpha / rank * up @ down (our merge), so the golden is known to test what it says.
 
@@ -115,6 +118,29 @@ def check_fused(before, pipe, layers, scale):
     return len(touched)
 
 
+def make_tiny_lora(tok_dir):
+    """A kohya LoRA for the built-in tiny model (its UNet and text encoder, read from its folder)."""
+    from safetensors.torch import load_file
+    folder = os.path.dirname(os.path.abspath(tok_dir))
+    unet = load_file(os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors"))
+    text = load_file(os.path.join(folder, "text_encoder", "model.safetensors"))
+    gen = torch.Generator().manual_seed(77)
+    tensors = {}
+    for prefix, weights in (("lora_unet_", unet), ("lora_te_", text)):
+        for name, w in sorted(weights.items()):
+            if not name.endswith(".weight") or not any(s in name for s in ("attn2.to_k", "attn1.to_out.0", "q_proj", "proj_in")):
+                continue
+            module = name[: -len(".weight")]
+            if prefix == "lora_te_" and not module.startswith("text_model."):
+                module = "text_model." + module
+            down, up = lora_pair(tuple(w.shape), gen)
+            stem = prefix + module.replace(".", "_")
+            tensors[stem + ".lora_down.weight"], tensors[stem + ".lora_up.weight"] = down, up
+            tensors[stem + ".alpha"] = torch.tensor(1.0, dtype=torch.float16)
+    save_file(tensors, os.path.join(OUT, "tiny_kohya.safetensors"))
+    return len(tensors) // 3
+
+
 def main():
     tok_dir = sys.argv[1] if len(sys.argv) > 1 else None
     if not tok_dir:
@@ -159,6 +185,7 @@ def main():
                                 "seeds": seeds, "images_offset": len(images), "images_shape": list(arr.shape)})
             images += arr.tobytes()
             print(run_id, arr.shape, "weights", touched, "mean", float(arr.mean()), file=sys.stderr)
+    print("tiny_kohya.safetensors:", make_tiny_lora(tok_dir), "modules", file=sys.stderr)
     with open(os.path.join(OUT, "images.u8"), "wb") as f:
         f.write(images)
     with open(os.path.join(OUT, "runs.json"), "w") as f:

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# LoRA through the command line, on the built-in tiny model and tests/data/golden/lora/
+# tiny_kohya.safetensors (made for it by tools/golden/make_lora_golden.py): --lora, a prompt's
+# <lora:NAME:scale> with --lora-dir, and a JSONL "lora" list give the same pixels; scale 0 gives
+# the plain image; a JSONL job mixing LoRA sets in one --batch-size gives every item the pixels of
+# its own run; the PNG parameters carry the tag and A1111's "Lora hashes" (SHA-256 of the tensor
+# data after the header, computed here from the file). Exactness against diffusers:
+# tests/unit/lora_test.cpp. Bad input: tests/cli/check_bad_input.sh.
+set -euo pipefail
+SD=${1:?usage: check_lora.sh SD_MPI}
+command -v python3 >/dev/null || { echo "no python3 to read PNG pixels: skipped"; exit 77; }
+lora_dir=$(cd "$(dirname "$0")/../data/golden/lora" && pwd)
+lora=$lora_dir/tiny_kohya.safetensors
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+# The decompressed pixel rows of a PNG (its text chunk may differ where the pixels do not).
+pixels() { python3 -c '
+import struct, sys, zlib, hashlib
+d = open(sys.argv[1], "rb").read(); i = 8; idat = b""
+while i < len(d):
+    n = struct.unpack(">I", d[i:i + 4])[0]
+    if d[i + 4:i + 8] == b"IDAT": idat += d[i + 8:i + 8 + n]
+    i += 12 + n
+print(hashlib.sha256(zlib.decompress(idat)).hexdigest())' "$1"; }
+
+common=(generate --model tiny --steps 2 --seed 5)
+"$SD" "${common[@]}" --prompt "a cat" --out-dir "$tmp/plain" 2>/dev/null || fail "plain run"
+"$SD" "${common[@]}" --prompt "a cat" --lora "$lora:0.8" --out-dir "$tmp/opt" 2>/dev/null || fail "--lora run"
+"$SD" "${common[@]}" --prompt "a cat <lora:tiny_kohya:0.8>" --lora-dir "$lora_dir" --out-dir "$tmp/tag" 2>/dev/null || fail "<lora:> run"
+"$SD" "${common[@]}" --prompt "a cat" --lora "$lora:0" --out-dir "$tmp/zero" 2>/dev/null || fail "--lora :0 run"
+plain=$(pixels "$tmp/plain/000000.png"); with=$(pixels "$tmp/opt/000000.png")
+[[ "$plain" != "$with" ]] || fail "the LoRA changed no pixel"
+[[ "$(pixels "$tmp/tag/000000.png")" == "$with" ]] || fail "<lora:tiny_kohya:0.8> differs from --lora FILE:0.8"
+[[ "$(pixels "$tmp/zero/000000.png")" == "$plain" ]] || fail "scale 0 differs from no LoRA"
+
+header=$(od -An -t u8 -N8 "$lora" | tr -d ' ')
+hash=$(tail -c +$((9 + header)) "$lora" | sha256sum | cut -c1-12)
+grep -aq "a cat <lora:tiny_kohya:0.8>" "$tmp/opt/000000.png" || fail "PNG prompt without the <lora:> tag"
+grep -aq "Lora hashes: \"tiny_kohya: $hash\"" "$tmp/opt/000000.png" || fail "PNG parameters without Lora hashes: \"tiny_kohya: $hash\""
+
+# One job, sets interleaved, two per batch: each item as its own run made it.
+cp "$lora" "$tmp/style.safetensors"
+printf '%s\n' '{"prompt": "a cat", "seed": 5}' \
+  '{"prompt": "a cat", "seed": 5, "lora": ["style.safetensors:0.8"]}' \
+  '{"prompt": "a cat", "seed": 5}' \
+  '{"prompt": "a cat", "seed": 5, "lora": [{"path": "style.safetensors", "scale": 0.8}]}' >"$tmp/p.jsonl"
+"$SD" "${common[@]}" --prompts "$tmp/p.jsonl" --batch-size 2 --out-dir "$tmp/mixed" \
+  --archive "$tmp/a.h5" 2>/dev/null || fail "mixed JSONL run"
+for i in 0 2; do [[ "$(pixels "$tmp/mixed/00000$i.png")" == "$plain" ]] || fail "mixed item $i differs from the plain run"; done
+for i in 1 3; do [[ "$(pixels "$tmp/mixed/00000$i.png")" == "$with" ]] || fail "mixed item $i differs from the --lora run"; done
+if command -v h5dump >/dev/null; then  # the archive's /loras column: "" for plain rows, the set for the others
+  col=$(h5dump -d /loras "$tmp/a.h5")
+  [[ $(grep -c "name.*style.*sha256.*$hash" <<<"$col") -eq 2 ]] || fail "archive /loras: $col"
+fi
+echo "ok: --lora, <lora:>, JSONL lora, scale 0, mixed batches, PNG Lora hashes $hash"
