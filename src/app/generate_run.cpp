@@ -3,6 +3,7 @@
 // archive rows.
 #include "app/generate_run.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -21,28 +22,27 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// The pipeline for a batch's LoRA set (batches never mix sets: make_batches). The plain model's
-// pipeline is kept; a set's own, over the model with the set merged (src/pipeline/lora_model.h),
-// lives while consecutive batches share the set, which the distribution's grouping makes the rule.
+// The pipeline for a batch's LoRA set (batches never mix sets, and make_batches puts a set's
+// batches together). One pipeline lives at a time, so a device holds one copy of the weights: the
+// plain model's, or the model with the set merged (src/pipeline/lora_model.h); a batch of another
+// set replaces it.
 struct PipelineForBatch {
   std::optional<ModelSource> model;
   Backend* backend = nullptr;
-  Txt2ImgPipeline* plain = nullptr;
-  std::string lora_key;
-  std::unique_ptr<Txt2ImgPipeline> with_lora;
+  std::unique_ptr<Txt2ImgPipeline> current;
+  std::string lora_key;  // current's set ("" = the plain model)
 
   Txt2ImgPipeline& get(const std::vector<WorkItem>& batch) {
     const std::vector<ItemLora>& loras = batch.front().params.loras;
-    if (loras.empty()) return *plain;
     const std::string key = lora_set_key(loras);
-    if (!with_lora || key != lora_key) {
-      with_lora.reset();  // its merged copies go before the next set's are made
+    if (!current || key != lora_key) {
+      current.reset();  // its weights (and merged copies) go before the next set's are made
       std::vector<LoraSpec> specs;
       for (const ItemLora& l : loras) specs.push_back({l.path, l.scale});
-      with_lora = std::make_unique<Txt2ImgPipeline>(with_loras(*model, specs), *backend);
+      current = std::make_unique<Txt2ImgPipeline>(with_loras(*model, specs), *backend);
       lora_key = key;
     }
-    return *with_lora;
+    return *current;
   }
 };
 
@@ -92,7 +92,6 @@ int run_generate(const World& world, const GenerateOptions& o, GeneratePlan& pla
   const bool root = world.rank() == 0;
   // Device and model on every rank (nothing to load when resume left nothing to make).
   std::unique_ptr<Backend> backend;
-  std::unique_ptr<Txt2ImgPipeline> pipeline;
   PipelineForBatch pipelines;
   int code = agree(world, [&] {
     if (plan.items.empty()) return;
@@ -102,24 +101,28 @@ int run_generate(const World& world, const GenerateOptions& o, GeneratePlan& pla
     auto t0 = std::chrono::steady_clock::now();
     // One copy of the weights per node for CPU ranks (collective; throws nothing before its end).
     ModelSource model = share_weights_on_node(world, *plan.model, backend.get(), !o.no_shared_weights, o.threads);
-    pipeline = std::make_unique<Txt2ImgPipeline>(model, *backend);
     pipelines.model = model;
     pipelines.backend = backend.get();
-    pipelines.plain = pipeline.get();
+    // The first batch's set (make_batches' order: the smallest key, "" = plain), loaded here so that
+    // load errors are agreed on like the model's.
+    const WorkItem& first = *std::min_element(plan.items.begin(), plan.items.end(), [](const WorkItem& a, const WorkItem& b) {
+      return lora_set_key(a.params.loras) < lora_set_key(b.params.loras);
+    });
+    pipelines.get({first});
     if (root) log::info("model " + plan.model->describe() + " loaded in " + std::to_string(seconds_since(t0)).substr(0, 5) + " s");
   });
   if (code) return code;
 
   try {
     BatchGenerator generate;
-    if (pipeline) generate = batch_generator(pipelines, plan.format);
+    if (pipelines.current) generate = batch_generator(pipelines, plan.format);
     if (root && !plan.items.empty())
       log::info("generating " + std::to_string(plan.items.size()) + " image(s) on " + std::to_string(world.size()) +
                 " rank(s), batch size " + std::to_string(o.batch_size) + ", " + o.distribution + " distribution");
     RunSummary sum = run_job(world, plan.items, o.run_options(), generate, plan.sink.get());
     if (root) {
       plan.sink->close();
-      log_summary(sum, plan.items, pipeline.get());
+      log_summary(sum, plan.items, pipelines.current.get());
     }
     return exit_code_of(sum, root);
   } catch (const Error& e) {
