@@ -430,3 +430,16 @@ TEST(LoraBatches, SetsNeverShareABatchAndComeTogether) {
     for (const WorkItem& it : b) EXPECT_EQ(lora_set_key(it.params.loras), lora_set_key(b.front().params.loras));
   EXPECT_EQ(batches[1].size() + batches[2].size(), 3u);
 }
+
+TEST(LoraReader, SdxlKohyaTextEncodersByNumber) {
+  auto te1 = tiny_text_encoder(true);
+  auto te2 = tiny_text_encoder(false);
+  SafetensorsWriter w;
+  add_pair(w, "lora_te1_text_model_encoder_layers_0_self_attn_q_proj", ".lora_down.weight", ".lora_up.weight", {1, 4}, {4, 1}, 70);
+  add_pair(w, "lora_te2_text_model_encoder_layers_0_mlp_fc1", ".lora_down.weight", ".lora_up.weight", {1, 4}, {8, 1}, 71);
+  TempFile f("sdxl_te.safetensors");
+  w.write(f.path);
+  const LoraFile lora = read_lora(f.path, {{"text_encoder", te1.get()}, {"text_encoder_2", te2.get()}});
+  EXPECT_EQ(layer_for(lora, "text_model.encoder.layers.0.self_attn.q_proj.weight").component, "text_encoder");
+  EXPECT_EQ(layer_for(lora, "encoder.layers.0.mlp.fc1.weight").component, "text_encoder_2");
+}
