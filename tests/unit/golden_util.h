@@ -8,9 +8,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -20,6 +22,7 @@
 #include "sdmpi/error.h"
 #include "sdmpi/job.h"
 #include "sdmpi/noise.h"
+#include "sdmpi/pipeline.h"
 #include "sdmpi/safetensors.h"
 #include "sdmpi/weights.h"
 
@@ -74,6 +77,12 @@ inline std::shared_ptr<MemoryWeightSource> rebuild(const nlohmann::json& recipe,
   return src;
 }
 
+// A golden pipeline's weight recipes ("weights", or those of the pipeline its "weights_of" names).
+inline const nlohmann::json& weight_recipes(const nlohmann::json& doc, const std::string& name) {
+  const auto& p = doc["pipelines"][name];
+  return p.contains("weights_of") ? doc["pipelines"][p["weights_of"].get<std::string>()]["weights"] : p["weights"];
+}
+
 // |ours - ref| / |ref| between our latents [N, h, w, C] (NHWC) and diffusers' [N, C, h, w].
 inline double nhwc_vs_nchw_rel_error(const std::vector<float>& ours, const std::vector<float>& ref, const Shape& nchw) {
   double num = 0, den = 0;
@@ -115,6 +124,39 @@ inline PixelComparison compare_images(const std::vector<ImageResult>& got, const
   }
   c.values = per * nhwc[0];
   return c;
+}
+
+// One golden run (a row of a pipelines.json "runs" list): the batch's images against diffusers'
+// uint8 images (every value within 1 level) and its final latents against diffusers' (relative
+// error under 1e-3), then each item generated alone must give its batch's bytes (an item's image
+// does not depend on its batch). Prints one line per run; returns what it measured.
+struct GoldenRun {
+  PixelComparison pixels;
+  double latents_rel = 0;
+};
+inline GoldenRun check_golden_run(Txt2ImgPipeline& pipe, const std::vector<WorkItem>& items, const nlohmann::json& run,
+                                  const std::vector<uint8_t>& ref_images, const SafetensorsFile& ref_latents) {
+  const std::string id = run["id"];
+  const std::vector<ImageResult> got = pipe.generate(items);
+  GoldenRun r;
+  r.latents_rel = nhwc_vs_nchw_rel_error(pipe.last_latents(), ref_latents.to_f32(id), ref_latents.entries().at(id).shape);
+  r.pixels = compare_images(got, ref_images, run["images_offset"].get<size_t>(),
+                            run["images_shape"].get<std::vector<size_t>>(), id);
+  EXPECT_LE(r.pixels.worst, 1) << id << ": max pixel difference " << r.pixels.worst << " (latents rel "
+                               << r.latents_rel << ")";
+  EXPECT_LT(r.latents_rel, 1e-3) << id;
+  std::printf("%-24s guidance %4.1f: latents rel %.2e, max |Δpixel| %d, %zu of %zu values off by one\n", id.c_str(),
+              run["guidance"].get<double>(), r.latents_rel, r.pixels.worst, r.pixels.off_by_one, r.pixels.values);
+  for (size_t i = 0; i < items.size(); ++i)
+    EXPECT_EQ(pipe.generate({items[i]})[0].rgb, got[i].rgb) << id << ": item " << i << " differs when generated alone";
+  return r;
+}
+
+// Diffusers' images of a golden folder (images.u8: every run's uint8 images, back to back).
+inline std::vector<uint8_t> read_golden_images(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  EXPECT_TRUE(f.good()) << "missing " << path;
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
 // The message of the InputError f throws ("no exception" / "not an InputError: ..." otherwise).

@@ -65,8 +65,7 @@ TEST(LcmGolden, GuidanceEmbeddingAndUnetWithin1e5) {
 TEST(LcmGolden, EveryRunWithinOneLevelOfDiffusers) {
   const nlohmann::json doc = testing_util::load_json_or_null(kDir + "pipelines.json");
   ASSERT_FALSE(doc.is_null()) << "missing " << kDir << "pipelines.json";
-  std::ifstream imf(kDir + "images.u8", std::ios::binary);
-  std::vector<uint8_t> ref_images((std::istreambuf_iterator<char>(imf)), std::istreambuf_iterator<char>());
+  const std::vector<uint8_t> ref_images = testing_util::read_golden_images(kDir + "images.u8");
   auto latents = SafetensorsFile::open(kDir + "latents.safetensors");
   auto backend = make_cpu_backend();
   const ModelSource model = build_model(doc);
@@ -74,7 +73,6 @@ TEST(LcmGolden, EveryRunWithinOneLevelOfDiffusers) {
   Txt2ImgPipeline pipe(model, *backend);
   int runs = 0;
   for (const auto& run : doc["runs"]) {
-    const std::string id = run["id"];
     std::vector<WorkItem> items;
     for (size_t i = 0; i < run["prompts"].size(); ++i) {
       WorkItem it;
@@ -88,16 +86,7 @@ TEST(LcmGolden, EveryRunWithinOneLevelOfDiffusers) {
       it.params.sampler = run["sampler"];
       items.push_back(it);
     }
-    const std::vector<ImageResult> got = pipe.generate(items);
-    const double rel = nhwc_vs_nchw_rel_error(pipe.last_latents(), latents->to_f32(id), latents->entries().at(id).shape);
-    const auto [worst, off_by_one, values] = compare_images(
-        got, ref_images, run["images_offset"].get<size_t>(), run["images_shape"].get<std::vector<size_t>>(), id);
-    EXPECT_LE(worst, 1) << id << ": max pixel difference " << worst << " (latents rel " << rel << ")";
-    EXPECT_LT(rel, 1e-3) << id;
-    std::printf("%-16s guidance %.1f: latents rel %.2e, max |Δpixel| %d, %zu of %zu values off by one\n", id.c_str(),
-                run["guidance"].get<double>(), rel, worst, off_by_one, values);
-    for (size_t i = 0; i < items.size(); ++i)
-      EXPECT_EQ(pipe.generate({items[i]})[0].rgb, got[i].rgb) << id << ": item " << i << " differs alone";
+    testing_util::check_golden_run(pipe, items, run, ref_images, *latents);
     ++runs;
   }
   EXPECT_GE(runs, 4);

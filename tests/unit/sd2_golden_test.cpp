@@ -40,10 +40,7 @@ const std::string kDir = std::string(SDMPI_TEST_DATA) + "/golden/sd2/";
 nlohmann::json load_doc() { return testing_util::load_json_or_null(kDir + "pipelines.json"); }
 using testing_util::rebuild;
 
-const nlohmann::json& weight_recipes(const nlohmann::json& doc, const std::string& name) {
-  const auto& p = doc["pipelines"][name];
-  return p.contains("weights_of") ? doc["pipelines"][p["weights_of"].get<std::string>()]["weights"] : p["weights"];
-}
+using testing_util::weight_recipes;
 
 ModelSource build_model(const nlohmann::json& doc, const std::string& name) {
   std::map<std::string, nlohmann::json> configs;
@@ -169,37 +166,19 @@ TEST(Sd2Golden, ComponentsWithin1e5OfDiffusers) {
 TEST(Sd2Golden, EveryRunWithinOneLevelOfDiffusers) {
   nlohmann::json doc = load_doc();
   ASSERT_FALSE(doc.is_null()) << "missing " << kDir << "pipelines.json";
-  std::ifstream imf(kDir + "images.u8", std::ios::binary);
-  std::vector<uint8_t> ref_images((std::istreambuf_iterator<char>(imf)), std::istreambuf_iterator<char>());
+  const std::vector<uint8_t> ref_images = testing_util::read_golden_images(kDir + "images.u8");
   auto latents = SafetensorsFile::open(kDir + "latents.safetensors");
   auto backend = make_cpu_backend();
   std::map<std::string, std::unique_ptr<Txt2ImgPipeline>> pipes;
   std::map<std::string, ModelSource> models;
   int runs = 0, rescaled_cfg_runs = 0, v_prediction_runs = 0;
   for (const auto& run : doc["runs"]) {
-    std::string pname = run["pipeline"], id = run["id"];
+    const std::string pname = run["pipeline"];
     if (!pipes.count(pname)) {
       models.emplace(pname, build_model(doc, pname));
       pipes[pname] = std::make_unique<Txt2ImgPipeline>(models.at(pname), *backend);
     }
-    Txt2ImgPipeline& pipe = *pipes[pname];
-    std::vector<WorkItem> items = run_items(run);
-    std::vector<ImageResult> got = pipe.generate(items);
-    std::vector<float> lat = pipe.last_latents();
-
-    const double rel = nhwc_vs_nchw_rel_error(lat, latents->to_f32(id), latents->entries().at(id).shape);
-    const auto [worst, off_by_one, values] = compare_images(
-        got, ref_images, run["images_offset"].get<size_t>(), run["images_shape"].get<std::vector<size_t>>(), id);
-    EXPECT_LE(worst, 1) << id << ": max pixel difference " << worst << " (latents rel " << rel << ")";
-    EXPECT_LT(rel, 1e-3) << id;
-    std::printf("%-24s rescale %.1f: latents rel %.2e, max |Δpixel| %d, %zu of %zu values off by one\n", id.c_str(),
-                run["guidance_rescale"].get<double>(), rel, worst, off_by_one, values);
-
-    // Batch invariance: each item alone gives the same bytes.
-    for (size_t i = 0; i < items.size(); ++i) {
-      auto alone = pipe.generate({items[i]});
-      EXPECT_EQ(alone[0].rgb, got[i].rgb) << id << ": item " << i << " differs when generated alone";
-    }
+    testing_util::check_golden_run(*pipes[pname], run_items(run), run, ref_images, *latents);
     ++runs;
     rescaled_cfg_runs += run["guidance_rescale"].get<double>() > 0 && run["guidance"].get<double>() > 1;
     v_prediction_runs += doc["pipelines"][pname]["configs"]["scheduler"].value("prediction_type", "") == "v_prediction";

@@ -40,10 +40,7 @@ const std::string kDir = std::string(SDMPI_TEST_DATA) + "/golden/sdxl/";
 
 nlohmann::json load_doc() { return testing_util::load_json_or_null(kDir + "pipelines.json"); }
 
-const nlohmann::json& weight_recipes(const nlohmann::json& doc, const std::string& name) {
-  const auto& p = doc["pipelines"][name];
-  return p.contains("weights_of") ? doc["pipelines"][p["weights_of"].get<std::string>()]["weights"] : p["weights"];
-}
+using testing_util::weight_recipes;
 
 // SDXL's tokenizer_2: the CLIP vocabulary padded with "!" (its special_tokens_map.json), written as
 // a tokenizer folder and read back, the way a model folder's tokenizer_2/ is read.
@@ -181,37 +178,20 @@ TEST(SdxlGolden, ComponentsWithin1e5OfDiffusers) {
 TEST(SdxlGolden, EveryRunWithinOneLevelOfDiffusers) {
   nlohmann::json doc = load_doc();
   ASSERT_FALSE(doc.is_null()) << "missing " << kDir << "pipelines.json";
-  std::ifstream imf(kDir + "images.u8", std::ios::binary);
-  std::vector<uint8_t> ref_images((std::istreambuf_iterator<char>(imf)), std::istreambuf_iterator<char>());
+  const std::vector<uint8_t> ref_images = testing_util::read_golden_images(kDir + "images.u8");
   auto latents = SafetensorsFile::open(kDir + "latents.safetensors");
   auto backend = make_cpu_backend();
   std::map<std::string, std::unique_ptr<Txt2ImgPipeline>> pipes;
   std::map<std::string, ModelSource> models;
   int runs = 0, zero_negative_runs = 0, micro_runs = 0, turbo_runs = 0;
   for (const auto& run : doc["runs"]) {
-    std::string pname = run["pipeline"], id = run["id"];
+    const std::string pname = run["pipeline"];
     if (!pipes.count(pname)) {
       models.emplace(pname, build_model(doc, pname));
       EXPECT_EQ(models.at(pname).family(), "SDXL");
       pipes[pname] = std::make_unique<Txt2ImgPipeline>(models.at(pname), *backend);
     }
-    Txt2ImgPipeline& pipe = *pipes[pname];
-    std::vector<WorkItem> items = run_items(run);
-    std::vector<ImageResult> got = pipe.generate(items);
-    std::vector<float> lat = pipe.last_latents();
-
-    const double rel = nhwc_vs_nchw_rel_error(lat, latents->to_f32(id), latents->entries().at(id).shape);
-    const auto [worst, off_by_one, values] = compare_images(
-        got, ref_images, run["images_offset"].get<size_t>(), run["images_shape"].get<std::vector<size_t>>(), id);
-    EXPECT_LE(worst, 1) << id << ": max pixel difference " << worst << " (latents rel " << rel << ")";
-    EXPECT_LT(rel, 1e-3) << id;
-    std::printf("%-22s guidance %.1f: latents rel %.2e, max |Δpixel| %d, %zu of %zu values off by one\n", id.c_str(),
-                run["guidance"].get<double>(), rel, worst, off_by_one, values);
-
-    for (size_t i = 0; i < items.size(); ++i) {
-      auto alone = pipe.generate({items[i]});
-      EXPECT_EQ(alone[0].rgb, got[i].rgb) << id << ": item " << i << " differs when generated alone";
-    }
+    testing_util::check_golden_run(*pipes[pname], run_items(run), run, ref_images, *latents);
     ++runs;
     zero_negative_runs += run["negative_prompts"].is_null() && run["guidance"].get<double>() > 1;
     const std::vector<int> m = run["micro"].get<std::vector<int>>();
