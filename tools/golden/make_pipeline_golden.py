@@ -136,6 +136,18 @@ def build(name, spec, tok_dir):
     return pipe, configs, recipes
 
 
+def write_golden_folder(out, images, latents, components, doc):
+    """The files every pipeline golden writes into `out`: images.u8 (every run's uint8 images back to
+    back), latents.safetensors, components.safetensors and pipelines.json."""
+    with open(os.path.join(out, "images.u8"), "wb") as f:
+        f.write(images)
+    save_file(latents, os.path.join(out, "latents.safetensors"))
+    save_file(components, os.path.join(out, "components.safetensors"))
+    with open(os.path.join(out, "pipelines.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+
+
 def jsonable(x):
     if isinstance(x, dict):
         return {str(k): jsonable(v) for k, v in x.items() if not str(k).startswith("_") or k == "_class_name"}

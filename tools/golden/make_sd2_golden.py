@@ -21,13 +21,11 @@ Writes tests/data/golden/sd2/{pipelines.json, images.u8, latents.safetensors, co
 Run: GOLDEN_PY tools/golden/make_sd2_golden.py TOKENIZER_DIR   (a CLIP tokenizer folder, e.g. the
 tokenizer/ of `sd_mpi make-model --preset tiny DIR`)
 """
-import json
 import os
 import sys
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 import diffusers
 from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
@@ -37,7 +35,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from make_pipeline_golden import jsonable, reinit  # noqa: E402  (same recipe, same JSON form)
+from make_pipeline_golden import jsonable, reinit, write_golden_folder  # noqa: E402  (same recipe, same JSON form)
 
 ROOT = os.path.dirname(os.path.dirname(HERE))
 OUT = os.path.join(ROOT, "tests", "data", "golden", "sd2")
@@ -182,13 +180,7 @@ def main():
         images += arr.tobytes()
         print(run_id, arr.shape, "mean", float(arr.mean()), file=sys.stderr)
 
-    with open(os.path.join(OUT, "images.u8"), "wb") as f:
-        f.write(images)
-    save_file(latents, os.path.join(OUT, "latents.safetensors"))
-    save_file(components, os.path.join(OUT, "components.safetensors"))
-    with open(os.path.join(OUT, "pipelines.json"), "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
+    write_golden_folder(OUT, images, latents, components, doc)
 
 
 if __name__ == "__main__":
