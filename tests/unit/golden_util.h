@@ -13,6 +13,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -81,6 +82,18 @@ inline std::shared_ptr<MemoryWeightSource> rebuild(const nlohmann::json& recipe,
 inline const nlohmann::json& weight_recipes(const nlohmann::json& doc, const std::string& name) {
   const auto& p = doc["pipelines"][name];
   return p.contains("weights_of") ? doc["pipelines"][p["weights_of"].get<std::string>()]["weights"] : p["weights"];
+}
+
+// A golden pipeline (doc["pipelines"][name]) as an in-memory model: its configs, and every
+// component its weight recipes list, rebuilt; `tokenizers` as ModelSource::from_memory takes them.
+inline ModelSource golden_model(const nlohmann::json& doc, const std::string& name,
+                                std::map<std::string, ClipTokenizer> tokenizers = {}) {
+  std::map<std::string, nlohmann::json> configs;
+  for (auto& [k, v] : doc["pipelines"][name]["configs"].items()) configs[k] = v;
+  std::map<std::string, std::shared_ptr<WeightSource>> weights;
+  for (auto& [component, recipe] : weight_recipes(doc, name).items())
+    weights[component] = rebuild(recipe, name + " " + component);
+  return ModelSource::from_memory(name, configs, weights, std::move(tokenizers));
 }
 
 // |ours - ref| / |ref| between our latents [N, h, w, C] (NHWC) and diffusers' [N, C, h, w].

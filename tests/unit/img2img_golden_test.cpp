@@ -30,15 +30,7 @@ namespace {
 const std::string kDir = std::string(SDMPI_TEST_DATA) + "/golden/img2img/";
 const std::string kPipelines = std::string(SDMPI_TEST_DATA) + "/golden/pipeline/pipelines.json";
 
-ModelSource build_model(const nlohmann::json& doc, const std::string& name) {
-  const auto& p = doc["pipelines"][name];
-  std::map<std::string, nlohmann::json> configs;
-  for (auto& [k, v] : p["configs"].items()) configs[k] = v;
-  std::map<std::string, std::shared_ptr<WeightSource>> weights;
-  for (const char* c : {"unet", "vae", "text_encoder"})
-    weights[c] = testing_util::rebuild(p["weights"][c], name + " " + c);
-  return ModelSource::from_memory(name, configs, weights);
-}
+ModelSource build_model(const nlohmann::json& doc, const std::string& name) { return testing_util::golden_model(doc, name); }
 
 std::vector<WorkItem> run_items(const nlohmann::json& run) {
   std::vector<WorkItem> items;

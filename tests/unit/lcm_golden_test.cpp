@@ -28,14 +28,7 @@ namespace {
 
 const std::string kDir = std::string(SDMPI_TEST_DATA) + "/golden/lcm/";
 
-ModelSource build_model(const nlohmann::json& doc) {
-  std::map<std::string, nlohmann::json> configs;
-  for (auto& [k, v] : doc["pipelines"]["lcm"]["configs"].items()) configs[k] = v;
-  std::map<std::string, std::shared_ptr<WeightSource>> weights;
-  for (const char* c : {"unet", "vae", "text_encoder"})
-    weights[c] = rebuild(doc["pipelines"]["lcm"]["weights"][c], std::string("lcm ") + c);
-  return ModelSource::from_memory("lcm", configs, weights);
-}
+ModelSource build_model(const nlohmann::json& doc) { return testing_util::golden_model(doc, "lcm"); }
 
 }  // namespace
 

@@ -26,14 +26,7 @@ const std::string kDir = std::string(SDMPI_TEST_DATA) + "/golden/pipeline/";
 nlohmann::json load_doc() { return testing_util::load_json_or_null(kDir + "pipelines.json"); }
 using testing_util::rebuild;
 
-ModelSource build_model(const nlohmann::json& doc, const std::string& name) {
-  const auto& p = doc["pipelines"][name];
-  std::map<std::string, nlohmann::json> configs;
-  for (auto& [k, v] : p["configs"].items()) configs[k] = v;
-  std::map<std::string, std::shared_ptr<WeightSource>> weights;
-  for (const char* c : {"unet", "vae", "text_encoder"}) weights[c] = rebuild(p["weights"][c], name + " " + c);
-  return ModelSource::from_memory(name, configs, weights);
-}
+ModelSource build_model(const nlohmann::json& doc, const std::string& name) { return testing_util::golden_model(doc, name); }
 
 std::vector<WorkItem> run_items(const nlohmann::json& run) {
   std::vector<WorkItem> items;

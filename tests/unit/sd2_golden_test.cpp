@@ -42,14 +42,7 @@ using testing_util::rebuild;
 
 using testing_util::weight_recipes;
 
-ModelSource build_model(const nlohmann::json& doc, const std::string& name) {
-  std::map<std::string, nlohmann::json> configs;
-  for (auto& [k, v] : doc["pipelines"][name]["configs"].items()) configs[k] = v;
-  std::map<std::string, std::shared_ptr<WeightSource>> weights;
-  for (const char* c : {"unet", "vae", "text_encoder"})
-    weights[c] = rebuild(weight_recipes(doc, name)[c], name + " " + c);
-  return ModelSource::from_memory(name, configs, weights);
-}
+ModelSource build_model(const nlohmann::json& doc, const std::string& name) { return testing_util::golden_model(doc, name); }
 
 std::vector<WorkItem> run_items(const nlohmann::json& run) {
   std::vector<WorkItem> items;

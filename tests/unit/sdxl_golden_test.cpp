@@ -62,13 +62,7 @@ ClipTokenizer bang_padded_tokenizer() {
 }
 
 ModelSource build_model(const nlohmann::json& doc, const std::string& name) {
-  std::map<std::string, nlohmann::json> configs;
-  for (auto& [k, v] : doc["pipelines"][name]["configs"].items()) configs[k] = v;
-  std::map<std::string, std::shared_ptr<WeightSource>> weights;
-  for (const char* c : {"unet", "vae", "text_encoder", "text_encoder_2"})
-    weights[c] = rebuild(weight_recipes(doc, name)[c], name + " " + c);
-  return ModelSource::from_memory(name, configs, weights,
-                                  {{"tokenizer", ClipTokenizer::builtin()}, {"tokenizer_2", bang_padded_tokenizer()}});
+  return testing_util::golden_model(doc, name, {{"tokenizer", ClipTokenizer::builtin()}, {"tokenizer_2", bang_padded_tokenizer()}});
 }
 
 std::vector<WorkItem> run_items(const nlohmann::json& run) {
