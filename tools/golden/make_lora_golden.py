@@ -17,7 +17,12 @@ Two small LoRA files, made here from a seeded generator and stored in float16 (a
 Before generating, the script checks that fuse_lora changed exactly the weights the file names,
 by W + scale * alpha / rank * up @ down (our merge), so the golden is known to test what it says.
 
-Writes tests/data/golden/lora/{runs.json, images.u8, *.safetensors}:
+SDXL and SD 2.x (make_families below; `--families` makes only this part): the tiny pipelines of
+make_sdxl_golden.py and make_sd2_golden.py, kohya (SDXL: LDM-named and diffusers-named UNet keys)
+and PEFT files on the UNet and every text encoder, alone and two stacked with their own scales,
+written to families.json / families.u8 in the form of runs.json / images.u8 (per run a "family",
+a "loras" list of {file, scale} and "lora_weights" per component).
+Writes tests/data/golden/lora/{runs.json, images.u8, families.json, families.u8, *.safetensors}:
   runs.json   per run: pipeline, lora file, scale, sampler, steps, guidance, size, prompts,
               negative prompts, seeds, byte offset of its uint8 images (N, H, W, 3) in images.u8
 Run: GOLDEN_PY tools/golden/make_lora_golden.py TOKENIZER_DIR   (as make_pipeline_golden.py)
@@ -141,11 +146,237 @@ def make_tiny_lora(tok_dir):
     return len(tensors) // 3
 
 
+# ---- SDXL and SD 2.x ---------------------------------------------------------------------------
+# The tiny pipelines of make_sdxl_golden.py and make_sd2_golden.py (same recipes, checked against
+# their pipelines.json). LoRA files, each on the UNet (attention, feed-forward, proj_in/out, every
+# resnet part, down/upsamplers, time and added embeddings, conv_in/out) and on every text encoder
+# (q/k/v/out projections, fc1/fc2):
+#   sdxl_kohya_ldm       kohya's SDXL names: the LDM (sgm) UNet, lora_unet_input_blocks_4_1_…,
+#                        lora_unet_middle_block_…, lora_unet_output_blocks_…, lora_te1_/lora_te2_,
+#                        alpha 1 at rank 2 (diffusers: _maybe_map_sgm_blocks_to_diffusers)
+#   sdxl_kohya_diffusers kohya keys on diffusers' UNet names (lora_unet_down_blocks_1_…), alpha 3
+#                        at rank 2 (factor 1.5); no add_embedding (diffusers' kohya converter has no
+#                        rule for it)
+#   sdxl_peft            diffusers/PEFT keys: unet.*, text_encoder.*, text_encoder_2.* lora_A/lora_B
+#   sd2_kohya            kohya keys as kohya writes them for SD 2.x: lora_unet_* on diffusers names,
+#                        lora_te_* on the transformers names of the OpenCLIP tower (kohya converts it
+#                        to CLIPTextModel, and so does diffusers)
+#   sd2_peft             unet.*, text_encoder.*
+# Stacked runs load two files as two adapters with their own weights (set_adapters) and fuse both.
+FAMILY_PROMPTS = ["a photo of a cat", "an oil painting of a lighthouse at dawn, dramatic sky"]
+FAMILY_NEGATIVE = ["blurry, low quality", "cartoon"]
+RESNET_TO_LDM = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("time_emb_proj", "emb_layers.1"),
+                 ("norm2", "out_layers.0"), ("conv2", "out_layers.3"), ("conv_shortcut", "skip_connection")]
+TOP_TO_LDM = {"conv_in": "input_blocks.0.0", "conv_out": "out.2", "time_embedding.linear_1": "time_embed.0",
+              "time_embedding.linear_2": "time_embed.2", "add_embedding.linear_1": "label_emb.0.0",
+              "add_embedding.linear_2": "label_emb.0.2"}
+
+
+def ldm_unet_module(module, unet_config):
+    """A diffusers UNet module name in the LDM/sgm layout kohya trains SDXL on (written out here from
+    the UNet's structure, independently of sd_mpi's table, and proved by diffusers' converter)."""
+    if module in TOP_TO_LDM:
+        return TOP_TO_LDM[module]
+    group = unet_config.layers_per_block + 1
+    parts = module.split(".")
+
+    def resnet(rest):
+        for d, l in RESNET_TO_LDM:
+            if rest == d or rest.startswith(d + "."):
+                return l + rest[len(d):]
+        raise ValueError(module)
+
+    if parts[0] == "down_blocks":
+        b, kind = int(parts[1]), parts[2]
+        if kind == "downsamplers":
+            return f"input_blocks.{1 + b * group + group - 1}.0.op"
+        block = 1 + b * group + int(parts[3])
+        rest = ".".join(parts[4:])
+        return f"input_blocks.{block}.0.{resnet(rest)}" if kind == "resnets" else f"input_blocks.{block}.1.{rest}"
+    if parts[0] == "mid_block":
+        rest = ".".join(parts[3:])
+        if parts[1] == "attentions":
+            return f"middle_block.1.{rest}"
+        return f"middle_block.{0 if parts[2] == '0' else 2}.{resnet(rest)}"
+    if parts[0] == "up_blocks":
+        b, kind = int(parts[1]), parts[2]
+        if kind == "upsamplers":
+            with_attention = unet_config.up_block_types[b].startswith("CrossAttn")
+            return f"output_blocks.{b * group + group - 1}.{2 if with_attention else 1}.conv"
+        block = b * group + int(parts[3])
+        rest = ".".join(parts[4:])
+        return f"output_blocks.{block}.0.{resnet(rest)}" if kind == "resnets" else f"output_blocks.{block}.1.{rest}"
+    raise ValueError(module)
+
+
+def family_unet_targets(unet, with_add_embedding):
+    out = []
+    for name, p in unet.named_parameters():
+        if not name.endswith(".weight") or p.dim() < 2:
+            continue
+        m = name[: -len(".weight")]
+        attention = any(m.endswith(s) for s in ("attn1.to_q", "attn1.to_v", "attn1.to_out.0", "attn2.to_k",
+                                                "attn2.to_out.0", "ff.net.0.proj", "ff.net.2", "proj_in", "proj_out"))
+        resnet = ".resnets." in m and any(m.endswith(s) for s in ("conv1", "time_emb_proj", "conv2", "conv_shortcut"))
+        sampler = m.endswith("downsamplers.0.conv") or m.endswith("upsamplers.0.conv")
+        top = m in ("conv_in", "conv_out", "time_embedding.linear_1") or (with_add_embedding and m == "add_embedding.linear_2")
+        if attention or resnet or sampler or top:
+            out.append((m, tuple(p.shape)))
+    return out
+
+
+def make_family_lora(pipe, style, path, seed, alpha):
+    """Writes one LoRA file for `pipe`; returns its layers (component, module, down, up, alpha)."""
+    gen = torch.Generator().manual_seed(seed)
+    components = [("unet", family_unet_targets(pipe.unet, style != "kohya_diffusers"))]
+    kohya_te = {"text_encoder": "lora_te_", "text_encoder_2": "lora_te2_"}
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        kohya_te["text_encoder"] = "lora_te1_"
+    for te in kohya_te:
+        if getattr(pipe, te, None) is not None:
+            targets = []
+            for name, p in getattr(pipe, te).named_parameters():
+                if name.endswith(".weight") and any(s in name for s in ("_proj.weight", "fc1.", "fc2.")) \
+                        and "text_projection" not in name:
+                    m = name[: -len(".weight")]
+                    targets.append(((m if m.startswith("text_model.") else "text_model." + m), tuple(p.shape)))
+            components.append((te, targets))
+    tensors, layers = {}, []
+    for component, targets in components:
+        for module, shape in targets:
+            down, up = lora_pair(shape, gen)
+            if style == "peft":
+                stem, down_key, up_key = component + "." + module, ".lora_A.weight", ".lora_B.weight"
+                a = float(RANK)
+            else:
+                name = ldm_unet_module(module, pipe.unet.config) if style == "kohya_ldm" and component == "unet" else module
+                stem = ("lora_unet_" if component == "unet" else kohya_te[component]) + name.replace(".", "_")
+                down_key, up_key, a = ".lora_down.weight", ".lora_up.weight", alpha
+                tensors[stem + ".alpha"] = torch.tensor(alpha, dtype=torch.float16)
+            tensors[stem + down_key], tensors[stem + up_key] = down, up
+            layers.append((component, module, down.float(), up.float(), a))
+    save_file(tensors, path)
+    return layers
+
+
+def state_of(pipe):
+    return {c: {k: v.clone() for k, v in getattr(pipe, c).state_dict().items()}
+            for c in ("unet", "text_encoder", "text_encoder_2") if getattr(pipe, c, None) is not None}
+
+
+def check_fused_stack(before, pipe, stack):
+    """The fused weights are W + Σ scale · alpha / rank · up @ down over the stack, nothing else
+    changed; returns the touched weights per component."""
+    after = state_of(pipe)
+    expect = {}
+    for layers, scale in stack:
+        for component, module, down, up, alpha in layers:
+            key = module + ".weight"
+            if key not in after[component] and key.startswith("text_model."):
+                key = key[len("text_model."):]
+            w = expect.get((component, key), before[component][key])
+            delta = (up.reshape(up.shape[0], RANK) @ down.reshape(RANK, -1)).reshape(w.shape) * (alpha / RANK * scale)
+            expect[(component, key)] = w + delta
+    for (component, key), w in expect.items():
+        err = (after[component][key] - w).abs().max().item()
+        assert err < 1e-5, f"{component} {key}: fused weight off by {err}"
+    for component in after:
+        for key, w in before[component].items():
+            if (component, key) not in expect:
+                assert torch.equal(after[component][key], w), f"{component} {key} changed but no LoRA names it"
+    counts = {}
+    for component, _ in expect:
+        counts[component] = counts.get(component, 0) + 1
+    return counts
+
+
+# (family, pipeline, [(lora file, scale), ...], sampler, steps, guidance, width, height)
+FAMILY_CASES = [
+    ("sdxl", "sdxl", [("sdxl_kohya_ldm", 0.8)], "euler", 4, 5.0, 64, 64),
+    ("sdxl", "sdxl", [("sdxl_kohya_diffusers", -0.6)], "euler_a", 4, 6.0, 64, 48),
+    ("sdxl", "sdxl", [("sdxl_peft", 1.0)], "dpm++2m", 5, 5.0, 64, 64),
+    ("sdxl", "sdxl", [("sdxl_kohya_ldm", 0.7), ("sdxl_peft", -0.5)], "ddim", 4, 5.0, 64, 64),
+    ("sd2", "sd2_v", [("sd2_kohya", 0.8)], "ddim", 5, 7.5, 64, 64),
+    ("sd2", "sd2_v", [("sd2_peft", 1.0)], "euler", 5, 7.5, 64, 48),
+    ("sd2", "sd2_v", [("sd2_kohya", 1.0), ("sd2_peft", -0.7)], "dpm++2m", 6, 7.5, 64, 64),
+]
+FAMILY_FILES = {  # file → (family, style, seed, kohya alpha)
+    "sdxl_kohya_ldm": ("sdxl", "kohya_ldm", 4101, 1.0),
+    "sdxl_kohya_diffusers": ("sdxl", "kohya_diffusers", 4102, 3.0),
+    "sdxl_peft": ("sdxl", "peft", 4103, None),
+    "sd2_kohya": ("sd2", "kohya_diffusers", 4201, 1.0),
+    "sd2_peft": ("sd2", "peft", 4202, None),
+}
+
+
+def family_pipe(family, pname, tok_dir):
+    """A fresh pipeline of make_sdxl_golden.py / make_sd2_golden.py, its recipes checked."""
+    import make_sd2_golden as sd2
+    import make_sdxl_golden as xl
+    mod = xl if family == "sdxl" else sd2
+    sched = mod.PIPELINES[pname]
+    pipe, _, recipes = mod.build(tok_dir, sched)
+    with open(os.path.join(pg.ROOT, "tests", "data", "golden", family, "pipelines.json")) as f:
+        stored = json.load(f)["pipelines"][pname]
+    assert recipes == stored["weights"], f"{family} {pname}: recipes differ from its pipelines.json"
+    return pipe, mod
+
+
+def make_families(tok_dir):
+    images = bytearray()
+    doc = {"versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
+           "note": "models: tests/data/golden/<family>/pipelines.json (same recipes); loras: files here",
+           "runs": []}
+    layers = {}
+    for ci, (family, pname, stack, sampler, steps, guidance, width, height) in enumerate(FAMILY_CASES):
+        pipe, mod = family_pipe(family, pname, tok_dir)
+        for name, _ in stack:
+            if name not in layers:
+                fam, style, seed, alpha = FAMILY_FILES[name]
+                layers[name] = make_family_lora(pipe, style, os.path.join(OUT, name + ".safetensors"), seed, alpha)
+        before = state_of(pipe)
+        names = [f"a{i}" for i in range(len(stack))]
+        for (name, _), adapter in zip(stack, names):
+            pipe.load_lora_weights(os.path.join(OUT, name + ".safetensors"), adapter_name=adapter)
+        pipe.set_adapters(names, adapter_weights=[s for _, s in stack])
+        pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
+        pipe.unload_lora_weights()  # keeps the fused weights, drops PEFT's wrappers
+        touched = check_fused_stack(before, pipe, [(layers[n], s) for n, s in stack])
+        cls = mod.SAMPLERS[sampler]
+        cls = cls[0] if isinstance(cls, tuple) else cls
+        pipe.scheduler = cls.from_config(mod.model_scheduler(mod.PIPELINES[pname]).config)
+        pipe.set_progress_bar_config(disable=True)
+        seeds = [5000 + 29 * ci, 2 ** 32 + 23 + ci]
+        with torch.no_grad():
+            out = pipe(prompt=FAMILY_PROMPTS, negative_prompt=FAMILY_NEGATIVE, num_inference_steps=steps,
+                       guidance_scale=guidance, width=width, height=height,
+                       generator=[torch.Generator().manual_seed(s) for s in seeds], output_type="pil").images
+        arr = np.stack([np.asarray(im, dtype=np.uint8) for im in out])
+        run_id = f"{pname}/{ci:02d}_{sampler.replace('+', 'p')}_" + "+".join(f"{n}x{s}" for n, s in stack)
+        doc["runs"].append({"id": run_id, "family": family, "pipeline": pname,
+                            "loras": [{"file": n + ".safetensors", "scale": s} for n, s in stack],
+                            "lora_weights": touched, "sampler": sampler, "steps": steps, "guidance": guidance,
+                            "width": width, "height": height, "prompts": FAMILY_PROMPTS,
+                            "negative_prompts": FAMILY_NEGATIVE, "seeds": seeds, "images_offset": len(images),
+                            "images_shape": list(arr.shape)})
+        images += arr.tobytes()
+        print(run_id, arr.shape, "weights", touched, "mean", float(arr.mean()), file=sys.stderr)
+    with open(os.path.join(OUT, "families.u8"), "wb") as f:
+        f.write(images)
+    with open(os.path.join(OUT, "families.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+
+
 def main():
     tok_dir = sys.argv[1] if len(sys.argv) > 1 else None
+    only_families = "--families" in sys.argv[2:]
     if not tok_dir:
         sys.exit("usage: make_lora_golden.py TOKENIZER_DIR  (sd_mpi make-model --preset tiny DIR; then DIR/tokenizer)")
     os.makedirs(OUT, exist_ok=True)
+    make_families(tok_dir)
+    if only_families:  # `--families`: the SDXL and SD 2.x part alone
+        return
     with open(PIPELINE_JSON) as f:
         stored = json.load(f)["pipelines"]
     images = bytearray()
