@@ -6,6 +6,8 @@
 // → `norm1.`). Patterns match literally except `#`, which takes a block index; `{b}` and `{l}` in
 // `to` are that index turned into diffusers' (block, layer) by the rule's index arithmetic, `{1}`
 // is a second index copied as it is. First match wins, so specific rules come before general ones.
+// kohya's LoRA module names (LDM paths with '_' for '.') go through the same UNet rules, a pattern's
+// '.' then matching '_' (ldm_unet_module_underscored).
 #include "io/checkpoint_keys.h"
 
 #include <algorithm>
@@ -142,7 +144,8 @@ bool starts_with(const std::string& s, size_t pos, const char* prefix) {
 }
 
 // Matches `pattern` at key[pos...]; on success sets *end past the match and fills the indices.
-bool match(const char* pattern, const std::string& key, size_t pos, size_t* end, long idx[2]) {
+// `dot`: what a '.' of the pattern matches (kohya's LoRA names spell module paths with '_').
+bool match(const char* pattern, const std::string& key, size_t pos, size_t* end, long idx[2], char dot = '.') {
   int n_idx = 0;
   for (const char* p = pattern; *p; ++p) {
     if (*p == '#') {
@@ -153,7 +156,7 @@ bool match(const char* pattern, const std::string& key, size_t pos, size_t* end,
       if (pos == start || n_idx == 2) return false;
       idx[n_idx++] = v;
     } else {
-      if (pos >= key.size() || key[pos] != *p) return false;
+      if (pos >= key.size() || key[pos] != (*p == '.' ? dot : *p)) return false;
       ++pos;
     }
   }
@@ -175,9 +178,11 @@ std::string expand(const char* tmpl, long b, long l, long second) {
 }
 
 template <size_t N>
-std::string rename_start(const std::string& rest, const Rename (&table)[N]) {
+std::string rename_start(const std::string& rest, const Rename (&table)[N], char dot = '.') {
+  size_t end = 0;
+  long unused[2] = {0, 0};
   for (const Rename& r : table)
-    if (starts_with(rest, 0, r.from)) return r.to + rest.substr(std::strlen(r.from));
+    if (match(r.from, rest, 0, &end, unused, dot)) return r.to + rest.substr(end);
   return rest;
 }
 
@@ -237,21 +242,21 @@ LdmLayout detect_ldm_layout(const std::vector<std::string>& keys) {
   return layout;
 }
 
-std::optional<DiffusersKey> ldm_to_diffusers(const std::string& key, const LdmLayout& layout) {
-  const ComponentPrefix* cp = nullptr;
-  for (const auto& p : kPrefixes)
-    if (starts_with(key, 0, p.prefix)) {
-      cp = &p;
-      break;
-    }
-  if (!cp) return std::nullopt;  // model_ema.*, alphas_cumprod, ...
-  const size_t pos = std::strlen(cp->prefix);
+namespace {
+
+// The first rule of `rules` that matches key[pos...], applied: the diffusers name (the block
+// prefix rewritten, the rest renamed by the rule's inner table) and that inner table.
+struct Rewritten {
+  std::string name;
+  Inner inner;
+};
+std::optional<Rewritten> rewrite(Rules rules, const std::string& key, size_t pos, const LdmLayout& layout, char dot) {
   const long group = layout.unet_layers_per_block + 1;
   for (const Rule& r : kRules) {
-    if (r.rules != cp->rules) continue;
+    if (r.rules != rules) continue;
     size_t end = 0;
     long idx[2] = {0, 0};
-    if (!match(r.from, key, pos, &end, idx)) continue;
+    if (!match(r.from, key, pos, &end, idx, dot)) continue;
     long b = idx[0], l = 0;
     switch (r.index) {
       case Index::None: break;
@@ -271,35 +276,59 @@ std::optional<DiffusersKey> ldm_to_diffusers(const std::string& key, const LdmLa
         break;
     }
     std::string rest = key.substr(end);
-    DiffusersKey out{cp->component, expand(r.to, b, l, idx[1]), false};
     switch (r.inner) {
       case Inner::None: break;
-      case Inner::UnetResnet: rest = rename_start(rest, kUnetResnet); break;
-      case Inner::VaeResnet: rest = rename_start(rest, kVaeResnet); break;
-      case Inner::VaeAttention: rest = rename_start(rest, kVaeAttention); break;
+      case Inner::UnetResnet: rest = rename_start(rest, kUnetResnet, dot); break;
+      case Inner::VaeResnet: rest = rename_start(rest, kVaeResnet, dot); break;
+      case Inner::VaeAttention: rest = rename_start(rest, kVaeAttention, dot); break;
     }
-    out.name += rest;
-    out.squeeze_to_linear = r.inner == Inner::VaeAttention && is_vae_attention_projection(out.name);
-    if (cp->rules == Rules::OpenClip) {
-      // "in_proj." + "weight" / "bias": q, k and v stacked along the first dimension.
-      const std::string in_proj = ".self_attn.in_proj.";
-      const size_t at = out.name.find(in_proj);
-      if (at != std::string::npos) {
-        const std::string tail = out.name.substr(at + in_proj.size());
-        if (tail != "weight" && tail != "bias") return std::nullopt;
-        out.name = out.name.substr(0, at) + ".self_attn.{q,k,v}_proj." + tail;
-        out.split_qkv = true;
-      }
-      out.transpose = out.name == "text_projection.weight";
-      if (out.name.find(".encoder.layers.") != std::string::npos || out.transpose || out.split_qkv ||
-          out.name.rfind("text_model.", 0) == 0)
-        out.text_layer = text_layer_of(out.name);
-    } else if (cp->rules == Rules::HfClip) {
-      out.text_layer = text_layer_of(out.name);
-    }
-    return out;
+    return Rewritten{expand(r.to, b, l, idx[1]) + rest, r.inner};
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<DiffusersKey> ldm_to_diffusers(const std::string& key, const LdmLayout& layout) {
+  const ComponentPrefix* cp = nullptr;
+  for (const auto& p : kPrefixes)
+    if (starts_with(key, 0, p.prefix)) {
+      cp = &p;
+      break;
+    }
+  if (!cp) return std::nullopt;  // model_ema.*, alphas_cumprod, ...
+  const std::optional<Rewritten> rewritten = rewrite(cp->rules, key, std::strlen(cp->prefix), layout, '.');
+  if (!rewritten) return std::nullopt;
+  DiffusersKey out{cp->component, rewritten->name, false};
+  out.squeeze_to_linear = rewritten->inner == Inner::VaeAttention && is_vae_attention_projection(out.name);
+  if (cp->rules == Rules::OpenClip) {
+    // "in_proj." + "weight" / "bias": q, k and v stacked along the first dimension.
+    const std::string in_proj = ".self_attn.in_proj.";
+    const size_t at = out.name.find(in_proj);
+    if (at != std::string::npos) {
+      const std::string tail = out.name.substr(at + in_proj.size());
+      if (tail != "weight" && tail != "bias") return std::nullopt;
+      out.name = out.name.substr(0, at) + ".self_attn.{q,k,v}_proj." + tail;
+      out.split_qkv = true;
+    }
+    out.transpose = out.name == "text_projection.weight";
+    if (out.name.find(".encoder.layers.") != std::string::npos || out.transpose || out.split_qkv ||
+        out.name.rfind("text_model.", 0) == 0)
+      out.text_layer = text_layer_of(out.name);
+  } else if (cp->rules == Rules::HfClip) {
+    out.text_layer = text_layer_of(out.name);
+  }
+  return out;
+}
+
+std::optional<std::string> ldm_unet_module_underscored(const std::string& module, const LdmLayout& layout) {
+  // A trailing separator, as a weight name has before "weight", lets the patterns' final '.' match.
+  const std::optional<Rewritten> rewritten = rewrite(Rules::Unet, module + "_", 0, layout, '_');
+  if (!rewritten) return std::nullopt;
+  std::string name = rewritten->name;
+  std::replace(name.begin(), name.end(), '.', '_');
+  if (!name.empty() && name.back() == '_') name.pop_back();
+  return name;
 }
 
 std::string canonical_text_encoder_name(const std::string& name) {

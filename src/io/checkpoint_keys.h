@@ -46,6 +46,13 @@ struct DiffusersKey {
 // keys under a prefix that no rule of the table covers).
 std::optional<DiffusersKey> ldm_to_diffusers(const std::string& key, const LdmLayout& layout);
 
+// kohya's LoRA module names for a UNet in the LDM layout (SDXL LoRAs are trained on it): the LDM
+// module path with '_' for '.', e.g. "input_blocks_4_1_transformer_blocks_0_attn1_to_q" or
+// "output_blocks_2_2_conv", → the diffusers module path, also with '_' for '.'
+// ("down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q", "up_blocks_0_upsamplers_0_conv"),
+// by the same UNet rules as ldm_to_diffusers; nullopt when no rule matches.
+std::optional<std::string> ldm_unet_module_underscored(const std::string& module, const LdmLayout& layout);
+
 // Legacy diffusers VAE attention names (diffusers ≤ 0.13 saved `…attentions.0.query.weight`,
 // `key`, `value`, `proj_attn`) → the current `to_q`, `to_k`, `to_v`, `to_out.0`. Other names come
 // back unchanged. `*legacy` (optional) says whether a rename happened.

@@ -2,6 +2,7 @@
 // float32 delta, and a WeightSource that answers merged copies (include/sdmpi/lora.h).
 #include "sdmpi/lora.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -55,6 +56,37 @@ constexpr SuffixRule kSuffixes[] = {
     {".alpha", Part::Alpha},
 };
 
+// Keys of other adapter kinds (LyCORIS and PEFT variants) that are not a low-rank up @ down: each is
+// refused by name rather than merged wrongly or listed as an unknown key. A key is of a kind when
+// one of its '.'-separated parts is a marker.
+struct OtherKind {
+  const char* marker;
+  const char* kind;
+};
+constexpr OtherKind kOtherKinds[] = {
+    {"hada_w1_a", "LoHa (LyCORIS)"}, {"hada_w1_b", "LoHa (LyCORIS)"}, {"hada_w2_a", "LoHa (LyCORIS)"},
+    {"hada_w2_b", "LoHa (LyCORIS)"}, {"hada_t1", "LoHa (LyCORIS)"},   {"hada_t2", "LoHa (LyCORIS)"},
+    {"lokr_w1", "LoKr (LyCORIS)"},   {"lokr_w2", "LoKr (LyCORIS)"},   {"lokr_w1_a", "LoKr (LyCORIS)"},
+    {"lokr_w1_b", "LoKr (LyCORIS)"}, {"lokr_w2_a", "LoKr (LyCORIS)"}, {"lokr_w2_b", "LoKr (LyCORIS)"},
+    {"lokr_t2", "LoKr (LyCORIS)"},   {"dora_scale", "DoRA"},          {"lora_magnitude_vector", "DoRA (PEFT)"},
+    {"on_input", "IA3 (LyCORIS)"},   {"ia3_l", "IA3 (PEFT)"},         {"oft_blocks", "OFT (LyCORIS)"},
+    {"oft_diag", "OFT (LyCORIS)"},   {"a1", "GLoRA (LyCORIS)"},       {"b1", "GLoRA (LyCORIS)"},
+    {"diff", "a full weight difference (LyCORIS)"}, {"diff_b", "a full weight difference (LyCORIS)"},
+    {"w_norm", "a norm adapter (LyCORIS)"}, {"b_norm", "a norm adapter (LyCORIS)"},
+};
+
+const OtherKind* other_kind_of(const std::string& key) {
+  size_t start = key.find('.');
+  while (start != std::string::npos) {
+    const size_t end = key.find('.', start + 1);
+    const std::string part = key.substr(start + 1, end == std::string::npos ? std::string::npos : end - start - 1);
+    for (const OtherKind& k : kOtherKinds)
+      if (part == k.marker) return &k;
+    start = end;
+  }
+  return nullptr;
+}
+
 bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
@@ -81,6 +113,7 @@ struct ModuleIndex {
   const WeightSource* source = nullptr;
   std::map<std::string, std::string> by_dotted;      // module → weight name in the source
   std::map<std::string, std::string> by_underscored;
+  ckpt::LdmLayout layout;  // a UNet's, for kohya's LDM-named modules (SDXL LoRAs)
 };
 
 ModuleIndex index_component(const std::string& component, const WeightSource* source) {
@@ -96,6 +129,12 @@ ModuleIndex index_component(const std::string& component, const WeightSource* so
     if (!index.by_underscored.emplace(u, name).second) clashes.insert(u);
   }
   for (const std::string& u : clashes) index.by_underscored.erase(u);
+  // ResNets per down block, as the LDM input-block numbering counts them.
+  int resnets = 0;
+  const std::string first_block = "down_blocks.0.resnets.";
+  for (const auto& [module, name] : index.by_dotted)
+    if (starts_with(module, first_block)) resnets = std::max(resnets, std::atoi(module.c_str() + first_block.size()) + 1);
+  if (resnets > 0) index.layout.unet_layers_per_block = resnets;
   return index;
 }
 
@@ -234,6 +273,17 @@ LoraFile read_lora(const SafetensorsFile& file, const std::map<std::string, cons
   std::vector<std::string> keys;
   for (const auto& [k, e] : all_keys) keys.push_back(k);
   for (const auto& [k, dtype] : file.unsupported()) keys.push_back(k);
+  std::vector<std::string> other_kind_keys;
+  const OtherKind* other = nullptr;
+  for (const std::string& key : keys)
+    if (const OtherKind* k = other_kind_of(key)) {
+      other = other ? other : k;
+      other_kind_keys.push_back(key);
+    }
+  if (other)
+    throw InputError("LoRA " + file.path() + ": key " + other_kind_keys.front() + " is " + other->kind +
+                     ", not a plain LoRA (" + std::to_string(other_kind_keys.size()) +
+                     " such key(s)); sd_mpi merges plain LoRA only: lora_down/lora_up or lora_A/lora_B, with alpha");
   for (const std::string& key : keys) {
     const SuffixRule* suffix = nullptr;
     for (const SuffixRule& r : kSuffixes)
@@ -277,6 +327,8 @@ LoraFile read_lora(const SafetensorsFile& file, const std::map<std::string, cons
       path = canonical.substr(0, canonical.size() - 7);
     }
     auto hit = lookup.find(path);
+    if (hit == lookup.end() && prefix->underscored && m.component == "unet")
+      if (const auto ldm = ckpt::ldm_unet_module_underscored(path, idx->second.layout)) hit = lookup.find(*ldm);
     if (hit == lookup.end()) {
       unknown.push_back(stem + " (no " + m.component + " weight " + path + ")");
       continue;

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -20,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "sdmpi/clip_tokenizer.h"
 #include "sdmpi/error.h"
 #include "sdmpi/job.h"
 #include "sdmpi/noise.h"
@@ -94,6 +96,26 @@ inline ModelSource golden_model(const nlohmann::json& doc, const std::string& na
   for (auto& [component, recipe] : weight_recipes(doc, name).items())
     weights[component] = rebuild(recipe, name + " " + component);
   return ModelSource::from_memory(name, configs, weights, std::move(tokenizers));
+}
+
+// SDXL's tokenizer_2: the CLIP vocabulary padded with "!" (its special_tokens_map.json), written as
+// a tokenizer folder under the build tree (`folder`: one per test program, so parallel tests do not
+// share it) and read back, the way a model folder's tokenizer_2/ is read.
+inline ClipTokenizer bang_padded_tokenizer(const std::string& folder) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(SDMPI_BINARY_DIR) / folder;
+  fs::remove_all(dir);
+  ClipTokenizer::builtin().write_dir(dir.string());
+  for (const char* name : {"special_tokens_map.json", "tokenizer_config.json"}) {
+    const fs::path file = dir / name;
+    std::ifstream in(file);
+    if (!in) continue;
+    nlohmann::json j = nlohmann::json::parse(in);
+    in.close();
+    if (j.contains("pad_token")) j["pad_token"] = "!";
+    std::ofstream(file) << j.dump(1);
+  }
+  return ClipTokenizer::from_dir(dir.string());
 }
 
 // |ours - ref| / |ref| between our latents [N, h, w, C] (NHWC) and diffusers' [N, C, h, w].

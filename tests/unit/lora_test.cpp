@@ -1,8 +1,11 @@
 // LoRA reader, key mapping (kohya and diffusers/PEFT), the float32 delta and the merged weight
 // source: every key form lands on the right weight, every bad key is named at once, the delta is
-// up @ down · alpha / rank · scale, and merging never touches the original bytes. Golden: whole
-// generations against diffusers' load_lora_weights + fuse_lora (tools/golden/make_lora_golden.py,
-// tests/data/golden/lora) on the two tiny pipelines of the txt2img golden, within 1 level.
+// up @ down · alpha / rank · scale, and merging never touches the original bytes; kohya's SDXL
+// names in the LDM layout land through the checkpoint key table; other adapter kinds (LoHa, LoKr,
+// DoRA, IA3, ...) are refused by name. Golden: whole generations against diffusers'
+// load_lora_weights + fuse_lora (tools/golden/make_lora_golden.py, tests/data/golden/lora) on the
+// two tiny SD 1.x pipelines of the txt2img golden and the tiny SDXL and SD 2.x ones (kohya and
+// PEFT files, stacked LoRAs), within 1 level.
 #include "sdmpi/lora.h"
 
 #include <gtest/gtest.h>
@@ -11,6 +14,8 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
+#include <tuple>
 
 #include "golden_util.h"
 #include "pipeline/lora_model.h"
@@ -442,4 +447,150 @@ TEST(LoraReader, SdxlKohyaTextEncodersByNumber) {
   const LoraFile lora = read_lora(f.path, {{"text_encoder", te1.get()}, {"text_encoder_2", te2.get()}});
   EXPECT_EQ(layer_for(lora, "text_model.encoder.layers.0.self_attn.q_proj.weight").component, "text_encoder");
   EXPECT_EQ(layer_for(lora, "encoder.layers.0.mlp.fc1.weight").component, "text_encoder_2");
+}
+
+TEST(LoraReader, SdxlKohyaLdmNamesGoThroughTheCheckpointTable) {
+  // kohya trains SDXL on the LDM UNet: its keys spell LDM paths (input/middle/output blocks,
+  // in_layers/emb_layers/out_layers/skip_connection, op, label_emb, time_embed, out.2) with '_'.
+  // Two ResNets per down block, as SDXL: input block 4 is down block 1's first layer.
+  auto unet = std::make_shared<MemoryWeightSource>("sdxl-like unet");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"input_blocks_0_0", "conv_in"},
+      {"input_blocks_1_0_in_layers_2", "down_blocks.0.resnets.0.conv1"},
+      {"input_blocks_2_0_emb_layers_1", "down_blocks.0.resnets.1.time_emb_proj"},
+      {"input_blocks_3_0_op", "down_blocks.0.downsamplers.0.conv"},
+      {"input_blocks_4_1_transformer_blocks_0_attn1_to_q", "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"},
+      {"input_blocks_5_1_transformer_blocks_1_attn2_to_out_0", "down_blocks.1.attentions.1.transformer_blocks.1.attn2.to_out.0"},
+      {"input_blocks_7_0_skip_connection", "down_blocks.2.resnets.0.conv_shortcut"},
+      {"middle_block_0_out_layers_3", "mid_block.resnets.0.conv2"},
+      {"middle_block_1_proj_in", "mid_block.attentions.0.proj_in"},
+      {"middle_block_2_emb_layers_1", "mid_block.resnets.1.time_emb_proj"},
+      {"output_blocks_2_2_conv", "up_blocks.0.upsamplers.0.conv"},
+      {"output_blocks_5_1_transformer_blocks_0_ff_net_0_proj", "up_blocks.1.attentions.2.transformer_blocks.0.ff.net.0.proj"},
+      {"output_blocks_8_0_skip_connection", "up_blocks.2.resnets.2.conv_shortcut"},
+      {"time_embed_0", "time_embedding.linear_1"},
+      {"label_emb_0_2", "add_embedding.linear_2"},
+      {"out_2", "conv_out"},
+  };
+  for (int l = 0; l < 2; ++l) unet->add_f32("down_blocks.0.resnets." + std::to_string(l) + ".norm1.weight", {4}, random_values(4, 80));
+  SafetensorsWriter w;
+  uint32_t seed = 81;
+  for (const auto& [ldm, diffusers] : cases) {
+    unet->add_f32(diffusers + ".weight", {4, 4}, random_values(16, seed));
+    add_pair(w, "lora_unet_" + ldm, ".lora_down.weight", ".lora_up.weight", {1, 4}, {4, 1}, ++seed);
+  }
+  TempFile f("sdxl_ldm.safetensors");
+  w.write(f.path);
+  const LoraFile lora = read_lora(f.path, {{"unet", unet.get()}});
+  ASSERT_EQ(lora.layers.size(), cases.size());
+  for (const auto& [ldm, diffusers] : cases)
+    EXPECT_EQ(layer_for(lora, diffusers + ".weight").module, "lora_unet_" + ldm) << ldm;
+
+  // An LDM path the UNet does not have is named as unknown, with its LDM spelling.
+  SafetensorsWriter bad;
+  add_pair(bad, "lora_unet_input_blocks_4_1_transformer_blocks_7_attn1_to_q", ".lora_down.weight", ".lora_up.weight", {1, 4}, {4, 1}, 99);
+  TempFile fb("sdxl_ldm_bad.safetensors");
+  bad.write(fb.path);
+  const std::string msg = testing_util::message_of([&] { read_lora(fb.path, {{"unet", unet.get()}}); });
+  EXPECT_NE(msg.find("lora_unet_input_blocks_4_1_transformer_blocks_7_attn1_to_q (no unet weight"), std::string::npos) << msg;
+}
+
+TEST(LoraReader, OtherAdapterKindsAreRefusedByName) {
+  // LyCORIS and PEFT variants that are not up @ down: one line naming the file, a key and the kind,
+  // never a wrong merge (diffusers, for one, drops dora_scale and merges the rest as a plain LoRA).
+  auto unet = tiny_unet();
+  const std::string stem = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q";
+  const std::vector<std::tuple<std::string, std::string, bool>> kinds = {  // key, kind, with a plain pair
+      {stem + ".hada_w1_a", "LoHa (LyCORIS)", false},
+      {stem + ".lokr_w1", "LoKr (LyCORIS)", false},
+      {stem + ".dora_scale", "DoRA", true},
+      {"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_magnitude_vector", "DoRA (PEFT)", true},
+      {stem + ".on_input", "IA3 (LyCORIS)", false},
+      {stem + ".oft_blocks", "OFT (LyCORIS)", false},
+  };
+  for (const auto& [key, kind, with_pair] : kinds) {
+    SafetensorsWriter w;
+    if (with_pair) add_pair(w, stem, ".lora_down.weight", ".lora_up.weight", {2, 6}, {8, 2}, 90);
+    w.add_f32(key, {8, 2}, random_values(16, 91));
+    TempFile f("kind.safetensors");
+    w.write(f.path);
+    const std::string msg = testing_util::message_of([&] { read_lora(f.path, {{"unet", unet.get()}}); });
+    EXPECT_NE(msg.find("LoRA " + f.path + ": key " + key + " is " + kind + ", not a plain LoRA (1 such key(s))"),
+              std::string::npos) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
+  }
+}
+
+namespace {
+
+// An item of a families.json run (SDXL micro-conditioning left at its defaults).
+std::vector<WorkItem> family_run_items(const nlohmann::json& run) {
+  std::vector<WorkItem> items;
+  for (size_t i = 0; i < run["prompts"].size(); ++i) {
+    WorkItem it;
+    it.index = static_cast<int64_t>(i);
+    it.params.prompt = run["prompts"][i];
+    it.params.negative_prompt = run["negative_prompts"][i];
+    it.params.seed = run["seeds"][i].get<uint64_t>();
+    it.params.steps = run["steps"];
+    it.params.guidance = run["guidance"].get<float>();
+    it.params.width = run["width"];
+    it.params.height = run["height"];
+    it.params.sampler = run["sampler"];
+    items.push_back(it);
+  }
+  return items;
+}
+
+}  // namespace
+
+TEST(LoraGolden, SdxlAndSd2WithinOneLevelOfDiffusersFuseLora) {
+  // tools/golden/make_lora_golden.py: the tiny SDXL and SD 2.x pipelines of make_sdxl_golden.py and
+  // make_sd2_golden.py with kohya (LDM- and diffusers-named UNet, lora_te1_/lora_te2_/lora_te_) and
+  // PEFT LoRAs on the UNet and every text encoder, one at a time and two stacked with their own
+  // scales, against diffusers' load_lora_weights + set_adapters + fuse_lora.
+  const nlohmann::json doc = testing_util::load_json_or_null(kLoraDir + "families.json");
+  ASSERT_FALSE(doc.is_null()) << "missing " << kLoraDir << "families.json";
+  const std::vector<uint8_t> ref = testing_util::read_golden_images(kLoraDir + "families.u8");
+  auto backend = make_cpu_backend();
+  std::map<std::string, nlohmann::json> models;
+  int runs = 0, stacked = 0;
+  std::set<std::string> families, files;
+  for (const auto& run : doc["runs"]) {
+    const std::string family = run["family"], pname = run["pipeline"], id = run["id"];
+    if (!models.count(family))
+      models[family] = testing_util::load_json_or_null(std::string(SDMPI_TEST_DATA) + "/golden/" + family + "/pipelines.json");
+    ASSERT_FALSE(models[family].is_null()) << "missing tests/data/golden/" << family << "/pipelines.json";
+    std::map<std::string, ClipTokenizer> tokenizers;
+    if (family == "sdxl")
+      tokenizers = {{"tokenizer", ClipTokenizer::builtin()}, {"tokenizer_2", testing_util::bang_padded_tokenizer("lora_golden_tokenizer_2")}};
+    const ModelSource base = testing_util::golden_model(models[family], pname, tokenizers);
+    std::vector<LoraSpec> specs;
+    for (const auto& l : run["loras"]) {
+      specs.push_back({kLoraDir + l["file"].get<std::string>(), l["scale"].get<float>()});
+      files.insert(l["file"].get<std::string>());
+    }
+    const ModelSource merged = with_loras(base, specs);
+    for (const auto& [component, count] : run["lora_weights"].items()) {
+      const auto* m = dynamic_cast<const LoraMergedWeightSource*>(merged.weights(component).get());
+      ASSERT_NE(m, nullptr) << id << ": no LoRA merged into " << component;
+      EXPECT_EQ(m->merged_count(), count.get<size_t>()) << id << " " << component << ": weights diffusers changed";
+    }
+    const std::vector<WorkItem> items = family_run_items(run);
+    Txt2ImgPipeline pipe(merged, *backend);
+    const std::vector<ImageResult> got = pipe.generate(items);
+    const auto [worst, off_by_one, values] = testing_util::compare_images(
+        got, ref, run["images_offset"].get<size_t>(), run["images_shape"].get<std::vector<size_t>>(), id);
+    EXPECT_LE(worst, 1) << id << ": max pixel difference " << worst;
+    std::printf("%-52s max |Δpixel| %d, %zu of %zu values off by one\n", id.c_str(), worst, off_by_one, values);
+    Txt2ImgPipeline plain(base, *backend);
+    EXPECT_NE(plain.generate({items[0]})[0].rgb, got[0].rgb) << id << ": the LoRA changed nothing";
+    ++runs;
+    stacked += specs.size() > 1;
+    families.insert(family);
+  }
+  EXPECT_EQ(runs, 7);
+  EXPECT_GE(stacked, 2);
+  EXPECT_EQ(families, (std::set<std::string>{"sdxl", "sd2"}));
+  EXPECT_EQ(files.size(), 5u) << "kohya LDM, kohya diffusers, PEFT (SDXL); kohya, PEFT (SD 2.x)";
 }

@@ -42,24 +42,7 @@ nlohmann::json load_doc() { return testing_util::load_json_or_null(kDir + "pipel
 
 using testing_util::weight_recipes;
 
-// SDXL's tokenizer_2: the CLIP vocabulary padded with "!" (its special_tokens_map.json), written as
-// a tokenizer folder and read back, the way a model folder's tokenizer_2/ is read.
-ClipTokenizer bang_padded_tokenizer() {
-  namespace fs = std::filesystem;
-  const fs::path dir = fs::path(SDMPI_BINARY_DIR) / "sdxl_golden_tokenizer_2";
-  fs::remove_all(dir);
-  ClipTokenizer::builtin().write_dir(dir.string());
-  for (const char* name : {"special_tokens_map.json", "tokenizer_config.json"}) {
-    const fs::path file = dir / name;
-    std::ifstream in(file);
-    if (!in) continue;
-    nlohmann::json j = nlohmann::json::parse(in);
-    in.close();
-    if (j.contains("pad_token")) j["pad_token"] = "!";
-    std::ofstream(file) << j.dump(1);
-  }
-  return ClipTokenizer::from_dir(dir.string());
-}
+ClipTokenizer bang_padded_tokenizer() { return testing_util::bang_padded_tokenizer("sdxl_golden_tokenizer_2"); }
 
 ModelSource build_model(const nlohmann::json& doc, const std::string& name) {
   return testing_util::golden_model(doc, name, {{"tokenizer", ClipTokenizer::builtin()}, {"tokenizer_2", bang_padded_tokenizer()}});
