@@ -37,6 +37,12 @@ void bias_residual_epilogue(const GemmTile& t, float* c, int64_t ldc, const floa
   }
 }
 
+// How many column tiles the GEMM driver will cut this product into (each one reads all of A).
+int64_t column_tiles(const GemmProblem& p) {
+  if (gemm_engine() == GemmEngine::OpenBlas) return gemm_tile_grid(p.M, p.N, p.K).nt;
+  return builtin_tile_grid(p.items * p.M, p.N, p.K).nt;
+}
+
 }  // namespace
 
 void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
@@ -51,20 +57,21 @@ void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, c
   p.C = y;
   p.ldc = Cout;
   p.c_item_stride = Ho * Wo * Cout;
-  // Patch rows [m0, m0 + rows) of item b into dst (row stride K).
-  auto gather = [=](int64_t b, int64_t m0, int64_t rows, float* dst) {
+  // Patch rows [m0, m0 + rows), patch columns [k0, k0 + kc) of item b into dst (row stride kc).
+  // A patch row is (ky, kx, c) with c fastest, so a column range is a few runs of channels.
+  auto gather = [=](int64_t b, int64_t m0, int64_t rows, int64_t k0, int64_t kc, float* dst) {
     const float* xb = x + b * H * W * Cin;
-    const size_t run = static_cast<size_t>(Cin) * sizeof(float);
     for (int64_t i = 0; i < rows; ++i) {
-      int64_t m = m0 + i, oy = m / Wo, ox = m % Wo;
-      float* d = dst + i * kh * kw * Cin;
-      for (int64_t ky = 0; ky < kh; ++ky) {
-        int64_t iy = oy * stride - pad + ky;
-        for (int64_t kx = 0; kx < kw; ++kx, d += Cin) {
-          int64_t ix = ox * stride - pad + kx;
-          if (iy < 0 || iy >= H || ix < 0 || ix >= W) std::memset(d, 0, run);
-          else std::memcpy(d, xb + (iy * W + ix) * Cin, run);
-        }
+      const int64_t m = m0 + i, oy = m / Wo, ox = m % Wo;
+      float* d = dst + i * kc;
+      for (int64_t k = k0; k < k0 + kc;) {
+        const int64_t tap = k / Cin, c = k % Cin, ky = tap / kw, kx = tap % kw;
+        const int64_t run = std::min(Cin - c, k0 + kc - k);
+        const int64_t iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+        if (iy < 0 || iy >= H || ix < 0 || ix >= W) std::memset(d, 0, static_cast<size_t>(run) * sizeof(float));
+        else std::memcpy(d, xb + (iy * W + ix) * Cin + c, static_cast<size_t>(run) * sizeof(float));
+        d += run;
+        k += run;
       }
     }
   };
@@ -75,7 +82,7 @@ void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, c
     p.A = x;
     p.lda = Cin;
     p.a_item_stride = H * W * Cin;
-  } else if (gemm_tile_grid(p.M, p.N, p.K).nt > 1 && patch_floats <= (int64_t{16} << 20)) {
+  } else if (column_tiles(p) > 1 && patch_floats <= (int64_t{16} << 20)) {
     // Small images (the deep UNet levels) split the columns too; gathering per tile would repeat
     // the same patches for every column tile, so gather them once (≤ 64 MB), in parallel, up front.
     patches.reset(new float[static_cast<size_t>(patch_floats)]);
@@ -83,17 +90,14 @@ void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, c
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && tasks > 1)
     for (int64_t t = 0; t < tasks; ++t) {
       int64_t b = t / row_blocks, m0 = (t % row_blocks) * 64;
-      gather(b, m0, std::min<int64_t>(64, p.M - m0), patches.get() + (b * p.M + m0) * p.K);
+      gather(b, m0, std::min<int64_t>(64, p.M - m0), 0, p.K, patches.get() + (b * p.M + m0) * p.K);
     }
     p.A = patches.get();
     p.lda = p.K;
     p.a_item_stride = p.M * p.K;
   } else {
-    // Large images: each row tile gathers its own patches right before its product.
-    p.produce_a = [=](const GemmTile& t, float* buf) -> const float* {
-      gather(t.item, t.m0, t.mn, buf);
-      return buf;
-    };
+    // Large images: each tile gathers its own patches right before its product.
+    p.gather_a = gather;
   }
   if (bias || residual) {
     const int64_t res_stride = Ho * Wo * Cout;

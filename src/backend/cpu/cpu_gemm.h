@@ -12,10 +12,13 @@
 // depend on the batch or the thread count, whatever OpenBLAS does inside a call. OpenBLAS itself is
 // kept at one thread (set_blas_single_threaded) so its pool never competes with the OpenMP threads.
 //
-// Without OpenBLAS (SDMPI_HAVE_BLAS undefined) the single-threaded product is our own packed,
-// cache-blocked GEMM with AVX-512 / AVX2+FMA / portable micro-kernels picked at run time. It adds
-// each output element up in one fixed order (blocks of kGemmKc along K, FMA chain within a block)
-// whatever the tile, so it is batch-invariant on its own.
+// Our own packed, cache-blocked GEMM (AVX-512 12×32 / AVX2 6×16 / portable 4×8 micro-kernels,
+// picked at run time) is the default wherever the CPU has AVX2: its speed does not depend on which
+// core type OpenBLAS was built or pinned for (OPENBLAS_CORETYPE=Haswell on AVX-512 machines ran
+// our UNet at 0.68× diffusers). It adds each output element up as one FMA chain k = 0 … K-1 whatever
+// the tile, so it is batch-invariant on its own, gives the same bits with every micro-kernel, and
+// may merge the items of a product into one (the weights are then read once per call).
+// SDMPI_CPU_GEMM=openblas|builtin overrides the choice; CPUs without AVX2 use OpenBLAS if built.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +26,11 @@
 #include <string>
 
 namespace sdmpi::cpu {
+
+enum class GemmEngine { Builtin, OpenBlas };
+// The engine behind gemm() and gemm_nt_parallel(), chosen once (SDMPI_CPU_GEMM, then the CPU).
+// Throws sdmpi::Error on an unknown value, or on "openblas" in a build without it.
+GemmEngine gemm_engine();
 
 // C[M, N] = alpha * A[M, K] · op(B) + beta * C, all row-major with leading dimensions lda/ldb/ldc.
 // op(B) = Bᵀ for B stored [N, K] when b_transposed, else B stored [K, N]. beta == 0 ignores C's
@@ -44,21 +52,24 @@ struct TileGrid {
   int64_t mc, nc;  // tile size (the last tile in each direction may be smaller)
   int64_t mt, nt;  // tile counts
 };
-TileGrid gemm_tile_grid(int64_t M, int64_t N, int64_t K);
+TileGrid gemm_tile_grid(int64_t M, int64_t N, int64_t K);        // OpenBLAS tiles (per item)
+TileGrid builtin_tile_grid(int64_t M, int64_t N, int64_t K);     // built-in tiles
 
-// For each of `items` independent products C_i[M, N] = A_i[M, K] · Wᵀ (W stored [N, K], shared):
-// runs the tiles over `threads` OpenMP threads. `produce_a` (optional) fills a tile's rows of A
-// when A is not in memory (im2col); it receives the tile and a buffer of mn×K floats with leading
-// dimension K and returns the pointer to use as A (the buffer, or memory of its own). `epilogue`
-// (optional) runs on each finished tile (bias, residual) while it is still in cache.
+// For each of `items` independent products C_i[M, N] = A_i[M, K] · W_iᵀ (W_i stored [N, K]; one
+// W for all items when w_item_stride is 0): runs the tiles over `threads` OpenMP threads.
+// `gather_a` (optional) writes rows [m0, m0 + rows) × columns [k0, k0 + kc) of item `item`'s A
+// row-major (row stride kc) into dst, for A that is not in memory (im2col). `epilogue` (optional)
+// runs on each finished piece of a tile (bias, residual) while it is still in cache; a piece never
+// spans two items.
 struct GemmProblem {
   int64_t items = 1, M = 0, N = 0, K = 0;
-  const float* A = nullptr;  // used when produce_a is empty
+  const float* A = nullptr;  // used when gather_a is empty
   int64_t lda = 0, a_item_stride = 0;
   const float* W = nullptr;  // [N, K], row stride K
+  int64_t w_item_stride = 0;
   float* C = nullptr;
   int64_t ldc = 0, c_item_stride = 0;
-  std::function<const float*(const GemmTile&, float* buffer)> produce_a;
+  std::function<void(int64_t item, int64_t m0, int64_t rows, int64_t k0, int64_t kc, float* dst)> gather_a;
   std::function<void(const GemmTile&, float* c_tile)> epilogue;
 };
 void gemm_nt_parallel(const GemmProblem& p, int threads);
@@ -66,7 +77,7 @@ void gemm_nt_parallel(const GemmProblem& p, int threads);
 // Keeps OpenBLAS on one thread (see above). Idempotent; a no-op without OpenBLAS.
 void set_blas_single_threaded();
 
-// "OpenBLAS 0.3.21 (Cooperlake)" or "built-in GEMM (AVX-512)".
+// "built-in GEMM (AVX-512 12x32)" or "OpenBLAS 0.3.21 (Cooperlake)".
 std::string gemm_library_name();
 
 }  // namespace sdmpi::cpu
