@@ -58,6 +58,14 @@ struct GenerationParams {
   std::string init_image;
   std::string init_image_sha256;
   float strength = 0.8f;  // diffusers' default
+  // SDXL refiner models (a UNet conditioned on an aesthetic score, model_index.json's
+  // requires_aesthetics_score): diffusers' aesthetic_score / negative_aesthetic_score, the last
+  // add_time_ids value of the positive and the negative half.
+  float aesthetic_score = 6.0f, negative_aesthetic_score = 2.5f;
+  // Two stages (--refiner): the share of the schedule the base model runs (diffusers' denoising_end
+  // on the base, denoising_start on the refiner, which continues from the base's latents and
+  // decodes); 0 = one model, no hand-off.
+  float refiner_start = 0.0f;
   // LoRAs merged into the model for this item, in this order (--lora, a JSONL "lora" list, then the
   // prompt's <lora:name:scale> tags); items with different lists never share a batch.
   std::vector<ItemLora> loras;
@@ -72,6 +80,12 @@ struct GenerationParams {
 // the decimal the user wrote (a Python float: int(10 * 0.7) = 7, where the float32 0.7f would give 6).
 // InputError when strength is outside (0, 1] or leaves no denoising step.
 size_t img2img_first_call(int steps, float strength);
+
+// diffusers' discrete_timestep_cutoff for denoising_end / denoising_start = `fraction` (the decimal
+// the user wrote, as a Python float): int(round(T - fraction * T)), T = num_train_timesteps. The
+// base model runs the calls whose timestep is >= it, the refiner those below it. InputError when
+// fraction is outside (0, 1).
+int denoising_cutoff(int num_train_timesteps, float fraction);
 
 // The prompt weighting modes GenerationParams::prompt_weighting may hold: "none" and "a1111".
 // InputError naming `where` and the value for anything else.

@@ -66,12 +66,16 @@ struct UNetConfig {
   int projection_class_embeddings_input_dim = 0;
 
   bool has_text_time() const { return addition_embed_type == "text_time"; }
-  // The pooled text width add_embedding expects: the input width less the micro-conditioning's.
-  int pooled_text_dim() const {
-    return has_text_time() ? projection_class_embeddings_input_dim - kMicroConditioningValues * addition_time_embed_dim : 0;
+  // The pooled text width add_embedding expects: the input width less the micro-conditioning's
+  // (`time_ids` values per item: 6 for SDXL base, 5 for the refiner).
+  int pooled_text_dim(int time_ids = kMicroConditioningValues) const {
+    return has_text_time() ? projection_class_embeddings_input_dim - time_ids * addition_time_embed_dim : 0;
   }
-  // SDXL's add_time_ids: original size (h, w), crop top-left (top, left), target size (h, w).
+  // SDXL's add_time_ids: original size (h, w), crop top-left (top, left), target size (h, w). The
+  // refiner (model_index.json's requires_aesthetics_score) has 5: the aesthetic score replaces the
+  // target size.
   static constexpr int kMicroConditioningValues = 6;
+  static constexpr int kRefinerTimeIds = 5;
 
   int time_embed_dim() const { return time_embedding_dim ? time_embedding_dim : 4 * block_out_channels[0]; }
   int num_blocks() const { return static_cast<int>(block_out_channels.size()); }

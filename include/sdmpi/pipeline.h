@@ -92,6 +92,14 @@ class Txt2ImgPipeline {
   // with why (non-finite values in the latents or the image); the encoded outputs stay empty.
   std::vector<ImageResult> generate(const std::vector<WorkItem>& items, const StepCallback_t& on_step = {});
 
+  // Two stages (an SDXL base and a refiner): items with refiner_start > 0 run this model for that
+  // share of the schedule (diffusers' denoising_end, no decode), then `refiner` continues from those
+  // latents with denoising_start (no VAE encode, no noise added; the items' generators go on) and its
+  // VAE decodes. Not owned; it must outlive its use here. Null: none (such items are refused).
+  void set_refiner(Txt2ImgPipeline* refiner);
+  // An SDXL refiner (text_encoder_2 only, aesthetic-score conditioning): it runs img2img only.
+  bool is_refiner() const;
+
   // The model's default image size (unet sample_size × VAE scale), e.g. 512 for SD 1.5.
   int default_size() const;
   Backend& backend() { return backend_; }

@@ -359,12 +359,6 @@ nlohmann::json plan_items_on_root(const World& world, const GenerateOptions& o, 
   job->base_seed = job_base_seed(o);
   plan->model = ModelSource::open(o.model, o.variant, o.map_weights);
   job->all_items = job_items(records, o, job->base_seed, job_defaults(o, *plan->model));
-  if (plan->model->family() == "SDXL")  // SDXL's img2img (StableDiffusionXLImg2ImgPipeline) is not implemented
-    for (const WorkItem& it : job->all_items)
-      if (it.params.img2img())
-        throw InputError("item " + std::to_string(it.index) + " (prompt " + std::to_string(it.prompt_index + 1) +
-                         "): img2img (init image " + it.params.init_image +
-                         ") is not supported for SDXL models yet; SD 1.x and SD 2.x models support it");
   job->shard = parse_shard(o.shard);
   job->in_shard = shard_items(job->all_items, job->shard);
   check_host_memory(world, o, *plan, job->all_items);

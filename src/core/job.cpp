@@ -1,6 +1,8 @@
 // Work-item arithmetic shared by the plan (which refuses a job before it starts) and the pipeline
-// (which runs it): img2img's first scheduler call from strength (include/sdmpi/job.h).
+// (which runs it): img2img's first scheduler call from strength, the refiner hand-off's timestep
+// cutoff (include/sdmpi/job.h).
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -48,6 +50,13 @@ size_t img2img_first_call(int steps, float strength) {
     throw InputError("strength " + shortest(strength) + " with " + std::to_string(steps) +
                      " steps leaves no denoising step (int(steps * strength) must be at least 1)");
   return static_cast<size_t>(steps - init_timestep);
+}
+
+int denoising_cutoff(int num_train_timesteps, float fraction) {
+  if (!(fraction > 0.0f && fraction < 1.0f))
+    throw InputError("refiner start " + shortest(fraction) + " is outside (0, 1)");
+  const double t = num_train_timesteps;
+  return static_cast<int>(std::nearbyint(t - as_python_float(fraction) * t));  // round half to even, as Python
 }
 
 void check_prompt_weighting(const std::string& mode, const std::string& where) {

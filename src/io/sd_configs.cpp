@@ -381,7 +381,7 @@ std::string sd_family(const nlohmann::json& unet_config, const nlohmann::json& t
   const nlohmann::json& text = text_encoder_config.contains("text_config") ? text_encoder_config["text_config"]
                                                                             : text_encoder_config;
   if (unet_config.is_object() && unet_config.value("addition_embed_type", nlohmann::json()) == "text_time")
-    return "SDXL";
+    return text_encoder_config.is_null() ? "SDXL refiner" : "SDXL";  // the refiner has text_encoder_2 only
   // Compared as JSON: a hidden_act that is not a string is the text encoder config reader's error to
   // name, not a type_error here (model_config_fuzz found one escaping).
   const bool open_clip = text.is_object() && text.contains("hidden_act") && text.at("hidden_act") == "gelu";

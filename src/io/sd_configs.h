@@ -23,7 +23,7 @@ nlohmann::json sd_config(const std::string& name, const std::string& component);
 bool sd_config_has(const std::string& name, const std::string& component);
 
 // The family of a UNet pipeline from its unet and text_encoder configs: "SDXL" when the UNet has
-// the "text_time" added conditioning, else "SD 2.x" when the text
+// the "text_time" added conditioning ("SDXL refiner" when there is no text_encoder: null), else "SD 2.x" when the text
 // encoder is OpenCLIP's (exact GELU) or the UNet cross-attends to 1024-wide states, else "SD 1.x".
 // The networks are the same code either way; the family is what inspect and the outputs report.
 std::string sd_family(const nlohmann::json& unet_config, const nlohmann::json& text_encoder_config);

@@ -264,18 +264,21 @@ Tensor UNet2DConditionModel::added_embedding(Backend& b, const AddedConditioning
   const UNetConfig& c = m.config;
   if (!m.add_embedding) throw Error("unet: this UNet has no added conditioning (addition_embed_type is null)");
   const Tensor& text = added.text_embeds;
-  if (text.rank() != 2 || text.dim(1) != c.pooled_text_dim())
-    throw Error("unet: text_embeds must be [B, " + std::to_string(c.pooled_text_dim()) + "], got " +
-                shape_str(text.shape()));
-  const int64_t B = text.dim(0);
-  constexpr int kValues = UNetConfig::kMicroConditioningValues;
-  if (static_cast<int64_t>(added.time_ids.size()) != B * kValues)
-    throw Error("unet: " + std::to_string(added.time_ids.size()) + " micro-conditioning values for a batch of " +
-                std::to_string(B) + " (6 per item)");
-  // add_time_proj(time_ids.flatten()) reshaped to [B, 6 * dim]: row-major rows of 6 embeddings.
+  // 6 time ids per item (SDXL base) or 5 (the refiner's, with an aesthetic score): the count and
+  // the pooled width together fill add_embedding's input.
+  const int64_t B = text.rank() == 2 ? text.dim(0) : 0;
+  const int64_t values = B > 0 ? static_cast<int64_t>(added.time_ids.size()) / B : 0;
+  if (B < 1 || values * B != static_cast<int64_t>(added.time_ids.size()) ||
+      (values != UNetConfig::kMicroConditioningValues && values != UNetConfig::kRefinerTimeIds))
+    throw Error("unet: " + std::to_string(added.time_ids.size()) + " micro-conditioning values for text_embeds " +
+                shape_str(text.shape()) + " (6 or 5 per item)");
+  if (text.dim(1) != c.pooled_text_dim(static_cast<int>(values)))
+    throw Error("unet: text_embeds must be [B, " + std::to_string(c.pooled_text_dim(static_cast<int>(values))) +
+                "] with " + std::to_string(values) + " time ids per item, got " + shape_str(text.shape()));
+  // add_time_proj(time_ids.flatten()) reshaped to [B, 6 * dim]: row-major rows of 6 (5) embeddings.
   const int dim = c.addition_time_embed_dim;
   const std::vector<float> time_host = timestep_embedding(added.time_ids, dim, c.flip_sin_to_cos, c.freq_shift);
-  const Tensor time_embeds = b.from_host(time_host.data(), {B, int64_t{kValues} * dim});
+  const Tensor time_embeds = b.from_host(time_host.data(), {B, values * dim});
   // cat([text_embeds, time_embeds], -1).to(emb.dtype), then add_embedding.
   const Tensor add_embeds = b.concat_channels(b.cast(text, b.compute_dtype()), b.cast(time_embeds, b.compute_dtype()));
   return (*m.add_embedding)(b, add_embeds);

@@ -155,7 +155,7 @@ std::string ModelSource::describe() const {
 
 std::string ModelSource::family() const {
   if (state_->files) return state_->files->family();
-  return sd_family(config("unet"), config("text_encoder"));
+  return sd_family(config("unet"), has("text_encoder") ? config("text_encoder") : nlohmann::json());  // refiner: none
 }
 
 ClipTokenizer load_tokenizer(const std::string& model_spec) {

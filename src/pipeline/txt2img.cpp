@@ -114,6 +114,29 @@ Tensor rescale_noise_cfg(Backend& be, const Tensor& noise_cfg, const Tensor& noi
 }
 }  // namespace
 
+namespace {
+
+// diffusers' denoising_end on the first stage (StableDiffusionXLPipeline.__call__): of the calls from
+// `first` on, those whose timestep is >= the cutoff (docs: include/sdmpi/job.h denoising_cutoff); the
+// schedule's num_train_timesteps is its alphas_cumprod's length.
+size_t first_stage_end_call(const Scheduler& scheduler, size_t first, float refiner_start) {
+  const float cutoff = static_cast<float>(denoising_cutoff(static_cast<int>(scheduler.alphas_cumprod().size()), refiner_start));
+  const std::vector<float>& t = scheduler.timesteps();
+  return first + static_cast<size_t>(std::count_if(t.begin() + static_cast<ptrdiff_t>(first), t.end(),
+                                                   [cutoff](float ts) { return ts >= cutoff; }));
+}
+
+// get_timesteps with denoising_start (StableDiffusionXLImg2ImgPipeline): the calls whose timestep is
+// below the cutoff, counted over the whole schedule, run from len - count on. The second-order
+// adjustment (one call more when the count is even) applies to no sampler here: all have order 1.
+size_t second_stage_first_call(const Scheduler& scheduler, float refiner_start) {
+  const float cutoff = static_cast<float>(denoising_cutoff(static_cast<int>(scheduler.alphas_cumprod().size()), refiner_start));
+  const std::vector<float>& t = scheduler.timesteps();
+  return t.size() - static_cast<size_t>(std::count_if(t.begin(), t.end(), [cutoff](float ts) { return ts < cutoff; }));
+}
+
+}  // namespace
+
 std::string default_sampler(const nlohmann::json& scheduler_config) {
   std::string cls = scheduler_config.value("_class_name", std::string("PNDMScheduler"));
   if (const SamplerInfo* s = sampler_for_diffusers_class(cls)) return s->name;
@@ -129,6 +152,20 @@ struct Txt2ImgPipeline::Impl {
   // (model_index.json's force_zeros_for_empty_prompt, true by default as in diffusers).
   bool sdxl = false;
   bool force_zeros_for_empty_prompt = true;
+  // The SDXL refiner's layout (model_index.json: no text_encoder, requires_aesthetics_score): the
+  // context is encoder 2's alone (tokenizer and text_config are then encoder 2's too) and
+  // add_time_ids are (original size, crop, aesthetic score). It runs img2img only.
+  bool refiner_layout = false;
+  bool requires_aesthetics_score = false;
+  // Two stages: the pipeline that continues items with refiner_start > 0 (set_refiner), and, while
+  // this pipeline is that second stage, what the first handed over.
+  Txt2ImgPipeline* refiner = nullptr;
+  struct Handoff {
+    Tensor latents;                          // the base's latents after its last call, [B, h, w, C] F32
+    std::vector<TorchGenerator*> generators;  // the items' generators, as the base left them
+    int calls_before = 0, calls_total = 0;    // progress: the base's calls, both stages'
+  };
+  const Handoff* handoff = nullptr;
   ClipTokenizer tokenizer_2;
   ClipTextConfig text_config_2;
   std::optional<ClipTextModel> text_encoder_2;
@@ -162,6 +199,9 @@ struct Txt2ImgPipeline::Impl {
 // conditioning for the UNet.
 AddedConditioning Txt2ImgPipeline::Impl::sdxl_conditioning(Backend& be, const std::vector<WorkItem>& items, bool cfg,
                                                          Tensor& context, size_t weighted_chunks) const {
+  // The refiner has encoder 2 only: its states are the whole context (encode_prompt's single
+  // (tokenizer_2, text_encoder_2) pair).
+  const bool both = text_encoder.has_value();
   const int B = static_cast<int>(items.size());
   const int max_len = text_config.max_position_embeddings;
   auto ids_of = [&](const ClipTokenizer& tokenizer, bool negative) {
@@ -178,9 +218,9 @@ AddedConditioning Txt2ImgPipeline::Impl::sdxl_conditioning(Backend& be, const st
   auto weighted_encode = [&](bool negative, int layers_back, Tensor& pooled) {
     std::vector<std::string> prompts;
     for (const WorkItem& it : items) prompts.push_back(negative ? it.params.negative_prompt : it.params.prompt);
-    const Tensor one = a1111_weighted_context(be, tokenizer, prompts, weighted_chunks, [&](const std::vector<int32_t>& ids, int rows) {
+    const Tensor one = both ? a1111_weighted_context(be, tokenizer, prompts, weighted_chunks, [&](const std::vector<int32_t>& ids, int rows) {
       return text_encoder->forward_hidden(be, ids, rows, layers_back).hidden_state;
-    });
+    }) : Tensor();
     const Tensor two = a1111_weighted_context(be, tokenizer_2, prompts, weighted_chunks, [&](const std::vector<int32_t>& ids, int rows) {
       ClipTextModel::HiddenOutputs out = text_encoder_2->forward_hidden(be, ids, rows, layers_back);
       std::vector<Tensor> first_chunks;
@@ -189,26 +229,42 @@ AddedConditioning Txt2ImgPipeline::Impl::sdxl_conditioning(Backend& be, const st
       pooled = be.concat_batch(first_chunks);
       return out.hidden_state;
     });
-    return be.concat_channels(one, two);
+    return both ? be.concat_channels(one, two) : two;
   };
   auto encode = [&](bool negative, int layers_back, Tensor& pooled) {
     if (weighted_chunks > 0) return weighted_encode(negative, layers_back, pooled);
-    const ClipTextModel::HiddenOutputs one = text_encoder->forward_hidden(be, ids_of(tokenizer, negative), B, layers_back);
     ClipTextModel::HiddenOutputs two = text_encoder_2->forward_hidden(be, ids_of(tokenizer_2, negative), B, layers_back);
     pooled = two.text_embeds;
+    if (!both) return two.hidden_state;
+    const ClipTextModel::HiddenOutputs one = text_encoder->forward_hidden(be, ids_of(tokenizer, negative), B, layers_back);
     return be.concat_channels(one.hidden_state, two.hidden_state);
   };
   Tensor pooled;
   context = encode(false, items.front().params.clip_skip + 1, pooled);
 
+  // add_time_ids (StableDiffusionXLImg2ImgPipeline._get_add_time_ids; txt2img's are the same):
+  // original size + crop + target size, or with requires_aesthetics_score original size + crop +
+  // aesthetic score, the negative half (original size, negative crop = (0, 0), negative aesthetic
+  // score). Sizes default to the image's (height, width).
   AddedConditioning added;
+  std::vector<float> negative_time_ids;
   for (const WorkItem& it : items) {
     const GenerationParams& q = it.params;
     const auto pick = [](int given, int fallback) { return static_cast<float>(given > 0 ? given : fallback); };
+    const float original_h = pick(q.original_height, q.height), original_w = pick(q.original_width, q.width);
+    if (requires_aesthetics_score) {
+      const float positive[] = {original_h, original_w, static_cast<float>(q.crop_top), static_cast<float>(q.crop_left),
+                                q.aesthetic_score};
+      const float negative[] = {original_h, original_w, 0.0f, 0.0f, q.negative_aesthetic_score};
+      added.time_ids.insert(added.time_ids.end(), std::begin(positive), std::end(positive));
+      negative_time_ids.insert(negative_time_ids.end(), std::begin(negative), std::end(negative));
+      continue;
+    }
     const float values[UNetConfig::kMicroConditioningValues] = {
-        pick(q.original_height, q.height), pick(q.original_width, q.width), static_cast<float>(q.crop_top),
+        original_h, original_w, static_cast<float>(q.crop_top),
         static_cast<float>(q.crop_left),   pick(q.target_height, q.height), pick(q.target_width, q.width)};
     added.time_ids.insert(added.time_ids.end(), std::begin(values), std::end(values));
+    negative_time_ids.insert(negative_time_ids.end(), std::begin(values), std::end(values));
   }
   if (!cfg) {
     added.text_embeds = pooled;
@@ -236,23 +292,29 @@ AddedConditioning Txt2ImgPipeline::Impl::sdxl_conditioning(Backend& be, const st
   }
   context = be.concat_batch({neg_context, context});
   added.text_embeds = be.concat_batch({neg_pooled, pooled});
-  std::vector<float> both = added.time_ids;
-  both.insert(both.end(), added.time_ids.begin(), added.time_ids.end());
-  added.time_ids = std::move(both);
+  negative_time_ids.insert(negative_time_ids.end(), added.time_ids.begin(), added.time_ids.end());
+  added.time_ids = std::move(negative_time_ids);
   return added;
 }
 
 Txt2ImgPipeline::Txt2ImgPipeline(const ModelSource& model, Backend& backend)
     : impl_(std::make_unique<Impl>()), backend_(backend) {
   Impl& m = *impl_;
-  m.tokenizer = model.tokenizer();
-  m.text_config = ClipTextConfig::from_json(model.config("text_encoder"), model.spec() + " text_encoder/config.json");
   m.unet_config = UNetConfig::from_json(model.config("unet"), model.spec() + " unet/config.json");
   m.vae_config = VAEConfig::from_json(model.config("vae"), model.spec() + " vae/config.json");
   m.scheduler_config = SchedulerConfig::from_json(model.config("scheduler"), model.spec() + " scheduler/scheduler_config.json");
-  m.text_encoder.emplace(ClipTextModel::load(m.text_config, *model.weights("text_encoder"), backend));
   m.sdxl = m.unet_config.has_text_time();
+  m.refiner_layout = m.sdxl && !model.has("text_encoder");
+  if (!m.refiner_layout) {
+    m.tokenizer = model.tokenizer();
+    m.text_config = ClipTextConfig::from_json(model.config("text_encoder"), model.spec() + " text_encoder/config.json");
+    m.text_encoder.emplace(ClipTextModel::load(m.text_config, *model.weights("text_encoder"), backend));
+  }
   if (m.sdxl) {
+    const nlohmann::json index = model.config("model_index");
+    const auto aesthetic = index.find("requires_aesthetics_score");
+    m.requires_aesthetics_score = aesthetic != index.end() && aesthetic->is_boolean() && aesthetic->get<bool>();
+    const int time_ids = m.requires_aesthetics_score ? UNetConfig::kRefinerTimeIds : UNetConfig::kMicroConditioningValues;
     const std::string where = model.spec() + " text_encoder_2/config.json";
     if (!model.has("text_encoder_2"))
       throw InputError(model.spec() + ": the UNet has SDXL's \"text_time\" added conditioning, but there is no text_encoder_2");
@@ -261,17 +323,23 @@ Txt2ImgPipeline::Txt2ImgPipeline(const ModelSource& model, Backend& backend)
     // diffusers loads it as the class model_index.json names, CLIPTextModelWithProjection, whatever
     // the config's "architectures" say (or when they are absent).
     m.text_config_2.with_projection = true;
-    if (m.text_config_2.projection_dim != m.unet_config.pooled_text_dim())
+    if (m.text_config_2.projection_dim != m.unet_config.pooled_text_dim(time_ids))
       throw InputError(where + ": projection_dim " + std::to_string(m.text_config_2.projection_dim) +
-                       " does not match the UNet's pooled text width " + std::to_string(m.unet_config.pooled_text_dim()) +
-                       " (projection_class_embeddings_input_dim - 6 x addition_time_embed_dim)");
-    const int context = m.text_config.hidden_size + m.text_config_2.hidden_size;
-    if (context != m.unet_config.cross_attention_dim.front())
-      throw InputError(where + ": the two text encoders' widths " + std::to_string(m.text_config.hidden_size) + " + " +
+                       " does not match the UNet's pooled text width " +
+                       std::to_string(m.unet_config.pooled_text_dim(time_ids)) +
+                       " (projection_class_embeddings_input_dim - " + std::to_string(time_ids) +
+                       " x addition_time_embed_dim; model_index.json's requires_aesthetics_score is " +
+                       (m.requires_aesthetics_score ? "true" : "false") + ")");
+    const int first_width = m.refiner_layout ? 0 : m.text_config.hidden_size;
+    if (first_width + m.text_config_2.hidden_size != m.unet_config.cross_attention_dim.front())
+      throw InputError(where + ": the text encoders' widths " + (m.refiner_layout ? "" : std::to_string(first_width) + " + ") +
                        std::to_string(m.text_config_2.hidden_size) + " do not make the UNet's cross_attention_dim " +
                        std::to_string(m.unet_config.cross_attention_dim.front()));
     m.text_encoder_2.emplace(ClipTextModel::load(m.text_config_2, *model.weights("text_encoder_2"), backend));
-    const nlohmann::json index = model.config("model_index");
+    if (m.refiner_layout) {  // encoder 2 stands in wherever the pipeline reads "the" tokenizer
+      m.tokenizer = m.tokenizer_2;
+      m.text_config = m.text_config_2;
+    }
     const auto flag = index.find("force_zeros_for_empty_prompt");
     if (flag != index.end() && flag->is_boolean()) m.force_zeros_for_empty_prompt = flag->get<bool>();
   }
@@ -294,6 +362,8 @@ Txt2ImgPipeline::~Txt2ImgPipeline() {
 
 const Txt2ImgPipeline::Timings& Txt2ImgPipeline::timings() const { return impl_->timings; }
 const std::vector<float>& Txt2ImgPipeline::last_latents() const { return impl_->last_latents; }
+void Txt2ImgPipeline::set_refiner(Txt2ImgPipeline* refiner) { impl_->refiner = refiner; }
+bool Txt2ImgPipeline::is_refiner() const { return impl_->refiner_layout; }
 
 int Txt2ImgPipeline::default_size() const {
   int latent = impl_->unet_config.sample_size > 0 ? impl_->unet_config.sample_size : 64;
@@ -315,6 +385,12 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
   // LCM UNet takes the guidance scale as an embedding instead).
   const bool guidance_embedded = m.unet_config.time_cond_proj_dim > 0;
   const bool cfg = p.guidance > 1.0f && !guidance_embedded;
+  if (m.refiner_layout && !p.img2img() && !m.handoff)
+    throw InputError("an SDXL refiner runs img2img only: give the item an init image (--init-image), or run it as "
+                     "the second stage after an SDXL base model (--refiner)");
+  // Two stages: this model runs up to the refiner's start, then hands over (Txt2ImgPipeline::set_refiner).
+  const bool hand_over = p.refiner_start > 0.0f && !m.handoff;
+  SDMPI_CHECK(!hand_over || m.refiner, "an item asks for a refiner stage, but the pipeline has no refiner");
   const bool any_rescale = std::any_of(items.begin(), items.end(),
                                        [](const WorkItem& it) { return it.params.guidance_rescale > 0.0f; });
   const int max_len = m.text_config.max_position_embeddings;
@@ -395,21 +471,36 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
   for (const WorkItem& it : items) generators.emplace_back(it.params.seed);
   std::vector<TorchGenerator*> gen_ptrs;
   for (TorchGenerator& g : generators) gen_ptrs.push_back(&g);
+  if (m.handoff) gen_ptrs = m.handoff->generators;  // the second stage continues the items' streams
   const Shape latent_shape{B, h, w, c};
   const DType compute = be.compute_dtype();
   // img2img (items with an init image; a batch shares its strength): the loop starts at first_call
   // from the encoded init images, noised to that point (src/pipeline/img2img.h).
-  const bool img2img = !p.init_image.empty();
-  if (img2img && m.sdxl) throw InputError("img2img is not supported for SDXL models yet");  // planning refuses it first
+  const bool img2img = !p.init_image.empty() && !m.handoff;
   size_t first_call = 0;
   Tensor latents;
-  if (img2img) {
+  if (m.handoff) {
+    // The second stage: get_timesteps with denoising_start, on the base's latents as they are.
+    first_call = second_stage_first_call(*scheduler, p.refiner_start);
+    scheduler->start_at(first_call);
+    latents = m.handoff->latents;
+  } else if (img2img) {
     first_call = img2img_first_call(p.steps, p.strength);
     scheduler->start_at(first_call);
     if (!m.vae_encoder) m.vae_encoder.emplace(AutoencoderKLEncoder::load(m.vae_config, *m.vae_weights, be));
     latents = img2img_initial_latents(be, *m.vae_encoder, *scheduler, first_call, items, gen_ptrs);
   } else {
     latents = scheduler->init_latents(be, be.cast(draw_per_item_noise(be, gen_ptrs, latent_shape), DType::F32));
+  }
+  // The first stage stops at denoising_end's cutoff; progress counts both stages' calls.
+  const size_t end_call = hand_over ? first_stage_end_call(*scheduler, first_call, p.refiner_start) : scheduler->num_calls();
+  int progress_before = 0, progress_total = static_cast<int>(end_call - first_call);
+  if (m.handoff) {
+    progress_before = m.handoff->calls_before;
+    progress_total = m.handoff->calls_total;
+  } else if (hand_over) {
+    const auto second = make_scheduler(p.sampler, p.schedule, m.refiner->impl_->scheduler_config, p.steps, p.eta);
+    progress_total += static_cast<int>(second->num_calls() - second_stage_first_call(*second, p.refiner_start));
   }
   const NoiseFn noise_fn = [draw = per_item_noise(gen_ptrs)](Backend& b, const Shape& shape) {
     return b.cast(draw(b, shape), DType::F32);
@@ -461,7 +552,7 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
     const std::vector<float> e = guidance_scale_embedding(w, m.unet_config.time_cond_proj_dim);
     guidance_cond = be.cast(be.from_host(e.data(), {unet_batch, m.unet_config.time_cond_proj_dim}), compute);
   }
-  for (int i = static_cast<int>(first_call); i < steps; ++i) {
+  for (int i = static_cast<int>(first_call); i < static_cast<int>(end_call); ++i) {
     Tensor x_in = scheduler->scale_model_input(be, latents, static_cast<size_t>(i));
     std::vector<Tensor> inputs{x_in, t_proj.rows(i * unet_batch, (i + 1) * unet_batch)};
     if (sdxl) inputs.push_back(aug_emb);
@@ -481,11 +572,27 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
     if (cfg && any_rescale)  // diffusers: only with CFG, only for guidance_rescale > 0
       eps = rescale_noise_cfg(be, eps, out.at(0).rows(B, 2 * B), items);
     latents = scheduler->step(be, eps, static_cast<size_t>(i), latents, &noise_fn);
-    if (on_step && !on_step(i + 1 - static_cast<int>(first_call), steps - static_cast<int>(first_call)))
+    if (on_step && !on_step(progress_before + i + 1 - static_cast<int>(first_call), progress_total))
       throw GenerationCancelled();
   }
   be.synchronize();
   m.timings.unet += since(t1);
+  if (hand_over) {  // output_type="latent": the refiner continues and decodes
+    Impl& second = *m.refiner->impl_;
+    const Impl::Handoff handed{latents, gen_ptrs, progress_before + static_cast<int>(end_call - first_call), progress_total};
+    second.handoff = &handed;
+    std::vector<ImageResult> out;
+    try {
+      out = m.refiner->generate(items, on_step);
+    } catch (...) {
+      second.handoff = nullptr;
+      throw;
+    }
+    second.handoff = nullptr;
+    m.last_latents = second.last_latents;
+    m.timings.total += since(t_start);
+    return out;
+  }
 
   // ---- decode, one image at a time (bounds memory at large sizes; batch-invariant anyway) --------------
   // All decodes are queued before the first image is read back, so a GPU decodes image b+1 while

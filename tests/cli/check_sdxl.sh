@@ -2,7 +2,7 @@
 # SDXL through the command line, on make-model's tiny-sdxl folder: inspect names the family and
 # both tokenizers; micro-conditioning given as flags and as JSONL keys gives the same image, and
 # lands in the PNG parameters and the archive's columns; malformed flag values are one line,
-# exit 2, no output. (Exactness against diffusers: tests/unit/sdxl_golden_test.cpp.)
+# exit 2, no output; img2img with an init image. (Exactness against diffusers: tests/unit/sdxl_golden_test.cpp.)
 set -euo pipefail
 SD=${1:?usage: check_sdxl.sh SD_MPI}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -44,11 +44,9 @@ for bad in "--original-size 512" "--target-size 0x64" "--crop-top-left 8x8"; do
   [[ $(wc -l <<<"$msg") -eq 1 && $msg == "sd_mpi: error: ${bad%% *} "* ]] || fail "$bad: message '$msg'"
   [[ ! -e "$tmp/bad" ]] || fail "$bad left $tmp/bad behind"
 done
-# img2img is not implemented for SDXL: refused before anything is written.
-set +e
-msg=$("$SD" generate --model "$tmp/m" --prompt x --init-image "$tmp/flags/000000.png" --out-dir "$tmp/i2i" 2>&1 >/dev/null)
-rc=$?
-set -e
-[[ $rc -eq 2 && $msg == *"img2img (init image "*"is not supported for SDXL models yet"* ]] || fail "SDXL img2img: exit $rc, '$msg'"
-[[ ! -e "$tmp/i2i" ]] || fail "SDXL img2img left $tmp/i2i behind"
+# img2img (StableDiffusionXLImg2ImgPipeline): an init image and a strength, recorded in the PNG.
+"$SD" generate "${common[@]}" --prompt "a red fox" --init-image "$tmp/flags/000000.png" --strength 0.5 \
+  --out-dir "$tmp/i2i" >/dev/null 2>&1 || fail "SDXL img2img"
+grep -a -q 'Denoising strength: 0.5, Init image hash: ' "$tmp/i2i/000000.png" || fail "SDXL img2img PNG lacks the strength"
+cmp -s "$tmp/i2i/000000.png" "$tmp/flags/000000.png" && fail "SDXL img2img gave the init image back"
 echo "check_sdxl: all passed"

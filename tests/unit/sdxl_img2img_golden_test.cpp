@@ -1,0 +1,143 @@
+// SDXL img2img, the SDXL refiner and the base → refiner hand-off against diffusers'
+// StableDiffusionXLImg2ImgPipeline (tools/golden/make_sdxl_img2img_golden.py,
+// tests/data/golden/sdxl_img2img): the tiny SDXL base of the SDXL golden (rebuilt from
+// tests/data/golden/sdxl/pipelines.json) given init images (Euler at strength 0.75 and 0.3, DPM++ 2M
+// non-square with micro-conditioning, zero negatives, SDXL-Turbo's schedule); a tiny refiner-layout
+// pipeline (text_encoder_2 only, 5 time ids with aesthetic scores) given init images; and the two
+// stages (base with denoising_end → refiner with denoising_start on its latents) for Euler, DPM++ 2M
+// and Euler a. Acceptance: every uint8 pixel within 1 level of diffusers', final latents within
+// 1e-3, each item alone gives its batch's bytes (check_golden_run).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "golden_util.h"
+#include "sdmpi/backend.h"
+#include "sdmpi/clip_tokenizer.h"
+#include "sdmpi/job.h"
+#include "sdmpi/pipeline.h"
+#include "sdmpi/safetensors.h"
+
+using namespace sdmpi;
+
+namespace {
+
+const std::string kDir = std::string(SDMPI_TEST_DATA) + "/golden/sdxl_img2img/";
+const std::string kBaseJson = std::string(SDMPI_TEST_DATA) + "/golden/sdxl/pipelines.json";
+
+// The models' tokenizer_2: the CLIP vocabulary padded with "!" (as sdxl_golden_test reads it).
+ClipTokenizer bang_padded_tokenizer() {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(SDMPI_BINARY_DIR) / "sdxl_img2img_golden_tokenizer_2";
+  fs::remove_all(dir);
+  ClipTokenizer::builtin().write_dir(dir.string());
+  for (const char* name : {"special_tokens_map.json", "tokenizer_config.json"}) {
+    const fs::path file = dir / name;
+    std::ifstream in(file);
+    if (!in) continue;
+    nlohmann::json j = nlohmann::json::parse(in);
+    in.close();
+    if (j.contains("pad_token")) j["pad_token"] = "!";
+    std::ofstream(file) << j.dump(1);
+  }
+  return ClipTokenizer::from_dir(dir.string());
+}
+
+std::vector<WorkItem> run_items(const nlohmann::json& run) {
+  std::vector<WorkItem> items;
+  const std::vector<int> micro = run["micro"].get<std::vector<int>>();
+  const std::vector<float> aesthetic = run["aesthetic"].get<std::vector<float>>();
+  for (size_t i = 0; i < run["prompts"].size(); ++i) {
+    WorkItem it;
+    it.index = static_cast<int64_t>(i);
+    GenerationParams& p = it.params;
+    p.prompt = run["prompts"][i];
+    p.negative_prompt = run["negative_prompts"].is_null() ? "" : run["negative_prompts"][i].get<std::string>();
+    p.seed = run["seeds"][i].get<uint64_t>();
+    p.steps = run["steps"];
+    p.guidance = run["guidance"].get<float>();
+    p.width = run["width"];
+    p.height = run["height"];
+    p.sampler = run["sampler"];
+    p.original_height = micro[0];
+    p.original_width = micro[1];
+    p.crop_top = micro[2];
+    p.crop_left = micro[3];
+    p.target_height = micro[4];
+    p.target_width = micro[5];
+    p.aesthetic_score = aesthetic[0];
+    p.negative_aesthetic_score = aesthetic[1];
+    if (run.contains("init_images")) {
+      p.init_image = kDir + run["init_images"][i].get<std::string>();
+      p.strength = run["strength"].get<float>();
+    }
+    if (run.contains("refiner_start")) p.refiner_start = run["refiner_start"].get<float>();
+    items.push_back(it);
+  }
+  return items;
+}
+
+}  // namespace
+
+TEST(SdxlImg2ImgGolden, EveryRunWithinOneLevelOfDiffusers) {
+  const nlohmann::json doc = testing_util::load_json_or_null(kDir + "pipelines.json");
+  const nlohmann::json base_doc = testing_util::load_json_or_null(kBaseJson);
+  ASSERT_FALSE(doc.is_null()) << "missing " << kDir << "pipelines.json";
+  ASSERT_FALSE(base_doc.is_null()) << "missing " << kBaseJson;
+  const std::vector<uint8_t> ref_images = testing_util::read_golden_images(kDir + "images.u8");
+  auto latents = SafetensorsFile::open(kDir + "latents.safetensors");
+  auto backend = make_cpu_backend();
+  const ClipTokenizer tok2 = bang_padded_tokenizer();
+  std::map<std::string, ModelSource> models;
+  std::map<std::string, std::unique_ptr<Txt2ImgPipeline>> pipes;
+  auto pipe_of = [&](const std::string& name) -> Txt2ImgPipeline& {
+    if (!pipes.count(name)) {
+      models.emplace(name, name == "refiner"
+                               ? testing_util::golden_model(doc, name, {{"tokenizer_2", tok2}})
+                               : testing_util::golden_model(base_doc, name, {{"tokenizer", ClipTokenizer::builtin()},
+                                                                             {"tokenizer_2", tok2}}));
+      pipes[name] = std::make_unique<Txt2ImgPipeline>(models.at(name), *backend);
+    }
+    return *pipes[name];
+  };
+  Txt2ImgPipeline& refiner = pipe_of("refiner");
+  EXPECT_TRUE(refiner.is_refiner());
+  EXPECT_EQ(models.at("refiner").family(), "SDXL refiner");
+  std::map<std::string, int> kinds;
+  for (const auto& run : doc["runs"]) {
+    Txt2ImgPipeline& pipe = pipe_of(run["pipeline"]);
+    EXPECT_FALSE(&pipe != &refiner && pipe.is_refiner());
+    pipe.set_refiner(&refiner);
+    testing_util::check_golden_run(pipe, run_items(run), run, ref_images, *latents);
+    ++kinds[run["kind"]];
+  }
+  EXPECT_GE(kinds["img2img"], 5);
+  EXPECT_GE(kinds["refiner"], 2);
+  EXPECT_GE(kinds["two_stage"], 3);
+}
+
+// The hand-off's cutoff (diffusers: int(round(T - fraction * T)), Python's round) and the calls each
+// stage runs on a 10-step Euler schedule; a refiner alone needs an init image.
+TEST(SdxlImg2ImgGolden, CutoffAndRefinerRefusal) {
+  EXPECT_EQ(denoising_cutoff(1000, 0.8f), 200);
+  EXPECT_EQ(denoising_cutoff(1000, 0.7f), 300);
+  EXPECT_EQ(denoising_cutoff(1000, 0.8125f), 188);  // 187.5: half to even
+  EXPECT_EQ(denoising_cutoff(1000, 0.8115f), 188);  // 188.5: half to even, the decimal as written
+  EXPECT_NE(testing_util::message_of([] { denoising_cutoff(1000, 1.0f); }).find("outside (0, 1)"), std::string::npos);
+  EXPECT_NE(testing_util::message_of([] { denoising_cutoff(1000, 0.0f); }).find("outside (0, 1)"), std::string::npos);
+
+  const nlohmann::json doc = testing_util::load_json_or_null(kDir + "pipelines.json");
+  ASSERT_FALSE(doc.is_null());
+  auto backend = make_cpu_backend();
+  const ModelSource model = testing_util::golden_model(doc, "refiner", {{"tokenizer_2", bang_padded_tokenizer()}});
+  Txt2ImgPipeline refiner(model, *backend);
+  WorkItem item;
+  item.params.prompt = "a cat";
+  item.params.steps = 2;
+  item.params.width = item.params.height = 64;
+  item.params.sampler = "euler";
+  EXPECT_NE(testing_util::message_of([&] { refiner.generate({item}); }).find("an SDXL refiner runs img2img only"),
+            std::string::npos);
+}
