@@ -10,8 +10,8 @@ every machine. Some (colour, shape, background) triples never appear in training
 (HELD_OUT_TRIPLES): the semantic test (tests/unit/demo_model_test.cpp) draws its captions from
 them, so it checks that the model composes words it learned apart, not that it remembers images.
 
-The detector in that test relies on the constants here (PALETTE, REGIONS, sizes): change them
-together.
+The detector in that test relies on the constants here (PALETTE, REGIONS, group_position, sizes):
+change them together.
 """
 from __future__ import annotations
 
@@ -34,7 +34,10 @@ COUNTS = {"one": 1, "two": 2, "three": 3}
 # Radius of the shape's bounding circle, in pixels.
 RADIUS = {"small": 5.0, "large": 8.5}
 # Where the shapes' centres may fall (x0, y0, x1, y1), and the words that say so. Every shape must
-# lie inside its region's box, so "left" keeps the whole group in the left half.
+# lie inside its region's box, so "left" keeps the whole group in the left half. The boxes overlap
+# (a group in the top-left corner is inside "left" and "top"), so a picture also needs its group's
+# centre in the word's zone (group_position), else it is placed again: each word then names one
+# unambiguous place, the one the test's detector reads.
 REGIONS = {
     "on the left": (0, 0, 32, 64),
     "on the right": (32, 0, 64, 64),
@@ -43,6 +46,34 @@ REGIONS = {
     "in the center": (10, 10, 54, 54),
 }
 GAP = 4.0  # pixels between two shapes' bounding circles, so the detector sees separate blobs
+# How far (pixels) the group's centre keeps from the zones' borders: the VAE's 4x4 blocks move a
+# drawn centroid by a pixel or two, which must not change the word.
+ZONE_MARGIN = 3.0
+
+
+def group_position(cx: float, cy: float) -> str:
+    """The position word of a group centred at (cx, cy): the last word of its REGIONS key, or ""
+    between zones. tests/unit/demo_model_test.cpp's detect() applies the same rule to the blobs'
+    centroid."""
+    if abs(cx - 32) <= 10 and abs(cy - 32) <= 10:
+        return "center"
+    if cx < 28 and abs(cx - 32) > abs(cy - 32):
+        return "left"
+    if cx > 36 and abs(cx - 32) > abs(cy - 32):
+        return "right"
+    if cy < 28:
+        return "top"
+    if cy > 36:
+        return "bottom"
+    return ""
+
+
+def clearly_at(pts, region: str) -> bool:
+    """True when the centre of pts, moved up to ZONE_MARGIN either way, still reads as region."""
+    cx = sum(p[0] for p in pts) / len(pts)
+    cy = sum(p[1] for p in pts) / len(pts)
+    m = ZONE_MARGIN
+    return all(group_position(cx + dx, cy + dy) == region.split()[-1] for dx in (-m, 0, m) for dy in (-m, 0, m))
 
 # (colour, shape, background) never shown in training; each colour, shape and background still
 # appears in plenty of other triples.
@@ -104,7 +135,13 @@ def render(count: str, size: str, colour: str, shape: str, region: str, backgrou
     img = np.empty((SIZE, SIZE, 3), np.uint8)
     img[:] = PALETTE[background]
     r = RADIUS[size]
-    for cx, cy in _place(rng, COUNTS[count], r, REGIONS[region]):
+    for _ in range(1000):
+        centres = _place(rng, COUNTS[count], r, REGIONS[region])
+        if clearly_at(centres, region):
+            break
+    else:
+        raise RuntimeError(f"cannot place {count} {size} shapes clearly {region}")
+    for cx, cy in centres:
         img[_mask(shape, cx, cy, r)] = PALETTE[colour]
     return img
 

@@ -65,6 +65,7 @@ RECIPE = {
         # mean is its background colour: without offset noise the UNet read the background from
         # that leak, which pure-noise sampling lacks (run 1: 6 of 24 backgrounds right, washed out).
         "offset_noise": 0.3,
+        "text_encoder_lr_scale": 1.0,
     },
 }
 
@@ -252,9 +253,14 @@ def main() -> None:
                                 num_train_timesteps=1000)
     alphas_cumprod = noise_sched.alphas_cumprod
     snr = alphas_cumprod / (1 - alphas_cumprod)
-    params = list(unet.parameters()) + list(te.parameters())
+    te_scale = r["text_encoder_lr_scale"]
+    if te_scale == 0:  # a fixed random encoder: see RECIPE
+        te.requires_grad_(False)
+    te_params = list(te.parameters()) if te_scale > 0 else []
+    params = list(unet.parameters()) + te_params
     ema = [p.detach().clone() for p in params]
-    opt = torch.optim.AdamW(params, lr=r["lr"], weight_decay=1e-2)
+    opt = torch.optim.AdamW([{"params": list(unet.parameters()), "scale": 1.0},
+                             {"params": te_params, "scale": te_scale}], lr=r["lr"], weight_decay=1e-2)
     token_cache: dict[str, torch.Tensor] = {}
 
     def tokens(caps):
@@ -270,7 +276,7 @@ def main() -> None:
     for step in range(1, r["steps"] + 1):
         lr = r["lr"] * min(1.0, step / r["warmup"]) * (0.55 + 0.45 * math.cos(math.pi * step / r["steps"]))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["scale"]
         caps, imgs = dataset.make_batch(rng, r["batch"])
         caps = ["" if rng.random() < r["uncond_fraction"] else c for c in caps]
         with torch.no_grad():
@@ -279,7 +285,8 @@ def main() -> None:
         noise = noise + r["offset_noise"] * torch.randn(latents.shape[:2] + (1, 1), generator=gen)
         t = torch.randint(0, 1000, (latents.shape[0],), generator=gen)
         noisy = noise_sched.add_noise(latents, noise, t)
-        context = te(tokens(caps)).last_hidden_state
+        with torch.set_grad_enabled(te_scale > 0):
+            context = te(tokens(caps)).last_hidden_state
         pred = unet(noisy, t, context).sample
         weight = torch.clamp(snr[t], max=r["min_snr_gamma"]) / snr[t]
         loss = (weight * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
