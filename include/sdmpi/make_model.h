@@ -53,7 +53,8 @@ struct ModelPreset {
   std::string name;
   UNetConfig unet;
   VAEConfig vae;
-  ClipTextConfig text_encoder;
+  ClipTextConfig text_encoder;                   // unused when !has_text_encoder
+  bool has_text_encoder = true;                  // false: an SDXL refiner (text_encoder_2 only)
   std::optional<ClipTextConfig> text_encoder_2;  // SDXL: CLIPTextModelWithProjection
   nlohmann::json scheduler;    // scheduler_config.json
   nlohmann::json model_index;  // the row's model_index.json keys ({}: none; SDXL: force_zeros_for_empty_prompt)
@@ -67,7 +68,7 @@ ModelPreset model_preset(const std::string& name);
 // component, under diffusers names, F32.
 struct InMemoryModel {
   ModelPreset configs;
-  std::shared_ptr<MemoryWeightSource> unet, vae, text_encoder;
+  std::shared_ptr<MemoryWeightSource> unet, vae, text_encoder;  // text_encoder: null for a refiner
   std::shared_ptr<MemoryWeightSource> text_encoder_2;  // SDXL presets only
 };
 

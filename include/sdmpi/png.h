@@ -67,12 +67,16 @@ void write_file_atomic(const std::string& path, const std::vector<uint8_t>& byte
 // - Prompt weighting: "a1111" when the item's prompt was read with A1111's attention syntax
 //   (GenerationParams::prompt_weighting; A1111 itself always does and writes nothing); omitted
 //   for "none", where "(word:1.2)" was plain text.
+// - Refiner, Refiner switch at: A1111's keys for a second stage (GenerationParams::refiner_start
+//   > 0): `refiner` ("name [hash]") and the share of the schedule the base ran.
+// - Aesthetic score, Negative aesthetic score: the refiner's conditioning, written when a refiner
+//   runs (a second stage, or `model_family` "SDXL refiner").
 // - Model family: `model_family` ("SD 1.x", "SD 2.x"); omitted when empty.
 // - Version: `version` as given (e.g. "sd_mpi 0.1.0"); omitted when empty.
 // The whole text is trimmed of leading/trailing whitespace, as A1111 does.
 std::string a1111_parameters(const GenerationParams& params, const std::string& model_name,
                              const std::string& model_hash, const std::string& version,
-                             const std::string& model_family = "");
+                             const std::string& model_family = "", const std::string& refiner = "");
 
 // Our sampler names → A1111's: pndm "PLMS", ddim "DDIM", euler "Euler", euler_a "Euler a",
 // dpm++2m "DPM++ 2M", lcm "LCM"; any other name is returned unchanged.
@@ -88,7 +92,7 @@ inline std::vector<uint8_t> encode_png(const uint8_t*, int, int, const std::stri
 }
 inline void write_file_atomic(const std::string&, const std::vector<uint8_t>&, const std::string&) { png_unavailable(); }
 inline std::string a1111_parameters(const GenerationParams&, const std::string&, const std::string&,
-                                    const std::string&, const std::string& = "") {
+                                    const std::string&, const std::string& = "", const std::string& = "") {
   png_unavailable();
 }
 inline std::string a1111_sampler_name(const std::string&) { png_unavailable(); }

@@ -33,29 +33,39 @@ void describe_model(const std::string& spec) {
   const UNetConfig u = UNetConfig::from_json(m.config("unet"), spec + " unet");
   {
     // The family and what makes it one: the text tower, the UNet's attention, the prediction.
-    const ClipTextConfig t = ClipTextConfig::from_json(m.config("text_encoder"), spec + " text_encoder");
+    // An SDXL refiner has no text_encoder: its line says so.
+    const bool refiner = !m.has("text_encoder");
+    const ClipTextConfig t = refiner ? ClipTextConfig() : ClipTextConfig::from_json(m.config("text_encoder"), spec + " text_encoder");
     const nlohmann::json sched = m.config("scheduler");
     std::string heads;
     for (int h : u.num_attention_heads) heads += (heads.empty() ? "" : ", ") + std::to_string(h);
-    std::printf("family: %s\n  text encoder: CLIPTextModel, %d layers, width %d, %d heads, %s\n"
+    char text_line[160];
+    std::snprintf(text_line, sizeof text_line, "CLIPTextModel, %d layers, width %d, %d heads, %s", t.num_hidden_layers,
+                  t.hidden_size, t.num_attention_heads, t.hidden_act.c_str());
+    std::printf("family: %s\n  text encoder: %s\n"
                 "  unet: cross-attention %d, heads [%s], %s projections%s\n  scheduler: %s, %s\n",
-                m.family().c_str(), t.num_hidden_layers, t.hidden_size, t.num_attention_heads, t.hidden_act.c_str(),
+                m.family().c_str(), refiner ? "none (a refiner: text_encoder_2 alone, img2img only)" : text_line,
                 u.cross_attention_dim.front(), heads.c_str(), u.use_linear_projection ? "linear" : "1x1 conv",
                 u.upcast_attention ? ", upcast attention" : "",
                 sched.value("_class_name", std::string("(no _class_name)")).c_str(),
                 sched.value("prediction_type", std::string("epsilon")).c_str());
     if (m.has("text_encoder_2")) {  // SDXL
       const ClipTextConfig t2 = ClipTextConfig::from_json(m.config("text_encoder_2"), spec + " text_encoder_2");
+      // requires_aesthetics_score (the refiner): 5 time ids, the aesthetic score in place of the target size.
+      const bool aesthetic = m.config("model_index").value("requires_aesthetics_score", false);
+      const int time_ids = aesthetic ? UNetConfig::kRefinerTimeIds : UNetConfig::kMicroConditioningValues;
       std::printf("  text encoder 2: CLIPTextModelWithProjection, %d layers, width %d, %d heads, %s, projection %d\n"
-                  "  added conditioning: text_time (pooled %d + 6 x %d micro-conditioning features), "
+                  "  added conditioning: text_time (pooled %d + %d x %d %s features), "
                   "force_zeros_for_empty_prompt %s\n",
                   t2.num_hidden_layers, t2.hidden_size, t2.num_attention_heads, t2.hidden_act.c_str(), t2.projection_dim,
-                  u.pooled_text_dim(), u.addition_time_embed_dim,
+                  u.pooled_text_dim(time_ids), time_ids, u.addition_time_embed_dim,
+                  aesthetic ? "micro-conditioning + aesthetic score" : "micro-conditioning",
                   m.config("model_index").value("force_zeros_for_empty_prompt", true) ? "true" : "false");
     }
   }
-  std::vector<std::string> components{"text_encoder", "unet", "vae"};
-  if (m.has("text_encoder_2")) components.insert(components.begin() + 1, "text_encoder_2");
+  std::vector<std::string> components{"unet", "vae"};
+  if (m.has("text_encoder")) components.insert(components.begin(), "text_encoder");
+  if (m.has("text_encoder_2")) components.insert(components.end() - 2, "text_encoder_2");
   for (const std::string& component : components) {
     auto w = m.weights(component);
     std::vector<ParamSpec> declared;
@@ -93,8 +103,10 @@ void describe_model(const std::string& spec) {
   auto sched = m.config("scheduler");
   std::printf("  scheduler: %s, default sampler %s\n", sched.value("_class_name", std::string("?")).c_str(),
               default_sampler(sched).c_str());
-  ClipTokenizer tok = m.tokenizer();
-  std::printf("  tokenizer: %zu tokens, %zu merges, max length %d\n", tok.vocab_size(), tok.num_merges(), tok.model_max_length());
+  if (m.has("text_encoder")) {
+    ClipTokenizer tok = m.tokenizer();
+    std::printf("  tokenizer: %zu tokens, %zu merges, max length %d\n", tok.vocab_size(), tok.num_merges(), tok.model_max_length());
+  }
   if (m.has("text_encoder_2")) {
     ClipTokenizer tok2 = m.tokenizer("tokenizer_2");
     const auto pad = tok2.id_to_token(tok2.pad_id());

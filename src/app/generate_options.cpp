@@ -69,6 +69,16 @@ void add_options(CLI::App& cli, GenerateOptions& o) {
                  "is the output size");
   cli.add_option("--strength", o.strength,
                  "img2img strength in (0, 1]: the share of the steps run from the noised init image (diffusers' strength)");
+  cli.add_option("--refiner", o.refiner,
+                 "SDXL two stages: this SDXL refiner (folder or single file) continues every item from "
+                 "--refiner-start on the base model's latents, and decodes");
+  cli.add_option("--refiner-start", o.refiner_start,
+                 "with --refiner: the share of the schedule the base model runs, in (0, 1) (diffusers' "
+                 "denoising_end / denoising_start; default 0.8)");
+  cli.add_option("--aesthetic-score", o.aesthetic_score,
+                 "SDXL refiner conditioning: the aesthetic score of the positive half (default 6.0, as diffusers)");
+  cli.add_option("--negative-aesthetic-score", o.negative_aesthetic_score,
+                 "SDXL refiner conditioning: the aesthetic score of the negative half (default 2.5, as diffusers)");
   cli.add_option("--lora", o.loras,
                  "LoRA PATH[:scale] merged into the model (repeatable, merged in order; kohya/A1111 or diffusers "
                  "format) for items without a JSONL lora list");
@@ -157,6 +167,11 @@ void validate_generate_options(const GenerateOptions& o) {
     char value[32];
     std::snprintf(value, sizeof value, "%g", static_cast<double>(o.strength));
     throw InputError(std::string("--strength ") + value + " is outside (0, 1]");
+  }
+  if (!o.refiner.empty() && !(o.refiner_start > 0.0f && o.refiner_start < 1.0f)) {
+    char value[32];
+    std::snprintf(value, sizeof value, "%g", static_cast<double>(o.refiner_start));
+    throw InputError(std::string("--refiner-start ") + value + " is outside (0, 1)");
   }
 }
 

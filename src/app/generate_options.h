@@ -31,6 +31,12 @@ struct GenerateOptions {
   std::vector<std::string> loras;  // --lora PATH[:scale], for items without a JSONL "lora" list
   std::string lora_dir;            // where the prompts' <lora:NAME:scale> tags find NAME.safetensors
   float strength = 0.8f;
+  // Two stages: an SDXL refiner (or any SDXL model) continuing every item from --refiner-start
+  // (the share of the schedule the base runs); "" = none.
+  std::string refiner;
+  float refiner_start = 0.8f;
+  // The refiner's aesthetic-score conditioning (diffusers' defaults).
+  float aesthetic_score = 6.0f, negative_aesthetic_score = 2.5f;
   // SDXL micro-conditioning for every item without its own (0 = the image's size, crop 0,0), from
   // --original-size WxH, --target-size WxH, --crop-top-left TOP,LEFT.
   std::string original_size, target_size, crop_top_left;

@@ -51,6 +51,12 @@ nlohmann::json fingerprint_json(const WorkItem& it) {
     j["init_image_sha256"] = p.init_image_sha256;
     j["strength"] = p.strength;
   }
+  // The refiner (its weights enter the job's identity beside the model's) and its conditioning,
+  // where they differ from the defaults.
+  if (p.refiner_start != 0.0f) j["refiner_start"] = p.refiner_start;
+  if (p.aesthetic_score != GenerationParams{}.aesthetic_score) j["aesthetic_score"] = p.aesthetic_score;
+  if (p.negative_aesthetic_score != GenerationParams{}.negative_aesthetic_score)
+    j["negative_aesthetic_score"] = p.negative_aesthetic_score;
   if (!p.loras.empty()) {  // LoRAs by content and scale, in merge order
     nlohmann::json loras = nlohmann::json::array();
     for (const ItemLora& l : p.loras) loras.push_back({{"sha256", l.sha256}, {"scale", l.scale}});
@@ -96,6 +102,9 @@ WorkItem item_from_json(const nlohmann::json& j) {
   p.init_image = j.value("init_image", std::string());
   p.init_image_sha256 = j.value("init_image_sha256", std::string());
   p.strength = j.value("strength", GenerationParams{}.strength);
+  p.refiner_start = j.value("refiner_start", 0.0f);
+  p.aesthetic_score = j.value("aesthetic_score", GenerationParams{}.aesthetic_score);
+  p.negative_aesthetic_score = j.value("negative_aesthetic_score", GenerationParams{}.negative_aesthetic_score);
   if (j.contains("loras")) {
     const auto& loras = j.at("loras");
     const auto& paths = j.at("lora_paths");
@@ -151,6 +160,9 @@ GenerationParams job_defaults(const GenerateOptions& o, const ModelSource& model
   defaults.prompt_weighting = o.prompt_weighting;
   defaults.init_image = o.init_image;
   defaults.strength = o.strength;
+  defaults.refiner_start = o.refiner.empty() ? 0.0f : o.refiner_start;
+  defaults.aesthetic_score = o.aesthetic_score;
+  defaults.negative_aesthetic_score = o.negative_aesthetic_score;
   for (const std::string& text : o.loras) {
     const LoraSpec spec = parse_lora_spec(text, "--lora");
     defaults.loras.push_back({fs::absolute(spec.path).lexically_normal().string(), spec.scale, ""});
@@ -252,8 +264,17 @@ OutputSink::Setup output_setup(const World& world, const GenerateOptions& o, con
                            {"shard", std::to_string(shard.index) + "/" + std::to_string(shard.count)},
                            {"world_size", world.size()}, {"batch_size", o.batch_size}, {"device", o.device}};
   nlohmann::json identity = {{"weights", weights}, {"precision", dtype_name(plan.precision)}, {"items", nlohmann::json::array()}};
-  for (const WorkItem& it : all_items) identity["items"].push_back(fingerprint_json(it));
   OutputSink::Setup setup;
+  if (plan.refiner) {  // the second stage's model: recorded, and part of the job's identity
+    const std::string refiner_weights = plan.refiner->weights_hash();
+    config["refiner"] = o.refiner;
+    config["refiner_family"] = plan.refiner->family();
+    config["refiner_weights_sha256"] = refiner_weights;
+    identity["refiner_weights"] = refiner_weights;
+    const bool hex = !refiner_weights.empty() && refiner_weights.find(':') == std::string::npos;
+    setup.refiner = plan.refiner->name() + (hex ? " [" + refiner_weights.substr(0, 10) + "]" : "");
+  }
+  for (const WorkItem& it : all_items) identity["items"].push_back(fingerprint_json(it));
   setup.archive_path = o.archive;
   setup.out_dir = o.out_dir;
   setup.resume = o.resume;
@@ -300,7 +321,7 @@ JobSize job_size(const std::vector<WorkItem>& items) {
 // Throws InputError "<request> needs about N GiB per rank (weights X + activations Y); this rank
 // has Z GiB ..." when the job cannot fit.
 void check_job_size(const GenerateOptions& o, const ModelSource& model, const JobSize& size, DType precision, bool gpu,
-                    int64_t available, const std::string& where) {
+                    int64_t available, const std::string& where, const ModelSource* refiner = nullptr) {
   if (size.items == 0) return;
   MemoryRequest request;
   request.width = size.width;
@@ -312,7 +333,14 @@ void check_job_size(const GenerateOptions& o, const ModelSource& model, const Jo
   std::string what = std::to_string(request.width) + "x" + std::to_string(request.height) + " images, batch " +
                      std::to_string(request.batch) + (request.cfg ? " (x2 for guidance)" : "") + ", " +
                      dtype_name(precision) + (gpu ? " on the GPU" : " on the CPU");
-  std::string shortfall = memory_shortfall(what, estimate_memory(model, request), available, where);
+  MemoryNeed need = estimate_memory(model, request);
+  if (refiner) {  // both models stay loaded for the job; one runs at a time
+    const MemoryNeed second = estimate_memory(*refiner, request);
+    need.weight_bytes += second.weight_bytes;
+    need.activation_bytes = std::max(need.activation_bytes, second.activation_bytes);
+    what += ", with the refiner";
+  }
+  std::string shortfall = memory_shortfall(what, need, available, where);
   if (!shortfall.empty()) throw InputError(shortfall);
 }
 
@@ -325,7 +353,8 @@ void check_host_memory(const World& world, const GenerateOptions& o, const Gener
   int64_t available = host_memory_available();
   if (available >= 0) available /= ranks;
   check_job_size(o, *plan.model, job_size(items), plan.precision, false, available,
-                 "(available memory of " + world.info().host + " shared by " + std::to_string(ranks) + " rank(s))");
+                 "(available memory of " + world.info().host + " shared by " + std::to_string(ranks) + " rank(s))",
+                 plan.refiner ? &*plan.refiner : nullptr);
 }
 
 // Each distinct LoRA file read once against the model's UNet and text encoders, so unknown keys and
@@ -344,6 +373,26 @@ void check_loras_fit(const ModelSource& model, const std::vector<WorkItem>& item
     }
 }
 
+// SDXL refiners (src/pipeline/txt2img.cpp): one given as --model runs img2img only, so every item
+// needs an init image; --refiner needs an SDXL base as --model and an SDXL model (a refiner, or a
+// base) as the second stage.
+void check_refiner_use(const GenerateOptions& o, const GeneratePlan& plan, const std::vector<WorkItem>& items) {
+  const std::string family = plan.model->family();
+  if (family == "SDXL refiner")
+    for (const WorkItem& it : items)
+      if (!it.params.img2img())
+        throw InputError("item " + std::to_string(it.index) + " (prompt " + std::to_string(it.prompt_index + 1) +
+                         "): " + o.model + " is an SDXL refiner, which runs img2img only: give an init image "
+                         "(--init-image, JSONL init_image), or use it as --refiner with an SDXL base model");
+  if (!plan.refiner) return;
+  if (family != "SDXL")
+    throw InputError("--refiner " + o.refiner + ": the base model " + o.model + " is " + family +
+                     "; the refiner stage follows an SDXL base model");
+  const std::string second = plan.refiner->family();
+  if (second != "SDXL refiner" && second != "SDXL")
+    throw InputError("--refiner " + o.refiner + " is " + second + ", not an SDXL refiner (or SDXL model)");
+}
+
 // What rank 0 decided in the first phase and needs again when it opens the outputs.
 struct RootJob {
   uint64_t base_seed = 0;
@@ -358,7 +407,9 @@ nlohmann::json plan_items_on_root(const World& world, const GenerateOptions& o, 
   std::vector<PromptRecord> records = job_prompts(o);
   job->base_seed = job_base_seed(o);
   plan->model = ModelSource::open(o.model, o.variant, o.map_weights);
+  if (!o.refiner.empty()) plan->refiner = ModelSource::open(o.refiner, o.variant, o.map_weights);
   job->all_items = job_items(records, o, job->base_seed, job_defaults(o, *plan->model));
+  check_refiner_use(o, *plan, job->all_items);
   job->shard = parse_shard(o.shard);
   job->in_shard = shard_items(job->all_items, job->shard);
   check_host_memory(world, o, *plan, job->all_items);
@@ -376,7 +427,7 @@ void bind_device(const World& world, const GenerateOptions& o, const JobSize& si
   plan->backend = select_backend(o.device, plan->precision, world.info(), o.allow_gpu_sharing, o.threads, device_line);
   if (plan->backend->device() != Device::CPU)
     check_job_size(o, *plan->model, size, plan->precision, true, plan->backend->memory_available(),
-                   "(free memory of " + plan->backend->name() + ")");
+                   "(free memory of " + plan->backend->name() + ")", plan->refiner ? &*plan->refiner : nullptr);
 }
 
 // Rank 0's second part, once every rank's device has passed: opens the outputs (creating or
@@ -413,6 +464,7 @@ int plan_generate(const World& world, const GenerateOptions& o, GeneratePlan* pl
     std::string shared_text = on_root(world, [&] { return plan_items_on_root(world, o, plan, &job).dump(); });
     size = JobSize::from_json(nlohmann::json::parse(shared_text));
     if (world.rank() != 0) plan->model = ModelSource::open(o.model, o.variant, o.map_weights);
+    if (world.rank() != 0 && !o.refiner.empty()) plan->refiner = ModelSource::open(o.refiner, o.variant, o.map_weights);
   });
   if (code) return code;
   std::string device_line;

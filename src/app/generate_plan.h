@@ -22,6 +22,7 @@ namespace sdmpi::app {
 struct GeneratePlan {
   DType precision = DType::F32;      // this rank's compute dtype (--precision for its device)
   std::optional<ModelSource> model;  // opened on every rank
+  std::optional<ModelSource> refiner;  // --refiner, opened on every rank; loaded with the model
   std::vector<WorkItem> items;       // still to make, in global-index order: the same on every rank
   OutputFormat format;               // how every rank encodes its finished images
   std::unique_ptr<OutputSink> sink;  // rank 0's outputs; nullptr on the other ranks

@@ -26,9 +26,12 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 // batches together). One pipeline lives at a time, so a device holds one copy of the weights: the
 // plain model's, or the model with the set merged (src/pipeline/lora_model.h); a batch of another
 // set replaces it.
+// --refiner: the second stage's pipeline, loaded once and kept for the job (LoRAs apply to the
+// base model only), handed to every pipeline made here.
 struct PipelineForBatch {
   std::optional<ModelSource> model;
   Backend* backend = nullptr;
+  std::unique_ptr<Txt2ImgPipeline> refiner;
   std::unique_ptr<Txt2ImgPipeline> current;
   std::string lora_key;  // current's set ("" = the plain model)
 
@@ -40,6 +43,7 @@ struct PipelineForBatch {
       std::vector<LoraSpec> specs;
       for (const ItemLora& l : loras) specs.push_back({l.path, l.scale});
       current = std::make_unique<Txt2ImgPipeline>(with_loras(*model, specs), *backend);
+      current->set_refiner(refiner.get());
       lora_key = key;
     }
     return *current;
@@ -103,12 +107,16 @@ int run_generate(const World& world, const GenerateOptions& o, GeneratePlan& pla
     ModelSource model = share_weights_on_node(world, *plan.model, backend.get(), !o.no_shared_weights, o.threads);
     pipelines.model = model;
     pipelines.backend = backend.get();
+    if (plan.refiner)
+      pipelines.refiner = std::make_unique<Txt2ImgPipeline>(
+          share_weights_on_node(world, *plan.refiner, backend.get(), !o.no_shared_weights, o.threads), *backend);
     // The first batch's set (make_batches' order: the smallest key, "" = plain), loaded here so that
     // load errors are agreed on like the model's.
     const WorkItem& first = *std::min_element(plan.items.begin(), plan.items.end(), [](const WorkItem& a, const WorkItem& b) {
       return lora_set_key(a.params.loras) < lora_set_key(b.params.loras);
     });
     pipelines.get({first});
+    if (root && plan.refiner) log::info("refiner " + plan.refiner->describe());
     if (root) log::info("model " + plan.model->describe() + " loaded in " + std::to_string(seconds_since(t0)).substr(0, 5) + " s");
   });
   if (code) return code;

@@ -19,7 +19,7 @@ std::string png_file_name(const std::string& out_dir, int64_t index) {
 nlohmann::json OutputFormat::to_json() const {
   return {{"png", png}, {"archive", archive}, {"canvas_width", canvas_width}, {"canvas_height", canvas_height},
           {"gzip_level", gzip_level}, {"model_name", model_name}, {"model_hash", model_hash}, {"version", version},
-          {"model_family", model_family}};
+          {"model_family", model_family}, {"refiner", refiner}};
 }
 
 OutputFormat OutputFormat::from_json(const nlohmann::json& j) {
@@ -33,13 +33,14 @@ OutputFormat OutputFormat::from_json(const nlohmann::json& j) {
   f.model_hash = j.at("model_hash");
   f.version = j.at("version");
   f.model_family = j.value("model_family", "");
+  f.refiner = j.value("refiner", "");
   return f;
 }
 
 void OutputFormat::encode(const WorkItem& item, ImageResult& r) const {
   if (!r.ok || r.rgb.empty()) return;
   if (png)
-    r.png = encode_png(r.rgb.data(), r.width, r.height, a1111_parameters(item.params, model_name, model_hash, version, model_family), 6,
+    r.png = encode_png(r.rgb.data(), r.width, r.height, a1111_parameters(item.params, model_name, model_hash, version, model_family, refiner), 6,
                        "of item " + std::to_string(item.index));
   if (archive)
     r.archive_chunk = encode_archive_chunk(r.rgb.data(), r.width, r.height, canvas_width, canvas_height, gzip_level);
@@ -102,6 +103,7 @@ OutputSink::OutputSink(const Setup& setup, const std::vector<WorkItem>& items) :
   }
   format_.model_name = setup.model_name;
   format_.model_family = setup.model_family;
+  format_.refiner = setup.refiner;
   // A1111's "Model hash" is the first 10 hex digits of the weights' SHA-256 (none for built-ins).
   bool hex = !setup.weights_hash.empty() && setup.weights_hash.find(':') == std::string::npos;
   format_.model_hash = hex ? setup.weights_hash.substr(0, 10) : "";
@@ -118,7 +120,7 @@ void OutputSink::write(const WorkItem& item, const ImageResult& r) {
       if (!r.png.empty()) write_file_atomic(path, r.png);
       else write_png(path, r.rgb.data(), r.width, r.height,
                      a1111_parameters(item.params, format_.model_name, format_.model_hash, format_.version,
-                                      format_.model_family));
+                                      format_.model_family, format_.refiner));
     }
     if (archive_) {
       if (!r.archive_chunk.empty()) archive_->write_encoded_image(item.index, r.archive_chunk, r.width, r.height);

@@ -23,6 +23,7 @@ struct OutputFormat {
   bool png = false, archive = false;
   int canvas_width = 0, canvas_height = 0, gzip_level = 4;  // the archive's /images rows
   std::string model_name, model_hash, version, model_family;  // for the PNG parameters text
+  std::string refiner;  // --refiner as A1111 writes it, "name [hash]" ("" = none)
   nlohmann::json to_json() const;
   static OutputFormat from_json(const nlohmann::json& j);
   // Encodes r's outputs (r.png, r.archive_chunk) from r.rgb, then drops r.rgb.
@@ -35,6 +36,7 @@ class OutputSink : public ResultSink {
     std::string archive_path, out_dir;
     bool resume = false, overwrite = false;
     std::string model_spec, model_name, model_family, weights_hash, config_json, fingerprint;
+    std::string refiner;  // "name [hash]" of --refiner, for the PNG parameters ("" = none)
     int world_size = 1, shard_index = 0, shard_count = 1;
     int64_t total_items = 0;
   };

@@ -146,6 +146,14 @@ ArchiveReader::ArchiveReader(const std::string& path, Locking locking) : impl_(s
   // LoRAs, added later too: absent means none.
   auto loras = H5Lexists(file, "loras", H5P_DEFAULT) > 0 ? h5::read_strings(file, "loras", n, ctx)
                                                          : std::vector<std::string>(n);
+  // The refiner's columns, added later too: absent means no second stage and the default scores.
+  auto float_column = [&](const char* name, float absent) {
+    return H5Lexists(file, name, H5P_DEFAULT) > 0 ? h5::read_numbers<float>(file, name, n, H5T_NATIVE_FLOAT, H5T_FLOAT, ctx)
+                                                   : std::vector<float>(n, absent);
+  };
+  const auto refiner_start = float_column("refiner_start", 0.0f);
+  const auto aesthetic_score = float_column("aesthetic_score", GenerationParams{}.aesthetic_score);
+  const auto negative_aesthetic_score = float_column("negative_aesthetic_score", GenerationParams{}.negative_aesthetic_score);
   // SDXL micro-conditioning, added later too: absent means 0 (the defaults).
   std::vector<std::vector<int32_t>> micro;
   for (const auto& column : kMicroConditioningColumns)
@@ -205,6 +213,9 @@ ArchiveReader::ArchiveReader(const std::string& path, Locking locking) : impl_(s
     p.schedule = std::move(schedule[r]);
     p.eta = eta[r];
     p.guidance_rescale = guidance_rescale[r];
+    p.refiner_start = refiner_start[r];
+    p.aesthetic_score = aesthetic_score[r];
+    p.negative_aesthetic_score = negative_aesthetic_score[r];
     if (!init_image_sha256[r].empty()) {  // an img2img row (the archive records no path)
       p.strength = strength[r];
       p.init_image_sha256 = std::move(init_image_sha256[r]);

@@ -230,6 +230,14 @@ void write_skeleton(hid_t file, const std::vector<WorkItem>& rows, const Archive
                       [](const WorkItem& w) { return w.params.prompt_weighting; }, ctx);
   write_string_column(file, "loras", vlen.get(), rows,
                       [](const WorkItem& w) { return loras_to_archive_text(w.params.loras); }, ctx);
+  // The SDXL refiner: the share of the schedule the base ran before it (0 = no second stage) and
+  // the aesthetic scores it is conditioned on (recorded for every row; used by refiners only).
+  write_column<float>(file, "refiner_start", F32, H5T_NATIVE_FLOAT, rows,
+                      [](const WorkItem& w) { return w.params.refiner_start; }, ctx);
+  write_column<float>(file, "aesthetic_score", F32, H5T_NATIVE_FLOAT, rows,
+                      [](const WorkItem& w) { return w.params.aesthetic_score; }, ctx);
+  write_column<float>(file, "negative_aesthetic_score", F32, H5T_NATIVE_FLOAT, rows,
+                      [](const WorkItem& w) { return w.params.negative_aesthetic_score; }, ctx);
   // SDXL micro-conditioning, 0 = the default (the image's size, crop 0).
   for (const auto& [name, member] : kMicroConditioningColumns)
     write_column<int32_t>(file, name, I32, H5T_NATIVE_INT32, rows, [m = member](const WorkItem& w) { return w.params.*m; }, ctx);

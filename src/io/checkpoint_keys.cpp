@@ -71,6 +71,7 @@ constexpr ComponentPrefix kPrefixes[] = {
     {"cond_stage_model.model.", Component::TextEncoder, Rules::OpenClip},          // SD 2.x
     {"conditioner.embedders.0.transformer.", Component::TextEncoder, Rules::HfClip},  // SDXL
     {"conditioner.embedders.1.model.", Component::TextEncoder2, Rules::OpenClip},     // SDXL
+    {"conditioner.embedders.0.model.", Component::TextEncoder2, Rules::OpenClip},     // SDXL refiner: bigG alone
 };
 
 using C = Rules;

@@ -4,7 +4,7 @@
 // `model.diffusion_model.*` (UNet), `first_stage_model.*` (VAE) and
 // `cond_stage_model.transformer.*` (CLIP text encoder; SD 2.x: `cond_stage_model.model.*`, an
 // OpenCLIP tower; SDXL: `conditioner.embedders.0.transformer.*` and `.1.model.*`, OpenCLIP
-// bigG), with the LDM module names: input/middle/
+// bigG; the SDXL refiner: bigG alone as `conditioner.embedders.0.model.*`), with the LDM module names: input/middle/
 // output blocks, `in_layers`/`out_layers` inside ResNets, VAE up blocks numbered in reverse, the
 // VAE mid attention as 1×1 convolutions. The table in checkpoint_keys.cpp maps each key prefix to
 // its diffusers counterpart (docs/reference/sd15-semantics.md §7.2); the same file holds the renames of

@@ -226,11 +226,12 @@ bool lists_component(const json& model_index, const std::string& component) {
 }
 
 // Throws for pipeline families this build cannot run, by what model_index.json and the folder
-// hold, before any component is required: SDXL's refiner (no first text encoder), SD3 / Flux /
-// other DiT pipelines (a transformer/ where SD has unet/), anything else without a UNet. SD 1.x,
-// 2.x and SDXL share the UNet2DConditionModel + CLIPTextModel layout (SDXL with a second,
-// projecting text encoder); their configs tell them apart. Returns whether it is SDXL.
-bool check_folder_family(const std::string& where, const fs::path& root, const json& model_index) {
+// hold, before any component is required: SD3 / Flux / other DiT pipelines (a transformer/ where SD
+// has unet/), anything else without a UNet. SD 1.x, 2.x and SDXL share the UNet2DConditionModel +
+// CLIPTextModel layout (SDXL with a second, projecting text encoder; SDXL's refiner with that one
+// alone); their configs tell them apart. Returns which text encoders the folder has.
+enum class TextEncoders { One, Two, SecondOnly };
+TextEncoders check_folder_family(const std::string& where, const fs::path& root, const json& model_index) {
   // Only a string names a class (a fuzzed list here once escaped as nlohmann's type_error).
   auto class_name = model_index.find("_class_name");
   if (class_name != model_index.end() && !class_name->is_string() && !class_name->is_null())
@@ -238,9 +239,6 @@ bool check_folder_family(const std::string& where, const fs::path& root, const j
   const std::string cls = class_name != model_index.end() && class_name->is_string() ? class_name->get<std::string>() : "";
   const std::string named = cls.empty() ? std::string("model_index.json names no _class_name") : "model_index.json names " + cls;
   const bool sdxl = cls.find("XL") != std::string::npos || lists_component(model_index, kSecondTextEncoder);
-  if (sdxl && !lists_component(model_index, "text_encoder"))
-    throw InputError(where + ": " + named + " (components " + listed_components(model_index) +
-                     "): an SDXL refiner (text_encoder_2 only) is not supported; SDXL base models are");
   if (sdxl && !lists_component(model_index, kSecondTextEncoder))
     throw InputError(where + ": " + named + " (components " + listed_components(model_index) +
                      ") lists no text_encoder_2, which SDXL needs");
@@ -251,7 +249,9 @@ bool check_folder_family(const std::string& where, const fs::path& root, const j
   if (!model_index.contains("unet") && !fs::is_directory(root / "unet"))
     throw InputError(where + ": " + named + " without a unet/ (" + listed_components(model_index) +
                      "): not a Stable Diffusion 1.x / 2.x / XL pipeline");
-  return sdxl;
+  // The SDXL refiner lists text_encoder as [null, null]: text_encoder_2 alone.
+  if (!sdxl) return TextEncoders::One;
+  return lists_component(model_index, "text_encoder") ? TextEncoders::Two : TextEncoders::SecondOnly;
 }
 
 // The variants present for `base` in `dir`: `<base>.<v>.safetensors` and sharded
@@ -345,8 +345,8 @@ ComponentWeights resolve_component_weights(const fs::path& root, const std::stri
 // Single files: the family by the keys, as diffusers' infer_diffusers_model_type tells them apart
 // (SDXL: a second, OpenCLIP embedder; SD 2.x: an OpenCLIP cond_stage_model or 1024-wide
 // cross-attention), as the row of the config table whose configs it takes: "sdxl", "sd21" (768,
-// v-prediction, as diffusers' from_single_file assumes for SD 2.x) or "sd15". SDXL refiners (an
-// OpenCLIP embedder 0 and no CLIP one) and files without an LDM UNet are refused.
+// v-prediction, as diffusers' from_single_file assumes for SD 2.x), "sdxl-refiner" (an OpenCLIP
+// embedder 0 and no CLIP one: text_encoder_2 alone) or "sd15". Files without an LDM UNet are refused.
 std::string checkpoint_family_row(const SafetensorsFile& f) {
   const std::string& p = f.path();
   bool sd_unet = false, diffusers_names = false, sdxl = false, sd2 = false, refiner = false;
@@ -370,8 +370,7 @@ std::string checkpoint_family_row(const SafetensorsFile& f) {
     throw InputError(p + ": not a Stable Diffusion single-file checkpoint (no model.diffusion_model."
                          "input_blocks.* keys)");
   }
-  if (refiner && !sdxl)
-    throw InputError(p + ": an SDXL refiner checkpoint (one OpenCLIP embedder): not supported; SDXL base checkpoints are");
+  if (refiner && !sdxl) return "sdxl-refiner";
   return sdxl ? "sdxl" : sd2 ? "sd21" : "sd15";
 }
 
@@ -396,11 +395,15 @@ ModelFiles ModelFiles::open(const std::string& path, const std::string& variant,
     if (!variant.empty()) log::warn(path + ": --variant applies to model folders; ignored for a single file");
     s->checkpoint = SafetensorsFile::open(path, s->in_place);
     s->row = checkpoint_family_row(*s->checkpoint);
-    s->family = sd_family(sd_config(s->row, "unet"), sd_config(s->row, "text_encoder"));
-    if (s->row == "sdxl") {
+    const bool refiner = s->row == "sdxl-refiner";
+    s->family = sd_family(sd_config(s->row, "unet"), refiner ? json() : sd_config(s->row, "text_encoder"));
+    if (s->row == "sdxl" || refiner) {
       s->weight_components.push_back(kSecondTextEncoder);
       s->config_components.push_back(kSecondTextEncoder);
     }
+    if (refiner)  // text_encoder_2 alone
+      for (auto* list : {&s->weight_components, &s->config_components})
+        list->erase(std::remove(list->begin(), list->end(), "text_encoder"), list->end());
     std::vector<std::string> keys;
     for (const auto& kv : s->checkpoint->entries()) keys.push_back(kv.first);
     s->layout = ckpt::detect_ldm_layout(keys);
@@ -425,17 +428,23 @@ ModelFiles ModelFiles::open(const std::string& path, const std::string& variant,
   json model_index = read_json_object(root / "model_index.json", where, "model_index.json");
   s->model_index = model_index;
   std::vector<std::string> tokenizer_folders{"tokenizer"};
-  if (check_folder_family(where, root, model_index)) {
+  const TextEncoders encoders = check_folder_family(where, root, model_index);
+  if (encoders != TextEncoders::One) {
     s->weight_components.push_back(kSecondTextEncoder);
     s->config_components.push_back(kSecondTextEncoder);
     tokenizer_folders.push_back("tokenizer_2");
+  }
+  if (encoders == TextEncoders::SecondOnly) {  // the refiner: no text_encoder/, no tokenizer/
+    for (auto* list : {&s->weight_components, &s->config_components})
+      list->erase(std::remove(list->begin(), list->end(), "text_encoder"), list->end());
+    tokenizer_folders.erase(tokenizer_folders.begin());
   }
   for (const std::string& c : s->config_components) {
     const std::string rel = config_file_of(c);
     if (!fs::is_regular_file(root / rel)) throw InputError(where + ": missing " + rel);
     s->configs[c] = read_json_object(root / rel, where, rel);
   }
-  s->family = sd_family(s->configs["unet"], s->configs["text_encoder"]);
+  s->family = sd_family(s->configs["unet"], s->configs.count("text_encoder") ? s->configs["text_encoder"] : json());
   // The tokenizer as CLIPTokenizer saves it (vocab.json + merges.txt) or as transformers 5 does
   // (tokenizer.json alone).
   for (const std::string& t : tokenizer_folders) {
@@ -464,7 +473,9 @@ nlohmann::json ModelFiles::config(const std::string& component) const {
   if (component == "model_index") {
     if (!state_->single) return state_->model_index;
     json index = sd_config_has(state_->row, "model_index") ? sd_config(state_->row, "model_index") : json::object();
-    index["_class_name"] = state_->row == "sdxl" ? "StableDiffusionXLPipeline" : "StableDiffusionPipeline";
+    index["_class_name"] = state_->row == "sdxl"           ? "StableDiffusionXLPipeline"
+                           : state_->row == "sdxl-refiner" ? "StableDiffusionXLImg2ImgPipeline"
+                                                           : "StableDiffusionPipeline";
     return index;
   }
   if (!has(component)) throw Error("ModelFiles::config: model " + state_->path + " has no component '" + component + "'");
@@ -509,7 +520,8 @@ std::shared_ptr<WeightSource> ModelFiles::weights(const std::string& component) 
     if (src->names().empty()) {
       const char* prefix = component == "unet"                ? "model.diffusion_model.*"
                            : component == "vae"               ? "first_stage_model.*"
-                           : component == kSecondTextEncoder  ? "conditioner.embedders.1.model.*"
+                           : component == kSecondTextEncoder  ? (s.row == "sdxl" ? "conditioner.embedders.1.model.*"
+                                                                                        : "conditioner.embedders.0.model.*")
                            : s.row == "sdxl"                  ? "conditioner.embedders.0.transformer.*"
                            : s.row == "sd21"                  ? "cond_stage_model.model.*"
                                                               : "cond_stage_model.transformer.*";

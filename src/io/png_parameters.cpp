@@ -63,7 +63,7 @@ std::string a1111_sampler_name(const std::string& sampler) {
 
 std::string a1111_parameters(const GenerationParams& params, const std::string& model_name,
                              const std::string& model_hash, const std::string& version,
-                             const std::string& model_family) {
+                             const std::string& model_family, const std::string& refiner) {
   std::vector<std::pair<std::string, std::string>> fields;
   fields.emplace_back("Steps", std::to_string(params.steps));
   fields.emplace_back("Sampler", a1111_sampler_name(params.sampler));
@@ -99,6 +99,14 @@ std::string a1111_parameters(const GenerationParams& params, const std::string& 
   if (params.target_width || params.target_height)
     fields.emplace_back("SDXL target size", std::to_string(params.target_width ? params.target_width : params.width) + "x" +
                                                 std::to_string(params.target_height ? params.target_height : params.height));
+  if (params.refiner_start > 0.0f) {
+    if (!refiner.empty()) fields.emplace_back("Refiner", refiner);
+    fields.emplace_back("Refiner switch at", python_float(params.refiner_start));
+  }
+  if (params.refiner_start > 0.0f || model_family == "SDXL refiner") {
+    fields.emplace_back("Aesthetic score", python_float(params.aesthetic_score));
+    fields.emplace_back("Negative aesthetic score", python_float(params.negative_aesthetic_score));
+  }
   if (!model_family.empty()) fields.emplace_back("Model family", model_family);
   if (!version.empty()) fields.emplace_back("Version", version);
 

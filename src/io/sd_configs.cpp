@@ -308,6 +308,42 @@ const char* kTinySdxlTextEncoder2 = R"json({
   "projection_dim": 40
 })json";
 
+// sdxl-refiner: stabilityai/stable-diffusion-xl-refiner-1.0 over sdxl: no text_encoder (the
+// context is text_encoder_2's 1280-wide penultimate states alone), a four-level UNet 384, 768,
+// 1536, 1536 without attention in the first and last levels, transformer depth 4, heads of 64,
+// and add_embedding over pooled 1280 + 5 x 256 (original size, crop, aesthetic score) = 2560;
+// model_index.json's requires_aesthetics_score true and force_zeros_for_empty_prompt false.
+const char* kSdxlRefinerUnet = R"json({
+  "attention_head_dim": [6, 12, 24, 24],
+  "block_out_channels": [384, 768, 1536, 1536],
+  "cross_attention_dim": 1280,
+  "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+  "projection_class_embeddings_input_dim": 2560,
+  "transformer_layers_per_block": 4,
+  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
+})json";
+
+const char* kSdxlRefinerModelIndex = R"json({
+  "force_zeros_for_empty_prompt": false,
+  "requires_aesthetics_score": true
+})json";
+
+// tiny-sdxl-refiner: the refiner's structure at the golden test's width
+// (tools/golden/make_sdxl_img2img_golden.py): levels 32, 32, 64, 64, heads 2, 2, 4, 4, depth 2,
+// context 48 (tiny-sdxl's text_encoder_2), pooled 40 + 5 x 8.
+const char* kTinySdxlRefinerUnet = R"json({
+  "addition_time_embed_dim": 8,
+  "attention_head_dim": [2, 2, 4, 4],
+  "block_out_channels": [32, 32, 64, 64],
+  "cross_attention_dim": 48,
+  "norm_num_groups": 8,
+  "projection_class_embeddings_input_dim": 80,
+  "sample_size": 8,
+  "transformer_layers_per_block": 2
+})json";
+
+// A row's component given as nullptr is absent from it, whatever the row it is based on holds
+// (the refiner's text_encoder).
 struct Row {
   const char* name;
   const char* based_on;  // nullptr: complete; else each component is a merge patch over that row
@@ -329,6 +365,10 @@ const std::vector<Row>& table() {
       {"tiny-sdxl", "sdxl",
        {{"unet", kTinySdxlUnet}, {"vae", kTinyVae}, {"text_encoder", kTinyTextEncoder},
         {"text_encoder_2", kTinySdxlTextEncoder2}}},
+      {"sdxl-refiner", "sdxl",
+       {{"unet", kSdxlRefinerUnet}, {"text_encoder", nullptr}, {"model_index", kSdxlRefinerModelIndex}}},
+      {"tiny-sdxl-refiner", "sdxl-refiner",
+       {{"unet", kTinySdxlRefinerUnet}, {"vae", kTinyVae}, {"text_encoder_2", kTinySdxlTextEncoder2}}},
   };
   return rows;
 }
@@ -357,6 +397,7 @@ nlohmann::json sd_config(const std::string& name, const std::string& component) 
   const char* text = nullptr;
   for (const auto& [comp, json_text] : row->components)
     if (component == comp) text = json_text;
+  if (!sd_config_has(name, component)) throw Error("the " + name + " configs have no component '" + component + "'");
   if (!row->based_on) {
     if (!text) throw Error("the " + name + " configs have no component '" + component + "'");
     return nlohmann::json::parse(text);
@@ -373,7 +414,7 @@ bool sd_config_has(const std::string& name, const std::string& component) {
   const Row* row = find_row(name);
   if (!row) return false;
   for (const auto& [comp, json_text] : row->components)
-    if (component == comp) return true;
+    if (component == comp) return json_text != nullptr;
   return row->based_on && sd_config_has(row->based_on, component);
 }
 

@@ -13,7 +13,8 @@
 
 namespace sdmpi {
 
-// The rows' names, in table order ("sd15", "tiny", "sd21", "tiny-sd2", "sdxl", "tiny-sdxl").
+// The rows' names, in table order ("sd15", "tiny", "sd21", "tiny-sd2", "sdxl", "tiny-sdxl",
+// "sdxl-refiner", "tiny-sdxl-refiner").
 std::vector<std::string> sd_config_names();
 
 // The config of `component` ("unet", "vae", "text_encoder", "scheduler", ...) in row `name`.

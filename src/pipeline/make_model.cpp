@@ -95,7 +95,8 @@ ModelPreset model_preset(const std::string& name) {
   p.name = name;
   p.unet = UNetConfig::preset(name);
   p.vae = VAEConfig::preset(name);
-  p.text_encoder = ClipTextConfig::preset(name);
+  p.has_text_encoder = sd_config_has(name, "text_encoder");
+  if (p.has_text_encoder) p.text_encoder = ClipTextConfig::preset(name);
   p.scheduler = sd_config(name, "scheduler");
   if (sd_config_has(name, "text_encoder_2")) {
     p.text_encoder_2 = ClipTextConfig::from_json(sd_config(name, "text_encoder_2"), "the built-in " + name + " text_encoder_2 config");
@@ -127,7 +128,8 @@ InMemoryModel make_model_in_memory(const std::string& preset, uint64_t seed) {
   const std::string tag = "built-in " + preset + " model (seed " + std::to_string(seed) + ")";
   m.unet = memory_weights(tag + " unet", unet_parameters(m.configs.unet), seed);
   m.vae = memory_weights(tag + " vae", vae_parameters(m.configs.vae), seed);
-  m.text_encoder = memory_weights(tag + " text_encoder", clip_text_parameters(m.configs.text_encoder), seed);
+  if (m.configs.has_text_encoder)
+    m.text_encoder = memory_weights(tag + " text_encoder", clip_text_parameters(m.configs.text_encoder), seed);
   if (m.configs.text_encoder_2)
     m.text_encoder_2 = memory_weights(tag + " text_encoder_2", clip_text_parameters(*m.configs.text_encoder_2), seed);
   return m;

@@ -105,6 +105,9 @@ MemoryNeed estimate_memory(const ModelSource& model, const MemoryRequest& reques
     text_2 = ClipTextConfig::from_json(model.config("text_encoder_2"), spec + " text_encoder_2/config.json");
     text_2->with_projection = true;  // as the SDXL pipeline loads it
   }
+  if (text_2 && !model.has("text_encoder"))  // an SDXL refiner: text_encoder_2 is its one text encoder
+    return estimate_memory(UNetConfig::from_json(model.config("unet"), spec + " unet/config.json"),
+                           VAEConfig::from_json(model.config("vae"), spec + " vae/config.json"), *text_2, request);
   return estimate_memory(UNetConfig::from_json(model.config("unet"), spec + " unet/config.json"),
                          VAEConfig::from_json(model.config("vae"), spec + " vae/config.json"),
                          ClipTextConfig::from_json(model.config("text_encoder"), spec + " text_encoder/config.json"),

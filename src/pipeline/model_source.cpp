@@ -64,7 +64,8 @@ ModelSource ModelSource::open(const std::string& spec, const std::string& varian
 bool ModelSource::has(const std::string& component) const {
   if (state_->assembled) return state_->configs.count(component) != 0;
   if (state_->memory)
-    return component == "unet" || component == "vae" || component == "text_encoder" || component == "scheduler" ||
+    return component == "unet" || component == "vae" || component == "scheduler" ||
+           (component == "text_encoder" && state_->memory->text_encoder) ||
            component == "model_index" || (component == "text_encoder_2" && state_->memory->text_encoder_2);
   return state_->files->has(component);
 }
@@ -80,7 +81,7 @@ nlohmann::json ModelSource::config(const std::string& component) const {
     const ModelPreset& p = state_->memory->configs;
     if (component == "unet") return p.unet.to_json();
     if (component == "vae") return p.vae.to_json();
-    if (component == "text_encoder") return p.text_encoder.to_json();
+    if (component == "text_encoder" && p.has_text_encoder) return p.text_encoder.to_json();
     if (component == "scheduler") return p.scheduler;
     if (component == "model_index") return p.model_index;
     if (component == "text_encoder_2" && p.text_encoder_2) return p.text_encoder_2->to_json();
@@ -102,7 +103,7 @@ std::shared_ptr<WeightSource> ModelSource::weights(const std::string& component)
   if (state_->memory) {
     if (component == "unet") return state_->memory->unet;
     if (component == "vae") return state_->memory->vae;
-    if (component == "text_encoder") return state_->memory->text_encoder;
+    if (component == "text_encoder" && state_->memory->text_encoder) return state_->memory->text_encoder;
     if (component == "text_encoder_2" && state_->memory->text_encoder_2) return state_->memory->text_encoder_2;
     throw Error("no weights for " + component + " in the built-in model");
   }

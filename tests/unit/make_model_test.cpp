@@ -95,7 +95,7 @@ TEST(MakeModel, ValuesDependOnSeedAndNameOnly) {
 }
 
 TEST(MakeModel, UnknownPresetIsAnInputError) {
-  EXPECT_NE(message_of([] { model_preset("sdxl-refiner"); }).find("sdxl-refiner"), std::string::npos);  // sdxl is a row now
+  EXPECT_NE(message_of([] { model_preset("sd3"); }).find("sd3"), std::string::npos);  // sdxl(-refiner) are rows now
   EXPECT_THROW(make_model("sd99", 0, (fresh_dir("bad") / "x").string()), InputError);  // sd21 is a row now
 }
 
