@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -128,7 +129,10 @@ class Backend {
   std::vector<float> to_host(const Tensor& t);
   // Converts a file weight to this backend's type and layout for `kind`, and uploads it. The
   // layout check (a conv weight is [out, in, kh, kw], ...) throws InputError naming the weight.
-  Tensor upload_weight(const WeightView& w, WeightKind kind);
+  // `model_dtype`: the dtype the model owning the weight computes in, the compute dtype unless a
+  // model is upcast to float32 (an SDXL VAE under fp16, docs/design.md "force_upcast"); vectors
+  // (norm scales, biases) follow each backend's own rule. Anything else is refused.
+  Tensor upload_weight(const WeightView& w, WeightKind kind, std::optional<DType> model_dtype = std::nullopt);
   // Waits for queued work (no-op on the CPU).
   virtual void synchronize() {}
   // x converted to `dtype` (F32, F16 or BF16): exact when widening, round to nearest even when
@@ -257,8 +261,9 @@ class Backend {
   virtual Tensor do_empty(const Shape& shape, DType dtype) = 0;
   virtual Tensor do_from_host(const float* data, const Shape& shape) = 0;
   virtual std::vector<float> do_to_host(const Tensor& t) = 0;
-  // layout: the tensor's shape on the device for `kind` (conv weights [out, kh, kw, in]).
-  virtual Tensor do_upload_weight(const WeightView& w, WeightKind kind, const Shape& layout) = 0;
+  // layout: the tensor's shape on the device for `kind` (conv weights [out, kh, kw, in]);
+  // model_dtype: the compute dtype or F32 (checked), what the owning model computes in.
+  virtual Tensor do_upload_weight(const WeightView& w, WeightKind kind, const Shape& layout, DType model_dtype) = 0;
   virtual Tensor do_cast(const Tensor& x, DType dtype) = 0;
   virtual Tensor do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual,
                            const Shape& out_shape) = 0;

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,8 +55,9 @@ class ParamSink {
 // messages); finish() throws one InputError naming every problem of the component.
 class LoadingSink final : public ParamSink {
  public:
-  LoadingSink(const WeightSource& source, Backend& backend, std::string component)
-      : loader_(source, backend, std::move(component)) {}
+  LoadingSink(const WeightSource& source, Backend& backend, std::string component,
+              std::optional<DType> model_dtype = std::nullopt)
+      : loader_(source, backend, std::move(component), model_dtype) {}
   Tensor param(const std::string& name, const Shape& shape, WeightKind kind, ParamInit,
                int64_t) override {
     return loader_.load(name, shape, kind);

@@ -34,6 +34,12 @@
 
 namespace sdmpi {
 
+// The dtype the VAE computes in, as diffusers decides it: its SDXL pipelines upcast a VAE whose
+// config sets force_upcast to float32 when it would run in float16 (the SDXL VAE's activations
+// overflow fp16's range); bfloat16 has float32's range and stays; the SD 1.x/2.x pipelines never
+// upcast. docs/reference/sdxl-semantics.md, "VAE in fp16".
+DType vae_compute_dtype(const VAEConfig& config, bool sdxl_pipeline, DType compute);
+
 class AutoencoderKLDecoder {
  public:
   // Declares post_quant_conv and decoder.* to `params` (see UNet2DConditionModel's constructor).
@@ -43,12 +49,14 @@ class AutoencoderKLDecoder {
   AutoencoderKLDecoder& operator=(AutoencoderKLDecoder&&) noexcept;
 
   // Builds the decoder from a weight source on `backend` and checks the names; encoder.* and
-  // quant_conv.* tensors are allowed and ignored.
+  // quant_conv.* tensors are allowed and ignored. `dtype`: what it computes in, the backend's
+  // compute dtype when unset, F32 for an upcast VAE (vae_compute_dtype()).
   static AutoencoderKLDecoder load(const VAEConfig& config, const WeightSource& source,
-                                   Backend& backend);
+                                   Backend& backend, std::optional<DType> dtype = std::nullopt);
 
-  // z [B, h, w, latent_channels] NHWC, already divided by scaling_factor →
-  // image [B, h*8, w*8, out_channels] (roughly in [-1, 1]; for SD's 4 levels the factor is 8).
+  // z [B, h, w, latent_channels] NHWC, already divided by scaling_factor, any float dtype (cast to
+  // the decoder's) → image [B, h*8, w*8, out_channels] in the decoder's dtype (roughly in [-1, 1];
+  // for SD's 4 levels the factor is 8).
   Tensor decode(Backend& backend, const Tensor& z) const;
 
   const VAEConfig& config() const;
@@ -67,11 +75,11 @@ class AutoencoderKLEncoder {
   AutoencoderKLEncoder& operator=(AutoencoderKLEncoder&&) noexcept;
 
   // Builds the encoder from a weight source on `backend` and checks the names; decoder.* and
-  // post_quant_conv.* tensors are allowed and ignored.
+  // post_quant_conv.* tensors are allowed and ignored. `dtype` as for the decoder.
   static AutoencoderKLEncoder load(const VAEConfig& config, const WeightSource& source,
-                                   Backend& backend);
+                                   Backend& backend, std::optional<DType> dtype = std::nullopt);
 
-  // image [B, H, W, in_channels] NHWC in [-1, 1] (diffusers' VaeImageProcessor.preprocess) →
+  // image [B, H, W, in_channels] NHWC in [-1, 1] (diffusers' VaeImageProcessor.preprocess), cast to the encoder's dtype →
   // moments [B, H/f, W/f, 2 * latent_channels] (f = 2^(levels-1), 8 for SD): quant_conv(encoder(x)),
   // what AutoencoderKL._encode returns. Channels [0, latent) are the mean, the rest the log-variance.
   Tensor encode(Backend& backend, const Tensor& image) const;

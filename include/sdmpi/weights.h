@@ -11,6 +11,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -90,8 +91,10 @@ class PreparedWeightSource : public WeightSource {
 
 class WeightLoader {
  public:
-  // `component` names the part in messages ("unet", "vae", "text_encoder").
-  WeightLoader(const WeightSource& source, Backend& backend, std::string component);
+  // `component` names the part in messages ("unet", "vae", "text_encoder"); `model_dtype` is what
+  // the component computes in (Backend::upload_weight), the backend's compute dtype when unset.
+  WeightLoader(const WeightSource& source, Backend& backend, std::string component,
+               std::optional<DType> model_dtype = std::nullopt);
 
   // The tensor `name` with PyTorch shape `shape` (e.g. conv [out, in, kh, kw]), uploaded for
   // `kind`. On a problem it records it and returns an undefined tensor; finish() throws.
@@ -108,6 +111,7 @@ class WeightLoader {
   const WeightSource& source_;
   Backend& backend_;
   std::string component_;
+  std::optional<DType> model_dtype_;
   std::vector<std::string> requested_, ignored_prefixes_;
   std::vector<std::string> missing_, misshaped_;
   std::vector<std::string> unreadable_;  // present but not loadable ("name: dtype I64 ...")

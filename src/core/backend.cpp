@@ -106,11 +106,15 @@ std::vector<float> Backend::to_host(const Tensor& t) {
   return out;
 }
 
-Tensor Backend::upload_weight(const WeightView& w, WeightKind kind) {
+Tensor Backend::upload_weight(const WeightView& w, WeightKind kind, std::optional<DType> model_dtype) {
   const Shape& s = w.shape;
   auto bad = [&](const std::string& what) {
     throw InputError("weight '" + w.name + "' " + dtype_name(w.dtype) + shape_str(s) + ": " + what);
   };
+  const DType dtype = model_dtype.value_or(compute_dtype());
+  // A model computes in the backend's dtype or, upcast, in float32: nothing narrower than that.
+  SDMPI_CHECK(dtype == compute_dtype() || dtype == DType::F32,
+              std::string("upload_weight: a model here computes in the compute dtype ") + dtype_name(compute_dtype()) + " or upcast in F32, not " + dtype_name(dtype));
   for (int64_t d : s)
     if (d < 0) bad("negative dimension");
   Shape layout = s;
@@ -132,7 +136,7 @@ Tensor Backend::upload_weight(const WeightView& w, WeightKind kind) {
       break;
   }
   if (shape_numel(s) > 0 && !w.data) bad("no data");
-  return do_upload_weight(w, kind, layout);
+  return do_upload_weight(w, kind, layout, dtype);
 }
 
 void convert_weight_rows(const WeightView& w, DType to, void* dst, int64_t row_begin, int64_t row_end) {

@@ -130,8 +130,9 @@ WeightView PreparedWeightSource::get(const std::string& name) const {
 
 // ---- WeightLoader -------------------------------------------------------------------------------
 
-WeightLoader::WeightLoader(const WeightSource& source, Backend& backend, std::string component)
-    : source_(source), backend_(backend), component_(std::move(component)) {}
+WeightLoader::WeightLoader(const WeightSource& source, Backend& backend, std::string component,
+                           std::optional<DType> model_dtype)
+    : source_(source), backend_(backend), component_(std::move(component)), model_dtype_(model_dtype) {}
 
 Tensor WeightLoader::load(const std::string& name, const Shape& shape, WeightKind kind) {
   requested_.push_back(name);
@@ -151,7 +152,7 @@ Tensor WeightLoader::load(const std::string& name, const Shape& shape, WeightKin
     misshaped_.push_back(name + ": file " + shape_str(w.shape) + " expected " + shape_str(shape));
     return Tensor();
   }
-  return backend_.upload_weight(w, kind);
+  return backend_.upload_weight(w, kind, model_dtype_);
 }
 
 void WeightLoader::ignore_prefix(const std::string& prefix) { ignored_prefixes_.push_back(prefix); }

@@ -48,6 +48,10 @@ struct VaeMidBlock {
 
 }  // namespace
 
+DType vae_compute_dtype(const VAEConfig& config, bool sdxl_pipeline, DType compute) {
+  return sdxl_pipeline && config.force_upcast && compute == DType::F16 ? DType::F32 : compute;
+}
+
 struct AutoencoderKLDecoder::Impl {
   VAEConfig config;
   std::optional<Conv2d> post_quant_conv;
@@ -100,8 +104,8 @@ AutoencoderKLDecoder& AutoencoderKLDecoder::operator=(AutoencoderKLDecoder&&) no
 const VAEConfig& AutoencoderKLDecoder::config() const { return impl_->config; }
 
 AutoencoderKLDecoder AutoencoderKLDecoder::load(const VAEConfig& config, const WeightSource& source,
-                                                 Backend& backend) {
-  LoadingSink sink(source, backend, "vae");
+                                                 Backend& backend, std::optional<DType> dtype) {
+  LoadingSink sink(source, backend, "vae", dtype);
   AutoencoderKLDecoder model(config, sink);
   sink.finish();
   return model;
@@ -157,8 +161,8 @@ AutoencoderKLEncoder& AutoencoderKLEncoder::operator=(AutoencoderKLEncoder&&) no
 const VAEConfig& AutoencoderKLEncoder::config() const { return impl_->config; }
 
 AutoencoderKLEncoder AutoencoderKLEncoder::load(const VAEConfig& config, const WeightSource& source,
-                                                 Backend& backend) {
-  LoadingSink sink(source, backend, "vae");
+                                                 Backend& backend, std::optional<DType> dtype) {
+  LoadingSink sink(source, backend, "vae", dtype);
   AutoencoderKLEncoder model(config, sink);
   sink.finish();
   return model;
@@ -169,7 +173,7 @@ Tensor AutoencoderKLEncoder::encode(Backend& b, const Tensor& image) const {
   if (image.rank() != 4 || image.dim(3) != m.config.in_channels)
     throw Error("vae encoder: image must be [B, H, W, " + std::to_string(m.config.in_channels) + "], got " +
                 shape_str(image.shape()));
-  Tensor h = m.conv_in(b, image);
+  Tensor h = m.conv_in(b, b.cast(image, m.conv_in.weight.dtype()));  // as decode(): the weights' dtype
   for (const DownEncoderBlock2D& block : m.down_blocks) {
     for (const ResnetBlock2D& resnet : block.resnets) h = resnet(b, h, nullptr);
     if (block.downsampler) h = (*block.downsampler)(b, h);
@@ -214,7 +218,9 @@ Tensor AutoencoderKLDecoder::decode(Backend& b, const Tensor& z) const {
   if (z.rank() != 4 || z.dim(3) != m.config.latent_channels)
     throw Error("vae: latents must be [B, h, w, " + std::to_string(m.config.latent_channels) +
                 "], got " + shape_str(z.shape()));
-  Tensor h = m.post_quant_conv ? (*m.post_quant_conv)(b, z) : z;
+  // In the dtype the weights were loaded in (the compute dtype, or float32 when upcast).
+  const Tensor zc = b.cast(z, m.conv_in.weight.dtype());
+  Tensor h = m.post_quant_conv ? (*m.post_quant_conv)(b, zc) : zc;
   h = m.conv_in(b, h);
   h = m.mid_block(b, h);
   for (const UpDecoderBlock2D& block : m.up_blocks) {

@@ -79,21 +79,24 @@ MemoryNeed estimate_memory(const UNetConfig& unet, const VAEConfig& vae, const C
   const int64_t latent_h = std::max<int64_t>(1, r.height / scale), latent_w = std::max<int64_t>(1, r.width / scale);
   const int64_t unet_batch = static_cast<int64_t>(std::max(1, r.batch)) * (r.cfg ? 2 : 1);
 
+  // An SDXL VAE under fp16 computes in float32 (vae_compute_dtype): its weights and activations
+  // count at 4 bytes.
+  const int64_t vae_bytes = static_cast<int64_t>(dtype_size(vae_compute_dtype(vae, /*sdxl_pipeline=*/text_2 != nullptr, r.dtype)));
+
   MemoryNeed need;
-  const int64_t parameters =
-      count_parameters(unet_parameters(unet)) + vae_decoder_parameters(vae) + count_parameters(clip_text_parameters(text)) +
-      (text_2 ? count_parameters(clip_text_parameters(*text_2)) : 0);
-  need.weight_bytes = parameters * bytes;
+  const int64_t parameters = count_parameters(unet_parameters(unet)) + count_parameters(clip_text_parameters(text)) +
+                             (text_2 ? count_parameters(clip_text_parameters(*text_2)) : 0);
+  need.weight_bytes = parameters * bytes + vae_decoder_parameters(vae) * vae_bytes;
 
   int64_t elements = unet_activations(unet, unet_batch, latent_h, latent_w);
-  elements += vae_decoder_activations(vae, latent_h, latent_w);
+  const int64_t vae_elements = vae_decoder_activations(vae, latent_h, latent_w);
   // The text encoder: a few [tokens, max(intermediate, 3 * hidden)] tensors per prompt.
   const ClipTextConfig& widest_text = text_2 && text_2->intermediate_size > text.intermediate_size ? *text_2 : text;
   elements += 4 * unet_batch * widest_text.max_position_embeddings *
               std::max(widest_text.intermediate_size, 3 * widest_text.hidden_size);
   const int64_t pixels = static_cast<int64_t>(r.width) * r.height * 3;
-  // Decoded images wait in the compute dtype, then as host floats and bytes, for the whole batch.
-  need.activation_bytes = elements * bytes + pixels * std::max(1, r.batch) * (bytes + 4 + 1) +
+  // Decoded images wait in the VAE's dtype, then as host floats and bytes, for the whole batch.
+  need.activation_bytes = elements * bytes + vae_elements * vae_bytes + pixels * std::max(1, r.batch) * (vae_bytes + 4 + 1) +
                           (r.gpu ? kGpuRuntimeBytes : kCpuRuntimeBytes);
   return need;
 }

@@ -175,6 +175,7 @@ struct Txt2ImgPipeline::Impl {
   std::optional<ClipTextModel> text_encoder;
   std::optional<UNet2DConditionModel> unet;
   std::optional<AutoencoderKLDecoder> vae;
+  DType vae_dtype = DType::F32;  // the compute dtype, or F32 for an upcast SDXL VAE (vae_compute_dtype)
   // img2img's VAE encoder, loaded on the first batch with init images (src/pipeline/img2img.h).
   std::shared_ptr<WeightSource> vae_weights;
   std::optional<AutoencoderKLEncoder> vae_encoder;
@@ -345,7 +346,11 @@ Txt2ImgPipeline::Txt2ImgPipeline(const ModelSource& model, Backend& backend)
   }
   m.unet.emplace(UNet2DConditionModel::load(m.unet_config, *model.weights("unet"), backend));
   m.vae_weights = model.weights("vae");
-  m.vae.emplace(AutoencoderKLDecoder::load(m.vae_config, *m.vae_weights, backend));
+  m.vae_dtype = vae_compute_dtype(m.vae_config, m.sdxl, backend.compute_dtype());
+  if (m.vae_dtype != backend.compute_dtype())
+    log::info(std::string("the VAE computes in ") + dtype_name(m.vae_dtype) + " (force_upcast: SDXL's VAE overflows " +
+              dtype_name(backend.compute_dtype()) + ")");
+  m.vae.emplace(AutoencoderKLDecoder::load(m.vae_config, *m.vae_weights, backend, m.vae_dtype));
 }
 
 Txt2ImgPipeline::~Txt2ImgPipeline() {
@@ -487,7 +492,7 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
   } else if (img2img) {
     first_call = img2img_first_call(p.steps, p.strength);
     scheduler->start_at(first_call);
-    if (!m.vae_encoder) m.vae_encoder.emplace(AutoencoderKLEncoder::load(m.vae_config, *m.vae_weights, be));
+    if (!m.vae_encoder) m.vae_encoder.emplace(AutoencoderKLEncoder::load(m.vae_config, *m.vae_weights, be, m.vae_dtype));
     latents = img2img_initial_latents(be, *m.vae_encoder, *scheduler, first_call, items, gen_ptrs);
   } else {
     latents = scheduler->init_latents(be, be.cast(draw_per_item_noise(be, gen_ptrs, latent_shape), DType::F32));
@@ -616,7 +621,7 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
       img.error = "non-finite values (NaN/Inf) in the latents after denoising";
       continue;
     }
-    images[static_cast<size_t>(b)] = m.vae->decode(be, be.cast(z.rows(b, b + 1), compute));  // [1, H, W, 3]
+    images[static_cast<size_t>(b)] = m.vae->decode(be, z.rows(b, b + 1));  // cast to the VAE's dtype; [1, H, W, 3]
   }
   for (int64_t b = 0; b < B; ++b) {
     ImageResult& img = out[static_cast<size_t>(b)];

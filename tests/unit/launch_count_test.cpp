@@ -60,8 +60,8 @@ class ShapeOnlyBackend final : public Backend {
   Tensor do_empty(const Shape& s, DType t) override { return make(s, t); }
   Tensor do_from_host(const float*, const Shape& s) override { return make(s, compute_); }
   std::vector<float> do_to_host(const Tensor& t) override { return std::vector<float>(static_cast<size_t>(t.numel())); }
-  Tensor do_upload_weight(const WeightView&, WeightKind kind, const Shape& layout) override {
-    return make(layout, kind == WeightKind::Vector ? DType::F32 : compute_);
+  Tensor do_upload_weight(const WeightView&, WeightKind kind, const Shape& layout, DType model_dtype) override {
+    return make(layout, kind == WeightKind::Vector ? DType::F32 : model_dtype);
   }
   Tensor do_cast(const Tensor& x, DType t) override { return make(x.shape(), t); }
   Tensor do_linear(const Tensor& x, const Tensor&, const Tensor*, const Tensor*, const Shape& out) override {

@@ -137,3 +137,29 @@ TEST(MemoryPlan, HostMemoryIsKnownOnLinux) {
   EXPECT_GT(available, int64_t{0});
   EXPECT_GT(make_cpu_backend(1)->memory_available(), int64_t{0});
 }
+
+// diffusers' SDXL pipelines decode a force_upcast VAE in float32 under fp16 (vae_compute_dtype);
+// the plan counts its weights at 4 bytes there, and only there.
+TEST(MemoryPlan, AnUpcastVaeCountsItsWeightsInFloat32) {
+  MemoryRequest r = cpu_request(512);
+  r.dtype = DType::F16;
+  r.gpu = true;
+  int64_t decoder = 0;
+  for (const ParamSpec& p : vae_parameters(VAEConfig::sd15()))
+    if (p.name.rfind("encoder.", 0) != 0 && p.name.rfind("quant_conv.", 0) != 0) decoder += shape_numel(p.shape);
+  const ClipTextConfig text = ClipTextConfig::sd15();
+  VAEConfig vae = VAEConfig::sd15();
+  vae.force_upcast = true;
+  const MemoryNeed sd15 = estimate_memory(UNetConfig::sd15(), vae, text, r);
+  const MemoryNeed sdxl_like = estimate_memory(UNetConfig::sd15(), vae, text, r, &text);  // a second encoder: SDXL's pipeline
+  EXPECT_EQ(sdxl_like.weight_bytes - sd15.weight_bytes,
+            2 * count_parameters(clip_text_parameters(text)) + (4 - 2) * decoder);
+  EXPECT_GT(sdxl_like.activation_bytes, sd15.activation_bytes);
+  vae.force_upcast = false;
+  EXPECT_EQ(estimate_memory(UNetConfig::sd15(), vae, text, r, &text).weight_bytes,
+            sd15.weight_bytes + 2 * count_parameters(clip_text_parameters(text)));
+  r.dtype = DType::BF16;  // bf16 has float32's range: no upcast
+  vae.force_upcast = true;
+  EXPECT_EQ(estimate_memory(UNetConfig::sd15(), vae, text, r, &text).weight_bytes,
+            estimate_memory(UNetConfig::sd15(), vae, text, r).weight_bytes + 2 * count_parameters(clip_text_parameters(text)));
+}

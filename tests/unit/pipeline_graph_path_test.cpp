@@ -48,9 +48,9 @@ class GraphEmulator final : public Backend {
     refuse("to_host");
     return cpu_->to_host(t);
   }
-  Tensor do_upload_weight(const WeightView& w, WeightKind kind, const Shape&) override {
+  Tensor do_upload_weight(const WeightView& w, WeightKind kind, const Shape&, DType model_dtype) override {
     refuse("upload_weight");
-    return cpu_->upload_weight(w, kind);
+    return cpu_->upload_weight(w, kind, model_dtype);
   }
   Tensor do_cast(const Tensor& x, DType) override {
     throw Error("emulator: only F32 exists here, asked to cast " + x.describe());

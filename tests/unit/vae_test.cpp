@@ -117,6 +117,31 @@ TEST(VaeWeights, MissingTensorIsNamed) {
   EXPECT_NE(msg.find("post_quant_conv.weight"), std::string::npos) << msg;
 }
 
+// diffusers upcasts a force_upcast VAE to float32 only in its SDXL pipelines and only from fp16
+// (pipeline_stable_diffusion_xl.py: vae.dtype == float16 and vae.config.force_upcast).
+TEST(VaeComputeDtype, UpcastsOnlyAnSdxlForceUpcastVaeUnderFp16) {
+  VAEConfig c = VAEConfig::sd15();
+  c.force_upcast = true;
+  EXPECT_EQ(vae_compute_dtype(c, true, DType::F16), DType::F32);
+  EXPECT_EQ(vae_compute_dtype(c, true, DType::BF16), DType::BF16);
+  EXPECT_EQ(vae_compute_dtype(c, true, DType::F32), DType::F32);
+  EXPECT_EQ(vae_compute_dtype(c, false, DType::F16), DType::F16);  // StableDiffusionPipeline never upcasts
+  c.force_upcast = false;
+  EXPECT_EQ(vae_compute_dtype(c, true, DType::F16), DType::F16);
+}
+
+// A model computes in the backend's dtype or in float32; the CPU backend has only float32, so an
+// explicit F32 load is the ordinary one and a float16 one is refused by the op contract.
+TEST(VaeWeights, LoadsInAnExplicitDtypeTheBackendAccepts) {
+  const std::string dir = kGolden + "vae_a/";
+  auto backend = make_cpu_backend(1);
+  const VAEConfig config = VAEConfig::load(dir + "config.json");
+  auto weights = file_source(dir + "diffusion_pytorch_model.safetensors");
+  EXPECT_NO_THROW(AutoencoderKLDecoder::load(config, *weights, *backend, DType::F32));
+  const std::string msg = message_of([&] { AutoencoderKLDecoder::load(config, *weights, *backend, DType::F16); });
+  EXPECT_NE(msg.find("or upcast in F32, not F16"), std::string::npos) << msg;
+}
+
 TEST(VaeConfig, ParsesAndWritesDiffusersFiles) {
   for (const char* name : {"vae_a", "vae_b"}) {
     const std::string path = kGolden + name + "/config.json";

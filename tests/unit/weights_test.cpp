@@ -32,7 +32,7 @@ class RecordingBackend : public Backend {
   DType compute_dtype() const override { return DType::F32; }
 
  protected:
-  Tensor do_upload_weight(const WeightView& w, WeightKind kind, const Shape&) override {
+  Tensor do_upload_weight(const WeightView& w, WeightKind kind, const Shape&, DType) override {
     std::vector<float> v(static_cast<size_t>(shape_numel(w.shape)));
     convert_to_f32(w.dtype, w.data, v.data(), v.size());
     uploads.push_back({w.name, w.shape, w.dtype, kind, v});

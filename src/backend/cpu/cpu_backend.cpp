@@ -106,7 +106,7 @@ class CpuBackend final : public Backend {
     return y;
   }
 
-  Tensor do_upload_weight(const WeightView& w, WeightKind, const Shape& layout) override {
+  Tensor do_upload_weight(const WeightView& w, WeightKind, const Shape& layout, DType) override {  // always F32
     const size_t n = static_cast<size_t>(shape_numel(layout));
     // In place, no copy: float32 bytes already in our layout (anything but a k×k convolution in
     // PyTorch's order) whose owner vouches that they stay unchanged (a node's shared weights; a

@@ -86,7 +86,7 @@ class CudaBackendImpl final : public CudaBackend {
   Tensor do_empty(const Shape& shape, DType dtype) override;
   Tensor do_from_host(const float* data, const Shape& shape) override;
   std::vector<float> do_to_host(const Tensor& t) override;
-  Tensor do_upload_weight(const WeightView& w, WeightKind kind, const Shape& layout) override;
+  Tensor do_upload_weight(const WeightView& w, WeightKind kind, const Shape& layout, DType model_dtype) override;
   Tensor do_cast(const Tensor& x, DType dtype) override;
   Tensor do_linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor* residual,
                    const Shape& out_shape) override;
@@ -414,11 +414,11 @@ void CudaBackendImpl::synchronize() {
   SDMPI_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-Tensor CudaBackendImpl::do_upload_weight(const WeightView& w, WeightKind kind, const Shape& shape) {
+Tensor CudaBackendImpl::do_upload_weight(const WeightView& w, WeightKind kind, const Shape& shape, DType model_dtype) {
   bind();
   no_host_traffic("upload_weight");
   const int64_t n = shape_numel(w.shape);
-  const DType target = kind == WeightKind::Vector ? DType::F32 : compute_;
+  const DType target = kind == WeightKind::Vector ? DType::F32 : model_dtype;
   // 1x1 kernels: OIHW and OHWI are the same bytes; backend_layout bytes are OHWI already.
   const bool permute = kind == WeightKind::Conv && !w.backend_layout && (w.shape[2] != 1 || w.shape[3] != 1);
   Tensor out = alloc_in(weights_, shape, target);
