@@ -3,6 +3,8 @@ add_test(NAME cli.bad_input COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_bad_in
 set_tests_properties(cli.bad_input PROPERTIES LABELS cli TIMEOUT 300 SKIP_RETURN_CODE 77)
 add_test(NAME cli.sdxl COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_sdxl.sh $<TARGET_FILE:sd_mpi>)
 set_tests_properties(cli.sdxl PROPERTIES LABELS cli TIMEOUT 300)
+add_test(NAME cli.sdxl_refiner COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_sdxl_refiner.sh $<TARGET_FILE:sd_mpi>)
+set_tests_properties(cli.sdxl_refiner PROPERTIES LABELS cli TIMEOUT 300)
 add_test(NAME cli.lora COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_lora.sh $<TARGET_FILE:sd_mpi>)
 set_tests_properties(cli.lora PROPERTIES LABELS cli TIMEOUT 300 SKIP_RETURN_CODE 77)
 if(SDMPI_WITH_MPI AND SDMPI_WITH_HDF5)

@@ -117,7 +117,7 @@ void make_model(const std::string& preset_name, uint64_t seed, const std::string
   const auto text2 = preset.text_encoder_2 ? clip_text_parameters(*preset.text_encoder_2) : std::vector<ParamSpec>{};
   log::info("make-model " + preset_name + " seed " + std::to_string(seed) + ": unet " +
             std::to_string(count_parameters(unet)) + ", vae " + std::to_string(count_parameters(vae)) +
-            ", text_encoder " + std::to_string(count_parameters(text)) +
+            (preset.has_text_encoder ? ", text_encoder " + std::to_string(count_parameters(text)) : std::string()) +
             (preset.text_encoder_2 ? ", text_encoder_2 " + std::to_string(count_parameters(text2)) : std::string()) +
             " parameters, " + dtype_name(dtype) + " → " + out_dir);
 

@@ -6,7 +6,8 @@
 // pipeline (text_encoder_2 only, 5 time ids with aesthetic scores) given init images; and the two
 // stages (base with denoising_end → refiner with denoising_start on its latents) for Euler, DPM++ 2M
 // and Euler a. Acceptance: every uint8 pixel within 1 level of diffusers', final latents within
-// 1e-3, each item alone gives its batch's bytes (check_golden_run).
+// 1e-3, each item alone gives its batch's bytes (check_golden_run). Also: the hand-off's cutoff
+// rule, the refiner's refusal without an init image, and the refiner rows of the config table.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -14,9 +15,12 @@
 #include <nlohmann/json.hpp>
 
 #include "golden_util.h"
+#include "io/sd_configs.h"
 #include "sdmpi/backend.h"
 #include "sdmpi/clip_tokenizer.h"
 #include "sdmpi/job.h"
+#include "sdmpi/make_model.h"
+#include "sdmpi/model_config.h"
 #include "sdmpi/pipeline.h"
 #include "sdmpi/safetensors.h"
 
@@ -140,4 +144,67 @@ TEST(SdxlImg2ImgGolden, CutoffAndRefinerRefusal) {
   item.params.sampler = "euler";
   EXPECT_NE(testing_util::message_of([&] { refiner.generate({item}); }).find("an SDXL refiner runs img2img only"),
             std::string::npos);
+}
+
+// The sdxl-refiner and tiny-sdxl-refiner rows of the config table: sdxl-refiner's UNet has
+// stable-diffusion-xl-refiner-1.0's shapes (the parameter count diffusers gives for its
+// unet/config.json, counted on the meta device), tiny-sdxl-refiner is the golden refiner's
+// structure, and a make-model tiny-sdxl-refiner folder opens as an SDXL refiner (no text_encoder/,
+// requires_aesthetics_score), runs img2img and gives the in-memory preset's image.
+TEST(SdxlImg2ImgGolden, RefinerRowsAndMakeModelFolder) {
+  const UNetConfig real = UNetConfig::preset("sdxl-refiner");
+  EXPECT_EQ(count_parameters(unet_parameters(real)), 2259526660);
+  EXPECT_EQ(real.pooled_text_dim(UNetConfig::kRefinerTimeIds), 1280);
+  EXPECT_EQ(real.cross_attention_dim.front(), 1280);
+  const ModelPreset preset = model_preset("sdxl-refiner");
+  EXPECT_FALSE(preset.has_text_encoder);
+  ASSERT_TRUE(preset.text_encoder_2.has_value());
+  EXPECT_TRUE(preset.model_index.value("requires_aesthetics_score", false));
+  EXPECT_FALSE(preset.model_index.value("force_zeros_for_empty_prompt", true));
+  EXPECT_EQ(sd_family(sd_config("sdxl-refiner", "unet"), nlohmann::json()), "SDXL refiner");
+  EXPECT_FALSE(sd_config_has("sdxl-refiner", "text_encoder"));
+
+  const nlohmann::json doc = testing_util::load_json_or_null(kDir + "pipelines.json");
+  ASSERT_FALSE(doc.is_null());
+  const UNetConfig golden = UNetConfig::from_json(doc["pipelines"]["refiner"]["configs"]["unet"], "golden refiner unet");
+  EXPECT_EQ(UNetConfig::preset("tiny-sdxl-refiner").to_json(), golden.to_json());
+
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(SDMPI_BINARY_DIR) / "sdxl_refiner_make_model";
+  fs::remove_all(dir);
+  make_model("tiny-sdxl-refiner", 4, dir.string());
+  EXPECT_FALSE(fs::exists(dir / "text_encoder"));
+  EXPECT_FALSE(fs::exists(dir / "tokenizer"));
+  const ModelSource folder = ModelSource::open(dir.string());
+  EXPECT_EQ(folder.family(), "SDXL refiner");
+  EXPECT_FALSE(folder.has("text_encoder"));
+  EXPECT_TRUE(folder.config("model_index").value("requires_aesthetics_score", false));
+
+  InMemoryModel m = make_model_in_memory("tiny-sdxl-refiner", 4);
+  EXPECT_EQ(m.text_encoder, nullptr);
+  const ModelSource memory = ModelSource::from_memory(
+      "tiny-sdxl-refiner",
+      {{"unet", m.configs.unet.to_json()}, {"vae", m.configs.vae.to_json()},
+       {"text_encoder_2", m.configs.text_encoder_2->to_json()}, {"scheduler", m.configs.scheduler},
+       {"model_index", m.configs.model_index}},
+      {{"unet", m.unet}, {"vae", m.vae}, {"text_encoder_2", m.text_encoder_2}}, {{"tokenizer_2", sdxl_tokenizer_2()}});
+  auto backend = make_cpu_backend();
+  Txt2ImgPipeline from_folder(folder, *backend), in_memory(memory, *backend);
+  EXPECT_TRUE(from_folder.is_refiner());
+  WorkItem item;
+  item.params.prompt = "a lighthouse";
+  item.params.steps = 4;
+  item.params.guidance = 5.0f;
+  item.params.width = 64;
+  item.params.height = 64;
+  item.params.sampler = "euler";
+  item.params.init_image = kDir + "init_64x64_0.png";
+  item.params.strength = 0.5f;
+  const auto a = from_folder.generate({item}), b = in_memory.generate({item});
+  ASSERT_TRUE(a[0].ok && b[0].ok);
+  EXPECT_EQ(a[0].rgb, b[0].rgb);
+  WorkItem other_score = item;
+  other_score.params.aesthetic_score = 9.0f;
+  EXPECT_NE(from_folder.generate({other_score})[0].rgb, a[0].rgb);  // it enters through add_embedding
+  fs::remove_all(dir);
 }
