@@ -1,8 +1,15 @@
-// End-to-end CPU benchmark of our pipeline on one model folder (normally the sd15 preset):
-// text encoder (prompt + negative, batch 1), one UNet step (CFG batch 2), VAE decode (1 image)
-// and a whole generation, each after a warm-up, median of R repetitions. JSON on stdout, so
-// bench/cpu/run_e2e.sh can put it beside diffusers' numbers from the same machine and weights.
-//   e2e_cpu_bench MODEL_DIR SIZE STEPS REPS THREADS
+// End-to-end CPU benchmark of our pipeline on one model folder (the sd15 or sdxl make-model
+// presets): each text encoder on the prompt + negative (batch 2), one UNet step (CFG batch 2),
+// VAE decode (1 image), model load and a whole generation, with the generation's own phase
+// timings and the process's peak RSS. JSON on stdout, so bench/cpu/run_e2e.sh and run_e2e_sdxl.sh
+// can put it beside diffusers' (and stable-diffusion.cpp's) numbers from the same machine and weights.
+//   e2e_cpu_bench MODEL_DIR SIZE STEPS REPS THREADS [SAMPLER]     (SAMPLER: pndm unless given)
+// Components are timed standalone (warm-up, then the median of REPS) before the pipeline loads,
+// and freed before it does, so at most one copy of the weights is resident and the peak RSS is
+// the pipeline's. For SDXL the UNet and VAE are not timed standalone (a second 10 GB copy and
+// minutes per call): their rows come from the generation's phase timings.
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -35,61 +42,92 @@ double median_time(int reps, Fn&& fn) {
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
 }
+
+double peak_rss_gib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / (1024.0 * 1024.0);  // ru_maxrss is in KiB on Linux
+}
+
+const char* kPrompt = "a photograph of an astronaut riding a horse";
+
+// One text encoder on [negative, prompt] through its tokenizer, as the pipeline calls it: SD 1.x
+// the last hidden state, SDXL the penultimate one (and encoder 2's projection).
+double time_text_encoder(const ModelSource& model, Backend& be, const std::string& component,
+                         const std::string& tokenizer, bool sdxl, int reps) {
+  ClipTextConfig tc = ClipTextConfig::from_json(model.config(component), component);
+  ClipTextModel te = ClipTextModel::load(tc, *model.weights(component), be);
+  ClipTokenizer tok = model.tokenizer(tokenizer);
+  std::vector<int32_t> both = tok.encode_padded("");
+  std::vector<int32_t> ids = tok.encode_padded(kPrompt);
+  both.insert(both.end(), ids.begin(), ids.end());
+  return median_time(reps, [&] {
+    if (sdxl) te.forward_hidden(be, both, 2);
+    else te.forward(be, both, 2);
+    be.synchronize();
+  });
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 6) {
-    std::fprintf(stderr, "usage: e2e_cpu_bench MODEL_DIR SIZE STEPS REPS THREADS\n");
+    std::fprintf(stderr, "usage: e2e_cpu_bench MODEL_DIR SIZE STEPS REPS THREADS [SAMPLER]\n");
     return 2;
   }
   std::string model_dir = argv[1];
   int size = std::atoi(argv[2]), steps = std::atoi(argv[3]), reps = std::atoi(argv[4]), threads = std::atoi(argv[5]);
+  std::string sampler = argc > 6 ? argv[6] : "pndm";
   auto backend = make_cpu_backend(threads);
   Backend& be = *backend;
   ModelSource model = ModelSource::open(model_dir);
+  const bool sdxl = model.has("text_encoder_2");
+  nlohmann::json out = {{"engine", "sd_mpi"}, {"backend", be.name()}, {"family", model.family()},
+                        {"size", size},       {"steps", steps},       {"reps", reps},
+                        {"threads", threads}, {"sampler", sampler}};
+
+  out["text_encoder_s"] = time_text_encoder(model, be, "text_encoder", "tokenizer", sdxl, reps);
+  if (sdxl) out["text_encoder_2_s"] = time_text_encoder(model, be, "text_encoder_2", "tokenizer_2", true, reps);
+  if (!sdxl) {
+    ClipTextConfig tc = ClipTextConfig::from_json(model.config("text_encoder"), "text_encoder");
+    UNetConfig uc = UNetConfig::from_json(model.config("unet"), "unet");
+    VAEConfig vc = VAEConfig::from_json(model.config("vae"), "vae");
+    UNet2DConditionModel unet = UNet2DConditionModel::load(uc, *model.weights("unet"), be);
+    AutoencoderKLDecoder vae = AutoencoderKLDecoder::load(vc, *model.weights("vae"), be);
+    const int64_t h = size / vc.scale_factor(), w = h;
+    TorchGenerator g(0);
+    std::vector<float> lat = g.randn(static_cast<size_t>(2 * h * w * uc.in_channels));
+    Tensor x = be.from_host(lat.data(), {2, h, w, uc.in_channels});
+    std::vector<float> ctx_host(static_cast<size_t>(2 * 77 * tc.hidden_size), 0.1f);
+    Tensor ctx = be.from_host(ctx_host.data(), {2, 77, tc.hidden_size});
+    Tensor z = be.from_host(lat.data(), {1, h, w, uc.in_channels});
+    out["unet_step_s"] = median_time(reps, [&] { unet.forward(be, x, {500.0f, 500.0f}, ctx); be.synchronize(); });
+    out["vae_decode_s"] = median_time(std::max(1, reps / 2), [&] { vae.decode(be, z); be.synchronize(); });
+  }
+
   auto t_load = Clock::now();
   Txt2ImgPipeline pipe(model, be);
-  double load_s = seconds(t_load);
-
-  // Components with the same shapes the pipeline uses.
-  ClipTextConfig tc = ClipTextConfig::from_json(model.config("text_encoder"), "text_encoder");
-  UNetConfig uc = UNetConfig::from_json(model.config("unet"), "unet");
-  VAEConfig vc = VAEConfig::from_json(model.config("vae"), "vae");
-  ClipTextModel te = ClipTextModel::load(tc, *model.weights("text_encoder"), be);
-  UNet2DConditionModel unet = UNet2DConditionModel::load(uc, *model.weights("unet"), be);
-  AutoencoderKLDecoder vae = AutoencoderKLDecoder::load(vc, *model.weights("vae"), be);
-  ClipTokenizer tok = model.tokenizer();
-  std::vector<int32_t> ids = tok.encode_padded("a photograph of an astronaut riding a horse");
-  std::vector<int32_t> neg = tok.encode_padded("");
-  std::vector<int32_t> both = neg;
-  both.insert(both.end(), ids.begin(), ids.end());
-  const int64_t h = size / vc.scale_factor(), w = h;
-  TorchGenerator g(0);
-  std::vector<float> lat = g.randn(static_cast<size_t>(2 * h * w * uc.in_channels));
-  Tensor x = be.from_host(lat.data(), {2, h, w, uc.in_channels});
-  Tensor ctx = te.forward(be, both, 2);
-  Tensor z = be.from_host(lat.data(), {1, h, w, uc.in_channels});
-
-  double text_s = median_time(reps, [&] { te.forward(be, both, 2); });
-  double unet_s = median_time(reps, [&] { unet.forward(be, x, {500.0f, 500.0f}, ctx); });
-  double vae_s = median_time(std::max(1, reps / 2), [&] { vae.decode(be, z); });
-
+  out["load_s"] = seconds(t_load);
   WorkItem item;
-  item.params.prompt = "a photograph of an astronaut riding a horse";
+  item.params.prompt = kPrompt;
   item.params.seed = 0;
   item.params.steps = steps;
   item.params.guidance = 7.5f;
   item.params.width = item.params.height = size;
-  item.params.sampler = "pndm";
+  item.params.sampler = sampler;
   auto t0 = Clock::now();
   auto imgs = pipe.generate({item});
-  double total_s = seconds(t0);
-
-  nlohmann::json out = {{"engine", "sd_mpi"},       {"backend", be.name()},  {"size", size},
-                        {"steps", steps},            {"reps", reps},          {"threads", threads},
-                        {"load_s", load_s},          {"text_encoder_s", text_s}, {"unet_step_s", unet_s},
-                        {"vae_decode_s", vae_s},     {"generation_s", total_s}, {"unet_calls", steps + 1},
-                        {"image_ok", imgs[0].ok}};
+  out["generation_s"] = seconds(t0);
+  const Txt2ImgPipeline::Timings& ph = pipe.timings();
+  out["gen_text_s"] = ph.text;
+  out["gen_unet_step_s"] = ph.unet / static_cast<double>(std::max<int64_t>(1, ph.unet_calls));
+  out["gen_vae_s"] = ph.vae;
+  out["unet_calls"] = ph.unet_calls;
+  if (sdxl) {
+    out["unet_step_s"] = out["gen_unet_step_s"];
+    out["vae_decode_s"] = out["gen_vae_s"];
+  }
+  out["image_ok"] = imgs[0].ok;
+  out["peak_rss_gib"] = peak_rss_gib();
   std::printf("%s\n", out.dump().c_str());
-  return 0;
+  return imgs[0].ok ? 0 : 1;
 }
