@@ -1,10 +1,11 @@
-// Single-file checkpoints of SDXL and SD 2.x (tools/golden/make_checkpoint_xl_golden.py): each
+// Single-file checkpoints of SDXL, the SDXL refiner and SD 2.x (tools/golden/make_checkpoint_xl_golden.py): each
 // tiny random pipeline is stored as a diffusers folder and as an original single file whose keys
 // diffusers' own from_single_file loaders read back identical. Opened as a single file, every
 // component must hold exactly the folder's tensors, byte for byte: SDXL's label_emb (add_embedding),
 // conditioner.embedders.0 (CLIP) and .1 (OpenCLIP: in_proj split into q/k/v, text_projection
 // transposed), SD 2.x's cond_stage_model.model.*; the family comes from the keys, the configs from
 // the family's row. Text-tower layers beyond the config's (SD 2.x ships 24, uses 23) are dropped.
+// The SDXL refiner's file holds its OpenCLIP tower as conditioner.embedders.0.model.*.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -59,6 +60,22 @@ TEST(CheckpointXl, SdxlSingleFileHoldsTheFoldersTensors) {
   const ModelSource source = ModelSource::open(kGolden + "tiny-sdxl.safetensors");
   EXPECT_EQ(source.tokenizer().pad_id(), 49407);
   EXPECT_EQ(source.tokenizer("tokenizer_2").pad_id(), 0);
+}
+
+// The SDXL refiner's file: conditioner.embedders.0.model.* is its one text tower (OpenCLIP bigG as
+// text_encoder_2, no text_encoder), the configs are the sdxl-refiner row's.
+TEST(CheckpointXl, SdxlRefinerSingleFileHoldsTheFoldersTensors) {
+  const ModelFiles single = ModelFiles::open(kGolden + "tiny-sdxl-refiner.safetensors");
+  const ModelFiles folder = ModelFiles::open(kGolden + "tiny-sdxl-refiner");
+  EXPECT_EQ(single.family(), "SDXL refiner");
+  EXPECT_EQ(folder.family(), "SDXL refiner");
+  EXPECT_FALSE(single.has("text_encoder"));
+  EXPECT_FALSE(folder.has("text_encoder"));
+  EXPECT_EQ(single.config("model_index").value("_class_name", ""), "StableDiffusionXLImg2ImgPipeline");
+  EXPECT_TRUE(single.config("model_index").value("requires_aesthetics_score", false));
+  EXPECT_EQ(single.config("unet").value("projection_class_embeddings_input_dim", 0), 2560);  // the row's
+  for (const char* c : {"unet", "vae", "text_encoder_2"}) expect_same_tensors(single, folder, c);
+  EXPECT_THROW(single.weights("text_encoder"), Error);
 }
 
 TEST(CheckpointXl, Sd2SingleFileHoldsTheFoldersTensors) {

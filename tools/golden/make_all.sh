@@ -14,6 +14,7 @@ echo "== make_pipeline_golden.py"; "$PY" tools/golden/make_pipeline_golden.py "$
 echo "== make_img2img_golden.py"; "$PY" tools/golden/make_img2img_golden.py "$tmp/tiny/tokenizer"  # after pipeline/
 echo "== make_sd2_golden.py"; "$PY" tools/golden/make_sd2_golden.py "$tmp/tiny/tokenizer"
 echo "== make_sdxl_golden.py"; "$PY" tools/golden/make_sdxl_golden.py "$tmp/tiny/tokenizer"
+echo "== make_sdxl_img2img_golden.py"; "$PY" tools/golden/make_sdxl_img2img_golden.py "$tmp/tiny/tokenizer"  # after sdxl/
 echo "== make_lcm_golden.py"; "$PY" tools/golden/make_lcm_golden.py "$tmp/tiny/tokenizer"
 echo "== make_lora_golden.py"; "$PY" tools/golden/make_lora_golden.py "$tmp/tiny/tokenizer"  # after pipeline/; needs peft
 echo "== make_prompt_weighting_golden.py"; "$PY" tools/golden/make_prompt_weighting_golden.py "$tmp/tiny/tokenizer"

@@ -11,6 +11,10 @@ original single-file checkpoint whose keys come from the inverse mapping below (
       conditioning (LDM's label_emb.0.{0,2}); conditioner.embedders.0.transformer.* (CLIP) and
       conditioner.embedders.1.model.* (an OpenCLIP tower: in_proj q/k/v stacked, text_projection
       stored [hidden, projection], i.e. transposed); logit_scale as real files carry it.
+  tests/data/golden/checkpoint/tiny-sdxl-refiner/ + tiny-sdxl-refiner.safetensors
+      the SDXL refiner's layout: a four-level UNet (DownBlock2D, CrossAttn x2, DownBlock2D), 5 x
+      addition_time_embed_dim + pooled, no first text encoder: conditioner.embedders.0.model.* is the
+      OpenCLIP tower alone (text_encoder_2), as stable-diffusion-xl-refiner-1.0's file holds it.
   tests/data/golden/checkpoint/tiny-sd2.safetensors (+ its folder tiny-sd2/)
       SD 2.x's layout: cond_stage_model.model.* (OpenCLIP, exact GELU), linear projections,
       upcast_attention; attn_mask and logit_scale as real files carry them.
@@ -37,6 +41,7 @@ from diffusers import (  # noqa: E402
     AutoencoderKL,
     EulerDiscreteScheduler,
     StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
@@ -94,6 +99,27 @@ def build_xl(tmp):
     tok = sd1.build_pipeline(tmp).tokenizer  # the stub vocabulary; never used here
     return StableDiffusionXLPipeline(vae=v, text_encoder=text, text_encoder_2=text2, tokenizer=tok, tokenizer_2=tok,
                                      unet=unet, scheduler=scheduler(), add_watermarker=False)
+
+
+REFINER_DOWN = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
+REFINER_UP = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
+
+
+def build_refiner(tmp):
+    torch.manual_seed(3)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, block_out_channels=(4, 8, 8, 8), layers_per_block=2,
+        down_block_types=REFINER_DOWN, up_block_types=REFINER_UP, transformer_layers_per_block=2,
+        attention_head_dim=(2, 2, 2, 2), use_linear_projection=True, cross_attention_dim=12, norm_num_groups=2,
+        addition_embed_type="text_time", addition_time_embed_dim=4, projection_class_embeddings_input_dim=8 + 5 * 4)
+    text2 = CLIPTextModelWithProjection(text_config("gelu", hidden_size=12, projection_dim=8))
+    v = vae()
+    randomize(unet, v, text2)
+    tok = sd1.build_pipeline(tmp).tokenizer
+    return StableDiffusionXLImg2ImgPipeline(vae=v, text_encoder=None, text_encoder_2=text2, tokenizer=None,
+                                            tokenizer_2=tok, unet=unet, scheduler=scheduler(),
+                                            requires_aesthetics_score=True, force_zeros_for_empty_prompt=False,
+                                            add_watermarker=False)
 
 
 def build_sd2(tmp):
@@ -176,6 +202,12 @@ def xl_checkpoint(pipe):
     return {k: v.contiguous() for k, v in ckpt.items()}
 
 
+def refiner_checkpoint(pipe):
+    ckpt = unet_and_vae_to_ldm(pipe, REFINER_UP)
+    ckpt.update(to_open_clip(pipe.text_encoder_2.state_dict(), "conditioner.embedders.0.model."))
+    return {k: v.contiguous() for k, v in ckpt.items()}
+
+
 def sd2_checkpoint(pipe):
     ckpt = unet_and_vae_to_ldm(pipe, SD2_UP)
     ckpt.update(to_open_clip(pipe.text_encoder.state_dict(), "cond_stage_model.model."))
@@ -192,7 +224,9 @@ def main():
     try:
         os.makedirs(OUT, exist_ok=True)
         for name, build, to_ckpt, cls in (("tiny-sdxl", build_xl, xl_checkpoint, StableDiffusionXLPipeline),
-                                          ("tiny-sd2", build_sd2, sd2_checkpoint, StableDiffusionPipeline)):
+                                          ("tiny-sd2", build_sd2, sd2_checkpoint, StableDiffusionPipeline),
+                                          ("tiny-sdxl-refiner", build_refiner, refiner_checkpoint,
+                                           StableDiffusionXLImg2ImgPipeline)):
             pipe = build(tmp)
             folder, single = os.path.join(OUT, name), os.path.join(OUT, name + ".safetensors")
             shutil.rmtree(folder, ignore_errors=True)
@@ -204,11 +238,14 @@ def main():
             sd1.assert_same(f"{name} UNet2DConditionModel.from_single_file", pipe.unet.state_dict(), unet.state_dict())
             v = AutoencoderKL.from_single_file(single, config=folder, subfolder="vae", local_files_only=True)
             sd1.assert_same(f"{name} AutoencoderKL.from_single_file", pipe.vae.state_dict(), v.state_dict())
-            kw = {} if cls is StableDiffusionXLPipeline else {"safety_checker": None}
+            kw = {"safety_checker": None} if cls is StableDiffusionPipeline else {}
             full = cls.from_single_file(single, config=folder, local_files_only=True, **kw)
-            sd1.assert_same(f"{name} {cls.__name__}.from_single_file text_encoder", text_state(pipe.text_encoder),
-                            text_state(full.text_encoder))
-            if cls is StableDiffusionXLPipeline:
+            if pipe.text_encoder is not None:
+                sd1.assert_same(f"{name} {cls.__name__}.from_single_file text_encoder", text_state(pipe.text_encoder),
+                                text_state(full.text_encoder))
+            else:
+                assert full.text_encoder is None, f"{name}: from_single_file made a text_encoder"
+            if cls is not StableDiffusionPipeline:
                 sd1.assert_same(f"{name} {cls.__name__}.from_single_file text_encoder_2",
                                 text_state(pipe.text_encoder_2), text_state(full.text_encoder_2))
             print(f"wrote {folder}/, {single} ({len(load_file(single))} keys)")
