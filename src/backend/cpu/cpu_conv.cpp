@@ -10,6 +10,7 @@
 // inputs are the same, so the choice changes no bits.
 //
 // Bias and residual run in each tile's epilogue, in torch's order: (x ⊛ w + bias) + residual.
+// 3×3 stride-1 layers with enough channels and pixels take Winograd's path (cpu_winograd.cpp).
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -48,6 +49,10 @@ int64_t column_tiles(const GemmProblem& p) {
 void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
                  int64_t Cout, int64_t kh, int64_t kw, int stride, int pad, const float* bias,
                  const float* residual, float* y, int64_t Ho, int64_t Wo, int threads) {
+  if (const int m = winograd_plan(Ho, Wo, Cin, Cout, kh, kw, stride)) {
+    conv3x3_winograd_nhwc(m, x, B, H, W, Cin, w, Cout, pad, bias, residual, y, Ho, Wo, threads);
+    return;
+  }
   GemmProblem p;
   p.items = B;
   p.M = Ho * Wo;

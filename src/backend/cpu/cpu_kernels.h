@@ -14,6 +14,17 @@ namespace sdmpi::cpu {
 void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
                  int64_t Cout, int64_t kh, int64_t kw, int stride, int pad, const float* bias,
                  const float* residual, float* y, int64_t Ho, int64_t Wo, int threads);
+// ---- cpu_winograd.cpp -------------------------------------------------------------------------------
+// The tile size m (4: F(4,3), 2: F(2,3)) a convolution of this shape takes Winograd's path with, or
+// 0 for the direct one. Depends on the layer's shape and per-item output size only (never on the
+// batch) and on SDMPI_CPU_CONV=winograd|direct (default winograd); throws on another value.
+int winograd_plan(int64_t Ho, int64_t Wo, int64_t Cin, int64_t Cout, int64_t kh, int64_t kw, int stride);
+// "Winograd F(4,3)/F(2,3)" or "direct": the convolution mode, for the device line.
+const char* conv_mode_name();
+// conv2d_nhwc for 3×3 stride-1 weights by Winograd F(m×m, 3×3), m = 2 or 4.
+void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
+                           int64_t Cout, int pad, const float* bias, const float* residual, float* y, int64_t Ho,
+                           int64_t Wo, int threads);
 // y[i] = x[i] · wᵀ (+ bias) (+ residual) for `items` independent [rows, K] blocks; w is [N, K].
 void linear_rows(const float* x, int64_t items, int64_t rows, int64_t K, const float* w, int64_t N,
                  const float* bias, const float* residual, float* y, int threads);

@@ -1,0 +1,288 @@
+// 3×3 stride-1 convolutions by Winograd's minimal filtering F(m×m, 3×3) (Lavin & Gray's form):
+// each m×m block of outputs ("tile") is computed from its (m+2)×(m+2) input patch d as
+//   Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A,
+// summed over input channels. With channels last, the element-wise product summed over channels
+// is, for each of the (m+2)² positions ξ, one matrix product V_ξ[tiles, Cin] · U_ξ[Cout, Cin]ᵀ: the
+// (m+2)² products go through the GEMM driver (cpu_gemm.h) as one batched call. F(4,3) needs 36
+// multiplies per 16 outputs where the direct convolution needs 144 (F(2,3): 16 per 4 against 36).
+//
+// Data flow per block of tiles: input transform (patch → V, per tile, vectorised across
+// channels) → 36 (16) GEMMs → output transform (M → Y, + bias, + residual, in torch's order). The
+// weights are transformed per call (U = G g Gᵀ, a few % of the work on the layers that take this
+// path) rather than kept: a transformed copy is 4× the weights.
+//
+// Invariance: every tile is transformed alone, the GEMM adds up each output as one FMA chain
+// (its tiles and item merges change no bits; with OpenBLAS the blocks stay inside an item), and
+// the blocks of tiles depend on the shape only. Whether a layer takes this path depends on its shape and the per-item output size only
+// (winograd_plan), never on the batch, so an item gets the same bits alone or in any batch.
+//
+// Accuracy: the transforms of F(4,3) have coefficients up to 8 and 1/24, so its results differ
+// from the direct convolution by more than F(2,3)'s; tests/unit/cpu_winograd_test.cpp bounds both
+// against a double-precision reference, and the rule in winograd_plan() keeps the goldens.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_gemm.h"
+#include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/cpu_simd.h"
+#include "sdmpi/error.h"
+
+namespace sdmpi::cpu {
+
+namespace {
+
+struct WinogradMatrices {
+  int m, alpha;        // output tile m×m, input patch alpha×alpha (alpha = m + 2)
+  const float* BT;     // alpha × alpha
+  const float* G;      // alpha × 3
+  const float* AT;     // m × alpha
+};
+
+// F(2,3): interpolation points 0, 1, -1, ∞.
+constexpr float kBT2[] = {1, 0, -1, 0,  //
+                          0, 1, 1, 0,   //
+                          0, -1, 1, 0,  //
+                          0, 1, 0, -1};
+constexpr float kG2[] = {1, 0, 0,           //
+                         0.5f, 0.5f, 0.5f,  //
+                         0.5f, -0.5f, 0.5f, //
+                         0, 0, 1};
+constexpr float kAT2[] = {1, 1, 1, 0,  //
+                          0, 1, -1, -1};
+
+// F(4,3): points 0, 1, -1, 2, -2, ∞.
+constexpr float kBT4[] = {4, 0, -5, 0, 1, 0,    //
+                          0, -4, -4, 1, 1, 0,   //
+                          0, 4, -4, -1, 1, 0,   //
+                          0, -2, -1, 2, 1, 0,   //
+                          0, 2, -1, -2, 1, 0,   //
+                          0, 4, 0, -5, 0, 1};
+constexpr float kG4[] = {1.0f / 4, 0, 0,                          //
+                         -1.0f / 6, -1.0f / 6, -1.0f / 6,         //
+                         -1.0f / 6, 1.0f / 6, -1.0f / 6,          //
+                         1.0f / 24, 1.0f / 12, 1.0f / 6,          //
+                         1.0f / 24, -1.0f / 12, 1.0f / 6,         //
+                         0, 0, 1};
+constexpr float kAT4[] = {1, 1, 1, 1, 1, 0,    //
+                          0, 1, -1, 2, -2, 0,  //
+                          0, 1, 1, 4, 4, 0,    //
+                          0, 1, -1, 8, -8, 1};
+
+const WinogradMatrices& matrices(int m) {
+  static const WinogradMatrices f2{2, 4, kBT2, kG2, kAT2}, f4{4, 6, kBT4, kG4, kAT4};
+  return m == 2 ? f2 : f4;
+}
+
+// out[i][j][c] = Σ_a Σ_b L[i][a] · in[a][b][c] · R[j][b] for i, j < n_out and a, b < n_in (≤ 6), on
+// C channels; in[a][b] starts at in + a·in_a + b·in_b, out[i][j] at out + i·out_i + j·out_j. Zero
+// coefficients are skipped; the sums run in a fixed order (a, then b).
+struct TwoSidedTransform {
+  template <int W>
+  SDMPI_SIMD_INLINE static void run(const float* L, const float* R, int n_out, int n_in, const float* in, int64_t in_a,
+                                    int64_t in_b, float* out, int64_t out_i, int64_t out_j, int64_t C) {
+    using F = typename Vec<W>::f;
+    for (int64_t c = 0; c < C; c += W) {
+      const int64_t lanes = std::min<int64_t>(W, C - c);
+      F x[6][6], t[6][6];
+      for (int a = 0; a < n_in; ++a)
+        for (int b = 0; b < n_in; ++b) {
+          const float* src = in + a * in_a + b * in_b + c;
+          if (lanes == W) {
+            x[a][b] = vload<W>(src);
+          } else {
+            float tmp[W] = {};
+            std::memcpy(tmp, src, static_cast<size_t>(lanes) * sizeof(float));
+            x[a][b] = vload<W>(tmp);
+          }
+        }
+      for (int i = 0; i < n_out; ++i)
+        for (int b = 0; b < n_in; ++b) {
+          F acc = vsplat<W>(0.0f);
+          for (int a = 0; a < n_in; ++a) {
+            const float l = L[i * n_in + a];
+            if (l != 0.0f) acc = acc + l * x[a][b];
+          }
+          t[i][b] = acc;
+        }
+      for (int i = 0; i < n_out; ++i)
+        for (int j = 0; j < n_out; ++j) {
+          F acc = vsplat<W>(0.0f);
+          for (int b = 0; b < n_in; ++b) {
+            const float r = R[j * n_in + b];
+            if (r != 0.0f) acc = acc + t[i][b] * r;
+          }
+          float* dst = out + i * out_i + j * out_j + c;
+          if (lanes == W) {
+            vstore<W>(dst, acc);
+          } else {
+            float tmp[W];
+            vstore<W>(tmp, acc);
+            std::memcpy(dst, tmp, static_cast<size_t>(lanes) * sizeof(float));
+          }
+        }
+    }
+  }
+};
+
+void two_sided(const float* L, const float* R, int n_out, int n_in, const float* in, int64_t in_a, int64_t in_b,
+               float* out, int64_t out_i, int64_t out_j, int64_t C) {
+  simd_dispatch<TwoSidedTransform>(L, R, n_out, n_in, in, in_a, in_b, out, out_i, out_j, C);
+}
+
+// Per-thread scratch that grows.
+struct FloatScratch {
+  std::unique_ptr<float[]> data;
+  size_t size = 0;
+  float* get(size_t n) {
+    if (n > size) {
+      data.reset(new float[n]);
+      size = n;
+    }
+    return data.get();
+  }
+};
+
+// SDMPI_CPU_CONV: auto (default: the speed rule below), winograd (every 3×3 stride-1 layer, for
+// A/B runs and accuracy checks), direct (never).
+enum class ConvMode { Auto, Winograd, Direct };
+
+ConvMode conv_mode() {
+  static const ConvMode mode = [] {
+    const char* env = std::getenv("SDMPI_CPU_CONV");
+    const std::string v = env ? env : "";
+    if (v.empty() || v == "auto") return ConvMode::Auto;
+    if (v == "winograd") return ConvMode::Winograd;
+    if (v == "direct") return ConvMode::Direct;
+    throw Error("SDMPI_CPU_CONV=" + v + ": expected 'auto', 'winograd' or 'direct'");
+  }();
+  return mode;
+}
+
+}  // namespace
+
+const char* conv_mode_name() {
+  switch (conv_mode()) {
+    case ConvMode::Auto: return "Winograd F(4,3)/F(2,3) where faster";
+    case ConvMode::Winograd: return "Winograd F(4,3) on every 3x3";
+    case ConvMode::Direct: break;
+  }
+  return "direct convolutions";
+}
+
+int winograd_plan(int64_t Ho, int64_t Wo, int64_t Cin, int64_t Cout, int64_t kh, int64_t kw, int stride) {
+  if (conv_mode() == ConvMode::Direct || kh != 3 || kw != 3 || stride != 1) return 0;
+  if (conv_mode() == ConvMode::Winograd) return 4;
+  // Few channels: the transforms cost as much as the products they save (conv_in, conv_out).
+  if (Cin < 32 || Cout < 32) return 0;
+  // Per item, never per batch (the path changes the bits). F(4,3) from 32×32 outputs up (64
+  // tiles an item); F(2,3), whose transformed weights are 16/9 of the weights instead of 4×, from
+  // 16×16; smaller images are weight-bound and stay direct.
+  if (Ho * Wo >= 32 * 32) return 4;
+  if (Ho * Wo >= 16 * 16) return 2;
+  return 0;
+}
+
+void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
+                           int64_t Cout, int pad, const float* bias, const float* residual, float* y, int64_t Ho,
+                           int64_t Wo, int threads) {
+  const WinogradMatrices& wm = matrices(m);
+  const int alpha = wm.alpha, positions = alpha * alpha;
+  const int64_t th = (Ho + m - 1) / m, tw = (Wo + m - 1) / m, tiles_per_item = th * tw, T = B * tiles_per_item;
+  if (T == 0 || Cout == 0) return;
+
+  // U[ξ][cout][cin] = (G g Gᵀ)[ξ] for each (cout, cin); g is OHWI.
+  std::vector<float> U(static_cast<size_t>(positions * Cout * Cin));
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && Cout > 1)
+  for (int64_t o = 0; o < Cout; ++o)
+    two_sided(wm.G, wm.G, alpha, 3, w + o * 9 * Cin, 3 * Cin, Cin, U.data() + o * Cin, alpha * Cout * Cin, Cout * Cin,
+              Cin);
+
+  // Tiles in blocks of a size set by the channel counts only (V and M of a block ≈ 16 MB at most).
+  const int64_t per_tile_floats = positions * std::max(Cin, Cout);
+  const int64_t block = std::clamp<int64_t>((int64_t{4} << 20) / per_tile_floats, 64, 1024);
+  std::vector<float> V(static_cast<size_t>(positions * std::min(block, T) * Cin));
+  std::vector<float> Mx(static_cast<size_t>(positions * std::min(block, T) * Cout));
+
+  // Our GEMM adds up every row alone, so blocks may span items; OpenBLAS's rows depend on the
+  // number of rows in a call (cpu_gemm.h), so with it the blocks stay inside one item.
+  const int64_t span = gemm_engine() == GemmEngine::Builtin ? T : tiles_per_item;
+  for (int64_t t0 = 0; t0 < T;) {
+    const int64_t span_end = (t0 / span + 1) * span, tn = std::min(block, span_end - t0);
+    // Input transform: V[ξ][t][cin] = (Bᵀ d B)[ξ], d the zero-padded alpha×alpha patch of tile t.
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && tn > 1)
+    for (int64_t i = 0; i < tn; ++i) {
+      const int64_t t = t0 + i, b = t / tiles_per_item, r = t % tiles_per_item;
+      const int64_t iy0 = (r / tw) * m - pad, ix0 = (r % tw) * m - pad;
+      const float* xb = x + b * H * W * Cin;
+      const float* src;
+      int64_t src_a, src_b;
+      thread_local FloatScratch patch;
+      if (iy0 >= 0 && ix0 >= 0 && iy0 + alpha <= H && ix0 + alpha <= W) {
+        src = xb + (iy0 * W + ix0) * Cin;
+        src_a = W * Cin;
+        src_b = Cin;
+      } else {  // a border tile: copy the patch with its zeros
+        float* d = patch.get(static_cast<size_t>(positions * Cin));
+        for (int a = 0; a < alpha; ++a)
+          for (int c = 0; c < alpha; ++c) {
+            const int64_t iy = iy0 + a, ix = ix0 + c;
+            float* dst = d + (a * alpha + c) * Cin;
+            if (iy < 0 || iy >= H || ix < 0 || ix >= W) std::memset(dst, 0, static_cast<size_t>(Cin) * sizeof(float));
+            else std::memcpy(dst, xb + (iy * W + ix) * Cin, static_cast<size_t>(Cin) * sizeof(float));
+          }
+        src = d;
+        src_a = alpha * Cin;
+        src_b = Cin;
+      }
+      two_sided(wm.BT, wm.BT, alpha, alpha, src, src_a, src_b, V.data() + i * Cin, alpha * tn * Cin, tn * Cin, Cin);
+    }
+
+    // The element-wise products summed over channels: positions² GEMMs M_ξ = V_ξ · U_ξᵀ.
+    GemmProblem p;
+    p.items = positions;
+    p.M = tn;
+    p.N = Cout;
+    p.K = Cin;
+    p.A = V.data();
+    p.lda = Cin;
+    p.a_item_stride = tn * Cin;
+    p.W = U.data();
+    p.w_item_stride = Cout * Cin;
+    p.C = Mx.data();
+    p.ldc = Cout;
+    p.c_item_stride = tn * Cout;
+    gemm_nt_parallel(p, threads);
+
+    // Output transform: Y = Aᵀ M A per tile, then (+ bias) (+ residual) on the outputs inside the image.
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && tn > 1)
+    for (int64_t i = 0; i < tn; ++i) {
+      const int64_t t = t0 + i, b = t / tiles_per_item, r = t % tiles_per_item;
+      const int64_t oy0 = (r / tw) * m, ox0 = (r % tw) * m;
+      const int64_t rows = std::min<int64_t>(m, Ho - oy0), cols = std::min<int64_t>(m, Wo - ox0);
+      float* yb = y + b * Ho * Wo * Cout;
+      thread_local FloatScratch out_tile;
+      float* o = out_tile.get(static_cast<size_t>(m * m * Cout));
+      two_sided(wm.AT, wm.AT, m, alpha, Mx.data() + i * Cout, alpha * tn * Cout, tn * Cout, o, m * Cout, Cout, Cout);
+      for (int64_t a = 0; a < rows; ++a)
+        for (int64_t c = 0; c < cols; ++c) {
+          const float* src = o + (a * m + c) * Cout;
+          const int64_t pixel = (oy0 + a) * Wo + ox0 + c;
+          float* dst = yb + pixel * Cout;
+          const float* res = residual ? residual + b * Ho * Wo * Cout + pixel * Cout : nullptr;
+          for (int64_t k = 0; k < Cout; ++k) {
+            float v = src[k];
+            if (bias) v = v + bias[k];
+            if (res) v = v + res[k];
+            dst[k] = v;
+          }
+        }
+    }
+    t0 += tn;
+  }
+}
+
+}  // namespace sdmpi::cpu

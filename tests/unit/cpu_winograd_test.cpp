@@ -1,0 +1,137 @@
+// Winograd 3×3 convolutions of the CPU backend (src/backend/cpu/cpu_winograd.cpp) against a
+// double-precision direct convolution, on odd sizes, both paddings, channel counts that are not
+// multiples of any vector width, bias and residual; and their batch/thread invariance.
+//
+// Tolerance: max |winograd − exact| ≤ tol · max |exact| with tol = 2e-6 for F(2,3) and 2e-5 for
+// F(4,3). Measured on these cases: F(2,3) ≤ 4e-7, F(4,3) ≤ 6e-6 (its transforms, with coefficients
+// up to 8 and 1/24, lose about three more bits); the error grows with the channel count.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_kernels.h"
+
+using namespace sdmpi;
+
+namespace {
+
+std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(gen);
+  return v;
+}
+
+struct ConvCase {
+  int64_t B, H, W, Cin, Cout;
+  int pad;
+};
+
+// y = x ⊛ w + bias + residual in double (NHWC, OHWI).
+std::vector<double> reference(const ConvCase& s, const std::vector<float>& x, const std::vector<float>& w,
+                              const std::vector<float>& bias, const std::vector<float>& res) {
+  const int64_t Ho = s.H + 2 * s.pad - 2, Wo = s.W + 2 * s.pad - 2;
+  std::vector<double> y(static_cast<size_t>(s.B * Ho * Wo * s.Cout));
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t oy = 0; oy < Ho; ++oy)
+      for (int64_t ox = 0; ox < Wo; ++ox)
+        for (int64_t o = 0; o < s.Cout; ++o) {
+          double acc = bias[o];
+          for (int64_t ky = 0; ky < 3; ++ky)
+            for (int64_t kx = 0; kx < 3; ++kx) {
+              const int64_t iy = oy - s.pad + ky, ix = ox - s.pad + kx;
+              if (iy < 0 || iy >= s.H || ix < 0 || ix >= s.W) continue;
+              const float* xp = x.data() + ((b * s.H + iy) * s.W + ix) * s.Cin;
+              const float* wp = w.data() + ((o * 3 + ky) * 3 + kx) * s.Cin;
+              for (int64_t c = 0; c < s.Cin; ++c) acc += static_cast<double>(xp[c]) * wp[c];
+            }
+          const size_t at = static_cast<size_t>(((b * Ho + oy) * Wo + ox) * s.Cout + o);
+          y[at] = acc + res[at];
+        }
+  return y;
+}
+
+std::vector<float> run(int m, const ConvCase& s, const std::vector<float>& x, const std::vector<float>& w,
+                       const float* bias, const float* res, int threads) {
+  const int64_t Ho = s.H + 2 * s.pad - 2, Wo = s.W + 2 * s.pad - 2;
+  std::vector<float> y(static_cast<size_t>(s.B * Ho * Wo * s.Cout), NAN);
+  cpu::conv3x3_winograd_nhwc(m, x.data(), s.B, s.H, s.W, s.Cin, w.data(), s.Cout, s.pad, bias, res, y.data(), Ho,
+                             Wo, threads);
+  return y;
+}
+
+}  // namespace
+
+TEST(CpuWinograd, MatchesTheExactConvolution) {
+  for (const ConvCase& s : {ConvCase{2, 7, 9, 37, 19, 1}, ConvCase{1, 13, 6, 5, 33, 1}, ConvCase{3, 10, 11, 64, 17, 0},
+                         ConvCase{1, 3, 3, 19, 7, 1}, ConvCase{2, 16, 16, 48, 40, 1}}) {
+    const int64_t Ho = s.H + 2 * s.pad - 2, Wo = s.W + 2 * s.pad - 2;
+    auto x = randn(static_cast<size_t>(s.B * s.H * s.W * s.Cin), 1);
+    auto w = randn(static_cast<size_t>(s.Cout * 9 * s.Cin), 2, 0.1f);
+    auto bias = randn(static_cast<size_t>(s.Cout), 3);
+    auto res = randn(static_cast<size_t>(s.B * Ho * Wo * s.Cout), 4);
+    const auto exact = reference(s, x, w, bias, res);
+    double scale = 0.0;
+    for (double v : exact) scale = std::max(scale, std::fabs(v));
+    for (int m : {2, 4}) {
+      const auto y = run(m, s, x, w, bias.data(), res.data(), 2);
+      double worst = 0.0;
+      for (size_t i = 0; i < y.size(); ++i) worst = std::max(worst, std::fabs(y[i] - exact[i]));
+      const double tol = m == 2 ? 2e-6 : 2e-5;
+      EXPECT_LE(worst, tol * scale) << "F(" << m << ",3) " << s.B << "x" << s.H << "x" << s.W << " Cin " << s.Cin
+                                    << " Cout " << s.Cout << " pad " << s.pad << ": max error " << worst
+                                    << " against max |y| " << scale;
+    }
+  }
+}
+
+TEST(CpuWinograd, NoBiasNoResidual) {
+  const ConvCase s{1, 5, 8, 21, 9, 1};
+  auto x = randn(static_cast<size_t>(s.H * s.W * s.Cin), 5);
+  auto w = randn(static_cast<size_t>(s.Cout * 9 * s.Cin), 6, 0.1f);
+  std::vector<float> zeros_bias(static_cast<size_t>(s.Cout), 0.0f), zeros_res(static_cast<size_t>(s.H * s.W * s.Cout), 0.0f);
+  const auto exact = reference(s, x, w, zeros_bias, zeros_res);
+  const auto y = run(4, s, x, w, nullptr, nullptr, 1);
+  for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], exact[i], 1e-4) << i;
+}
+
+TEST(CpuWinograd, ItemsAndThreadsDoNotChangeTheBits) {
+  // Item 1 of a batch of 3 equals the same image alone, on 1, 2 and 3 threads (tiles are
+  // transformed alone; the GEMM adds each output as one chain).
+  const ConvCase batch{3, 12, 9, 40, 24, 1}, one{1, 12, 9, 40, 24, 1};
+  const int64_t in_item = batch.H * batch.W * batch.Cin, out_item = batch.H * batch.W * batch.Cout;
+  auto x = randn(static_cast<size_t>(3 * in_item), 7);
+  auto w = randn(static_cast<size_t>(batch.Cout * 9 * batch.Cin), 8, 0.1f);
+  auto bias = randn(static_cast<size_t>(batch.Cout), 9);
+  auto res = randn(static_cast<size_t>(3 * out_item), 10);
+  for (int m : {2, 4}) {
+    const auto all = run(m, batch, x, w, bias.data(), res.data(), 2);
+    std::vector<float> x1(x.begin() + in_item, x.begin() + 2 * in_item);
+    std::vector<float> r1(res.begin() + out_item, res.begin() + 2 * out_item);
+    for (int threads : {1, 2, 3}) {
+      const auto alone = run(m, one, x1, w, bias.data(), r1.data(), threads);
+      ASSERT_EQ(0, std::memcmp(alone.data(), all.data() + out_item, alone.size() * sizeof(float)))
+          << "F(" << m << ",3) on " << threads << " threads";
+    }
+  }
+}
+
+TEST(CpuWinograd, PlanReadsTheShapeOnly) {
+  // SD 1.5 at 256²: the 32×32 UNet level and the VAE's 32…256 levels take F(4,3), the 16×16 level
+  // F(2,3); deep levels, strided, 1×1 and few-channel convolutions stay direct.
+  if (std::getenv("SDMPI_CPU_CONV")) GTEST_SKIP() << "SDMPI_CPU_CONV is set: " << cpu::conv_mode_name();
+  EXPECT_EQ(cpu::winograd_plan(32, 32, 320, 320, 3, 3, 1), 4);
+  EXPECT_EQ(cpu::winograd_plan(256, 256, 128, 128, 3, 3, 1), 4);
+  EXPECT_EQ(cpu::winograd_plan(16, 16, 640, 640, 3, 3, 1), 2);
+  EXPECT_EQ(cpu::winograd_plan(8, 8, 1280, 1280, 3, 3, 1), 0);
+  EXPECT_EQ(cpu::winograd_plan(16, 16, 320, 320, 3, 3, 2), 0);
+  EXPECT_EQ(cpu::winograd_plan(32, 32, 320, 320, 1, 1, 1), 0);
+  EXPECT_EQ(cpu::winograd_plan(32, 32, 4, 320, 3, 3, 1), 0);
+  EXPECT_EQ(cpu::winograd_plan(256, 256, 128, 3, 3, 3, 1), 0);
+}
