@@ -67,11 +67,14 @@ class CpuBackend final : public Backend {
       : threads_(threads > 0 ? threads : std::max(1, omp_get_max_threads())),
         pool_(std::make_shared<cpu::HostBlockPool>(pool_cap_bytes())) {
     cpu::set_blas_single_threaded();
+    // A bad SDMPI_CPU_GEMM / SDMPI_CPU_CONV is reported here, once, before any work.
+    cpu::gemm_engine();
+    cpu::conv_mode_name();
   }
 
   std::string name() const override {
     return "cpu (" + std::to_string(threads_) + (threads_ == 1 ? " thread, " : " threads, ") +
-           cpu::gemm_library_name() + ", " + cpu::simd_isa_name() + ")";
+           cpu::gemm_library_name() + ", " + cpu::conv_mode_name() + ", " + cpu::simd_isa_name() + ")";
   }
   Device device() const override { return Device::CPU; }
   DType compute_dtype() const override { return DType::F32; }
