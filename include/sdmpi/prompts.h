@@ -8,7 +8,8 @@
 //           "guidance_rescale": number in [0, 1], "init_image": str (img2img: a PNG or JPEG file,
 //           relative to the prompt file's folder), "strength": number in (0, 1], "prompt_weighting":
 //           "none" | "a1111", "lora": [{"path": str, "scale": number} or "path[:scale]", ...]
-//           (LoRA files relative to the prompt file's folder; the list replaces --lora's)};
+//           (LoRA files relative to the prompt file's folder; the list replaces --lora's),
+//           "aesthetic_score", "negative_aesthetic_score": numbers (an SDXL refiner's conditioning)};
 //           blank lines skipped.
 // Keys a line does not give take the job's defaults (the command line). A "seed" in a line is the
 // seed of that prompt's first image; image k of the prompt gets seed + k. Without one, item g gets
@@ -35,6 +36,7 @@ struct PromptRecord {
   // SDXL micro-conditioning (GenerationParams): original_width/height, crop_top/left, target_width/height.
   std::optional<int> original_width, original_height, crop_top, crop_left, target_width, target_height;
   std::optional<float> guidance, eta, guidance_rescale, strength;
+  std::optional<float> aesthetic_score, negative_aesthetic_score;  // the SDXL refiner's conditioning
   std::optional<std::string> sampler, schedule, init_image, prompt_weighting;
   std::optional<std::vector<ItemLora>> loras;  // "lora"; paths as written until read_prompt_file resolves them
   std::string origin;  // "prompts.jsonl:7" or "--prompt #2", for messages

@@ -173,6 +173,8 @@ std::vector<PromptRecord> parse_prompts_jsonl(const std::string& text, const std
         check_prompt_weighting(*r.prompt_weighting, where);
       } else if (key == "strength") {
         r.strength = json_float(v, where, key);
+      } else if (key == "aesthetic_score" || key == "negative_aesthetic_score") {
+        (key == "aesthetic_score" ? r.aesthetic_score : r.negative_aesthetic_score) = json_float(v, where, key);
       } else if (key == "lora") {  // [{"path": ..., "scale": 0.8}] or ["path:0.8"]
         if (!v.is_array()) throw InputError(where + ": \"lora\" must be a list, got " + v.dump());
         std::vector<ItemLora> loras;
@@ -208,7 +210,8 @@ std::vector<PromptRecord> parse_prompts_jsonl(const std::string& text, const std
         throw InputError(where + ": unknown key \"" + key +
                          "\" (known: prompt, negative_prompt, seed, steps, guidance, width, height, sampler, "
                          "schedule, eta, clip_skip, guidance_rescale, init_image, strength, original_width, original_height, "
-                         "crop_top, crop_left, target_width, target_height, prompt_weighting, lora)");
+                         "crop_top, crop_left, target_width, target_height, prompt_weighting, lora, aesthetic_score, "
+                         "negative_aesthetic_score)");
       }
     }
     if (!has_prompt) throw InputError(where + ": missing \"prompt\"");
@@ -280,6 +283,8 @@ std::vector<WorkItem> expand_job(const std::vector<PromptRecord>& prompts, int i
     if (r.schedule) params.schedule = *r.schedule;
     if (r.init_image) params.init_image = *r.init_image;
     if (r.strength) params.strength = *r.strength;
+    if (r.aesthetic_score) params.aesthetic_score = *r.aesthetic_score;
+    if (r.negative_aesthetic_score) params.negative_aesthetic_score = *r.negative_aesthetic_score;
     if (r.loras) params.loras = *r.loras;
     if (r.prompt_weighting) params.prompt_weighting = *r.prompt_weighting;
     if (r.original_width) params.original_width = *r.original_width;

@@ -413,6 +413,8 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
       chunks_of.push_back(k);
     }
     if (std::adjacent_find(chunks_of.begin(), chunks_of.end(), std::not_equal_to<>()) != chunks_of.end()) {
+      // The base split its batch so already (the two stages' tokenizers share the vocabulary).
+      SDMPI_CHECK(!m.handoff, "the refiner stage got a batch whose prompts need different chunk counts");
       std::map<size_t, std::vector<size_t>> groups;  // k → the items' positions in the batch
       for (size_t i = 0; i < items.size(); ++i) groups[chunks_of[i]].push_back(i);
       std::vector<ImageResult> out(items.size());

@@ -43,6 +43,12 @@ set -e
   --aesthetic-score 9 --out-dir "$tmp/r9" >/dev/null 2>&1 || fail "refiner img2img, aesthetic score 9"
 grep -a -q 'Aesthetic score: 9.0' "$tmp/r9/000000.png" || fail "PNG parameters lack the aesthetic score"
 cmp -s "$tmp/r6/000000.png" "$tmp/r9/000000.png" && fail "the aesthetic score changed nothing"
+# The same as JSONL keys: the same image.
+printf '{"prompt": "a red fox", "seed": 11, "init_image": "%s", "strength": 0.5, "aesthetic_score": 9}\n' \
+  "$tmp/alone/000000.png" > "$tmp/p.jsonl"
+"$SD" generate --model "$tmp/ref" --steps 5 --guidance 5 --prompts "$tmp/p.jsonl" --out-dir "$tmp/rj" >/dev/null 2>&1 \
+  || fail "refiner img2img from JSONL"
+cmp -s "$tmp/r9/000000.png" "$tmp/rj/000000.png" || fail "JSONL aesthetic_score and --aesthetic-score differ"
 
 "$SD" make-model --preset tiny --seed 1 "$tmp/sd1" >/dev/null 2>&1 || fail "make-model tiny"
 check_refused() {  # expected message part, then the arguments
