@@ -164,7 +164,7 @@ TEST(Sd2Golden, EveryRunWithinOneLevelOfDiffusers) {
   auto backend = make_cpu_backend();
   std::map<std::string, std::unique_ptr<Txt2ImgPipeline>> pipes;
   std::map<std::string, ModelSource> models;
-  int runs = 0, rescaled_cfg_runs = 0, v_prediction_runs = 0;
+  int runs = 0, rescaled_cfg_runs = 0, v_prediction_runs = 0, turbo_runs = 0;
   for (const auto& run : doc["runs"]) {
     const std::string pname = run["pipeline"];
     if (!pipes.count(pname)) {
@@ -175,10 +175,14 @@ TEST(Sd2Golden, EveryRunWithinOneLevelOfDiffusers) {
     ++runs;
     rescaled_cfg_runs += run["guidance_rescale"].get<double>() > 0 && run["guidance"].get<double>() > 1;
     v_prediction_runs += doc["pipelines"][pname]["configs"]["scheduler"].value("prediction_type", "") == "v_prediction";
+    // SD-Turbo: trailing spacing, 1-4 steps, guidance 0.
+    turbo_runs += doc["pipelines"][pname]["configs"]["scheduler"].value("timestep_spacing", "") == "trailing" &&
+                  run["guidance"].get<double>() == 0.0;
   }
   EXPECT_GE(runs, 8);
   EXPECT_GE(rescaled_cfg_runs, 3);
   EXPECT_GE(v_prediction_runs, 5);
+  EXPECT_GE(turbo_runs, 3);
 }
 
 // guidance_rescale on its way through the job: a JSONL key (range-checked), the PNG parameters'

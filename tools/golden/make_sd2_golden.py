@@ -3,7 +3,8 @@
 tiny random pipeline with SD 2.x's structure: CLIPTextModel with exact GELU (the OpenCLIP tower as
 transformers holds it), UNet with linear proj_in/out, per-block head counts (the list the file calls
 attention_head_dim) and upcast_attention, and stable-diffusion-2-1's scheduler_config.json (DDIM,
-v_prediction); a second pipeline with the same networks and SD 2 base's config (PNDM, epsilon).
+v_prediction); a second pipeline with the same networks and SD 2 base's config (PNDM, epsilon); a third
+with SD-Turbo's (Euler, trailing spacing, epsilon) run at 1, 2 and 4 steps with guidance 0.
 
 Runs: several samplers on the v-prediction model (each as users switch: NewScheduler.from_config(
 <the model's scheduler>.config)), CFG 7.5 with negative prompts, guidance_rescale 0.7 (diffusers'
@@ -50,6 +51,10 @@ SD21_SCHEDULER = {
 }
 # stabilityai/stable-diffusion-2-base: PNDM, epsilon.
 SD2_BASE_SCHEDULER = {**SD21_SCHEDULER, "_class_name": "PNDMScheduler", "prediction_type": "epsilon"}
+# stabilityai/sd-turbo (SD 2.1 networks distilled for 1-4 steps): Euler with trailing spacing, epsilon;
+# used with guidance 0 (no CFG pass). Its Euler ancestral sibling is covered by switching samplers.
+SD_TURBO_SCHEDULER = {**SD21_SCHEDULER, "_class_name": "EulerDiscreteScheduler", "prediction_type": "epsilon",
+                      "timestep_spacing": "trailing", "interpolation_type": "linear", "use_karras_sigmas": False}
 
 NETWORKS = {
     "unet": dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
@@ -66,7 +71,7 @@ NETWORKS = {
                  num_attention_heads=3, max_position_embeddings=77, hidden_act="gelu",
                  bos_token_id=0, eos_token_id=2, pad_token_id=1, projection_dim=48),
 }
-PIPELINES = {"sd2_v": SD21_SCHEDULER, "sd2_base": SD2_BASE_SCHEDULER}
+PIPELINES = {"sd2_v": SD21_SCHEDULER, "sd2_base": SD2_BASE_SCHEDULER, "sd_turbo": SD_TURBO_SCHEDULER}
 
 SAMPLERS = {  # our name → scheduler class, extra config
     "pndm": (PNDMScheduler, {}),
@@ -89,12 +94,16 @@ CASES = [
     ("sd2_v", "pndm", 4, 1.0, 0.7, 64, 64),  # no CFG: diffusers skips the rescale too
     ("sd2_base", "pndm", 5, 7.5, 0.0, 64, 64),
     ("sd2_base", "euler", 5, 7.5, 0.7, 48, 64),
+    ("sd_turbo", "euler", 1, 0.0, 0.0, 64, 64),  # SD-Turbo as its model card runs it: 1 step, guidance 0
+    ("sd_turbo", "euler", 4, 0.0, 0.0, 64, 48),
+    ("sd_turbo", "euler_a", 2, 0.0, 0.0, 64, 64),
 ]
 
 
 def model_scheduler(scheduler_config):
     """The scheduler the model folder's scheduler_config.json makes."""
-    cls = {"DDIMScheduler": DDIMScheduler, "PNDMScheduler": PNDMScheduler}[scheduler_config["_class_name"]]
+    cls = {"DDIMScheduler": DDIMScheduler, "PNDMScheduler": PNDMScheduler,
+           "EulerDiscreteScheduler": EulerDiscreteScheduler}[scheduler_config["_class_name"]]
     return cls.from_config(scheduler_config)
 
 
