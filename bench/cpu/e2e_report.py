@@ -44,15 +44,18 @@ def main():
             lines.append(f"- stable-diffusion.cpp {e['version']}, sd-cli built for this CPU (GGML_NATIVE), "
                          f"weights {e['weights']}; times from its log, median of {e['reps']} runs")
     lines += [f"- components: warm-up then median of {ours['reps']}; whole image: one generation after the load; "
-              "same weights for every engine", *[f"- {n}" for n in run.get("notes", [])], "",
+              "same weights for every engine; speed-up: their time over ours (above 1: sd_mpi is faster)", *[f"- {n}" for n in run.get("notes", [])], "",
               "| stage | " + " | ".join(f"{n} (s)" for n in names) + " | "
-              + " | ".join(f"vs {n}" for n in names[1:]) + " |",
+              + " | ".join(f"speed-up vs {n}" for n in names[1:]) + " |",
               "|---" * (2 * len(names)) + "|"]
     for label, key, _ in rows:
         a = ours.get(key)
         cells = [f"{e[key]:.3f}" if key in e else "–" for e in engines]
         ratios = [f"{e[key] / a:.2f}×" if key in e and a else "–" for e in peers]
         lines.append(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    first = [e["load_s"] + e["generation_s"] for e in engines]
+    lines.append("| time to first image (load + whole image) | " + " | ".join(f"{t:.3f}" for t in first) + " | "
+                 + " | ".join(f"{t / first[0]:.2f}×" for t in first[1:]) + " |")
     rss = [f"{e['peak_rss_gib']:.2f}" if "peak_rss_gib" in e else "–" for e in engines]
     lines.append("| peak RSS (GiB) | " + " | ".join(rss) + " |" + " |" * len(peers))
     torch_rate = next((e["torch_sgemm_gflops"] for e in peers if "torch_sgemm_gflops" in e), None)

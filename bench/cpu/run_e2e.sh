@@ -3,25 +3,43 @@
 # same machine, same weights (sd_mpi make-model --preset sd15: the real SD 1.5 shapes with random
 # weights; sd.cpp reads them as one LDM single file, bench/cpu/diffusers_to_ldm.py), same size,
 # steps and sampler. Euler by default: sd.cpp has no PNDM (SAMPLER=pndm runs the first two only).
+# The engines run one after the other, never at once.
 #   GOLDEN_PY=<venv python with diffusers> bench/cpu/run_e2e.sh [SIZE=256] [STEPS=10] [REPS=3]
-#   env: BUILD (build dir, default build), THREADS (default nproc), MODEL_DIR, SAMPLER (euler),
-#        SDCPP=0 (leave out stable-diffusion.cpp; bench/cpu/build_sdcpp.sh builds it on first use)
-# Prints a table and writes bench/results/cpu/<date>-e2e.md (+ .json): times, speed-ups, each
-# engine's GFLOP/s per component (bench/cpu/count_flops.py) against the measured sgemm rate.
+#   env: BUILD (build dir, default build), THREADS (default nproc), SAMPLER (euler),
+#        SDCPP=0 (leave out stable-diffusion.cpp; bench/cpu/build_sdcpp.sh builds it on first use),
+#        PRESET=sdxl (the SDXL row, see run_e2e_sdxl.sh: ours and diffusers only),
+#        MODEL_DIR (default /tmp/sd_mpi_bench_<preset>; an SDXL folder made here is deleted after,
+#        unless KEEP_MODEL=1)
+# Prints a table and writes bench/results/cpu/<date>-e2e[-sdxl].md (+ .json): times, speed-ups,
+# each engine's GFLOP/s per component (bench/cpu/count_flops.py) against the measured sgemm rate,
+# peak RSS.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${GOLDEN_PY:?set GOLDEN_PY to a python with the pinned diffusers (tools/golden/requirements.txt)}
 BUILD=${BUILD:-build}
+PRESET=${PRESET:-sd15}
 SIZE=${1:-256} STEPS=${2:-10} REPS=${3:-3}
 THREADS=${THREADS:-$(nproc)}
 SAMPLER=${SAMPLER:-euler}
-MODEL=${MODEL_DIR:-/tmp/sd_mpi_bench_sd15}
+MODEL=${MODEL_DIR:-/tmp/sd_mpi_bench_$PRESET}
 SDCPP=${SDCPP:-1}
+case $PRESET in
+  sd15) suffix="" title="sd_mpi vs diffusers vs stable-diffusion.cpp, SD 1.5 shapes" ;;
+  sdxl) suffix="-sdxl" title="sd_mpi vs diffusers, SDXL base shapes" SDCPP=0 ;;
+  *) echo "run_e2e.sh: PRESET=$PRESET: expected sd15 or sdxl" >&2; exit 2 ;;
+esac
+notes="\"sampler: $SAMPLER for all engines (stable-diffusion.cpp has no PNDM), guidance 7.5, seed 0\""
+[ "$PRESET" = sdxl ] && notes+=', "the empty negative prompt is zeroed (force_zeros_for_empty_prompt) in both engines",
+  "SDXL UNet step and VAE decode: phase timings of the one generation (not standalone), in both engines",
+  "float32 compute in both; weights F16 on disk, converted at load"'
 [ "$SAMPLER" = pndm ] && SDCPP=0
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=$THREADS
 load_before=$(uptime | sed 's/.*load average: //')
 cmake --build "$BUILD" --target sd_mpi e2e_cpu_bench cpu_ops_bench >/dev/null
-[ -f "$MODEL/model_index.json" ] || "$BUILD/sd_mpi" make-model --preset sd15 --seed 1 "$MODEL"
+if [ ! -f "$MODEL/model_index.json" ]; then
+  "$BUILD/sd_mpi" make-model --preset "$PRESET" --seed 1 "$MODEL"
+  [ "$PRESET" = sdxl ] && [ "${KEEP_MODEL:-0}" != 1 ] && trap 'rm -rf "$MODEL"' EXIT
+fi
 if [ "$SDCPP" = 1 ]; then
   sdcli=$(PIP="$(dirname "$PY")/pip" bench/cpu/build_sdcpp.sh)
   ckpt=$MODEL.ldm.safetensors
@@ -32,14 +50,15 @@ sgemm=$("$BUILD/bench/cpu_ops_bench" --threads "$THREADS" --reps 3 --filter '(no
 flops=$("$PY" bench/cpu/count_flops.py "$MODEL" "$SIZE" 2>/dev/null | tail -n 1)
 engines=$("$BUILD/bench/e2e_cpu_bench" "$MODEL" "$SIZE" "$STEPS" "$REPS" "$THREADS" "$SAMPLER")
 engines+=,$("$PY" bench/cpu/e2e_diffusers.py "$MODEL" "$SIZE" "$STEPS" "$REPS" "$THREADS" "$SAMPLER" 2>/dev/null | tail -n 1)
-[ "$SDCPP" = 1 ] && engines+=,$(python3 bench/cpu/e2e_sdcpp.py "$sdcli" "$ckpt" "$SIZE" "$STEPS" "$REPS" "$THREADS" "$SAMPLER")
+if [ "$SDCPP" = 1 ]; then
+  engines+=,$(python3 bench/cpu/e2e_sdcpp.py "$sdcli" "$ckpt" "$SIZE" "$STEPS" "$REPS" "$THREADS" "$SAMPLER")
+fi
 load_after=$(uptime | sed 's/.*load average: //')
 mkdir -p bench/results/cpu
 python3 bench/cpu/e2e_report.py <<JSON
-{"out": "bench/results/cpu/$(date -u +%Y-%m-%d)-e2e",
- "title": "CPU end-to-end: sd_mpi vs diffusers vs stable-diffusion.cpp, SD 1.5 shapes (random weights), ${SIZE}×${SIZE}",
+{"out": "bench/results/cpu/$(date -u +%Y-%m-%d)-e2e$suffix",
+ "title": "CPU end-to-end: $title (random weights), ${SIZE}×${SIZE}",
  "engines": [$engines], "flops": $flops, "sgemm_gflops": $sgemm,
  "cpu": "$(lscpu | sed -n 's/^Model name: *//p' | head -1)", "commit": "$(git rev-parse --short=12 HEAD)",
- "load_before": "$load_before", "load_after": "$load_after",
- "notes": ["sampler: $SAMPLER for all engines (stable-diffusion.cpp has no PNDM), guidance 7.5, seed 0"]}
+ "load_before": "$load_before", "load_after": "$load_after", "notes": [$notes]}
 JSON
