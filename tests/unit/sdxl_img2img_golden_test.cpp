@@ -11,7 +11,6 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "golden_util.h"
@@ -31,23 +30,8 @@ namespace {
 const std::string kDir = std::string(SDMPI_TEST_DATA) + "/golden/sdxl_img2img/";
 const std::string kBaseJson = std::string(SDMPI_TEST_DATA) + "/golden/sdxl/pipelines.json";
 
-// The models' tokenizer_2: the CLIP vocabulary padded with "!" (as sdxl_golden_test reads it).
-ClipTokenizer bang_padded_tokenizer() {
-  namespace fs = std::filesystem;
-  const fs::path dir = fs::path(SDMPI_BINARY_DIR) / "sdxl_img2img_golden_tokenizer_2";
-  fs::remove_all(dir);
-  ClipTokenizer::builtin().write_dir(dir.string());
-  for (const char* name : {"special_tokens_map.json", "tokenizer_config.json"}) {
-    const fs::path file = dir / name;
-    std::ifstream in(file);
-    if (!in) continue;
-    nlohmann::json j = nlohmann::json::parse(in);
-    in.close();
-    if (j.contains("pad_token")) j["pad_token"] = "!";
-    std::ofstream(file) << j.dump(1);
-  }
-  return ClipTokenizer::from_dir(dir.string());
-}
+// The models' tokenizer_2: the CLIP vocabulary padded with "!".
+ClipTokenizer bang_padded_tokenizer() { return testing_util::bang_padded_tokenizer("sdxl_img2img_golden_tokenizer_2"); }
 
 std::vector<WorkItem> run_items(const nlohmann::json& run) {
   std::vector<WorkItem> items;
