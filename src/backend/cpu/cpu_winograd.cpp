@@ -195,17 +195,19 @@ void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t 
   if (T == 0 || Cout == 0) return;
 
   // U[ξ][cout][cin] = (G g Gᵀ)[ξ] for each (cout, cin); g is OHWI.
-  std::vector<float> U(static_cast<size_t>(positions * Cout * Cin));
+  // Scratch kept by the calling thread between calls: fresh buffers of this size would be
+  // faulted in and zeroed by the kernel on every call (measured: as much time as the GEMMs).
+  thread_local FloatScratch u_buf, v_buf, m_buf;
+  float* U = u_buf.get(static_cast<size_t>(positions * Cout * Cin));
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && Cout > 1)
   for (int64_t o = 0; o < Cout; ++o)
-    two_sided(wm.G, wm.G, alpha, 3, w + o * 9 * Cin, 3 * Cin, Cin, U.data() + o * Cin, alpha * Cout * Cin, Cout * Cin,
-              Cin);
+    two_sided(wm.G, wm.G, alpha, 3, w + o * 9 * Cin, 3 * Cin, Cin, U + o * Cin, alpha * Cout * Cin, Cout * Cin, Cin);
 
   // Tiles in blocks of a size set by the channel counts only (V and M of a block ≈ 16 MB at most).
   const int64_t per_tile_floats = positions * std::max(Cin, Cout);
   const int64_t block = std::clamp<int64_t>((int64_t{4} << 20) / per_tile_floats, 64, 1024);
-  std::vector<float> V(static_cast<size_t>(positions * std::min(block, T) * Cin));
-  std::vector<float> Mx(static_cast<size_t>(positions * std::min(block, T) * Cout));
+  float* V = v_buf.get(static_cast<size_t>(positions * std::min(block, T) * Cin));
+  float* Mx = m_buf.get(static_cast<size_t>(positions * std::min(block, T) * Cout));
 
   // Our GEMM adds up every row alone, so blocks may span items; OpenBLAS's rows depend on the
   // number of rows in a call (cpu_gemm.h), so with it the blocks stay inside one item.
@@ -238,7 +240,7 @@ void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t 
         src_a = alpha * Cin;
         src_b = Cin;
       }
-      two_sided(wm.BT, wm.BT, alpha, alpha, src, src_a, src_b, V.data() + i * Cin, alpha * tn * Cin, tn * Cin, Cin);
+      two_sided(wm.BT, wm.BT, alpha, alpha, src, src_a, src_b, V + i * Cin, alpha * tn * Cin, tn * Cin, Cin);
     }
 
     // The element-wise products summed over channels: positions² GEMMs M_ξ = V_ξ · U_ξᵀ.
@@ -247,12 +249,12 @@ void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t 
     p.M = tn;
     p.N = Cout;
     p.K = Cin;
-    p.A = V.data();
+    p.A = V;
     p.lda = Cin;
     p.a_item_stride = tn * Cin;
-    p.W = U.data();
+    p.W = U;
     p.w_item_stride = Cout * Cin;
-    p.C = Mx.data();
+    p.C = Mx;
     p.ldc = Cout;
     p.c_item_stride = tn * Cout;
     gemm_nt_parallel(p, threads);
@@ -266,7 +268,7 @@ void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t 
       float* yb = y + b * Ho * Wo * Cout;
       thread_local FloatScratch out_tile;
       float* o = out_tile.get(static_cast<size_t>(m * m * Cout));
-      two_sided(wm.AT, wm.AT, m, alpha, Mx.data() + i * Cout, alpha * tn * Cout, tn * Cout, o, m * Cout, Cout, Cout);
+      two_sided(wm.AT, wm.AT, m, alpha, Mx + i * Cout, alpha * tn * Cout, tn * Cout, o, m * Cout, Cout, Cout);
       for (int64_t a = 0; a < rows; ++a)
         for (int64_t c = 0; c < cols; ++c) {
           const float* src = o + (a * m + c) * Cout;
