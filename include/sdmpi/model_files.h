@@ -49,6 +49,8 @@ class SafetensorsWeightSource : public WeightSource {
   bool has(const std::string& name) const override;
   WeightView get(const std::string& name) const override;
   std::string describe() const override { return description_; }
+  // Drops the file pages of `name` (its slice, for add_slice) from memory: SafetensorsFile::drop_resident.
+  void release(const std::string& name) const override;
   // Where `name` comes from: "file.safetensors:key" (messages, tests).
   std::string origin(const std::string& name) const;
 

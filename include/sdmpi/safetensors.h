@@ -68,6 +68,14 @@ class SafetensorsFile : public std::enable_shared_from_this<SafetensorsFile> {
   WeightView view(const std::string& name) const;
   // One tensor converted to float32 (tests, tools).
   std::vector<float> to_f32(const std::string& name) const;
+  // A hint that bytes [offset, offset + length) of tensor `name` were copied (converted, uploaded)
+  // and need not stay resident: the whole pages inside that range leave this process's memory
+  // (madvise MADV_DONTNEED on the read-only private file mapping; a later view() faults them back
+  // in from the page cache or the file, unchanged). Without it the mapped file pages a load touched
+  // stay counted in the RSS next to their float32 copies (6.5 GB of F16 SDXL pages, peak RSS 21.9
+  // GiB at 1024²: bench/results/cpu/2026-12-05-sdxl-1024-rss.md). No-op for from_bytes() and
+  // open(in_place) files, whose views may be in use in place. length < 0: to the tensor's end.
+  void drop_resident(const std::string& name, uint64_t offset = 0, int64_t length = -1) const noexcept;
 
  private:
   SafetensorsFile() = default;

@@ -26,6 +26,9 @@ class WeightSource {
   virtual bool has(const std::string& name) const = 0;
   virtual WeightView get(const std::string& name) const = 0;  // throws InputError if absent
   virtual std::string describe() const = 0;                  // e.g. the file path(s), for messages
+  // A hint after a backend made its own copy of `name`: the source may let its bytes leave memory
+  // if it can get them back unchanged (a mapped file: SafetensorsFile::drop_resident). Default: no-op.
+  virtual void release(const std::string& /*name*/) const {}
 };
 
 // Tensors held in memory (tests, the built-in tiny model).

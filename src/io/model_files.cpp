@@ -83,6 +83,17 @@ std::vector<std::string> SafetensorsWeightSource::names() const {
 
 bool SafetensorsWeightSource::has(const std::string& name) const { return items_.count(name) != 0; }
 
+void SafetensorsWeightSource::release(const std::string& name) const {
+  auto it = items_.find(name);
+  if (it == items_.end() || it->second.transpose) return;  // a transposed copy is ours, not the file's
+  const Item& item = it->second;
+  auto entry = item.file->entries().find(item.key);
+  if (entry == item.file->entries().end()) return;
+  const uint64_t bytes = entry->second.end - entry->second.begin;
+  const uint64_t part_bytes = bytes / static_cast<uint64_t>(item.parts);
+  item.file->drop_resident(item.key, static_cast<uint64_t>(item.part) * part_bytes, static_cast<int64_t>(part_bytes));
+}
+
 WeightView SafetensorsWeightSource::get(const std::string& name) const {
   auto it = items_.find(name);
   if (it == items_.end()) throw InputError(description_ + ": no tensor '" + name + "'");

@@ -376,6 +376,21 @@ void SafetensorsFile::check_unchanged() const {
                      " bytes then, " + std::to_string(now) + " now, modified since); restore it and start again");
 }
 
+void SafetensorsFile::drop_resident(const std::string& name, uint64_t offset, int64_t length) const noexcept {
+  if (!mapped_ || in_place_) return;
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return;
+  const Entry& e = it->second;
+  const uint64_t size = e.end - e.begin;
+  if (offset >= size) return;
+  const uint64_t end = length < 0 ? size : std::min<uint64_t>(size, offset + static_cast<uint64_t>(length));
+  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  // Whole pages only: the pages at either end may hold a neighbour's bytes still being read.
+  const uintptr_t first = (reinterpret_cast<uintptr_t>(data_ + e.begin + offset) + page - 1) / page * page;
+  const uintptr_t last = reinterpret_cast<uintptr_t>(data_ + e.begin + end) / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 WeightView SafetensorsFile::view(const std::string& name) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) {

@@ -152,7 +152,11 @@ Tensor WeightLoader::load(const std::string& name, const Shape& shape, WeightKin
     misshaped_.push_back(name + ": file " + shape_str(w.shape) + " expected " + shape_str(shape));
     return Tensor();
   }
-  return backend_.upload_weight(w, kind, model_dtype_);
+  Tensor uploaded = backend_.upload_weight(w, kind, model_dtype_);
+  // The backend holds its own copy now, unless it computes from the source's bytes in place
+  // (keep_alive: --map-weights, node-shared weights), so the source may drop its pages.
+  if (!w.keep_alive) source_.release(name);
+  return uploaded;
 }
 
 void WeightLoader::ignore_prefix(const std::string& prefix) { ignored_prefixes_.push_back(prefix); }

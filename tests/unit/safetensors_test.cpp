@@ -244,3 +244,50 @@ TEST(SafetensorsWriter, PythonReadsWhatWeWrite) {
   std::string cmd = std::string(py) + " " + script + " " + path + " " + kGolden + "/python_written.json";
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
 }
+
+namespace {
+// This process's resident memory in bytes (/proc/self/statm, second field, in pages).
+int64_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
+}
+}  // namespace
+
+// drop_resident: the pages of a tensor a load has copied leave the process's memory, and a later
+// view() reads the same bytes again; an in-place file (--map-weights) keeps its pages.
+TEST(SafetensorsReader, DropResidentReleasesPagesAndKeepsTheBytes) {
+  const std::string path = tmp_dir() + "/big.safetensors";
+  const int64_t n = int64_t{16} << 20;  // 64 MB of F32
+  std::vector<float> values(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) values[static_cast<size_t>(i)] = static_cast<float>(i % 9973) * 0.5f;
+  SafetensorsWriter w;
+  w.add_f32("big", {n}, values);
+  w.write(path);
+  values = {};
+  auto checksum = [&](const WeightView& v) {
+    double s = 0;
+    const float* p = static_cast<const float*>(v.data);
+    for (int64_t i = 0; i < n; i += 97) s += p[i] * static_cast<double>(i % 7);
+    for (int64_t i = 0; i < n; ++i) s += p[i] == -1.0f;  // touches every page
+    return s;
+  };
+  double expected = 0;
+  for (int64_t i = 0; i < n; i += 97) expected += static_cast<double>(i % 9973) * 0.5 * static_cast<double>(i % 7);
+  for (bool in_place : {false, true}) {
+    SCOPED_TRACE(in_place ? "in place" : "copied");
+    auto file = SafetensorsFile::open(path, in_place);
+    const int64_t before = resident_bytes();
+    EXPECT_EQ(checksum(file->view("big")), expected);
+    const int64_t touched = resident_bytes();
+    EXPECT_GE(touched - before, int64_t{60} << 20) << "reading 64 MB did not map them in";
+    file->drop_resident("big");
+    const int64_t dropped = resident_bytes();
+    if (in_place)
+      EXPECT_GE(dropped, touched - (int64_t{4} << 20)) << "an in-place file's pages were dropped";
+    else
+      EXPECT_LE(dropped, before + (int64_t{4} << 20)) << "64 MB of pages still resident after drop_resident";
+    EXPECT_EQ(checksum(file->view("big")), expected) << "the bytes changed after drop_resident";
+  }
+}

@@ -110,6 +110,31 @@ TEST(WeightLoader, AllPresentUploadsEachOnce) {
   EXPECT_EQ(be.uploads[1].values, (std::vector<float>{7, 8}));
 }
 
+// After each upload the loader tells the source it may drop that tensor's bytes (a mapped file
+// releases its pages: SafetensorsFile::drop_resident); a view the backend may use in place
+// (keep_alive) is never released, nor is a tensor that failed to load.
+TEST(WeightLoader, ReleasesWhatTheBackendCopied) {
+  struct Recording : MemoryWeightSource {
+    mutable std::vector<std::string> released;
+    std::shared_ptr<const void> owner = std::make_shared<int>(0);
+    void release(const std::string& name) const override { released.push_back(name); }
+    WeightView get(const std::string& name) const override {
+      WeightView w = MemoryWeightSource::get(name);
+      if (name == "in_place") w.keep_alive = owner;
+      return w;
+    }
+  } src;
+  src.add_f32("copied", {2}, {1, 2});
+  src.add_f32("in_place", {2}, {3, 4});
+  src.add_f32("misshaped", {3}, {5, 6, 7});
+  RecordingBackend be;
+  WeightLoader loader(src, be, "unet");
+  EXPECT_TRUE(loader.load("copied", {2}, WeightKind::Vector).defined());
+  EXPECT_TRUE(loader.load("in_place", {2}, WeightKind::Vector).defined());
+  EXPECT_FALSE(loader.load("misshaped", {2}, WeightKind::Vector).defined());
+  EXPECT_EQ(src.released, (std::vector<std::string>{"copied"}));
+}
+
 TEST(WeightLoader, ReportsEveryProblemAtOnce) {
   MemoryWeightSource src("unet.safetensors");
   src.add_f32("ok", {1}, {1});
