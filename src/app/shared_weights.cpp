@@ -39,16 +39,25 @@ std::string gib(uint64_t bytes) {
 
 }  // namespace
 
+bool shares_weights_on_node(const Backend* backend) {
+  return backend && (backend->device() != Device::CPU || backend->compute_dtype() == DType::F32);
+}
+
 ModelSource share_weights_on_node(const World& world, const ModelSource& model, const Backend* backend, bool enabled,
                                   int threads) {
-  const bool host = backend && backend->device() == Device::CPU && backend->compute_dtype() == DType::F32;
+  // Host ranks computing in float32 use the block in place. GPU ranks upload from it: the node's
+  // first rank reads and converts the files once, the others copy from the node's memory instead of
+  // reading the files again (the CUDA upload turns these float32 bytes into the compute dtype, the
+  // same bits as from the file: F16/BF16 → F32 is exact). The block then stays for the job (the
+  // lazily loaded VAE encoder, LoRA merges read it).
+  const bool eligible = shares_weights_on_node(backend);
   // Plan first: every rank must know the block's size before the collective allocation, and no
   // rank may leave between collectives, so a failure here is only agreed on, never thrown.
   std::map<std::string, ComponentPlan> plans;
   std::vector<PreparedWeightSource::Slot> all_slots;
   uint64_t end = kHeaderBytes;
   bool planned = false;
-  if (host && enabled && world.size() > 1) {
+  if (eligible && enabled && world.size() > 1) {
     try {
       for (const char* c : kComponents) {
         if (!model.has(c)) continue;
@@ -106,8 +115,9 @@ ModelSource share_weights_on_node(const World& world, const ModelSource& model, 
     shared[component] =
         std::make_shared<PreparedWeightSource>(p.source, DType::F32, std::move(p.slots), block, buffer);
   if (world.rank() == 0)
-    log::info("weights: one copy per node in shared memory (" + gib(end) +
-              ", read and converted by each node's first rank; --no-shared-weights: one copy per rank)");
+    log::info("weights: one copy per node in shared memory (" + gib(end) + ", read and converted by each node's first rank" +
+              (backend->device() == Device::CPU ? "" : ", uploaded from there by each GPU rank") +
+              "; --no-shared-weights: one read per rank)");
   return model.with_weights(std::move(shared));
 }
 

@@ -2,7 +2,8 @@
 // on the host and share a node read the weight files once, convert them once (to float32, in the
 // backend's layout), into memory the node's ranks share, and every rank's backend uses those bytes
 // in place. So `mpirun -np 8` on one node holds one model's worth of weights, not eight, and the
-// files are read by one rank per node instead of every rank.
+// files are read by one rank per node instead of every rank. GPU ranks take part too: the node's
+// first rank reads and converts once, and every GPU rank uploads from the shared block.
 //
 // The app is where the two sides meet: the cluster layer lends the memory (Comm::
 // node_shared_buffer, an MPI shared-memory window) and knows nothing of tensors; the io layer lays
@@ -16,8 +17,12 @@
 
 namespace sdmpi::app {
 
-// `model` with its weights in node-shared memory when every rank's backend computes on the host
-// in float32, `enabled` (no --no-shared-weights) and another rank shares this rank's node;
+// Whether ranks on `backend` take part: host backends computing in float32 (they compute from the
+// node's block in place) and GPU backends (they upload from it instead of reading the files).
+bool shares_weights_on_node(const Backend* backend);
+
+// `model` with its weights in node-shared memory when every rank's backend shares
+// (shares_weights_on_node), `enabled` (no --no-shared-weights) and another rank shares this rank's node;
 // otherwise `model` itself (each rank then converts its own copy as before). The node's rank 0
 // converts with `threads` threads (0: every core of the node, the other ranks wait). Collective:
 // every rank calls it at the same point; it throws nothing before the last collective, and a rank

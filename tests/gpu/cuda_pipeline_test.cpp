@@ -5,12 +5,15 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "gpu/gpu_test_util.h"
 #include "sdmpi/job.h"
 #include "sdmpi/pipeline.h"
+#include "sdmpi/weights.h"
 
 using namespace sdmpi;
 using namespace sdmpi::gputest;
@@ -88,3 +91,34 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, CudaPipeline, ::testing::Values(DType::F32, DTy
                          [](const ::testing::TestParamInfo<DType>& info) { return dtype_label(info.param); });
 
 }  // namespace
+
+// GPU ranks sharing a node upload from the node's block (src/app/shared_weights.h, which lets
+// every GPU backend take part): float32 in the
+// backend layout, converted once by the node's first rank. On an fp16/bf16 GPU that must give the
+// very weights the files give (F16/BF16 → F32 is exact, the upload narrows once), so the images are
+// identical bit for bit.
+TEST_P(CudaPipeline, WeightsFromANodeSharedBlockGiveTheSameImages) {
+  SDMPI_REQUIRE_GPU();
+  const DType t = GetParam();
+  ModelSource files = ModelSource::open("tiny");
+  std::map<std::string, std::shared_ptr<WeightSource>> prepared;
+  std::vector<std::shared_ptr<uint8_t[]>> blocks;
+  for (const char* c : {"unet", "vae", "text_encoder"}) {
+    std::shared_ptr<WeightSource> source = files.weights(c);
+    std::vector<PreparedWeightSource::Slot> slots;
+    const uint64_t end = PreparedWeightSource::plan(*source, DType::F32, 64, &slots);
+    auto block = std::shared_ptr<uint8_t[]>(new uint8_t[end]);
+    PreparedWeightSource::fill(*source, DType::F32, slots, block.get(), 2);
+    prepared[c] = std::make_shared<PreparedWeightSource>(source, DType::F32, slots, block.get(), block);
+  }
+  ModelSource shared = files.with_weights(prepared);
+  Txt2ImgPipeline from_files(files, gpu(t));
+  Txt2ImgPipeline from_block(shared, gpu(t));
+  const std::vector<WorkItem> items = items_for("euler_a");
+  const std::vector<ImageResult> a = from_files.generate(items), b = from_block.generate(items);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_TRUE(a[i].ok && b[i].ok) << a[i].error << b[i].error;
+    EXPECT_EQ(a[i].rgb, b[i].rgb) << "image " << i;
+  }
+}
