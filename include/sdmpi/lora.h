@@ -10,9 +10,12 @@
 // The prefixes and suffixes live in one table (src/io/lora.cpp). A module is resolved against the
 // names its component's WeightSource actually has (diffusers names, docs/architecture.md), so the
 // underscored kohya form needs no list of its own: "down_blocks_0_attentions_0_proj_in" is the
-// weight whose dotted name, underscored, reads the same. Every key that maps to nothing, every
-// module without both halves and every shape that does not fit its weight is named in one
-// InputError, all at once.
+// weight whose dotted name, underscored, reads the same. kohya's SDXL files name the UNet in the
+// LDM layout (lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q): a UNet module found no
+// other way goes through the single-file checkpoint table (src/io/checkpoint_keys.h). Every key
+// that maps to nothing, every module without both halves and every shape that does not fit its
+// weight is named in one InputError, all at once; a file of another adapter kind (LoHa, LoKr, DoRA,
+// IA3, ...) is refused naming a key and the kind.
 // Conv LoRAs are merged as diffusers and kohya compute them: down [r, in, kh, kw], up [out, r, 1, 1]
 // and delta = up.reshape(out, r) @ down.reshape(r, in·kh·kw), reshaped to the weight's shape.
 #pragma once

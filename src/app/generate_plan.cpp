@@ -299,9 +299,15 @@ struct JobSize {
   int width = 0, height = 0;
   bool cfg = false;
   int64_t items = 0;
-  nlohmann::json to_json() const { return {{"width", width}, {"height", height}, {"cfg", cfg}, {"items", items}}; }
+  bool init_images = false;  // some item is img2img: the VAE encoder is loaded
+  int64_t lora_bytes = 0;    // merging the largest LoRA set (lora_merge_bytes), host memory
+  nlohmann::json to_json() const {
+    return {{"width", width}, {"height", height}, {"cfg", cfg}, {"items", items}, {"init_images", init_images},
+            {"lora_bytes", lora_bytes}};
+  }
   static JobSize from_json(const nlohmann::json& j) {
-    return JobSize{j.at("width").get<int>(), j.at("height").get<int>(), j.at("cfg").get<bool>(), j.at("items").get<int64_t>()};
+    return JobSize{j.at("width").get<int>(), j.at("height").get<int>(), j.at("cfg").get<bool>(),
+                   j.at("items").get<int64_t>(), j.at("init_images").get<bool>(), j.at("lora_bytes").get<int64_t>()};
   }
 };
 
@@ -312,6 +318,7 @@ JobSize job_size(const std::vector<WorkItem>& items) {
     size.width = std::max(size.width, it.params.width);
     size.height = std::max(size.height, it.params.height);
     size.cfg = size.cfg || it.params.guidance > 1.0f;
+    size.init_images = size.init_images || it.params.img2img();
   }
   return size;
 }
@@ -330,9 +337,12 @@ void check_job_size(const GenerateOptions& o, const ModelSource& model, const Jo
   request.batch = static_cast<int>(std::min<int64_t>(o.batch_size, size.items));
   request.dtype = precision;
   request.gpu = gpu;
+  request.init_images = size.init_images;
+  request.lora_bytes = gpu ? 0 : size.lora_bytes;  // merged copies live on the host
   std::string what = std::to_string(request.width) + "x" + std::to_string(request.height) + " images, batch " +
                      std::to_string(request.batch) + (request.cfg ? " (x2 for guidance)" : "") + ", " +
-                     dtype_name(precision) + (gpu ? " on the GPU" : " on the CPU");
+                     dtype_name(precision) + (gpu ? " on the GPU" : " on the CPU") +
+                     (request.init_images ? ", init images" : "") + (request.lora_bytes > 0 ? ", LoRA merged" : "");
   MemoryNeed need = estimate_memory(model, request);
   if (refiner) {  // both models stay loaded for the job; one runs at a time
     const MemoryNeed second = estimate_memory(*refiner, request);
@@ -347,30 +357,47 @@ void check_job_size(const GenerateOptions& o, const ModelSource& model, const Jo
 // The resource plan against this node's RAM, before anything is written, when the ranks compute
 // on the CPU (a GPU's memory is checked once each rank has bound its device, in bind_device).
 void check_host_memory(const World& world, const GenerateOptions& o, const GeneratePlan& plan,
-                       const std::vector<WorkItem>& items) {
+                       const std::vector<WorkItem>& items, int64_t lora_bytes) {
   if (o.device != "cpu" && probe_cuda().usable()) return;
   const int ranks = std::max(1, world.info().local_size);
   int64_t available = host_memory_available();
   if (available >= 0) available /= ranks;
-  check_job_size(o, *plan.model, job_size(items), plan.precision, false, available,
+  JobSize size = job_size(items);
+  size.lora_bytes = lora_bytes;
+  check_job_size(o, *plan.model, size, plan.precision, false, available,
                  "(available memory of " + world.info().host + " shared by " + std::to_string(ranks) + " rank(s))",
                  plan.refiner ? &*plan.refiner : nullptr);
 }
 
 // Each distinct LoRA file read once against the model's UNet and text encoders, so unknown keys and
 // misfit shapes fail before any output is made (the workers read them again when they merge).
-void check_loras_fit(const ModelSource& model, const std::vector<WorkItem>& items) {
-  std::set<std::string> seen;
+// Returns what merging the largest LoRA set of `items` holds (lora_merge_bytes; 0 without LoRAs).
+int64_t check_loras_fit(const ModelSource& model, const std::vector<WorkItem>& items) {
+  std::map<std::string, LoraFile> files;  // by path; only the shapes are kept
   std::map<std::string, std::shared_ptr<WeightSource>> sources;
   std::map<std::string, const WeightSource*> targets;
-  for (const WorkItem& it : items)
+  int64_t largest = 0;
+  std::set<std::string> sets;
+  for (const WorkItem& it : items) {
+    std::vector<const LoraFile*> set;
     for (const ItemLora& l : it.params.loras) {
-      if (!seen.insert(l.path).second) continue;
-      if (targets.empty())
-        for (const char* c : {"unet", "text_encoder", "text_encoder_2"})
-          if (model.has(c)) targets[c] = (sources[c] = model.weights(c)).get();
-      read_lora(l.path, targets);
+      auto file = files.find(l.path);
+      if (file == files.end()) {
+        if (targets.empty())
+          for (const char* c : {"unet", "text_encoder", "text_encoder_2"})
+            if (model.has(c)) targets[c] = (sources[c] = model.weights(c)).get();
+        LoraFile read = read_lora(l.path, targets);
+        for (LoraLayer& layer : read.layers) {  // lora_merge_bytes needs the shapes only
+          std::vector<float>().swap(layer.down);
+          std::vector<float>().swap(layer.up);
+        }
+        file = files.emplace(l.path, std::move(read)).first;
+      }
+      set.push_back(&file->second);
     }
+    if (!set.empty() && sets.insert(lora_set_key(it.params.loras)).second) largest = std::max(largest, lora_merge_bytes(set));
+  }
+  return largest;
 }
 
 // SDXL refiners (src/pipeline/txt2img.cpp): one given as --model runs img2img only, so every item
@@ -412,9 +439,11 @@ nlohmann::json plan_items_on_root(const World& world, const GenerateOptions& o, 
   check_refiner_use(o, *plan, job->all_items);
   job->shard = parse_shard(o.shard);
   job->in_shard = shard_items(job->all_items, job->shard);
-  check_host_memory(world, o, *plan, job->all_items);
-  check_loras_fit(*plan->model, job->all_items);
-  return job_size(job->in_shard).to_json();
+  const int64_t lora_bytes = check_loras_fit(*plan->model, job->all_items);
+  check_host_memory(world, o, *plan, job->all_items, lora_bytes);
+  JobSize size = job_size(job->in_shard);
+  size.lora_bytes = lora_bytes;
+  return size.to_json();
 }
 
 // Every rank: its device, bound now, and the resource plan against that device's free memory, so

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <set>
+#include <utility>
 
 #include "sdmpi/clip_text.h"
 #include "sdmpi/param_sink.h"
@@ -50,6 +52,29 @@ int64_t unet_activations(const UNetConfig& unet, int64_t batch, int64_t latent_h
     w = half_up(w);
   }
   return skips + kUNetWorkingTensors * widest;
+}
+
+// The VAE parameters img2img adds: the encoder and quant_conv.
+int64_t vae_encoder_parameters(const VAEConfig& vae) {
+  int64_t n = 0;
+  for (const ParamSpec& p : vae_parameters(vae))
+    if (p.name.rfind("encoder.", 0) == 0 || p.name.rfind("quant_conv.", 0) == 0) n += shape_numel(p.shape);
+  return n;
+}
+
+// One image through the encoder: each down block at its side with the wider of its input's and its
+// own channels (the first at full resolution), halving the side after every block but the last.
+int64_t vae_encoder_activations(const VAEConfig& vae, int64_t height, int64_t width) {
+  int64_t h = height, w = width, in_channels = vae.block_out_channels.front(), widest = h * w * in_channels;
+  for (size_t i = 0; i < vae.block_out_channels.size(); ++i) {
+    widest = std::max(widest, h * w * std::max<int64_t>(in_channels, vae.block_out_channels[i]));
+    if (i + 1 < vae.block_out_channels.size()) {
+      h = half_up(h);
+      w = half_up(w);
+    }
+    in_channels = vae.block_out_channels[i];
+  }
+  return kVAEWorkingTensors * widest;
 }
 
 // One image: conv_in and the mid block at the latent size with the top channels, then each up
@@ -98,6 +123,13 @@ MemoryNeed estimate_memory(const UNetConfig& unet, const VAEConfig& vae, const C
   // Decoded images wait in the VAE's dtype, then as host floats and bytes, for the whole batch.
   need.activation_bytes = elements * bytes + vae_elements * vae_bytes + pixels * std::max(1, r.batch) * (vae_bytes + 4 + 1) +
                           (r.gpu ? kGpuRuntimeBytes : kCpuRuntimeBytes);
+  if (r.init_images) {
+    // The encoder in the VAE's dtype, and one init image at a time: its pixels as host floats and
+    // on the device, then the encoder's working set.
+    need.weight_bytes += vae_encoder_parameters(vae) * vae_bytes;
+    need.activation_bytes += vae_encoder_activations(vae, r.height, r.width) * vae_bytes + pixels * (4 + vae_bytes);
+  }
+  need.weight_bytes += r.lora_bytes;
   return need;
 }
 
@@ -115,6 +147,19 @@ MemoryNeed estimate_memory(const ModelSource& model, const MemoryRequest& reques
                          VAEConfig::from_json(model.config("vae"), spec + " vae/config.json"),
                          ClipTextConfig::from_json(model.config("text_encoder"), spec + " text_encoder/config.json"),
                          request, text_2 ? &*text_2 : nullptr);
+}
+
+int64_t lora_merge_bytes(const std::vector<const LoraFile*>& set) {
+  std::set<std::pair<std::string, std::string>> touched;
+  int64_t bytes = 0;
+  for (const LoraFile* file : set)
+    for (const LoraLayer& layer : file->layers) {
+      bytes += (shape_numel(layer.down_shape) + shape_numel(layer.up_shape)) * 4;
+      if (!touched.emplace(layer.component, layer.target).second) continue;
+      // The target's elements: up's rows times down's elements per rank (read_lora checked the fit).
+      bytes += layer.up_shape.at(0) * (shape_numel(layer.down_shape) / std::max<int64_t>(1, layer.rank())) * 4;
+    }
+  return bytes;
 }
 
 std::string format_gib(int64_t bytes) {

@@ -14,15 +14,22 @@
 //                encoder's; an attention score matrix per head where the backend materialises one
 //                (neither does: the CPU backend works in ~1 MB row blocks per thread,
 //                src/backend/cpu/cpu_attention.cpp, and CUDA runs flash attention); and a fixed
-//                runtime allowance (code, BLAS and CUDA workspaces, the tokenizer).
+//                runtime allowance (code, BLAS and CUDA workspaces, the tokenizer);
+//   img2img      with init images, the VAE encoder's weights (encoder.*, quant_conv.*) and its
+//                working set at full resolution for one image (the pipeline encodes one at a time);
+//   LoRA         merging a LoRA set (lora_merge_bytes) holds a float32 copy of every weight the set
+//                touches for as long as the set's pipeline lives, and the files' tensors in float32
+//                while merging; one set is active per rank at a time, so the job's largest counts.
 // memory_plan_test checks it against the peak RSS the tiny model reaches at two image sizes: never
 // below, and within kEstimateFactor of it.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "sdmpi/dtype.h"
+#include "sdmpi/lora.h"
 #include "sdmpi/model_config.h"
 #include "sdmpi/pipeline.h"
 
@@ -34,6 +41,8 @@ struct MemoryRequest {
   bool cfg = true;                // classifier-free guidance doubles the UNet batch
   DType dtype = DType::F32;       // weights and activations
   bool gpu = false;               // where they live (the runtime allowance differs)
+  bool init_images = false;       // img2img: the VAE encoder is loaded and run
+  int64_t lora_bytes = 0;         // the job's largest LoRA set, lora_merge_bytes (host memory)
 };
 
 struct MemoryNeed {
@@ -50,6 +59,13 @@ MemoryNeed estimate_memory(const UNetConfig& unet, const VAEConfig& vae, const C
 // The same from a model's configs (parsed here: an absurd config value is the config parser's
 // InputError, naming the file, key and value).
 MemoryNeed estimate_memory(const ModelSource& model, const MemoryRequest& request);
+
+// What merging `set` (the LoRA files of one item, each read against the model) holds besides the
+// model: 4 bytes per element of every distinct weight the set touches (LoraMergedWeightSource's
+// float32 copies; a weight two files touch is copied once) plus 4 per element of every file's
+// down and up tensors (LoraLayer's float32 values, alive while the set is merged). Only the layers'
+// shapes are read, so files whose values were dropped after reading count the same.
+int64_t lora_merge_bytes(const std::vector<const LoraFile*>& set);
 
 // "1.5 GiB" / "0.02 GiB".
 std::string format_gib(int64_t bytes);

@@ -64,6 +64,16 @@ case_ "<lora:> without --lora-dir" 2 "the prompt's <lora:style> needs --lora-dir
 case_ "<lora:> scale not a number" 2 "<lora:style:x>: scale 'x' is not a number" "${base[@]}" --prompt "cat <lora:style:x>" --lora-dir "$tmp"
 case_ "JSONL lora not a list" 2 'lora_str.jsonl:1: "lora" must be a list' "${base[@]}" --prompts "$tmp/lora_str.jsonl"
 case_ "JSONL lora entry with an unknown key" 2 'unknown key "weight" in a "lora" entry' "${base[@]}" --prompts "$tmp/lora_key.jsonl"
+# A one-tensor safetensors file (F32 [1], value 0) whose key is $2: other adapter kinds are refused by name.
+one_tensor() {
+  local header="{\"$2\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}"
+  { printf "$(printf '\\x%02x' "${#header}")\x00\x00\x00\x00\x00\x00\x00"; printf '%s' "$header"; printf '\x00\x00\x00\x00'; } >"$1"
+}
+one_tensor "$tmp/loha.safetensors" lora_unet_down_blocks_0_attentions_0_proj_in.hada_w1_a
+one_tensor "$tmp/dora.safetensors" unet.down_blocks.0.attentions.0.proj_in.lora_magnitude_vector
+case_ "LoHa (LyCORIS) file as a LoRA" 2 "LoRA $tmp/loha.safetensors: key lora_unet_down_blocks_0_attentions_0_proj_in.hada_w1_a is LoHa (LyCORIS), not a plain LoRA" "${base[@]}" --prompt cat --lora "$tmp/loha.safetensors"
+case_ "DoRA (PEFT) file as a LoRA" 2 "is DoRA (PEFT), not a plain LoRA" "${base[@]}" --prompt cat --lora "$tmp/dora.safetensors"
+case_ "SDXL LoRA on an SD 1.x model" 2 "the model has no text_encoder_2" "${base[@]}" --prompt cat --lora "$lora/sdxl_kohya_ldm.safetensors"
 nomodel=(generate --steps 2 --out-dir "$tmp/out" --prompt cat)
 case_ "model folder without a vae" 2 'vae' "${nomodel[@]}" --model "$tmp/model"
 case_ "model folder without unet weights" 2 'unet' "${nomodel[@]}" --model "$tmp/model2"

@@ -118,6 +118,27 @@ inline ClipTokenizer bang_padded_tokenizer(const std::string& folder) {
   return ClipTokenizer::from_dir(dir.string());
 }
 
+// A golden run's items (a row of a "runs" list): prompts, negative prompts (when the run has them),
+// seeds, steps, guidance, size and sampler; every other parameter at its default.
+inline std::vector<WorkItem> golden_run_items(const nlohmann::json& run) {
+  std::vector<WorkItem> items;
+  for (size_t i = 0; i < run["prompts"].size(); ++i) {
+    WorkItem it;
+    it.index = static_cast<int64_t>(i);
+    it.params.prompt = run["prompts"][i];
+    if (run.contains("negative_prompts") && !run["negative_prompts"].is_null())
+      it.params.negative_prompt = run["negative_prompts"][i];
+    it.params.seed = run["seeds"][i].get<uint64_t>();
+    it.params.steps = run["steps"];
+    it.params.guidance = run["guidance"].get<float>();
+    it.params.width = run["width"];
+    it.params.height = run["height"];
+    it.params.sampler = run["sampler"];
+    items.push_back(it);
+  }
+  return items;
+}
+
 // |ours - ref| / |ref| between our latents [N, h, w, C] (NHWC) and diffusers' [N, C, h, w].
 inline double nhwc_vs_nchw_rel_error(const std::vector<float>& ours, const std::vector<float>& ref, const Shape& nchw) {
   double num = 0, den = 0;

@@ -66,20 +66,7 @@ TEST(LcmGolden, EveryRunWithinOneLevelOfDiffusers) {
   Txt2ImgPipeline pipe(model, *backend);
   int runs = 0;
   for (const auto& run : doc["runs"]) {
-    std::vector<WorkItem> items;
-    for (size_t i = 0; i < run["prompts"].size(); ++i) {
-      WorkItem it;
-      it.index = static_cast<int64_t>(i);
-      it.params.prompt = run["prompts"][i];
-      it.params.seed = run["seeds"][i].get<uint64_t>();
-      it.params.steps = run["steps"];
-      it.params.guidance = run["guidance"].get<float>();
-      it.params.width = run["width"];
-      it.params.height = run["height"];
-      it.params.sampler = run["sampler"];
-      items.push_back(it);
-    }
-    testing_util::check_golden_run(pipe, items, run, ref_images, *latents);
+    testing_util::check_golden_run(pipe, testing_util::golden_run_items(run), run, ref_images, *latents);
     ++runs;
   }
   EXPECT_GE(runs, 4);

@@ -23,6 +23,7 @@
 #include "sdmpi/dtype.h"
 #include "sdmpi/error.h"
 #include "sdmpi/hash.h"
+#include "sdmpi/png.h"
 #include "sdmpi/prompts.h"
 
 using namespace sdmpi;
@@ -320,20 +321,7 @@ TEST(LoraGolden, GenerationsWithinOneLevelOfDiffusersFuseLora) {
       if (auto* m = dynamic_cast<const LoraMergedWeightSource*>(merged.weights(c).get())) merged_weights += m->merged_count();
     EXPECT_EQ(merged_weights, run["lora_weights"].get<size_t>()) << id << ": weights diffusers changed";
 
-    std::vector<WorkItem> items;
-    for (size_t i = 0; i < run["prompts"].size(); ++i) {
-      WorkItem it;
-      it.index = static_cast<int64_t>(i);
-      it.params.prompt = run["prompts"][i];
-      it.params.negative_prompt = run["negative_prompts"][i];
-      it.params.seed = run["seeds"][i].get<uint64_t>();
-      it.params.steps = run["steps"];
-      it.params.guidance = run["guidance"].get<float>();
-      it.params.width = run["width"];
-      it.params.height = run["height"];
-      it.params.sampler = run["sampler"];
-      items.push_back(it);
-    }
+    const std::vector<WorkItem> items = testing_util::golden_run_items(run);
     Txt2ImgPipeline pipe(merged, *backend);
     const std::vector<ImageResult> got = pipe.generate(items);
     const auto [worst, off_by_one, values] = testing_util::compare_images(
@@ -521,29 +509,6 @@ TEST(LoraReader, OtherAdapterKindsAreRefusedByName) {
   }
 }
 
-namespace {
-
-// An item of a families.json run (SDXL micro-conditioning left at its defaults).
-std::vector<WorkItem> family_run_items(const nlohmann::json& run) {
-  std::vector<WorkItem> items;
-  for (size_t i = 0; i < run["prompts"].size(); ++i) {
-    WorkItem it;
-    it.index = static_cast<int64_t>(i);
-    it.params.prompt = run["prompts"][i];
-    it.params.negative_prompt = run["negative_prompts"][i];
-    it.params.seed = run["seeds"][i].get<uint64_t>();
-    it.params.steps = run["steps"];
-    it.params.guidance = run["guidance"].get<float>();
-    it.params.width = run["width"];
-    it.params.height = run["height"];
-    it.params.sampler = run["sampler"];
-    items.push_back(it);
-  }
-  return items;
-}
-
-}  // namespace
-
 TEST(LoraGolden, SdxlAndSd2WithinOneLevelOfDiffusersFuseLora) {
   // tools/golden/make_lora_golden.py: the tiny SDXL and SD 2.x pipelines of make_sdxl_golden.py and
   // make_sd2_golden.py with kohya (LDM- and diffusers-named UNet, lora_te1_/lora_te2_/lora_te_) and
@@ -576,7 +541,7 @@ TEST(LoraGolden, SdxlAndSd2WithinOneLevelOfDiffusersFuseLora) {
       ASSERT_NE(m, nullptr) << id << ": no LoRA merged into " << component;
       EXPECT_EQ(m->merged_count(), count.get<size_t>()) << id << " " << component << ": weights diffusers changed";
     }
-    const std::vector<WorkItem> items = family_run_items(run);
+    const std::vector<WorkItem> items = testing_util::golden_run_items(run);  // SDXL micro-conditioning: defaults
     Txt2ImgPipeline pipe(merged, *backend);
     const std::vector<ImageResult> got = pipe.generate(items);
     const auto [worst, off_by_one, values] = testing_util::compare_images(
@@ -593,4 +558,27 @@ TEST(LoraGolden, SdxlAndSd2WithinOneLevelOfDiffusersFuseLora) {
   EXPECT_GE(stacked, 2);
   EXPECT_EQ(families, (std::set<std::string>{"sdxl", "sd2"}));
   EXPECT_EQ(files.size(), 5u) << "kohya LDM, kohya diffusers, PEFT (SDXL); kohya, PEFT (SD 2.x)";
+}
+
+TEST(LoraRecord, SdxlItemsCarryTheTagsHashesAndArchiveColumn) {
+  // What an SDXL item with two LoRAs records: the <lora:> tags after its prompt and A1111's "Lora
+  // hashes" in the PNG parameters (beside the SDXL fields), and the archive's /loras text.
+  if (!kPngSupported) GTEST_SKIP() << "built without libpng: no PNG parameters";
+  const std::string hash = lora_file_hash(kLoraDir + "sdxl_kohya_ldm.safetensors");
+  if (hash.empty()) GTEST_SKIP() << "built without OpenSSL: no LoRA hash";
+  GenerationParams p;
+  p.prompt = "a photo of a cat";
+  p.width = p.height = 1024;
+  p.original_width = p.original_height = 2048;
+  p.loras = {{kLoraDir + "sdxl_kohya_ldm.safetensors", 0.7f, hash},
+             {kLoraDir + "sdxl_peft.safetensors", -0.5f, lora_file_hash(kLoraDir + "sdxl_peft.safetensors")}};
+  const std::string text = a1111_parameters(p, "sdxl-base", "0123456789", "", "SDXL");
+  EXPECT_NE(text.find("a photo of a cat <lora:sdxl_kohya_ldm:0.7> <lora:sdxl_peft:-0.5>"), std::string::npos) << text;
+  EXPECT_NE(text.find("Lora hashes: \"sdxl_kohya_ldm: " + hash.substr(0, 12) + ", sdxl_peft: "), std::string::npos) << text;
+  EXPECT_NE(text.find("SDXL"), std::string::npos) << text;
+  const std::vector<ItemLora> back = loras_from_archive_text(loras_to_archive_text(p.loras), "row");
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(back[0].path, "sdxl_kohya_ldm");
+  EXPECT_EQ(back[0].sha256, hash);
+  EXPECT_EQ(back[1].scale, -0.5f);
 }

@@ -7,12 +7,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <functional>
 #include <map>
 
+#include "pipeline/lora_model.h"
 #include "pipeline/memory_plan.h"
 #include "sdmpi/backend.h"
 #include "sdmpi/clip_text.h"
 #include "sdmpi/param_sink.h"
+#include "sdmpi/png.h"
 #include "sdmpi/unet.h"
 #include "sdmpi/vae.h"
 
@@ -21,18 +24,21 @@ using namespace sdmpi;
 namespace {
 
 // Peak RSS in bytes of a child process that makes one tiny-model image of side `side` (CFG on,
-// one step), or -1 when the child failed.
-int64_t measured_peak_rss(int side) {
+// one step), or -1 when the child failed. With `loras`, the model has them merged (as a rank does);
+// with `init_image` (a PNG of that side), the item is img2img at strength 1.
+int64_t measured_peak_rss(int side, const std::vector<LoraSpec>& loras = {}, const std::string& init_image = "") {
   pid_t pid = fork();
   if (pid == 0) {
     try {
-      ModelSource model = ModelSource::open("tiny");
+      ModelSource model = with_loras(ModelSource::open("tiny"), loras);
       auto backend = make_cpu_backend(2);
       Txt2ImgPipeline pipeline(model, *backend);
       WorkItem item;
       item.params.prompt = "a cat";
       item.params.steps = 1;
       item.params.width = item.params.height = side;
+      item.params.init_image = init_image;
+      item.params.strength = 1.0f;
       std::vector<ImageResult> images = pipeline.generate({item});
       _exit(images.size() == 1 && images[0].ok ? 0 : 1);
     } catch (...) {
@@ -101,6 +107,74 @@ TEST(MemoryPlan, ActivationsGrowWithSizeBatchAndGuidance) {
 #define SDMPI_TEST_UNDER_ASAN 1
 #endif
 
+namespace {
+
+// Runs `f` in a child process and returns what it returns (-1 when the child failed), so the
+// parent starts no OpenMP threads before the children of the measurements below are forked.
+int64_t in_child(const std::function<int64_t()>& f) {
+  int fds[2];
+  if (pipe(fds) != 0) return -1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    int64_t value = -1;
+    try {
+      value = f();
+    } catch (...) {
+    }
+    _exit(write(fds[1], &value, sizeof value) == sizeof value ? 0 : 1);
+  }
+  close(fds[1]);
+  int64_t value = -1;
+  if (pid < 0 || read(fds[0], &value, sizeof value) != sizeof value) value = -1;
+  close(fds[0]);
+  int status = 0;
+  if (pid > 0) waitpid(pid, &status, 0);
+  return value;
+}
+
+}  // namespace
+
+// Runs before the test below, whose parent opens the tiny model (OpenMP): a child forked after that
+// could hang in libgomp, so here the parent only forks (the estimate too is made in a child).
+TEST(MemoryPlan, BoundsTheTinyModelWithALoraAndAnInitImage) {
+#ifdef SDMPI_TEST_UNDER_ASAN
+  GTEST_SKIP() << "under AddressSanitizer RSS includes its shadow memory; checked in the uninstrumented build";
+#endif
+  if (!kPngSupported) GTEST_SKIP() << "built without libpng: no init image";
+  // The tiny model's own kohya LoRA (tools/golden/make_lora_golden.py) and a 512x512 init image.
+  const std::string lora = std::string(SDMPI_TEST_DATA) + "/golden/lora/tiny_kohya.safetensors";
+  const std::string init = std::string(SDMPI_BINARY_DIR) + "/memory_plan_init_" + std::to_string(::getpid()) + ".png";
+  std::vector<uint8_t> rgb(512 * 512 * 3);
+  for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = static_cast<uint8_t>(i * 7);
+  write_png(init, rgb.data(), 512, 512, "");
+  const int64_t measured = measured_peak_rss(512, {{lora, 0.8f}}, init);
+  std::remove(init.c_str());
+  ASSERT_GT(measured, 0) << "the child that runs img2img with a LoRA failed";
+  // The plan of that job (total, or the LoRA's share), each made in a child.
+  auto plan = [&](bool total) {
+    return in_child([&] {
+      ModelSource model = ModelSource::open("tiny");
+      std::map<std::string, std::shared_ptr<WeightSource>> sources;
+      std::map<std::string, const WeightSource*> targets;
+      for (const char* c : {"unet", "text_encoder"}) targets[c] = (sources[c] = model.weights(c)).get();
+      const LoraFile file = read_lora(lora, targets);
+      MemoryRequest r = cpu_request(512);
+      r.init_images = true;
+      r.lora_bytes = lora_merge_bytes({&file});
+      return total ? estimate_memory(model, r).total() : r.lora_bytes;
+    });
+  };
+  const int64_t estimate = plan(true), lora_bytes = plan(false);
+  ASSERT_GT(estimate, 0) << "the child that makes the estimate failed";
+  EXPECT_GT(lora_bytes, 0);
+  std::printf("512x512 img2img with a LoRA: estimate %s (LoRA %s), measured peak RSS %s (ratio %.2f)\n",
+              format_gib(estimate).c_str(), format_gib(lora_bytes).c_str(), format_gib(measured).c_str(),
+              static_cast<double>(estimate) / static_cast<double>(measured));
+  EXPECT_GE(estimate, measured);
+  EXPECT_LE(static_cast<double>(estimate), kEstimateFactor * static_cast<double>(measured));
+}
+
 TEST(MemoryPlan, BoundsTheTinyModelsMeasuredPeakWithinTheStatedFactor) {
 #ifdef SDMPI_TEST_UNDER_ASAN
   GTEST_SKIP() << "under AddressSanitizer RSS includes its shadow memory; checked in the uninstrumented build";
@@ -119,6 +193,45 @@ TEST(MemoryPlan, BoundsTheTinyModelsMeasuredPeakWithinTheStatedFactor) {
     EXPECT_GE(estimate, measured) << side << "px";
     EXPECT_LE(static_cast<double>(estimate), kEstimateFactor * static_cast<double>(measured)) << side << "px";
   }
+}
+
+TEST(MemoryPlan, InitImagesAddTheVaeEncoder) {
+  const UNetConfig unet = UNetConfig::sd15();
+  const VAEConfig vae = VAEConfig::sd15();
+  const ClipTextConfig text = ClipTextConfig::sd15();
+  MemoryRequest r = cpu_request(512);
+  const MemoryNeed txt2img = estimate_memory(unet, vae, text, r);
+  r.init_images = true;
+  const MemoryNeed img2img = estimate_memory(unet, vae, text, r);
+  int64_t encoder = 0;
+  for (const ParamSpec& p : vae_parameters(vae))
+    if (p.name.rfind("encoder.", 0) == 0 || p.name.rfind("quant_conv.", 0) == 0) encoder += shape_numel(p.shape);
+  EXPECT_EQ(img2img.weight_bytes - txt2img.weight_bytes, 4 * encoder);
+  // The encoder's first block at full resolution: at least six 512x512x128 float32 tensors.
+  EXPECT_GE(img2img.activation_bytes - txt2img.activation_bytes, int64_t{6} * 512 * 512 * 128 * 4);
+}
+
+TEST(MemoryPlan, LoraMergeCountsTouchedWeightsOnceAndTheFilesTensors) {
+  auto layer = [](const std::string& target, Shape down, Shape up) {
+    LoraLayer l;
+    l.component = "unet";
+    l.target = target;
+    l.down_shape = std::move(down);
+    l.up_shape = std::move(up);
+    return l;
+  };
+  LoraFile a, b;
+  a.layers = {layer("q.weight", {4, 320}, {320, 4}), layer("conv.weight", {4, 320, 3, 3}, {640, 4, 1, 1})};
+  b.layers = {layer("q.weight", {8, 320}, {320, 8})};  // the same weight: one copy
+  const int64_t files = 4 * (4 * 320 + 320 * 4 + 4 * 320 * 9 + 640 * 4 + 8 * 320 + 320 * 8);
+  const int64_t copies = 4 * (320 * 320 + 640 * 320 * 9);
+  EXPECT_EQ(lora_merge_bytes({&a}), 4 * (4 * 320 + 320 * 4 + 4 * 320 * 9 + 640 * 4) + copies);
+  EXPECT_EQ(lora_merge_bytes({&a, &b}), files + copies);
+  EXPECT_EQ(lora_merge_bytes({}), 0);
+  MemoryRequest r = cpu_request(512);
+  const int64_t plain = estimate_memory(UNetConfig::sd15(), VAEConfig::sd15(), ClipTextConfig::sd15(), r).weight_bytes;
+  r.lora_bytes = lora_merge_bytes({&a, &b});
+  EXPECT_EQ(estimate_memory(UNetConfig::sd15(), VAEConfig::sd15(), ClipTextConfig::sd15(), r).weight_bytes, plain + files + copies);
 }
 
 TEST(MemoryPlan, ShortfallIsOneLineNamingRequestNeedAndLimit) {
