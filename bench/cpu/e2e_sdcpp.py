@@ -52,8 +52,9 @@ def main():
     sampler = sys.argv[7] if len(sys.argv) > 7 else "euler"
     with tempfile.TemporaryDirectory() as tmp:
         runs = [one_run(cli, ckpt, size, steps, threads, sampler, f"{tmp}/out.png") for _ in range(reps)]
-    out = {"engine": "stable-diffusion.cpp", "version": "0.4.7 (stable-diffusion-cpp-python sdist; sd.cpp commit 1e23b2e)", "size": size,
-           "steps": steps, "reps": reps, "threads": threads, "sampler": sampler, "weights": "--type f32 (its convolution kernels stay f16, by its design)"}
+    out = {"engine": "stable-diffusion.cpp", "version": "0.4.7 (stable-diffusion-cpp-python sdist; sd.cpp commit 1e23b2e)",
+           "size": size, "steps": steps, "reps": reps, "threads": threads, "sampler": sampler,
+           "weights": "--type f32 (its convolution kernels stay f16, by its design)"}
     for key in TIMES:
         out[key] = statistics.median(r[key] for r in runs)
     out["unet_step_s"] = out["sampling_s"] / steps
