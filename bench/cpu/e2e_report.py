@@ -44,7 +44,8 @@ def main():
             lines.append(f"- stable-diffusion.cpp {e['version']}, sd-cli built for this CPU (GGML_NATIVE), "
                          f"weights {e['weights']}; times from its log, median of {e['reps']} runs")
     lines += [f"- components: warm-up then median of {ours['reps']}; whole image: one generation after the load; "
-              "same weights for every engine; speed-up: their time over ours (above 1: sd_mpi is faster)", *[f"- {n}" for n in run.get("notes", [])], "",
+              "same weights for every engine; speed-up: their time over ours (above 1: sd_mpi is faster)",
+              *[f"- {n}" for n in run.get("notes", [])], "",
               "| stage | " + " | ".join(f"{n} (s)" for n in names) + " | "
               + " | ".join(f"speed-up vs {n}" for n in names[1:]) + " |",
               "|---" * (2 * len(names)) + "|"]
