@@ -104,7 +104,8 @@ void attention_mh(const float* q, const float* k, const float* v, int64_t B, int
     const float* vb = v + b * Nk * C + h * d;
     float* ob = out + (b * Nq + r0) * C + h * d;
 
-    gemm(true, rows, Nk, d, scale, qb, C, kb, C, 0.0f, S, Nk);
+    const GemmEngine engine = attention_gemm_engine();
+    gemm_on(engine, true, rows, Nk, d, scale, qb, C, kb, C, 0.0f, S, Nk);
 
     double sums[256];
     for (int64_t i = 0; i < rows; ++i) {
@@ -117,7 +118,7 @@ void attention_mh(const float* q, const float* k, const float* v, int64_t B, int
       sums[i] = row_sum(s, valid);
     }
 
-    gemm(false, rows, d, Nk, 1.0f, S, Nk, vb, C, 0.0f, ob, C);
+    gemm_on(engine, false, rows, d, Nk, 1.0f, S, Nk, vb, C, 0.0f, ob, C);
     for (int64_t i = 0; i < rows; ++i) {
       float denom = static_cast<float>(sums[i]);
       float* o = ob + i * C;

@@ -74,7 +74,8 @@ class CpuBackend final : public Backend {
 
   std::string name() const override {
     return "cpu (" + std::to_string(threads_) + (threads_ == 1 ? " thread, " : " threads, ") +
-           cpu::gemm_library_name() + ", " + cpu::conv_mode_name() + ", " + cpu::simd_isa_name() + ")";
+           cpu::gemm_library_name() + ", " + cpu::conv_mode_name() + ", " +
+           (cpu::attention_gemm_name().empty() ? "" : cpu::attention_gemm_name() + ", ") + cpu::simd_isa_name() + ")";
   }
   Device device() const override { return Device::CPU; }
   DType compute_dtype() const override { return DType::F32; }

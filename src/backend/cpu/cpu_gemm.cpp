@@ -139,6 +139,21 @@ __attribute__((target("avx512f"))) void dot_avx512_4xn(int64_t K, const float* a
 #pragma GCC diagnostic pop
 #endif
 
+#ifdef SDMPI_X86
+// The same chain 16 columns wide, for products whose width pads less to 16 than to 32 (the
+// attention's P·V with head size 40: 48 columns computed instead of 64).
+__attribute__((target("avx512f"))) void kernel_avx512_24x16(int64_t kc, const float* a, const float* b, float* c,
+                                                            int64_t ldc, bool accumulate) {
+  __m512 r[24];
+  for (int i = 0; i < 24; ++i) r[i] = accumulate ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    __m512 b0 = _mm512_load_ps(b + k * 16);
+    for (int i = 0; i < 24; ++i) r[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[k * 24 + i]), b0, r[i]);
+  }
+  for (int i = 0; i < 24; ++i) _mm512_storeu_ps(c + i * ldc, r[i]);
+}
+#endif
+
 const MicroKernel& micro_kernel() {
   static const MicroKernel chosen = [] {
 #ifdef SDMPI_X86
@@ -150,6 +165,20 @@ const MicroKernel& micro_kernel() {
     return MicroKernel{4, 8, kernel_generic_4x8, "portable", "4x8"};
   }();
   return chosen;
+}
+
+// The micro-kernel for a product N columns wide: the default one, or on AVX-512 the 16-wide one
+// when it pads N less. Every kernel adds up the same chain, so the choice changes no bits.
+const MicroKernel& micro_kernel_for(int64_t N) {
+#ifdef SDMPI_X86
+  static const MicroKernel narrow{24, 16, kernel_avx512_24x16, "AVX-512", "24x16"};
+  const MicroKernel& mk = micro_kernel();
+  if (mk.nr == 32 && (N + 15) / 16 * 16 < (N + 31) / 32 * 32) return narrow;
+  return mk;
+#else
+  (void)N;
+  return micro_kernel();
+#endif
 }
 
 // 64-byte aligned scratch that grows and is kept per thread.
@@ -171,7 +200,7 @@ struct Scratch {
 };
 
 // A[rows, kc] block (row stride lda) → panels of mr rows: dst[p][k][i], zero rows past `rows`.
-void pack_a(int mr, int64_t rows, int64_t kc, const float* A, int64_t lda, float* dst) {
+void pack_a_scalar(int mr, int64_t rows, int64_t kc, const float* A, int64_t lda, float* dst) {
   for (int64_t p = 0; p < rows; p += mr) {
     int64_t n = std::min<int64_t>(mr, rows - p);
     float* d = dst + p * kc;
@@ -220,6 +249,39 @@ __attribute__((target("avx512f"))) void transpose16x16(const float* src, int64_t
 }
 #pragma GCC diagnostic pop
 #endif
+
+// pack_a_scalar with the full panels' 16-column strips transposed 16 rows at a time (mr ≤ 32): a
+// small-N product (the attention's P·V, N = 40) packs as many A elements as it multiplies.
+void pack_a(int mr, int64_t rows, int64_t kc, const float* A, int64_t lda, float* dst) {
+#ifdef SDMPI_X86
+  if (mr % 4 == 0 && mr <= 32 && kc >= 16 && __builtin_cpu_supports("avx512f")) {
+    const int64_t full = rows / mr * mr, k16 = kc / 16 * 16;
+    alignas(64) float src[16 * 16], tr[16 * 16];
+    for (int64_t p = 0; p < full; p += mr) {
+      float* d = dst + p * kc;
+      for (int64_t k0 = 0; k0 < k16; k0 += 16)
+        for (int i0 = 0; i0 < mr; i0 += 16) {
+          const int n = std::min(16, mr - i0);
+          if (n == 16) {
+            transpose16x16(A + (p + i0) * lda + k0, lda, tr, 16);
+          } else {
+            for (int i = 0; i < 16; ++i) {
+              if (i < n) std::memcpy(src + i * 16, A + (p + i0 + i) * lda + k0, 16 * sizeof(float));
+              else std::memset(src + i * 16, 0, 16 * sizeof(float));
+            }
+            transpose16x16(src, 16, tr, 16);
+          }
+          for (int k = 0; k < 16; ++k) std::memcpy(d + (k0 + k) * mr + i0, tr + k * 16, static_cast<size_t>(n) * sizeof(float));
+        }
+      for (int64_t i = 0; i < mr; ++i)  // the last kc % 16 columns
+        for (int64_t k = k16; k < kc; ++k) d[k * mr + i] = A[(p + i) * lda + k];
+    }
+    if (full < rows) pack_a_scalar(mr, rows - full, kc, A + full * lda, lda, dst + full * kc);
+    return;
+  }
+#endif
+  pack_a_scalar(mr, rows, kc, A, lda, dst);
+}
 
 // Panels [panel_begin, panel_end) of op(B)[K, N] → dst: panel p holds columns p·nr … p·nr+nr-1 as
 // dst[p·K·nr + k·nr + j], zero past N. The whole of K per panel: a K block is then one contiguous
@@ -276,7 +338,7 @@ void run_block(const MicroKernel& mk, const ASource& a, int64_t row0, int64_t ro
   float* Ap = a_pack.get(static_cast<size_t>(kGemmMc * kGemmKc));
   const int64_t panels = (cols + mk.nr - 1) / mk.nr;
   float* Bb = bsrc.packed ? nullptr : b_block.get(static_cast<size_t>(panels * mk.nr * kGemmKc));
-  alignas(64) float edge[12 * 32];
+  alignas(64) float edge[24 * 16 > 12 * 32 ? 24 * 16 : 12 * 32];
   for (int64_t pc = 0; pc < K; pc += kGemmKc) {
     const int64_t kc = std::min(kGemmKc, K - pc);
     const bool accumulate = pc > 0;
@@ -335,10 +397,26 @@ GemmEngine pick_engine() {
   return vector_kernel || !have_blas ? GemmEngine::Builtin : GemmEngine::OpenBlas;
 }
 
+// The attention's products (K = head size 40…160 or N = head size: few multiplies per element
+// written or packed) ran 25–35% faster on OpenBLAS than on ours, with either of its core types,
+// so by default they stay on OpenBLAS where the build has it; SDMPI_CPU_GEMM, when set, decides
+// for them too.
+GemmEngine pick_attention_engine() {
+#ifdef SDMPI_HAVE_BLAS
+  if (!std::getenv("SDMPI_CPU_GEMM")) return GemmEngine::OpenBlas;
+#endif
+  return gemm_engine();
+}
+
 }  // namespace
 
 GemmEngine gemm_engine() {
   static const GemmEngine engine = pick_engine();
+  return engine;
+}
+
+GemmEngine attention_gemm_engine() {
+  static const GemmEngine engine = pick_attention_engine();
   return engine;
 }
 
@@ -349,32 +427,42 @@ void gemm_builtin(bool b_transposed, int64_t M, int64_t N, int64_t K, float alph
     scale_c(M, N, beta, C, ldc);
     return;
   }
-  if (alpha != 1.0f || beta != 0.0f) {  // the product first, then C = alpha·P + beta·C
-    std::vector<float> P(static_cast<size_t>(M * N));
-    gemm_builtin(b_transposed, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, P.data(), N);
+  if (beta != 0.0f) {  // the product first, then C = alpha·P + beta·C
+    thread_local Scratch product;
+    float* P = product.get(static_cast<size_t>(M * N));
+    gemm_builtin(b_transposed, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, P, N);
     for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) {
-        float v = alpha * P[i * N + j];
-        C[i * ldc + j] = beta == 0.0f ? v : v + beta * C[i * ldc + j];
-      }
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = alpha * P[i * N + j] + beta * C[i * ldc + j];
     return;
   }
-  const MicroKernel& mk = micro_kernel();
+  const MicroKernel& mk = micro_kernel_for(N);
   thread_local Scratch b_pack;
   const int64_t panels = (N + mk.nr - 1) / mk.nr;
   float* Bp = b_pack.get(static_cast<size_t>(panels * mk.nr * K));
   pack_b_panels(mk.nr, b_transposed, N, K, B, ldb, Bp, 0, panels);
   ASource a{A, lda, nullptr};
   for (int64_t jc = 0; jc < N; jc += kGemmNc)
-    for (int64_t ic = 0; ic < M; ic += kGemmMc)
-      run_block(mk, a, ic, std::min(kGemmMc, M - ic), std::min(kGemmNc, N - jc), K,
-                BSource{Bp + (jc / mk.nr) * K * mk.nr, nullptr, 0}, C + ic * ldc + jc, ldc);
+    for (int64_t ic = 0; ic < M; ic += kGemmMc) {
+      const int64_t rows = std::min(kGemmMc, M - ic), cols = std::min(kGemmNc, N - jc);
+      float* c = C + ic * ldc + jc;
+      run_block(mk, a, ic, rows, cols, K, BSource{Bp + (jc / mk.nr) * K * mk.nr, nullptr, 0}, c, ldc);
+      if (alpha != 1.0f)  // alpha · (the chain), while the block is in cache
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t j = 0; j < cols; ++j) c[i * ldc + j] = alpha * c[i * ldc + j];
+    }
 }
 
 void gemm(bool b_transposed, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-#ifdef SDMPI_HAVE_BLAS
-  if (gemm_engine() == GemmEngine::OpenBlas) {
+  gemm_on(gemm_engine(), b_transposed, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void gemm_on(GemmEngine engine, bool b_transposed, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+             int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+#ifndef SDMPI_HAVE_BLAS
+  (void)engine;
+#else
+  if (engine == GemmEngine::OpenBlas) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {
       scale_c(M, N, beta, C, ldc);
@@ -413,7 +501,7 @@ TileGrid builtin_tile_grid(int64_t M, int64_t N, int64_t /*K*/) {
   // finer along N so that a handful of threads still share them. Any grid gives the same bits
   // (each output is one FMA chain); this one depends on the shape only anyway.
   constexpr int64_t kMinTiles = 8;
-  const int64_t nr = micro_kernel().nr;
+  const int64_t nr = micro_kernel_for(N).nr;
   TileGrid g{};
   g.mc = std::max<int64_t>(1, std::min(M, kGemmMc));
   g.mt = M > 0 ? (M + g.mc - 1) / g.mc : 0;
@@ -497,7 +585,7 @@ void gemm_nt_parallel_dot(const GemmProblem& p, int threads) {
 // the weights once per call instead of once per item.
 void gemm_nt_parallel_builtin(const GemmProblem& p, int threads) {
   if (p.items <= 0 || p.M <= 0 || p.N <= 0) return;
-  const MicroKernel& mk = micro_kernel();
+  const MicroKernel& mk = micro_kernel_for(p.N);
 #ifdef SDMPI_X86
   if (p.N <= 4 && p.K > 0 && std::string(mk.isa) == "AVX-512") {
     gemm_nt_parallel_dot(p, threads);
@@ -601,14 +689,26 @@ void set_blas_single_threaded() {
 }
 
 std::string gemm_library_name() {
-  if (gemm_engine() == GemmEngine::Builtin)
-    return std::string("built-in GEMM (") + micro_kernel().isa + " " + micro_kernel().shape + ")";
+  if (gemm_engine() == GemmEngine::Builtin) {
+    const MicroKernel& mk = micro_kernel();
+    const bool narrow_too = micro_kernel_for(40).shape != mk.shape;
+    return std::string("built-in GEMM (") + mk.isa + " " + mk.shape + (narrow_too ? "/24x16" : "") + ")";
+  }
+  return "OpenBLAS " + blas_name();
+}
+
+std::string attention_gemm_name() {
+  return attention_gemm_engine() == gemm_engine() ? std::string()
+                                                  : "attention: OpenBLAS " + blas_name();
+}
+
+std::string blas_name() {
 #ifdef SDMPI_HAVE_BLAS
   std::string config = openblas_get_config();
   std::string version = config.rfind("OpenBLAS ", 0) == 0 ? config.substr(9, config.find(' ', 9) - 9) : "";
-  return "OpenBLAS " + version + " (" + openblas_get_corename() + ")";
+  return version + " (" + openblas_get_corename() + ")";
 #else
-  return "built-in GEMM";
+  return "(not built)";
 #endif
 }
 

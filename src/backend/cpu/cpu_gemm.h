@@ -38,6 +38,13 @@ GemmEngine gemm_engine();
 void gemm(bool b_transposed, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// gemm() on a given engine (OpenBlas falls back to ours in a build without it).
+void gemm_on(GemmEngine engine, bool b_transposed, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+             int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// The engine of the attention's products: OpenBLAS where built (faster on their shapes, see
+// cpu_gemm.cpp) unless SDMPI_CPU_GEMM is set, then that.
+GemmEngine attention_gemm_engine();
+
 // Our own implementation of gemm(), always compiled (tests compare it with the naive product).
 void gemm_builtin(bool b_transposed, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                   int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
@@ -77,7 +84,11 @@ void gemm_nt_parallel(const GemmProblem& p, int threads);
 // Keeps OpenBLAS on one thread (see above). Idempotent; a no-op without OpenBLAS.
 void set_blas_single_threaded();
 
-// "built-in GEMM (AVX-512 12x32)" or "OpenBLAS 0.3.21 (Cooperlake)".
+// "built-in GEMM (AVX-512 12x32/24x16)" or "OpenBLAS 0.3.21 (Cooperlake)".
 std::string gemm_library_name();
+// "attention: OpenBLAS 0.3.21 (Cooperlake)" when the attention's engine differs, else "".
+std::string attention_gemm_name();
+// "0.3.21 (Cooperlake)" for the OpenBLAS linked in, "(not built)" without.
+std::string blas_name();
 
 }  // namespace sdmpi::cpu
