@@ -4,7 +4,9 @@
 # <lora:NAME:scale> with --lora-dir, and a JSONL "lora" list give the same pixels; scale 0 gives
 # the plain image; a JSONL job mixing LoRA sets in one --batch-size gives every item the pixels of
 # its own run; the PNG parameters carry the tag and A1111's "Lora hashes" (SHA-256 of the tensor
-# data after the header, computed here from the file). Exactness against diffusers:
+# data after the header, computed here from the file); an SDXL model (make-model tiny-sdxl) with a
+# kohya SDXL file (LDM-named UNet keys) changes the image, scale 0 does not, and its PNG and archive
+# row record it. Exactness against diffusers:
 # tests/unit/lora_test.cpp. Bad input: tests/cli/check_bad_input.sh.
 set -euo pipefail
 SD=${1:?usage: check_lora.sh SD_MPI}
@@ -52,4 +54,23 @@ if command -v h5dump >/dev/null; then  # the archive's /loras column: "" for pla
   col=$(h5dump -d /loras "$tmp/a.h5")
   [[ $(grep -c "name.*style.*sha256.*$hash" <<<"$col") -eq 2 ]] || fail "archive /loras: $col"
 fi
-echo "ok: --lora, <lora:>, JSONL lora, scale 0, mixed batches, PNG Lora hashes $hash"
+
+# SDXL: make-model's tiny-sdxl and tiny_sdxl_kohya.safetensors (kohya's LDM-named UNet keys,
+# lora_te1_/lora_te2_; made and proved by diffusers' loader in tools/golden/make_lora_golden.py).
+xl_lora=$lora_dir/tiny_sdxl_kohya.safetensors
+"$SD" make-model --preset tiny-sdxl --seed 3 "$tmp/xl" >/dev/null 2>&1 || fail "make-model tiny-sdxl"
+xl=(generate --model "$tmp/xl" --steps 2 --seed 5 --guidance 5 --width 64 --height 64)
+"$SD" "${xl[@]}" --prompt "a fox" --out-dir "$tmp/xl_plain" 2>/dev/null || fail "SDXL plain run"
+"$SD" "${xl[@]}" --prompt "a fox" --lora "$xl_lora:0.8" --out-dir "$tmp/xl_lora" --archive "$tmp/xl.h5" 2>/dev/null \
+  || fail "SDXL --lora run"
+"$SD" "${xl[@]}" --prompt "a fox" --lora "$xl_lora:0" --out-dir "$tmp/xl_zero" 2>/dev/null || fail "SDXL --lora :0 run"
+[[ "$(pixels "$tmp/xl_lora/000000.png")" != "$(pixels "$tmp/xl_plain/000000.png")" ]] || fail "the SDXL LoRA changed nothing"
+[[ "$(pixels "$tmp/xl_zero/000000.png")" == "$(pixels "$tmp/xl_plain/000000.png")" ]] || fail "SDXL LoRA at scale 0 differs from none"
+xl_header=$(od -An -t u8 -N8 "$xl_lora" | tr -d ' ')
+xl_hash=$(tail -c +$((9 + xl_header)) "$xl_lora" | sha256sum | cut -c1-12)
+grep -aq "a fox <lora:tiny_sdxl_kohya:0.8>" "$tmp/xl_lora/000000.png" || fail "SDXL PNG prompt without the <lora:> tag"
+grep -aq "Lora hashes: \"tiny_sdxl_kohya: $xl_hash\"" "$tmp/xl_lora/000000.png" || fail "SDXL PNG without Lora hashes $xl_hash"
+if command -v h5dump >/dev/null; then
+  h5dump -d /loras "$tmp/xl.h5" | grep -q "tiny_sdxl_kohya.*sha256.*$xl_hash" || fail "SDXL archive /loras"
+fi
+echo "ok: --lora, <lora:>, JSONL lora, scale 0, mixed batches, PNG Lora hashes $hash; SDXL (LDM-named kohya keys) $xl_hash"

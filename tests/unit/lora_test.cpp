@@ -290,16 +290,6 @@ namespace {
 const std::string kLoraDir = std::string(SDMPI_TEST_DATA) + "/golden/lora/";
 const std::string kPipelines = std::string(SDMPI_TEST_DATA) + "/golden/pipeline/pipelines.json";
 
-ModelSource golden_model(const nlohmann::json& doc, const std::string& name) {
-  const auto& p = doc["pipelines"][name];
-  std::map<std::string, nlohmann::json> configs;
-  for (auto& [k, v] : p["configs"].items()) configs[k] = v;
-  std::map<std::string, std::shared_ptr<WeightSource>> weights;
-  for (const char* c : {"unet", "vae", "text_encoder"})
-    weights[c] = testing_util::rebuild(p["weights"][c], name + " " + c);
-  return ModelSource::from_memory(name, configs, weights);
-}
-
 }  // namespace
 
 TEST(LoraGolden, GenerationsWithinOneLevelOfDiffusersFuseLora) {
@@ -313,7 +303,7 @@ TEST(LoraGolden, GenerationsWithinOneLevelOfDiffusersFuseLora) {
   int runs = 0;
   for (const auto& run : doc["runs"]) {
     const std::string pname = run["pipeline"], id = run["id"];
-    const ModelSource base = golden_model(models, pname);
+    const ModelSource base = testing_util::golden_model(models, pname);
     const LoraSpec spec{kLoraDir + run["lora"].get<std::string>(), run["scale"].get<float>()};
     const ModelSource merged = with_loras(base, {spec});
     size_t merged_weights = 0;
@@ -341,7 +331,7 @@ TEST(LoraGolden, UnknownKeysOfARealFileAreNamed) {
   // The kohya file of the four-level pipeline does not fit the two-level one: every mismatch named.
   const nlohmann::json models = testing_util::load_json_or_null(kPipelines);
   ASSERT_FALSE(models.is_null());
-  const ModelSource other = golden_model(models, "two_level");
+  const ModelSource other = testing_util::golden_model(models, "two_level");
   const std::string msg = testing_util::message_of([&] { with_loras(other, {{kLoraDir + "four_level_kohya.safetensors", 1.0f}}); });
   EXPECT_NE(msg.find("four_level_kohya.safetensors"), std::string::npos) << msg;
   EXPECT_NE(msg.find("key(s) map to no weight of the model: lora_unet_down_blocks_0_attentions_1_proj_in"), std::string::npos) << msg;

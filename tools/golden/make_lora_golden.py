@@ -25,7 +25,11 @@ a "loras" list of {file, scale} and "lora_weights" per component).
 Writes tests/data/golden/lora/{runs.json, images.u8, families.json, families.u8, *.safetensors}:
   runs.json   per run: pipeline, lora file, scale, sampler, steps, guidance, size, prompts,
               negative prompts, seeds, byte offset of its uint8 images (N, H, W, 3) in images.u8
-Run: GOLDEN_PY tools/golden/make_lora_golden.py TOKENIZER_DIR   (as make_pipeline_golden.py)
+  tiny_sdxl_kohya.safetensors  kohya SDXL keys (LDM-named UNet, lora_te1_/lora_te2_) for `sd_mpi
+                                make-model --preset tiny-sdxl` (TINY_SDXL_DIR), for the command-line
+                                tests, proved by diffusers' loader on that folder; no image
+Run: GOLDEN_PY tools/golden/make_lora_golden.py TOKENIZER_DIR [TINY_SDXL_DIR] [--families]
+     (TOKENIZER_DIR as make_pipeline_golden.py)
 """
 import json
 import os
@@ -368,12 +372,50 @@ def make_families(tok_dir):
         f.write("\n")
 
 
+def make_tiny_sdxl_lora(folder):
+    """A kohya SDXL LoRA (LDM-named UNet keys, lora_te1_/lora_te2_) for `sd_mpi make-model --preset
+    tiny-sdxl` (any seed: only the shapes matter), for the command-line tests; diffusers' loader
+    proves it on that folder (every weight it names fused as W + scale · alpha / rank · up @ down)."""
+    import types
+    from diffusers import StableDiffusionXLPipeline
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder, add_watermarker=False)
+    gen = torch.Generator().manual_seed(78)
+    tensors, layers = {}, []
+    kohya = {"unet": "lora_unet_", "text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
+    config = types.SimpleNamespace(layers_per_block=pipe.unet.config.layers_per_block,
+                                   up_block_types=pipe.unet.config.up_block_types)
+    for component, prefix in kohya.items():
+        for name, p in sorted(getattr(pipe, component).named_parameters()):
+            if not name.endswith(".weight") or not any(s in name for s in (
+                    "attn2.to_k.", "attn1.to_out.0.", "proj_in.", "resnets.0.conv1.", "_proj.", "fc1.", "fc2.")):
+                continue
+            module = name[: -len(".weight")]
+            if component != "unet" and not module.startswith("text_model."):
+                module = "text_model." + module
+            down, up = lora_pair(tuple(p.shape), gen)
+            stem = prefix + (ldm_unet_module(module, config) if component == "unet" else module).replace(".", "_")
+            tensors[stem + ".lora_down.weight"], tensors[stem + ".lora_up.weight"] = down, up
+            tensors[stem + ".alpha"] = torch.tensor(1.0, dtype=torch.float16)
+            layers.append((component, module, down.float(), up.float(), 1.0))
+    path = os.path.join(OUT, "tiny_sdxl_kohya.safetensors")
+    save_file(tensors, path)
+    before = state_of(pipe)
+    pipe.load_lora_weights(path)
+    pipe.fuse_lora(lora_scale=0.8)
+    pipe.unload_lora_weights()  # keeps the fused weights, drops PEFT's wrappers
+    touched = check_fused_stack(before, pipe, [(layers, 0.8)])
+    return touched
+
+
 def main():
     tok_dir = sys.argv[1] if len(sys.argv) > 1 else None
     only_families = "--families" in sys.argv[2:]
+    tiny_sdxl = [a for a in sys.argv[2:] if not a.startswith("--")]  # `sd_mpi make-model --preset tiny-sdxl` DIR
     if not tok_dir:
         sys.exit("usage: make_lora_golden.py TOKENIZER_DIR  (sd_mpi make-model --preset tiny DIR; then DIR/tokenizer)")
     os.makedirs(OUT, exist_ok=True)
+    if tiny_sdxl:
+        print("tiny_sdxl_kohya.safetensors:", make_tiny_sdxl_lora(tiny_sdxl[0]), file=sys.stderr)
     make_families(tok_dir)
     if only_families:  # `--families`: the SDXL and SD 2.x part alone
         return
