@@ -33,36 +33,23 @@ const std::string kBaseJson = std::string(SDMPI_TEST_DATA) + "/golden/sdxl/pipel
 // The models' tokenizer_2: the CLIP vocabulary padded with "!".
 ClipTokenizer bang_padded_tokenizer() { return testing_util::bang_padded_tokenizer("sdxl_img2img_golden_tokenizer_2"); }
 
+// golden_run_items plus what these runs add: micro-conditioning, aesthetic scores, the init image
+// and strength (img2img, refiner) or the refiner's start (two stages).
 std::vector<WorkItem> run_items(const nlohmann::json& run) {
-  std::vector<WorkItem> items;
+  std::vector<WorkItem> items = testing_util::golden_run_items(run);
   const std::vector<int> micro = run["micro"].get<std::vector<int>>();
   const std::vector<float> aesthetic = run["aesthetic"].get<std::vector<float>>();
-  for (size_t i = 0; i < run["prompts"].size(); ++i) {
-    WorkItem it;
-    it.index = static_cast<int64_t>(i);
-    GenerationParams& p = it.params;
-    p.prompt = run["prompts"][i];
-    p.negative_prompt = run["negative_prompts"].is_null() ? "" : run["negative_prompts"][i].get<std::string>();
-    p.seed = run["seeds"][i].get<uint64_t>();
-    p.steps = run["steps"];
-    p.guidance = run["guidance"].get<float>();
-    p.width = run["width"];
-    p.height = run["height"];
-    p.sampler = run["sampler"];
-    p.original_height = micro[0];
-    p.original_width = micro[1];
-    p.crop_top = micro[2];
-    p.crop_left = micro[3];
-    p.target_height = micro[4];
-    p.target_width = micro[5];
-    p.aesthetic_score = aesthetic[0];
-    p.negative_aesthetic_score = aesthetic[1];
+  for (size_t i = 0; i < items.size(); ++i) {
+    GenerationParams& p = items[i].params;
+    p.original_height = micro[0], p.original_width = micro[1];
+    p.crop_top = micro[2], p.crop_left = micro[3];
+    p.target_height = micro[4], p.target_width = micro[5];
+    p.aesthetic_score = aesthetic[0], p.negative_aesthetic_score = aesthetic[1];
     if (run.contains("init_images")) {
       p.init_image = kDir + run["init_images"][i].get<std::string>();
       p.strength = run["strength"].get<float>();
     }
     if (run.contains("refiner_start")) p.refiner_start = run["refiner_start"].get<float>();
-    items.push_back(it);
   }
   return items;
 }
