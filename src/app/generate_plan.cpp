@@ -327,8 +327,11 @@ JobSize job_size(const std::vector<WorkItem>& items) {
 // CPU, against `available` bytes (-1: unknown, nothing checked); `where` says whose memory that is.
 // Throws InputError "<request> needs about N GiB per rank (weights X + activations Y); this rank
 // has Z GiB ..." when the job cannot fit.
+// `weight_sharers`: ranks holding one copy of the model's weights between them (node-shared
+// weights), each counting its share; merged LoRA copies stay each rank's own.
 void check_job_size(const GenerateOptions& o, const ModelSource& model, const JobSize& size, DType precision, bool gpu,
-                    int64_t available, const std::string& where, const ModelSource* refiner = nullptr) {
+                    int64_t available, const std::string& where, const ModelSource* refiner = nullptr,
+                    int weight_sharers = 1) {
   if (size.items == 0) return;
   MemoryRequest request;
   request.width = size.width;
@@ -350,6 +353,11 @@ void check_job_size(const GenerateOptions& o, const ModelSource& model, const Jo
     need.activation_bytes = std::max(need.activation_bytes, second.activation_bytes);
     what += ", with the refiner";
   }
+  if (weight_sharers > 1) {
+    const int64_t model_weights = need.weight_bytes - request.lora_bytes;
+    need.weight_bytes = (model_weights + weight_sharers - 1) / weight_sharers + request.lora_bytes;
+    what += ", weights shared by " + std::to_string(weight_sharers) + " ranks";
+  }
   std::string shortfall = memory_shortfall(what, need, available, where);
   if (!shortfall.empty()) throw InputError(shortfall);
 }
@@ -364,9 +372,12 @@ void check_host_memory(const World& world, const GenerateOptions& o, const Gener
   if (available >= 0) available /= ranks;
   JobSize size = job_size(items);
   size.lora_bytes = lora_bytes;
+  // Several CPU ranks on a node hold one copy of the weights in shared memory (src/app/
+  // shared_weights.h) unless --no-shared-weights: each counts its share of it.
+  const int sharers = ranks > 1 && !o.no_shared_weights ? ranks : 1;
   check_job_size(o, *plan.model, size, plan.precision, false, available,
                  "(available memory of " + world.info().host + " shared by " + std::to_string(ranks) + " rank(s))",
-                 plan.refiner ? &*plan.refiner : nullptr);
+                 plan.refiner ? &*plan.refiner : nullptr, sharers);
 }
 
 // Each distinct LoRA file read once against the model's UNet and text encoders, so unknown keys and

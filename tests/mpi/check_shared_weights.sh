@@ -5,6 +5,7 @@
 #    same images and metadata as one process (tests/python/check_archive.py same);
 #  - --no-shared-weights: every rank converts its own copy (no such line), same images;
 #  - --map-weights (float32 files used in place): same images;
+#  - the resource plan counts a rank's share of the node's copy (a whole copy with --no-shared-weights);
 #  - PSS (shared pages counted once) of the ranks: the shared copy is counted once, so the summed
 #    PSS of 4 ranks with sharing stays below that without it.
 #   check_shared_weights.sh path/to/sd_mpi
@@ -36,6 +37,16 @@ for model in "$tmp/model" tiny; do
   check "$name: --no-shared-weights: a copy per rank, same images (rc=$rc)" \
     "[ $rc -eq 0 ] && ! grep -q '$shared_line' $tmp/err && same $tmp/$name-ref.h5 $tmp/$name-own.h5"
 done
+
+# The resource plan counts each rank's share of the node's one copy (and a whole copy per rank
+# with --no-shared-weights): a request too large for the node names how the weights were counted.
+big=(--model "$tmp/model" --prompt cat --width 16384 --height 16384 --progress none --out-dir "$tmp/big")
+mpirun -np 2 "$sd" generate "${big[@]}" >"$tmp/out" 2>&1; rc=$?
+check "plan with shared weights: exit 2, weights counted as shared by 2 ranks (rc=$rc)" \
+  "[ $rc -eq 2 ] && grep -q 'weights shared by 2 ranks' $tmp/out && [ ! -e $tmp/big ]"
+mpirun -np 2 "$sd" generate "${big[@]}" --no-shared-weights >"$tmp/out" 2>&1; rc=$?
+check "plan with --no-shared-weights: exit 2, a whole copy per rank (rc=$rc)" \
+  "[ $rc -eq 2 ] && grep -q 'needs about' $tmp/out && ! grep -q 'weights shared by' $tmp/out"
 
 # --map-weights: the float32 files of the folder model computed from in place, same images.
 job=(--model "$tmp/model" --prompts "$tmp/p.txt" -n 2 --steps 3 --seed 7 --progress none)
