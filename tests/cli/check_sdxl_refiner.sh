@@ -2,8 +2,8 @@
 # The SDXL refiner through the command line, on make-model's tiny-sdxl and tiny-sdxl-refiner
 # folders: inspect names the refiner; --refiner/--refiner-start run the two stages (recorded in the
 # PNG parameters and the archive, and different from the base alone); a refiner alone runs img2img
-# and its aesthetic score matters; misuse is one line, exit 2, no output. (Exactness against
-# diffusers: tests/unit/sdxl_img2img_golden_test.cpp.)
+# and its aesthetic score matters; misuse is one line, exit 2, no output; the memory check counts
+# both models. (Exactness against diffusers: tests/unit/sdxl_img2img_golden_test.cpp.)
 set -euo pipefail
 SD=${1:?usage: check_sdxl_refiner.sh SD_MPI}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -65,4 +65,11 @@ check_refused "is an SDXL refiner, which runs img2img only" --model "$tmp/ref" -
 check_refused "--refiner-start 1.5 is outside (0, 1)" --model "$tmp/base" --refiner "$tmp/ref" --refiner-start 1.5 --prompt x
 check_refused "the refiner stage follows an SDXL base model" --model "$tmp/sd1" --refiner "$tmp/ref" --prompt x
 check_refused "is SD 1.x, not an SDXL refiner" --model "$tmp/base" --refiner "$tmp/sd1" --prompt x
+# The memory check counts both models' weights (both stay loaded for the job).
+huge=(--prompt x --width 16384 --height 16384 --device cpu)
+check_refused ", with the refiner needs about " --model "$tmp/base" --refiner "$tmp/ref" "${huge[@]}"
+with=$(grep -o 'weights [0-9.]* GiB' <<<"$msg")
+check_refused "needs about " --model "$tmp/base" "${huge[@]}"
+without=$(grep -o 'weights [0-9.]* GiB' <<<"$msg")
+[[ -n "$with" && -n "$without" && "$with" != "$without" ]] || fail "the refiner's weights are not counted ($with vs $without)"
 echo "check_sdxl_refiner: all passed"
