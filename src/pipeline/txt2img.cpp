@@ -588,6 +588,7 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
     Impl& second = *m.refiner->impl_;
     const Impl::Handoff handed{latents, gen_ptrs, progress_before + static_cast<int>(end_call - first_call), progress_total};
     second.handoff = &handed;
+    const Timings before = second.timings;
     std::vector<ImageResult> out;
     try {
       out = m.refiner->generate(items, on_step);
@@ -597,6 +598,13 @@ std::vector<ImageResult> Txt2ImgPipeline::generate(const std::vector<WorkItem>& 
     }
     second.handoff = nullptr;
     m.last_latents = second.last_latents;
+    // This pipeline's timings cover the whole two-stage batch (the refiner's own count its stage).
+    m.timings.text += second.timings.text - before.text;
+    m.timings.unet += second.timings.unet - before.unet;
+    m.timings.vae += second.timings.vae - before.vae;
+    m.timings.unet_calls += second.timings.unet_calls - before.unet_calls;
+    m.timings.unet_graph_calls += second.timings.unet_graph_calls - before.unet_graph_calls;
+    m.timings.images += B;
     m.timings.total += since(t_start);
     return out;
   }

@@ -85,7 +85,13 @@ TEST(SdxlImg2ImgGolden, EveryRunWithinOneLevelOfDiffusers) {
     Txt2ImgPipeline& pipe = pipe_of(run["pipeline"]);
     EXPECT_FALSE(&pipe != &refiner && pipe.is_refiner());
     pipe.set_refiner(&refiner);
+    const int64_t calls_before = pipe.timings().unet_calls;
     testing_util::check_golden_run(pipe, run_items(run), run, ref_images, *latents);
+    // The two stages split the schedule: together they make every call once (the batch, then each
+    // of its 2 items alone), counted in the first stage's timings.
+    if (run["kind"] == "two_stage") {
+      EXPECT_EQ(pipe.timings().unet_calls - calls_before, 3 * run["steps"].get<int64_t>()) << run["id"];
+    }
     ++kinds[run["kind"]];
   }
   EXPECT_GE(kinds["img2img"], 5);
