@@ -19,6 +19,7 @@
 #include "sdmpi/backend.h"
 #include "sdmpi/error.h"
 #include "sdmpi/job.h"
+#include "sdmpi/make_model.h"
 #include "sdmpi/pipeline.h"
 #include "sdmpi/unet.h"
 
@@ -250,3 +251,36 @@ TEST(PipelineGraphPath, WeightedPromptsOfDifferentLengthsUseTheirOwnGraphs) {
 }
 
 }  // namespace
+
+// SDXL base → refiner (Txt2ImgPipeline::set_refiner): the first stage's latents and the items'
+// generators go to the second pipeline, whose step is its own graph; same bits as the CPU path.
+TEST(PipelineGraphPath, SdxlBaseThenRefinerSameBitsAsTheCpuPath) {
+  auto in_memory = [](const std::string& preset) {
+    InMemoryModel m = make_model_in_memory(preset, 5);
+    std::map<std::string, nlohmann::json> configs{{"unet", m.configs.unet.to_json()},
+                                                  {"vae", m.configs.vae.to_json()},
+                                                  {"text_encoder_2", m.configs.text_encoder_2->to_json()},
+                                                  {"scheduler", m.configs.scheduler},
+                                                  {"model_index", m.configs.model_index}};
+    std::map<std::string, std::shared_ptr<WeightSource>> weights{
+        {"unet", m.unet}, {"vae", m.vae}, {"text_encoder_2", m.text_encoder_2}};
+    if (m.text_encoder) {
+      configs["text_encoder"] = m.configs.text_encoder.to_json();
+      weights["text_encoder"] = m.text_encoder;
+    }
+    return ModelSource::from_memory(preset, configs, weights, {{"tokenizer_2", sdxl_tokenizer_2()}});
+  };
+  const ModelSource base = in_memory("tiny-sdxl"), refiner = in_memory("tiny-sdxl-refiner");
+  GraphEmulator emu;
+  std::unique_ptr<Backend> cpu = make_cpu_backend(2);
+  Txt2ImgPipeline base_graphed(base, emu), refiner_graphed(refiner, emu);
+  Txt2ImgPipeline base_reference(base, *cpu), refiner_reference(refiner, *cpu);
+  base_graphed.set_refiner(&refiner_graphed);
+  base_reference.set_refiner(&refiner_reference);
+  std::vector<WorkItem> batch = items("euler_a", 5.0f, 2, 64, 64);
+  for (WorkItem& w : batch) w.params.refiner_start = 0.5f;
+  std::vector<ImageResult> want = base_reference.generate(batch);
+  std::vector<ImageResult> got = base_graphed.generate(batch);
+  expect_same(got, want, base_graphed.last_latents(), base_reference.last_latents());
+  EXPECT_EQ(emu.captures, 2) << "one graph per stage's pipeline";
+}
