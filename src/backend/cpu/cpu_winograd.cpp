@@ -244,20 +244,10 @@ void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t 
     }
 
     // The element-wise products summed over channels: positions² GEMMs M_ξ = V_ξ · U_ξᵀ.
-    GemmProblem p;
-    p.items = positions;
-    p.M = tn;
-    p.N = Cout;
-    p.K = Cin;
-    p.A = V;
-    p.lda = Cin;
-    p.a_item_stride = tn * Cin;
-    p.W = U;
-    p.w_item_stride = Cout * Cin;
-    p.C = Mx;
-    p.ldc = Cout;
-    p.c_item_stride = tn * Cout;
-    gemm_nt_parallel(p, threads);
+    gemm_nt_parallel(GemmProblem{.items = positions, .M = tn, .N = Cout, .K = Cin, .A = V, .lda = Cin,
+                                 .a_item_stride = tn * Cin, .W = U, .w_item_stride = Cout * Cin, .C = Mx,
+                                 .ldc = Cout, .c_item_stride = tn * Cout, .gather_a = {}, .epilogue = {}},
+                     threads);
 
     // Output transform: Y = Aᵀ M A per tile, then (+ bias) (+ residual) on the outputs inside the image.
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && tn > 1)
