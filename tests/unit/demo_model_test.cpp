@@ -208,7 +208,7 @@ void score_heldout(Score& score) {
 }  // namespace
 
 // What the committed model does: backgrounds and colours follow held-out captions (24/24 and
-// 19/24 when trained; see tools/demo_model/README.md).
+// 20/24 when trained; see tools/demo_model/README.md).
 TEST(DemoModel, DrawsHeldOutCaptionColours) {
   Score s;
   score_heldout(s);
@@ -216,8 +216,8 @@ TEST(DemoModel, DrawsHeldOutCaptionColours) {
   EXPECT_GE(s.right["colour"] * 10, s.images * 7) << "fewer than 70% of the shapes' colours right";
 }
 
-// The goal of issue 16: 80% of the images right in every attribute. Not met yet (1 of 24: the
-// UNet has not learned count and position in its 24-minute budget), so it runs only on request:
+// The goal of issue 16: 80% of the images right in every attribute. Not met yet (2 of 24: count
+// 10, position 3; the UNet draws positions at chance), so it runs only on request:
 // --gtest_also_run_disabled_tests.
 TEST(DemoModel, DISABLED_DrawsHeldOutCaptionsCompletely) {
   Score s;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Retrains the demo model from scratch into tools/demo_model/model/ (about 30 minutes of one core).
+# Retrains the demo model from scratch into tools/demo_model/model/ (about 13 minutes of one core).
 # Needs the pinned reference environment (tools/golden/requirements.txt) in tools/golden/.venv and
 # a built sd_mpi (for the standard CLIP tokenizer files): tools/demo_model/train.sh [BUILD_DIR]
 set -euo pipefail
