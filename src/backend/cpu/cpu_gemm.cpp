@@ -119,7 +119,9 @@ __attribute__((target("avx512f"))) void kernel_avx512_12x32(int64_t kc, const fl
 // K-contiguous). The order depends on K only, so it is as batch-invariant as the panels.
 #pragma GCC diagnostic push  // GCC 12 false positive in _mm512_reduce_add_ps (see transpose16x16)
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__  // clang has no such warning (and -Werror rejects unknown ones)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 __attribute__((target("avx512f"))) void dot_avx512_4xn(int64_t K, const float* a, int64_t lda, int64_t rows,
                                                        const float* w, int64_t n, float* c, int64_t ldc) {
   __m512 acc[4][4];
@@ -217,7 +219,9 @@ void pack_a_scalar(int mr, int64_t rows, int64_t kc, const float* A, int64_t lda
 // -Wuninitialized reports when inlined here (a known false positive).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__  // clang has no such warning (and -Werror rejects unknown ones)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 // 16 rows of 16 floats (row stride ld) → 16 columns: dst[k * ldd + j] = src[j * ld + k].
 __attribute__((target("avx512f"))) void transpose16x16(const float* src, int64_t ld, float* dst, int64_t ldd) {
   __m512 r[16], t[16];
