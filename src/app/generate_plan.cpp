@@ -348,7 +348,9 @@ void check_job_size(const GenerateOptions& o, const ModelSource& model, const Jo
                      (request.init_images ? ", init images" : "") + (request.lora_bytes > 0 ? ", LoRA merged" : "");
   MemoryNeed need = estimate_memory(model, request);
   if (refiner) {  // both models stay loaded for the job; one runs at a time
-    const MemoryNeed second = estimate_memory(*refiner, request);
+    MemoryRequest refiner_request = request;
+    refiner_request.lora_bytes = 0;  // LoRAs merge into the base model only (generate_run.cpp)
+    const MemoryNeed second = estimate_memory(*refiner, refiner_request);
     need.weight_bytes += second.weight_bytes;
     need.activation_bytes = std::max(need.activation_bytes, second.activation_bytes);
     what += ", with the refiner";
