@@ -43,6 +43,7 @@ void write_seeds(const fs::path& dir) {
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  sdmpi_fuzz::reuse_hdf5_free_lists();
   if (const char* dir = std::getenv("SDMPI_ARCHIVE_SEEDS")) {
     write_seeds(dir);
     std::printf("archive seeds written to %s\n", dir);

@@ -275,6 +275,11 @@ std::string read_all(const fs::path& path) {
 
 }  // namespace
 
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  sdmpi_fuzz::reuse_hdf5_free_lists();
+  return 0;
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const fs::path scratch = sdmpi_fuzz::scratch_dir("archive_struct");
   // The base archives, made once with ArchiveWriter and kept as bytes.
