@@ -146,6 +146,19 @@ def render(count: str, size: str, colour: str, shape: str, region: str, backgrou
     return img
 
 
+# Each attribute's words, in the order of the label that attributes_of gives it.
+ATTRIBUTE_WORDS = {"count": list(COUNTS), "size": list(RADIUS), "colour": COLOURS, "shape": SHAPES,
+                   "position": [r.split()[-1] for r in REGIONS], "background": COLOURS}
+
+
+def attributes_of(text: str) -> dict[str, int]:
+    """The label of each attribute a caption of the grammar names (the inverse of caption())."""
+    w = text.split()
+    words = {"count": w[0], "size": w[1], "colour": w[2], "shape": w[3].removesuffix("s"), "position": w[6],
+             "background": w[9]}
+    return {a: ATTRIBUTE_WORDS[a].index(words[a]) for a in ATTRIBUTE_WORDS}
+
+
 def is_held_out(colour: str, shape: str, background: str) -> bool:
     return (colour, shape, background) in HELD_OUT_TRIPLES
 

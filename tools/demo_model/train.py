@@ -17,6 +17,7 @@ OUT_DIR/../training_log.json. Run it with tools/demo_model/train.sh; RECIPE is t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -69,6 +70,19 @@ RECIPE = {
         # and colour took over its layer-normed output and "left"/"right" moved it 0.49 (of 5.7,
         # 1.84 at initialisation); frozen (0) the UNet could not read even the colours in 2000 steps.
         "text_encoder_lr_scale": 0.1,
+        # Layout (where the shapes go, how many) is decided in the noisiest steps, where an epsilon
+        # error is sqrt(snr) times the x0 error it stands for: min-SNR weights an x0 error there
+        # by snr (0.005 at t = 999), a thousandth of the weight of a clean step's, and the UNet
+        # never learned to read the position word (run 3). So an x0 error weighs at least
+        # x0_weight_floor at every step.
+        "x0_weight_floor": 0.0,
+        # Draw t in proportion to its loss weight (and weigh every sample the same): the same
+        # objective with less noise than a few heavy samples per batch.
+        "timesteps_by_weight": False,
+        # Linear heads on the text encoder's output (mean over the 77 positions) learn every
+        # attribute of the caption with this weight, so that no word's meaning fades from what the
+        # UNet reads (the heads are not saved).
+        "attribute_loss_weight": 0.0,
     },
 }
 
@@ -200,6 +214,24 @@ def train_vae(vae, rng, r, history):
     return {"constructed": before, "fine_tuned": after, "kept": "fine-tuned" if keep else "constructed"}
 
 
+def save_pipeline(out_dir: str, base: str, vae, te, tokenizer, unet) -> None:
+    """Writes the pipeline in the diffusers layout, weights in fp16, with SD 1.5's scheduler config
+    (as the base folder has it). The modules given stay as they are (fp16 copies are saved)."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
+    scheduler = PNDMScheduler.from_pretrained(os.path.join(base, "scheduler"))
+    vae, te, unet = (copy.deepcopy(m).to(torch.float16) for m in (vae, te, unet))
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    # The tokenizer as the base folder has it (vocab.json, merges.txt): not the 2 MB tokenizer.json
+    # that save_pretrained adds, which says the same again.
+    shutil.rmtree(os.path.join(out_dir, "tokenizer"))
+    shutil.copytree(os.path.join(base, "tokenizer"), os.path.join(out_dir, "tokenizer"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir", help="model folder to write (diffusers layout)")
@@ -208,13 +240,15 @@ def main() -> None:
     ap.add_argument("--check-dir", help="write vae_reconstructions.png here after stage 1")
     ap.add_argument("--vae-steps", type=int, help="override RECIPE (quick trials only)")
     ap.add_argument("--unet-steps", type=int, help="override RECIPE (quick trials only)")
+    ap.add_argument("--snapshot-every", type=int, help="also write the EMA weights every this many steps to "
+                    "OUT_DIR_stepN (the training is the same with or without)")
     args = ap.parse_args()
     if args.vae_steps is not None:
         RECIPE["vae"]["decoder_steps"] = args.vae_steps
     if args.unet_steps is not None:
         RECIPE["unet"]["steps"] = args.unet_steps
 
-    from diffusers import DDPMScheduler, PNDMScheduler, StableDiffusionPipeline
+    from diffusers import DDPMScheduler
     from transformers import CLIPTokenizer
 
     torch.set_num_threads(RECIPE["threads"])
@@ -256,6 +290,9 @@ def main() -> None:
                                 num_train_timesteps=1000)
     alphas_cumprod = noise_sched.alphas_cumprod
     snr = alphas_cumprod / (1 - alphas_cumprod)
+    # min-SNR-gamma on the x0 error, floored (see RECIPE), as a weight of the epsilon error
+    t_weight = torch.clamp(torch.clamp(snr, max=r["min_snr_gamma"]), min=r["x0_weight_floor"]) / snr
+    t_probs = t_weight / t_weight.sum()
     te_scale = r["text_encoder_lr_scale"]
     if te_scale == 0:  # a fixed random encoder: see RECIPE
         te.requires_grad_(False)
@@ -273,6 +310,19 @@ def main() -> None:
                                            return_tensors="pt").input_ids[0]
         return torch.stack([token_cache[c] for c in caps])
 
+    if r["attribute_loss_weight"] > 0:
+        heads = torch.nn.ModuleDict({a: torch.nn.Linear(RECIPE["text_encoder"]["hidden_size"], len(v))
+                                     for a, v in dataset.ATTRIBUTE_WORDS.items()})
+        opt.add_param_group({"params": list(heads.parameters()), "scale": 1.0})
+
+    def attribute_loss(caps, context):
+        """Cross-entropy of the heads' guesses at each attribute of the captions (empty ones skipped)."""
+        rows = [i for i, c in enumerate(caps) if c]
+        pooled = context[rows].mean(dim=1)
+        labels = [dataset.attributes_of(caps[i]) for i in rows]
+        return sum(F.cross_entropy(head(pooled), torch.tensor([lab[a] for lab in labels]))
+                   for a, head in heads.items()) / len(heads)
+
     gen = torch.Generator().manual_seed(RECIPE["seed"])
     t0 = time.time()
     running = []
@@ -286,13 +336,19 @@ def main() -> None:
             latents = vae.encode(to_tensor(imgs)).latent_dist.mean * scaling
         noise = torch.randn(latents.shape, generator=gen)
         noise = noise + r["offset_noise"] * torch.randn(latents.shape[:2] + (1, 1), generator=gen)
-        t = torch.randint(0, 1000, (latents.shape[0],), generator=gen)
+        if r["timesteps_by_weight"]:
+            t = torch.multinomial(t_probs, latents.shape[0], replacement=True, generator=gen)
+            weight = t_weight.mean()
+        else:
+            t = torch.randint(0, 1000, (latents.shape[0],), generator=gen)
+            weight = t_weight[t]
         noisy = noise_sched.add_noise(latents, noise, t)
         with torch.set_grad_enabled(te_scale > 0):
             context = te(tokens(caps)).last_hidden_state
         pred = unet(noisy, t, context).sample
-        weight = torch.clamp(snr[t], max=r["min_snr_gamma"]) / snr[t]
         loss = (weight * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        if r["attribute_loss_weight"] > 0:
+            loss = loss + r["attribute_loss_weight"] * attribute_loss(caps, context)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -309,22 +365,22 @@ def main() -> None:
                             "seconds": round(time.time() - t0, 1)})
             log(f"unet step {step}/{r['steps']} loss {mean:.4f} lr {lr:.2e} ({time.time() - t0:.0f}s)")
 
+        if args.snapshot_every and step % args.snapshot_every == 0 and step < r["steps"]:
+            # The EMA weights as they stand, for a look at how drawing improves; the training
+            # itself is unchanged (its weights are put back, no random number is drawn).
+            live = [p.detach().clone() for p in params]
+            with torch.no_grad():
+                for e, p in zip(ema, params):
+                    p.copy_(e)
+                save_pipeline(f"{args.out_dir}_step{step}", args.base, vae, te, tokenizer, unet)
+                for v, p in zip(live, params):
+                    p.copy_(v)
+            log(f"snapshot {args.out_dir}_step{step}")
+
     with torch.no_grad():
         for e, p in zip(ema, params):
             p.copy_(e)
-
-    # Save: SD 1.5's scheduler config (as the base folder has it), everything in fp16.
-    scheduler = PNDMScheduler.from_pretrained(os.path.join(args.base, "scheduler"))
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.to(torch.float16)
-    if os.path.exists(args.out_dir):
-        shutil.rmtree(args.out_dir)
-    pipe.save_pretrained(args.out_dir, safe_serialization=True)
-    # The tokenizer as the base folder has it (vocab.json, merges.txt): not the 2 MB tokenizer.json
-    # that save_pretrained adds, which says the same again.
-    shutil.rmtree(os.path.join(args.out_dir, "tokenizer"))
-    shutil.copytree(os.path.join(args.base, "tokenizer"), os.path.join(args.out_dir, "tokenizer"))
+    save_pipeline(args.out_dir, args.base, vae, te, tokenizer, unet)
     summary = {"recipe": RECIPE, "vae": vae_choice, "vae_scaling_factor": scaling, "vae_reconstruction_mae_levels": vae_mae,
                "torch": torch.__version__, "minutes": round((time.time() - t_start) / 60, 1), "history": history}
     with open(os.path.join(os.path.dirname(os.path.abspath(args.out_dir)), "training_log.json"), "w") as f:
