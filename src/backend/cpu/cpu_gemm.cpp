@@ -42,6 +42,8 @@ namespace {
 constexpr int64_t kGemmKc = 256;
 constexpr int64_t kGemmMc = 144;  // rows of A packed at once (a multiple of every MR below)
 constexpr int64_t kGemmNc = 512;  // columns per block (a multiple of every NR below)
+// Fewer (product, row block) pairs than this and the built-in driver also cuts columns into tiles.
+constexpr int64_t kBuiltinMinTiles = 8;
 
 // C[MR×NR] (row stride ldc) = (accumulate ? C : 0) + Σ_k a[k][i] · b[k][j], one FMA per k.
 using KernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate);
@@ -335,6 +337,27 @@ struct BSource {
   int64_t ldw = 0;
 };
 
+// C[rows, nn] (+)= packed A block [rows, kc] · one packed B panel [kc, nr] (nn ≤ nr columns used).
+void run_panel(const MicroKernel& mk, const float* Ap, int64_t rows, int64_t kc, const float* b, int64_t nn,
+               float* C, int64_t ldc, bool accumulate) {
+  alignas(64) float edge[24 * 16 > 12 * 32 ? 24 * 16 : 12 * 32];
+  for (int64_t ir = 0; ir < rows; ir += mk.mr) {
+    const int64_t mm = std::min<int64_t>(mk.mr, rows - ir);
+    float* c = C + ir * ldc;
+    if (mm == mk.mr && nn == mk.nr) {
+      mk.fn(kc, Ap + ir * kc, b, c, ldc, accumulate);
+      continue;
+    }
+    // Edge tile: the same chain through a full-size buffer.
+    if (accumulate)
+      for (int64_t i = 0; i < mm; ++i)
+        std::memcpy(edge + i * mk.nr, c + i * ldc, static_cast<size_t>(nn) * sizeof(float));
+    mk.fn(kc, Ap + ir * kc, b, edge, mk.nr, accumulate);
+    for (int64_t i = 0; i < mm; ++i)
+      std::memcpy(c + i * ldc, edge + i * mk.nr, static_cast<size_t>(nn) * sizeof(float));
+  }
+}
+
 // C[rows, cols] = A[rows, K] · B[K, cols] for rows ≤ kGemmMc.
 void run_block(const MicroKernel& mk, const ASource& a, int64_t row0, int64_t rows, int64_t cols, int64_t K,
                const BSource& bsrc, float* C, int64_t ldc) {
@@ -342,7 +365,6 @@ void run_block(const MicroKernel& mk, const ASource& a, int64_t row0, int64_t ro
   float* Ap = a_pack.get(static_cast<size_t>(kGemmMc * kGemmKc));
   const int64_t panels = (cols + mk.nr - 1) / mk.nr;
   float* Bb = bsrc.packed ? nullptr : b_block.get(static_cast<size_t>(panels * mk.nr * kGemmKc));
-  alignas(64) float edge[24 * 16 > 12 * 32 ? 24 * 16 : 12 * 32];
   for (int64_t pc = 0; pc < K; pc += kGemmKc) {
     const int64_t kc = std::min(kGemmKc, K - pc);
     const bool accumulate = pc > 0;
@@ -357,21 +379,7 @@ void run_block(const MicroKernel& mk, const ASource& a, int64_t row0, int64_t ro
     for (int64_t jr = 0; jr < cols; jr += mk.nr) {
       const int64_t nn = std::min<int64_t>(mk.nr, cols - jr);
       const float* b = Bb ? Bb + (jr / mk.nr) * kc * mk.nr : bsrc.packed + (jr / mk.nr) * K * mk.nr + pc * mk.nr;
-      for (int64_t ir = 0; ir < rows; ir += mk.mr) {
-        const int64_t mm = std::min<int64_t>(mk.mr, rows - ir);
-        float* c = C + ir * ldc + jr;
-        if (mm == mk.mr && nn == mk.nr) {
-          mk.fn(kc, Ap + ir * kc, b, c, ldc, accumulate);
-          continue;
-        }
-        // Edge tile: the same chain through a full-size buffer.
-        if (accumulate)
-          for (int64_t i = 0; i < mm; ++i)
-            std::memcpy(edge + i * mk.nr, c + i * ldc, static_cast<size_t>(nn) * sizeof(float));
-        mk.fn(kc, Ap + ir * kc, b, edge, mk.nr, accumulate);
-        for (int64_t i = 0; i < mm; ++i)
-          std::memcpy(c + i * ldc, edge + i * mk.nr, static_cast<size_t>(nn) * sizeof(float));
-      }
+      run_panel(mk, Ap, rows, kc, b, nn, C + jr, ldc, accumulate);
     }
   }
 }
@@ -500,18 +508,23 @@ TileGrid gemm_tile_grid(int64_t M, int64_t N, int64_t /*K*/) {
   return g;
 }
 
-TileGrid builtin_tile_grid(int64_t M, int64_t N, int64_t /*K*/) {
+TileGrid builtin_tile_grid(int64_t M, int64_t N, int64_t /*K*/, int64_t products) {
   // Rows in blocks of kGemmMc (one packed A block per tile), columns in blocks of at most kGemmNc,
-  // a multiple of the micro-kernel's width; small-M products (the deep 1280-channel layers) are cut
-  // finer along N so that a handful of threads still share them. Any grid gives the same bits
-  // (each output is one FMA chain); this one depends on the shape only anyway.
-  constexpr int64_t kMinTiles = 8;
+  // a multiple of the micro-kernel's width; when all `products` together have few row blocks (the
+  // deep 1280-channel layers), N is cut finer so that a handful of threads still share them; many
+  // products (Winograd's 16 or 36) are enough tiles on their own, and cutting their columns only
+  // made every tile pack its A again (10-18% of those convolutions' time, cpu_ops_bench). Any grid
+  // gives the same bits (each output is one FMA chain); this one depends on the shape only.
+  // (Tried: threads sharing one packed A per K block for single-row-block products: no gain
+  // measured on the 4×4/8×8 UNet layers, which are bound by streaming W, not by packing A.)
   const int64_t nr = micro_kernel_for(N).nr;
   TileGrid g{};
   g.mc = std::max<int64_t>(1, std::min(M, kGemmMc));
   g.mt = M > 0 ? (M + g.mc - 1) / g.mc : 0;
   int64_t col_tiles = std::max<int64_t>(1, (N + kGemmNc - 1) / kGemmNc);
-  if (g.mt > 0 && g.mt * col_tiles < kMinTiles) col_tiles = std::max(col_tiles, (kMinTiles + g.mt - 1) / g.mt);
+  const int64_t row_blocks = std::max<int64_t>(products, 1) * g.mt;
+  if (g.mt > 0 && row_blocks * col_tiles < kBuiltinMinTiles)
+    col_tiles = std::max(col_tiles, (kBuiltinMinTiles + row_blocks - 1) / row_blocks);
   int64_t nc = ((N + col_tiles - 1) / col_tiles + nr - 1) / nr * nr;
   g.nc = std::max<int64_t>(1, std::min(N, std::max<int64_t>(nc, 2 * nr)));
   g.nt = N > 0 ? (N + g.nc - 1) / g.nc : 0;
@@ -601,7 +614,7 @@ void gemm_nt_parallel_builtin(const GemmProblem& p, int threads) {
                      (p.gather_a || p.a_item_stride == p.M * p.lda);
   const int64_t groups = merge ? 1 : p.items;           // products with their own W
   const int64_t rows = merge ? p.items * p.M : p.M;     // rows per product
-  const TileGrid g = builtin_tile_grid(rows, p.N, p.K);
+  const TileGrid g = builtin_tile_grid(rows, p.N, p.K, groups);
   const int64_t per_group = g.mt * g.nt, total = groups * per_group;
   const int64_t panels = (p.N + mk.nr - 1) / mk.nr;
   const int64_t K = std::max<int64_t>(p.K, 1);

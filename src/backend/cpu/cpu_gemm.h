@@ -61,7 +61,8 @@ struct TileGrid {
   int64_t mt, nt;  // tile counts
 };
 TileGrid gemm_tile_grid(int64_t M, int64_t N, int64_t K);        // OpenBLAS tiles (per item)
-TileGrid builtin_tile_grid(int64_t M, int64_t N, int64_t K);     // built-in tiles
+// Built-in tiles for `products` products of M×N×K each (products with their own W).
+TileGrid builtin_tile_grid(int64_t M, int64_t N, int64_t K, int64_t products = 1);
 
 // For each of `items` independent products C_i[M, N] = A_i[M, K] · W_iᵀ (W_i stored [N, K]; one
 // W for all items when w_item_stride is 0): runs the tiles over `threads` OpenMP threads.
