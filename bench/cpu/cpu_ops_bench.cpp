@@ -57,6 +57,16 @@ Tensor random_tensor(Backend& be, const Shape& s, uint32_t seed, float scale = 1
   return be.from_host(v.data(), s);
 }
 
+// A conv weight as a model loads it (upload_weight, OHWI [Cout, k, k, Cin]), so the backend may
+// keep per-weight state for it (Winograd's transformed weights).
+Tensor random_conv_weight(Backend& be, int64_t cout, int64_t k, int64_t cin, uint32_t seed, float scale) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> oihw(static_cast<size_t>(cout * cin * k * k));
+  for (float& x : oihw) x = dist(gen);
+  return be.upload_weight(WeightView("w", DType::F32, {cout, cin, k, k}, oihw.data()), WeightKind::Conv);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -113,7 +123,7 @@ int main(int argc, char** argv) {
   auto conv = [&](const char* what, int64_t B, int64_t H, int64_t W, int64_t Cin, int64_t Cout, int64_t k,
                   int stride, int pad) {
     Tensor x = random_tensor(b, {B, H, W, Cin}, 1);
-    Tensor w = random_tensor(b, {Cout, k, k, Cin}, 2, 0.05f);
+    Tensor w = random_conv_weight(b, Cout, k, Cin, 2, 0.05f);
     Tensor bias = random_tensor(b, {Cout}, 3);
     int64_t Ho = (H + 2 * pad - k) / stride + 1, Wo = (W + 2 * pad - k) / stride + 1;
     double flops = 2.0 * B * Ho * Wo * Cout * k * k * Cin;

@@ -313,7 +313,9 @@ class Backend {
 
 // The reference backend: float32 on the host, OpenBLAS (if built with it) for matrix products,
 // OpenMP threads. Every op processes each batch item on its own, so results do not depend on the
-// batch size.
-std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
+// batch size. `winograd_cache_bytes`: memory the backend may keep Winograd's transformed weights in
+// (src/backend/cpu/cpu_memory.h; results are the same bits either way, only faster); -1: a quarter
+// of the memory available now, at most 8 GiB. SDMPI_CPU_WINOGRAD_CACHE_MB, when set, caps either.
+std::unique_ptr<Backend> make_cpu_backend(int threads = 0, int64_t winograd_cache_bytes = -1);
 
 }  // namespace sdmpi

@@ -30,7 +30,8 @@ DType resolve_precision(const std::string& precision, const std::string& device)
 }
 
 std::unique_ptr<Backend> select_backend(const std::string& device, DType precision, const WorldInfo& world,
-                                        bool allow_gpu_sharing, int threads, std::string* device_line) {
+                                        bool allow_gpu_sharing, int threads, int64_t cpu_winograd_bytes,
+                                        std::string* device_line) {
   auto say = [&](const std::string& line) {
     if (device_line) *device_line = line;
     else log::info(line);
@@ -54,7 +55,7 @@ std::unique_ptr<Backend> select_backend(const std::string& device, DType precisi
   if (device == "cuda") throw Error("--device cuda: no usable GPU on " + world.host + ": " + why);
   if (precision != DType::F32 && device == "auto") log::warn(where + ": no usable GPU (" + why + "); the CPU computes in fp32");
   if (threads <= 0) threads = std::max(1, omp_get_num_procs() / std::max(1, world.local_size));
-  auto backend = make_cpu_backend(threads);
+  auto backend = make_cpu_backend(threads, cpu_winograd_bytes);
   say(where + ": " + backend->name() + (device == "auto" && !why.empty() ? " (no GPU: " + why + ")" : ""));
   return backend;
 }

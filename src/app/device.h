@@ -15,7 +15,10 @@ DType resolve_precision(const std::string& precision, const std::string& device)
 
 // The line naming the device is logged, or, with `device_line`, stored there for the caller to log
 // later (generate binds devices before opening the outputs but says so after).
+// `cpu_winograd_bytes`: what a CPU backend may keep Winograd's transformed weights in (-1: its own
+// default, make_cpu_backend).
 std::unique_ptr<Backend> select_backend(const std::string& device, DType precision, const WorldInfo& world,
-                                        bool allow_gpu_sharing, int threads, std::string* device_line = nullptr);
+                                        bool allow_gpu_sharing, int threads, int64_t cpu_winograd_bytes = -1,
+                                        std::string* device_line = nullptr);
 
 }  // namespace sdmpi::app

@@ -329,10 +329,9 @@ JobSize job_size(const std::vector<WorkItem>& items) {
 // has Z GiB ..." when the job cannot fit.
 // `weight_sharers`: ranks holding one copy of the model's weights between them (node-shared
 // weights), each counting its share; merged LoRA copies stay each rank's own.
-void check_job_size(const GenerateOptions& o, const ModelSource& model, const JobSize& size, DType precision, bool gpu,
-                    int64_t available, const std::string& where, const ModelSource* refiner = nullptr,
-                    int weight_sharers = 1) {
-  if (size.items == 0) return;
+// job_memory_need: the estimate alone; *what (optional) gets the request's description.
+MemoryNeed job_memory_need(const GenerateOptions& o, const ModelSource& model, const JobSize& size, DType precision,
+                           bool gpu, const ModelSource* refiner, int weight_sharers, std::string* what_out) {
   MemoryRequest request;
   request.width = size.width;
   request.height = size.height;
@@ -360,8 +359,40 @@ void check_job_size(const GenerateOptions& o, const ModelSource& model, const Jo
     need.weight_bytes = (model_weights + weight_sharers - 1) / weight_sharers + request.lora_bytes;
     what += ", weights shared by " + std::to_string(weight_sharers) + " ranks";
   }
+  if (what_out) *what_out = what;
+  return need;
+}
+
+void check_job_size(const GenerateOptions& o, const ModelSource& model, const JobSize& size, DType precision, bool gpu,
+                    int64_t available, const std::string& where, const ModelSource* refiner = nullptr,
+                    int weight_sharers = 1) {
+  if (size.items == 0) return;
+  std::string what;
+  const MemoryNeed need = job_memory_need(o, model, size, precision, gpu, refiner, weight_sharers, &what);
   std::string shortfall = memory_shortfall(what, need, available, where);
   if (!shortfall.empty()) throw InputError(shortfall);
+}
+
+// Several CPU ranks on a node hold one copy of the weights in shared memory (src/app/
+// shared_weights.h) unless --no-shared-weights: each counts its share of it.
+int cpu_weight_sharers(const World& world, const GenerateOptions& o) {
+  const int ranks = std::max(1, world.info().local_size);
+  return ranks > 1 && !o.no_shared_weights ? ranks : 1;
+}
+
+// What a CPU rank may keep Winograd's transformed weights in (src/backend/cpu/cpu_memory.h): half
+// of what its share of the node's available memory leaves beyond the resource plan's estimate
+// (itself an upper bound), so the copies never make a job that fits not fit. -1: unknown (the
+// backend then decides from the memory it sees).
+int64_t cpu_winograd_budget(const World& world, const GenerateOptions& o, const GeneratePlan& plan,
+                            const JobSize& size) {
+  int64_t available = host_memory_available();
+  if (available < 0 || size.items == 0) return -1;
+  available /= std::max(1, world.info().local_size);
+  const ModelSource* refiner = plan.refiner ? &*plan.refiner : nullptr;
+  const MemoryNeed need =
+      job_memory_need(o, *plan.model, size, plan.precision, false, refiner, cpu_weight_sharers(world, o), nullptr);
+  return std::max<int64_t>(0, (available - need.total()) / 2);
 }
 
 // The resource plan against this node's RAM, before anything is written, when the ranks compute
@@ -374,9 +405,7 @@ void check_host_memory(const World& world, const GenerateOptions& o, const Gener
   if (available >= 0) available /= ranks;
   JobSize size = job_size(items);
   size.lora_bytes = lora_bytes;
-  // Several CPU ranks on a node hold one copy of the weights in shared memory (src/app/
-  // shared_weights.h) unless --no-shared-weights: each counts its share of it.
-  const int sharers = ranks > 1 && !o.no_shared_weights ? ranks : 1;
+  const int sharers = cpu_weight_sharers(world, o);
   check_job_size(o, *plan.model, size, plan.precision, false, available,
                  "(available memory of " + world.info().host + " shared by " + std::to_string(ranks) + " rank(s))",
                  plan.refiner ? &*plan.refiner : nullptr, sharers);
@@ -466,7 +495,8 @@ nlohmann::json plan_items_on_root(const World& world, const GenerateOptions& o, 
 void bind_device(const World& world, const GenerateOptions& o, const JobSize& size, GeneratePlan* plan,
                  std::string* device_line) {
   if (size.items == 0) return;
-  plan->backend = select_backend(o.device, plan->precision, world.info(), o.allow_gpu_sharing, o.threads, device_line);
+  plan->backend = select_backend(o.device, plan->precision, world.info(), o.allow_gpu_sharing, o.threads,
+                                 cpu_winograd_budget(world, o, *plan, size), device_line);
   if (plan->backend->device() != Device::CPU)
     check_job_size(o, *plan->model, size, plan->precision, true, plan->backend->memory_available(),
                    "(free memory of " + plan->backend->name() + ")", plan->refiner ? &*plan->refiner : nullptr);

@@ -15,6 +15,9 @@
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/cpu_memory.h"
+#include "sdmpi/backend.h"
+#include "sdmpi/tensor.h"
 
 using namespace sdmpi;
 
@@ -123,15 +126,117 @@ TEST(CpuWinograd, ItemsAndThreadsDoNotChangeTheBits) {
 }
 
 TEST(CpuWinograd, PlanReadsTheShapeOnly) {
-  // SD 1.5 at 256²: the 32×32 UNet level and the VAE's 32…256 levels take F(4,3), the 16×16 level
-  // F(2,3); deep levels, strided, 1×1 and few-channel convolutions stay direct.
+  // SD 1.5 at 256²: the 32×32 UNet level and the VAE's 32…256 levels take F(4,3), the 16×16 and
+  // 8×8 levels F(2,3); the 4×4 level, strided, 1×1 and few-channel convolutions stay direct.
   if (std::getenv("SDMPI_CPU_CONV")) GTEST_SKIP() << "SDMPI_CPU_CONV is set: " << cpu::conv_mode_name();
   EXPECT_EQ(cpu::winograd_plan(32, 32, 320, 320, 3, 3, 1), 4);
   EXPECT_EQ(cpu::winograd_plan(256, 256, 128, 128, 3, 3, 1), 4);
   EXPECT_EQ(cpu::winograd_plan(16, 16, 640, 640, 3, 3, 1), 2);
-  EXPECT_EQ(cpu::winograd_plan(8, 8, 1280, 1280, 3, 3, 1), 0);
+  EXPECT_EQ(cpu::winograd_plan(8, 8, 1280, 1280, 3, 3, 1), 2);
+  EXPECT_EQ(cpu::winograd_plan(4, 4, 1280, 1280, 3, 3, 1), 0);
   EXPECT_EQ(cpu::winograd_plan(16, 16, 320, 320, 3, 3, 2), 0);
   EXPECT_EQ(cpu::winograd_plan(32, 32, 320, 320, 1, 1, 1), 0);
   EXPECT_EQ(cpu::winograd_plan(32, 32, 4, 320, 3, 3, 1), 0);
   EXPECT_EQ(cpu::winograd_plan(256, 256, 128, 3, 3, 3, 1), 0);
+}
+
+// The kept transformed weights (WinogradWeightCache) give the bits of the per-call transform, hit
+// after the first call, respect the budget, never keep pooled op outputs, and never serve a freed
+// weight's transform to a new weight at the same address.
+namespace {
+
+// A conv weight as a model loads it (upload_weight: the backend's weight storage, OHWI).
+Tensor host_weight(int64_t cout, int64_t cin, uint32_t seed) {
+  static auto be = make_cpu_backend(1, 0);
+  std::vector<float> oihw(static_cast<size_t>(cout * cin * 9));
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, 0.1f);
+  for (float& v : oihw) v = dist(gen);
+  return be->upload_weight(WeightView("w", DType::F32, {cout, cin, 3, 3}, oihw.data()), WeightKind::Conv);
+}
+
+std::vector<float> transform_per_call(int m, const Tensor& w) {
+  std::vector<float> u(static_cast<size_t>(cpu::winograd_weight_floats(m, w.dim(0), w.dim(3))), -1.0f);
+  cpu::winograd_transform_weights(m, w.f32(), w.dim(0), w.dim(3), u.data(), 2);
+  return u;
+}
+
+bool same_bits(const float* a, const std::vector<float>& b) { return std::memcmp(a, b.data(), b.size() * 4) == 0; }
+
+}  // namespace
+
+TEST(CpuWinogradCache, KeepsTheSameBitsAndHits) {
+  cpu::WinogradWeightCache cache(int64_t{64} << 20);
+  Tensor w = host_weight(40, 33, 1);
+  for (int m : {2, 4}) {
+    const float* u = cache.get(w, m, 2);
+    ASSERT_NE(u, nullptr);
+    EXPECT_TRUE(same_bits(u, transform_per_call(m, w))) << "F(" << m << ",3)";
+    EXPECT_EQ(cache.get(w, m, 1), u) << "second call: the kept copy";
+  }
+  EXPECT_EQ(cache.bytes(), (cpu::winograd_weight_floats(2, 40, 33) + cpu::winograd_weight_floats(4, 40, 33)) * 4);
+}
+
+TEST(CpuWinogradCache, RespectsTheBudgetAndSkipsPooledTensors) {
+  Tensor w = host_weight(64, 64, 2);
+  const int64_t one = cpu::winograd_weight_floats(4, 64, 64) * 4;
+  cpu::WinogradWeightCache small(one - 1);
+  EXPECT_EQ(small.get(w, 4, 2), nullptr);
+  EXPECT_EQ(small.bytes(), 0);
+  cpu::WinogradWeightCache none(0);
+  EXPECT_EQ(none.get(w, 4, 2), nullptr);
+  // Only uploaded weights are kept: an op output or any other host tensor may be written or reused.
+  auto be = make_cpu_backend(1, 0);
+  std::vector<float> host(static_cast<size_t>(w.numel()), 0.5f);
+  cpu::WinogradWeightCache cache(int64_t{64} << 20);
+  for (int64_t cout : {64, 4096}) {  // below and above the pool's smallest block
+    std::vector<float> data(static_cast<size_t>(cout * 9 * 64), 0.5f);
+    EXPECT_EQ(cache.get(be->from_host(data.data(), {cout, 3, 3, 64}), 4, 2), nullptr) << cout;
+  }
+  Tensor plain = Tensor::host({64, 3, 3, 64});
+  EXPECT_EQ(cache.get(plain, 4, 2), nullptr);
+  EXPECT_EQ(cache.bytes(), 0);
+}
+
+TEST(CpuWinogradCache, AFreedWeightsEntryIsNeverReused) {
+  cpu::WinogradWeightCache cache(int64_t{64} << 20);
+  // Weights freed and allocated again (one size, so malloc likely hands back the same address):
+  // each must get its own transform, whatever the address.
+  for (uint32_t seed = 10; seed < 16; ++seed) {
+    Tensor w = host_weight(48, 40, seed);
+    const float* u = cache.get(w, 2, 2);
+    ASSERT_NE(u, nullptr);
+    EXPECT_TRUE(same_bits(u, transform_per_call(2, w))) << "seed " << seed;
+  }
+  // Entries of freed weights are dropped when the budget needs room (not before): a budget of
+  // one entry still serves every new weight.
+  cpu::WinogradWeightCache one(cpu::winograd_weight_floats(2, 48, 40) * 4);
+  for (uint32_t seed = 20; seed < 23; ++seed) {
+    Tensor w = host_weight(48, 40, seed);
+    const float* u = one.get(w, 2, 2);
+    ASSERT_NE(u, nullptr) << "seed " << seed;
+    EXPECT_TRUE(same_bits(u, transform_per_call(2, w))) << "seed " << seed;
+  }
+}
+
+TEST(CpuWinogradCache, BackendGivesTheSameBitsWithAndWithoutKeptWeights) {
+  // SD 1.5's 8×8 level shape at reduced channels through the backend's conv2d: kept (second call
+  // hits the cache) and never kept.
+  if (std::getenv("SDMPI_CPU_CONV")) GTEST_SKIP() << "SDMPI_CPU_CONV is set: " << cpu::conv_mode_name();
+  auto kept = make_cpu_backend(2, int64_t{256} << 20), per_call = make_cpu_backend(2, 0);
+  Tensor w = host_weight(96, 64, 3);
+  std::vector<float> xs(2 * 8 * 8 * 64), bs(96);
+  std::mt19937 gen(4);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  for (float& v : xs) v = dist(gen);
+  for (float& v : bs) v = dist(gen);
+  ASSERT_EQ(cpu::winograd_plan(8, 8, 64, 96, 3, 3, 1), 2);
+  Tensor xa = kept->from_host(xs.data(), {2, 8, 8, 64}), ba = kept->from_host(bs.data(), {96});
+  Tensor xb = per_call->from_host(xs.data(), {2, 8, 8, 64}), bb = per_call->from_host(bs.data(), {96});
+  const std::vector<float> want = per_call->to_host(per_call->conv2d(xb, w, &bb, 1, 1));
+  for (int call = 0; call < 2; ++call) {
+    const std::vector<float> got = kept->to_host(kept->conv2d(xa, w, &ba, 1, 1));
+    ASSERT_EQ(got.size(), want.size());
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * 4), 0) << "call " << call;
+  }
 }

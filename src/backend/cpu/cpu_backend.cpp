@@ -17,6 +17,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 
@@ -43,17 +45,6 @@ const float* optional_input(const Tensor* t, const char* op, const char* arg) {
   return t ? input(*t, op, arg) : nullptr;
 }
 
-// Host memory that someone else owns (a mapped file, a node's shared weights), kept alive by
-// `owner` as long as a tensor uses it. Read-only: weights are never written.
-class BorrowedStorage final : public Storage {
- public:
-  BorrowedStorage(const void* data, size_t bytes, std::shared_ptr<const void> owner)
-      : Storage(const_cast<void*>(data), bytes, Device::CPU), owner_(std::move(owner)) {}
-
- private:
-  std::shared_ptr<const void> owner_;
-};
-
 // Freed op outputs kept for reuse: an eighth of the machine's memory, at most 4 GiB.
 size_t pool_cap_bytes() {
   long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
@@ -61,11 +52,31 @@ size_t pool_cap_bytes() {
   return std::min<size_t>(phys / 8, size_t{4} << 30);
 }
 
+// Winograd's kept weights (cpu_memory.h): what the caller allows (-1: a quarter of the memory
+// available now), at most 8 GiB or SDMPI_CPU_WINOGRAD_CACHE_MB. (SD 1.5's UNet at 512×512 keeps
+// about 4.4 GB; at 256×256 3.8 GB with the VAE's 32×32 layers.)
+int64_t winograd_cache_budget(int64_t requested) {
+  int64_t cap = int64_t{8} << 30;
+  if (const char* env = std::getenv("SDMPI_CPU_WINOGRAD_CACHE_MB")) {
+    char* end = nullptr;
+    const long long mb = std::strtoll(env, &end, 10);
+    if (!*env || *end || mb < 0)
+      throw Error(std::string("SDMPI_CPU_WINOGRAD_CACHE_MB=") + env + ": expected a number of MiB (0: keep none)");
+    cap = std::min<int64_t>(mb, int64_t{1} << 40) << 20;
+  }
+  if (requested < 0) {
+    const int64_t available = host_memory_available();
+    requested = available > 0 ? available / 4 : 0;
+  }
+  return std::min(requested, cap);
+}
+
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads)
+  CpuBackend(int threads, int64_t winograd_cache_bytes)
       : threads_(threads > 0 ? threads : std::max(1, omp_get_max_threads())),
-        pool_(std::make_shared<cpu::HostBlockPool>(pool_cap_bytes())) {
+        pool_(std::make_shared<cpu::HostBlockPool>(pool_cap_bytes())),
+        winograd_weights_(winograd_cache_budget(winograd_cache_bytes)) {
     cpu::set_blas_single_threaded();
     // A bad SDMPI_CPU_GEMM / SDMPI_CPU_CONV is reported here, once, before any work.
     cpu::gemm_engine();
@@ -74,10 +85,18 @@ class CpuBackend final : public Backend {
 
   std::string name() const override {
     return "cpu (" + std::to_string(threads_) + (threads_ == 1 ? " thread, " : " threads, ") +
-           cpu::gemm_library_name() + ", " + cpu::conv_mode_name() + ", " +
+           cpu::gemm_library_name() + ", " + cpu::conv_mode_name() + winograd_kept() + ", " +
            (cpu::attention_gemm_name().empty() ? "" : cpu::attention_gemm_name() + ", ") + cpu::simd_isa_name() + ")";
   }
   Device device() const override { return Device::CPU; }
+  // " (transformed weights kept up to 2.0 GiB)" when the budget allows any.
+  std::string winograd_kept() const {
+    if (winograd_weights_.budget() <= 0 || std::string(cpu::conv_mode_name()) == "direct convolutions") return "";
+    char buf[64];
+    std::snprintf(buf, sizeof buf, " (transformed weights kept up to %.1f GiB)",
+                  static_cast<double>(winograd_weights_.budget()) / (1 << 30));
+    return buf;
+  }
   DType compute_dtype() const override { return DType::F32; }
 
   // ---- memory ---------------------------------------------------------------------------------
@@ -118,8 +137,9 @@ class CpuBackend final : public Backend {
     const bool same_layout = w.backend_layout || w.shape.size() != 4 || w.shape[2] * w.shape[3] == 1;
     if (n > 0 && w.dtype == DType::F32 && same_layout && w.keep_alive &&
         reinterpret_cast<uintptr_t>(w.data) % alignof(float) == 0)
-      return Tensor(std::make_shared<BorrowedStorage>(w.data, n * sizeof(float), w.keep_alive), layout, DType::F32);
-    Tensor t = Tensor::host(layout, DType::F32);
+      return Tensor(std::make_shared<cpu::BorrowedWeightStorage>(w.data, n * sizeof(float), w.keep_alive), layout,
+                    DType::F32);
+    Tensor t(std::make_shared<cpu::OwnedWeightStorage>(n * sizeof(float)), layout, DType::F32);
     if (n == 0) return t;
     // Rows of the first dimension in parallel chunks of about 1 Mi elements: the F16/BF16 → F32
     // conversion (and the OIHW → OHWI permutation) dominate model load. Each thread first-touches
@@ -162,8 +182,10 @@ class CpuBackend final : public Backend {
     const int64_t B = x.dim(0), H = x.dim(1), W = x.dim(2), Cin = x.dim(3);
     const int64_t Cout = w.dim(0), KH = w.dim(1), KW = w.dim(2);
     Tensor y = pool_->tensor(out_shape);
+    const int m = cpu::winograd_plan(out_shape[1], out_shape[2], Cin, Cout, KH, KW, stride);
+    const float* winograd_w = m ? winograd_weights_.get(w, m, threads_) : nullptr;
     cpu::conv2d_nhwc(xp, B, H, W, Cin, wp, Cout, KH, KW, stride, pad, bp, rp, y.f32(), out_shape[1], out_shape[2],
-                     threads_);
+                     threads_, winograd_w);
     return y;
   }
 
@@ -305,10 +327,13 @@ class CpuBackend final : public Backend {
  private:
   int threads_;
   std::shared_ptr<cpu::HostBlockPool> pool_;
+  cpu::WinogradWeightCache winograd_weights_;
 };
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+std::unique_ptr<Backend> make_cpu_backend(int threads, int64_t winograd_cache_bytes) {
+  return std::make_unique<CpuBackend>(threads, winograd_cache_bytes);
+}
 
 }  // namespace sdmpi

@@ -48,9 +48,9 @@ int64_t column_tiles(const GemmProblem& p) {
 
 void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
                  int64_t Cout, int64_t kh, int64_t kw, int stride, int pad, const float* bias,
-                 const float* residual, float* y, int64_t Ho, int64_t Wo, int threads) {
+                 const float* residual, float* y, int64_t Ho, int64_t Wo, int threads, const float* winograd_w) {
   if (const int m = winograd_plan(Ho, Wo, Cin, Cout, kh, kw, stride)) {
-    conv3x3_winograd_nhwc(m, x, B, H, W, Cin, w, Cout, pad, bias, residual, y, Ho, Wo, threads);
+    conv3x3_winograd_nhwc(m, x, B, H, W, Cin, w, Cout, pad, bias, residual, y, Ho, Wo, threads, winograd_w);
     return;
   }
   GemmProblem p;

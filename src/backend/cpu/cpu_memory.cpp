@@ -1,6 +1,9 @@
 // Recycled host blocks for the CPU backend (see cpu_memory.h).
 #include "backend/cpu/cpu_memory.h"
 
+#include "backend/cpu/cpu_kernels.h"
+
+#include <algorithm>
 #include <cstdlib>
 #include <new>
 
@@ -63,6 +66,54 @@ void HostBlockPool::give_back(void* data, size_t capacity) {
     }
   }
   std::free(data);
+}
+
+OwnedWeightStorage::OwnedWeightStorage(size_t bytes)
+    : WeightStorage(std::aligned_alloc(64, std::max<size_t>((bytes + 63) / 64 * 64, 64)), bytes, Device::CPU) {
+  if (!data_) throw std::bad_alloc();
+}
+
+OwnedWeightStorage::~OwnedWeightStorage() { std::free(data_); }
+
+void WinogradWeightCache::drop_expired() {
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    if (it->second.owner.expired()) {
+      used_ -= it->second.bytes;
+      it = entries_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+const float* WinogradWeightCache::get(const Tensor& w, int m, int threads) {
+  const std::shared_ptr<Storage>& storage = w.storage();
+  if (budget_ <= 0 || !storage || !dynamic_cast<const WeightStorage*>(storage.get()) || w.rank() != 4) return nullptr;
+  const int64_t cout = w.dim(0), cin = w.dim(3);
+  const int64_t bytes = winograd_weight_floats(m, cout, cin) * static_cast<int64_t>(sizeof(float));
+  const auto key = std::make_tuple(static_cast<const Storage*>(storage.get()), static_cast<const void*>(w.raw()), m);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(key);
+  if (it != entries_.end()) {
+    if (it->second.owner.lock() == storage) return it->second.data.get();
+    used_ -= it->second.bytes;  // a freed weight's entry; its address was reused
+    entries_.erase(it);
+  }
+  if (used_ + bytes > budget_) drop_expired();
+  if (used_ + bytes > budget_) return nullptr;
+  Entry e;
+  e.owner = storage;
+  e.data.reset(new (std::nothrow) float[static_cast<size_t>(bytes / 4)]);
+  if (!e.data) return nullptr;
+  e.bytes = bytes;
+  winograd_transform_weights(m, w.f32(), cout, cin, e.data.get(), threads);
+  used_ += bytes;
+  return entries_.emplace(key, std::move(e)).first->second.data.get();
+}
+
+int64_t WinogradWeightCache::bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return used_;
 }
 
 size_t HostBlockPool::cached_bytes() const {

@@ -1,4 +1,5 @@
-// Host memory for the CPU backend's op outputs: large blocks are recycled instead of freed.
+// Host memory of the CPU backend: op outputs (large blocks recycled instead of freed), weights, and
+// the weights' Winograd transforms kept for reuse.
 //
 // Why: glibc serves allocations over 32 MiB with a fresh mmap, and the kernel then faults in and
 // zeroes every page on first touch. For the VAE's full-resolution activations (33 MB at 256×256,
@@ -13,6 +14,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <utility>
+#include <tuple>
 
 #include "sdmpi/tensor.h"
 
@@ -38,6 +41,60 @@ class HostBlockPool : public std::enable_shared_from_this<HostBlockPool> {
   std::multimap<size_t, void*> free_;  // capacity → block
   size_t cached_ = 0;
   size_t max_cached_;
+};
+
+// Winograd's transformed weights (cpu_winograd.cpp), one copy per (weight, tile size), made on a
+// layer's first call and kept within a byte budget; past it, layers are transformed per call. The
+// transform is 20-35% of a Winograd layer's time where few tiles share each weight (the UNet's
+// 8×8-32×32 maps), and a kept copy is 16/9 (F(2,3)) or 4× (F(4,3)) the layer's weights, so the
+// budget is what the resource plan leaves free (docs/design.md, CPU backend). An entry holds a weak
+// reference to its weight's storage: a weight freed (a model unloaded, a LoRA set unmerged) frees
+// its entry's claim, and a new weight at the same address is never mistaken for it. Only uploaded
+// weights (WeightStorage) are kept: other tensors may be written or reused with other contents.
+class WinogradWeightCache {
+ public:
+  explicit WinogradWeightCache(int64_t budget_bytes) : budget_(budget_bytes) {}
+  // The transformed weights of w under F(m,3), or null when they do not fit the budget.
+  const float* get(const Tensor& w, int m, int threads);
+  int64_t bytes() const;
+  int64_t budget() const { return budget_; }
+
+ private:
+  struct Entry {
+    std::weak_ptr<Storage> owner;
+    std::unique_ptr<float[]> data;
+    int64_t bytes = 0;
+  };
+  void drop_expired();  // with mu_ held
+  mutable std::mutex mu_;
+  std::map<std::tuple<const Storage*, const void*, int>, Entry> entries_;  // (storage, first element, m)
+  int64_t used_ = 0;
+  int64_t budget_;
+};
+
+// Storage of an uploaded weight, written once at upload and never after: the only tensors whose
+// derived forms (WinogradWeightCache) the backend keeps.
+class WeightStorage : public Storage {
+ protected:
+  using Storage::Storage;
+};
+
+// A weight's own 64-byte aligned host memory.
+class OwnedWeightStorage final : public WeightStorage {
+ public:
+  explicit OwnedWeightStorage(size_t bytes);
+  ~OwnedWeightStorage() override;
+};
+
+// Host memory that someone else owns (a mapped file, a node's shared weights), kept alive by
+// `owner` as long as a tensor uses it. Read-only: weights are never written.
+class BorrowedWeightStorage final : public WeightStorage {
+ public:
+  BorrowedWeightStorage(const void* data, size_t bytes, std::shared_ptr<const void> owner)
+      : WeightStorage(const_cast<void*>(data), bytes, Device::CPU), owner_(std::move(owner)) {}
+
+ private:
+  std::shared_ptr<const void> owner_;
 };
 
 }  // namespace sdmpi::cpu

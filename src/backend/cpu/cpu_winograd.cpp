@@ -8,8 +8,10 @@
 //
 // Data flow per block of tiles: input transform (patch → V, per tile, vectorised across
 // channels) → 36 (16) GEMMs → output transform (M → Y, + bias, + residual, in torch's order). The
-// weights are transformed per call (U = G g Gᵀ, a few % of the work on the layers that take this
-// path) rather than kept: a transformed copy is 4× the weights.
+// weights' transform U = G g Gᵀ is 4× (F(4,3)) or 16/9 (F(2,3)) of the weights: the backend keeps
+// it per layer while its memory budget allows (WinogradWeightCache, cpu_memory.h) and passes it in;
+// otherwise it is computed here on every call (20-35% of the layer's time on the 8×8-32×32 maps,
+// where few tiles share each transformed weight). Cached or not, U has the same bits.
 //
 // Invariance: every tile is transformed alone, the GEMM adds up each output as one FMA chain
 // (its tiles and item merges change no bits; with OpenBLAS the blocks stay inside an item), and
@@ -178,30 +180,49 @@ int winograd_plan(int64_t Ho, int64_t Wo, int64_t Cin, int64_t Cout, int64_t kh,
   if (conv_mode() == ConvMode::Winograd) return 4;
   // Few channels: the transforms cost as much as the products they save (conv_in, conv_out).
   if (Cin < 32 || Cout < 32) return 0;
-  // Per item, never per batch (the path changes the bits). F(4,3) from 32×32 outputs up (64
-  // tiles an item); F(2,3), whose transformed weights are 16/9 of the weights instead of 4×, from
-  // 16×16; smaller images are weight-bound and stay direct.
+  // Per item, never per batch (the path changes the bits), and never on whether the backend keeps
+  // the transformed weights (the same image on a machine with less memory). F(4,3) from 32×32
+  // outputs up (64 tiles an item); F(2,3), whose transformed weights are 16/9 of the weights
+  // instead of 4×, from 8×8. cpu_ops_bench, 2 threads, CFG batch 2, 1280 channels: at 8×8 direct
+  // 26 ms, F(2,3) 20 ms with kept weights and 26-36 ms transforming them per call; at 4×4, where
+  // the 105 MB of transformed weights are read for 32 tiles, direct 9 ms against 10.5 kept, so
+  // smaller maps stay direct.
   if (Ho * Wo >= 32 * 32) return 4;
-  if (Ho * Wo >= 16 * 16) return 2;
+  if (Ho * Wo >= 8 * 8) return 2;
   return 0;
+}
+
+int64_t winograd_weight_floats(int m, int64_t Cout, int64_t Cin) {
+  const int64_t alpha = m + 2;
+  return alpha * alpha * Cout * Cin;
+}
+
+void winograd_transform_weights(int m, const float* w, int64_t Cout, int64_t Cin, float* U, int threads) {
+  // U[ξ][cout][cin] = (G g Gᵀ)[ξ] for each (cout, cin); g is OHWI. Each output channel alone.
+  const WinogradMatrices& wm = matrices(m);
+  const int alpha = wm.alpha;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && Cout > 1)
+  for (int64_t o = 0; o < Cout; ++o)
+    two_sided(wm.G, wm.G, alpha, 3, w + o * 9 * Cin, 3 * Cin, Cin, U + o * Cin, alpha * Cout * Cin, Cout * Cin, Cin);
 }
 
 void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
                            int64_t Cout, int pad, const float* bias, const float* residual, float* y, int64_t Ho,
-                           int64_t Wo, int threads) {
+                           int64_t Wo, int threads, const float* transformed_w) {
   const WinogradMatrices& wm = matrices(m);
   const int alpha = wm.alpha, positions = alpha * alpha;
   const int64_t th = (Ho + m - 1) / m, tw = (Wo + m - 1) / m, tiles_per_item = th * tw, T = B * tiles_per_item;
   if (T == 0 || Cout == 0) return;
 
-  // U[ξ][cout][cin] = (G g Gᵀ)[ξ] for each (cout, cin); g is OHWI.
   // Scratch kept by the calling thread between calls: fresh buffers of this size would be
   // faulted in and zeroed by the kernel on every call (measured: as much time as the GEMMs).
   thread_local FloatScratch u_buf, v_buf, m_buf;
-  float* U = u_buf.get(static_cast<size_t>(positions * Cout * Cin));
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && Cout > 1)
-  for (int64_t o = 0; o < Cout; ++o)
-    two_sided(wm.G, wm.G, alpha, 3, w + o * 9 * Cin, 3 * Cin, Cin, U + o * Cin, alpha * Cout * Cin, Cout * Cin, Cin);
+  const float* U = transformed_w;
+  if (!U) {
+    float* u = u_buf.get(static_cast<size_t>(winograd_weight_floats(m, Cout, Cin)));
+    winograd_transform_weights(m, w, Cout, Cin, u, threads);
+    U = u;
+  }
 
   // Tiles in blocks of a size set by the channel counts only (V and M of a block ≈ 16 MB at most).
   const int64_t per_tile_floats = positions * std::max(Cin, Cout);
