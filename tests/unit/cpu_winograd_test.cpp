@@ -12,6 +12,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
@@ -156,8 +157,8 @@ Tensor host_weight(int64_t cout, int64_t cin, uint32_t seed) {
 }
 
 std::vector<float> transform_per_call(int m, const Tensor& w) {
-  std::vector<float> u(static_cast<size_t>(cpu::winograd_weight_floats(m, w.dim(0), w.dim(3))), -1.0f);
-  cpu::winograd_transform_weights(m, w.f32(), w.dim(0), w.dim(3), u.data(), 2);
+  std::vector<float> u(static_cast<size_t>(cpu::winograd_kept_floats(m, w.dim(0), w.dim(3))), -1.0f);
+  cpu::winograd_prepare_weights(m, w.f32(), w.dim(0), w.dim(3), u.data(), 2);
   return u;
 }
 
@@ -174,12 +175,12 @@ TEST(CpuWinogradCache, KeepsTheSameBitsAndHits) {
     EXPECT_TRUE(same_bits(u, transform_per_call(m, w))) << "F(" << m << ",3)";
     EXPECT_EQ(cache.get(w, m, 1), u) << "second call: the kept copy";
   }
-  EXPECT_EQ(cache.bytes(), (cpu::winograd_weight_floats(2, 40, 33) + cpu::winograd_weight_floats(4, 40, 33)) * 4);
+  EXPECT_EQ(cache.bytes(), (cpu::winograd_kept_floats(2, 40, 33) + cpu::winograd_kept_floats(4, 40, 33)) * 4);
 }
 
 TEST(CpuWinogradCache, RespectsTheBudgetAndSkipsPooledTensors) {
   Tensor w = host_weight(64, 64, 2);
-  const int64_t one = cpu::winograd_weight_floats(4, 64, 64) * 4;
+  const int64_t one = cpu::winograd_kept_floats(4, 64, 64) * 4;
   cpu::WinogradWeightCache small(one - 1);
   EXPECT_EQ(small.get(w, 4, 2), nullptr);
   EXPECT_EQ(small.bytes(), 0);
@@ -210,7 +211,7 @@ TEST(CpuWinogradCache, AFreedWeightsEntryIsNeverReused) {
   }
   // Entries of freed weights are dropped when the budget needs room (not before): a budget of
   // one entry still serves every new weight.
-  cpu::WinogradWeightCache one(cpu::winograd_weight_floats(2, 48, 40) * 4);
+  cpu::WinogradWeightCache one(cpu::winograd_kept_floats(2, 48, 40) * 4);
   for (uint32_t seed = 20; seed < 23; ++seed) {
     Tensor w = host_weight(48, 40, seed);
     const float* u = one.get(w, 2, 2);
@@ -223,20 +224,24 @@ TEST(CpuWinogradCache, BackendGivesTheSameBitsWithAndWithoutKeptWeights) {
   // SD 1.5's 8×8 level shape at reduced channels through the backend's conv2d: kept (second call
   // hits the cache) and never kept.
   if (std::getenv("SDMPI_CPU_CONV")) GTEST_SKIP() << "SDMPI_CPU_CONV is set: " << cpu::conv_mode_name();
+  // Cout 40: the packed panels' zero padding; 32×32 outputs: F(4,3).
   auto kept = make_cpu_backend(2, int64_t{256} << 20), per_call = make_cpu_backend(2, 0);
-  Tensor w = host_weight(96, 64, 3);
-  std::vector<float> xs(2 * 8 * 8 * 64), bs(96);
-  std::mt19937 gen(4);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  for (float& v : xs) v = dist(gen);
-  for (float& v : bs) v = dist(gen);
-  ASSERT_EQ(cpu::winograd_plan(8, 8, 64, 96, 3, 3, 1), 2);
-  Tensor xa = kept->from_host(xs.data(), {2, 8, 8, 64}), ba = kept->from_host(bs.data(), {96});
-  Tensor xb = per_call->from_host(xs.data(), {2, 8, 8, 64}), bb = per_call->from_host(bs.data(), {96});
-  const std::vector<float> want = per_call->to_host(per_call->conv2d(xb, w, &bb, 1, 1));
-  for (int call = 0; call < 2; ++call) {
-    const std::vector<float> got = kept->to_host(kept->conv2d(xa, w, &ba, 1, 1));
-    ASSERT_EQ(got.size(), want.size());
-    EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * 4), 0) << "call " << call;
+  for (auto [side, cout] : {std::pair<int64_t, int64_t>{8, 96}, {8, 40}, {32, 40}}) {
+    Tensor w = host_weight(cout, 64, 3);
+    std::vector<float> xs(static_cast<size_t>(2 * side * side * 64)), bs(static_cast<size_t>(cout));
+    std::mt19937 gen(4);
+    std::normal_distribution<float> dist(0.0f, 1.0f);
+    for (float& v : xs) v = dist(gen);
+    for (float& v : bs) v = dist(gen);
+    ASSERT_EQ(cpu::winograd_plan(side, side, 64, cout, 3, 3, 1), side == 8 ? 2 : 4);
+    Tensor xa = kept->from_host(xs.data(), {2, side, side, 64}), ba = kept->from_host(bs.data(), {cout});
+    Tensor xb = per_call->from_host(xs.data(), {2, side, side, 64}), bb = per_call->from_host(bs.data(), {cout});
+    const std::vector<float> want = per_call->to_host(per_call->conv2d(xb, w, &bb, 1, 1));
+    for (int call = 0; call < 2; ++call) {
+      const std::vector<float> got = kept->to_host(kept->conv2d(xa, w, &ba, 1, 1));
+      ASSERT_EQ(got.size(), want.size());
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * 4), 0)
+          << side << "x" << side << ", Cout " << cout << ", call " << call;
+    }
   }
 }

@@ -605,11 +605,12 @@ void gemm_nt_parallel_builtin(const GemmProblem& p, int threads) {
   if (p.items <= 0 || p.M <= 0 || p.N <= 0) return;
   const MicroKernel& mk = micro_kernel_for(p.N);
 #ifdef SDMPI_X86
-  if (p.N <= 4 && p.K > 0 && std::string(mk.isa) == "AVX-512") {
+  if (p.N <= 4 && p.K > 0 && !p.W_packed && std::string(mk.isa) == "AVX-512") {
     gemm_nt_parallel_dot(p, threads);
     return;
   }
 #endif
+  const bool prepacked = p.W_packed != nullptr;
   const bool merge = p.items > 1 && p.w_item_stride == 0 && p.c_item_stride == p.M * p.ldc &&
                      (p.gather_a || p.a_item_stride == p.M * p.lda);
   const int64_t groups = merge ? 1 : p.items;           // products with their own W
@@ -622,11 +623,13 @@ void gemm_nt_parallel_builtin(const GemmProblem& p, int threads) {
   // One row tile per product (small M: the deep layers): each column tile then meets its slice of
   // W once, so it packs it one K block at a time in cache instead of through a packed copy of all
   // of W in memory (which costs a write and a second read of the weights).
-  const bool stream_w = g.mt == 1;
+  // Weights packed once by the caller (gemm_pack_weights) are read from there.
+  const bool stream_w = g.mt == 1 && !prepacked;
   const int64_t w_groups = p.w_item_stride == 0 ? 1 : groups;
   thread_local Scratch w_pack;
-  float* Wp = stream_w ? nullptr : w_pack.get(static_cast<size_t>(w_groups * packed_floats));
-  const int64_t pack_tasks = stream_w ? 0 : w_groups * panels;
+  float* Wp = stream_w || prepacked ? nullptr : w_pack.get(static_cast<size_t>(w_groups * packed_floats));
+  const int64_t pack_tasks = stream_w || prepacked ? 0 : w_groups * panels;
+  const float* Wpacked = prepacked ? p.W_packed : Wp;
   const bool parallel = threads > 1 && total > 1;
 
   // Row range [r0, r0 + n) of product `group` as calls that stay inside one item.
@@ -679,7 +682,7 @@ void gemm_nt_parallel_builtin(const GemmProblem& p, int threads) {
           b.W = p.W + wg * p.w_item_stride + n0 * p.K;
           b.ldw = p.K;
         } else {
-          b.packed = Wp + wg * packed_floats + (n0 / mk.nr) * K * mk.nr;
+          b.packed = Wpacked + wg * packed_floats + (n0 / mk.nr) * K * mk.nr;
         }
         run_block(mk, a, m0, mn, nn, p.K, b, c, p.ldc);
       }
@@ -695,8 +698,20 @@ void gemm_nt_parallel_builtin(const GemmProblem& p, int threads) {
 }  // namespace
 
 void gemm_nt_parallel(const GemmProblem& p, int threads) {
+  if (p.W_packed && gemm_engine() != GemmEngine::Builtin)
+    throw Error("gemm_nt_parallel: packed weights need the built-in GEMM");
   if (gemm_engine() == GemmEngine::OpenBlas) gemm_nt_parallel_blas(p, threads);
   else gemm_nt_parallel_builtin(p, threads);
+}
+
+int64_t gemm_packed_floats(int64_t N, int64_t K) {
+  const int64_t nr = micro_kernel_for(N).nr;
+  return (N + nr - 1) / nr * nr * std::max<int64_t>(K, 1);
+}
+
+void gemm_pack_weights(const float* W, int64_t N, int64_t K, float* dst) {
+  const int64_t nr = micro_kernel_for(N).nr;
+  if (K > 0) pack_b_panels(static_cast<int>(nr), true, N, K, W, K, dst, 0, (N + nr - 1) / nr);
 }
 
 void set_blas_single_threaded() {

@@ -80,8 +80,17 @@ struct GemmProblem {
   int64_t ldc = 0, c_item_stride = 0;
   std::function<void(int64_t item, int64_t m0, int64_t rows, int64_t k0, int64_t kc, float* dst)> gather_a;
   std::function<void(const GemmTile&, float* c_tile)> epilogue;
+  // W as gemm_pack_weights wrote it (item i's at W_packed + i · gemm_packed_floats(N, K) when
+  // w_item_stride is not 0), for weights packed once and kept; W is then not read. Built-in
+  // engine only (gemm_engine()); 64-byte aligned (the micro-kernels' aligned panel loads).
+  const float* W_packed = nullptr;
 };
 void gemm_nt_parallel(const GemmProblem& p, int threads);
+
+// The built-in driver's panel layout of a weight W [N, K] (what it would pack on every call); dst
+// 64-byte aligned.
+int64_t gemm_packed_floats(int64_t N, int64_t K);
+void gemm_pack_weights(const float* W, int64_t N, int64_t K, float* dst);
 
 // Keeps OpenBLAS on one thread (see above). Idempotent; a no-op without OpenBLAS.
 void set_blas_single_threaded();

@@ -24,14 +24,18 @@ void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, c
 int winograd_plan(int64_t Ho, int64_t Wo, int64_t Cin, int64_t Cout, int64_t kh, int64_t kw, int stride);
 // "Winograd F(4,3)/F(2,3)" or "direct": the convolution mode, for the device line.
 const char* conv_mode_name();
-// conv2d_nhwc for 3×3 stride-1 weights by Winograd F(m×m, 3×3), m = 2 or 4; `transformed_w`, when
-// given, is winograd_transform_weights' result for w (else it is computed on the call).
+// conv2d_nhwc for 3×3 stride-1 weights by Winograd F(m×m, 3×3), m = 2 or 4; `kept_w`, when given,
+// is winograd_prepare_weights' result for w (else the weights are transformed on the call).
 void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
                            int64_t Cout, int pad, const float* bias, const float* residual, float* y, int64_t Ho,
-                           int64_t Wo, int threads, const float* transformed_w = nullptr);
+                           int64_t Wo, int threads, const float* kept_w = nullptr);
 // Winograd's transformed weights of an OHWI [Cout, 3, 3, Cin] layer: (m+2)²·Cout·Cin floats.
 int64_t winograd_weight_floats(int m, int64_t Cout, int64_t Cin);
 void winograd_transform_weights(int m, const float* w, int64_t Cout, int64_t Cin, float* U, int threads);
+// The same in the form a caller keeps (winograd_kept_floats floats): packed for the GEMM on the
+// built-in engine, the plain transform on OpenBLAS.
+int64_t winograd_kept_floats(int m, int64_t Cout, int64_t Cin);
+void winograd_prepare_weights(int m, const float* w, int64_t Cout, int64_t Cin, float* dst, int threads);
 // y[i] = x[i] · wᵀ (+ bias) (+ residual) for `items` independent [rows, K] blocks; w is [N, K].
 void linear_rows(const float* x, int64_t items, int64_t rows, int64_t K, const float* w, int64_t N,
                  const float* bias, const float* residual, float* y, int threads);

@@ -90,7 +90,7 @@ const float* WinogradWeightCache::get(const Tensor& w, int m, int threads) {
   const std::shared_ptr<Storage>& storage = w.storage();
   if (budget_ <= 0 || !storage || !dynamic_cast<const WeightStorage*>(storage.get()) || w.rank() != 4) return nullptr;
   const int64_t cout = w.dim(0), cin = w.dim(3);
-  const int64_t bytes = winograd_weight_floats(m, cout, cin) * static_cast<int64_t>(sizeof(float));
+  const int64_t bytes = winograd_kept_floats(m, cout, cin) * static_cast<int64_t>(sizeof(float));
   const auto key = std::make_tuple(static_cast<const Storage*>(storage.get()), static_cast<const void*>(w.raw()), m);
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(key);
@@ -103,10 +103,10 @@ const float* WinogradWeightCache::get(const Tensor& w, int m, int threads) {
   if (used_ + bytes > budget_) return nullptr;
   Entry e;
   e.owner = storage;
-  e.data.reset(new (std::nothrow) float[static_cast<size_t>(bytes / 4)]);
+  e.data.reset(static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>((bytes + 63) / 64 * 64))));
   if (!e.data) return nullptr;
   e.bytes = bytes;
-  winograd_transform_weights(m, w.f32(), cout, cin, e.data.get(), threads);
+  winograd_prepare_weights(m, w.f32(), cout, cin, e.data.get(), threads);
   used_ += bytes;
   return entries_.emplace(key, std::move(e)).first->second.data.get();
 }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -60,9 +61,12 @@ class WinogradWeightCache {
   int64_t budget() const { return budget_; }
 
  private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
   struct Entry {
     std::weak_ptr<Storage> owner;
-    std::unique_ptr<float[]> data;
+    std::unique_ptr<float, Free> data;  // 64-byte aligned: the GEMM's micro-kernels load panels aligned
     int64_t bytes = 0;
   };
   void drop_expired();  // with mu_ held

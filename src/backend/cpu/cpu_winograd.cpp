@@ -9,9 +9,10 @@
 // Data flow per block of tiles: input transform (patch → V, per tile, vectorised across
 // channels) → 36 (16) GEMMs → output transform (M → Y, + bias, + residual, in torch's order). The
 // weights' transform U = G g Gᵀ is 4× (F(4,3)) or 16/9 (F(2,3)) of the weights: the backend keeps
-// it per layer while its memory budget allows (WinogradWeightCache, cpu_memory.h) and passes it in;
-// otherwise it is computed here on every call (20-35% of the layer's time on the 8×8-32×32 maps,
-// where few tiles share each transformed weight). Cached or not, U has the same bits.
+// it per layer while its memory budget allows (WinogradWeightCache, cpu_memory.h), already packed
+// for the GEMM, and passes it in; otherwise it is computed here on every call and packed by the
+// GEMM (together 20-35% of the layer's time on the 8×8-32×32 maps, where few tiles share each
+// transformed weight). Kept or not, U has the same bits.
 //
 // Invariance: every tile is transformed alone, the GEMM adds up each output as one FMA chain
 // (its tiles and item merges change no bits; with OpenBLAS the blocks stay inside an item), and
@@ -206,9 +207,30 @@ void winograd_transform_weights(int m, const float* w, int64_t Cout, int64_t Cin
     two_sided(wm.G, wm.G, alpha, 3, w + o * 9 * Cin, 3 * Cin, Cin, U + o * Cin, alpha * Cout * Cin, Cout * Cin, Cin);
 }
 
+// Kept weights are in the form the GEMM reads: packed panels per position for our driver (it then
+// packs nothing per call), the plain transform for OpenBLAS.
+int64_t winograd_kept_floats(int m, int64_t Cout, int64_t Cin) {
+  const int64_t positions = (m + 2) * (m + 2);
+  return gemm_engine() == GemmEngine::Builtin ? positions * gemm_packed_floats(Cout, Cin)
+                                              : winograd_weight_floats(m, Cout, Cin);
+}
+
+void winograd_prepare_weights(int m, const float* w, int64_t Cout, int64_t Cin, float* dst, int threads) {
+  if (gemm_engine() != GemmEngine::Builtin) {
+    winograd_transform_weights(m, w, Cout, Cin, dst, threads);
+    return;
+  }
+  const int64_t positions = (m + 2) * (m + 2), per_position = Cout * Cin, packed = gemm_packed_floats(Cout, Cin);
+  std::unique_ptr<float[]> u(new float[static_cast<size_t>(positions * per_position)]);
+  winograd_transform_weights(m, w, Cout, Cin, u.get(), threads);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t xi = 0; xi < positions; ++xi)
+    gemm_pack_weights(u.get() + xi * per_position, Cout, Cin, dst + xi * packed);
+}
+
 void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
                            int64_t Cout, int pad, const float* bias, const float* residual, float* y, int64_t Ho,
-                           int64_t Wo, int threads, const float* transformed_w) {
+                           int64_t Wo, int threads, const float* kept_w) {
   const WinogradMatrices& wm = matrices(m);
   const int alpha = wm.alpha, positions = alpha * alpha;
   const int64_t th = (Ho + m - 1) / m, tw = (Wo + m - 1) / m, tiles_per_item = th * tw, T = B * tiles_per_item;
@@ -217,7 +239,8 @@ void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t 
   // Scratch kept by the calling thread between calls: fresh buffers of this size would be
   // faulted in and zeroed by the kernel on every call (measured: as much time as the GEMMs).
   thread_local FloatScratch u_buf, v_buf, m_buf;
-  const float* U = transformed_w;
+  const bool prepacked = kept_w && gemm_engine() == GemmEngine::Builtin;
+  const float* U = kept_w;
   if (!U) {
     float* u = u_buf.get(static_cast<size_t>(winograd_weight_floats(m, Cout, Cin)));
     winograd_transform_weights(m, w, Cout, Cin, u, threads);
@@ -266,8 +289,9 @@ void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t 
 
     // The element-wise products summed over channels: positions² GEMMs M_ξ = V_ξ · U_ξᵀ.
     gemm_nt_parallel(GemmProblem{.items = positions, .M = tn, .N = Cout, .K = Cin, .A = V, .lda = Cin,
-                                 .a_item_stride = tn * Cin, .W = U, .w_item_stride = Cout * Cin, .C = Mx,
-                                 .ldc = Cout, .c_item_stride = tn * Cout, .gather_a = {}, .epilogue = {}},
+                                 .a_item_stride = tn * Cin, .W = prepacked ? nullptr : U,
+                                 .w_item_stride = Cout * Cin, .C = Mx, .ldc = Cout, .c_item_stride = tn * Cout,
+                                 .gather_a = {}, .epilogue = {}, .W_packed = prepacked ? U : nullptr},
                      threads);
 
     // Output transform: Y = Aᵀ M A per tile, then (+ bias) (+ residual) on the outputs inside the image.
