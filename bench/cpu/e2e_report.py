@@ -30,12 +30,14 @@ def main():
     rows += [("UNet step (CFG, 2 latents)", "unet_step_s", flops["unet_gflop"]),
              ("VAE decode (1 image)", "vae_decode_s", flops["vae_decode_gflop"]),
              (f"whole image ({ours['steps']} {ours['sampler']} steps)", "generation_s", whole_gflop),
+             ("whole image, the second of a job", "generation_2_s", whole_gflop),
              ("model load", "load_s", None)]
     names = [LABELS[e["engine"]] for e in engines]
     lines = [f"# {run['title']}", "",
              f"- machine: {run['cpu']}, {ours['threads']} threads (`nproc`); commit {run['commit']}",
-             f"- load average (`uptime`) before: {run['load_before']}; after: {run['load_after']}. Other engineers "
-             "were building and training on this machine during the run: the times are noisy.",
+             f"- load average (`uptime`) before: {run['load_before']}; after: {run['load_after']}. "
+             + run.get("machine_note", "Other engineers were building and training on this machine during the run: "
+                                       "the times are noisy."),
              f"- sd_mpi: {ours['backend']}"]
     for e in peers:
         if e["engine"] == "diffusers":
@@ -43,7 +45,8 @@ def main():
         else:
             lines.append(f"- stable-diffusion.cpp {e['version']}, sd-cli built for this CPU (GGML_NATIVE), "
                          f"weights {e['weights']}; times from its log, median of {e['reps']} runs")
-    lines += [f"- components: warm-up then median of {ours['reps']}; whole image: one generation after the load; "
+    lines += [f"- components: warm-up then median of {ours['reps']}; whole image: one generation after the load "
+              "(the second of a job: one more, same item; sd.cpp runs one per process); "
               "same weights for every engine; speed-up: their time over ours (above 1: sd_mpi is faster)",
               *[f"- {n}" for n in run.get("notes", [])], "",
               "| stage | " + " | ".join(f"{n} (s)" for n in names) + " | "

@@ -9,7 +9,8 @@
 #        SDCPP=0 (leave out stable-diffusion.cpp; bench/cpu/build_sdcpp.sh builds it on first use),
 #        PRESET=sdxl (the SDXL row, see run_e2e_sdxl.sh: ours and diffusers only),
 #        MODEL_DIR (default /tmp/sd_mpi_bench_<preset>; an SDXL folder made here is deleted after,
-#        unless KEEP_MODEL=1)
+#        unless KEEP_MODEL=1), MACHINE_NOTE (what else ran on the machine, for the report; default:
+#        that others were building and training)
 # Prints a table and writes bench/results/cpu/<date>-e2e[-sdxl].md (+ .json): times, speed-ups,
 # each engine's GFLOP/s per component (bench/cpu/count_flops.py) against the measured sgemm rate,
 # peak RSS.
@@ -62,5 +63,5 @@ python3 bench/cpu/e2e_report.py <<JSON
  "title": "CPU end-to-end: $title (random weights), ${SIZE}×${SIZE}",
  "engines": [$engines], "flops": $flops, "sgemm_gflops": $sgemm,
  "cpu": "$(lscpu | sed -n 's/^Model name: *//p' | head -1)", "commit": "$commit",
- "load_before": "$load_before", "load_after": "$load_after", "notes": [$notes]}
+ "load_before": "$load_before", "load_after": "$load_after", "notes": [$notes]${MACHINE_NOTE:+, "machine_note": "$MACHINE_NOTE"}}
 JSON

@@ -221,11 +221,14 @@ void winograd_prepare_weights(int m, const float* w, int64_t Cout, int64_t Cin, 
     return;
   }
   const int64_t positions = (m + 2) * (m + 2), per_position = Cout * Cin, packed = gemm_packed_floats(Cout, Cin);
-  std::unique_ptr<float[]> u(new float[static_cast<size_t>(positions * per_position)]);
-  winograd_transform_weights(m, w, Cout, Cin, u.get(), threads);
+  // The calling thread's transform buffer, as conv3x3_winograd_nhwc's: a fresh one per layer was
+  // faulted in and zeroed by the kernel each time.
+  thread_local FloatScratch u_buf;
+  float* u = u_buf.get(static_cast<size_t>(positions * per_position));
+  winograd_transform_weights(m, w, Cout, Cin, u, threads);
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t xi = 0; xi < positions; ++xi)
-    gemm_pack_weights(u.get() + xi * per_position, Cout, Cin, dst + xi * packed);
+    gemm_pack_weights(u + xi * per_position, Cout, Cin, dst + xi * packed);
 }
 
 void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
