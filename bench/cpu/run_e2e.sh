@@ -58,10 +58,13 @@ load_after=$(uptime | sed 's/.*load average: //')
 commit=$(git rev-parse --short=12 HEAD)  # the build is of the working tree: say when it differs
 git diff --quiet HEAD -- src include kernels CMakeLists.txt || commit+=" + uncommitted changes in src/include"
 mkdir -p bench/results/cpu
+machine_note=""
+[ -n "${MACHINE_NOTE:-}" ] && machine_note=", \"machine_note\": \"$MACHINE_NOTE\""
+echo "[$engines]" > "${TMPDIR:-/tmp}/run_e2e_engines.json"  # the raw measurements, should the report fail
 python3 bench/cpu/e2e_report.py <<JSON
 {"out": "bench/results/cpu/$(date -u +%Y-%m-%d)-e2e$suffix",
  "title": "CPU end-to-end: $title (random weights), ${SIZE}×${SIZE}",
  "engines": [$engines], "flops": $flops, "sgemm_gflops": $sgemm,
  "cpu": "$(lscpu | sed -n 's/^Model name: *//p' | head -1)", "commit": "$commit",
- "load_before": "$load_before", "load_after": "$load_after", "notes": [$notes]${MACHINE_NOTE:+, "machine_note": "$MACHINE_NOTE"}}
+ "load_before": "$load_before", "load_after": "$load_after", "notes": [$notes]$machine_note}
 JSON
