@@ -53,8 +53,8 @@ size_t pool_cap_bytes() {
 }
 
 // Winograd's kept weights (cpu_memory.h): what the caller allows (-1: a quarter of the memory
-// available now), at most 8 GiB or SDMPI_CPU_WINOGRAD_CACHE_MB. (SD 1.5's UNet at 512×512 keeps
-// about 4.4 GB; at 256×256 3.8 GB with the VAE's 32×32 layers.)
+// available now), at most 8 GiB or SDMPI_CPU_WINOGRAD_CACHE_MB. (SD 1.5 at 256×256 keeps about
+// 2.9 GB, UNet and VAE; at 512×512 about 5 GB by the layers' sizes.)
 int64_t winograd_cache_budget(int64_t requested) {
   int64_t cap = int64_t{8} << 30;
   if (const char* env = std::getenv("SDMPI_CPU_WINOGRAD_CACHE_MB")) {
