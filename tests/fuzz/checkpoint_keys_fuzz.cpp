@@ -8,7 +8,7 @@
 //      canonical_text_encoder_name, is_vae_attention_projection;
 //   2. the keys that are valid UTF-8 written as a zero-filled .safetensors checkpoint and opened as
 //      `--model file.safetensors` is: ModelFiles::open (family checks, layout detection), the
-//      unet config it derives (in_channels from the checkpoint), weights() of every component and
+//      unet config it derives (in_channels from the checkpoint), weights() of every component it has and
 //      get() of every mapped name (renamed, 1×1 convs squeezed).
 // Asserted: names, an InputError, never a crash, leak or sanitizer report; a mapped name is never
 // empty, and a squeezed tensor keeps its element count. Seeds: tests/data/malformed/checkpoint_keys/.
@@ -131,7 +131,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     const sdmpi::ModelFiles model = sdmpi::ModelFiles::open(file.string());
     (void)sdmpi::UNetConfig::from_json(model.config("unet"), "fuzz unet config");
-    for (const char* component : {"unet", "vae", "text_encoder"}) {
+    // Only the components the model has, as every caller asks (has() first): an SDXL refiner
+    // checkpoint has no text_encoder, only text_encoder_2 (seed sdxl_refiner.keys).
+    for (const char* component : {"unet", "vae", "text_encoder", "text_encoder_2"}) {
+      if (!model.has(component)) continue;
       try {
         auto weights = model.weights(component);
         for (const std::string& name : weights->names()) {

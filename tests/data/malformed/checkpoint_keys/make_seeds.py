@@ -140,6 +140,9 @@ seeds = {
     "text_no_text_model_level": unet()[:10] + compact(text("cond_stage_model.transformer.")),
     "vae_only": compact(vae()),
     "sdxl": unet()[:10] + [("conditioner.embedders.1.model.ln_final.weight", [C])],
+    # An OpenCLIP embedder 0 and no embedder 1: the SDXL refiner, whose only text encoder is text_encoder_2.
+    "sdxl_refiner": unet()[:10] + [("conditioner.embedders.0.model.ln_final.weight", [C]),
+                                   ("conditioner.embedders.0.model.transformer.resblocks.0.attn.in_proj_weight", [3 * C, C])],
     "sd2_openclip": unet()[:10] + [("cond_stage_model.model.token_embedding.weight", [16, C])],
     "sd2_cross_attention_1024": compact(unet(context=1024))[:60],
     "diffusers_names": [("down_blocks.0.resnets.0.conv1.weight", [C, C, 3, 3]), ("decoder.up_blocks.0.resnets.0.conv1.weight", [C, C, 3, 3]),
