@@ -8,8 +8,8 @@
 //      canonical_text_encoder_name, is_vae_attention_projection;
 //   2. the keys that are valid UTF-8 written as a zero-filled .safetensors checkpoint and opened as
 //      `--model file.safetensors` is: ModelFiles::open (family checks, layout detection), the
-//      unet config it derives (in_channels from the checkpoint), weights() of every component it has and
-//      get() of every mapped name (renamed, 1×1 convs squeezed).
+//      unet config it derives (in_channels from the checkpoint), weights() of every component it
+//      has and get() of every mapped name (renamed, 1×1 convs squeezed).
 // Asserted: names, an InputError, never a crash, leak or sanitizer report; a mapped name is never
 // empty, and a squeezed tensor keeps its element count. Seeds: tests/data/malformed/checkpoint_keys/.
 #include <cstddef>
