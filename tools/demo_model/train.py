@@ -4,10 +4,10 @@ An SD 1.x pipeline at toy scale, built from diffusers' and transformers' own cla
 loads the result as it loads Stable Diffusion 1.5:
 
     CLIPTokenizer (the real CLIP BPE vocabulary) -> CLIPTextModel (hidden 32) -> UNet2DConditionModel
-    (8x8x8 latents) -> AutoencoderKL (8x: 64x64 RGB)
+    (16x16x4 latents) -> AutoencoderKL (4x: 64x64 RGB)
 
 Two stages on the CPU, each a fixed number of steps (so a rerun gives the same weights):
-  1. the VAE learns to reconstruct the pictures (L1 + MSE, a tiny KL as SD's VAE);
+  1. the VAE is set to an exact codec (constructed_vae_; its decoder fine-tuning is off);
   2. the UNet and the text encoder (at a tenth of the learning rate) learn epsilon prediction on the frozen VAE's latents (DDPM,
      SD's scaled-linear betas, offset noise, min-SNR-5 loss weights, 10% empty captions for guidance), with an
      EMA of their weights, which is what gets saved.
