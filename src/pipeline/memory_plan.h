@@ -20,6 +20,8 @@
 //   LoRA         merging a LoRA set (lora_merge_bytes) holds a float32 copy of every weight the set
 //                touches for as long as the set's pipeline lives, and the files' tensors in float32
 //                while merging; one set is active per rank at a time, so the job's largest counts.
+// Not counted: the CPU backend's kept Winograd transforms (src/backend/cpu/cpu_memory.h), which are
+// optional and get only half of the headroom this estimate leaves (generate_plan.cpp).
 // memory_plan_test checks it against the peak RSS the tiny model reaches at two image sizes: never
 // below, and within kEstimateFactor of it.
 #pragma once
