@@ -186,9 +186,12 @@ MergesFile read_merges(const fs::path& path, const std::string& text) {
     size_t space = l.find(' ');
     if (space == std::string_view::npos || l.find(' ', space + 1) != std::string_view::npos) {
       size_t fields = 1 + static_cast<size_t>(std::count(l.begin(), l.end(), ' '));
+      // The first 60 bytes may end inside a UTF-8 sequence: dump() shows that as U+FFFD instead of
+      // throwing (found by tokenizer_files_fuzz).
       std::string shown(l.substr(0, 60));
       throw InputError(path.string() + ":" + std::to_string(line) + ": a merge is two tokens separated by one space, got " +
-                       std::to_string(fields) + " field" + (fields == 1 ? "" : "s") + ": " + json(shown).dump());
+                       std::to_string(fields) + " field" + (fields == 1 ? "" : "s") + ": " +
+                       json(shown).dump(-1, ' ', false, json::error_handler_t::replace));
     }
     m.merges.emplace_back(std::string(l.substr(0, space)), std::string(l.substr(space + 1)));
     m.line_of.push_back(line);

@@ -34,6 +34,9 @@ seeds = {
 # Found by the fuzzer (2026-12-05): two added tokens with one id load, but the tokenizer.json that
 # write_dir writes for them is refused (the target skips that round trip; see its comment).
 seeds["known_two_specials_one_id"] = {**base, "vocab.json": corpus["VOCAB"].replace(b'"<|endoftext|>": 1', b'"<|endoftext|>": 0')}
+# Found by the campaign (2026-12-05): a malformed merge line whose first 60 bytes end inside a UTF-8
+# sequence made the error message itself throw (the quoted excerpt's json dump).
+seeds["merge_line_cut_inside_utf8"] = {**base, "merges.txt": corpus["MERGES"] + ("a b c" + "\u00e9" * 40 + "\n").encode()}
 for name, (files, _) in corpus["cases"].items():
     seeds[name] = {**base, **files}
 for name, (files, _) in corpus["json_cases"].items():
