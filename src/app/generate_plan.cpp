@@ -384,11 +384,16 @@ int cpu_weight_sharers(const World& world, const GenerateOptions& o) {
 // of what its share of the node's available memory leaves beyond the resource plan's estimate
 // (itself an upper bound), so the copies never make a job that fits not fit. -1: unknown (the
 // backend then decides from the memory it sees).
+// A CPU rank's share of the node's available memory (-1: unknown).
+int64_t host_memory_per_rank(const World& world) {
+  const int64_t available = host_memory_available();
+  return available < 0 ? -1 : available / std::max(1, world.info().local_size);
+}
+
 int64_t cpu_winograd_budget(const World& world, const GenerateOptions& o, const GeneratePlan& plan,
                             const JobSize& size) {
-  int64_t available = host_memory_available();
+  const int64_t available = host_memory_per_rank(world);
   if (available < 0 || size.items == 0) return -1;
-  available /= std::max(1, world.info().local_size);
   const ModelSource* refiner = plan.refiner ? &*plan.refiner : nullptr;
   const MemoryNeed need =
       job_memory_need(o, *plan.model, size, plan.precision, false, refiner, cpu_weight_sharers(world, o), nullptr);
@@ -401,8 +406,7 @@ void check_host_memory(const World& world, const GenerateOptions& o, const Gener
                        const std::vector<WorkItem>& items, int64_t lora_bytes) {
   if (o.device != "cpu" && probe_cuda().usable()) return;
   const int ranks = std::max(1, world.info().local_size);
-  int64_t available = host_memory_available();
-  if (available >= 0) available /= ranks;
+  const int64_t available = host_memory_per_rank(world);
   JobSize size = job_size(items);
   size.lora_bytes = lora_bytes;
   const int sharers = cpu_weight_sharers(world, o);

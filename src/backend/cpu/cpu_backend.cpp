@@ -91,7 +91,7 @@ class CpuBackend final : public Backend {
   Device device() const override { return Device::CPU; }
   // " (transformed weights kept up to 2.0 GiB)" when the budget allows any.
   std::string winograd_kept() const {
-    if (winograd_weights_.budget() <= 0 || std::string(cpu::conv_mode_name()) == "direct convolutions") return "";
+    if (winograd_weights_.budget() <= 0 || !cpu::winograd_enabled()) return "";
     char buf[64];
     std::snprintf(buf, sizeof buf, " (transformed weights kept up to %.1f GiB)",
                   static_cast<double>(winograd_weights_.budget()) / (1 << 30));

@@ -24,6 +24,8 @@ void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, c
 int winograd_plan(int64_t Ho, int64_t Wo, int64_t Cin, int64_t Cout, int64_t kh, int64_t kw, int stride);
 // "Winograd F(4,3)/F(2,3)" or "direct": the convolution mode, for the device line.
 const char* conv_mode_name();
+// False under SDMPI_CPU_CONV=direct (no layer takes Winograd's path).
+bool winograd_enabled();
 // conv2d_nhwc for 3×3 stride-1 weights by Winograd F(m×m, 3×3), m = 2 or 4; `kept_w`, when given,
 // is winograd_prepare_weights' result for w (else the weights are transformed on the call).
 void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,

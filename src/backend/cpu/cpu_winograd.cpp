@@ -167,6 +167,8 @@ ConvMode conv_mode() {
 
 }  // namespace
 
+bool winograd_enabled() { return conv_mode() != ConvMode::Direct; }
+
 const char* conv_mode_name() {
   switch (conv_mode()) {
     case ConvMode::Auto: return "Winograd F(4,3)/F(2,3) where faster";
