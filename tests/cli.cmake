@@ -36,3 +36,5 @@ endif()
 # tools/prepare_window.sh's 64 MiB check (bench/gpu/dry_run_test.sh).
 add_test(NAME gpu_window.dry_run COMMAND ${CMAKE_SOURCE_DIR}/bench/gpu/dry_run_test.sh ${CMAKE_BINARY_DIR})
 set_tests_properties(gpu_window.dry_run PROPERTIES LABELS cli TIMEOUT 180)
+add_test(NAME cli.isa_same_pixels COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_isa.sh $<TARGET_FILE:sd_mpi>)
+set_tests_properties(cli.isa_same_pixels PROPERTIES LABELS cli TIMEOUT 600 SKIP_RETURN_CODE 77)

@@ -43,6 +43,11 @@ case_() {
     echo "FAIL: $name (rc=$rc want $want_rc, $lines stderr lines, want \"$want\")"; sed 's/^/  | /' "$tmp/stderr"; fail=1; fi
 }
 base=(generate --model tiny --steps 2 --out-dir "$tmp/out")
+# The CPU backend's environment switches (README "CPU kernels"): an unknown value is bad input.
+SDMPI_CPU_ISA=avx9 case_ "unknown SDMPI_CPU_ISA" 2 "SDMPI_CPU_ISA=avx9: expected 'avx512', 'avx2' or 'portable'" "${base[@]}" --prompt cat
+SDMPI_CPU_GEMM=mkl case_ "unknown SDMPI_CPU_GEMM" 2 "SDMPI_CPU_GEMM=mkl: expected 'builtin' or 'openblas'" "${base[@]}" --prompt cat
+SDMPI_CPU_CONV=fft case_ "unknown SDMPI_CPU_CONV" 2 "SDMPI_CPU_CONV=fft: expected 'auto', 'winograd' or 'direct'" "${base[@]}" --prompt cat
+SDMPI_CPU_WINOGRAD_CACHE_MB=lots case_ "SDMPI_CPU_WINOGRAD_CACHE_MB not a number" 2 'SDMPI_CPU_WINOGRAD_CACHE_MB=lots: expected a number of MiB' "${base[@]}" --prompt cat
 case_ "unknown sampler" 2 'unknown sampler "heun2"' "${base[@]}" --prompt cat --sampler heun2
 case_ "width not a multiple of 8" 2 'width 100 is not a positive multiple of 8' "${base[@]}" --prompt cat --width 100
 case_ "0 steps" 2 '--steps' "${base[@]}" --prompt cat --steps 0

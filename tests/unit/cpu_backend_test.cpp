@@ -21,6 +21,7 @@
 #include "backend/cpu/cpu_gemm.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/cpu_memory.h"
+#include "backend/cpu/cpu_simd.h"
 #include "sdmpi/backend.h"
 #include "sdmpi/dtype.h"
 #include "sdmpi/error.h"
@@ -782,6 +783,30 @@ TEST(CpuGemm, TileGridDependsOnShapeOnly) {
   auto one = cpu::gemm_tile_grid(1, 5, 3);
   EXPECT_EQ(one.mt * one.nt, 1);
   EXPECT_FALSE(cpu::gemm_library_name().empty());
+}
+
+// SDMPI_CPU_ISA caps the instruction set; it never raises it past the CPU's (tests/cli/check_isa.sh
+// runs whole jobs under each cap and checks that the images are the same bits).
+TEST(CpuIsa, RequestedCapIsCheckedAgainstTheCpu) {
+  using cpu::SimdIsa;
+  EXPECT_EQ(cpu::simd_isa_from(nullptr, SimdIsa::Avx512), SimdIsa::Avx512);
+  EXPECT_EQ(cpu::simd_isa_from("", SimdIsa::Avx2), SimdIsa::Avx2);
+  EXPECT_EQ(cpu::simd_isa_from("avx512", SimdIsa::Avx512), SimdIsa::Avx512);
+  EXPECT_EQ(cpu::simd_isa_from("avx2", SimdIsa::Avx512), SimdIsa::Avx2);
+  EXPECT_EQ(cpu::simd_isa_from("portable", SimdIsa::Avx512), SimdIsa::Sse2);
+  EXPECT_EQ(cpu::simd_isa_from("portable", SimdIsa::Sse2), SimdIsa::Sse2);
+  try {
+    (void)cpu::simd_isa_from("avx512", SimdIsa::Avx2);
+    ADD_FAILURE() << "a cap above the CPU was accepted";
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(), "SDMPI_CPU_ISA=avx512: this CPU has only AVX2");
+  }
+  try {
+    (void)cpu::simd_isa_from("AVX2", SimdIsa::Avx512);
+    ADD_FAILURE() << "an unknown value was accepted";
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(), "SDMPI_CPU_ISA=AVX2: expected 'avx512', 'avx2' or 'portable'");
+  }
 }
 
 TEST(CpuMath, ExpAndErfAreAccurate) {

@@ -61,7 +61,7 @@ int64_t winograd_cache_budget(int64_t requested) {
     char* end = nullptr;
     const long long mb = std::strtoll(env, &end, 10);
     if (!*env || *end || mb < 0)
-      throw Error(std::string("SDMPI_CPU_WINOGRAD_CACHE_MB=") + env + ": expected a number of MiB (0: keep none)");
+      throw InputError(std::string("SDMPI_CPU_WINOGRAD_CACHE_MB=") + env + ": expected a number of MiB (0: keep none)");
     cap = std::min<int64_t>(mb, int64_t{1} << 40) << 20;
   }
   if (requested < 0) {

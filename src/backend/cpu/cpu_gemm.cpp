@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/cpu_simd.h"
 #include "sdmpi/error.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -71,25 +72,43 @@ void kernel_generic_4x8(int64_t kc, const float* a, const float* b, float* c, in
 }
 
 #ifdef SDMPI_X86
+// Twelve named accumulators rather than an array: with an array GCC 12 kept a copy of every
+// accumulator on the stack and stored all twelve on each k (16 ymm registers hold 12 + 2 + 1, but
+// not its array), which halved this kernel's rate.
 __attribute__((target("avx2,fma"))) void kernel_avx2_6x16(int64_t kc, const float* a, const float* b, float* c,
                                                           int64_t ldc, bool accumulate) {
-  __m256 r[6][2];
-  for (int i = 0; i < 6; ++i) {
-    r[i][0] = accumulate ? _mm256_loadu_ps(c + i * ldc) : _mm256_setzero_ps();
-    r[i][1] = accumulate ? _mm256_loadu_ps(c + i * ldc + 8) : _mm256_setzero_ps();
+  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+  if (accumulate) {
+    c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
+    c10 = _mm256_loadu_ps(c + ldc), c11 = _mm256_loadu_ps(c + ldc + 8);
+    c20 = _mm256_loadu_ps(c + 2 * ldc), c21 = _mm256_loadu_ps(c + 2 * ldc + 8);
+    c30 = _mm256_loadu_ps(c + 3 * ldc), c31 = _mm256_loadu_ps(c + 3 * ldc + 8);
+    c40 = _mm256_loadu_ps(c + 4 * ldc), c41 = _mm256_loadu_ps(c + 4 * ldc + 8);
+    c50 = _mm256_loadu_ps(c + 5 * ldc), c51 = _mm256_loadu_ps(c + 5 * ldc + 8);
+  } else {
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
   }
-  for (int64_t k = 0; k < kc; ++k) {
-    __m256 b0 = _mm256_load_ps(b + k * 16), b1 = _mm256_load_ps(b + k * 16 + 8);
-    for (int i = 0; i < 6; ++i) {
-      __m256 ai = _mm256_broadcast_ss(a + k * 6 + i);
-      r[i][0] = _mm256_fmadd_ps(ai, b0, r[i][0]);
-      r[i][1] = _mm256_fmadd_ps(ai, b1, r[i][1]);
-    }
+  for (int64_t k = 0; k < kc; ++k, a += 6, b += 16) {
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    __m256 ai = _mm256_broadcast_ss(a);
+    c00 = _mm256_fmadd_ps(ai, b0, c00), c01 = _mm256_fmadd_ps(ai, b1, c01);
+    ai = _mm256_broadcast_ss(a + 1);
+    c10 = _mm256_fmadd_ps(ai, b0, c10), c11 = _mm256_fmadd_ps(ai, b1, c11);
+    ai = _mm256_broadcast_ss(a + 2);
+    c20 = _mm256_fmadd_ps(ai, b0, c20), c21 = _mm256_fmadd_ps(ai, b1, c21);
+    ai = _mm256_broadcast_ss(a + 3);
+    c30 = _mm256_fmadd_ps(ai, b0, c30), c31 = _mm256_fmadd_ps(ai, b1, c31);
+    ai = _mm256_broadcast_ss(a + 4);
+    c40 = _mm256_fmadd_ps(ai, b0, c40), c41 = _mm256_fmadd_ps(ai, b1, c41);
+    ai = _mm256_broadcast_ss(a + 5);
+    c50 = _mm256_fmadd_ps(ai, b0, c50), c51 = _mm256_fmadd_ps(ai, b1, c51);
   }
-  for (int i = 0; i < 6; ++i) {
-    _mm256_storeu_ps(c + i * ldc, r[i][0]);
-    _mm256_storeu_ps(c + i * ldc + 8, r[i][1]);
-  }
+  _mm256_storeu_ps(c, c00), _mm256_storeu_ps(c + 8, c01);
+  _mm256_storeu_ps(c + ldc, c10), _mm256_storeu_ps(c + ldc + 8, c11);
+  _mm256_storeu_ps(c + 2 * ldc, c20), _mm256_storeu_ps(c + 2 * ldc + 8, c21);
+  _mm256_storeu_ps(c + 3 * ldc, c30), _mm256_storeu_ps(c + 3 * ldc + 8, c31);
+  _mm256_storeu_ps(c + 4 * ldc, c40), _mm256_storeu_ps(c + 4 * ldc + 8, c41);
+  _mm256_storeu_ps(c + 5 * ldc, c50), _mm256_storeu_ps(c + 5 * ldc + 8, c51);
 }
 
 __attribute__((target("avx512f"))) void kernel_avx512_12x32(int64_t kc, const float* a, const float* b, float* c,
@@ -114,16 +133,34 @@ __attribute__((target("avx512f"))) void kernel_avx512_12x32(int64_t kc, const fl
 }
 #endif
 
-#ifdef SDMPI_X86
 // Products with very few columns (the last convolution of the UNet and of the VAE: N = 4, 3) as
 // dot products along K: 16 lanes each add up every 16th k as an FMA chain, then one fixed
-// reduction of the lanes. C[r][j] = A[r]·W[j] for 4 rows r and n ≤ 4 rows j of W (both
-// K-contiguous). The order depends on K only, so it is as batch-invariant as the panels.
-#pragma GCC diagnostic push  // GCC 12 false positive in _mm512_reduce_add_ps (see transpose16x16)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#ifndef __clang__  // clang has no such warning (and -Werror rejects unknown ones)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+// reduction of the lanes (reduce_16_lanes). C[r][j] = A[r]·W[j] for up to 4 rows r and n ≤ 4 rows
+// j of W (both K-contiguous). The order depends on K only, so it is as batch-invariant as the
+// panels; AVX2 keeps the 16 lanes as two 8-lane halves and the portable version as 16 floats, so
+// every instruction set gives the same bits.
+
+// Lanes l and l+8 first, then l and l+4, l and l+2, 0 and 1: written out rather than left to an
+// intrinsic whose order is the compiler's.
+float reduce_16_lanes(const float* lane) {
+  float s8[8], s4[4];
+  for (int l = 0; l < 8; ++l) s8[l] = lane[l] + lane[l + 8];
+  for (int l = 0; l < 4; ++l) s4[l] = s8[l] + s8[l + 4];
+  return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
+void dot_portable_4xn(int64_t K, const float* a, int64_t lda, int64_t rows, const float* w, int64_t n, float* c,
+                      int64_t ldc) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      float lane[16] = {};
+      for (int64_t k = 0; k < K; ++k) lane[k % 16] = std::fma(a[i * lda + k], w[j * K + k], lane[k % 16]);
+      c[i * ldc + j] = reduce_16_lanes(lane);
+    }
+}
+
+#ifdef SDMPI_X86
+
 __attribute__((target("avx512f"))) void dot_avx512_4xn(int64_t K, const float* a, int64_t lda, int64_t rows,
                                                        const float* w, int64_t n, float* c, int64_t ldc) {
   __m512 acc[4][4];
@@ -137,10 +174,43 @@ __attribute__((target("avx512f"))) void dot_avx512_4xn(int64_t K, const float* a
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_fmadd_ps(av[i], wv[j], acc[i][j]);
   }
+  alignas(64) float lane[16];
   for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = _mm512_reduce_add_ps(acc[i][j]);
+    for (int64_t j = 0; j < n; ++j) {
+      _mm512_store_ps(lane, acc[i][j]);
+      c[i * ldc + j] = reduce_16_lanes(lane);
+    }
 }
-#pragma GCC diagnostic pop
+
+// One row at a time: 4 columns × 2 halves are 8 of the 16 ymm registers.
+__attribute__((target("avx2,fma"))) void dot_avx2_4xn(int64_t K, const float* a, int64_t lda, int64_t rows,
+                                                      const float* w, int64_t n, float* c, int64_t ldc) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* ai = a + i * lda;
+    __m256 lo[4], hi[4];
+    for (int j = 0; j < 4; ++j) lo[j] = hi[j] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; k += 16) {
+      // Lanes past K load zeros (maskload), as AVX-512's masked loads do.
+      const int64_t left = K - k;
+      const __m256i lane_ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+      const __m256i m_lo = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<int64_t>(left, 16))), lane_ids);
+      const __m256i m_hi =
+          _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(std::min<int64_t>(left, 16)) - 8), lane_ids);
+      const __m256 a_lo = _mm256_maskload_ps(ai + k, m_lo), a_hi = _mm256_maskload_ps(ai + k + 8, m_hi);
+      for (int j = 0; j < 4; ++j) {
+        if (j >= n) break;
+        lo[j] = _mm256_fmadd_ps(a_lo, _mm256_maskload_ps(w + j * K + k, m_lo), lo[j]);
+        hi[j] = _mm256_fmadd_ps(a_hi, _mm256_maskload_ps(w + j * K + k + 8, m_hi), hi[j]);
+      }
+    }
+    alignas(32) float lane[16];
+    for (int64_t j = 0; j < n; ++j) {
+      _mm256_store_ps(lane, lo[j]);
+      _mm256_store_ps(lane + 8, hi[j]);
+      c[i * ldc + j] = reduce_16_lanes(lane);
+    }
+  }
+}
 #endif
 
 #ifdef SDMPI_X86
@@ -161,10 +231,11 @@ __attribute__((target("avx512f"))) void kernel_avx512_24x16(int64_t kc, const fl
 const MicroKernel& micro_kernel() {
   static const MicroKernel chosen = [] {
 #ifdef SDMPI_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return MicroKernel{12, 32, kernel_avx512_12x32, "AVX-512", "12x32"};
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-      return MicroKernel{6, 16, kernel_avx2_6x16, "AVX2", "6x16"};
+    switch (simd_isa()) {  // the CPU's widest, or SDMPI_CPU_ISA's cap
+      case SimdIsa::Avx512: return MicroKernel{12, 32, kernel_avx512_12x32, "AVX-512", "12x32"};
+      case SimdIsa::Avx2: return MicroKernel{6, 16, kernel_avx2_6x16, "AVX2", "6x16"};
+      case SimdIsa::Sse2: break;
+    }
 #endif
     return MicroKernel{4, 8, kernel_generic_4x8, "portable", "4x8"};
   }();
@@ -256,11 +327,34 @@ __attribute__((target("avx512f"))) void transpose16x16(const float* src, int64_t
 #pragma GCC diagnostic pop
 #endif
 
+#ifdef SDMPI_X86
+// 8 rows of 8 floats (row stride ld) → 8 columns, for AVX2 CPUs: dst[k * ldd + j] = src[j * ld + k].
+__attribute__((target("avx2"))) void transpose8x8(const float* src, int64_t ld, float* dst, int64_t ldd) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  // r[4g + q] holds, in 128-bit lane L, column 4L + q of rows 4g..4g+3.
+  for (int q = 0; q < 4; ++q) {
+    _mm256_storeu_ps(dst + q * ldd, _mm256_permute2f128_ps(r[q], r[4 + q], 0x20));
+    _mm256_storeu_ps(dst + (4 + q) * ldd, _mm256_permute2f128_ps(r[q], r[4 + q], 0x31));
+  }
+}
+#endif
+
 // pack_a_scalar with the full panels' 16-column strips transposed 16 rows at a time (mr ≤ 32): a
 // small-N product (the attention's P·V, N = 40) packs as many A elements as it multiplies.
 void pack_a(int mr, int64_t rows, int64_t kc, const float* A, int64_t lda, float* dst) {
 #ifdef SDMPI_X86
-  if (mr % 4 == 0 && mr <= 32 && kc >= 16 && __builtin_cpu_supports("avx512f")) {
+  if (mr % 4 == 0 && mr <= 32 && kc >= 16 && simd_isa() == SimdIsa::Avx512) {
     const int64_t full = rows / mr * mr, k16 = kc / 16 * 16;
     alignas(64) float src[16 * 16], tr[16 * 16];
     for (int64_t p = 0; p < full; p += mr) {
@@ -307,9 +401,12 @@ void pack_b_panels(int nr, bool b_transposed, int64_t N, int64_t K, const float*
     // element (k, j) at B[j * ldb + k]: a transpose of n rows of B.
     int64_t k = 0;
 #ifdef SDMPI_X86
-    if (nr % 16 == 0 && n == nr && __builtin_cpu_supports("avx512f")) {
+    if (nr % 16 == 0 && n == nr && simd_isa() == SimdIsa::Avx512) {
       for (; k + 16 <= K; k += 16)
         for (int64_t j = 0; j < nr; j += 16) transpose16x16(B + (j0 + j) * ldb + k, ldb, d + k * nr + j, nr);
+    } else if (nr % 8 == 0 && n == nr && simd_isa() == SimdIsa::Avx2) {
+      for (; k + 8 <= K; k += 8)
+        for (int64_t j = 0; j < nr; j += 8) transpose8x8(B + (j0 + j) * ldb + k, ldb, d + k * nr + j, nr);
     }
 #endif
     if (n < nr) std::memset(d + k * nr, 0, static_cast<size_t>((K - k) * nr) * sizeof(float));
@@ -389,9 +486,9 @@ void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
     for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
 }
 
-// SDMPI_CPU_GEMM=builtin|openblas; by default our kernels wherever the CPU has AVX-512, OpenBLAS
-// (when built with it) elsewhere: our AVX2 6×16 kernel, measured on a Zen 4 running AVX2 code,
-// reached half the AVX-512 kernel's rate and less than OpenBLAS's Haswell kernels.
+// SDMPI_CPU_GEMM=builtin|openblas; by default our kernels wherever the CPU has AVX-512 or AVX2
+// (on a Zen 4 capped to AVX2, ours ran a SD 1.5 op mix 12% faster than OpenBLAS's Haswell kernels,
+// bench/results/cpu/2026-12-05-kernels.md), OpenBLAS (when built with it) on older CPUs.
 GemmEngine pick_engine() {
   const char* env = std::getenv("SDMPI_CPU_GEMM");
   const std::string want = env ? env : "";
@@ -402,12 +499,11 @@ GemmEngine pick_engine() {
 #endif
   if (want == "builtin") return GemmEngine::Builtin;
   if (want == "openblas") {
-    if (!have_blas) throw Error("SDMPI_CPU_GEMM=openblas: this build has no OpenBLAS (built with SDMPI_WITH_BLAS=OFF)");
+    if (!have_blas) throw InputError("SDMPI_CPU_GEMM=openblas: this build has no OpenBLAS (built with SDMPI_WITH_BLAS=OFF)");
     return GemmEngine::OpenBlas;
   }
-  if (!want.empty()) throw Error("SDMPI_CPU_GEMM=" + want + ": expected 'builtin' or 'openblas'");
-  const bool avx512_kernel = std::string(micro_kernel().isa) == "AVX-512";
-  return avx512_kernel || !have_blas ? GemmEngine::Builtin : GemmEngine::OpenBlas;
+  if (!want.empty()) throw InputError("SDMPI_CPU_GEMM=" + want + ": expected 'builtin' or 'openblas'");
+  return simd_isa() != SimdIsa::Sse2 || !have_blas ? GemmEngine::Builtin : GemmEngine::OpenBlas;
 }
 
 // The attention's products (K = head size 40…160 or N = head size: few multiplies per element
@@ -568,9 +664,8 @@ void gemm_nt_parallel_blas(const GemmProblem& p, int threads) {
   }
 }
 
-#ifdef SDMPI_X86
-// N ≤ 4 on AVX-512: rows in tiles of 64 per item, each gathered whole (K is small there) and run
-// through dot_avx512_4xn.
+// N ≤ 4: rows in tiles of 64 per item, each gathered whole (K is small there) and run through
+// the dot kernel of the instruction set (all three give the same bits).
 void gemm_nt_parallel_dot(const GemmProblem& p, int threads) {
   constexpr int64_t kRows = 64;
   const int64_t row_tiles = (p.M + kRows - 1) / kRows, total = p.items * row_tiles;
@@ -591,12 +686,18 @@ void gemm_nt_parallel_dot(const GemmProblem& p, int threads) {
     }
     float* c = p.C + item * p.c_item_stride + m0 * p.ldc;
     const float* w = p.W + item * p.w_item_stride;
+#ifdef SDMPI_X86
+    const auto dot = simd_isa() == SimdIsa::Avx512 ? dot_avx512_4xn
+                     : simd_isa() == SimdIsa::Avx2 ? dot_avx2_4xn
+                                                   : dot_portable_4xn;
+#else
+    const auto dot = dot_portable_4xn;
+#endif
     for (int64_t i = 0; i < mn; i += 4)
-      dot_avx512_4xn(p.K, a + i * lda, lda, std::min<int64_t>(4, mn - i), w, p.N, c + i * p.ldc, p.ldc);
+      dot(p.K, a + i * lda, lda, std::min<int64_t>(4, mn - i), w, p.N, c + i * p.ldc, p.ldc);
     if (p.epilogue) p.epilogue(GemmTile{item, m0, mn, 0, p.N}, c);
   }
 }
-#endif
 
 // Our driver. The items' rows are one product (row r of item i is global row i·M + r) whenever A,
 // C and W allow it: every output is its own FMA chain, so merging items changes no bits and reads
@@ -604,12 +705,10 @@ void gemm_nt_parallel_dot(const GemmProblem& p, int threads) {
 void gemm_nt_parallel_builtin(const GemmProblem& p, int threads) {
   if (p.items <= 0 || p.M <= 0 || p.N <= 0) return;
   const MicroKernel& mk = micro_kernel_for(p.N);
-#ifdef SDMPI_X86
-  if (p.N <= 4 && p.K > 0 && !p.W_packed && std::string(mk.isa) == "AVX-512") {
+  if (p.N <= 4 && p.K > 0 && !p.W_packed) {
     gemm_nt_parallel_dot(p, threads);
     return;
   }
-#endif
   const bool prepacked = p.W_packed != nullptr;
   const bool merge = p.items > 1 && p.w_item_stride == 0 && p.c_item_stride == p.M * p.ldc &&
                      (p.gather_a || p.a_item_stride == p.M * p.lda);

@@ -13,13 +13,13 @@
 // kept at one thread (set_blas_single_threaded) so its pool never competes with the OpenMP threads.
 //
 // Our own packed, cache-blocked GEMM (AVX-512 12×32 / AVX2 6×16 / portable 4×8 micro-kernels,
-// picked at run time) is the default wherever the CPU has AVX-512: its speed does not depend on
+// picked at run time by simd_isa(), which SDMPI_CPU_ISA can cap) is the default wherever the CPU
+// has AVX-512 or AVX2: its speed does not depend on
 // which core type OpenBLAS was built or pinned for (OPENBLAS_CORETYPE=Haswell on AVX-512 machines
 // ran our UNet at 0.68× diffusers). It adds each output element up as one FMA chain k = 0 … K-1 whatever
 // the tile, so it is batch-invariant on its own, gives the same bits with every micro-kernel, and
 // may merge the items of a product into one (the weights are then read once per call).
-// SDMPI_CPU_GEMM=openblas|builtin overrides the choice; CPUs without AVX-512 use OpenBLAS if
-// built (our AVX2 kernel is not tuned yet: half the AVX-512 rate, see cpu_gemm.cpp).
+// SDMPI_CPU_GEMM=openblas|builtin overrides the choice; CPUs with neither use OpenBLAS if built.
 #pragma once
 
 #include <cstdint>

@@ -1,27 +1,56 @@
-// Picks the widest vector instruction set the running CPU has, once (see cpu_simd.h).
+// Picks the widest vector instruction set the running CPU has, once (see cpu_simd.h), capped by
+// SDMPI_CPU_ISA so that the AVX2 and portable kernels can be run, tested and timed on a CPU that
+// has AVX-512 (CI's and ours): the same build takes the same paths an AVX2-only node would.
 #include "backend/cpu/cpu_simd.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "sdmpi/error.h"
 
 namespace sdmpi::cpu {
 
-SimdIsa simd_isa() {
-  static const SimdIsa isa = [] {
+namespace {
+
+SimdIsa detected_isa() {
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return SimdIsa::Avx512;
-    if (__builtin_cpu_supports("avx2")) return SimdIsa::Avx2;
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return SimdIsa::Avx512;
+  // Every AVX2 kernel of ours also uses FMA (one rounding per multiply-add, as on AVX-512).
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return SimdIsa::Avx2;
 #endif
-    return SimdIsa::Sse2;
-  }();
-  return isa;
+  return SimdIsa::Sse2;
 }
 
-const char* simd_isa_name() {
-  switch (simd_isa()) {
+const char* isa_display_name(SimdIsa isa) {
+  switch (isa) {
     case SimdIsa::Avx512: return "AVX-512";
     case SimdIsa::Avx2: return "AVX2";
     case SimdIsa::Sse2: break;
   }
   return "SSE2";
 }
+
+}  // namespace
+
+SimdIsa simd_isa_from(const char* requested, SimdIsa detected) {
+  if (requested == nullptr || *requested == '\0') return detected;
+  const std::string want = requested;
+  SimdIsa cap;
+  if (want == "avx512") cap = SimdIsa::Avx512;
+  else if (want == "avx2") cap = SimdIsa::Avx2;
+  else if (want == "portable") cap = SimdIsa::Sse2;
+  else throw InputError("SDMPI_CPU_ISA=" + want + ": expected 'avx512', 'avx2' or 'portable'");
+  if (static_cast<int>(cap) > static_cast<int>(detected))
+    throw InputError("SDMPI_CPU_ISA=" + want + ": this CPU has only " + isa_display_name(detected));
+  return cap;
+}
+
+SimdIsa simd_isa() {
+  static const SimdIsa isa = simd_isa_from(std::getenv("SDMPI_CPU_ISA"), detected_isa());
+  return isa;
+}
+
+const char* simd_isa_name() { return isa_display_name(simd_isa()); }
 
 }  // namespace sdmpi::cpu

@@ -136,9 +136,15 @@ SDMPI_SIMD_INLINE void vmap(const float* x, float* y, int64_t n) {
   }
 }
 
+// Ordered by width: a cap compares as an int.
 enum class SimdIsa { Sse2, Avx2, Avx512 };
-SimdIsa simd_isa();                 // detected once (cpu_simd.cpp)
+// The instruction set every CPU kernel uses: the widest the CPU has (AVX2 counts only with FMA),
+// capped by SDMPI_CPU_ISA=avx512|avx2|portable; decided once (cpu_simd.cpp). A cap above what
+// the CPU has, or an unknown value, is an Error on first use.
+SimdIsa simd_isa();
 const char* simd_isa_name();
+// The rule behind simd_isa(), for tests: `requested` is SDMPI_CPU_ISA's value (null or empty: none).
+SimdIsa simd_isa_from(const char* requested, SimdIsa detected);
 
 #if defined(__x86_64__)
 template <class K, class... A> __attribute__((target("avx512f"))) void simd_run_avx512(A... a) {

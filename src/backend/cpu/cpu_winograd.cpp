@@ -160,7 +160,7 @@ ConvMode conv_mode() {
     if (v.empty() || v == "auto") return ConvMode::Auto;
     if (v == "winograd") return ConvMode::Winograd;
     if (v == "direct") return ConvMode::Direct;
-    throw Error("SDMPI_CPU_CONV=" + v + ": expected 'auto', 'winograd' or 'direct'");
+    throw InputError("SDMPI_CPU_CONV=" + v + ": expected 'auto', 'winograd' or 'direct'");
   }();
   return mode;
 }
