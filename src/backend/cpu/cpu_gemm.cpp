@@ -487,7 +487,7 @@ void scale_c(int64_t M, int64_t N, float beta, float* C, int64_t ldc) {
 }
 
 // SDMPI_CPU_GEMM=builtin|openblas; by default our kernels wherever the CPU has AVX-512 or AVX2
-// (on a Zen 4 capped to AVX2, ours ran a SD 1.5 op mix 12% faster than OpenBLAS's Haswell kernels,
+// (on a Zen 4 capped to AVX2, ours ran the SD 1.5 op mix 8% faster than OpenBLAS's Haswell kernels,
 // bench/results/cpu/2026-12-05-kernels.md), OpenBLAS (when built with it) on older CPUs.
 GemmEngine pick_engine() {
   const char* env = std::getenv("SDMPI_CPU_GEMM");
