@@ -169,6 +169,8 @@ int main(int argc, char** argv) {
   attention("clip causal 77 d64 x12", 2, 77, 77, 12, 64, true);
   // VAE decode to 256×256 (latents 32×32), batch 1.
   attention("vae mid 1024 tok d512 x1", 1, 1024, 1024, 1, 512, false);
+  attention("unet self 4096 tok d40 x8 (512²)", 2, 4096, 4096, 8, 40, false);
+  attention("vae mid 4096 tok d512 x1 (512²)", 1, 4096, 4096, 1, 512, false);
   conv("vae 512->512 @32", 1, 32, 32, 512, 512, 3, 1, 1);
   conv("vae 512->512 @64", 1, 64, 64, 512, 512, 3, 1, 1);
   conv("vae 512->256 @128", 1, 128, 128, 512, 256, 3, 1, 1);
