@@ -16,15 +16,8 @@ isas=(portable)
 if [ ${#isas[@]} -lt 2 ]; then echo "this CPU has neither AVX2 nor AVX-512: one instruction set, nothing to compare: skipped"; exit 77; fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
-# The decompressed pixel rows of a PNG (its text chunk names no ISA, but compare pixels only).
-pixels() { python3 -c '
-import struct, sys, zlib, hashlib
-d = open(sys.argv[1], "rb").read(); i = 8; idat = b""
-while i < len(d):
-    n = struct.unpack(">I", d[i:i + 4])[0]
-    if d[i + 4:i + 8] == b"IDAT": idat += d[i + 8:i + 8 + n]
-    i += 12 + n
-print(hashlib.sha256(zlib.decompress(idat)).hexdigest())' "$1"; }
+# shellcheck source=png_pixels.sh
+. "$(dirname "$0")/png_pixels.sh"
 declare -A kernel=([avx512]="AVX-512 12x32" [avx2]="AVX2 6x16" [portable]="portable 4x8")
 for conv in auto winograd; do
   first=""
@@ -34,7 +27,7 @@ for conv in auto winograd; do
       "$SD" generate --model tiny --prompt "a red fox" --width 128 --height 128 --steps 3 --seed 11 \
       --batch-size 2 --images-per-prompt 2 --out-dir "$out" 2>"$out.log" || { cat "$out.log" >&2; fail "$isa ($conv) run"; }
     grep -q "built-in GEMM (${kernel[$isa]}" "$out.log" || { head -3 "$out.log" >&2; fail "$isa: device line without ${kernel[$isa]}"; }
-    h="$(pixels "$out/000000.png") $(pixels "$out/000001.png")"
+    h="$(png_pixels "$out/000000.png") $(png_pixels "$out/000001.png")"
     if [ -z "$first" ]; then first=$h; ref=$isa
     elif [ "$h" != "$first" ]; then fail "SDMPI_CPU_ISA=$isa gives other pixels than $ref (SDMPI_CPU_CONV=$conv)"; fi
     echo "ok: $conv, $isa: ${h:0:16}..."

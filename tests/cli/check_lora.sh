@@ -15,25 +15,18 @@ lora_dir=$(cd "$(dirname "$0")/../data/golden/lora" && pwd)
 lora=$lora_dir/tiny_kohya.safetensors
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
-# The decompressed pixel rows of a PNG (its text chunk may differ where the pixels do not).
-pixels() { python3 -c '
-import struct, sys, zlib, hashlib
-d = open(sys.argv[1], "rb").read(); i = 8; idat = b""
-while i < len(d):
-    n = struct.unpack(">I", d[i:i + 4])[0]
-    if d[i + 4:i + 8] == b"IDAT": idat += d[i + 8:i + 8 + n]
-    i += 12 + n
-print(hashlib.sha256(zlib.decompress(idat)).hexdigest())' "$1"; }
+# shellcheck source=png_pixels.sh
+. "$(dirname "$0")/png_pixels.sh"
 
 common=(generate --model tiny --steps 2 --seed 5)
 "$SD" "${common[@]}" --prompt "a cat" --out-dir "$tmp/plain" 2>/dev/null || fail "plain run"
 "$SD" "${common[@]}" --prompt "a cat" --lora "$lora:0.8" --out-dir "$tmp/opt" 2>/dev/null || fail "--lora run"
 "$SD" "${common[@]}" --prompt "a cat <lora:tiny_kohya:0.8>" --lora-dir "$lora_dir" --out-dir "$tmp/tag" 2>/dev/null || fail "<lora:> run"
 "$SD" "${common[@]}" --prompt "a cat" --lora "$lora:0" --out-dir "$tmp/zero" 2>/dev/null || fail "--lora :0 run"
-plain=$(pixels "$tmp/plain/000000.png"); with=$(pixels "$tmp/opt/000000.png")
+plain=$(png_pixels "$tmp/plain/000000.png"); with=$(png_pixels "$tmp/opt/000000.png")
 [[ "$plain" != "$with" ]] || fail "the LoRA changed no pixel"
-[[ "$(pixels "$tmp/tag/000000.png")" == "$with" ]] || fail "<lora:tiny_kohya:0.8> differs from --lora FILE:0.8"
-[[ "$(pixels "$tmp/zero/000000.png")" == "$plain" ]] || fail "scale 0 differs from no LoRA"
+[[ "$(png_pixels "$tmp/tag/000000.png")" == "$with" ]] || fail "<lora:tiny_kohya:0.8> differs from --lora FILE:0.8"
+[[ "$(png_pixels "$tmp/zero/000000.png")" == "$plain" ]] || fail "scale 0 differs from no LoRA"
 
 header=$(od -An -t u8 -N8 "$lora" | tr -d ' ')
 hash=$(tail -c +$((9 + header)) "$lora" | sha256sum | cut -c1-12)
@@ -48,8 +41,8 @@ printf '%s\n' '{"prompt": "a cat", "seed": 5}' \
   '{"prompt": "a cat", "seed": 5, "lora": [{"path": "style.safetensors", "scale": 0.8}]}' >"$tmp/p.jsonl"
 "$SD" "${common[@]}" --prompts "$tmp/p.jsonl" --batch-size 2 --out-dir "$tmp/mixed" \
   --archive "$tmp/a.h5" 2>/dev/null || fail "mixed JSONL run"
-for i in 0 2; do [[ "$(pixels "$tmp/mixed/00000$i.png")" == "$plain" ]] || fail "mixed item $i differs from the plain run"; done
-for i in 1 3; do [[ "$(pixels "$tmp/mixed/00000$i.png")" == "$with" ]] || fail "mixed item $i differs from the --lora run"; done
+for i in 0 2; do [[ "$(png_pixels "$tmp/mixed/00000$i.png")" == "$plain" ]] || fail "mixed item $i differs from the plain run"; done
+for i in 1 3; do [[ "$(png_pixels "$tmp/mixed/00000$i.png")" == "$with" ]] || fail "mixed item $i differs from the --lora run"; done
 if command -v h5dump >/dev/null; then  # the archive's /loras column: "" for plain rows, the set for the others
   col=$(h5dump -d /loras "$tmp/a.h5")
   [[ $(grep -c "name.*style.*sha256.*$hash" <<<"$col") -eq 2 ]] || fail "archive /loras: $col"
@@ -64,8 +57,8 @@ xl=(generate --model "$tmp/xl" --steps 2 --seed 5 --guidance 5 --width 64 --heig
 "$SD" "${xl[@]}" --prompt "a fox" --lora "$xl_lora:0.8" --out-dir "$tmp/xl_lora" --archive "$tmp/xl.h5" 2>/dev/null \
   || fail "SDXL --lora run"
 "$SD" "${xl[@]}" --prompt "a fox" --lora "$xl_lora:0" --out-dir "$tmp/xl_zero" 2>/dev/null || fail "SDXL --lora :0 run"
-[[ "$(pixels "$tmp/xl_lora/000000.png")" != "$(pixels "$tmp/xl_plain/000000.png")" ]] || fail "the SDXL LoRA changed nothing"
-[[ "$(pixels "$tmp/xl_zero/000000.png")" == "$(pixels "$tmp/xl_plain/000000.png")" ]] || fail "SDXL LoRA at scale 0 differs from none"
+[[ "$(png_pixels "$tmp/xl_lora/000000.png")" != "$(png_pixels "$tmp/xl_plain/000000.png")" ]] || fail "the SDXL LoRA changed nothing"
+[[ "$(png_pixels "$tmp/xl_zero/000000.png")" == "$(png_pixels "$tmp/xl_plain/000000.png")" ]] || fail "SDXL LoRA at scale 0 differs from none"
 xl_header=$(od -An -t u8 -N8 "$xl_lora" | tr -d ' ')
 xl_hash=$(tail -c +$((9 + xl_header)) "$xl_lora" | sha256sum | cut -c1-12)
 grep -aq "a fox <lora:tiny_sdxl_kohya:0.8>" "$tmp/xl_lora/000000.png" || fail "SDXL PNG prompt without the <lora:> tag"
