@@ -86,9 +86,15 @@ class CpuBackend final : public Backend {
   std::string name() const override {
     return "cpu (" + std::to_string(threads_) + (threads_ == 1 ? " thread, " : " threads, ") +
            cpu::gemm_library_name() + ", " + cpu::conv_mode_name() + winograd_kept() + ", " +
-           (cpu::attention_gemm_name().empty() ? "" : cpu::attention_gemm_name() + ", ") + cpu::simd_isa_name() + ")";
+           (cpu::attention_gemm_name().empty() ? "" : cpu::attention_gemm_name() + ", ") + cpu::simd_isa_name() +
+           bf16_note() + ")";
   }
   Device device() const override { return Device::CPU; }
+  // "; AVX512-BF16 unused (float32)" where the CPU has bfloat16 matrix units (cpu_simd.h).
+  static std::string bf16_note() {
+    const std::string units = cpu::bf16_units_name();
+    return units.empty() ? "" : "; " + units + " unused (float32)";
+  }
   // " (transformed weights kept up to 2.0 GiB)" when the budget allows any.
   std::string winograd_kept() const {
     if (winograd_weights_.budget() <= 0 || !cpu::winograd_enabled()) return "";

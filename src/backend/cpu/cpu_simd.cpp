@@ -6,6 +6,10 @@
 #include <cstdlib>
 #include <string>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include "sdmpi/error.h"
 
 namespace sdmpi::cpu {
@@ -52,5 +56,19 @@ SimdIsa simd_isa() {
 }
 
 const char* simd_isa_name() { return isa_display_name(simd_isa()); }
+
+std::string bf16_units_name() {
+#if defined(__x86_64__)
+  // CPUID leaf 7: sub-leaf 0 EDX bit 22 = AMX-BF16 (EDX 24 = AMX tiles); sub-leaf 1 EAX bit 5 =
+  // AVX512-BF16. Read directly: not every compiler's __builtin_cpu_supports knows the AMX names.
+  unsigned a, b, c, d;
+  std::string units;
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (d >> 22 & 1) && (d >> 24 & 1)) units = "AMX-BF16";
+  if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 5 & 1)) units += units.empty() ? "AVX512-BF16" : ", AVX512-BF16";
+  return units;
+#else
+  return "";
+#endif
+}
 
 }  // namespace sdmpi::cpu

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <string>
 
 // Vector types never cross a non-inlined call, so the ABI notes about them do not apply.
 #if defined(__clang__)
@@ -143,6 +144,10 @@ enum class SimdIsa { Sse2, Avx2, Avx512 };
 // the CPU has, or an unknown value, is an Error on first use.
 SimdIsa simd_isa();
 const char* simd_isa_name();
+// The CPU's bfloat16 matrix units ("AMX-BF16", "AVX512-BF16", both, or ""), for the device line:
+// detected, never used, since the CPU backend computes in float32 (bf16's 8-bit mantissa would not
+// keep the images within 1 level of diffusers; AMX has no float32 mode).
+std::string bf16_units_name();
 // The rule behind simd_isa(), for tests: `requested` is SDMPI_CPU_ISA's value (null or empty: none).
 SimdIsa simd_isa_from(const char* requested, SimdIsa detected);
 
