@@ -78,7 +78,7 @@ def heldout_captions(n: int) -> list[str]:
     return [dataset.caption(*dataset.sample_attributes(rng, held_out=True)) for _ in range(n)]
 
 
-def draw(model_dir: str, captions: list[str], guidance: float) -> list[np.ndarray]:
+def draw(model_dir: str, captions: list[str], guidance: float, first_seed: int = 100) -> list[np.ndarray]:
     import torch
     from diffusers import StableDiffusionPipeline
 
@@ -90,7 +90,7 @@ def draw(model_dir: str, captions: list[str], guidance: float) -> list[np.ndarra
         part = captions[i:i + 16]
         with torch.no_grad():
             out = pipe(part, num_inference_steps=20, guidance_scale=guidance, width=64, height=64, output_type="np",
-                       generator=[torch.Generator().manual_seed(100 + i + k) for k in range(len(part))]).images
+                       generator=[torch.Generator().manual_seed(first_seed + i + k) for k in range(len(part))]).images
         images += list((out * 255).round().astype(np.uint8))
     return images
 
@@ -100,6 +100,9 @@ def main() -> None:
     ap.add_argument("model_dir")
     ap.add_argument("-n", type=int, default=48, help="held-out captions (the test draws the first 24)")
     ap.add_argument("--guidance", type=float, default=5.0)
+    ap.add_argument("--skip", type=int, default=0,
+                    help="leave out the first SKIP held-out captions (e.g. 48: a selection set disjoint from the "
+                         "test's 24 and the probes' 48, for choosing settings such as the guidance)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--misses", action="store_true", help="print every caption not drawn right")
     ap.add_argument("--sheet", help="write the images, 8 a row, to this PNG")
@@ -107,8 +110,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    captions = heldout_captions(args.n)
-    images = draw(args.model_dir, captions, args.guidance)
+    captions = heldout_captions(args.skip + args.n)[args.skip:]
+    images = draw(args.model_dir, captions, args.guidance, first_seed=100 + args.skip)
     right = dict.fromkeys(ATTRIBUTES, 0)
     right24 = dict.fromkeys(ATTRIBUTES, 0)  # the test's captions: its thresholds apply to these
     first24 = all_right = 0
@@ -117,9 +120,9 @@ def main() -> None:
         ok = [e[k] == s[k] for k in ATTRIBUTES]
         for k, g in zip(ATTRIBUTES, ok):
             right[k] += g
-            right24[k] += g and i < 24
+            right24[k] += g and i < 24 and args.skip == 0
         all_right += all(ok)
-        first24 += all(ok) and i < 24
+        first24 += all(ok) and i < 24 and args.skip == 0
         if args.misses and not all(ok):
             print(f"MISS {c:62s} | saw {s}")
     print(f"{args.model_dir}: {all_right} of {len(captions)} right in all four (first 24: {first24}); "
