@@ -64,6 +64,8 @@ RECIPE = {
         "batch": 32,
         "lr": 1e-3,
         "warmup": 50,
+        # The EMA's decay is (1 + step) / (10 + step), capped here; the cap is never reached in
+        # 2000 steps (0.9955 at the end), so it changes nothing (probe F, cap 0.999: same weights).
         "ema": 0.998,
         "uncond_fraction": 0.1,
         "min_snr_gamma": 5.0,
