@@ -76,6 +76,7 @@ double row_sum(const float* s, int64_t n) {
 }
 
 constexpr int64_t kKeyBlock = 512;
+constexpr int64_t kMaxRowBlock = 256;  // also sizes each task's per-row max and sum
 
 struct FreeDeleter {
   void operator()(float* p) const { std::free(p); }
@@ -90,7 +91,7 @@ void attention_mh(const float* q, const float* k, const float* v, int64_t B, int
   // Blocks by the shape alone (never the batch or the threads, so no bit depends on them): 512
   // keys, 256 query rows where an item still has ≥ 16 such blocks over its heads, else 64.
   const int64_t kb = kKeyBlock;
-  const int64_t rb = heads * ((Nq + 255) / 256) >= 16 ? 256 : 64;
+  const int64_t rb = heads * ((Nq + kMaxRowBlock - 1) / kMaxRowBlock) >= 16 ? kMaxRowBlock : 64;
   const int64_t row_blocks = (Nq + rb - 1) / rb;
   const int64_t tasks = B * heads * row_blocks;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && tasks > 1)
@@ -112,8 +113,8 @@ void attention_mh(const float* q, const float* k, const float* v, int64_t B, int
     const float* vbase = v + b * Nk * C + h * d;
     float* ob = out + (b * Nq + r0) * C + h * d;
     const GemmEngine engine = attention_gemm_engine();
-    float m[256];  // running row max of the scores seen so far
-    double l[256];  // running row sum of exp(score - m)
+    float m[kMaxRowBlock];  // running row max of the scores seen so far
+    double l[kMaxRowBlock];  // running row sum of exp(score - m)
     const int64_t key_end = causal ? std::min(Nk, r0 + rows) : Nk;
     for (int64_t k0 = 0; k0 < key_end; k0 += kb) {
       const int64_t kn = std::min(kb, key_end - k0);
