@@ -115,6 +115,13 @@ ArchiveReader::ArchiveReader(const std::string& path, Locking locking) : impl_(s
     h5::Id index = h5::open_dataset(file, "index", ctx);
     const auto dims = h5::dims_of(index.get(), ctx);
     if (dims.size() != 1) throw InputError(ctx + ": dataset /index is not one-dimensional");
+    // Every row stores at least its 8-byte /index value, so a damaged dataspace that claims more
+    // rows than the file has bytes for is refused here, before N-row buffers are allocated.
+    hsize_t file_bytes = 0;
+    h5::check(H5Fget_filesize(file, &file_bytes), ctx, "cannot read the file's size");
+    if (dims[0] > file_bytes / 8)
+      throw InputError(ctx + ": dataset /index claims " + std::to_string(dims[0]) + " rows, more than the " +
+                       std::to_string(file_bytes) + "-byte file can hold (8 bytes a row); the file is damaged");
     n = static_cast<size_t>(dims[0]);
   }
   const auto index = h5::read_numbers<int64_t>(file, "index", n, H5T_NATIVE_INT64, H5T_INTEGER, ctx);
@@ -257,6 +264,21 @@ std::vector<uint8_t> ArchiveReader::read_image(size_t row) const {
   const std::string ctx = m.ctx + ": item " + std::to_string(r.item.index);
   if (r.status != RowStatus::Done) throw Error(ctx + " holds no finished image");
   const size_t H = static_cast<size_t>(m.info.canvas_height), W = static_cast<size_t>(m.info.canvas_width);
+  // The row's chunk must be on disk and big enough for the canvas it claims: deflate expands at
+  // most 1032-fold, and a stored chunk is the raw canvas. So a damaged file that claims a huge
+  // canvas is refused before the canvas buffer is allocated.
+  {
+    const hsize_t offset[4] = {row, 0, 0, 0};
+    hsize_t stored = 0;
+    if (H5Dget_chunk_storage_size(m.images.get(), offset, &stored) < 0 || stored == 0) {
+      H5Eclear2(H5E_DEFAULT);
+      throw InputError(ctx + ": its image is missing from /images although /done marks it finished");
+    }
+    const double most = static_cast<double>(stored) * (m.info.gzip_level > 0 ? 1032.0 : 1.0);
+    if (static_cast<double>(H) * static_cast<double>(W) * 3.0 > most)
+      throw InputError(ctx + ": its stored image holds " + std::to_string(stored) + " bytes, too few for a " +
+                       std::to_string(W) + "x" + std::to_string(H) + " canvas; the file is damaged");
+  }
   std::vector<uint8_t> canvas(H * W * 3);
   const hsize_t start[4] = {row, 0, 0, 0}, count[4] = {1, H, W, 3};
   h5::Id fspace = h5::dataspace(H5Dget_space(m.images.get()), ctx, "cannot select the row of /images");

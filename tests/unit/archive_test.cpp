@@ -916,6 +916,63 @@ TEST(Archive, MalformedFilesAreInputErrors) {
     H5Dclose(d);
     H5Sclose(s);
   }, "/steps is not an integer dataset");
+  // A damaged dataspace can claim billions of rows in a small file (contiguous storage is only
+  // allocated on first write, so this file stays small): refused before anything is allocated.
+  expect_malformed("huge_index", [](hid_t f) {
+    H5Ldelete(f, "index", H5P_DEFAULT);
+    const hsize_t dims[1] = {hsize_t{1} << 35};
+    hid_t s = H5Screate_simple(1, dims, nullptr);
+    hid_t d = H5Dcreate2(f, "index", H5T_STD_I64LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dclose(d);
+    H5Sclose(s);
+  }, "/index claims 34359738368 rows");
+}
+
+// A row marked done must have its image chunk on disk, and that chunk must be big enough for the
+// canvas (a stored chunk is the raw canvas, deflate expands at most 1032-fold): otherwise reading
+// the image is an InputError before the canvas is allocated, and resume makes the row again.
+TEST(Archive, DoneRowWithAMissingOrTooSmallImageIsAnInputError) {
+  TempDir dir;
+  const std::string path = dir / "short.h5";
+  const auto items = make_items(range(0, 3));
+  ArchiveInfo info = make_info(3);
+  info.gzip_level = 4;
+  {
+    auto w = ArchiveWriter::create(path, items, info);
+    write_pattern(w, items[0]);
+  }
+  {
+    hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    set_element<uint8_t>(f, "done", 1, 1, H5T_NATIVE_UINT8);  // no chunk at all
+    set_element<uint8_t>(f, "done", 2, 1, H5T_NATIVE_UINT8);
+    hid_t images = H5Dopen2(f, "images", H5P_DEFAULT);
+    const hsize_t offset[4] = {2, 0, 0, 0};
+    const unsigned char tiny[8] = {0x78, 0x9c, 3, 0, 0, 0, 0, 1};  // 8 bytes * 1032 < 64*64*3
+    ASSERT_GE(H5Dwrite_chunk(images, H5P_DEFAULT, 0, offset, sizeof tiny, tiny), 0);
+    H5Dclose(images);
+    H5Fclose(f);
+  }
+  {
+    ArchiveReader r(path);
+    EXPECT_NO_THROW(r.read_image(0));
+    try {
+      r.read_image(1);
+      FAIL() << "row 1 read";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("item 1: its image is missing"), std::string::npos) << e.what();
+    }
+    try {
+      r.read_image(2);
+      FAIL() << "row 2 read";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("item 2: its stored image holds 8 bytes, too few for a 64x64 canvas"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  auto w = ArchiveWriter::open_existing(path, "job-fp-42");
+  EXPECT_EQ(w.done_indices(), std::vector<int64_t>{0});
 }
 
 // A kill during a flush can leave an /error reference to a heap object that never reached the
