@@ -7,22 +7,28 @@
 #      without MPI, whose plugins LeakSanitizer cannot attribute; MPI is tested in build/)
 #   4. runs ctest on build/, which also runs the sanitizer tree's unit tests and every fuzz
 #      target for a bounded time (tests/sanitize.cmake). ctest's summary is the last output.
-# Options: JOBS (default: nproc), FUZZ_SECONDS (default 30 per target), SKIP_ASAN=1.
+# Options: JOBS (default: nproc), FUZZ_SECONDS (default 20 per target), SKIP_ASAN=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc)}
-export FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+export FUZZ_SECONDS=${FUZZ_SECONDS:-20}
+
+started=$SECONDS
+phase() { echo "run_tests: $1 after $((SECONDS - started)) s"; }
 
 tools/setup.sh --slurm
+phase "packages ready"
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DSDMPI_WERROR=ON -DSDMPI_ASAN_BUILD_DIR="$PWD/build-asan" >/dev/null
 cmake --build build -j"$JOBS"
+phase "build/ built"
 
 if [ "${SKIP_ASAN:-0}" != 1 ]; then
   CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DSDMPI_WITH_CUDA=OFF -DSDMPI_WITH_MPI=OFF -DSDMPI_SANITIZE=ON -DSDMPI_FUZZ=ON -DSDMPI_BUILD_BENCH=OFF \
     -DSDMPI_WERROR=ON >/dev/null
   cmake --build build-asan -j"$JOBS"
+  phase "build-asan/ built"
 fi
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1

@@ -10,9 +10,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -772,6 +776,80 @@ TEST(CpuGemm, BuiltinRowsDoNotDependOnTheirNeighbours) {
       cpu::gemm_builtin(true, m, N, K, 1.0f, A.data() + r0 * K, K, B.data(), K, 0.0f, part.data(), N);
       ASSERT_TRUE(same_bits(part.data(), full.data() + r0 * N, part.size())) << m << " rows from " << r0;
     }
+  }
+}
+
+// Products of at most 256 rows run transposed on AVX-512 (W read in place, Aᵀ packed; see
+// gemm_small_rows in cpu_gemm.cpp). Weights packed in advance force the packed path: both must give
+// the same bits, for items merged or not, A in memory or gathered, every edge of M, N and K, with
+// the epilogue seeing every output exactly once, on any thread count. (On a CPU without AVX-512
+// both calls take the packed path and this only checks it against the naive product.)
+TEST(CpuGemm, FewRowsTransposedPathGivesThePackedBits) {
+  struct Case { int64_t items, M, N, K; bool gather, own_w; };
+  for (const Case& c : {Case{1, 1, 12, 1, false, false}, Case{1, 7, 13, 17, false, false},
+                        Case{1, 31, 100, 333, true, false}, Case{2, 16, 1280, 600, true, false},
+                        Case{2, 64, 97, 257, false, false}, Case{1, 256, 40, 520, false, false},
+                        Case{3, 33, 25, 70, false, true}, Case{1, 257, 50, 64, false, false},
+                        Case{2, 100, 37, 1000, true, false}}) {
+    const std::string name = std::to_string(c.items) + "x" + std::to_string(c.M) + "x" + std::to_string(c.N) + "x" +
+                             std::to_string(c.K) + (c.gather ? " gathered" : "") + (c.own_w ? " own W" : "");
+    const int64_t lda = c.K + 3, ldc = c.N + 2, w_items = c.own_w ? c.items : 1;
+    Vec A = randn(static_cast<size_t>(c.items * c.M * lda), 60), W = randn(static_cast<size_t>(w_items * c.N * c.K), 61);
+    Vec bias = randn(static_cast<size_t>(c.N), 62);
+    const int64_t packed_floats = cpu::gemm_packed_floats(c.N, c.K);
+    // 64-byte aligned, as the packed panels' loads need.
+    std::unique_ptr<float, decltype(&std::free)> packed(
+        static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>((w_items * packed_floats * 4 + 63) / 64 * 64))),
+        &std::free);
+    for (int64_t i = 0; i < w_items; ++i)
+      cpu::gemm_pack_weights(W.data() + i * c.N * c.K, c.N, c.K, packed.get() + i * packed_floats);
+    auto run = [&](bool prepacked, int threads, std::vector<int>* seen) {
+      Vec C(static_cast<size_t>(c.items * c.M * ldc), std::numeric_limits<float>::quiet_NaN());
+      cpu::GemmProblem p;
+      p.items = c.items, p.M = c.M, p.N = c.N, p.K = c.K;
+      p.lda = lda, p.a_item_stride = c.M * lda;
+      if (c.gather)
+        p.gather_a = [&](int64_t item, int64_t m0, int64_t rows, int64_t k0, int64_t kc, float* dst) {
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t k = 0; k < kc; ++k) dst[r * kc + k] = A[(item * c.M + m0 + r) * lda + k0 + k];
+        };
+      else
+        p.A = A.data();
+      p.W = W.data(), p.w_item_stride = c.own_w ? c.N * c.K : 0;
+      if (prepacked) p.W_packed = packed.get();
+      p.C = C.data(), p.ldc = ldc, p.c_item_stride = c.M * ldc;
+      std::mutex mu;
+      p.epilogue = [&](const cpu::GemmTile& t, float* tile) {
+        for (int64_t r = 0; r < t.mn; ++r)
+          for (int64_t j = 0; j < t.nn; ++j) tile[r * ldc + j] += bias[static_cast<size_t>(t.n0 + j)];
+        std::lock_guard<std::mutex> lock(mu);
+        for (int64_t r = 0; r < t.mn; ++r)
+          for (int64_t j = 0; j < t.nn; ++j) (*seen)[static_cast<size_t>((t.item * c.M + t.m0 + r) * c.N + t.n0 + j)]++;
+      };
+      cpu::gemm_nt_parallel(p, threads);
+      return C;
+    };
+    std::vector<int> seen_packed(static_cast<size_t>(c.items * c.M * c.N)), seen(seen_packed.size());
+    const Vec ref = run(true, 1, &seen_packed);
+    for (int threads : {1, 2, 3}) {
+      std::fill(seen.begin(), seen.end(), 0);
+      const Vec got = run(false, threads, &seen);
+      ASSERT_TRUE(same_bits(got.data(), ref.data(), got.size())) << name << ", " << threads << " threads";
+      for (size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i], 1) << name << " output " << i;
+    }
+    for (size_t i = 0; i < seen_packed.size(); ++i) ASSERT_EQ(seen_packed[i], 1) << name << " output " << i;
+    // Against the naive product (the padding columns of C stay untouched: NaN).
+    for (int64_t it = 0; it < c.items; ++it)
+      for (int64_t m = 0; m < c.M; ++m) {
+        const float* w = W.data() + (c.own_w ? it * c.N * c.K : 0);
+        for (int64_t n = 0; n < c.N; ++n) {
+          double acc = bias[static_cast<size_t>(n)];
+          for (int64_t k = 0; k < c.K; ++k) acc += static_cast<double>(A[(it * c.M + m) * lda + k]) * w[n * c.K + k];
+          const float v = ref[static_cast<size_t>((it * c.M + m) * ldc + n)];
+          ASSERT_NEAR(v, acc, 1e-4 * (1.0 + std::sqrt(static_cast<double>(c.K)))) << name;
+        }
+        for (int64_t n = c.N; n < ldc; ++n) ASSERT_TRUE(std::isnan(ref[static_cast<size_t>((it * c.M + m) * ldc + n)])) << name;
+      }
   }
 }
 

@@ -19,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cpu/cpu_simd.h"
@@ -699,6 +700,144 @@ void gemm_nt_parallel_dot(const GemmProblem& p, int threads) {
   }
 }
 
+// ---- Products with few rows ---------------------------------------------------------------------
+// The deep UNet layers (4×4 and 8×8 latents: 32 or 128 rows for a CFG batch of 2) use each weight
+// element for few rows, so packing W into panels, a read and a write of every weight on every call,
+// cost about as much as the multiplies: 50 GFLOP/s at M = 32, against 74 with W packed in advance
+// (one thread, Zen 4). Here such a product is computed transposed, Cᵀ = W · Aᵀ: twelve rows of W
+// are the broadcast operand, read where they are (twelve sequential streams), and Aᵀ, which is
+// small, is packed once per call into panels of 32 rows. Each output is still one FMA chain
+// k = 0 … K-1 from zero (fma(w, a, c) is fma(a, w, c) exactly), so the bits are the packed path's.
+// AVX-512 only; other instruction sets take the packed path, with the same bits.
+constexpr int64_t kSmallRows = 256;  // products of at most this many (merged) rows
+constexpr int64_t kSmallPanel = 32;  // rows of A per packed Aᵀ panel (the micro-kernel's width)
+constexpr int64_t kSmallGroup = 12;  // rows of W per micro-tile
+constexpr int64_t kSmallChunk = 96;  // rows of W per task: 8 micro-tiles
+
+#ifdef SDMPI_X86
+// ct[i][m] (row stride ldt) (+)= Σ_k w[i·ldw + k] · a[k·32 + m] for i < 12, m < 32.
+__attribute__((target("avx512f"))) void kernel_avx512_wt_12x32(int64_t kc, const float* w, int64_t ldw,
+                                                               const float* a, float* ct, int64_t ldt,
+                                                               bool accumulate) {
+  __m512 r[12][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < 12; ++i) {
+    r[i][0] = accumulate ? _mm512_loadu_ps(ct + i * ldt) : _mm512_setzero_ps();
+    r[i][1] = accumulate ? _mm512_loadu_ps(ct + i * ldt + 16) : _mm512_setzero_ps();
+  }
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 a0 = _mm512_load_ps(a + k * 32), a1 = _mm512_load_ps(a + k * 32 + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) {
+      const __m512 wi = _mm512_set1_ps(w[i * ldw + k]);
+      r[i][0] = _mm512_fmadd_ps(wi, a0, r[i][0]);
+      r[i][1] = _mm512_fmadd_ps(wi, a1, r[i][1]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < 12; ++i) {
+    _mm512_storeu_ps(ct + i * ldt, r[i][0]);
+    _mm512_storeu_ps(ct + i * ldt + 16, r[i][1]);
+  }
+}
+#endif
+
+bool small_rows_path(const GemmProblem& p, int64_t rows) {
+#ifdef SDMPI_X86
+  return simd_isa() == SimdIsa::Avx512 && !p.W_packed && rows <= kSmallRows && p.N >= kSmallGroup && p.K > 0;
+#else
+  (void)p, (void)rows;
+  return false;
+#endif
+}
+
+#ifdef SDMPI_X86
+// `groups` products of `rows` rows each (merged: one product of all items' rows, see below).
+void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t rows, int threads) {
+  const int64_t K = p.K, N = p.N;
+  const int64_t m_panels = (rows + kSmallPanel - 1) / kSmallPanel;
+  const int64_t panel_floats = K * kSmallPanel, group_floats = m_panels * panel_floats;
+  thread_local Scratch a_packed;
+  float* Ap = a_packed.get(static_cast<size_t>(groups * group_floats));
+  // (group, merged row) → (item, row of that item).
+  auto locate = [&](int64_t group, int64_t r) {
+    return merge ? std::pair<int64_t, int64_t>{r / p.M, r % p.M} : std::pair<int64_t, int64_t>{group, r};
+  };
+  const int64_t k_blocks = (K + kGemmKc - 1) / kGemmKc;
+  const int64_t pack_tasks = groups * m_panels * k_blocks;
+  const int64_t chunks = (N + kSmallChunk - 1) / kSmallChunk, tasks = groups * chunks;
+  const bool parallel = threads > 1 && tasks > 1;
+#pragma omp parallel num_threads(threads) if (parallel)
+  {
+    // Aᵀ panels: panel q of group g holds rows q·32 … q·32+31 as Ap[g][q][k][i], zero past `rows`.
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < pack_tasks; ++t) {
+      const int64_t group = t / (m_panels * k_blocks), q = t / k_blocks % m_panels, kb = t % k_blocks;
+      const int64_t k0 = kb * kGemmKc, kc = std::min(kGemmKc, K - k0);
+      const int64_t r0 = q * kSmallPanel, n = std::min(kSmallPanel, rows - r0);
+      thread_local Scratch rows_buf;
+      float* buf = rows_buf.get(static_cast<size_t>(kSmallPanel * kGemmKc));
+      for (int64_t done = 0; done < n;) {  // runs of rows that stay inside one item
+        const auto [item, m] = locate(group, r0 + done);
+        const int64_t len = merge ? std::min(n - done, p.M - m) : n - done;
+        if (p.gather_a) {
+          p.gather_a(item, m, len, k0, kc, buf + done * kc);
+        } else {
+          const float* src = p.A + item * p.a_item_stride + m * p.lda + k0;
+          for (int64_t i = 0; i < len; ++i)
+            std::memcpy(buf + (done + i) * kc, src + i * p.lda, static_cast<size_t>(kc) * sizeof(float));
+        }
+        done += len;
+      }
+      float* dst = Ap + group * group_floats + q * panel_floats + k0 * kSmallPanel;
+      for (int64_t k = 0; k < kc; ++k) {
+        float* d = dst + k * kSmallPanel;
+        for (int64_t i = 0; i < n; ++i) d[i] = buf[i * kc + k];
+        for (int64_t i = n; i < kSmallPanel; ++i) d[i] = 0.0f;
+      }
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t group = t / chunks, n0 = (t % chunks) * kSmallChunk, nn = std::min(kSmallChunk, N - n0);
+      const int64_t ldt = m_panels * kSmallPanel;
+      thread_local Scratch ct_buf, edge_buf;
+      float* ct = ct_buf.get(static_cast<size_t>(kSmallChunk * ldt));
+      const float* W = p.W + (p.w_item_stride == 0 ? 0 : group * p.w_item_stride);
+      for (int64_t k0 = 0; k0 < K; k0 += kGemmKc) {
+        const int64_t kc = std::min(kGemmKc, K - k0);
+        for (int64_t g = 0; g < nn; g += kSmallGroup) {
+          const int64_t gn = std::min(kSmallGroup, nn - g);
+          const float* w = W + (n0 + g) * K + k0;
+          int64_t ldw = K;
+          if (gn < kSmallGroup) {  // the last rows of W, zero-padded to a full micro-tile
+            float* e = edge_buf.get(static_cast<size_t>(kSmallGroup * kGemmKc));
+            for (int64_t i = 0; i < kSmallGroup; ++i) {
+              if (i < gn) std::memcpy(e + i * kc, w + i * K, static_cast<size_t>(kc) * sizeof(float));
+              else std::memset(e + i * kc, 0, static_cast<size_t>(kc) * sizeof(float));
+            }
+            w = e;
+            ldw = kc;
+          }
+          for (int64_t q = 0; q < m_panels; ++q)
+            kernel_avx512_wt_12x32(kc, w, ldw, Ap + group * group_floats + q * panel_floats + k0 * kSmallPanel,
+                                   ct + g * ldt + q * kSmallPanel, ldt, k0 > 0);
+        }
+      }
+      // Cᵀ → C, then the epilogue on each run of rows inside one item.
+      for (int64_t done = 0; done < rows;) {
+        const auto [item, m] = locate(group, done);
+        const int64_t len = merge ? std::min(rows - done, p.M - m) : rows - done;
+        float* c = p.C + item * p.c_item_stride + m * p.ldc + n0;
+        for (int64_t i = 0; i < len; ++i)
+          for (int64_t j = 0; j < nn; ++j) c[i * p.ldc + j] = ct[j * ldt + done + i];
+        if (p.epilogue) p.epilogue(GemmTile{item, m, len, n0, nn}, c);
+        done += len;
+      }
+    }
+  }
+}
+#endif
+
 // Our driver. The items' rows are one product (row r of item i is global row i·M + r) whenever A,
 // C and W allow it: every output is its own FMA chain, so merging items changes no bits and reads
 // the weights once per call instead of once per item.
@@ -714,6 +853,12 @@ void gemm_nt_parallel_builtin(const GemmProblem& p, int threads) {
                      (p.gather_a || p.a_item_stride == p.M * p.lda);
   const int64_t groups = merge ? 1 : p.items;           // products with their own W
   const int64_t rows = merge ? p.items * p.M : p.M;     // rows per product
+#ifdef SDMPI_X86
+  if (small_rows_path(p, rows)) {
+    gemm_small_rows(p, merge, groups, rows, threads);
+    return;
+  }
+#endif
   const TileGrid g = builtin_tile_grid(rows, p.N, p.K, groups);
   const int64_t per_group = g.mt * g.nt, total = groups * per_group;
   const int64_t panels = (p.N + mk.nr - 1) / mk.nr;
