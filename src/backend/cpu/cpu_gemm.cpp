@@ -705,17 +705,22 @@ void gemm_nt_parallel_dot(const GemmProblem& p, int threads) {
 // element for few rows, so packing W into panels, a read and a write of every weight on every call,
 // cost about as much as the multiplies: 50 GFLOP/s at M = 32, against 74 with W packed in advance
 // (one thread, Zen 4). Here such a product is computed transposed, Cᵀ = W · Aᵀ: twelve rows of W
-// are the broadcast operand, read where they are (twelve sequential streams), and Aᵀ, which is
-// small, is packed once per call into panels of 32 rows. Each output is still one FMA chain
-// k = 0 … K-1 from zero (fma(w, a, c) is fma(a, w, c) exactly), so the bits are the packed path's.
-// AVX-512 only; other instruction sets take the packed path, with the same bits.
+// (six on AVX2) are the broadcast operand, read where they are (sequential streams), and Aᵀ, which
+// is small, is packed once per call into panels of 32 rows (16 on AVX2). Each output is still one
+// FMA chain k = 0 … K-1 from zero (fma(w, a, c) is fma(a, w, c) exactly), so the bits are the
+// packed path's. The portable build takes the packed path, with the same bits.
 constexpr int64_t kSmallRows = 256;  // products of at most this many (merged) rows
-constexpr int64_t kSmallPanel = 32;  // rows of A per packed Aᵀ panel (the micro-kernel's width)
-constexpr int64_t kSmallGroup = 12;  // rows of W per micro-tile
-constexpr int64_t kSmallChunk = 96;  // rows of W per task: 8 micro-tiles
+constexpr int64_t kSmallChunk = 96;  // rows of W per task: 8 AVX-512 or 16 AVX2 micro-tiles
+
+// ct[i][m] (row stride ldt) (+)= Σ_k w[i·ldw + k] · a[k·panel + m] for i < group, m < panel.
+using TransposedKernelFn = void (*)(int64_t kc, const float* w, int64_t ldw, const float* a, float* ct, int64_t ldt,
+                                    bool accumulate);
+struct TransposedKernel {
+  int64_t group, panel;  // rows of W per micro-tile, rows of A per packed Aᵀ panel
+  TransposedKernelFn fn;
+};
 
 #ifdef SDMPI_X86
-// ct[i][m] (row stride ldt) (+)= Σ_k w[i·ldw + k] · a[k·32 + m] for i < 12, m < 32.
 __attribute__((target("avx512f"))) void kernel_avx512_wt_12x32(int64_t kc, const float* w, int64_t ldw,
                                                                const float* a, float* ct, int64_t ldt,
                                                                bool accumulate) {
@@ -740,23 +745,71 @@ __attribute__((target("avx512f"))) void kernel_avx512_wt_12x32(int64_t kc, const
     _mm512_storeu_ps(ct + i * ldt + 16, r[i][1]);
   }
 }
+
+// Six W rows × 16 rows of A in twelve named accumulators (see kernel_avx2_6x16 on why not an array).
+__attribute__((target("avx2,fma"))) void kernel_avx2_wt_6x16(int64_t kc, const float* w, int64_t ldw, const float* a,
+                                                             float* ct, int64_t ldt, bool accumulate) {
+  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+  if (accumulate) {
+    c00 = _mm256_loadu_ps(ct), c01 = _mm256_loadu_ps(ct + 8);
+    c10 = _mm256_loadu_ps(ct + ldt), c11 = _mm256_loadu_ps(ct + ldt + 8);
+    c20 = _mm256_loadu_ps(ct + 2 * ldt), c21 = _mm256_loadu_ps(ct + 2 * ldt + 8);
+    c30 = _mm256_loadu_ps(ct + 3 * ldt), c31 = _mm256_loadu_ps(ct + 3 * ldt + 8);
+    c40 = _mm256_loadu_ps(ct + 4 * ldt), c41 = _mm256_loadu_ps(ct + 4 * ldt + 8);
+    c50 = _mm256_loadu_ps(ct + 5 * ldt), c51 = _mm256_loadu_ps(ct + 5 * ldt + 8);
+  } else {
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+  }
+  const float *w0 = w, *w1 = w + ldw, *w2 = w + 2 * ldw, *w3 = w + 3 * ldw, *w4 = w + 4 * ldw, *w5 = w + 5 * ldw;
+  for (int64_t k = 0; k < kc; ++k, a += 16) {
+    const __m256 a0 = _mm256_load_ps(a), a1 = _mm256_load_ps(a + 8);
+    __m256 wi = _mm256_broadcast_ss(w0 + k);
+    c00 = _mm256_fmadd_ps(wi, a0, c00), c01 = _mm256_fmadd_ps(wi, a1, c01);
+    wi = _mm256_broadcast_ss(w1 + k);
+    c10 = _mm256_fmadd_ps(wi, a0, c10), c11 = _mm256_fmadd_ps(wi, a1, c11);
+    wi = _mm256_broadcast_ss(w2 + k);
+    c20 = _mm256_fmadd_ps(wi, a0, c20), c21 = _mm256_fmadd_ps(wi, a1, c21);
+    wi = _mm256_broadcast_ss(w3 + k);
+    c30 = _mm256_fmadd_ps(wi, a0, c30), c31 = _mm256_fmadd_ps(wi, a1, c31);
+    wi = _mm256_broadcast_ss(w4 + k);
+    c40 = _mm256_fmadd_ps(wi, a0, c40), c41 = _mm256_fmadd_ps(wi, a1, c41);
+    wi = _mm256_broadcast_ss(w5 + k);
+    c50 = _mm256_fmadd_ps(wi, a0, c50), c51 = _mm256_fmadd_ps(wi, a1, c51);
+  }
+  _mm256_storeu_ps(ct, c00), _mm256_storeu_ps(ct + 8, c01);
+  _mm256_storeu_ps(ct + ldt, c10), _mm256_storeu_ps(ct + ldt + 8, c11);
+  _mm256_storeu_ps(ct + 2 * ldt, c20), _mm256_storeu_ps(ct + 2 * ldt + 8, c21);
+  _mm256_storeu_ps(ct + 3 * ldt, c30), _mm256_storeu_ps(ct + 3 * ldt + 8, c31);
+  _mm256_storeu_ps(ct + 4 * ldt, c40), _mm256_storeu_ps(ct + 4 * ldt + 8, c41);
+  _mm256_storeu_ps(ct + 5 * ldt, c50), _mm256_storeu_ps(ct + 5 * ldt + 8, c51);
+}
 #endif
 
-bool small_rows_path(const GemmProblem& p, int64_t rows) {
+// The transposed micro-kernel of the instruction set in use, or null (portable: the packed path).
+const TransposedKernel* transposed_kernel() {
 #ifdef SDMPI_X86
-  return simd_isa() == SimdIsa::Avx512 && !p.W_packed && rows <= kSmallRows && p.N >= kSmallGroup && p.K > 0;
-#else
-  (void)p, (void)rows;
-  return false;
+  static const TransposedKernel avx512{12, 32, kernel_avx512_wt_12x32}, avx2{6, 16, kernel_avx2_wt_6x16};
+  switch (simd_isa()) {
+    case SimdIsa::Avx512: return &avx512;
+    case SimdIsa::Avx2: return &avx2;
+    case SimdIsa::Sse2: break;
+  }
 #endif
+  return nullptr;
 }
 
-#ifdef SDMPI_X86
+bool small_rows_path(const GemmProblem& p, int64_t rows) {
+  const TransposedKernel* tk = transposed_kernel();
+  return tk && !p.W_packed && rows <= kSmallRows && p.N >= tk->group && p.K > 0;
+}
+
 // `groups` products of `rows` rows each (merged: one product of all items' rows, see below).
 void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t rows, int threads) {
+  const TransposedKernel& tk = *transposed_kernel();
+  const int64_t panel_rows = tk.panel, tile_rows = tk.group;  // A rows per Aᵀ panel, W rows per micro-tile
   const int64_t K = p.K, N = p.N;
-  const int64_t m_panels = (rows + kSmallPanel - 1) / kSmallPanel;
-  const int64_t panel_floats = K * kSmallPanel, group_floats = m_panels * panel_floats;
+  const int64_t m_panels = (rows + panel_rows - 1) / panel_rows;
+  const int64_t panel_floats = K * panel_rows, group_floats = m_panels * panel_floats;
   thread_local Scratch a_packed;
   float* Ap = a_packed.get(static_cast<size_t>(groups * group_floats));
   // (group, merged row) → (item, row of that item).
@@ -774,9 +827,9 @@ void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t r
     for (int64_t t = 0; t < pack_tasks; ++t) {
       const int64_t group = t / (m_panels * k_blocks), q = t / k_blocks % m_panels, kb = t % k_blocks;
       const int64_t k0 = kb * kGemmKc, kc = std::min(kGemmKc, K - k0);
-      const int64_t r0 = q * kSmallPanel, n = std::min(kSmallPanel, rows - r0);
+      const int64_t r0 = q * panel_rows, n = std::min(panel_rows, rows - r0);
       thread_local Scratch rows_buf;
-      float* buf = rows_buf.get(static_cast<size_t>(kSmallPanel * kGemmKc));
+      float* buf = rows_buf.get(static_cast<size_t>(panel_rows * kGemmKc));
       for (int64_t done = 0; done < n;) {  // runs of rows that stay inside one item
         const auto [item, m] = locate(group, r0 + done);
         const int64_t len = merge ? std::min(n - done, p.M - m) : n - done;
@@ -789,29 +842,29 @@ void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t r
         }
         done += len;
       }
-      float* dst = Ap + group * group_floats + q * panel_floats + k0 * kSmallPanel;
+      float* dst = Ap + group * group_floats + q * panel_floats + k0 * panel_rows;
       for (int64_t k = 0; k < kc; ++k) {
-        float* d = dst + k * kSmallPanel;
+        float* d = dst + k * panel_rows;
         for (int64_t i = 0; i < n; ++i) d[i] = buf[i * kc + k];
-        for (int64_t i = n; i < kSmallPanel; ++i) d[i] = 0.0f;
+        for (int64_t i = n; i < panel_rows; ++i) d[i] = 0.0f;
       }
     }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
       const int64_t group = t / chunks, n0 = (t % chunks) * kSmallChunk, nn = std::min(kSmallChunk, N - n0);
-      const int64_t ldt = m_panels * kSmallPanel;
+      const int64_t ldt = m_panels * panel_rows;
       thread_local Scratch ct_buf, edge_buf;
       float* ct = ct_buf.get(static_cast<size_t>(kSmallChunk * ldt));
       const float* W = p.W + (p.w_item_stride == 0 ? 0 : group * p.w_item_stride);
       for (int64_t k0 = 0; k0 < K; k0 += kGemmKc) {
         const int64_t kc = std::min(kGemmKc, K - k0);
-        for (int64_t g = 0; g < nn; g += kSmallGroup) {
-          const int64_t gn = std::min(kSmallGroup, nn - g);
+        for (int64_t g = 0; g < nn; g += tile_rows) {
+          const int64_t gn = std::min(tile_rows, nn - g);
           const float* w = W + (n0 + g) * K + k0;
           int64_t ldw = K;
-          if (gn < kSmallGroup) {  // the last rows of W, zero-padded to a full micro-tile
-            float* e = edge_buf.get(static_cast<size_t>(kSmallGroup * kGemmKc));
-            for (int64_t i = 0; i < kSmallGroup; ++i) {
+          if (gn < tile_rows) {  // the last rows of W, zero-padded to a full micro-tile
+            float* e = edge_buf.get(static_cast<size_t>(tile_rows * kGemmKc));
+            for (int64_t i = 0; i < tile_rows; ++i) {
               if (i < gn) std::memcpy(e + i * kc, w + i * K, static_cast<size_t>(kc) * sizeof(float));
               else std::memset(e + i * kc, 0, static_cast<size_t>(kc) * sizeof(float));
             }
@@ -819,8 +872,8 @@ void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t r
             ldw = kc;
           }
           for (int64_t q = 0; q < m_panels; ++q)
-            kernel_avx512_wt_12x32(kc, w, ldw, Ap + group * group_floats + q * panel_floats + k0 * kSmallPanel,
-                                   ct + g * ldt + q * kSmallPanel, ldt, k0 > 0);
+            tk.fn(kc, w, ldw, Ap + group * group_floats + q * panel_floats + k0 * panel_rows,
+                                   ct + g * ldt + q * panel_rows, ldt, k0 > 0);
         }
       }
       // Cᵀ → C, then the epilogue on each run of rows inside one item.
@@ -836,7 +889,6 @@ void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t r
     }
   }
 }
-#endif
 
 // Our driver. The items' rows are one product (row r of item i is global row i·M + r) whenever A,
 // C and W allow it: every output is its own FMA chain, so merging items changes no bits and reads
@@ -853,12 +905,10 @@ void gemm_nt_parallel_builtin(const GemmProblem& p, int threads) {
                      (p.gather_a || p.a_item_stride == p.M * p.lda);
   const int64_t groups = merge ? 1 : p.items;           // products with their own W
   const int64_t rows = merge ? p.items * p.M : p.M;     // rows per product
-#ifdef SDMPI_X86
   if (small_rows_path(p, rows)) {
     gemm_small_rows(p, merge, groups, rows, threads);
     return;
   }
-#endif
   const TileGrid g = builtin_tile_grid(rows, p.N, p.K, groups);
   const int64_t per_group = g.mt * g.nt, total = groups * per_group;
   const int64_t panels = (p.N + mk.nr - 1) / mk.nr;

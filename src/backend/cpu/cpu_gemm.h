@@ -19,7 +19,7 @@
 // ran our UNet at 0.68× diffusers). It adds each output element up as one FMA chain k = 0 … K-1 whatever
 // the tile, so it is batch-invariant on its own, gives the same bits with every micro-kernel, and
 // may merge the items of a product into one (the weights are then read once per call). Products of
-// at most 256 rows run transposed on AVX-512, W read in place (gemm_small_rows, cpu_gemm.cpp).
+// at most 256 rows run transposed on AVX-512 and AVX2, W read in place (gemm_small_rows, cpu_gemm.cpp).
 // SDMPI_CPU_GEMM=openblas|builtin overrides the choice; CPUs with neither use OpenBLAS if built.
 #pragma once
 
