@@ -1,17 +1,22 @@
 // Multi-head attention of the CPU backend: softmax(q·kᵀ·scale [+ causal mask])·v per (item, head).
 //
-// Heads are read in place: head h of q [B, N, heads*d] is the column block h*d..h*d+d-1, a matrix
-// with row stride heads*d, which BLAS takes as is. Flash-style, with an online softmax: each task
-// is one block of query rows of one (item, head), and walks the keys in blocks of 512. Per key
-// block, S = scale·Q_blk·K_blkᵀ into a thread-local buffer (256×512 floats, 512 KiB: it stays in
-// L2 while the exponentials and P·V read it), each row's running max m and sum l are updated
-// (l in double, the block's part summed over 8 fixed lanes), the output rows already written are
-// rescaled by exp(m_old - m_new), and P·V_blk is added to them; at the end they are divided by l.
-// No score matrix larger than the block is ever held. Against the former row blocks (~1 MB of
-// scores over all keys), one thread, SD 1.5 shapes (bench/results/cpu/2026-12-05-kernels.md):
-// the VAE's 4096-token attention (512²) 24% faster, the UNet's 4096-token self-attention 6%, the
-// 1024-token ones (256²) 2-4%. The blocks depend on the shape alone, so the work is cut the same
-// way whatever the batch or the thread count.
+// Flash-style, with an online softmax: each task is one block of query rows of one (item, head)
+// and walks the keys in blocks; per block it computes the scores, updates each query's running
+// max m and sum l, rescales the output rows already accumulated by exp(m_old - m_new), adds P·V,
+// and divides by l at the end. No score matrix larger than one block is ever held. Heads are read
+// in place: head h of q [B, N, heads*d] is the column block h*d … h*d+d-1 (row stride heads*d).
+// The blocks depend on the shape alone, so the work is cut the same way whatever the batch or the
+// thread count.
+//
+// Two implementations, by the GEMM engine (cpu_gemm.h):
+// - ours (attention_ours, the default wherever the CPU has AVX2 or AVX-512): key-major, on the
+//   transposed micro-kernel, so no operand is packed per block and P never leaves the layout the
+//   softmax writes; the exponentials, which with d = 40 take more instructions than both products,
+//   use a lean exp for x ≤ 0 (vexp_nonpositive). One thread, SD 1.5 shapes: the UNet's
+//   4096-token self-attention (512²) 790 → 664 ms and the 1024-token one (256²) 50 → 44 ms
+//   against the OpenBLAS products (bench/cpu/cpu_ops_bench).
+// - OpenBLAS (attention_blas: SDMPI_CPU_GEMM=openblas, or CPUs with neither): row-major S and
+//   P·V as library products, key blocks of 512, score blocks up to 256×512 floats.
 //
 // scale = float(1/sqrt(d)) as torch's SDPA computes it; the causal mask keeps key j ≤ query i
 // (torch's is_causal / CLIP's triangular mask, aligned at the top left): key blocks past a row
@@ -84,8 +89,12 @@ struct FreeDeleter {
 
 }  // namespace
 
-void attention_mh(const float* q, const float* k, const float* v, int64_t B, int64_t Nq, int64_t Nk,
-                  int64_t heads, int64_t d, bool causal, float* out, int threads) {
+namespace {
+
+// With OpenBLAS as the GEMM engine (SDMPI_CPU_GEMM=openblas, or a CPU with neither AVX2 nor
+// AVX-512): S and P·V as library products, row-major.
+void attention_blas(const float* q, const float* k, const float* v, int64_t B, int64_t Nq, int64_t Nk,
+                    int64_t heads, int64_t d, bool causal, float* out, int threads) {
   const int64_t C = heads * d;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   // Blocks by the shape alone (never the batch or the threads, so no bit depends on them): 512
@@ -112,7 +121,7 @@ void attention_mh(const float* q, const float* k, const float* v, int64_t B, int
     const float* kbase = k + b * Nk * C + h * d;
     const float* vbase = v + b * Nk * C + h * d;
     float* ob = out + (b * Nq + r0) * C + h * d;
-    const GemmEngine engine = attention_gemm_engine();
+    const GemmEngine engine = GemmEngine::OpenBlas;
     float m[kMaxRowBlock];  // running row max of the scores seen so far
     double l[kMaxRowBlock];  // running row sum of exp(score - m)
     const int64_t key_end = causal ? std::min(Nk, r0 + rows) : Nk;
@@ -157,6 +166,215 @@ void attention_mh(const float* q, const float* k, const float* v, int64_t B, int
       for (int64_t j = 0; j < d; ++j) o[j] = o[j] / denom;
     }
   }
+}
+
+template <int W> struct DoubleVec;  // W doubles (a dependent vector_size is not allowed in a typedef)
+template <> struct DoubleVec<4> { typedef double d __attribute__((vector_size(32))); };
+template <> struct DoubleVec<8> { typedef double d __attribute__((vector_size(64))); };
+template <> struct DoubleVec<16> { typedef double d __attribute__((vector_size(128))); };
+
+// e^x for x ≤ 0 (scores less their running max) and -inf, every lane: vexp's reduction and
+// polynomial (cpu_simd.h) without what only positive or NaN-free inputs need there (the overflow
+// clamp, the two-step scaling that keeps 2^128 representable); n = round(x·log2 e) by adding
+// 1.5·2^23. Below -87.34 (where 2^n would be subnormal) the result is 0, as vexp's. With d = 40
+// the exponentials cost more instructions than the two products per score, so they are worth a
+// lean copy. NaN stays NaN.
+template <int W> SDMPI_SIMD_INLINE typename Vec<W>::f vexp_nonpositive(typename Vec<W>::f x) {
+  using F = typename Vec<W>::f;
+  using I = typename Vec<W>::i;
+  const F lo = vsplat<W>(-87.3365448f), magic = vsplat<W>(12582912.0f);
+  const F xc = x < lo ? lo : x;
+  const F fx = xc * 1.44269504088896341f + magic;  // the sum rounds to an integer: n + 1.5·2^23
+  const F nf = fx - magic;
+  const I n = reinterpret_cast<I>(fx) - reinterpret_cast<I>(magic);
+  F r = xc - nf * 0.693359375f;
+  r = r - nf * -2.12194440e-4f;
+  const F z = r * r;
+  F y = vsplat<W>(1.9875691500e-4f);
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * z + r + 1.0f;
+  const F res = y * reinterpret_cast<F>((n + 127) << 23);
+  return x < lo ? vsplat<W>(0.0f) : res;
+}
+
+// One key block's online-softmax step for `panel` queries, the lanes: St [kn][panel] holds the
+// block's raw scores q·k (key-major). Keys past valid[q] are masked (causal; null: none). The
+// scores become p = exp(scale·s - m_new) in place (0 where masked); each query's running max m
+// (of scale·s: scale > 0, so it is scale times the max of s, exactly) and sum l (double, over the
+// keys in order) are updated, and corr = exp(m_old - m_new) is the factor its output so far is
+// rescaled by. Lanes are independent, so the bits do not depend on W.
+struct BlockSoftmax {
+  template <int W>
+  SDMPI_SIMD_INLINE static void run(float* st, int64_t kn, int64_t panel, const int64_t* valid, float scale,
+                                    bool first, float* m, double* l, float* corr) {
+    using F = typename Vec<W>::f;
+    using D = typename DoubleVec<W>::d;
+    const F sc = vsplat<W>(scale), neg_inf = vsplat<W>(-INFINITY), zero = vsplat<W>(0.0f);
+    if (valid)
+      for (int64_t kk = 0; kk < kn; ++kk)
+        for (int64_t i = 0; i < panel; ++i)
+          if (kk >= valid[i]) st[kk * panel + i] = -INFINITY;
+    for (int64_t c = 0; c < panel; c += W) {
+      F mb = neg_inf;
+      for (int64_t kk = 0; kk < kn; ++kk) {
+        const F s = vload<W>(st + kk * panel + c);
+        mb = s > mb ? s : mb;
+      }
+      mb = mb * sc;
+      const F mo = first ? neg_inf : vload<W>(m + c);
+      F mn = mb > mo ? mb : mo;
+      mn = mn == neg_inf ? zero : mn;  // no key seen yet: exp(-inf - 0) = 0 below
+      D sum;
+      for (int i = 0; i < W; ++i) sum[i] = 0.0;
+      for (int64_t kk = 0; kk < kn; ++kk) {
+        const F e = vexp_nonpositive<W>(vload<W>(st + kk * panel + c) * sc - mn);
+        vstore<W>(st + kk * panel + c, e);
+        sum += __builtin_convertvector(e, D);
+      }
+      const F cr = vexp_nonpositive<W>(mo - mn);
+      D lv;
+      if (first) {
+        lv = sum;
+      } else {
+        std::memcpy(&lv, l + c, sizeof lv);
+        lv = lv * __builtin_convertvector(cr, D) + sum;
+      }
+      std::memcpy(l + c, &lv, sizeof lv);
+      vstore<W>(m + c, mn);
+      vstore<W>(corr + c, cr);
+    }
+  }
+};
+
+// 64-byte aligned per-thread scratch.
+struct AlignedScratch {
+  std::unique_ptr<float, FreeDeleter> data;
+  size_t size = 0;
+  float* get(size_t n) {
+    if (n > size) {
+      data.reset(static_cast<float*>(std::aligned_alloc(64, (std::max<size_t>(n, 1) * sizeof(float) + 63) / 64 * 64)));
+      if (!data) throw std::bad_alloc();
+      size = n;
+    }
+    return data.get();
+  }
+};
+
+constexpr int64_t kKeyBlockT = 256;
+
+// Our own kernels (the built-in GEMM engine): everything key-major, so that no operand is packed
+// per block. Queries go in panels of P (the transposed micro-kernel's width: 32 on AVX-512):
+//   Sᵀ[key][q] = K_blk · Qᵀ   the kernel with K's rows as w, read in place (row stride C), and
+//                              Qᵀ packed once per task;
+//   softmax over keys          lane-wise over the P queries (BlockSoftmax), in place: Sᵀ → Pᵀ;
+//   Oᵀ[dd][q] += Vᵀ_blk · Pᵀ    the kernel with Vᵀ's rows as w (V transposed once per call) and
+//                              Pᵀ as the k-major operand, exactly as the softmax left it.
+// Each output is one FMA chain per key block (continued from the rescaled output of the blocks
+// before), so the bits do not depend on the instruction set (AVX-512, AVX2 and portable kernels
+// add up alike), the panel width, the batch or the threads.
+void attention_ours(const float* q, const float* k, const float* v, int64_t B, int64_t Nq, int64_t Nk,
+                    int64_t heads, int64_t d, bool causal, float* out, int threads) {
+  const TransposedKernel& tk = transposed_kernel();
+  const int64_t P = tk.panel, G = tk.group;
+  const int64_t C = heads * d, dpad = (d + G - 1) / G * G;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  // Vᵀ per (item, head): [dpad][Nk], rows past d zero.
+  thread_local AlignedScratch vt_buf;
+  float* Vt = vt_buf.get(static_cast<size_t>(B * heads * dpad * std::max<int64_t>(Nk, 1)));
+  const int64_t vt_tasks = B * heads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && vt_tasks > 1)
+  for (int64_t t = 0; t < vt_tasks; ++t) {
+    const int64_t b = t / heads, h = t % heads;
+    float* dst = Vt + t * dpad * Nk;
+    for (int64_t j = 0; j < Nk; ++j) {
+      const float* src = v + (b * Nk + j) * C + h * d;
+      for (int64_t dd = 0; dd < d; ++dd) dst[dd * Nk + j] = src[dd];
+    }
+    std::memset(dst + d * Nk, 0, static_cast<size_t>((dpad - d) * Nk) * sizeof(float));
+  }
+  const int64_t rb = heads * ((Nq + kMaxRowBlock - 1) / kMaxRowBlock) >= 16 ? kMaxRowBlock : 64;
+  const int64_t row_blocks = (Nq + rb - 1) / rb;
+  const int64_t tasks = B * heads * row_blocks;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && tasks > 1)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t b = t / (heads * row_blocks);
+    const int64_t h = (t / row_blocks) % heads;
+    const int64_t r0 = (t % row_blocks) * rb;
+    const int64_t rows = std::min(rb, Nq - r0);
+    const int64_t panels = (rows + P - 1) / P;
+    thread_local AlignedScratch q_buf, o_buf, s_buf, edge_buf;
+    float* Qp = q_buf.get(static_cast<size_t>(panels * d * P));  // panel j: Qᵀ [d][P]
+    float* Ot = o_buf.get(static_cast<size_t>(panels * dpad * P));  // panel j: Oᵀ [dpad][P]
+    float* St = s_buf.get(static_cast<size_t>((kKeyBlockT + G) * P));
+    float* Kedge = edge_buf.get(static_cast<size_t>(G * d));
+    float m[kMaxRowBlock], corr[kMaxRowBlock];
+    double l[kMaxRowBlock];
+    int64_t valid[kMaxRowBlock];
+    for (int64_t j = 0; j < panels; ++j)
+      for (int64_t i = 0; i < P; ++i) {
+        const int64_t r = j * P + i;
+        for (int64_t dd = 0; dd < d; ++dd)
+          Qp[(j * d + dd) * P + i] = r < rows ? q[(b * Nq + r0 + r) * C + h * d + dd] : 0.0f;
+      }
+    const float* vt = Vt + (b * heads + h) * dpad * Nk;
+    const int64_t key_end = causal ? std::min(Nk, r0 + rows) : Nk;
+    for (int64_t k0 = 0; k0 < key_end; k0 += kKeyBlockT) {
+      for (int64_t j = 0; j < panels; ++j) {
+        const int64_t q0 = r0 + j * P, n_q = std::min(P, rows - j * P);
+        const int64_t panel_end = causal ? std::min(Nk, q0 + n_q) : Nk;
+        if (k0 >= panel_end) continue;
+        const int64_t kn = std::min(kKeyBlockT, panel_end - k0);
+        for (int64_t g = 0; g < kn; g += G) {  // Sᵀ rows g … g+G-1
+          const float* w = k + (b * Nk + k0 + g) * C + h * d;
+          int64_t ldw = C;
+          if (kn - g < G) {  // the block's last keys, zero-padded to a full call
+            for (int64_t i = 0; i < G; ++i) {
+              if (g + i < kn) std::memcpy(Kedge + i * d, w + i * C, static_cast<size_t>(d) * sizeof(float));
+              else std::memset(Kedge + i * d, 0, static_cast<size_t>(d) * sizeof(float));
+            }
+            w = Kedge;
+            ldw = d;
+          }
+          tk.fn(d, w, ldw, Qp + j * d * P, St + g * P, P, false);
+        }
+        if (causal)
+          for (int64_t i = 0; i < P; ++i) valid[i] = std::clamp<int64_t>(q0 + i + 1 - k0, 0, kn);
+        const bool first = k0 == 0;
+        simd_dispatch<BlockSoftmax>(St, kn, P, static_cast<const int64_t*>(causal ? valid : nullptr), scale, first,
+                                    m + j * P, l + j * P, corr + j * P);
+        float* ot = Ot + j * dpad * P;
+        if (!first)
+          for (int64_t dd = 0; dd < dpad; ++dd)
+            for (int64_t i = 0; i < P; ++i) ot[dd * P + i] *= corr[j * P + i];
+        for (int64_t g = 0; g < dpad; g += G) tk.fn(kn, vt + g * Nk + k0, Nk, St, ot + g * P, P, !first);
+      }
+    }
+    for (int64_t j = 0; j < panels; ++j) {
+      const int64_t n_q = std::min(P, rows - j * P);
+      const float* ot = Ot + j * dpad * P;
+      for (int64_t i = 0; i < n_q; ++i) {
+        float* o = out + (b * Nq + r0 + j * P + i) * C + h * d;
+        if (key_end == 0) {  // no keys: 0/0 = NaN, as torch
+          for (int64_t dd = 0; dd < d; ++dd) o[dd] = 0.0f / 0.0f;
+          continue;
+        }
+        const float denom = static_cast<float>(l[j * P + i]);
+        for (int64_t dd = 0; dd < d; ++dd) o[dd] = ot[dd * P + i] / denom;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void attention_mh(const float* q, const float* k, const float* v, int64_t B, int64_t Nq, int64_t Nk,
+                  int64_t heads, int64_t d, bool causal, float* out, int threads) {
+  if (gemm_engine() == GemmEngine::OpenBlas) attention_blas(q, k, v, B, Nq, Nk, heads, d, causal, out, threads);
+  else attention_ours(q, k, v, B, Nq, Nk, heads, d, causal, out, threads);
 }
 
 }  // namespace sdmpi::cpu

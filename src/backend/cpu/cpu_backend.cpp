@@ -86,7 +86,7 @@ class CpuBackend final : public Backend {
   std::string name() const override {
     return "cpu (" + std::to_string(threads_) + (threads_ == 1 ? " thread, " : " threads, ") +
            cpu::gemm_library_name() + ", " + cpu::conv_mode_name() + winograd_kept() + ", " +
-           (cpu::attention_gemm_name().empty() ? "" : cpu::attention_gemm_name() + ", ") + cpu::simd_isa_name() +
+           cpu::simd_isa_name() +
            bf16_note() + ")";
   }
   Device device() const override { return Device::CPU; }

@@ -507,26 +507,10 @@ GemmEngine pick_engine() {
   return simd_isa() != SimdIsa::Sse2 || !have_blas ? GemmEngine::Builtin : GemmEngine::OpenBlas;
 }
 
-// The attention's products (K = head size 40…160 or N = head size: few multiplies per element
-// written or packed) ran 25–35% faster on OpenBLAS than on ours, with either of its core types,
-// so by default they stay on OpenBLAS where the build has it; SDMPI_CPU_GEMM, when set, decides
-// for them too.
-GemmEngine pick_attention_engine() {
-#ifdef SDMPI_HAVE_BLAS
-  if (!std::getenv("SDMPI_CPU_GEMM")) return GemmEngine::OpenBlas;
-#endif
-  return gemm_engine();
-}
-
 }  // namespace
 
 GemmEngine gemm_engine() {
   static const GemmEngine engine = pick_engine();
-  return engine;
-}
-
-GemmEngine attention_gemm_engine() {
-  static const GemmEngine engine = pick_attention_engine();
   return engine;
 }
 
@@ -712,13 +696,20 @@ void gemm_nt_parallel_dot(const GemmProblem& p, int threads) {
 constexpr int64_t kSmallRows = 256;  // products of at most this many (merged) rows
 constexpr int64_t kSmallChunk = 96;  // rows of W per task: 8 AVX-512 or 16 AVX2 micro-tiles
 
-// ct[i][m] (row stride ldt) (+)= Σ_k w[i·ldw + k] · a[k·panel + m] for i < group, m < panel.
-using TransposedKernelFn = void (*)(int64_t kc, const float* w, int64_t ldw, const float* a, float* ct, int64_t ldt,
-                                    bool accumulate);
-struct TransposedKernel {
-  int64_t group, panel;  // rows of W per micro-tile, rows of A per packed Aᵀ panel
-  TransposedKernelFn fn;
-};
+
+// Portable: std::fma in the same order as the vector kernels (the attention's path on CPUs with
+// neither AVX2 nor AVX-512 under SDMPI_CPU_GEMM=builtin).
+void kernel_portable_wt_4x8(int64_t kc, const float* w, int64_t ldw, const float* a, float* ct, int64_t ldt,
+                            bool accumulate) {
+  float r[4][8];
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 8; ++j) r[i][j] = accumulate ? ct[i * ldt + j] : 0.0f;
+  for (int64_t k = 0; k < kc; ++k)
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 8; ++j) r[i][j] = std::fma(w[i * ldw + k], a[k * 8 + j], r[i][j]);
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 8; ++j) ct[i * ldt + j] = r[i][j];
+}
 
 #ifdef SDMPI_X86
 __attribute__((target("avx512f"))) void kernel_avx512_wt_12x32(int64_t kc, const float* w, int64_t ldw,
@@ -785,27 +776,15 @@ __attribute__((target("avx2,fma"))) void kernel_avx2_wt_6x16(int64_t kc, const f
 }
 #endif
 
-// The transposed micro-kernel of the instruction set in use, or null (portable: the packed path).
-const TransposedKernel* transposed_kernel() {
-#ifdef SDMPI_X86
-  static const TransposedKernel avx512{12, 32, kernel_avx512_wt_12x32}, avx2{6, 16, kernel_avx2_wt_6x16};
-  switch (simd_isa()) {
-    case SimdIsa::Avx512: return &avx512;
-    case SimdIsa::Avx2: return &avx2;
-    case SimdIsa::Sse2: break;
-  }
-#endif
-  return nullptr;
-}
-
 bool small_rows_path(const GemmProblem& p, int64_t rows) {
-  const TransposedKernel* tk = transposed_kernel();
-  return tk && !p.W_packed && rows <= kSmallRows && p.N >= tk->group && p.K > 0;
+  // Not on the portable kernel: unvectorised, the packed path is as fast and gives the same bits.
+  return simd_isa() != SimdIsa::Sse2 && !p.W_packed && rows <= kSmallRows && p.N >= transposed_kernel().group &&
+         p.K > 0;
 }
 
 // `groups` products of `rows` rows each (merged: one product of all items' rows, see below).
 void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t rows, int threads) {
-  const TransposedKernel& tk = *transposed_kernel();
+  const TransposedKernel& tk = transposed_kernel();
   const int64_t panel_rows = tk.panel, tile_rows = tk.group;  // A rows per Aᵀ panel, W rows per micro-tile
   const int64_t K = p.K, N = p.N;
   const int64_t m_panels = (rows + panel_rows - 1) / panel_rows;
@@ -991,6 +970,19 @@ void gemm_nt_parallel_builtin(const GemmProblem& p, int threads) {
 
 }  // namespace
 
+const TransposedKernel& transposed_kernel() {
+  static const TransposedKernel portable{4, 8, kernel_portable_wt_4x8};
+#ifdef SDMPI_X86
+  static const TransposedKernel avx512{12, 32, kernel_avx512_wt_12x32}, avx2{6, 16, kernel_avx2_wt_6x16};
+  switch (simd_isa()) {
+    case SimdIsa::Avx512: return avx512;
+    case SimdIsa::Avx2: return avx2;
+    case SimdIsa::Sse2: break;
+  }
+#endif
+  return portable;
+}
+
 void gemm_nt_parallel(const GemmProblem& p, int threads) {
   if (p.W_packed && gemm_engine() != GemmEngine::Builtin)
     throw Error("gemm_nt_parallel: packed weights need the built-in GEMM");
@@ -1022,11 +1014,6 @@ std::string gemm_library_name() {
     return std::string("built-in GEMM (") + mk.isa + " " + mk.shape + (narrow_too ? "/24x16" : "") + ")";
   }
   return "OpenBLAS " + blas_name();
-}
-
-std::string attention_gemm_name() {
-  return attention_gemm_engine() == gemm_engine() ? std::string()
-                                                  : "attention: OpenBLAS " + blas_name();
 }
 
 std::string blas_name() {

@@ -43,9 +43,6 @@ void gemm(bool b_transposed, int64_t M, int64_t N, int64_t K, float alpha, const
 // gemm() on a given engine (OpenBlas falls back to ours in a build without it).
 void gemm_on(GemmEngine engine, bool b_transposed, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
              int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
-// The engine of the attention's products: OpenBLAS where built (faster on their shapes, see
-// cpu_gemm.cpp) unless SDMPI_CPU_GEMM is set, then that.
-GemmEngine attention_gemm_engine();
 
 // Our own implementation of gemm(), always compiled (tests compare it with the naive product).
 void gemm_builtin(bool b_transposed, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
@@ -88,6 +85,17 @@ struct GemmProblem {
 };
 void gemm_nt_parallel(const GemmProblem& p, int threads);
 
+// The transposed micro-kernel of the instruction set in use (AVX-512 12×32, AVX2 6×16, portable
+// 4×8): ct[i][m] (row stride ldt) = (accumulate ? ct[i][m] : 0) + Σ_k w[i·ldw + k] · a[k·panel + m]
+// for i < group, m < panel, one FMA chain k = 0 … kc-1 per output, so every kernel gives the same
+// bits. `a` is 64-byte aligned (panels of Aᵀ, or of any k-major operand); w is read in place. Used
+// by products of few rows (gemm_nt_parallel) and by the attention (cpu_attention.cpp).
+struct TransposedKernel {
+  int64_t group, panel;  // rows of w per call, columns of the k-major operand a
+  void (*fn)(int64_t kc, const float* w, int64_t ldw, const float* a, float* ct, int64_t ldt, bool accumulate);
+};
+const TransposedKernel& transposed_kernel();
+
 // The built-in driver's panel layout of a weight W [N, K] (what it would pack on every call); dst
 // 64-byte aligned.
 int64_t gemm_packed_floats(int64_t N, int64_t K);
@@ -98,8 +106,6 @@ void set_blas_single_threaded();
 
 // "built-in GEMM (AVX-512 12x32/24x16)" or "OpenBLAS 0.3.21 (Cooperlake)".
 std::string gemm_library_name();
-// "attention: OpenBLAS 0.3.21 (Cooperlake)" when the attention's engine differs, else "".
-std::string attention_gemm_name();
 // "0.3.21 (Cooperlake)" for the OpenBLAS linked in, "(not built)" without.
 std::string blas_name();
 
