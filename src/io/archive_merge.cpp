@@ -81,6 +81,12 @@ MergeSummary merge_archives(const std::string& out, const std::vector<std::strin
   int64_t missing_count = 0;
   std::string first_duplicate;
   int64_t expected = 0;
+  // Items [from, to) are missing: counted, not walked (a damaged total_items can be 2^62).
+  auto add_missing = [&](int64_t from, int64_t to) {
+    if (to <= from) return;
+    missing_count += to - from;
+    for (int64_t item = from; item < to && missing.size() < 6; ++item) missing.push_back(item);
+  };
   for (size_t i = 0; i < slots.size(); ++i) {
     if (i > 0 && slots[i].index == slots[i - 1].index) {
       if (duplicated.empty() || duplicated.back() != slots[i].index) duplicated.push_back(slots[i].index);
@@ -89,12 +95,10 @@ MergeSummary merge_archives(const std::string& out, const std::vector<std::strin
                           " and " + inputs[slots[i].input] + ")";
       continue;
     }
-    for (; expected < slots[i].index; ++expected, ++missing_count)
-      if (missing.size() < 6) missing.push_back(expected);
+    add_missing(expected, slots[i].index);
     expected = slots[i].index + 1;
   }
-  for (; expected < ref.total_items; ++expected, ++missing_count)
-    if (missing.size() < 6) missing.push_back(expected);
+  add_missing(expected, ref.total_items);
   if (missing_count > 0 || !duplicated.empty()) {
     std::string msg = "merge: the inputs do not hold every item of the job exactly once:";
     if (missing_count > 0) {

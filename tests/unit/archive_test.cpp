@@ -928,6 +928,30 @@ TEST(Archive, MalformedFilesAreInputErrors) {
   }, "/index claims 34359738368 rows");
 }
 
+// A damaged total_items of 2^62 leaves almost every item missing: merge counts them, it does not
+// walk them (the archive fuzzer's timeout), and names the first few.
+TEST(Archive, MergeCountsAHugeNumberOfMissingItems) {
+  TempDir dir;
+  const std::string path = dir / "huge_total.h5";
+  const auto items = make_items(range(0, 3));
+  {
+    auto w = ArchiveWriter::create(path, items, make_info(3));
+    for (const auto& it : items) write_pattern(w, it);
+  }
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(f, 0);
+  set_int_attr(f, "total_items", int64_t{1} << 62);
+  H5Fclose(f);
+  try {
+    merge_archives(dir / "m.h5", {path});
+    FAIL() << "merged";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("4611686018427387901 of 4611686018427387904 items missing (3, 4, 5, 6, 7"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 // A row marked done must have its image chunk on disk, and that chunk must be big enough for the
 // canvas (a stored chunk is the raw canvas, deflate expands at most 1032-fold): otherwise reading
 // the image is an InputError before the canvas is allocated, and resume makes the row again.
