@@ -13,7 +13,7 @@
 //   transposed micro-kernel, so no operand is packed per block and P never leaves the layout the
 //   softmax writes; the exponentials, which with d = 40 take more instructions than both products,
 //   use a lean exp for x ≤ 0 (vexp_nonpositive). One thread, SD 1.5 shapes: the UNet's
-//   4096-token self-attention (512²) 790 → 664 ms and the 1024-token one (256²) 50 → 44 ms
+//   4096-token self-attention (512²) 790 → 598 ms and the 1024-token one (256²) 50 → 41 ms
 //   against the OpenBLAS products (bench/cpu/cpu_ops_bench).
 // - OpenBLAS (attention_blas: SDMPI_CPU_GEMM=openblas, or CPUs with neither): row-major S and
 //   P·V as library products, key blocks of 512, score blocks up to 256×512 floats.
@@ -280,7 +280,12 @@ void attention_ours(const float* q, const float* k, const float* v, int64_t B, i
                     int64_t heads, int64_t d, bool causal, float* out, int threads) {
   const TransposedKernel& tk = transposed_kernel();
   const int64_t P = tk.panel, G = tk.group;
-  const int64_t C = heads * d, dpad = (d + G - 1) / G * G;
+  // P·V runs over Vᵀ's rows with whichever kernel pads d less (AVX-512, d = 40: 8 rows, not 12).
+  const auto padded = [d](int64_t g) { return (d + g - 1) / g * g; };
+  const bool narrow_v = padded(tk.narrow_group) < padded(G);
+  const int64_t GV = narrow_v ? tk.narrow_group : G;
+  const TransposedKernelFn v_fn = narrow_v ? tk.narrow_fn : tk.fn;
+  const int64_t C = heads * d, dpad = padded(GV);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   // Vᵀ per (item, head): [dpad][Nk], rows past d zero.
   thread_local AlignedScratch vt_buf;
@@ -350,7 +355,7 @@ void attention_ours(const float* q, const float* k, const float* v, int64_t B, i
         if (!first)
           for (int64_t dd = 0; dd < dpad; ++dd)
             for (int64_t i = 0; i < P; ++i) ot[dd * P + i] *= corr[j * P + i];
-        for (int64_t g = 0; g < dpad; g += G) tk.fn(kn, vt + g * Nk + k0, Nk, St, ot + g * P, P, !first);
+        for (int64_t g = 0; g < dpad; g += GV) v_fn(kn, vt + g * Nk + k0, Nk, St, ot + g * P, P, !first);
       }
     }
     for (int64_t j = 0; j < panels; ++j) {

@@ -712,26 +712,29 @@ void kernel_portable_wt_4x8(int64_t kc, const float* w, int64_t ldw, const float
 }
 
 #ifdef SDMPI_X86
-__attribute__((target("avx512f"))) void kernel_avx512_wt_12x32(int64_t kc, const float* w, int64_t ldw,
-                                                               const float* a, float* ct, int64_t ldt,
-                                                               bool accumulate) {
-  __m512 r[12][2];
+// R rows of W × 32 rows of A: 2R accumulators (R = 12; R = 8 where 12 would pad, e.g. the
+// attention's P·V with 40-float heads: 40 rows of Vᵀ, not 48).
+template <int R>
+__attribute__((target("avx512f"))) void kernel_avx512_wt_rx32(int64_t kc, const float* w, int64_t ldw,
+                                                              const float* a, float* ct, int64_t ldt,
+                                                              bool accumulate) {
+  __m512 r[R][2];
 #pragma GCC unroll 12
-  for (int i = 0; i < 12; ++i) {
+  for (int i = 0; i < R; ++i) {
     r[i][0] = accumulate ? _mm512_loadu_ps(ct + i * ldt) : _mm512_setzero_ps();
     r[i][1] = accumulate ? _mm512_loadu_ps(ct + i * ldt + 16) : _mm512_setzero_ps();
   }
   for (int64_t k = 0; k < kc; ++k) {
     const __m512 a0 = _mm512_load_ps(a + k * 32), a1 = _mm512_load_ps(a + k * 32 + 16);
 #pragma GCC unroll 12
-    for (int i = 0; i < 12; ++i) {
+    for (int i = 0; i < R; ++i) {
       const __m512 wi = _mm512_set1_ps(w[i * ldw + k]);
       r[i][0] = _mm512_fmadd_ps(wi, a0, r[i][0]);
       r[i][1] = _mm512_fmadd_ps(wi, a1, r[i][1]);
     }
   }
 #pragma GCC unroll 12
-  for (int i = 0; i < 12; ++i) {
+  for (int i = 0; i < R; ++i) {
     _mm512_storeu_ps(ct + i * ldt, r[i][0]);
     _mm512_storeu_ps(ct + i * ldt + 16, r[i][1]);
   }
@@ -971,9 +974,10 @@ void gemm_nt_parallel_builtin(const GemmProblem& p, int threads) {
 }  // namespace
 
 const TransposedKernel& transposed_kernel() {
-  static const TransposedKernel portable{4, 8, kernel_portable_wt_4x8};
+  static const TransposedKernel portable{4, 8, kernel_portable_wt_4x8, 4, kernel_portable_wt_4x8};
 #ifdef SDMPI_X86
-  static const TransposedKernel avx512{12, 32, kernel_avx512_wt_12x32}, avx2{6, 16, kernel_avx2_wt_6x16};
+  static const TransposedKernel avx512{12, 32, kernel_avx512_wt_rx32<12>, 8, kernel_avx512_wt_rx32<8>},
+      avx2{6, 16, kernel_avx2_wt_6x16, 6, kernel_avx2_wt_6x16};
   switch (simd_isa()) {
     case SimdIsa::Avx512: return avx512;
     case SimdIsa::Avx2: return avx2;

@@ -90,9 +90,13 @@ void gemm_nt_parallel(const GemmProblem& p, int threads);
 // for i < group, m < panel, one FMA chain k = 0 … kc-1 per output, so every kernel gives the same
 // bits. `a` is 64-byte aligned (panels of Aᵀ, or of any k-major operand); w is read in place. Used
 // by products of few rows (gemm_nt_parallel) and by the attention (cpu_attention.cpp).
+using TransposedKernelFn = void (*)(int64_t kc, const float* w, int64_t ldw, const float* a, float* ct, int64_t ldt,
+                                    bool accumulate);
 struct TransposedKernel {
   int64_t group, panel;  // rows of w per call, columns of the k-major operand a
-  void (*fn)(int64_t kc, const float* w, int64_t ldw, const float* a, float* ct, int64_t ldt, bool accumulate);
+  TransposedKernelFn fn;
+  int64_t narrow_group;   // a second kernel with fewer rows of w (AVX-512: 8), for sizes 12 would pad
+  TransposedKernelFn narrow_fn;
 };
 const TransposedKernel& transposed_kernel();
 
