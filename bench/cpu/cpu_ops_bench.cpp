@@ -16,6 +16,7 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -148,6 +149,30 @@ int main(int argc, char** argv) {
                       b.group_norm(x, 32, g, be_, 1e-5f, silu);
                     }});
   };
+
+  // Products of few rows, the UNet's deep layers: the default (transposed: W read in place) against
+  // the packed path, forced by handing the driver W packed in advance (built-in engine only). Both
+  // give the same bits; the difference is packing W on every call against not packing it at all.
+  auto few_rows = [&](const char* what, int64_t M, int64_t N, int64_t K) {
+    if (cpu::gemm_engine() != cpu::GemmEngine::Builtin) return;
+    auto A = std::make_shared<std::vector<float>>(static_cast<size_t>(M * K), 0.5f);
+    auto W = std::make_shared<std::vector<float>>(static_cast<size_t>(N * K), 0.25f);
+    auto C = std::make_shared<std::vector<float>>(static_cast<size_t>(M * N));
+    const size_t packed_bytes = static_cast<size_t>(cpu::gemm_packed_floats(N, K)) * sizeof(float);
+    std::shared_ptr<float> packed(static_cast<float*>(std::aligned_alloc(64, (packed_bytes + 63) / 64 * 64)), std::free);
+    cpu::gemm_pack_weights(W->data(), N, K, packed.get());
+    for (bool prepacked : {false, true}) {
+      cpu::GemmProblem p;
+      p.M = M, p.N = N, p.K = K, p.A = A->data(), p.lda = K, p.W = W->data(), p.C = C->data(), p.ldc = N;
+      if (prepacked) p.W_packed = packed.get();
+      rows.push_back({std::string("gemm ") + what + (prepacked ? " packed W" : " transposed"), 2.0 * M * N * K,
+                      [p, A, W, C, packed, nthreads] { cpu::gemm_nt_parallel(p, nthreads); }});
+    }
+  };
+  few_rows("32x1280x11520 (conv 1280 @4)", 32, 1280, 11520);
+  few_rows("128x10240x1280 (geglu @8)", 128, 10240, 1280);
+  few_rows("128x1280x5120 (ff out @8)", 128, 1280, 5120);
+  few_rows("256x640x5760 (conv 640 @16, 1 image)", 256, 640, 5760);
 
   // UNet at 256×256 (latents 32×32), CFG batch 2.
   conv("unet conv_in 4->320 @32", 2, 32, 32, 4, 320, 3, 1, 1);

@@ -78,18 +78,32 @@ def heldout_captions(n: int) -> list[str]:
     return [dataset.caption(*dataset.sample_attributes(rng, held_out=True)) for _ in range(n)]
 
 
-def draw(model_dir: str, captions: list[str], guidance: float, first_seed: int = 100) -> list[np.ndarray]:
+SCHEDULERS = {  # --sampler: sd_mpi's names → diffusers' scheduler classes (the model's own config)
+    "pndm": ("PNDMScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+}
+
+
+def draw(model_dir: str, captions: list[str], guidance: float, first_seed: int = 100, steps: int = 20,
+         sampler: str = "pndm") -> list[np.ndarray]:
+    import diffusers
     import torch
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(model_dir, torch_dtype=torch.float32, safety_checker=None,
                                                    requires_safety_checker=False)
+    cls, extra = SCHEDULERS[sampler]
+    pipe.scheduler = getattr(diffusers, cls).from_config(pipe.scheduler.config, **extra)
     pipe.set_progress_bar_config(disable=True)
     images = []
     for i in range(0, len(captions), 16):
         part = captions[i:i + 16]
         with torch.no_grad():
-            out = pipe(part, num_inference_steps=20, guidance_scale=guidance, width=64, height=64, output_type="np",
+            out = pipe(part, num_inference_steps=steps, guidance_scale=guidance, width=64, height=64, output_type="np",
                        generator=[torch.Generator().manual_seed(first_seed + i + k) for k in range(len(part))]).images
         images += list((out * 255).round().astype(np.uint8))
     return images
@@ -104,6 +118,8 @@ def main() -> None:
                     help="leave out the first SKIP held-out captions (e.g. 48: a selection set disjoint from the "
                          "test's 24 and the probes' 48, for choosing settings such as the guidance)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=20, help="sampling steps (the test's: 20)")
+    ap.add_argument("--sampler", default="pndm", choices=sorted(SCHEDULERS), help="the test's: pndm")
     ap.add_argument("--misses", action="store_true", help="print every caption not drawn right")
     ap.add_argument("--sheet", help="write the images, 8 a row, to this PNG")
     args = ap.parse_args()
@@ -111,7 +127,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     captions = heldout_captions(args.skip + args.n)[args.skip:]
-    images = draw(args.model_dir, captions, args.guidance, first_seed=100 + args.skip)
+    images = draw(args.model_dir, captions, args.guidance, first_seed=100 + args.skip, steps=args.steps,
+                  sampler=args.sampler)
     right = dict.fromkeys(ATTRIBUTES, 0)
     right24 = dict.fromkeys(ATTRIBUTES, 0)  # the test's captions: its thresholds apply to these
     first24 = all_right = 0
@@ -126,7 +143,8 @@ def main() -> None:
         if args.misses and not all(ok):
             print(f"MISS {c:62s} | saw {s}")
     print(f"{args.model_dir}: {all_right} of {len(captions)} right in all four (first 24: {first24}); "
-          + ", ".join(f"{k} {v}" for k, v in right.items()) + f"; guidance {args.guidance}")
+          + ", ".join(f"{k} {v}" for k, v in right.items())
+          + f"; guidance {args.guidance}, {args.sampler} {args.steps} steps")
     print("first 24 (the test's): " + ", ".join(f"{k} {v}" for k, v in right24.items()) + f", all four {first24}")
     if args.sheet:
         from PIL import Image
