@@ -38,3 +38,5 @@ add_test(NAME gpu_window.dry_run COMMAND ${CMAKE_SOURCE_DIR}/bench/gpu/dry_run_t
 set_tests_properties(gpu_window.dry_run PROPERTIES LABELS cli TIMEOUT 180)
 add_test(NAME cli.isa_same_pixels COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_isa.sh $<TARGET_FILE:sd_mpi>)
 set_tests_properties(cli.isa_same_pixels PROPERTIES LABELS cli TIMEOUT 600 SKIP_RETURN_CODE 77)
+add_test(NAME cli.model_defaults COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/cli/check_model_defaults.sh $<TARGET_FILE:sd_mpi>)
+set_tests_properties(cli.model_defaults PROPERTIES LABELS cli TIMEOUT 300)

@@ -14,8 +14,9 @@ fi
 export OMPI_MCA_rmaps_base_oversubscribe=1
 rm -rf out/quickstart
 prompts=tools/demo_model/prompts.txt
+# The demo model's own steps, sampler and guidance apply (40 Euler a steps at 2.5; src/pipeline/demo_model.h).
 mpirun -np 2 build/sd_mpi generate --model demo --prompts "$prompts" --images-per-prompt 2 \
-  --steps 20 --guidance 2.5 --seed 42 --width 64 --height 64 --out-dir out/quickstart --archive out/quickstart/images.h5
+  --seed 42 --width 64 --height 64 --out-dir out/quickstart --archive out/quickstart/images.h5
 build/sd_mpi inspect out/quickstart/images.h5
 echo
 echo "quickstart: $(ls out/quickstart/*.png | wc -l) images (64x64) of the prompts in $prompts, 2 per prompt in order:"

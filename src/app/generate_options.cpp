@@ -3,8 +3,12 @@
 #include "app/generate_options.h"
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 
+#include "pipeline/demo_model.h"
 #include "sdmpi/archive.h"
 #include "sdmpi/error.h"
 #include "sdmpi/png.h"
@@ -55,8 +59,24 @@ void add_options(CLI::App& cli, GenerateOptions& o) {
   cli.add_option("-n,--images-per-prompt", o.images_per_prompt, "images per prompt")->check(CLI::Range(1, 1000000));
   cli.add_option("--seed", o.seed, "base seed: item g gets seed+g unless its JSONL line gives one; -1 = random")
       ->check(CLI::Range(int64_t{-1}, int64_t{INT64_MAX}));
-  cli.add_option("--steps", o.steps, "denoising steps")->check(CLI::Range(1, 1000));
-  cli.add_option("--guidance", o.guidance, "classifier-free guidance scale (<= 1 skips the unconditional pass)");
+  // Unset (0, NaN) means the model's default: shown in the text, not as "=0" / "=nan".
+  cli.add_option("--steps", o.steps, "denoising steps (default: 50; the demo model: " + std::to_string(kDemoSteps) + ")")
+      ->check(CLI::Range(1, 1000))
+      ->default_str("");
+  char demo_guidance[16];
+  std::snprintf(demo_guidance, sizeof demo_guidance, "%g", static_cast<double>(kDemoGuidance));
+  cli.add_option("--guidance", o.guidance,
+                 std::string("classifier-free guidance scale, <= 1 skips the unconditional pass (default: 7.5; the "
+                             "demo model: ") + demo_guidance + ")")
+      ->check(CLI::Validator(
+          [](std::string& text) {  // NaN would pass a range check, and reads as "unset"
+            char* end = nullptr;
+            const float v = std::strtof(text.c_str(), &end);
+            return std::isfinite(v) && v >= -1000.0f && v <= 1000.0f ? std::string()
+                                                                    : "Value " + text + " is not a number in [-1000, 1000]";
+          },
+          "FLOAT in [-1000 - 1000]"))
+      ->default_str("");
   cli.add_option("--guidance-rescale", o.guidance_rescale,
                  "diffusers' guidance_rescale phi in [0, 1] (CFG rescale for v-prediction models; 0 = off)")
       ->check(CLI::Range(0.0f, 1.0f));
@@ -92,8 +112,9 @@ void add_options(CLI::App& cli, GenerateOptions& o) {
   cli.add_option("--width", o.width, "image width in pixels, a multiple of 8 (default: the model's)");
   cli.add_option("--height", o.height, "image height in pixels, a multiple of 8 (default: the model's)");
   cli.add_option("--sampler", o.sampler,
-                 "pndm|ddim|euler|euler_a|dpm++2m|lcm or an AUTOMATIC1111 name (\"Euler a\", \"DPM++ 2M Karras\"); "
-                 "default: the model's scheduler");
+                 std::string("pndm|ddim|euler|euler_a|dpm++2m|lcm or an AUTOMATIC1111 name (\"Euler a\", \"DPM++ 2M "
+                             "Karras\"); default: the model's scheduler (the demo model: ") +
+                     kDemoSampler + ")");
   cli.add_option("--schedule", o.schedule, "default|karras (sigma schedule for euler, euler_a, dpm++2m)");
   cli.add_option("--eta", o.eta, "DDIM eta (0 = deterministic)");
   cli.add_option("--clip-skip", o.clip_skip, "skip the last N CLIP layers (A1111 'Clip skip' N+1)")->check(CLI::Range(0, 11));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -23,8 +24,8 @@ struct GenerateOptions {
   std::string negative_prompt;
   int images_per_prompt = 1;
   int64_t seed = 0;
-  int steps = 50;
-  float guidance = 7.5f;
+  int steps = 0;         // 0: the model's default (job_defaults: 50, the demo model its own)
+  float guidance = NAN;  // NaN: the model's default (7.5, the demo model its own)
   float guidance_rescale = 0;
   std::string prompt_weighting = "none";  // none | a1111 (items without a JSONL prompt_weighting)
   std::string init_image;  // img2img for every item without its own init_image

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include <set>
 
 #include "app/device.h"
+#include "pipeline/demo_model.h"
 #include "pipeline/memory_plan.h"
 #include "sdmpi/cuda_backend.h"
 #include "sdmpi/error.h"
@@ -148,11 +150,13 @@ GenerationParams job_defaults(const GenerateOptions& o, const ModelSource& model
   int sample_size = unet_cfg.value("sample_size", 64);
   GenerationParams defaults;
   defaults.negative_prompt = o.negative_prompt;
-  defaults.steps = o.steps;
-  defaults.guidance = o.guidance;
+  // Unset on the command line: SD's usual 50 steps at guidance 7.5, or the demo model's own.
+  const bool demo = model.builtin() && model.spec() == kDemoModelName;
+  defaults.steps = o.steps > 0 ? o.steps : demo ? kDemoSteps : 50;
+  defaults.guidance = !std::isnan(o.guidance) ? o.guidance : demo ? kDemoGuidance : 7.5f;
   defaults.width = o.width ? o.width : sample_size * vae_scale;
   defaults.height = o.height ? o.height : sample_size * vae_scale;
-  defaults.sampler = o.sampler == "default" ? default_sampler(sched_cfg) : o.sampler;
+  defaults.sampler = o.sampler != "default" ? o.sampler : demo ? kDemoSampler : default_sampler(sched_cfg);
   defaults.schedule = o.schedule;
   defaults.eta = o.eta;
   defaults.clip_skip = o.clip_skip;

@@ -51,6 +51,7 @@ SDMPI_CPU_WINOGRAD_CACHE_MB=lots case_ "SDMPI_CPU_WINOGRAD_CACHE_MB not a number
 case_ "unknown sampler" 2 'unknown sampler "heun2"' "${base[@]}" --prompt cat --sampler heun2
 case_ "width not a multiple of 8" 2 'width 100 is not a positive multiple of 8' "${base[@]}" --prompt cat --width 100
 case_ "0 steps" 2 '--steps' "${base[@]}" --prompt cat --steps 0
+case_ "guidance not a number" 2 '--guidance: Value nan is not a number' "${base[@]}" --prompt cat --guidance nan
 case_ "empty prompt file" 2 'holds no prompts' "${base[@]}" --prompts "$tmp/empty.txt"
 case_ "missing prompt file" 2 'cannot open prompt file' "${base[@]}" --prompts "$tmp/nope.txt"
 case_ "invalid UTF-8 in a prompt file" 2 'bad_utf8.txt:2: invalid UTF-8 at byte 4' "${base[@]}" --prompts "$tmp/bad_utf8.txt"
