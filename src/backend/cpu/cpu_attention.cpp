@@ -83,6 +83,25 @@ double row_sum(const float* s, int64_t n) {
 constexpr int64_t kKeyBlock = 512;
 constexpr int64_t kMaxRowBlock = 256;  // also sizes each task's per-row max and sum
 
+// The tasks of both implementations: one block of query rows of one (item, head). Blocks by the
+// shape alone (never the batch or the threads, so no bit depends on them): 256 query rows where
+// an item still has ≥ 16 such blocks over its heads, else 64.
+struct QueryBlocks {
+  int64_t Nq, heads, rows_per_block, per_head, count;
+  QueryBlocks(int64_t B, int64_t Nq_, int64_t heads_) : Nq(Nq_), heads(heads_) {
+    rows_per_block = heads * ((Nq + kMaxRowBlock - 1) / kMaxRowBlock) >= 16 ? kMaxRowBlock : 64;
+    per_head = (Nq + rows_per_block - 1) / rows_per_block;
+    count = B * heads * per_head;
+  }
+  struct Task {
+    int64_t b, h, r0, rows;
+  };
+  Task operator[](int64_t t) const {
+    const int64_t r0 = (t % per_head) * rows_per_block;
+    return {t / (heads * per_head), (t / per_head) % heads, r0, std::min(rows_per_block, Nq - r0)};
+  }
+};
+
 struct FreeDeleter {
   void operator()(float* p) const { std::free(p); }
 };
@@ -97,18 +116,12 @@ void attention_blas(const float* q, const float* k, const float* v, int64_t B, i
                     int64_t heads, int64_t d, bool causal, float* out, int threads) {
   const int64_t C = heads * d;
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-  // Blocks by the shape alone (never the batch or the threads, so no bit depends on them): 512
-  // keys, 256 query rows where an item still has ≥ 16 such blocks over its heads, else 64.
   const int64_t kb = kKeyBlock;
-  const int64_t rb = heads * ((Nq + kMaxRowBlock - 1) / kMaxRowBlock) >= 16 ? kMaxRowBlock : 64;
-  const int64_t row_blocks = (Nq + rb - 1) / rb;
-  const int64_t tasks = B * heads * row_blocks;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && tasks > 1)
-  for (int64_t t = 0; t < tasks; ++t) {
-    const int64_t b = t / (heads * row_blocks);
-    const int64_t h = (t / row_blocks) % heads;
-    const int64_t r0 = (t % row_blocks) * rb;
-    const int64_t rows = std::min(rb, Nq - r0);
+  const QueryBlocks blocks(B, Nq, heads);
+  const int64_t rb = blocks.rows_per_block;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && blocks.count > 1)
+  for (int64_t t = 0; t < blocks.count; ++t) {
+    const auto [b, h, r0, rows] = blocks[t];
     thread_local std::unique_ptr<float, FreeDeleter> s_buf;
     thread_local size_t s_size = 0;
     const size_t need = static_cast<size_t>(rb * kb);
@@ -187,17 +200,7 @@ template <int W> SDMPI_SIMD_INLINE typename Vec<W>::f vexp_nonpositive(typename 
   const F fx = xc * 1.44269504088896341f + magic;  // the sum rounds to an integer: n + 1.5·2^23
   const F nf = fx - magic;
   const I n = reinterpret_cast<I>(fx) - reinterpret_cast<I>(magic);
-  F r = xc - nf * 0.693359375f;
-  r = r - nf * -2.12194440e-4f;
-  const F z = r * r;
-  F y = vsplat<W>(1.9875691500e-4f);
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * z + r + 1.0f;
-  const F res = y * reinterpret_cast<F>((n + 127) << 23);
+  const F res = vexp_reduced<W>(xc, nf) * reinterpret_cast<F>((n + 127) << 23);
   return x < lo ? vsplat<W>(0.0f) : res;
 }
 
@@ -301,15 +304,10 @@ void attention_ours(const float* q, const float* k, const float* v, int64_t B, i
     }
     std::memset(dst + d * Nk, 0, static_cast<size_t>((dpad - d) * Nk) * sizeof(float));
   }
-  const int64_t rb = heads * ((Nq + kMaxRowBlock - 1) / kMaxRowBlock) >= 16 ? kMaxRowBlock : 64;
-  const int64_t row_blocks = (Nq + rb - 1) / rb;
-  const int64_t tasks = B * heads * row_blocks;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && tasks > 1)
-  for (int64_t t = 0; t < tasks; ++t) {
-    const int64_t b = t / (heads * row_blocks);
-    const int64_t h = (t / row_blocks) % heads;
-    const int64_t r0 = (t % row_blocks) * rb;
-    const int64_t rows = std::min(rb, Nq - r0);
+  const QueryBlocks blocks(B, Nq, heads);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && blocks.count > 1)
+  for (int64_t t = 0; t < blocks.count; ++t) {
+    const auto [b, h, r0, rows] = blocks[t];
     const int64_t panels = (rows + P - 1) / P;
     thread_local AlignedScratch q_buf, o_buf, s_buf, edge_buf;
     float* Qp = q_buf.get(static_cast<size_t>(panels * d * P));  // panel j: Qᵀ [d][P]

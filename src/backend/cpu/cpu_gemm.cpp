@@ -73,11 +73,18 @@ void kernel_generic_4x8(int64_t kc, const float* a, const float* b, float* c, in
 }
 
 #ifdef SDMPI_X86
+// Where a micro-kernel's broadcast operand comes from: a packed panel (element (i, k) at
+// x[k·rows + i], the A panels of the packed path) or rows read in place (x[i·ld + k], W's rows
+// in the transposed path, cpu_gemm.h's TransposedKernel). One kernel body serves both.
+enum class Broadcast { Packed, InPlace };
+
 // Twelve named accumulators rather than an array: with an array GCC 12 kept a copy of every
 // accumulator on the stack and stored all twelve on each k (16 ymm registers hold 12 + 2 + 1, but
-// not its array), which halved this kernel's rate.
-__attribute__((target("avx2,fma"))) void kernel_avx2_6x16(int64_t kc, const float* a, const float* b, float* c,
-                                                          int64_t ldc, bool accumulate) {
+// not its array), which halved this kernel's rate. c[i][j] (row stride ldc) (+)= Σ_k x(i, k) ·
+// v[k·16 + j] for i < 6, j < 16.
+template <Broadcast kFrom>
+__attribute__((target("avx2,fma"))) inline void avx2_6x16(int64_t kc, const float* x, int64_t ldx, const float* v,
+                                                          float* c, int64_t ldc, bool accumulate) {
   __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
   if (accumulate) {
     c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
@@ -89,20 +96,23 @@ __attribute__((target("avx2,fma"))) void kernel_avx2_6x16(int64_t kc, const floa
   } else {
     c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
   }
-  for (int64_t k = 0; k < kc; ++k, a += 6, b += 16) {
-    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
-    __m256 ai = _mm256_broadcast_ss(a);
-    c00 = _mm256_fmadd_ps(ai, b0, c00), c01 = _mm256_fmadd_ps(ai, b1, c01);
-    ai = _mm256_broadcast_ss(a + 1);
-    c10 = _mm256_fmadd_ps(ai, b0, c10), c11 = _mm256_fmadd_ps(ai, b1, c11);
-    ai = _mm256_broadcast_ss(a + 2);
-    c20 = _mm256_fmadd_ps(ai, b0, c20), c21 = _mm256_fmadd_ps(ai, b1, c21);
-    ai = _mm256_broadcast_ss(a + 3);
-    c30 = _mm256_fmadd_ps(ai, b0, c30), c31 = _mm256_fmadd_ps(ai, b1, c31);
-    ai = _mm256_broadcast_ss(a + 4);
-    c40 = _mm256_fmadd_ps(ai, b0, c40), c41 = _mm256_fmadd_ps(ai, b1, c41);
-    ai = _mm256_broadcast_ss(a + 5);
-    c50 = _mm256_fmadd_ps(ai, b0, c50), c51 = _mm256_fmadd_ps(ai, b1, c51);
+  // Element (i, k) of the broadcast operand is at x[i·si + k·sk].
+  const int64_t si = kFrom == Broadcast::Packed ? 1 : ldx, sk = kFrom == Broadcast::Packed ? 6 : 1;
+  for (int64_t k = 0; k < kc; ++k, v += 16) {
+    const __m256 v0 = _mm256_load_ps(v), v1 = _mm256_load_ps(v + 8);
+    const float* xk = x + k * sk;
+    __m256 xi = _mm256_broadcast_ss(xk);
+    c00 = _mm256_fmadd_ps(xi, v0, c00), c01 = _mm256_fmadd_ps(xi, v1, c01);
+    xi = _mm256_broadcast_ss(xk + si);
+    c10 = _mm256_fmadd_ps(xi, v0, c10), c11 = _mm256_fmadd_ps(xi, v1, c11);
+    xi = _mm256_broadcast_ss(xk + 2 * si);
+    c20 = _mm256_fmadd_ps(xi, v0, c20), c21 = _mm256_fmadd_ps(xi, v1, c21);
+    xi = _mm256_broadcast_ss(xk + 3 * si);
+    c30 = _mm256_fmadd_ps(xi, v0, c30), c31 = _mm256_fmadd_ps(xi, v1, c31);
+    xi = _mm256_broadcast_ss(xk + 4 * si);
+    c40 = _mm256_fmadd_ps(xi, v0, c40), c41 = _mm256_fmadd_ps(xi, v1, c41);
+    xi = _mm256_broadcast_ss(xk + 5 * si);
+    c50 = _mm256_fmadd_ps(xi, v0, c50), c51 = _mm256_fmadd_ps(xi, v1, c51);
   }
   _mm256_storeu_ps(c, c00), _mm256_storeu_ps(c + 8, c01);
   _mm256_storeu_ps(c + ldc, c10), _mm256_storeu_ps(c + ldc + 8, c11);
@@ -112,25 +122,41 @@ __attribute__((target("avx2,fma"))) void kernel_avx2_6x16(int64_t kc, const floa
   _mm256_storeu_ps(c + 5 * ldc, c50), _mm256_storeu_ps(c + 5 * ldc + 8, c51);
 }
 
-__attribute__((target("avx512f"))) void kernel_avx512_12x32(int64_t kc, const float* a, const float* b, float* c,
-                                                            int64_t ldc, bool accumulate) {
-  __m512 r[12][2];
-  for (int i = 0; i < 12; ++i) {
+__attribute__((target("avx2,fma"))) void kernel_avx2_6x16(int64_t kc, const float* a, const float* b, float* c,
+                                                          int64_t ldc, bool accumulate) {
+  avx2_6x16<Broadcast::Packed>(kc, a, 0, b, c, ldc, accumulate);
+}
+
+// R × 32 outputs in 2R zmm accumulators: c[i][j] (+)= Σ_k x(i, k) · v[k·32 + j].
+template <int R, Broadcast kFrom>
+__attribute__((target("avx512f"))) inline void avx512_rx32(int64_t kc, const float* x, int64_t ldx, const float* v,
+                                                           float* c, int64_t ldc, bool accumulate) {
+  __m512 r[R][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < R; ++i) {
     r[i][0] = accumulate ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
     r[i][1] = accumulate ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
   }
+  const int64_t si = kFrom == Broadcast::Packed ? 1 : ldx, sk = kFrom == Broadcast::Packed ? R : 1;
   for (int64_t k = 0; k < kc; ++k) {
-    __m512 b0 = _mm512_load_ps(b + k * 32), b1 = _mm512_load_ps(b + k * 32 + 16);
-    for (int i = 0; i < 12; ++i) {
-      __m512 ai = _mm512_set1_ps(a[k * 12 + i]);
-      r[i][0] = _mm512_fmadd_ps(ai, b0, r[i][0]);
-      r[i][1] = _mm512_fmadd_ps(ai, b1, r[i][1]);
+    const __m512 v0 = _mm512_load_ps(v + k * 32), v1 = _mm512_load_ps(v + k * 32 + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < R; ++i) {
+      const __m512 xi = _mm512_set1_ps(x[i * si + k * sk]);
+      r[i][0] = _mm512_fmadd_ps(xi, v0, r[i][0]);
+      r[i][1] = _mm512_fmadd_ps(xi, v1, r[i][1]);
     }
   }
-  for (int i = 0; i < 12; ++i) {
+#pragma GCC unroll 12
+  for (int i = 0; i < R; ++i) {
     _mm512_storeu_ps(c + i * ldc, r[i][0]);
     _mm512_storeu_ps(c + i * ldc + 16, r[i][1]);
   }
+}
+
+__attribute__((target("avx512f"))) void kernel_avx512_12x32(int64_t kc, const float* a, const float* b, float* c,
+                                                            int64_t ldc, bool accumulate) {
+  avx512_rx32<12, Broadcast::Packed>(kc, a, 0, b, c, ldc, accumulate);
 }
 #endif
 
@@ -712,70 +738,19 @@ void kernel_portable_wt_4x8(int64_t kc, const float* w, int64_t ldw, const float
 }
 
 #ifdef SDMPI_X86
-// R rows of W × 32 rows of A: 2R accumulators (R = 12; R = 8 where 12 would pad, e.g. the
-// attention's P·V with 40-float heads: 40 rows of Vᵀ, not 48).
+// R rows of W × 32 rows of A (R = 12; R = 8 where 12 would pad, e.g. the attention's P·V with
+// 40-float heads: 40 rows of Vᵀ, not 48), and on AVX2 six × 16: the packed path's kernels with W's
+// rows read in place.
 template <int R>
 __attribute__((target("avx512f"))) void kernel_avx512_wt_rx32(int64_t kc, const float* w, int64_t ldw,
                                                               const float* a, float* ct, int64_t ldt,
                                                               bool accumulate) {
-  __m512 r[R][2];
-#pragma GCC unroll 12
-  for (int i = 0; i < R; ++i) {
-    r[i][0] = accumulate ? _mm512_loadu_ps(ct + i * ldt) : _mm512_setzero_ps();
-    r[i][1] = accumulate ? _mm512_loadu_ps(ct + i * ldt + 16) : _mm512_setzero_ps();
-  }
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m512 a0 = _mm512_load_ps(a + k * 32), a1 = _mm512_load_ps(a + k * 32 + 16);
-#pragma GCC unroll 12
-    for (int i = 0; i < R; ++i) {
-      const __m512 wi = _mm512_set1_ps(w[i * ldw + k]);
-      r[i][0] = _mm512_fmadd_ps(wi, a0, r[i][0]);
-      r[i][1] = _mm512_fmadd_ps(wi, a1, r[i][1]);
-    }
-  }
-#pragma GCC unroll 12
-  for (int i = 0; i < R; ++i) {
-    _mm512_storeu_ps(ct + i * ldt, r[i][0]);
-    _mm512_storeu_ps(ct + i * ldt + 16, r[i][1]);
-  }
+  avx512_rx32<R, Broadcast::InPlace>(kc, w, ldw, a, ct, ldt, accumulate);
 }
 
-// Six W rows × 16 rows of A in twelve named accumulators (see kernel_avx2_6x16 on why not an array).
 __attribute__((target("avx2,fma"))) void kernel_avx2_wt_6x16(int64_t kc, const float* w, int64_t ldw, const float* a,
                                                              float* ct, int64_t ldt, bool accumulate) {
-  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
-  if (accumulate) {
-    c00 = _mm256_loadu_ps(ct), c01 = _mm256_loadu_ps(ct + 8);
-    c10 = _mm256_loadu_ps(ct + ldt), c11 = _mm256_loadu_ps(ct + ldt + 8);
-    c20 = _mm256_loadu_ps(ct + 2 * ldt), c21 = _mm256_loadu_ps(ct + 2 * ldt + 8);
-    c30 = _mm256_loadu_ps(ct + 3 * ldt), c31 = _mm256_loadu_ps(ct + 3 * ldt + 8);
-    c40 = _mm256_loadu_ps(ct + 4 * ldt), c41 = _mm256_loadu_ps(ct + 4 * ldt + 8);
-    c50 = _mm256_loadu_ps(ct + 5 * ldt), c51 = _mm256_loadu_ps(ct + 5 * ldt + 8);
-  } else {
-    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
-  }
-  const float *w0 = w, *w1 = w + ldw, *w2 = w + 2 * ldw, *w3 = w + 3 * ldw, *w4 = w + 4 * ldw, *w5 = w + 5 * ldw;
-  for (int64_t k = 0; k < kc; ++k, a += 16) {
-    const __m256 a0 = _mm256_load_ps(a), a1 = _mm256_load_ps(a + 8);
-    __m256 wi = _mm256_broadcast_ss(w0 + k);
-    c00 = _mm256_fmadd_ps(wi, a0, c00), c01 = _mm256_fmadd_ps(wi, a1, c01);
-    wi = _mm256_broadcast_ss(w1 + k);
-    c10 = _mm256_fmadd_ps(wi, a0, c10), c11 = _mm256_fmadd_ps(wi, a1, c11);
-    wi = _mm256_broadcast_ss(w2 + k);
-    c20 = _mm256_fmadd_ps(wi, a0, c20), c21 = _mm256_fmadd_ps(wi, a1, c21);
-    wi = _mm256_broadcast_ss(w3 + k);
-    c30 = _mm256_fmadd_ps(wi, a0, c30), c31 = _mm256_fmadd_ps(wi, a1, c31);
-    wi = _mm256_broadcast_ss(w4 + k);
-    c40 = _mm256_fmadd_ps(wi, a0, c40), c41 = _mm256_fmadd_ps(wi, a1, c41);
-    wi = _mm256_broadcast_ss(w5 + k);
-    c50 = _mm256_fmadd_ps(wi, a0, c50), c51 = _mm256_fmadd_ps(wi, a1, c51);
-  }
-  _mm256_storeu_ps(ct, c00), _mm256_storeu_ps(ct + 8, c01);
-  _mm256_storeu_ps(ct + ldt, c10), _mm256_storeu_ps(ct + ldt + 8, c11);
-  _mm256_storeu_ps(ct + 2 * ldt, c20), _mm256_storeu_ps(ct + 2 * ldt + 8, c21);
-  _mm256_storeu_ps(ct + 3 * ldt, c30), _mm256_storeu_ps(ct + 3 * ldt + 8, c31);
-  _mm256_storeu_ps(ct + 4 * ldt, c40), _mm256_storeu_ps(ct + 4 * ldt + 8, c41);
-  _mm256_storeu_ps(ct + 5 * ldt, c50), _mm256_storeu_ps(ct + 5 * ldt + 8, c51);
+  avx2_6x16<Broadcast::InPlace>(kc, w, ldw, a, ct, ldt, accumulate);
 }
 #endif
 

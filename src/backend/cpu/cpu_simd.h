@@ -60,6 +60,22 @@ template <int W> SDMPI_SIMD_INLINE void vstore(float* p, typename Vec<W>::f v) {
 // parts, then a degree-7 polynomial for e^r on |r| ≤ ln2/2, then exact scaling by 2^n done in
 // two halves so n = 128 and n = -126 stay representable). exp(-inf) = 0, exp(+inf) = inf,
 // NaN stays NaN; results that would be subnormal (x < -87.34) flush to 0.
+// e^(x - n·ln 2) for |x - n·ln 2| ≤ ln2/2, given nf = n as a float: the reduction (ln 2 in two
+// parts) and the polynomial that vexp and the attention's exp (cpu_attention.cpp) share.
+template <int W>
+SDMPI_SIMD_INLINE typename Vec<W>::f vexp_reduced(typename Vec<W>::f x, typename Vec<W>::f nf) {
+  using F = typename Vec<W>::f;
+  F r = x - nf * 0.693359375f;
+  r = r - nf * -2.12194440e-4f;
+  F z = r * r;
+  F y = vsplat<W>(1.9875691500e-4f);
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  return y * z + r + 1.0f;
+}
 template <int W> SDMPI_SIMD_INLINE typename Vec<W>::f vexp(typename Vec<W>::f x) {
   using F = typename Vec<W>::f;
   using I = typename Vec<W>::i;
@@ -71,16 +87,7 @@ template <int W> SDMPI_SIMD_INLINE typename Vec<W>::f vexp(typename Vec<W>::f x)
   I n = __builtin_convertvector(fx, I);  // truncation; fix to floor below
   n = __builtin_convertvector(n, F) > fx ? n - 1 : n;
   F nf = __builtin_convertvector(n, F);
-  F r = xc - nf * 0.693359375f;
-  r = r - nf * -2.12194440e-4f;
-  F z = r * r;
-  F y = vsplat<W>(1.9875691500e-4f);
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * z + r + 1.0f;
+  F y = vexp_reduced<W>(xc, nf);
   I n1 = n >> 1;
   F res = y * reinterpret_cast<F>((n1 + 127) << 23) * reinterpret_cast<F>((n - n1 + 127) << 23);
   res = x > hi ? vsplat<W>(INFINITY) : res;
