@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "sd15_bench_inputs.h"
 #include "sdmpi/backend.h"
 #include "sdmpi/clip_text.h"
 #include "sdmpi/model_config.h"
@@ -89,19 +90,9 @@ int main(int argc, char** argv) {
   if (sdxl) out["text_encoder_2_s"] = time_text_encoder(model, be, "text_encoder_2", "tokenizer_2", true, reps);
   if (!sdxl) {
     ClipTextConfig tc = ClipTextConfig::from_json(model.config("text_encoder"), "text_encoder");
-    UNetConfig uc = UNetConfig::from_json(model.config("unet"), "unet");
-    VAEConfig vc = VAEConfig::from_json(model.config("vae"), "vae");
-    UNet2DConditionModel unet = UNet2DConditionModel::load(uc, *model.weights("unet"), be);
-    AutoencoderKLDecoder vae = AutoencoderKLDecoder::load(vc, *model.weights("vae"), be);
-    const int64_t h = size / vc.scale_factor(), w = h;
-    TorchGenerator g(0);
-    std::vector<float> lat = g.randn(static_cast<size_t>(2 * h * w * uc.in_channels));
-    Tensor x = be.from_host(lat.data(), {2, h, w, uc.in_channels});
-    std::vector<float> ctx_host(static_cast<size_t>(2 * 77 * tc.hidden_size), 0.1f);
-    Tensor ctx = be.from_host(ctx_host.data(), {2, 77, tc.hidden_size});
-    Tensor z = be.from_host(lat.data(), {1, h, w, uc.in_channels});
-    out["unet_step_s"] = median_time(reps, [&] { unet.forward(be, x, {500.0f, 500.0f}, ctx); be.synchronize(); });
-    out["vae_decode_s"] = median_time(std::max(1, reps / 2), [&] { vae.decode(be, z); be.synchronize(); });
+    bench::Sd15BenchInputs in = bench::load_sd15_bench_inputs(model, be, size, tc.hidden_size);
+    out["unet_step_s"] = median_time(reps, [&] { in.unet.forward(be, in.x, {500.0f, 500.0f}, in.ctx); be.synchronize(); });
+    out["vae_decode_s"] = median_time(std::max(1, reps / 2), [&] { in.vae.decode(be, in.z); be.synchronize(); });
   }
 
   auto t_load = Clock::now();

@@ -22,12 +22,10 @@
 #include <thread>
 #include <vector>
 
+#include "sd15_bench_inputs.h"
 #include "sdmpi/backend.h"
 #include "sdmpi/model_config.h"
-#include "sdmpi/noise.h"
 #include "sdmpi/pipeline.h"
-#include "sdmpi/unet.h"
-#include "sdmpi/vae.h"
 
 using namespace sdmpi;
 using Clock = std::chrono::steady_clock;
@@ -142,18 +140,9 @@ int main(int argc, char** argv) {
   auto backend = make_cpu_backend(threads);
   Backend& be = *backend;
   ModelSource model = ModelSource::open(model_dir);
-  UNetConfig uc = UNetConfig::from_json(model.config("unet"), "unet");
-  VAEConfig vc = VAEConfig::from_json(model.config("vae"), "vae");
-  const int64_t ctx_dim = uc.cross_attention_dim.at(0);  // SD 1.x: one width for every block
-  UNet2DConditionModel unet = UNet2DConditionModel::load(uc, *model.weights("unet"), be);
-  AutoencoderKLDecoder vae = AutoencoderKLDecoder::load(vc, *model.weights("vae"), be);
-  const int64_t h = size / vc.scale_factor(), w = h;
-  TorchGenerator g(0);
-  std::vector<float> lat = g.randn(static_cast<size_t>(2 * h * w * uc.in_channels));
-  Tensor x = be.from_host(lat.data(), {2, h, w, uc.in_channels});
-  std::vector<float> ctx_host(static_cast<size_t>(2 * 77 * ctx_dim), 0.1f);
-  Tensor ctx = be.from_host(ctx_host.data(), {2, 77, ctx_dim});
-  Tensor z = be.from_host(lat.data(), {1, h, w, uc.in_channels});
+  // SD 1.x: one context width for every block.
+  const int64_t ctx_dim = UNetConfig::from_json(model.config("unet"), "unet").cross_attention_dim.at(0);
+  bench::Sd15BenchInputs in = bench::load_sd15_bench_inputs(model, be, size, ctx_dim);
   std::printf("# CPU op profile: %s, %d², %s\n", model_dir.c_str(), size, be.name().c_str());
 
   Profiler prof;
@@ -171,11 +160,11 @@ int main(int argc, char** argv) {
     std::printf("\n(wall %.1f ms per call)\n", 1e3 * wall);
   };
   run("UNet step (CFG batch 2)", [&] {
-    unet.forward(be, x, {500.0f, 500.0f}, ctx);
+    in.unet.forward(be, in.x, {500.0f, 500.0f}, in.ctx);
     be.synchronize();
   });
   run("VAE decode (1 image)", [&] {
-    vae.decode(be, z);
+    in.vae.decode(be, in.z);
     be.synchronize();
   });
   be.set_op_observer({});
