@@ -57,10 +57,10 @@ RECIPE = {
         "layers_per_block": 1,
         "norm_num_groups": 8,
         "attention_head_dim": 4,
-        # Not more: the shapes' colour on held-out captions falls with longer training (probe C,
-        # 3200 steps: 36 of 48 at step 1600, 28 at the end; this recipe, D: 34), while position
-        # and count gain little (D: 42 and 27 of 48, C: 45 and 28).
-        "steps": 2000,
+        # 2400 (probe H, session 7): drawn with the model's defaults (40 Euler a steps, guidance
+        # 2.5), 118 of 144 selection captions right against 108 after 2000 steps (probe D); at
+        # 3200 (probe C, 20 PNDM steps) the shapes' colour had fallen.
+        "steps": 2400,
         "batch": 32,
         "lr": 1e-3,
         "warmup": 50,
