@@ -60,14 +60,16 @@ void add_options(CLI::App& cli, GenerateOptions& o) {
   cli.add_option("--seed", o.seed, "base seed: item g gets seed+g unless its JSONL line gives one; -1 = random")
       ->check(CLI::Range(int64_t{-1}, int64_t{INT64_MAX}));
   // Unset (0, NaN) means the model's default: shown in the text, not as "=0" / "=nan".
-  cli.add_option("--steps", o.steps, "denoising steps (default: 50; the demo model: " + std::to_string(kDemoSteps) + ")")
+  cli.add_option("--steps", o.steps,
+                 "denoising steps (default: " + std::to_string(kDefaultSteps) + "; the demo model: " +
+                     std::to_string(kDemoSteps) + ")")
       ->check(CLI::Range(1, 1000))
       ->default_str("");
-  char demo_guidance[16];
-  std::snprintf(demo_guidance, sizeof demo_guidance, "%g", static_cast<double>(kDemoGuidance));
+  char guidance_defaults[64];
+  std::snprintf(guidance_defaults, sizeof guidance_defaults, "(default: %g; the demo model: %g)",
+                static_cast<double>(kDefaultGuidance), static_cast<double>(kDemoGuidance));
   cli.add_option("--guidance", o.guidance,
-                 std::string("classifier-free guidance scale, <= 1 skips the unconditional pass (default: 7.5; the "
-                             "demo model: ") + demo_guidance + ")")
+                 std::string("classifier-free guidance scale, <= 1 skips the unconditional pass ") + guidance_defaults)
       ->check(CLI::Validator(
           [](std::string& text) {  // NaN would pass a range check, and reads as "unset"
             char* end = nullptr;

@@ -150,13 +150,15 @@ GenerationParams job_defaults(const GenerateOptions& o, const ModelSource& model
   int sample_size = unet_cfg.value("sample_size", 64);
   GenerationParams defaults;
   defaults.negative_prompt = o.negative_prompt;
-  // Unset on the command line: SD's usual 50 steps at guidance 7.5, or the demo model's own.
-  const bool demo = model.builtin() && model.spec() == kDemoModelName;
-  defaults.steps = o.steps > 0 ? o.steps : demo ? kDemoSteps : 50;
-  defaults.guidance = !std::isnan(o.guidance) ? o.guidance : demo ? kDemoGuidance : 7.5f;
+  // Unset on the command line (0, NaN, "default"): the model's own (sampling_defaults).
+  const SamplingDefaults model_defaults = sampling_defaults(model);
+  defaults.steps = o.steps > 0 ? o.steps : model_defaults.steps;
+  defaults.guidance = !std::isnan(o.guidance) ? o.guidance : model_defaults.guidance;
   defaults.width = o.width ? o.width : sample_size * vae_scale;
   defaults.height = o.height ? o.height : sample_size * vae_scale;
-  defaults.sampler = o.sampler != "default" ? o.sampler : demo ? kDemoSampler : default_sampler(sched_cfg);
+  defaults.sampler = o.sampler != "default"          ? o.sampler
+                     : !model_defaults.sampler.empty() ? model_defaults.sampler
+                                                       : default_sampler(sched_cfg);
   defaults.schedule = o.schedule;
   defaults.eta = o.eta;
   defaults.clip_skip = o.clip_skip;
