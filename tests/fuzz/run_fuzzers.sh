@@ -7,12 +7,18 @@
 # are tests/data/malformed/<name>/ (every file there, manifest included). New inputs the fuzzer
 # finds go to a scratch corpus, never into the committed seeds; crash inputs are kept under
 # BUILD_DIR/fuzz-artifacts/<name>/. Builds nothing. Exit status: 0 if every target ran clean,
-# 1 if any crashed, leaked or timed out, 2 on usage errors or when no target is built.
+# 1 if any crashed, leaked or timed out, 2 on usage errors or when no target is built, 77 when
+# BUILD_DIR does not exist (ctest's sanitize.fuzz_targets then shows as skipped, like
+# sanitize.unit_tests, in a tree configured for a sanitizer build that was not made).
 # Long campaigns (persistent corpus, millions of executions): tests/fuzz/campaign.sh.
 set -u
-if [ $# -lt 1 ] || [ ! -d "$1" ]; then
+if [ $# -lt 1 ]; then
   echo "usage: $0 BUILD_DIR [SECONDS_EACH]" >&2
   exit 2
+fi
+if [ ! -d "$1" ]; then
+  echo "run_fuzzers: no build tree at $1 (tools/run_tests.sh builds the sanitizer tree)" >&2
+  exit 77
 fi
 build=$(cd "$1" && pwd)
 seconds=${2:-${FUZZ_SECONDS:-60}}

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/cpu/cpu_gemm.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/cpu_memory.h"
 #include "sdmpi/backend.h"
@@ -127,12 +128,13 @@ TEST(CpuWinograd, ItemsAndThreadsDoNotChangeTheBits) {
 }
 
 TEST(CpuWinograd, PlanReadsTheShapeOnly) {
-  // SD 1.5 at 256²: the 32×32 UNet level and the VAE's 32…256 levels take F(4,3), the 16×16 and
-  // 8×8 levels F(2,3); the 4×4 level, strided, 1×1 and few-channel convolutions stay direct.
+  // SD 1.5 at 256²: the 32×32 and 16×16 UNet levels and the VAE's 32…256 levels take F(4,3), the
+  // 8×8 level F(2,3); the 4×4 level, strided, 1×1 and few-channel convolutions stay direct.
   if (std::getenv("SDMPI_CPU_CONV")) GTEST_SKIP() << "SDMPI_CPU_CONV is set: " << cpu::conv_mode_name();
   EXPECT_EQ(cpu::winograd_plan(32, 32, 320, 320, 3, 3, 1), 4);
   EXPECT_EQ(cpu::winograd_plan(256, 256, 128, 128, 3, 3, 1), 4);
-  EXPECT_EQ(cpu::winograd_plan(16, 16, 640, 640, 3, 3, 1), 2);
+  EXPECT_EQ(cpu::winograd_plan(16, 16, 640, 640, 3, 3, 1), 4);
+  EXPECT_EQ(cpu::winograd_plan(12, 12, 640, 640, 3, 3, 1), 2);
   EXPECT_EQ(cpu::winograd_plan(8, 8, 1280, 1280, 3, 3, 1), 2);
   EXPECT_EQ(cpu::winograd_plan(4, 4, 1280, 1280, 3, 3, 1), 0);
   EXPECT_EQ(cpu::winograd_plan(16, 16, 320, 320, 3, 3, 2), 0);
@@ -156,9 +158,12 @@ Tensor host_weight(int64_t cout, int64_t cin, uint32_t seed) {
   return be->upload_weight(WeightView("w", DType::F32, {cout, cin, 3, 3}, oihw.data()), WeightKind::Conv);
 }
 
-std::vector<float> transform_per_call(int m, const Tensor& w) {
-  std::vector<float> u(static_cast<size_t>(cpu::winograd_kept_floats(m, w.dim(0), w.dim(3))), -1.0f);
-  cpu::winograd_prepare_weights(m, w.f32(), w.dim(0), w.dim(3), u.data(), 2);
+// Packed only where our GEMM runs (SDMPI_CPU_GEMM=openblas keeps the plain transform).
+bool packing_possible() { return cpu::gemm_engine() == cpu::GemmEngine::Builtin; }
+
+std::vector<float> transform_per_call(int m, const Tensor& w, bool packed) {
+  std::vector<float> u(static_cast<size_t>(cpu::winograd_kept_floats(m, w.dim(0), w.dim(3), packed)), -1.0f);
+  cpu::winograd_prepare_weights(m, w.f32(), w.dim(0), w.dim(3), packed, u.data(), 2);
   return u;
 }
 
@@ -169,33 +174,40 @@ bool same_bits(const float* a, const std::vector<float>& b) { return std::memcmp
 TEST(CpuWinogradCache, KeepsTheSameBitsAndHits) {
   cpu::WinogradWeightCache cache(int64_t{64} << 20);
   Tensor w = host_weight(40, 33, 1);
-  for (int m : {2, 4}) {
-    const float* u = cache.get(w, m, 2);
-    ASSERT_NE(u, nullptr);
-    EXPECT_TRUE(same_bits(u, transform_per_call(m, w))) << "F(" << m << ",3)";
-    EXPECT_EQ(cache.get(w, m, 1), u) << "second call: the kept copy";
+  int64_t floats = 0;
+  for (bool packed : {false, true}) {
+    if (packed && !packing_possible()) continue;
+    for (int m : {2, 4}) {
+      const float* u = cache.get(w, m, packed, 2);
+      ASSERT_NE(u, nullptr);
+      EXPECT_TRUE(same_bits(u, transform_per_call(m, w, packed))) << "F(" << m << ",3), packed " << packed;
+      EXPECT_EQ(cache.get(w, m, packed, 1), u) << "second call: the kept copy";
+      floats += cpu::winograd_kept_floats(m, 40, 33, packed);
+    }
   }
-  EXPECT_EQ(cache.bytes(), (cpu::winograd_kept_floats(2, 40, 33) + cpu::winograd_kept_floats(4, 40, 33)) * 4);
+  // Each form is its own entry (a layer's form depends on its batch: both may be asked for).
+  EXPECT_EQ(cache.bytes(), floats * 4);
+  EXPECT_EQ(transform_per_call(4, w, false).size(), static_cast<size_t>(cpu::winograd_weight_floats(4, 40, 33)));
 }
 
 TEST(CpuWinogradCache, RespectsTheBudgetAndSkipsPooledTensors) {
   Tensor w = host_weight(64, 64, 2);
-  const int64_t one = cpu::winograd_kept_floats(4, 64, 64) * 4;
+  const int64_t one = cpu::winograd_kept_floats(4, 64, 64, false) * 4;
   cpu::WinogradWeightCache small(one - 1);
-  EXPECT_EQ(small.get(w, 4, 2), nullptr);
+  EXPECT_EQ(small.get(w, 4, false, 2), nullptr);
   EXPECT_EQ(small.bytes(), 0);
   cpu::WinogradWeightCache none(0);
-  EXPECT_EQ(none.get(w, 4, 2), nullptr);
+  EXPECT_EQ(none.get(w, 4, false, 2), nullptr);
   // Only uploaded weights are kept: an op output or any other host tensor may be written or reused.
   auto be = make_cpu_backend(1, 0);
   std::vector<float> host(static_cast<size_t>(w.numel()), 0.5f);
   cpu::WinogradWeightCache cache(int64_t{64} << 20);
   for (int64_t cout : {64, 4096}) {  // below and above the pool's smallest block
     std::vector<float> data(static_cast<size_t>(cout * 9 * 64), 0.5f);
-    EXPECT_EQ(cache.get(be->from_host(data.data(), {cout, 3, 3, 64}), 4, 2), nullptr) << cout;
+    EXPECT_EQ(cache.get(be->from_host(data.data(), {cout, 3, 3, 64}), 4, false, 2), nullptr) << cout;
   }
   Tensor plain = Tensor::host({64, 3, 3, 64});
-  EXPECT_EQ(cache.get(plain, 4, 2), nullptr);
+  EXPECT_EQ(cache.get(plain, 4, false, 2), nullptr);
   EXPECT_EQ(cache.bytes(), 0);
 }
 
@@ -205,18 +217,18 @@ TEST(CpuWinogradCache, AFreedWeightsEntryIsNeverReused) {
   // each must get its own transform, whatever the address.
   for (uint32_t seed = 10; seed < 16; ++seed) {
     Tensor w = host_weight(48, 40, seed);
-    const float* u = cache.get(w, 2, 2);
+    const float* u = cache.get(w, 2, packing_possible(), 2);
     ASSERT_NE(u, nullptr);
-    EXPECT_TRUE(same_bits(u, transform_per_call(2, w))) << "seed " << seed;
+    EXPECT_TRUE(same_bits(u, transform_per_call(2, w, packing_possible()))) << "seed " << seed;
   }
   // Entries of freed weights are dropped when the budget needs room (not before): a budget of
   // one entry still serves every new weight.
-  cpu::WinogradWeightCache one(cpu::winograd_kept_floats(2, 48, 40) * 4);
+  cpu::WinogradWeightCache one(cpu::winograd_kept_floats(2, 48, 40, false) * 4);
   for (uint32_t seed = 20; seed < 23; ++seed) {
     Tensor w = host_weight(48, 40, seed);
-    const float* u = one.get(w, 2, 2);
+    const float* u = one.get(w, 2, false, 2);
     ASSERT_NE(u, nullptr) << "seed " << seed;
-    EXPECT_TRUE(same_bits(u, transform_per_call(2, w))) << "seed " << seed;
+    EXPECT_TRUE(same_bits(u, transform_per_call(2, w, false))) << "seed " << seed;
   }
 }
 
@@ -224,8 +236,11 @@ TEST(CpuWinogradCache, BackendGivesTheSameBitsWithAndWithoutKeptWeights) {
   // SD 1.5's 8×8 level shape at reduced channels through the backend's conv2d: kept (second call
   // hits the cache) and never kept.
   if (std::getenv("SDMPI_CPU_CONV")) GTEST_SKIP() << "SDMPI_CPU_CONV is set: " << cpu::conv_mode_name();
-  // Cout 40: the packed panels' zero padding; 32×32 outputs: F(4,3).
+  // Cout 40: the packed panels' zero padding; 32×32 outputs: F(4,3). Batch 2 of 8×8 (32 tiles)
+  // keeps the plain transform, read in place by the GEMM; 32×32 (128 tiles) keeps it packed.
   auto kept = make_cpu_backend(2, int64_t{256} << 20), per_call = make_cpu_backend(2, 0);
+  if (cpu::gemm_reads_weights_in_place(32, 40, 64)) EXPECT_FALSE(cpu::winograd_kept_packed(2, 2, 8, 8, 64, 40));
+  EXPECT_EQ(cpu::winograd_kept_packed(4, 2, 32, 32, 64, 40), packing_possible());
   for (auto [side, cout] : {std::pair<int64_t, int64_t>{8, 96}, {8, 40}, {32, 40}}) {
     Tensor w = host_weight(cout, 64, 3);
     std::vector<float> xs(static_cast<size_t>(2 * side * side * 64)), bs(static_cast<size_t>(cout));

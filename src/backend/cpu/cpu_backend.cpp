@@ -189,7 +189,9 @@ class CpuBackend final : public Backend {
     const int64_t Cout = w.dim(0), KH = w.dim(1), KW = w.dim(2);
     Tensor y = pool_->tensor(out_shape);
     const int m = cpu::winograd_plan(out_shape[1], out_shape[2], Cin, Cout, KH, KW, stride);
-    const float* winograd_w = m ? winograd_weights_.get(w, m, threads_) : nullptr;
+    const float* winograd_w =
+        m ? winograd_weights_.get(w, m, cpu::winograd_kept_packed(m, B, out_shape[1], out_shape[2], Cin, Cout), threads_)
+          : nullptr;
     cpu::conv2d_nhwc(xp, B, H, W, Cin, wp, Cout, KH, KW, stride, pad, bp, rp, y.f32(), out_shape[1], out_shape[2],
                      threads_, winograd_w);
     return y;

@@ -755,9 +755,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2_wt_6x16(int64_t kc, const f
 #endif
 
 bool small_rows_path(const GemmProblem& p, int64_t rows) {
-  // Not on the portable kernel: unvectorised, the packed path is as fast and gives the same bits.
-  return simd_isa() != SimdIsa::Sse2 && !p.W_packed && rows <= kSmallRows && p.N >= transposed_kernel().group &&
-         p.K > 0;
+  return !p.W_packed && gemm_reads_weights_in_place(rows, p.N, p.K);
 }
 
 // `groups` products of `rows` rows each (merged: one product of all items' rows, see below).
@@ -960,6 +958,12 @@ const TransposedKernel& transposed_kernel() {
   }
 #endif
   return portable;
+}
+
+bool gemm_reads_weights_in_place(int64_t rows, int64_t N, int64_t K) {
+  // Not on the portable kernel: unvectorised, the packed path is as fast and gives the same bits.
+  return gemm_engine() == GemmEngine::Builtin && simd_isa() != SimdIsa::Sse2 && rows <= kSmallRows &&
+         N >= transposed_kernel().group && K > 0;
 }
 
 void gemm_nt_parallel(const GemmProblem& p, int threads) {

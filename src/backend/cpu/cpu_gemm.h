@@ -100,6 +100,11 @@ struct TransposedKernel {
 };
 const TransposedKernel& transposed_kernel();
 
+// Whether gemm_nt_parallel computes a product of `rows` rows (per W) by N columns transposed, reading
+// a plain W in place: then packing W in advance (W_packed) would only make it take the packed path,
+// which is slower there (gemm_small_rows, cpu_gemm.cpp). The same bits either way.
+bool gemm_reads_weights_in_place(int64_t rows, int64_t N, int64_t K);
+
 // The built-in driver's panel layout of a weight W [N, K] (what it would pack on every call); dst
 // 64-byte aligned.
 int64_t gemm_packed_floats(int64_t N, int64_t K);

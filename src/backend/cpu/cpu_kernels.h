@@ -27,17 +27,22 @@ const char* conv_mode_name();
 // False under SDMPI_CPU_CONV=direct (no layer takes Winograd's path).
 bool winograd_enabled();
 // conv2d_nhwc for 3×3 stride-1 weights by Winograd F(m×m, 3×3), m = 2 or 4; `kept_w`, when given,
-// is winograd_prepare_weights' result for w (else the weights are transformed on the call).
+// is winograd_prepare_weights' result for w in the form winograd_kept_packed names (else the
+// weights are transformed on the call).
 void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
                            int64_t Cout, int pad, const float* bias, const float* residual, float* y, int64_t Ho,
                            int64_t Wo, int threads, const float* kept_w = nullptr);
 // Winograd's transformed weights of an OHWI [Cout, 3, 3, Cin] layer: (m+2)²·Cout·Cin floats.
 int64_t winograd_weight_floats(int m, int64_t Cout, int64_t Cin);
 void winograd_transform_weights(int m, const float* w, int64_t Cout, int64_t Cin, float* U, int threads);
-// The same in the form a caller keeps (winograd_kept_floats floats): packed for the GEMM on the
-// built-in engine, the plain transform on OpenBLAS.
-int64_t winograd_kept_floats(int m, int64_t Cout, int64_t Cin);
-void winograd_prepare_weights(int m, const float* w, int64_t Cout, int64_t Cin, float* dst, int threads);
+// The form a caller keeps them in for a layer of this shape and batch, which conv3x3_winograd_nhwc
+// expects: packed for our GEMM (true), or the plain transform (false: on OpenBLAS, and where the
+// products have so few rows that the GEMM reads the weights in place). Same bits either way.
+bool winograd_kept_packed(int m, int64_t B, int64_t Ho, int64_t Wo, int64_t Cin, int64_t Cout);
+// The transform in that form (winograd_kept_floats floats); packed needs the built-in GEMM.
+int64_t winograd_kept_floats(int m, int64_t Cout, int64_t Cin, bool packed);
+void winograd_prepare_weights(int m, const float* w, int64_t Cout, int64_t Cin, bool packed, float* dst,
+                              int threads);
 // y[i] = x[i] · wᵀ (+ bias) (+ residual) for `items` independent [rows, K] blocks; w is [N, K].
 void linear_rows(const float* x, int64_t items, int64_t rows, int64_t K, const float* w, int64_t N,
                  const float* bias, const float* residual, float* y, int threads);

@@ -44,7 +44,7 @@ class HostBlockPool : public std::enable_shared_from_this<HostBlockPool> {
   size_t max_cached_;
 };
 
-// Winograd's transformed weights (cpu_winograd.cpp), one copy per (weight, tile size), made on a
+// Winograd's transformed weights (cpu_winograd.cpp), one copy per (weight, tile size, form), made on a
 // layer's first call and kept within a byte budget; past it, layers are transformed per call. The
 // transform is 20-35% of a Winograd layer's time where few tiles share each weight (the UNet's
 // 8×8-32×32 maps), and a kept copy is 16/9 (F(2,3)) or 4× (F(4,3)) the layer's weights, so the
@@ -55,8 +55,9 @@ class HostBlockPool : public std::enable_shared_from_this<HostBlockPool> {
 class WinogradWeightCache {
  public:
   explicit WinogradWeightCache(int64_t budget_bytes) : budget_(budget_bytes) {}
-  // The transformed weights of w under F(m,3), or null when they do not fit the budget.
-  const float* get(const Tensor& w, int m, int threads);
+  // The transformed weights of w under F(m,3) in the given form (winograd_kept_packed), or null
+  // when they do not fit the budget.
+  const float* get(const Tensor& w, int m, bool packed, int threads);
   int64_t bytes() const;
   int64_t budget() const { return budget_; }
 
@@ -71,7 +72,7 @@ class WinogradWeightCache {
   };
   void drop_expired();  // with mu_ held
   mutable std::mutex mu_;
-  std::map<std::tuple<const Storage*, const void*, int>, Entry> entries_;  // (storage, first element, m)
+  std::map<std::tuple<const Storage*, const void*, int, bool>, Entry> entries_;  // (storage, first element, m, packed)
   int64_t used_ = 0;
   int64_t budget_;
 };

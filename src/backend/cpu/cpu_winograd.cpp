@@ -184,13 +184,15 @@ int winograd_plan(int64_t Ho, int64_t Wo, int64_t Cin, int64_t Cout, int64_t kh,
   // Few channels: the transforms cost as much as the products they save (conv_in, conv_out).
   if (Cin < 32 || Cout < 32) return 0;
   // Per item, never per batch (the path changes the bits), and never on whether the backend keeps
-  // the transformed weights (the same image on a machine with less memory). F(4,3) from 32×32
-  // outputs up (64 tiles an item); F(2,3), whose transformed weights are 16/9 of the weights
-  // instead of 4×, from 8×8. cpu_ops_bench, 2 threads, CFG batch 2, 1280 channels: at 8×8 direct
-  // 26 ms, F(2,3) 20 ms with kept weights and 26-36 ms transforming them per call; at 4×4, where
-  // the 105 MB of transformed weights are read for 32 tiles, direct 9 ms against 10.5 kept, so
+  // the transformed weights (the same image on a machine with less memory). F(4,3) from 16×16
+  // outputs up (16 tiles an item); F(2,3), whose transformed weights are 16/9 of the weights
+  // instead of 4×, from 8×8. cpu_ops_bench, 2 threads, CFG batch 2, kept weights: at 16×16 F(4,3)
+  // against F(2,3) 6.6-7.5 against 10.2-12.1 ms (640 channels) and 22-24 against 37-40 ms (1280,
+  // SD 1.5's at 512²), its 32-row products reading the weights in place; at 8×8 (1280 channels)
+  // F(4,3) took 38-42 ms (8 rows against 236 MB of weights), F(2,3) 17-19, direct 26; at 4×4,
+  // where the 105 MB of F(2,3)'s weights are read for 32 tiles, direct 9 ms against 10.5, so
   // smaller maps stay direct.
-  if (Ho * Wo >= 32 * 32) return 4;
+  if (Ho * Wo >= 16 * 16) return 4;
   if (Ho * Wo >= 8 * 8) return 2;
   return 0;
 }
@@ -209,20 +211,42 @@ void winograd_transform_weights(int m, const float* w, int64_t Cout, int64_t Cin
     two_sided(wm.G, wm.G, alpha, 3, w + o * 9 * Cin, 3 * Cin, Cin, U + o * Cin, alpha * Cout * Cin, Cout * Cin, Cin);
 }
 
-// Kept weights are in the form the GEMM reads: packed panels per position for our driver (it then
-// packs nothing per call), the plain transform for OpenBLAS.
-int64_t winograd_kept_floats(int m, int64_t Cout, int64_t Cin) {
-  const int64_t positions = (m + 2) * (m + 2);
-  return gemm_engine() == GemmEngine::Builtin ? positions * gemm_packed_floats(Cout, Cin)
-                                              : winograd_weight_floats(m, Cout, Cin);
+namespace {
+
+// Tiles in blocks of a size set by the channel counts only (V and M of a block ≈ 16 MB at most).
+int64_t tile_block(int m, int64_t Cin, int64_t Cout) {
+  const int64_t positions = (m + 2) * (m + 2), per_tile_floats = positions * std::max(Cin, Cout);
+  return std::clamp<int64_t>((int64_t{4} << 20) / per_tile_floats, 64, 1024);
 }
 
-void winograd_prepare_weights(int m, const float* w, int64_t Cout, int64_t Cin, float* dst, int threads) {
-  if (gemm_engine() != GemmEngine::Builtin) {
+}  // namespace
+
+// Kept weights are in the form the GEMM reads fastest: packed panels per position (our driver then
+// packs nothing per call), except for products of at most 64 rows, which the driver reads in place
+// (gemm_reads_weights_in_place) faster than packed: cpu_ops_bench, one thread, CFG batch 2, kept
+// weights, 1280 channels at 8×8 (32 tiles) 18.6 ms against 21.5 packed; at 128 tiles packed was
+// as fast or faster (640 channels at 16×16: 19.4 against 19.6; 320 at 32×32: 13.7 against 14.6).
+// OpenBLAS reads the plain transform.
+bool winograd_kept_packed(int m, int64_t B, int64_t Ho, int64_t Wo, int64_t Cin, int64_t Cout) {
+  if (gemm_engine() != GemmEngine::Builtin) return false;
+  constexpr int64_t kInPlaceRows = 64;
+  const int64_t rows = std::min(tile_block(m, Cin, Cout), B * ((Ho + m - 1) / m) * ((Wo + m - 1) / m));
+  return !(rows <= kInPlaceRows && gemm_reads_weights_in_place(rows, Cout, Cin));
+}
+
+int64_t winograd_kept_floats(int m, int64_t Cout, int64_t Cin, bool packed) {
+  const int64_t positions = (m + 2) * (m + 2);
+  return packed ? positions * gemm_packed_floats(Cout, Cin) : winograd_weight_floats(m, Cout, Cin);
+}
+
+void winograd_prepare_weights(int m, const float* w, int64_t Cout, int64_t Cin, bool packed, float* dst,
+                              int threads) {
+  if (!packed) {
     winograd_transform_weights(m, w, Cout, Cin, dst, threads);
     return;
   }
-  const int64_t positions = (m + 2) * (m + 2), per_position = Cout * Cin, packed = gemm_packed_floats(Cout, Cin);
+  if (gemm_engine() != GemmEngine::Builtin) throw Error("winograd_prepare_weights: packed weights need the built-in GEMM");
+  const int64_t positions = (m + 2) * (m + 2), per_position = Cout * Cin, packed_floats = gemm_packed_floats(Cout, Cin);
   // The calling thread's transform buffer, as conv3x3_winograd_nhwc's: a fresh one per layer was
   // faulted in and zeroed by the kernel each time.
   thread_local FloatScratch u_buf;
@@ -230,7 +254,7 @@ void winograd_prepare_weights(int m, const float* w, int64_t Cout, int64_t Cin, 
   winograd_transform_weights(m, w, Cout, Cin, u, threads);
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t xi = 0; xi < positions; ++xi)
-    gemm_pack_weights(u + xi * per_position, Cout, Cin, dst + xi * packed);
+    gemm_pack_weights(u + xi * per_position, Cout, Cin, dst + xi * packed_floats);
 }
 
 void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
@@ -244,7 +268,7 @@ void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t 
   // Scratch kept by the calling thread between calls: fresh buffers of this size would be
   // faulted in and zeroed by the kernel on every call (measured: as much time as the GEMMs).
   thread_local FloatScratch u_buf, v_buf, m_buf;
-  const bool prepacked = kept_w && gemm_engine() == GemmEngine::Builtin;
+  const bool prepacked = kept_w && winograd_kept_packed(m, B, Ho, Wo, Cin, Cout);
   const float* U = kept_w;
   if (!U) {
     float* u = u_buf.get(static_cast<size_t>(winograd_weight_floats(m, Cout, Cin)));
@@ -252,9 +276,7 @@ void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t 
     U = u;
   }
 
-  // Tiles in blocks of a size set by the channel counts only (V and M of a block ≈ 16 MB at most).
-  const int64_t per_tile_floats = positions * std::max(Cin, Cout);
-  const int64_t block = std::clamp<int64_t>((int64_t{4} << 20) / per_tile_floats, 64, 1024);
+  const int64_t block = tile_block(m, Cin, Cout);
   float* V = v_buf.get(static_cast<size_t>(positions * std::min(block, T) * Cin));
   float* Mx = m_buf.get(static_cast<size_t>(positions * std::min(block, T) * Cout));
 
