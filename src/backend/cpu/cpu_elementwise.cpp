@@ -32,6 +32,16 @@ void parallel_chunks(int64_t n, int threads, Fn fn) {
   for (int64_t c = 0; c < chunks; ++c) fn(c * kChunk, std::min(n, (c + 1) * kChunk));
 }
 
+// Rows of `row_elems` elements each, in runs of about kChunk elements (a run depends on the shape
+// only). parallel_chunks would count rows as elements: 2048 GEGLU rows were one chunk, one thread.
+template <class Fn>
+void parallel_rows(int64_t rows, int64_t row_elems, int threads, Fn fn) {
+  const int64_t per_chunk = std::max<int64_t>(1, kChunk / std::max<int64_t>(row_elems, 1));
+  const int64_t chunks = (rows + per_chunk - 1) / per_chunk;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && chunks > 1)
+  for (int64_t c = 0; c < chunks; ++c) fn(c * per_chunk, std::min(rows, (c + 1) * per_chunk));
+}
+
 struct SiluOp {
   template <int W> SDMPI_SIMD_INLINE static typename Vec<W>::f apply(typename Vec<W>::f x) {
     return x / (1.0f + vexp<W>(-x));
@@ -98,8 +108,7 @@ void activation_inplace(Activation act, const float* x, float* y, int64_t n, int
 }
 
 void geglu_rows(const float* x, float* y, int64_t rows, int64_t C, int threads) {
-  int64_t per_chunk = std::max<int64_t>(1, kChunk / std::max<int64_t>(C, 1));
-  parallel_chunks(rows, threads > 1 && rows > per_chunk ? threads : 1, [&](int64_t b, int64_t e) {
+  parallel_rows(rows, C, threads, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r)
       simd_dispatch<GegluKernel>(x + r * 2 * C, x + r * 2 * C + C, y + r * C, C);
   });
@@ -137,8 +146,7 @@ void binary_scalar_op(BinaryOp op, const float* a, float s, bool scalar_first, f
 void add_batch_channel_op(const float* x, const float* t, float* y, int64_t B, int64_t inner,
                           int64_t C, int threads) {
   int64_t rows = B * inner;
-  int64_t per_chunk = std::max<int64_t>(1, kChunk / std::max<int64_t>(C, 1));
-  parallel_chunks(rows, threads > 1 && rows > per_chunk ? threads : 1, [&](int64_t lo, int64_t hi) {
+  parallel_rows(rows, C, threads, [&](int64_t lo, int64_t hi) {
     for (int64_t r = lo; r < hi; ++r) {
       const float* tb = t + (r / std::max<int64_t>(inner, 1)) * C;
       const float* xr = x + r * C;
