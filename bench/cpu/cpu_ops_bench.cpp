@@ -137,6 +137,15 @@ int main(int argc, char** argv) {
     Tensor w = random_tensor(b, {N, K}, 5, 0.05f);
     rows.push_back({std::string("linear ") + what, 2.0 * B * M * N * K, [&b, x, w] { b.linear(x, w, nullptr); }});
   };
+  // The feed-forward's projection and GEGLU (fused on the CPU backend) against the same as two ops.
+  auto linear_geglu = [&](const char* what, int64_t B, int64_t M, int64_t K, int64_t N) {
+    Tensor x = random_tensor(b, {B, M, K}, 4);
+    Tensor w = random_tensor(b, {N, K}, 5, 0.05f), bias = random_tensor(b, {N}, 6);
+    rows.push_back({std::string("linear_geglu ") + what, 2.0 * B * M * N * K,
+                    [&b, x, w, bias] { b.linear_geglu(x, w, &bias); }});
+    rows.push_back({std::string("linear+geglu ") + what, 2.0 * B * M * N * K,
+                    [&b, x, w, bias] { b.geglu(b.linear(x, w, &bias)); }});
+  };
   auto attention = [&](const char* what, int64_t B, int64_t Nq, int64_t Nk, int64_t heads, int64_t d, bool causal) {
     Tensor q = random_tensor(b, {B, Nq, heads * d}, 6), k = random_tensor(b, {B, Nk, heads * d}, 7);
     Tensor v = random_tensor(b, {B, Nk, heads * d}, 8);
@@ -186,6 +195,8 @@ int main(int argc, char** argv) {
   conv("unet 1x1 640->320 @32", 2, 32, 32, 640, 320, 1, 1, 0);
   conv("unet conv_out 320->4 @32", 2, 32, 32, 320, 4, 3, 1, 1);
   linear("unet geglu proj 320->2560 [2,1024]", 2, 1024, 320, 2560);
+  linear_geglu("unet 320->2x1280 [2,1024]", 2, 1024, 320, 2560);
+  linear_geglu("unet 1280->2x5120 [2,64]", 2, 64, 1280, 10240);
   linear("unet ff out 1280->320 [2,1024]", 2, 1024, 1280, 320);
   linear("unet to_k 768->320 [2,77]", 2, 77, 768, 320);
   linear("clip fc1 768->3072 [2,77]", 2, 77, 768, 3072);

@@ -2,6 +2,9 @@
 //
 //   op_profile_bench MODEL_DIR [SIZE=256] [THREADS=nproc] [REPS=3]
 //
+// REPS=0 profiles the first call of each instead (no warm-up): what a job's first image pays on
+// top, first touch of activation blocks and the Winograd transforms the backend keeps.
+//
 // Loads the UNet and VAE of an SD 1.x folder (e.g. `sd_mpi make-model --preset sd15`), runs one
 // UNet step (CFG batch 2, t = 500) and one VAE decode to warm up, then REPS of each with the
 // backend's op observer set (Backend::set_op_observer). The CPU backend runs each op to completion
@@ -130,13 +133,14 @@ class Profiler {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: op_profile_bench MODEL_DIR [SIZE=256] [THREADS=nproc] [REPS=3]\n");
+    std::fprintf(stderr, "usage: op_profile_bench MODEL_DIR [SIZE=256] [THREADS=nproc] [REPS=3, 0: the first call]\n");
     return 2;
   }
   const std::string model_dir = argv[1];
   const int size = argc > 2 ? std::atoi(argv[2]) : 256;
   const int threads = argc > 3 ? std::atoi(argv[3]) : static_cast<int>(std::thread::hardware_concurrency());
-  const int reps = argc > 4 ? std::max(1, std::atoi(argv[4])) : 3;
+  const bool first_call = argc > 4 && std::atoi(argv[4]) == 0;
+  const int reps = first_call ? 1 : argc > 4 ? std::max(1, std::atoi(argv[4])) : 3;
   auto backend = make_cpu_backend(threads);
   Backend& be = *backend;
   ModelSource model = ModelSource::open(model_dir);
@@ -148,7 +152,7 @@ int main(int argc, char** argv) {
   Profiler prof;
   be.set_op_observer([&](const OpCall& c) { prof.record(c); });
   auto run = [&](const char* title, const std::function<void()>& fn) {
-    fn();  // warm-up (first touch, kept transforms), not recorded
+    if (!first_call) fn();  // warm-up (first touch, kept transforms), not recorded
     prof.clear();
     auto t0 = Clock::now();
     for (int r = 0; r < reps; ++r) {
@@ -159,11 +163,11 @@ int main(int argc, char** argv) {
     prof.print(title, reps);
     std::printf("\n(wall %.1f ms per call)\n", 1e3 * wall);
   };
-  run("UNet step (CFG batch 2)", [&] {
+  run(first_call ? "UNet step (CFG batch 2), first call" : "UNet step (CFG batch 2)", [&] {
     in.unet.forward(be, in.x, {500.0f, 500.0f}, in.ctx);
     be.synchronize();
   });
-  run("VAE decode (1 image)", [&] {
+  run(first_call ? "VAE decode (1 image), first call" : "VAE decode (1 image)", [&] {
     in.vae.decode(be, in.z);
     be.synchronize();
   });

@@ -338,6 +338,38 @@ TEST(CpuOps, GegluMatchesNaive) {
   }
 }
 
+// The fused linear_geglu gives the bits of linear then geglu: rows that take the few-row
+// (transposed) and the packed GEMM paths, items merged or not, odd C (vector tails), with and
+// without bias, a zero gate (gelu(±0) keeps its sign only without the bias add), 1 and 2 threads.
+TEST(CpuOps, LinearGegluIsLinearThenGeglu) {
+  struct Case {
+    Shape x;
+    int64_t C;
+  };
+  for (const Case& c : {Case{{2, 7, 40}, 37}, Case{{1, 300, 64}, 96}, Case{{3, 5, 33}, 5}, Case{{2, 64, 48}, 1280},
+                        Case{{9, 24}, 40}}) {
+    const int64_t K = c.x.back();
+    Vec xv = randn(static_cast<size_t>(shape_numel(c.x)), 31, 1.0f);
+    Vec wv = randn(static_cast<size_t>(2 * c.C * K), 32, 0.2f), bv = randn(static_cast<size_t>(2 * c.C), 33, 0.5f);
+    for (size_t i = 0; i < wv.size(); i += 7) wv[i] = 0.0f;
+    // A gate row of zero weights: its outputs are exact zeros (gelu(0) = 0).
+    std::fill(wv.begin() + static_cast<ptrdiff_t>(c.C * K), wv.begin() + static_cast<ptrdiff_t>(c.C * K + K), -0.0f);
+    for (int threads : {1, 2}) {
+      Backend& be = backend(threads);
+      Tensor x = be.from_host(xv.data(), c.x), w = be.from_host(wv.data(), {2 * c.C, K});
+      Tensor b = be.from_host(bv.data(), {2 * c.C});
+      for (bool with_bias : {true, false}) {
+        const Tensor* bias = with_bias ? &b : nullptr;
+        const Vec fused = host(be.linear_geglu(x, w, bias));
+        const Vec split = host(be.geglu(be.linear(x, w, bias)));
+        ASSERT_EQ(fused.size(), split.size());
+        EXPECT_EQ(std::memcmp(fused.data(), split.data(), fused.size() * sizeof(float)), 0)
+            << shape_str(c.x) << " C " << c.C << " bias " << with_bias << " threads " << threads;
+      }
+    }
+  }
+}
+
 TEST(CpuOps, ElementwiseIsExactFloatArithmetic) {
   Vec a = randn(40011, 23, 3.0f), b = randn(40011, 24, 3.0f);
   Tensor ta = tensor(a, {3, 13337}), tb = tensor(b, {3, 13337});

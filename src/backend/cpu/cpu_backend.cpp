@@ -178,6 +178,24 @@ class CpuBackend final : public Backend {
     return y;
   }
 
+  Tensor do_linear_geglu(const Tensor& x, const Tensor& w, const Tensor* bias, const Shape& linear_shape,
+                         const Shape& out_shape) override {
+    const char* op = "linear_geglu";
+    const float* xp = input(x, op, "x");
+    const float* wp = input(w, op, "weight");
+    const float* bp = optional_input(bias, op, "bias");
+    (void)linear_shape;
+    const int64_t K = w.dim(1), C = w.dim(0) / 2;
+    const int64_t rows_total = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+    const int64_t items = x.rank() >= 3 ? x.dim(0) : rows_total;
+    const int64_t rows = items > 0 ? rows_total / items : 0;
+    Tensor y = pool_->tensor(out_shape);
+    if (y.numel() == 0) return y;
+    Tensor gate = pool_->tensor(out_shape);
+    cpu::linear_geglu_rows(xp, items, rows, K, wp, C, bp, gate.f32(), y.f32(), threads_);
+    return y;
+  }
+
   Tensor do_conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int pad,
                    const Tensor* residual, const Shape& out_shape) override {
     const char* op = "conv2d";

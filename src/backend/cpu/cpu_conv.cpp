@@ -136,4 +136,34 @@ void linear_rows(const float* x, int64_t items, int64_t rows, int64_t K, const f
   gemm_nt_parallel(p, threads);
 }
 
+// Two products over the same rows: the gate half into `gate`, finished to gelu(g + b) while each
+// tile is in cache, then the hidden half into y, finished to (a + b) · gelu(g). Against linear_rows
+// then geglu_rows, the [rows, 2C] projection is never written and read back, and no separate pass
+// runs (each output is still one FMA chain: a product's bits do not depend on its columns).
+void linear_geglu_rows(const float* x, int64_t items, int64_t rows, int64_t K, const float* w, int64_t C,
+                       const float* bias, float* gate, float* y, int threads) {
+  GemmProblem p;
+  p.items = items;
+  p.M = rows;
+  p.N = C;
+  p.K = K;
+  p.A = x;
+  p.lda = K;
+  p.a_item_stride = rows * K;
+  p.ldc = C;
+  p.c_item_stride = rows * C;
+  p.W = w + C * K;
+  p.C = gate;
+  const float* gate_bias = bias ? bias + C : nullptr;
+  p.epilogue = [=](const GemmTile& t, float* c) { gelu_bias_block(c, t.mn, t.nn, C, gate_bias ? gate_bias + t.n0 : nullptr); };
+  gemm_nt_parallel(p, threads);
+  p.W = w;
+  p.C = y;
+  p.epilogue = [=](const GemmTile& t, float* c) {
+    const float* g = gate + t.item * rows * C + t.m0 * C + t.n0;
+    mul_bias_block(c, t.mn, t.nn, C, bias ? bias + t.n0 : nullptr, g, C);
+  };
+  gemm_nt_parallel(p, threads);
+}
+
 }  // namespace sdmpi::cpu

@@ -114,6 +114,55 @@ void geglu_rows(const float* x, float* y, int64_t rows, int64_t C, int threads) 
   });
 }
 
+namespace {
+
+// gelu(g + b) over one row segment, in place (the bias add first, as the linear's epilogue did).
+struct GeluBiasKernel {
+  template <int W> SDMPI_SIMD_INLINE static void run(float* g, const float* b, int64_t n) {
+    int64_t j = 0;
+    for (; j + W <= n; j += W) vstore<W>(g + j, GeluOp::apply<W>(vload<W>(g + j) + vload<W>(b + j)));
+    if (j < n) {
+      float tg[W] = {}, tb[W] = {};
+      const size_t bytes = static_cast<size_t>(n - j) * sizeof(float);
+      std::memcpy(tg, g + j, bytes);
+      std::memcpy(tb, b + j, bytes);
+      vstore<W>(tg, GeluOp::apply<W>(vload<W>(tg) + vload<W>(tb)));
+      std::memcpy(g + j, tg, bytes);
+    }
+  }
+};
+
+// (a + b) · g over one row segment, in place.
+struct MulBiasKernel {
+  template <int W> SDMPI_SIMD_INLINE static void run(float* a, const float* b, const float* g, int64_t n) {
+    int64_t j = 0;
+    for (; j + W <= n; j += W) vstore<W>(a + j, (vload<W>(a + j) + vload<W>(b + j)) * vload<W>(g + j));
+    for (; j < n; ++j) a[j] = (a[j] + b[j]) * g[j];
+  }
+};
+
+}  // namespace
+
+void gelu_bias_block(float* g, int64_t rows, int64_t cols, int64_t ld, const float* bias) {
+  for (int64_t i = 0; i < rows; ++i) {
+    float* gi = g + i * ld;
+    if (bias) simd_dispatch<GeluBiasKernel>(gi, bias, cols);
+    else simd_dispatch<MapKernel<GeluOp>>(static_cast<const float*>(gi), gi, cols);
+  }
+}
+
+void mul_bias_block(float* a, int64_t rows, int64_t cols, int64_t ld, const float* bias, const float* g, int64_t ldg) {
+  for (int64_t i = 0; i < rows; ++i) {
+    float* ai = a + i * ld;
+    const float* gi = g + i * ldg;
+    if (bias) {
+      simd_dispatch<MulBiasKernel>(ai, bias, gi, cols);
+    } else {
+      for (int64_t j = 0; j < cols; ++j) ai[j] = ai[j] * gi[j];
+    }
+  }
+}
+
 void binary_op(BinaryOp op, const float* a, const float* b, float* y, int64_t n, int threads) {
   parallel_chunks(n, threads, [&](int64_t lo, int64_t hi) {
     switch (op) {

@@ -46,6 +46,11 @@ void winograd_prepare_weights(int m, const float* w, int64_t Cout, int64_t Cin, 
 // y[i] = x[i] · wᵀ (+ bias) (+ residual) for `items` independent [rows, K] blocks; w is [N, K].
 void linear_rows(const float* x, int64_t items, int64_t rows, int64_t K, const float* w, int64_t N,
                  const float* bias, const float* residual, float* y, int threads);
+// diffusers' GEGLU after its projection, fused: with h = x · wᵀ + bias ([.., 2C], w [2C, K]),
+// y = h[:, :C] · gelu(h[:, C:]) ([.., C]), the bits of linear_rows then geglu_rows. `gate` is
+// scratch of items·rows·C floats.
+void linear_geglu_rows(const float* x, int64_t items, int64_t rows, int64_t K, const float* w, int64_t C,
+                       const float* bias, float* gate, float* y, int threads);
 
 // ---- cpu_norm.cpp -----------------------------------------------------------------------------------
 void group_norm_nhwc(const float* x, int64_t B, int64_t HW, int64_t C, int64_t groups,
@@ -61,6 +66,11 @@ void attention_mh(const float* q, const float* k, const float* v, int64_t B, int
 // ---- cpu_elementwise.cpp ----------------------------------------------------------------------------
 void activation_inplace(Activation act, const float* x, float* y, int64_t n, int threads);
 void geglu_rows(const float* x, float* y, int64_t rows, int64_t C, int threads);
+// geglu_rows' two halves on a block of a matrix (row stride ld), single-threaded, for a GEMM's
+// epilogue: g = gelu(g + bias) (the gate), then a = (a + bias) · g (the hidden half), each element
+// with geglu_rows' bits.
+void gelu_bias_block(float* g, int64_t rows, int64_t cols, int64_t ld, const float* bias);
+void mul_bias_block(float* a, int64_t rows, int64_t cols, int64_t ld, const float* bias, const float* g, int64_t ldg);
 void binary_op(BinaryOp op, const float* a, const float* b, float* y, int64_t n, int threads);
 void binary_scalar_op(BinaryOp op, const float* a, float s, bool scalar_first, float* y, int64_t n,
                       int threads);
