@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <utility>
@@ -123,6 +124,31 @@ TEST(CpuWinograd, ItemsAndThreadsDoNotChangeTheBits) {
       const auto alone = run(m, one, x1, w, bias.data(), r1.data(), threads);
       ASSERT_EQ(0, std::memcmp(alone.data(), all.data() + out_item, alone.size() * sizeof(float)))
           << "F(" << m << ",3) on " << threads << " threads";
+    }
+  }
+}
+
+// The convolution's transforms (the matrices fixed at compile time: unrolled, zeros and ±1 folded)
+// give the generic transform's bits, on every channel count (vector tails), with signed zeros,
+// infinities and NaN among the inputs, on every instruction set the CPU has.
+TEST(CpuWinograd, FixedTransformsGiveTheGenericBits) {
+  for (int m : {2, 4}) {
+    const int64_t alpha = m + 2;
+    for (bool input : {true, false}) {
+      const int64_t n_out = input ? alpha : m;
+      for (int64_t C : {1, 3, 8, 16, 17, 40, 129}) {
+        auto x = randn(static_cast<size_t>(alpha * alpha * C), 40 + static_cast<uint32_t>(C), 3.0f);
+        x[0] = -0.0f;
+        if (x.size() > 7) x[7] = std::numeric_limits<float>::infinity();
+        if (x.size() > 20) x[20] = std::numeric_limits<float>::quiet_NaN();
+        for (size_t i = 30; i < x.size(); i += 11) x[i] = 0.0f;
+        std::vector<float> fixed(static_cast<size_t>(n_out * n_out * C), -1.0f), generic(fixed.size(), -2.0f);
+        // Patch rows of alpha·C floats, positions of C; outputs the same way.
+        cpu::winograd_tile_transform(m, input, false, x.data(), alpha * C, C, fixed.data(), n_out * C, C, C);
+        cpu::winograd_tile_transform(m, input, true, x.data(), alpha * C, C, generic.data(), n_out * C, C, C);
+        EXPECT_EQ(std::memcmp(fixed.data(), generic.data(), fixed.size() * sizeof(float)), 0)
+            << "F(" << m << ",3) " << (input ? "input" : "output") << " transform, C " << C;
+      }
     }
   }
 }
