@@ -461,27 +461,6 @@ struct BSource {
   int64_t ldw = 0;
 };
 
-// C[rows, nn] (+)= packed A block [rows, kc] · one packed B panel [kc, nr] (nn ≤ nr columns used).
-void run_panel(const MicroKernel& mk, const float* Ap, int64_t rows, int64_t kc, const float* b, int64_t nn,
-               float* C, int64_t ldc, bool accumulate) {
-  alignas(64) float edge[24 * 16 > 12 * 32 ? 24 * 16 : 12 * 32];
-  for (int64_t ir = 0; ir < rows; ir += mk.mr) {
-    const int64_t mm = std::min<int64_t>(mk.mr, rows - ir);
-    float* c = C + ir * ldc;
-    if (mm == mk.mr && nn == mk.nr) {
-      mk.fn(kc, Ap + ir * kc, b, c, ldc, accumulate);
-      continue;
-    }
-    // Edge tile: the same chain through a full-size buffer.
-    if (accumulate)
-      for (int64_t i = 0; i < mm; ++i)
-        std::memcpy(edge + i * mk.nr, c + i * ldc, static_cast<size_t>(nn) * sizeof(float));
-    mk.fn(kc, Ap + ir * kc, b, edge, mk.nr, accumulate);
-    for (int64_t i = 0; i < mm; ++i)
-      std::memcpy(c + i * ldc, edge + i * mk.nr, static_cast<size_t>(nn) * sizeof(float));
-  }
-}
-
 // C[rows, cols] = A[rows, K] · B[K, cols] for rows ≤ kGemmMc.
 void run_block(const MicroKernel& mk, const ASource& a, int64_t row0, int64_t rows, int64_t cols, int64_t K,
                const BSource& bsrc, float* C, int64_t ldc) {
@@ -500,10 +479,29 @@ void run_block(const MicroKernel& mk, const ASource& a, int64_t row0, int64_t ro
       pack_a(mk.mr, rows, kc, a.A + row0 * a.lda + pc, a.lda, Ap);
     }
     if (Bb) pack_b_panels(mk.nr, true, cols, kc, bsrc.W + pc, bsrc.ldw, Bb, 0, panels);
-    for (int64_t jr = 0; jr < cols; jr += mk.nr) {
-      const int64_t nn = std::min<int64_t>(mk.nr, cols - jr);
-      const float* b = Bb ? Bb + (jr / mk.nr) * kc * mk.nr : bsrc.packed + (jr / mk.nr) * K * mk.nr + pc * mk.nr;
-      run_panel(mk, Ap, rows, kc, b, nn, C + jr, ldc, accumulate);
+    // A micro-panel (MR × Kc, 12 KiB) stays in L1 while the B block's micro-panels (Kc × NR,
+    // 32 KiB each: all of L1) stream from L2 past it; the other way round, B's micro-panel was
+    // evicted by the A panels streaming past it. One thread, 2048³: 91.7-94.5 → 95.6-98.6 GFLOP/s,
+    // the VAE's Winograd layers 9-17% faster (cpu_ops_bench). Each output is the same FMA chain.
+    alignas(64) float edge[24 * 16 > 12 * 32 ? 24 * 16 : 12 * 32];
+    for (int64_t ir = 0; ir < rows; ir += mk.mr) {
+      const int64_t mm = std::min<int64_t>(mk.mr, rows - ir);
+      for (int64_t jr = 0; jr < cols; jr += mk.nr) {
+        const int64_t nn = std::min<int64_t>(mk.nr, cols - jr);
+        const float* b = Bb ? Bb + (jr / mk.nr) * kc * mk.nr : bsrc.packed + (jr / mk.nr) * K * mk.nr + pc * mk.nr;
+        float* c = C + ir * ldc + jr;
+        if (mm == mk.mr && nn == mk.nr) {
+          mk.fn(kc, Ap + ir * kc, b, c, ldc, accumulate);
+          continue;
+        }
+        // Edge tile: the same chain through a full-size buffer.
+        if (accumulate)
+          for (int64_t i = 0; i < mm; ++i)
+            std::memcpy(edge + i * mk.nr, c + i * ldc, static_cast<size_t>(nn) * sizeof(float));
+        mk.fn(kc, Ap + ir * kc, b, edge, mk.nr, accumulate);
+        for (int64_t i = 0; i < mm; ++i)
+          std::memcpy(c + i * ldc, edge + i * mk.nr, static_cast<size_t>(nn) * sizeof(float));
+      }
     }
   }
 }
