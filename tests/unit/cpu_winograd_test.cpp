@@ -265,7 +265,9 @@ TEST(CpuWinogradCache, BackendGivesTheSameBitsWithAndWithoutKeptWeights) {
   // Cout 40: the packed panels' zero padding; 32×32 outputs: F(4,3). Batch 2 of 8×8 (32 tiles)
   // keeps the plain transform, read in place by the GEMM; 32×32 (128 tiles) keeps it packed.
   auto kept = make_cpu_backend(2, int64_t{256} << 20), per_call = make_cpu_backend(2, 0);
-  if (cpu::gemm_reads_weights_in_place(32, 40, 64)) EXPECT_FALSE(cpu::winograd_kept_packed(2, 2, 8, 8, 64, 40));
+  if (cpu::gemm_reads_weights_in_place(32, 40, 64)) {
+    EXPECT_FALSE(cpu::winograd_kept_packed(2, 2, 8, 8, 64, 40));
+  }
   EXPECT_EQ(cpu::winograd_kept_packed(4, 2, 32, 32, 64, 40), packing_possible());
   for (auto [side, cout] : {std::pair<int64_t, int64_t>{8, 96}, {8, 40}, {32, 40}}) {
     Tensor w = host_weight(cout, 64, 3);
