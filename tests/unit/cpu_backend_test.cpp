@@ -338,7 +338,8 @@ TEST(CpuOps, GegluMatchesNaive) {
   }
 }
 
-// The fused linear_geglu gives the bits of linear then geglu: rows that take the few-row
+// The fused linear_geglu gives the bits of linear then geglu (fused on our GEMM; on OpenBLAS the
+// backend runs the two ops): rows that take the few-row
 // (transposed) and the packed GEMM paths, items merged or not, odd C (vector tails), with and
 // without bias, a zero gate (gelu(±0) keeps its sign only without the bias add), 1 and 2 threads.
 TEST(CpuOps, LinearGegluIsLinearThenGeglu) {
