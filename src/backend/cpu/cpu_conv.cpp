@@ -113,8 +113,10 @@ void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, c
   gemm_nt_parallel(p, threads);
 }
 
-void linear_rows(const float* x, int64_t items, int64_t rows, int64_t K, const float* w, int64_t N,
-                 const float* bias, const float* residual, float* y, int threads) {
+namespace {
+
+// y[i] = x[i] · wᵀ for `items` [rows, K] blocks, w [N, K], y's rows N floats apart.
+GemmProblem rows_problem(const float* x, int64_t items, int64_t rows, int64_t K, const float* w, int64_t N, float* y) {
   GemmProblem p;
   p.items = items;
   p.M = rows;
@@ -127,6 +129,14 @@ void linear_rows(const float* x, int64_t items, int64_t rows, int64_t K, const f
   p.C = y;
   p.ldc = N;
   p.c_item_stride = rows * N;
+  return p;
+}
+
+}  // namespace
+
+void linear_rows(const float* x, int64_t items, int64_t rows, int64_t K, const float* w, int64_t N,
+                 const float* bias, const float* residual, float* y, int threads) {
+  GemmProblem p = rows_problem(x, items, rows, K, w, N, y);
   if (bias || residual) {
     const int64_t res_stride = rows * N;
     p.epilogue = [=](const GemmTile& t, float* c) {
@@ -142,18 +152,7 @@ void linear_rows(const float* x, int64_t items, int64_t rows, int64_t K, const f
 // runs (each output is still one FMA chain: a product's bits do not depend on its columns).
 void linear_geglu_rows(const float* x, int64_t items, int64_t rows, int64_t K, const float* w, int64_t C,
                        const float* bias, float* gate, float* y, int threads) {
-  GemmProblem p;
-  p.items = items;
-  p.M = rows;
-  p.N = C;
-  p.K = K;
-  p.A = x;
-  p.lda = K;
-  p.a_item_stride = rows * K;
-  p.ldc = C;
-  p.c_item_stride = rows * C;
-  p.W = w + C * K;
-  p.C = gate;
+  GemmProblem p = rows_problem(x, items, rows, K, w + C * K, C, gate);
   const float* gate_bias = bias ? bias + C : nullptr;
   p.epilogue = [=](const GemmTile& t, float* c) { gelu_bias_block(c, t.mn, t.nn, C, gate_bias ? gate_bias + t.n0 : nullptr); };
   gemm_nt_parallel(p, threads);

@@ -80,6 +80,25 @@ const WinogradMatrices& matrices(int m) {
   return m == 2 ? f2 : f4;
 }
 
+// The first `lanes` floats at src as a vector (the rest zero), and the first `lanes` lanes of v to
+// dst: a transform's channel tail.
+template <int W> SDMPI_SIMD_INLINE typename Vec<W>::f load_lanes(const float* src, int64_t lanes) {
+  if (lanes == W) return vload<W>(src);
+  float tmp[W] = {};
+  std::memcpy(tmp, src, static_cast<size_t>(lanes) * sizeof(float));
+  return vload<W>(tmp);
+}
+
+template <int W> SDMPI_SIMD_INLINE void store_lanes(float* dst, typename Vec<W>::f v, int64_t lanes) {
+  if (lanes == W) {
+    vstore<W>(dst, v);
+    return;
+  }
+  float tmp[W];
+  vstore<W>(tmp, v);
+  std::memcpy(dst, tmp, static_cast<size_t>(lanes) * sizeof(float));
+}
+
 // out[i][j][c] = Σ_a Σ_b L[i][a] · in[a][b][c] · R[j][b] for i, j < n_out and a, b < n_in (≤ 6), on
 // C channels; in[a][b] starts at in + a·in_a + b·in_b, out[i][j] at out + i·out_i + j·out_j. Zero
 // coefficients are skipped; the sums run in a fixed order (a, then b).
@@ -92,16 +111,7 @@ struct TwoSidedTransform {
       const int64_t lanes = std::min<int64_t>(W, C - c);
       F x[6][6], t[6][6];
       for (int a = 0; a < n_in; ++a)
-        for (int b = 0; b < n_in; ++b) {
-          const float* src = in + a * in_a + b * in_b + c;
-          if (lanes == W) {
-            x[a][b] = vload<W>(src);
-          } else {
-            float tmp[W] = {};
-            std::memcpy(tmp, src, static_cast<size_t>(lanes) * sizeof(float));
-            x[a][b] = vload<W>(tmp);
-          }
-        }
+        for (int b = 0; b < n_in; ++b) x[a][b] = load_lanes<W>(in + a * in_a + b * in_b + c, lanes);
       for (int i = 0; i < n_out; ++i)
         for (int b = 0; b < n_in; ++b) {
           F acc = vsplat<W>(0.0f);
@@ -118,14 +128,7 @@ struct TwoSidedTransform {
             const float r = R[j * n_in + b];
             if (r != 0.0f) acc = acc + t[i][b] * r;
           }
-          float* dst = out + i * out_i + j * out_j + c;
-          if (lanes == W) {
-            vstore<W>(dst, acc);
-          } else {
-            float tmp[W];
-            vstore<W>(tmp, acc);
-            std::memcpy(dst, tmp, static_cast<size_t>(lanes) * sizeof(float));
-          }
+          store_lanes<W>(out + i * out_i + j * out_j + c, acc, lanes);
         }
     }
   }
@@ -155,16 +158,7 @@ struct FixedTwoSided {
       for (int b = 0; b < NIn; ++b) {
         F x[NIn];
 #pragma GCC unroll 6
-        for (int a = 0; a < NIn; ++a) {
-          const float* src = in + a * in_a + b * in_b + c;
-          if (lanes == W) {
-            x[a] = vload<W>(src);
-          } else {
-            float tmp[W] = {};
-            std::memcpy(tmp, src, static_cast<size_t>(lanes) * sizeof(float));
-            x[a] = vload<W>(tmp);
-          }
-        }
+        for (int a = 0; a < NIn; ++a) x[a] = load_lanes<W>(in + a * in_a + b * in_b + c, lanes);
 #pragma GCC unroll 6
         for (int i = 0; i < NOut; ++i) {
           F acc = vsplat<W>(0.0f);
@@ -186,14 +180,7 @@ struct FixedTwoSided {
             const float r = T[j * NIn + b];
             if (r != 0.0f) acc = acc + t[i][b] * r;
           }
-          float* dst = out + i * out_i + j * out_j + c;
-          if (lanes == W) {
-            vstore<W>(dst, acc);
-          } else {
-            float tmp[W];
-            vstore<W>(tmp, acc);
-            std::memcpy(dst, tmp, static_cast<size_t>(lanes) * sizeof(float));
-          }
+          store_lanes<W>(out + i * out_i + j * out_j + c, acc, lanes);
         }
     }
   }
