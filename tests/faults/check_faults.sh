@@ -94,9 +94,12 @@ disk_full)
   ;;
 
 rank_killed)
-  # kill -9 of one worker rank under --distribution dynamic, -np 3.
+  # kill -9 of one worker rank under --distribution dynamic, -np 3. Rank 0 names a silent rank
+  # 0.5 s after its own stop signal; Open MPI's default grace before it SIGKILLs the survivors is
+  # 1 s, which a loaded CI machine (the sanitizer tests beside this one) overran once (session 8):
+  # 5 s here, as SLURM's KillWait (30 s by default) gives on a cluster.
   a="$tmp/r.h5"
-  setsid mpirun -np 3 "$sd" generate --model tiny "${job[@]}" --distribution dynamic --archive "$a" >"$tmp/log" 2>&1 &
+  setsid mpirun --mca odls_base_sigkill_timeout 5 -np 3 "$sd" generate --model tiny "${job[@]}" --distribution dynamic --archive "$a" >"$tmp/log" 2>&1 &
   pid=$!
   wait_done "$a" 3
   victim=$(for p in $(pgrep -s $pid); do
