@@ -814,12 +814,8 @@ void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t r
         }
         done += len;
       }
-      float* dst = Ap + group * group_floats + q * panel_floats + k0 * panel_rows;
-      for (int64_t k = 0; k < kc; ++k) {
-        float* d = dst + k * panel_rows;
-        for (int64_t i = 0; i < n; ++i) d[i] = buf[i * kc + k];
-        for (int64_t i = n; i < panel_rows; ++i) d[i] = 0.0f;
-      }
+      // One panel of pack_a's layout (zero rows past n): Ap[g][q][k][i].
+      pack_a(static_cast<int>(panel_rows), n, kc, buf, kc, Ap + group * group_floats + q * panel_floats + k0 * panel_rows);
     }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t t = 0; t < tasks; ++t) {
