@@ -97,6 +97,9 @@ struct TransposedKernel {
   TransposedKernelFn fn;
   int64_t narrow_group;   // a second kernel with fewer rows of w (AVX-512: 8), for sizes 12 would pad
   TransposedKernelFn narrow_fn;
+  // `fn` for w streamed from memory (the few-rows products' weights): it also prefetches each row
+  // of w ahead of its use (AVX-512; elsewhere the same as fn). Same bits as fn.
+  TransposedKernelFn streaming_fn;
 };
 const TransposedKernel& transposed_kernel();
 
