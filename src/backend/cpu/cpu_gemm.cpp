@@ -130,8 +130,9 @@ __attribute__((target("avx2,fma"))) void kernel_avx2_6x16(int64_t kc, const floa
 // How far ahead (floats) the streaming kernel prefetches each broadcast row into L2, one line per
 // row every 16 k. The few-rows products (the UNet's 4×4 and 8×8 layers at 256²) stream tens of MB of
 // weights per call in 12 rows at once, more streams than the hardware prefetchers follow well: on
-// an Emerald Rapids VM, 2 threads, 512 floats with an L2 hint made the 4×4 convolutions ~1.6× and
-// the 8×8 feed-forward ~1.4× faster (cpu_ops_bench; 256 with an L1 hint gained less, and slowed the
+// an Emerald Rapids VM, 2 threads, 512 floats with an L2 hint made the 4×4 convolutions 1.6-1.8×
+// faster (cpu_ops_bench; the 8×8 layers gained in one sweep, within noise in another; 256 with an L1
+// hint gained less, and slowed the
 // attention, whose broadcast rows are in cache, so the attention keeps the plain kernel).
 constexpr int64_t kStreamPrefetchFloats = 512;
 
@@ -148,6 +149,7 @@ __attribute__((target("avx512f"))) inline void avx512_rx32(int64_t kc, const flo
   const int64_t si = kFrom == Broadcast::Packed ? 1 : ldx, sk = kFrom == Broadcast::Packed ? R : 1;
   for (int64_t k = 0; k < kc; ++k) {
     if constexpr (kPrefetchRows) {  // prefetches never fault, so running past the rows is harmless
+      static_assert(kFrom == Broadcast::InPlace, "only rows read in place are streamed from memory");
       if ((k & 15) == 0) {
 #pragma GCC unroll 12
         for (int i = 0; i < R; ++i)
@@ -256,8 +258,8 @@ __attribute__((target("avx2,fma"))) void dot_avx2_4xn(int64_t K, const float* a,
 #endif
 
 #ifdef SDMPI_X86
-// The same chain 16 columns wide, for products whose width pads less to 16 than to 32 (the
-// attention's P·V with head size 40: 48 columns computed instead of 64). The loops over the 24
+// The same chain 16 columns wide, for packed-path products whose width pads less to 16 than to 32
+// (N ≡ 1…16 mod 32: e.g. N = 40 computes 48 columns instead of 64). The loops over the 24
 // accumulators must be unrolled: without the pragmas GCC 12 kept r[] on the stack and loaded and
 // stored an accumulator around every FMA, which ran at half the 12×32 kernel's rate (70 against
 // 140 GFLOP/s, one Emerald Rapids core, data in L1; 123 with them; the compiled loop is now 24
@@ -420,8 +422,9 @@ __attribute__((target("avx2"))) void transpose8x8(const float* src, int64_t ld, 
 }
 #endif
 
-// pack_a_scalar with the full panels' 16-column strips transposed 16 rows at a time (mr ≤ 32): a
-// small-N product (the attention's P·V, N = 40) packs as many A elements as it multiplies.
+// pack_a_scalar's result, on AVX-512 with every 16-column strip transposed in registers, 16 rows at
+// a time (mr ≤ 32; the last, partial panel too, its padding rows zero): a small-N product packs as
+// many A elements as it multiplies, so the pack must cost little per element.
 void pack_a(int mr, int64_t rows, int64_t kc, const float* A, int64_t lda, float* dst) {
 #ifdef SDMPI_X86
   if (mr % 4 == 0 && mr <= 32 && kc >= 16 && simd_isa() == SimdIsa::Avx512) {
