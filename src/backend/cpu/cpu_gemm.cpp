@@ -789,6 +789,22 @@ __attribute__((target("avx2,fma"))) void kernel_avx2_wt_6x16(int64_t kc, const f
 }
 #endif
 
+// c[i·ldc + j] = ct[j·ldt + i] for i < rows, j < cols: the few-rows path's Cᵀ back into C, in
+// 16×16 register transposes on AVX-512 (a scalar loop with strided loads was ~10% of an 8×8-map
+// linear's time).
+void copy_transposed(const float* ct, int64_t ldt, int64_t rows, int64_t cols, float* c, int64_t ldc) {
+  int64_t i0 = 0, j0 = 0;
+#ifdef SDMPI_X86
+  if (simd_isa() == SimdIsa::Avx512) {
+    i0 = rows / 16 * 16, j0 = cols / 16 * 16;
+    for (int64_t i = 0; i < i0; i += 16)
+      for (int64_t j = 0; j < j0; j += 16) transpose16x16(ct + j * ldt + i, ldt, c + i * ldc + j, ldc);
+  }
+#endif
+  for (int64_t i = 0; i < rows; ++i)  // what the blocks left: columns past j0, then rows past i0
+    for (int64_t j = i < i0 ? j0 : 0; j < cols; ++j) c[i * ldc + j] = ct[j * ldt + i];
+}
+
 bool small_rows_path(const GemmProblem& p, int64_t rows) {
   return !p.W_packed && gemm_reads_weights_in_place(rows, p.N, p.K);
 }
@@ -867,8 +883,7 @@ void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t r
         const auto [item, m] = locate(group, done);
         const int64_t len = merge ? std::min(rows - done, p.M - m) : rows - done;
         float* c = p.C + item * p.c_item_stride + m * p.ldc + n0;
-        for (int64_t i = 0; i < len; ++i)
-          for (int64_t j = 0; j < nn; ++j) c[i * p.ldc + j] = ct[j * ldt + done + i];
+        copy_transposed(ct + done, ldt, len, nn, c, p.ldc);
         if (p.epilogue) p.epilogue(GemmTile{item, m, len, n0, nn}, c);
         done += len;
       }
