@@ -4,17 +4,57 @@ bench/results/cpu/<date>-<name>.md and .json: a time table (each engine, and our
 each peer), then each engine's GFLOP/s per component against the machine's measured sgemm rates.
 Reads one JSON object on stdin:
   {"out": PREFIX, "title": str, "engines": [{engine JSON}, ...] (sd_mpi first),
+   "rounds": [[{sd_mpi JSON}, {diffusers JSON}], ...] (optional: ours and diffusers back to back per
+   round; with two or more, their times become the rounds' medians and each round's ratios are listed),
    "flops": count_flops.py's JSON, "sgemm_gflops": float, "cpu": str, "commit": str,
    "load_before": str, "load_after": str, "notes": [str, ...]}
 """
 import json
+import statistics
 import sys
 
 LABELS = {"sd_mpi": "sd_mpi", "diffusers": "diffusers", "stable-diffusion.cpp": "sd.cpp"}
 
 
+TIMED = ["text_encoder_s", "unet_step_s", "vae_decode_s", "generation_s", "generation_2_s", "load_s"]
+
+
+def merge_rounds(run):
+    """Ours and diffusers at each time key's median over the rounds (the other engines as measured);
+    returns the markdown lines of the per-round table."""
+    rounds = run.get("rounds") or []
+    if len(rounds) < 2:
+        return []
+    for i in range(2):
+        merged = dict(rounds[-1][i])
+        for key in TIMED + ["text_encoder_2_s", "peak_rss_gib"]:
+            values = [r[i][key] for r in rounds if key in r[i]]
+            if values:
+                merged[key] = statistics.median(values)
+        run["engines"][i] = merged
+    shown = [("UNet step", "unet_step_s"), ("VAE decode", "vae_decode_s"), ("whole image", "generation_s"),
+             ("second image", "generation_2_s")]
+    lines = ["", f"## {len(rounds)} rounds, sd_mpi then diffusers back to back", "",
+             "The table above shows each time's median over these rounds. Speed-up per round: diffusers' time "
+             "over ours in the same round.", "",
+             "| round | " + " | ".join(f"{n}: ours / diffusers (s), speed-up" for n, _ in shown) + " |",
+             "|---" * (1 + len(shown)) + "|"]
+    ratios = {key: [] for _, key in shown}
+    for n, (ours, theirs) in enumerate(rounds, 1):
+        cells = []
+        for _, key in shown:
+            ratios[key].append(theirs[key] / ours[key])
+            cells.append(f"{ours[key]:.3f} / {theirs[key]:.3f}, {ratios[key][-1]:.2f}×")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines.append("| median (range) of the speed-ups | " + " | ".join(
+        f"{statistics.median(ratios[key]):.2f}× ({min(ratios[key]):.2f}-{max(ratios[key]):.2f})" for _, key in shown)
+        + " |")
+    return lines
+
+
 def main():
     run = json.load(sys.stdin)
+    round_lines = merge_rounds(run)
     engines, flops = run["engines"], run["flops"]
     ours = engines[0]
     peers = engines[1:]
@@ -62,6 +102,7 @@ def main():
                  + " | ".join(f"{t / first[0]:.2f}×" for t in first[1:]) + " |")
     rss = [f"{e['peak_rss_gib']:.2f}" if "peak_rss_gib" in e else "–" for e in engines]
     lines.append("| peak RSS (GiB) | " + " | ".join(rss) + " |" + " |" * len(peers))
+    lines += round_lines
     torch_rate = next((e["torch_sgemm_gflops"] for e in peers if "torch_sgemm_gflops" in e), None)
     lines += ["", "## Against the machine's sgemm rate", "",
               f"FLOPs by bench/cpu/count_flops.py (torch's FlopCounterMode on the models built from the folder's "

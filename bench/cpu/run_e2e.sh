@@ -10,7 +10,8 @@
 #        PRESET=sdxl (the SDXL row, see run_e2e_sdxl.sh: ours and diffusers only),
 #        MODEL_DIR (default /tmp/sd_mpi_bench_<preset>; an SDXL folder made here is deleted after,
 #        unless KEEP_MODEL=1), MACHINE_NOTE (what else ran on the machine, for the report; default:
-#        that others were building and training)
+#        that others were building and training), ROUNDS (default 1: sd_mpi then diffusers, each
+#        round; more: paired ratios per round, medians over rounds; sd.cpp runs once, after them)
 # Prints a table and writes bench/results/cpu/<date>-e2e[-sdxl].md (+ .json): times, speed-ups,
 # each engine's GFLOP/s per component (bench/cpu/count_flops.py) against the measured sgemm rate,
 # peak RSS.
@@ -20,6 +21,7 @@ PY=${GOLDEN_PY:?set GOLDEN_PY to a python with the pinned diffusers (tools/golde
 BUILD=${BUILD:-build}
 PRESET=${PRESET:-sd15}
 SIZE=${1:-256} STEPS=${2:-10} REPS=${3:-3}
+ROUNDS=${ROUNDS:-1}
 THREADS=${THREADS:-$(nproc)}
 SAMPLER=${SAMPLER:-euler}
 MODEL=${MODEL_DIR:-/tmp/sd_mpi_bench_$PRESET}
@@ -49,8 +51,17 @@ fi
 sgemm=$("$BUILD/bench/cpu_ops_bench" --threads "$THREADS" --reps 3 --filter '(none)' |
   sed -n 's/^sgemm rate: .*, \([0-9.]*\) GFLOP\/s on .*/\1/p')
 flops=$("$PY" bench/cpu/count_flops.py "$MODEL" "$SIZE" 2>/dev/null | tail -n 1)
-engines=$("$BUILD/bench/e2e_cpu_bench" "$MODEL" "$SIZE" "$STEPS" "$REPS" "$THREADS" "$SAMPLER")
-engines+=,$("$PY" bench/cpu/e2e_diffusers.py "$MODEL" "$SIZE" "$STEPS" "$REPS" "$THREADS" "$SAMPLER" 2>/dev/null | tail -n 1)
+# ROUNDS > 1: ours and diffusers back to back, ROUNDS times (a VM whose speed drifts by tens of
+# percent over minutes then still gives paired ratios); the report takes each time's median over
+# the rounds and lists every round's ratios.
+rounds=""
+for ((round = 1; round <= ROUNDS; round++)); do
+  [ "$ROUNDS" -gt 1 ] && echo "run_e2e: round $round of $ROUNDS" >&2
+  ours=$("$BUILD/bench/e2e_cpu_bench" "$MODEL" "$SIZE" "$STEPS" "$REPS" "$THREADS" "$SAMPLER")
+  theirs=$("$PY" bench/cpu/e2e_diffusers.py "$MODEL" "$SIZE" "$STEPS" "$REPS" "$THREADS" "$SAMPLER" 2>/dev/null | tail -n 1)
+  rounds+="${rounds:+,}[$ours,$theirs]"
+done
+engines="$ours,$theirs"  # the last round's; the report replaces the times by the rounds' medians
 if [ "$SDCPP" = 1 ]; then
   engines+=,$(python3 bench/cpu/e2e_sdcpp.py "$sdcli" "$ckpt" "$SIZE" "$STEPS" "$REPS" "$THREADS" "$SAMPLER")
 fi
@@ -64,7 +75,7 @@ echo "[$engines]" > "${TMPDIR:-/tmp}/run_e2e_engines.json"  # the raw measuremen
 python3 bench/cpu/e2e_report.py <<JSON
 {"out": "bench/results/cpu/$(date -u +%Y-%m-%d)-e2e$suffix",
  "title": "CPU end-to-end: $title (random weights), ${SIZE}×${SIZE}",
- "engines": [$engines], "flops": $flops, "sgemm_gflops": $sgemm,
+ "engines": [$engines], "rounds": [$rounds], "flops": $flops, "sgemm_gflops": $sgemm,
  "cpu": "$(lscpu | sed -n 's/^Model name: *//p' | head -1)", "commit": "$commit",
  "load_before": "$load_before", "load_after": "$load_after", "notes": [$notes]$machine_note}
 JSON
