@@ -26,6 +26,21 @@ class PooledHostStorage final : public Storage {
 };
 
 constexpr size_t kGranule = size_t{1} << 16;  // capacities are multiples of 64 KiB
+constexpr size_t kHugePage = size_t{2} << 20;
+
+// `bytes` of host memory, 64-byte aligned; from 2 MiB on, aligned to a 2 MiB page and advised as
+// huge (transparent huge pages in madvise mode, Debian's and Ubuntu's default, give 4 KiB pages
+// otherwise). An SD 1.5 model converted from F16 is 4.3 GB of F32 weights: in 4 KiB pages, over a
+// million page faults at load, and every weight stream of the GEMM crosses a page every 4 KiB.
+// The size is not rounded up: a tail short of a whole huge page stays in small pages, so nothing
+// is wasted. Released with std::free.
+void* allocate_host(size_t bytes) {
+  const size_t align = bytes >= kHugePage ? kHugePage : 64;
+  void* p = nullptr;
+  if (posix_memalign(&p, align, std::max<size_t>((bytes + 63) / 64 * 64, 64)) != 0) throw std::bad_alloc();
+  if (align == kHugePage) madvise(p, bytes, MADV_HUGEPAGE);  // advice: where it fails, small pages
+  return p;
+}
 
 }  // namespace
 
@@ -51,8 +66,7 @@ Tensor HostBlockPool::tensor(const Shape& shape, DType dtype) {
   }
   if (!data) {
     capacity = (bytes + kGranule - 1) / kGranule * kGranule;
-    data = std::aligned_alloc(4096, capacity);
-    if (!data) throw std::bad_alloc();
+    data = allocate_host(capacity);
   }
   auto storage = std::make_shared<PooledHostStorage>(shared_from_this(), data, bytes, capacity);
   return Tensor(std::move(storage), shape, dtype);
@@ -71,9 +85,7 @@ void HostBlockPool::give_back(void* data, size_t capacity) {
 }
 
 OwnedWeightStorage::OwnedWeightStorage(size_t bytes)
-    : WeightStorage(std::aligned_alloc(64, std::max<size_t>((bytes + 63) / 64 * 64, 64)), bytes, Device::CPU) {
-  if (!data_) throw std::bad_alloc();
-}
+    : WeightStorage(allocate_host(bytes), bytes, Device::CPU) {}
 
 OwnedWeightStorage::~OwnedWeightStorage() { std::free(data_); }
 
