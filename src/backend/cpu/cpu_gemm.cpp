@@ -42,6 +42,17 @@ namespace {
 // 384 on the SD shapes. Mc×Kc of packed A (144×256 floats, 144 KiB) and Kc×Nc of packed B (256×512
 // floats, 512 KiB) share the L2; a B micro-panel (Kc×NR) is read from L1/L2 by every A micro-panel.
 constexpr int64_t kGemmKc = 256;
+// Products at most this deep run as one K block, deeper ones in near-equal blocks of about kGemmKc
+// (gemm_kc): K = 320 (the UNet's first level) was a block of 256 and one of 64, which loaded and
+// stored every C tile twice and packed A twice for a quarter of the work. Any blocking gives the
+// same bits: a block continues each output's FMA chain from the value the last one stored.
+constexpr int64_t kGemmKcMax = 384;
+
+int64_t gemm_kc(int64_t K) {
+  if (K <= kGemmKcMax) return std::max<int64_t>(K, 1);
+  const int64_t blocks = (K + kGemmKc - 1) / kGemmKc;
+  return std::min(kGemmKcMax, ((K + blocks - 1) / blocks + 15) / 16 * 16);
+}
 constexpr int64_t kGemmMc = 144;  // rows of A packed at once (a multiple of every MR below)
 constexpr int64_t kGemmNc = 512;  // columns per block (a multiple of every NR below)
 // Fewer (product, row block) pairs than this and the built-in driver also cuts columns into tiles.
@@ -502,14 +513,15 @@ struct BSource {
 void run_block(const MicroKernel& mk, const ASource& a, int64_t row0, int64_t rows, int64_t cols, int64_t K,
                const BSource& bsrc, float* C, int64_t ldc) {
   thread_local Scratch a_pack, a_rows, b_block;
-  float* Ap = a_pack.get(static_cast<size_t>(kGemmMc * kGemmKc));
+  const int64_t kc_block = gemm_kc(K);
+  float* Ap = a_pack.get(static_cast<size_t>(kGemmMc * kc_block));
   const int64_t panels = (cols + mk.nr - 1) / mk.nr;
-  float* Bb = bsrc.packed ? nullptr : b_block.get(static_cast<size_t>(panels * mk.nr * kGemmKc));
-  for (int64_t pc = 0; pc < K; pc += kGemmKc) {
-    const int64_t kc = std::min(kGemmKc, K - pc);
+  float* Bb = bsrc.packed ? nullptr : b_block.get(static_cast<size_t>(panels * mk.nr * kc_block));
+  for (int64_t pc = 0; pc < K; pc += kc_block) {
+    const int64_t kc = std::min(kc_block, K - pc);
     const bool accumulate = pc > 0;
     if (a.gather) {
-      float* buf = a_rows.get(static_cast<size_t>(kGemmMc * kGemmKc));
+      float* buf = a_rows.get(static_cast<size_t>(kGemmMc * kc_block));
       (*a.gather)(row0, rows, pc, kc, buf);
       pack_a(mk.mr, rows, kc, buf, kc, Ap);
     } else {
@@ -822,7 +834,7 @@ void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t r
   auto locate = [&](int64_t group, int64_t r) {
     return merge ? std::pair<int64_t, int64_t>{r / p.M, r % p.M} : std::pair<int64_t, int64_t>{group, r};
   };
-  const int64_t k_blocks = (K + kGemmKc - 1) / kGemmKc;
+  const int64_t kc_block = gemm_kc(K), k_blocks = (K + kc_block - 1) / kc_block;
   const int64_t pack_tasks = groups * m_panels * k_blocks;
   const int64_t chunks = (N + kSmallChunk - 1) / kSmallChunk, tasks = groups * chunks;
   const bool parallel = threads > 1 && tasks > 1;
@@ -832,10 +844,10 @@ void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t r
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < pack_tasks; ++t) {
       const int64_t group = t / (m_panels * k_blocks), q = t / k_blocks % m_panels, kb = t % k_blocks;
-      const int64_t k0 = kb * kGemmKc, kc = std::min(kGemmKc, K - k0);
+      const int64_t k0 = kb * kc_block, kc = std::min(kc_block, K - k0);
       const int64_t r0 = q * panel_rows, n = std::min(panel_rows, rows - r0);
       thread_local Scratch rows_buf;
-      float* buf = rows_buf.get(static_cast<size_t>(panel_rows * kGemmKc));
+      float* buf = rows_buf.get(static_cast<size_t>(panel_rows * kc_block));
       for (int64_t done = 0; done < n;) {  // runs of rows that stay inside one item
         const auto [item, m] = locate(group, r0 + done);
         const int64_t len = merge ? std::min(n - done, p.M - m) : n - done;
@@ -858,14 +870,14 @@ void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t r
       thread_local Scratch ct_buf, edge_buf;
       float* ct = ct_buf.get(static_cast<size_t>(kSmallChunk * ldt));
       const float* W = p.W + (p.w_item_stride == 0 ? 0 : group * p.w_item_stride);
-      for (int64_t k0 = 0; k0 < K; k0 += kGemmKc) {
-        const int64_t kc = std::min(kGemmKc, K - k0);
+      for (int64_t k0 = 0; k0 < K; k0 += kc_block) {
+        const int64_t kc = std::min(kc_block, K - k0);
         for (int64_t g = 0; g < nn; g += tile_rows) {
           const int64_t gn = std::min(tile_rows, nn - g);
           const float* w = W + (n0 + g) * K + k0;
           int64_t ldw = K;
           if (gn < tile_rows) {  // the last rows of W, zero-padded to a full micro-tile
-            float* e = edge_buf.get(static_cast<size_t>(tile_rows * kGemmKc));
+            float* e = edge_buf.get(static_cast<size_t>(tile_rows * kc_block));
             for (int64_t i = 0; i < tile_rows; ++i) {
               if (i < gn) std::memcpy(e + i * kc, w + i * K, static_cast<size_t>(kc) * sizeof(float));
               else std::memset(e + i * kc, 0, static_cast<size_t>(kc) * sizeof(float));
