@@ -288,3 +288,26 @@ TEST(CpuWinogradCache, BackendGivesTheSameBitsWithAndWithoutKeptWeights) {
     }
   }
 }
+
+// The packed kept form is made one panel of output channels at a time (winograd_prepare_weights):
+// it must equal transforming every channel and then packing each position's [Cout, Cin] matrix
+// (gemm_pack_weights), bit for bit, also where the last panel is partial.
+TEST(CpuWinogradCache, PackedFormEqualsTransformThenPack) {
+  if (!packing_possible()) GTEST_SKIP() << "the GEMM engine here is OpenBLAS: no packed form";
+  for (const auto& [cout, cin] : {std::pair<int64_t, int64_t>{40, 33}, {33, 17}, {70, 64}, {16, 5}}) {
+    Tensor w = host_weight(cout, cin, 7);
+    for (int m : {2, 4}) {
+      const int64_t positions = (m + 2) * (m + 2), packed_floats = cpu::gemm_packed_floats(cout, cin);
+      std::vector<float> u(static_cast<size_t>(cpu::winograd_weight_floats(m, cout, cin)));
+      cpu::winograd_transform_weights(m, w.f32(), cout, cin, u.data(), 1);
+      std::vector<float> expected(static_cast<size_t>(positions * packed_floats), -1.0f);
+      for (int64_t xi = 0; xi < positions; ++xi)
+        cpu::gemm_pack_weights(u.data() + xi * cout * cin, cout, cin, expected.data() + xi * packed_floats);
+      for (int threads : {1, 2, 3}) {
+        std::vector<float> got(expected.size(), -2.0f);
+        cpu::winograd_prepare_weights(m, w.f32(), cout, cin, true, got.data(), threads);
+        EXPECT_TRUE(same_bits(got.data(), expected)) << cout << "x" << cin << ", F(" << m << ",3), " << threads << " threads";
+      }
+    }
+  }
+}

@@ -1043,6 +1043,15 @@ void gemm_pack_weights(const float* W, int64_t N, int64_t K, float* dst) {
   if (K > 0) pack_b_panels(static_cast<int>(nr), true, N, K, W, K, dst, 0, (N + nr - 1) / nr);
 }
 
+int64_t gemm_pack_rows(int64_t N) { return micro_kernel_for(N).nr; }
+
+void gemm_pack_weight_panel(const float* panel_rows, int64_t rows, int64_t N, int64_t K, float* panel_dst) {
+  const int64_t nr = micro_kernel_for(N).nr;
+  if (rows < 1 || rows > nr) throw Error("gemm_pack_weight_panel: " + std::to_string(rows) + " rows for a panel of " +
+                                         std::to_string(nr));
+  if (K > 0) pack_b_panels(static_cast<int>(nr), true, rows, K, panel_rows, K, panel_dst, 0, 1);
+}
+
 void set_blas_single_threaded() {
 #ifdef SDMPI_HAVE_BLAS
   static std::once_flag once;

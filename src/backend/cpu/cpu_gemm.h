@@ -112,6 +112,11 @@ bool gemm_reads_weights_in_place(int64_t rows, int64_t N, int64_t K);
 // 64-byte aligned.
 int64_t gemm_packed_floats(int64_t N, int64_t K);
 void gemm_pack_weights(const float* W, int64_t N, int64_t K, float* dst);
+// The same layout one panel at a time, for callers that make W in pieces: panels hold
+// gemm_pack_rows(N) rows of W each, and panel p (rows p·r … p·r+r-1, r = gemm_pack_rows(N)) is
+// written from its `rows` ≤ r rows (row stride K, zeros past them) to dst + p·r·K.
+int64_t gemm_pack_rows(int64_t N);
+void gemm_pack_weight_panel(const float* panel_rows, int64_t rows, int64_t N, int64_t K, float* panel_dst);
 
 // Keeps OpenBLAS on one thread (see above). Idempotent; a no-op without OpenBLAS.
 void set_blas_single_threaded();
