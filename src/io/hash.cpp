@@ -135,19 +135,17 @@ std::string sha256_file_cached(const std::string& path) {
   // Written to a file of our own, then renamed over the cache: a job reading it meanwhile sees
   // the old or the new one whole, and of two jobs writing at once one entry may be lost (it is
   // hashed again next time). Any failure leaves the cache as it was; the hash stands.
+  const std::string tmp = cache + ".tmp." + std::to_string(::getpid());
   try {
     files = read_hash_cache(cache);  // what other jobs added while this one hashed
     const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                                std::chrono::system_clock::now().time_since_epoch()).count();
     files[key] = {{"identity", identity}, {"sha256", hash}, {"hashed_ns", now_ns}};
-    while (files.size() > kHashCacheEntries) {  // drop the longest ago hashed
-      auto oldest = files.begin();
-      for (auto it = files.begin(); it != files.end(); ++it)
-        if (it->value("hashed_ns", int64_t{0}) < oldest->value("hashed_ns", int64_t{0})) oldest = it;
-      files.erase(oldest);
-    }
+    while (files.size() > kHashCacheEntries)  // drop the longest ago hashed
+      files.erase(std::min_element(files.begin(), files.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
+        return a["hashed_ns"].get<int64_t>() < b["hashed_ns"].get<int64_t>();
+      }));
     std::filesystem::create_directories(std::filesystem::path(cache).parent_path(), ec);
-    const std::string tmp = cache + ".tmp." + std::to_string(::getpid());
     {
       std::ofstream out(tmp, std::ios::trunc);
       out << nlohmann::json{{"format", "sd_mpi weight-file SHA-256 cache"}, {"files", files}}.dump(1) << "\n";
@@ -156,7 +154,7 @@ std::string sha256_file_cached(const std::string& path) {
     std::filesystem::rename(tmp, cache, ec);
     if (ec) std::filesystem::remove(tmp, ec);
   } catch (const std::exception&) {
-    std::filesystem::remove(cache + ".tmp." + std::to_string(::getpid()), ec);
+    std::filesystem::remove(tmp, ec);
   }
   return hash;
 #endif

@@ -105,11 +105,9 @@ const float* WinogradWeightCache::get(const Tensor& w, int m, bool packed, int t
   if (budget_ <= 0 || !storage || !dynamic_cast<const WeightStorage*>(storage.get()) || w.rank() != 4) return nullptr;
   const int64_t cout = w.dim(0), cin = w.dim(3);
   const int64_t floats_bytes = winograd_kept_floats(m, cout, cin, packed) * static_cast<int64_t>(sizeof(float));
-  // Whole 2 MiB pages where the kernel allows them (transparent huge pages in madvise mode) for
-  // the large ones: a first image fills gigabytes of these, and 4 KiB page faults were a visible
-  // part of its time. The budget counts what is allocated, rounding included.
-  const int64_t huge = int64_t{2} << 20, align = floats_bytes >= huge ? huge : 64;
-  const int64_t bytes = (floats_bytes + align - 1) / align * align;
+  // On huge pages from 2 MiB on (allocate_host): a first image fills gigabytes of these, and 4 KiB
+  // page faults were a visible part of its time. The budget counts what is allocated.
+  const int64_t bytes = (floats_bytes + 63) / 64 * 64;
   const auto key = std::make_tuple(static_cast<const Storage*>(storage.get()), static_cast<const void*>(w.raw()), m, packed);
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(key);
@@ -122,9 +120,11 @@ const float* WinogradWeightCache::get(const Tensor& w, int m, bool packed, int t
   if (used_ + bytes > budget_) return nullptr;
   Entry e;
   e.owner = storage;
-  e.data.reset(static_cast<float*>(std::aligned_alloc(static_cast<size_t>(align), static_cast<size_t>(bytes))));
-  if (!e.data) return nullptr;
-  if (align == huge) madvise(e.data.get(), static_cast<size_t>(bytes), MADV_HUGEPAGE);  // advice: may fail
+  try {
+    e.data.reset(static_cast<float*>(allocate_host(static_cast<size_t>(bytes))));
+  } catch (const std::bad_alloc&) {
+    return nullptr;  // the layer transforms per call instead
+  }
   e.bytes = bytes;
   winograd_prepare_weights(m, w.f32(), cout, cin, packed, e.data.get(), threads);
   used_ += bytes;

@@ -265,13 +265,22 @@ int64_t winograd_weight_floats(int m, int64_t Cout, int64_t Cin) {
   return alpha * alpha * Cout * Cin;
 }
 
+namespace {
+
+// One output channel's filters g (OHWI: 3 × 3 × Cin floats at w_o) → u_o[ξ · position_stride + cin]
+// = (G g Gᵀ)[ξ] for each input channel.
+void transform_output_channel(const WinogradMatrices& wm, const float* w_o, int64_t Cin, float* u_o,
+                              int64_t position_stride) {
+  two_sided(wm.G, wm.G, wm.alpha, 3, w_o, 3 * Cin, Cin, u_o, wm.alpha * position_stride, position_stride, Cin);
+}
+
+}  // namespace
+
 void winograd_transform_weights(int m, const float* w, int64_t Cout, int64_t Cin, float* U, int threads) {
   // U[ξ][cout][cin] = (G g Gᵀ)[ξ] for each (cout, cin); g is OHWI. Each output channel alone.
   const WinogradMatrices& wm = matrices(m);
-  const int alpha = wm.alpha;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && Cout > 1)
-  for (int64_t o = 0; o < Cout; ++o)
-    two_sided(wm.G, wm.G, alpha, 3, w + o * 9 * Cin, 3 * Cin, Cin, U + o * Cin, alpha * Cout * Cin, Cout * Cin, Cin);
+  for (int64_t o = 0; o < Cout; ++o) transform_output_channel(wm, w + o * 9 * Cin, Cin, U + o * Cin, Cout * Cin);
 }
 
 namespace {
@@ -317,8 +326,7 @@ void winograd_prepare_weights(int m, const float* w, int64_t Cout, int64_t Cin, 
   // Rapids VM (they are bound by writing the fresh kept copy); peak RSS fell by ~50 MB. Each
   // filter's transform is the same arithmetic either way.
   const WinogradMatrices& wm = matrices(m);
-  const int alpha = wm.alpha;
-  const int64_t positions = int64_t{alpha} * alpha, packed_floats = gemm_packed_floats(Cout, Cin);
+  const int64_t positions = int64_t{wm.alpha} * wm.alpha, packed_floats = gemm_packed_floats(Cout, Cin);
   const int64_t r = gemm_pack_rows(Cout), panels = (Cout + r - 1) / r;
 #pragma omp parallel num_threads(threads) if (threads > 1 && panels > 1)
   {
@@ -328,8 +336,7 @@ void winograd_prepare_weights(int m, const float* w, int64_t Cout, int64_t Cin, 
     for (int64_t p = 0; p < panels; ++p) {
       const int64_t o0 = p * r, n = std::min(r, Cout - o0);
       for (int64_t j = 0; j < n; ++j)  // u[ξ][j][cin], as winograd_transform_weights's U[ξ][cout][cin]
-        two_sided(wm.G, wm.G, alpha, 3, w + (o0 + j) * 9 * Cin, 3 * Cin, Cin, u + j * Cin, alpha * n * Cin, n * Cin,
-                  Cin);
+        transform_output_channel(wm, w + (o0 + j) * 9 * Cin, Cin, u + j * Cin, n * Cin);
       for (int64_t xi = 0; xi < positions; ++xi)
         gemm_pack_weight_panel(u + xi * n * Cin, n, Cout, Cin, dst + xi * packed_floats + p * r * Cin);
     }
