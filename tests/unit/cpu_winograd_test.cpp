@@ -132,22 +132,24 @@ TEST(CpuWinograd, ItemsAndThreadsDoNotChangeTheBits) {
 // give the generic transform's bits, on every channel count (vector tails), with signed zeros,
 // infinities and NaN among the inputs, on every instruction set the CPU has.
 TEST(CpuWinograd, FixedTransformsGiveTheGenericBits) {
+  using Kind = cpu::WinogradTransform;
   for (int m : {2, 4}) {
     const int64_t alpha = m + 2;
-    for (bool input : {true, false}) {
-      const int64_t n_out = input ? alpha : m;
+    for (Kind kind : {Kind::Input, Kind::Output, Kind::Filter}) {
+      const int64_t n_in = kind == Kind::Filter ? 3 : alpha, n_out = kind == Kind::Output ? m : alpha;
+      const char* name = kind == Kind::Input ? "input" : kind == Kind::Output ? "output" : "filter";
       for (int64_t C : {1, 3, 8, 16, 17, 40, 129}) {
-        auto x = randn(static_cast<size_t>(alpha * alpha * C), 40 + static_cast<uint32_t>(C), 3.0f);
+        auto x = randn(static_cast<size_t>(n_in * n_in * C), 40 + static_cast<uint32_t>(C), 3.0f);
         x[0] = -0.0f;
         if (x.size() > 7) x[7] = std::numeric_limits<float>::infinity();
         if (x.size() > 20) x[20] = std::numeric_limits<float>::quiet_NaN();
         for (size_t i = 30; i < x.size(); i += 11) x[i] = 0.0f;
         std::vector<float> fixed(static_cast<size_t>(n_out * n_out * C), -1.0f), generic(fixed.size(), -2.0f);
-        // Patch rows of alpha·C floats, positions of C; outputs the same way.
-        cpu::winograd_tile_transform(m, input, false, x.data(), alpha * C, C, fixed.data(), n_out * C, C, C);
-        cpu::winograd_tile_transform(m, input, true, x.data(), alpha * C, C, generic.data(), n_out * C, C, C);
+        // Patch rows of n_in·C floats, positions of C; outputs the same way.
+        cpu::winograd_tile_transform(m, kind, false, x.data(), n_in * C, C, fixed.data(), n_out * C, C, C);
+        cpu::winograd_tile_transform(m, kind, true, x.data(), n_in * C, C, generic.data(), n_out * C, C, C);
         EXPECT_EQ(std::memcmp(fixed.data(), generic.data(), fixed.size() * sizeof(float)), 0)
-            << "F(" << m << ",3) " << (input ? "input" : "output") << " transform, C " << C;
+            << "F(" << m << ",3) " << name << " transform, C " << C;
       }
     }
   }

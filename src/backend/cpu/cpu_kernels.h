@@ -32,12 +32,14 @@ bool winograd_enabled();
 void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
                            int64_t Cout, int pad, const float* bias, const float* residual, float* y, int64_t Ho,
                            int64_t Wo, int threads, const float* kept_w = nullptr);
-// One tile's transform of F(m,3) on C channels (input: Bᵀ d B, (m+2)² → (m+2)² positions;
-// output: Aᵀ M A, (m+2)² → m² positions); element [a][b] of `in` at in + a·in_a + b·in_b, [i][j] of
-// `out` at out + i·out_i + j·out_j. What the convolution runs (the matrix fixed at compile time), or
-// with `generic` the same sums with the matrix read at run time, which a test compares it with.
-void winograd_tile_transform(int m, bool input, bool generic, const float* in, int64_t in_a, int64_t in_b, float* out,
-                             int64_t out_i, int64_t out_j, int64_t C);
+// One transform of F(m,3) on C channels (Input: Bᵀ d B, (m+2)² → (m+2)² positions; Output: Aᵀ M A,
+// (m+2)² → m² positions; Filter: G g Gᵀ, 3×3 taps → (m+2)² positions); element [a][b] of `in` at
+// in + a·in_a + b·in_b, [i][j] of `out` at out + i·out_i + j·out_j. What the convolution runs (the
+// matrix fixed at compile time), or with `generic` the same sums with the matrix read at run time,
+// which a test compares it with.
+enum class WinogradTransform { Input, Output, Filter };
+void winograd_tile_transform(int m, WinogradTransform kind, bool generic, const float* in, int64_t in_a, int64_t in_b,
+                             float* out, int64_t out_i, int64_t out_j, int64_t C);
 // Winograd's transformed weights of an OHWI [Cout, 3, 3, Cin] layer: (m+2)²·Cout·Cin floats.
 int64_t winograd_weight_floats(int m, int64_t Cout, int64_t Cin);
 void winograd_transform_weights(int m, const float* w, int64_t Cout, int64_t Cin, float* U, int threads);

@@ -199,6 +199,15 @@ void output_transform(int m, const float* in, int64_t in_a, int64_t in_b, float*
   else simd_dispatch<FixedTwoSided<4, 6, kAT4>>(in, in_a, in_b, out, out_i, out_j, C);
 }
 
+// G g Gᵀ (3×3 filter → U) for F(m,3), on C input channels. With G fixed at compile time the weight
+// transform of a first image's kept weights (cpu_memory.h's WinogradWeightCache) ran about twice as
+// fast as with G read at run time (1280 channels under F(2,3): 20 → 10 ms warm).
+void filter_transform(int m, const float* in, int64_t in_a, int64_t in_b, float* out, int64_t out_i, int64_t out_j,
+                      int64_t C) {
+  if (m == 2) simd_dispatch<FixedTwoSided<4, 3, kG2>>(in, in_a, in_b, out, out_i, out_j, C);
+  else simd_dispatch<FixedTwoSided<6, 3, kG4>>(in, in_a, in_b, out, out_i, out_j, C);
+}
+
 // Per-thread scratch that grows.
 struct FloatScratch {
   std::unique_ptr<float[]> data;
@@ -271,7 +280,7 @@ namespace {
 // = (G g Gᵀ)[ξ] for each input channel.
 void transform_output_channel(const WinogradMatrices& wm, const float* w_o, int64_t Cin, float* u_o,
                               int64_t position_stride) {
-  two_sided(wm.G, wm.G, wm.alpha, 3, w_o, 3 * Cin, Cin, u_o, wm.alpha * position_stride, position_stride, Cin);
+  filter_transform(wm.m, w_o, 3 * Cin, Cin, u_o, wm.alpha * position_stride, position_stride, Cin);
 }
 
 }  // namespace
@@ -318,27 +327,28 @@ void winograd_prepare_weights(int m, const float* w, int64_t Cout, int64_t Cin, 
     return;
   }
   if (gemm_engine() != GemmEngine::Builtin) throw Error("winograd_prepare_weights: packed weights need the built-in GEMM");
-  // One panel of output channels at a time: its transform (positions × r × Cin floats, 2.6 MB at
-  // 1280 channels under F(2,3)) stays in cache until it is packed into each position's panels.
-  // Transforming every channel first and packing after wrote and read back the whole transform
-  // (4× or 16/9 of the weights) once more, through a buffer its thread then kept (236 MB for
-  // 1280 channels under F(4,3)). The layers' first calls took as long either way on the Emerald
-  // Rapids VM (they are bound by writing the fresh kept copy); peak RSS fell by ~50 MB. Each
-  // filter's transform is the same arithmetic either way.
+  // One panel of r output channels at a time, packed first: the panel's filters (r rows of 3·3·Cin
+  // floats, OHWI) go through the GEMM's own packing into [tap][cin][j] (j < r, the panel's channels
+  // fastest), then one transform runs over all Cin·r (cin, j) lanes and writes each position's
+  // packed panel [cin][j] directly: the packed form is lane-for-lane the transform-then-pack one
+  // (the same arithmetic on each lane; CpuWinogradCache.PackedFormEqualsTransformThenPack). The
+  // panel's filters (1.5 MB at 1280 channels) stay in cache, and the kept copy is written once, in
+  // order. Transforming per channel and packing each position after (a scalar-strided transpose of
+  // 4× or 16/9 of the weights) took twice as long warm: 1280 channels under F(2,3), one thread,
+  // 38 ms against 18 (the whole 105 MB, Emerald Rapids VM).
   const WinogradMatrices& wm = matrices(m);
-  const int64_t positions = int64_t{wm.alpha} * wm.alpha, packed_floats = gemm_packed_floats(Cout, Cin);
+  const int64_t packed_floats = gemm_packed_floats(Cout, Cin);
   const int64_t r = gemm_pack_rows(Cout), panels = (Cout + r - 1) / r;
 #pragma omp parallel num_threads(threads) if (threads > 1 && panels > 1)
   {
-    thread_local FloatScratch u_buf;  // kept by each thread: a fresh one was faulted in every time
-    float* u = u_buf.get(static_cast<size_t>(positions * r * Cin));
+    thread_local FloatScratch taps_buf;  // kept by each thread: a fresh one was faulted in every time
+    float* taps = taps_buf.get(static_cast<size_t>(9 * Cin * r));
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < panels; ++p) {
       const int64_t o0 = p * r, n = std::min(r, Cout - o0);
-      for (int64_t j = 0; j < n; ++j)  // u[ξ][j][cin], as winograd_transform_weights's U[ξ][cout][cin]
-        transform_output_channel(wm, w + (o0 + j) * 9 * Cin, Cin, u + j * Cin, n * Cin);
-      for (int64_t xi = 0; xi < positions; ++xi)
-        gemm_pack_weight_panel(u + xi * n * Cin, n, Cout, Cin, dst + xi * packed_floats + p * r * Cin);
+      gemm_pack_weight_panel(w + o0 * 9 * Cin, n, Cout, 9 * Cin, taps);  // taps[(tap·Cin + cin)·r + j]
+      filter_transform(m, taps, 3 * Cin * r, Cin * r, dst + p * r * Cin, wm.alpha * packed_floats, packed_floats,
+                       Cin * r);
     }
   }
 }
@@ -435,16 +445,22 @@ void conv3x3_winograd_nhwc(int m, const float* x, int64_t B, int64_t H, int64_t 
   }
 }
 
-void winograd_tile_transform(int m, bool input, bool generic, const float* in, int64_t in_a, int64_t in_b, float* out,
-                             int64_t out_i, int64_t out_j, int64_t C) {
+void winograd_tile_transform(int m, WinogradTransform kind, bool generic, const float* in, int64_t in_a, int64_t in_b,
+                             float* out, int64_t out_i, int64_t out_j, int64_t C) {
   const WinogradMatrices& wm = matrices(m);
-  if (generic) {
-    if (input) two_sided(wm.BT, wm.BT, wm.alpha, wm.alpha, in, in_a, in_b, out, out_i, out_j, C);
-    else two_sided(wm.AT, wm.AT, m, wm.alpha, in, in_a, in_b, out, out_i, out_j, C);
-  } else if (input) {
-    input_transform(m, in, in_a, in_b, out, out_i, out_j, C);
-  } else {
-    output_transform(m, in, in_a, in_b, out, out_i, out_j, C);
+  switch (kind) {
+    case WinogradTransform::Input:
+      if (generic) two_sided(wm.BT, wm.BT, wm.alpha, wm.alpha, in, in_a, in_b, out, out_i, out_j, C);
+      else input_transform(m, in, in_a, in_b, out, out_i, out_j, C);
+      return;
+    case WinogradTransform::Output:
+      if (generic) two_sided(wm.AT, wm.AT, m, wm.alpha, in, in_a, in_b, out, out_i, out_j, C);
+      else output_transform(m, in, in_a, in_b, out, out_i, out_j, C);
+      return;
+    case WinogradTransform::Filter:
+      if (generic) two_sided(wm.G, wm.G, wm.alpha, 3, in, in_a, in_b, out, out_i, out_j, C);
+      else filter_transform(m, in, in_a, in_b, out, out_i, out_j, C);
+      return;
   }
 }
 
