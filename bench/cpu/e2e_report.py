@@ -34,21 +34,30 @@ def merge_rounds(run):
         run["engines"][i] = merged
     shown = [("UNet step", "unet_step_s"), ("VAE decode", "vae_decode_s"), ("whole image", "generation_s"),
              ("second image", "generation_2_s")]
-    lines = ["", f"## {len(rounds)} rounds, sd_mpi then diffusers back to back", "",
+    # Runs that carry a speed probe (run_e2e.sh alternates the order and probes before each engine).
+    probed = all("machine_sgemm_gflops" in r[0] and "machine_sgemm_gflops" in r[1] for r in rounds)
+    heading = ("sd_mpi and diffusers back to back, ours first in odd rounds, diffusers first in even ones"
+               if probed else "sd_mpi then diffusers back to back")
+    lines = ["", f"## {len(rounds)} rounds, {heading}", "",
              "The table above shows each time's median over these rounds. Speed-up per round: diffusers' time "
-             "over ours in the same round.", "",
-             "| round | " + " | ".join(f"{n}: ours / diffusers (s), speed-up" for n, _ in shown) + " |",
-             "|---" * (1 + len(shown)) + "|"]
+             "over ours in the same round."
+             + (" Probe: our sgemm rate (2048³, every thread) just before each engine's run, GFLOP/s: how fast "
+                "the machine was then." if probed else ""), "",
+             "| round | " + " | ".join(f"{n}: ours / diffusers (s), speed-up" for n, _ in shown)
+             + (" | probe before ours / diffusers" if probed else "") + " |",
+             "|---" * (1 + len(shown) + probed) + "|"]
     ratios = {key: [] for _, key in shown}
     for n, (ours, theirs) in enumerate(rounds, 1):
         cells = []
         for _, key in shown:
             ratios[key].append(theirs[key] / ours[key])
             cells.append(f"{ours[key]:.3f} / {theirs[key]:.3f}, {ratios[key][-1]:.2f}×")
+        if probed:
+            cells.append(f"{ours['machine_sgemm_gflops']:.0f} / {theirs['machine_sgemm_gflops']:.0f}")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     lines.append("| median (range) of the speed-ups | " + " | ".join(
         f"{statistics.median(ratios[key]):.2f}× ({min(ratios[key]):.2f}-{max(ratios[key]):.2f})" for _, key in shown)
-        + " |")
+        + (" | |" if probed else " |"))
     return lines
 
 

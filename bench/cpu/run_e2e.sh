@@ -48,17 +48,41 @@ if [ "$SDCPP" = 1 ]; then
   ckpt=$MODEL.ldm.safetensors
   [ -f "$ckpt" ] || "$PY" bench/cpu/diffusers_to_ldm.py "$MODEL" "$ckpt" >&2
 fi
-sgemm=$("$BUILD/bench/cpu_ops_bench" --threads "$THREADS" --reps 3 --filter '(none)' |
-  sed -n 's/^sgemm rate: .*, \([0-9.]*\) GFLOP\/s on .*/\1/p')
+# The machine's sgemm rate now (our GEMM path, 2048³ on every thread, ~2 s): also the speed probe
+# taken before each engine's run in every round, which shows how much the machine drifted.
+sgemm_now() {
+  "$BUILD/bench/cpu_ops_bench" --threads "$THREADS" --reps 3 --filter '(none)' |
+    sed -n 's/^sgemm rate: .*, \([0-9.]*\) GFLOP\/s on .*/\1/p'
+}
+sgemm=$(sgemm_now)
 flops=$("$PY" bench/cpu/count_flops.py "$MODEL" "$SIZE" 2>/dev/null | tail -n 1)
 # ROUNDS > 1: ours and diffusers back to back, ROUNDS times (a VM whose speed drifts by tens of
-# percent over minutes then still gives paired ratios); the report takes each time's median over
-# the rounds and lists every round's ratios.
+# percent over minutes then still gives paired ratios), ours first in odd rounds and diffusers
+# first in even ones, so a drift within a round favours neither; each engine's run is preceded by
+# a speed probe (sgemm_now, as machine_sgemm_gflops in its JSON). The report takes each time's
+# median over the rounds and lists every round's ratios and probes.
+run_ours() {
+  local probe
+  probe=$(sgemm_now)
+  ours=$("$BUILD/bench/e2e_cpu_bench" "$MODEL" "$SIZE" "$STEPS" "$REPS" "$THREADS" "$SAMPLER")
+  [ -n "$probe" ] && ours="${ours%\}},\"machine_sgemm_gflops\":$probe}"
+}
+run_theirs() {
+  local probe
+  probe=$(sgemm_now)
+  theirs=$("$PY" bench/cpu/e2e_diffusers.py "$MODEL" "$SIZE" "$STEPS" "$REPS" "$THREADS" "$SAMPLER" 2>/dev/null | tail -n 1)
+  [ -n "$probe" ] && theirs="${theirs%\}},\"machine_sgemm_gflops\":$probe}"
+}
 rounds=""
 for ((round = 1; round <= ROUNDS; round++)); do
   [ "$ROUNDS" -gt 1 ] && echo "run_e2e: round $round of $ROUNDS" >&2
-  ours=$("$BUILD/bench/e2e_cpu_bench" "$MODEL" "$SIZE" "$STEPS" "$REPS" "$THREADS" "$SAMPLER")
-  theirs=$("$PY" bench/cpu/e2e_diffusers.py "$MODEL" "$SIZE" "$STEPS" "$REPS" "$THREADS" "$SAMPLER" 2>/dev/null | tail -n 1)
+  if ((round % 2 == 1)); then
+    run_ours
+    run_theirs
+  else
+    run_theirs
+    run_ours
+  fi
   rounds+="${rounds:+,}[$ours,$theirs]"
 done
 engines="$ours,$theirs"  # the last round's; the report replaces the times by the rounds' medians
