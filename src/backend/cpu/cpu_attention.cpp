@@ -181,10 +181,6 @@ void attention_blas(const float* q, const float* k, const float* v, int64_t B, i
   }
 }
 
-template <int W> struct DoubleVec;  // W doubles (a dependent vector_size is not allowed in a typedef)
-template <> struct DoubleVec<4> { typedef double d __attribute__((vector_size(32))); };
-template <> struct DoubleVec<8> { typedef double d __attribute__((vector_size(64))); };
-template <> struct DoubleVec<16> { typedef double d __attribute__((vector_size(128))); };
 
 // e^x for x ≤ 0 (scores less their running max) and -inf, every lane: vexp's reduction and
 // polynomial (cpu_simd.h) without what only positive or NaN-free inputs need there (the overflow

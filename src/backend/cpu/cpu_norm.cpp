@@ -12,6 +12,7 @@
 // Both use the biased variance E[x²] − mean² (clamped at 0), like torch.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
@@ -40,6 +41,58 @@ struct SiluInPlace {
   }
 };
 
+// Per-channel sums and sums of squares (double) of `pixels` rows of C floats (row stride C), added
+// to s[c] and q[c] pixel by pixel in order: W channels at a time in registers, then the channels
+// past the last full vector one by one with the same operations, so every channel's two chains
+// are the scalar loop's whatever W is. (Compiled for plain x86-64 the scalar loop ran two doubles
+// per instruction: the VAE's 128-channel GroupNorms at 256² took 11 ms each.)
+struct ChannelSums {
+  template <int W> SDMPI_SIMD_INLINE static void run(const float* x, int64_t pixels, int64_t C, double* s, double* q) {
+    using D = typename DoubleVec<W>::d;
+    int64_t c = 0;
+    for (; c + W <= C; c += W) {
+      D sv, qv;
+      std::memcpy(&sv, s + c, sizeof sv);
+      std::memcpy(&qv, q + c, sizeof qv);
+      for (int64_t p = 0; p < pixels; ++p) {
+        const D v = __builtin_convertvector(vload<W>(x + p * C + c), D);
+        sv = sv + v;
+        qv = qv + v * v;
+      }
+      std::memcpy(s + c, &sv, sizeof sv);
+      std::memcpy(q + c, &qv, sizeof qv);
+    }
+    for (; c < C; ++c)
+      for (int64_t p = 0; p < pixels; ++p) {
+        const double v = x[p * C + c];
+        s[c] += v;
+        q[c] += v * v;
+      }
+  }
+};
+
+// out = float(in·scale + shift) per channel, in double (rounded once), for `pixels` rows of C.
+struct ChannelAffine {
+  template <int W>
+  SDMPI_SIMD_INLINE static void run(const float* in, float* out, int64_t pixels, int64_t C, const double* scale,
+                                    const double* shift) {
+    using D = typename DoubleVec<W>::d;
+    for (int64_t p = 0; p < pixels; ++p) {
+      const float* row = in + p * C;
+      float* dst = out + p * C;
+      int64_t c = 0;
+      for (; c + W <= C; c += W) {
+        D sc, sh;
+        std::memcpy(&sc, scale + c, sizeof sc);
+        std::memcpy(&sh, shift + c, sizeof sh);
+        const D v = __builtin_convertvector(vload<W>(row + c), D) * sc + sh;
+        vstore<W>(dst + c, __builtin_convertvector(v, typename Vec<W>::f));
+      }
+      for (; c < C; ++c) dst[c] = static_cast<float>(row[c] * scale[c] + shift[c]);
+    }
+  }
+};
+
 }  // namespace
 
 void group_norm_nhwc(const float* x, int64_t B, int64_t HW, int64_t C, int64_t groups,
@@ -53,15 +106,7 @@ void group_norm_nhwc(const float* x, int64_t B, int64_t HW, int64_t C, int64_t g
     int64_t b = t / blocks, blk = t % blocks;
     int64_t p0 = blk * kPixelBlock, p1 = std::min(HW, p0 + kPixelBlock);
     double* s = partial.data() + t * 2 * C;
-    double* q = s + C;
-    for (int64_t p = p0; p < p1; ++p) {
-      const float* row = x + (b * HW + p) * C;
-      for (int64_t c = 0; c < C; ++c) {
-        double v = row[c];
-        s[c] += v;
-        q[c] += v * v;
-      }
-    }
+    simd_dispatch<ChannelSums>(x + (b * HW + p0) * C, p1 - p0, C, s, s + C);
   }
 
   // Per (item, channel) affine coefficients, serial and in a fixed order.
@@ -102,11 +147,7 @@ void group_norm_nhwc(const float* x, int64_t B, int64_t HW, int64_t C, int64_t g
     int64_t p0 = blk * kPixelBlock, p1 = std::min(HW, p0 + kPixelBlock);
     const double* sc = scale.data() + b * C;
     const double* sh = shift.data() + b * C;
-    for (int64_t p = p0; p < p1; ++p) {
-      const float* in = x + (b * HW + p) * C;
-      float* out = y + (b * HW + p) * C;
-      for (int64_t c = 0; c < C; ++c) out[c] = static_cast<float>(in[c] * sc[c] + sh[c]);
-    }
+    simd_dispatch<ChannelAffine>(x + (b * HW + p0) * C, y + (b * HW + p0) * C, p1 - p0, C, sc, sh);
     if (silu) simd_dispatch<SiluInPlace>(y + (b * HW + p0) * C, (p1 - p0) * C);
   }
 }

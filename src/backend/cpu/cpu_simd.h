@@ -42,6 +42,13 @@ template <> struct Vec<16> {
   typedef int32_t i __attribute__((vector_size(64)));
 };
 
+// W doubles beside W floats (a dependent vector_size is not allowed in a typedef): float → double
+// conversions are exact, double → float rounds to nearest as static_cast does.
+template <int W> struct DoubleVec;
+template <> struct DoubleVec<4> { typedef double d __attribute__((vector_size(32))); };
+template <> struct DoubleVec<8> { typedef double d __attribute__((vector_size(64))); };
+template <> struct DoubleVec<16> { typedef double d __attribute__((vector_size(128))); };
+
 template <int W> SDMPI_SIMD_INLINE typename Vec<W>::f vsplat(float v) {
   typename Vec<W>::f r;
   for (int i = 0; i < W; ++i) r[i] = v;
