@@ -181,7 +181,6 @@ void attention_blas(const float* q, const float* k, const float* v, int64_t B, i
   }
 }
 
-
 // e^x for x ≤ 0 (scores less their running max) and -inf, every lane: vexp's reduction and
 // polynomial (cpu_simd.h) without what only positive or NaN-free inputs need there (the overflow
 // clamp, the two-step scaling that keeps 2^128 representable); n = round(x·log2 e) by adding

@@ -199,9 +199,9 @@ void output_transform(int m, const float* in, int64_t in_a, int64_t in_b, float*
   else simd_dispatch<FixedTwoSided<4, 6, kAT4>>(in, in_a, in_b, out, out_i, out_j, C);
 }
 
-// G g Gᵀ (3×3 filter → U) for F(m,3), on C input channels. With G fixed at compile time the weight
-// transform of a first image's kept weights (cpu_memory.h's WinogradWeightCache) ran about twice as
-// fast as with G read at run time (1280 channels under F(2,3): 20 → 10 ms warm).
+// G g Gᵀ (3×3 filter → U) for F(m,3), on C lanes, with G fixed at compile time like the tile
+// transforms (the same bits as two_sided with G; CpuWinograd.FixedTransformsGiveTheGenericBits).
+// winograd_prepare_weights runs it once over a whole panel of (input, output channel) lanes.
 void filter_transform(int m, const float* in, int64_t in_a, int64_t in_b, float* out, int64_t out_i, int64_t out_j,
                       int64_t C) {
   if (m == 2) simd_dispatch<FixedTwoSided<4, 3, kG2>>(in, in_a, in_b, out, out_i, out_j, C);
@@ -274,22 +274,12 @@ int64_t winograd_weight_floats(int m, int64_t Cout, int64_t Cin) {
   return alpha * alpha * Cout * Cin;
 }
 
-namespace {
-
-// One output channel's filters g (OHWI: 3 × 3 × Cin floats at w_o) → u_o[ξ · position_stride + cin]
-// = (G g Gᵀ)[ξ] for each input channel.
-void transform_output_channel(const WinogradMatrices& wm, const float* w_o, int64_t Cin, float* u_o,
-                              int64_t position_stride) {
-  filter_transform(wm.m, w_o, 3 * Cin, Cin, u_o, wm.alpha * position_stride, position_stride, Cin);
-}
-
-}  // namespace
-
 void winograd_transform_weights(int m, const float* w, int64_t Cout, int64_t Cin, float* U, int threads) {
   // U[ξ][cout][cin] = (G g Gᵀ)[ξ] for each (cout, cin); g is OHWI. Each output channel alone.
-  const WinogradMatrices& wm = matrices(m);
+  const int64_t alpha = m + 2, position_stride = Cout * Cin;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && Cout > 1)
-  for (int64_t o = 0; o < Cout; ++o) transform_output_channel(wm, w + o * 9 * Cin, Cin, U + o * Cin, Cout * Cin);
+  for (int64_t o = 0; o < Cout; ++o)
+    filter_transform(m, w + o * 9 * Cin, 3 * Cin, Cin, U + o * Cin, alpha * position_stride, position_stride, Cin);
 }
 
 namespace {
@@ -333,9 +323,9 @@ void winograd_prepare_weights(int m, const float* w, int64_t Cout, int64_t Cin, 
   // packed panel [cin][j] directly: the packed form is lane-for-lane the transform-then-pack one
   // (the same arithmetic on each lane; CpuWinogradCache.PackedFormEqualsTransformThenPack). The
   // panel's filters (1.5 MB at 1280 channels) stay in cache, and the kept copy is written once, in
-  // order. Transforming per channel and packing each position after (a scalar-strided transpose of
-  // 4× or 16/9 of the weights) took twice as long warm: 1280 channels under F(2,3), one thread,
-  // 38 ms against 18 (the whole 105 MB, Emerald Rapids VM).
+  // order. Transforming per channel and packing each position after (a second pass over 4× or
+  // 16/9 of the weights) took 1.6× as long warm: 1280 channels under F(2,3), one thread, 37-39 ms
+  // against 22-24 (the whole 105 MB, Emerald Rapids VM).
   const WinogradMatrices& wm = matrices(m);
   const int64_t packed_floats = gemm_packed_floats(Cout, Cin);
   const int64_t r = gemm_pack_rows(Cout), panels = (Cout + r - 1) / r;
