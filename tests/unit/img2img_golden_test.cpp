@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "golden_util.h"
 #include "pipeline/img2img.h"
@@ -129,7 +130,8 @@ TEST(Img2Img, FirstCallFromStrength) {
 
 // Files that are not usable images: one InputError naming the file.
 TEST(Img2Img, BadImageFilesAreNamed) {
-  const std::string dir = ::testing::TempDir();
+  const std::string dir = ::testing::TempDir() + "img2img_bad_" + std::to_string(::getpid()) + "/";
+  std::filesystem::create_directories(dir);
   auto write = [&](const std::string& name, const std::string& bytes) {
     std::ofstream(dir + name, std::ios::binary) << bytes;
     return dir + name;
@@ -148,6 +150,7 @@ TEST(Img2Img, BadImageFilesAreNamed) {
   const DecodedImage ok = read_image_file(png);
   EXPECT_EQ(ok.width, 32);
   EXPECT_EQ(ok.height, 32);
+  std::filesystem::remove_all(dir);
 }
 
 // init_image and strength on their way through the job: JSONL keys (the path relative to the
@@ -155,7 +158,7 @@ TEST(Img2Img, BadImageFilesAreNamed) {
 // item's, the file's SHA-256 is recorded, a differing explicit size is refused), the PNG parameters
 // ("Denoising strength", "Init image hash") and the archive's /strength and /init_image_sha256.
 TEST(Img2Img, PromptsPngAndArchiveCarryIt) {
-  const std::string dir = ::testing::TempDir() + "img2img_job/";
+  const std::string dir = ::testing::TempDir() + "img2img_job_" + std::to_string(::getpid()) + "/";
   std::filesystem::create_directories(dir);
   std::filesystem::copy_file(kDir + "init_four_level_64x48_0.png", dir + "street.png",
                              std::filesystem::copy_options::overwrite_existing);
@@ -211,4 +214,5 @@ TEST(Img2Img, PromptsPngAndArchiveCarryIt) {
   EXPECT_TRUE(reader.rows()[0].item.params.img2img());
   EXPECT_FALSE(reader.rows()[1].item.params.img2img());
   std::remove(path.c_str());
+  std::filesystem::remove_all(dir);
 }

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "golden_util.h"
 #include "pipeline/weighted_prompt.h"
@@ -189,7 +190,7 @@ TEST(PromptWeighting, PadAfterFirstEosWhereThePadDiffers) {
 // zeros for an empty negative). A weight changes it.
 TEST(PromptWeighting, PlainPromptSameImageAsOffOnSd1AndSdxl) {
   auto backend = make_cpu_backend();
-  const std::string sdxl_dir = ::testing::TempDir() + "prompt_weighting_tiny_sdxl";
+  const std::string sdxl_dir = ::testing::TempDir() + "prompt_weighting_tiny_sdxl_" + std::to_string(::getpid());
   std::filesystem::remove_all(sdxl_dir);
   make_model("tiny-sdxl", 0, sdxl_dir);
   for (const std::string& spec : {std::string("tiny"), sdxl_dir}) {
@@ -244,7 +245,7 @@ TEST(PromptWeighting, RecordedPerItem) {
   EXPECT_EQ(a1111_parameters(items[2].params, "m", "", "").find("Prompt weighting"), std::string::npos);
 
 #ifdef SDMPI_HAVE_HDF5
-  const std::string path = ::testing::TempDir() + "prompt_weighting.h5";
+  const std::string path = ::testing::TempDir() + "prompt_weighting_" + std::to_string(::getpid()) + ".h5";
   std::filesystem::remove(path);
   ArchiveInfo info;
   info.total_items = 4;
