@@ -160,7 +160,9 @@ SimdIsa simd_isa();
 const char* simd_isa_name();
 // The CPU's bfloat16 matrix units ("AMX-BF16", "AVX512-BF16", both, or ""), for the device line:
 // detected, never used, since the CPU backend computes in float32 (bf16's 8-bit mantissa would not
-// keep the images within 1 level of diffusers; AMX has no float32 mode).
+// keep the images within 1 level of diffusers; AMX has no float32 mode, and its float32-accurate
+// emulation, six bf16 tile products per float32 one, measured no faster than our FMA kernels on an
+// Emerald Rapids VM: bench/cpu/amx_probe_bench.cpp).
 std::string bf16_units_name();
 // The rule behind simd_isa(), for tests: `requested` is SDMPI_CPU_ISA's value (null or empty: none).
 SimdIsa simd_isa_from(const char* requested, SimdIsa detected);
