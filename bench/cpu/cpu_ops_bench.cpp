@@ -177,6 +177,21 @@ int main(int argc, char** argv) {
       rows.push_back({std::string("gemm ") + what + (prepacked ? " packed W" : " transposed"), 2.0 * M * N * K,
                       [p, A, W, C, packed, nthreads] { cpu::gemm_nt_parallel(p, nthreads); }});
     }
+    // The same product with W coming from DRAM, as in a UNet step, which uses each weight once and
+    // whose weights are ~10× the L3: each call reads the next of enough copies of W to fill 1 GiB
+    // (made on the first, untimed call). The rows above reuse one W, which stays in the L3.
+    auto copies = std::make_shared<std::vector<float>>();
+    auto next = std::make_shared<int64_t>(0);
+    cpu::GemmProblem p;
+    p.M = M, p.N = N, p.K = K, p.A = A->data(), p.lda = K, p.C = C->data(), p.ldc = N;
+    rows.push_back({std::string("gemm ") + what + " transposed, W from DRAM", 2.0 * M * N * K,
+                    [p, A, C, copies, next, nthreads]() mutable {
+                      const int64_t per_copy = p.N * p.K;
+                      const int64_t count = std::clamp<int64_t>((int64_t{1} << 28) / per_copy, 2, 64);
+                      if (copies->empty()) copies->assign(static_cast<size_t>(count * per_copy), 0.25f);
+                      p.W = copies->data() + (*next)++ % count * per_copy;
+                      cpu::gemm_nt_parallel(p, nthreads);
+                    }});
   };
   few_rows("32x1280x11520 (conv 1280 @4)", 32, 1280, 11520);
   few_rows("128x10240x1280 (geglu @8)", 128, 10240, 1280);
