@@ -197,6 +197,7 @@ int main(int argc, char** argv) {
   few_rows("128x10240x1280 (geglu @8)", 128, 10240, 1280);
   few_rows("128x1280x5120 (ff out @8)", 128, 1280, 5120);
   few_rows("256x640x5760 (conv 640 @16, 1 image)", 256, 640, 5760);
+  few_rows("2x20160x1280 (time embeddings, stacked)", 2, 20160, 1280);
 
   // UNet at 256×256 (latents 32×32), CFG batch 2.
   conv("unet conv_in 4->320 @32", 2, 32, 32, 4, 320, 3, 1, 1);

@@ -814,7 +814,8 @@ TEST(CpuGemm, BuiltinRowsDoNotDependOnTheirNeighbours) {
 }
 
 // Products of at most 256 rows run transposed on AVX-512 (W read in place, Aᵀ packed; see
-// gemm_small_rows in cpu_gemm.cpp). Weights packed in advance force the packed path: both must give
+// gemm_small_rows in cpu_gemm.cpp), those of at most 4 with W transposed in registers
+// (gemm_tiny_rows). Weights packed in advance force the packed path: both must give
 // the same bits, for items merged or not, A in memory or gathered, every edge of M, N and K, with
 // the epilogue seeing every output exactly once, on any thread count. This runs the CPU's widest
 // kernel (SDMPI_CPU_ISA=avx2 runs the AVX2 one, 6×16); tests/cli/check_isa.sh compares whole
@@ -827,7 +828,11 @@ TEST(CpuGemm, FewRowsTransposedPathGivesThePackedBits) {
                         Case{1, 31, 100, 333, true, false}, Case{2, 16, 1280, 600, true, false},
                         Case{2, 64, 97, 257, false, false}, Case{1, 256, 40, 520, false, false},
                         Case{3, 33, 25, 70, false, true}, Case{1, 257, 50, 64, false, false},
-                        Case{2, 100, 37, 1000, true, false}}) {
+                        Case{2, 100, 37, 1000, true, false},
+                        // At most 4 rows (merged): W transposed in registers (gemm_tiny_rows).
+                        Case{1, 1, 5, 1, false, false}, Case{1, 2, 1000, 1280, false, false},
+                        Case{2, 2, 33, 15, true, false}, Case{4, 1, 257, 40, false, true},
+                        Case{1, 4, 20, 17, true, false}, Case{2, 1, 16, 16, false, false}}) {
     const std::string name = std::to_string(c.items) + "x" + std::to_string(c.M) + "x" + std::to_string(c.N) + "x" +
                              std::to_string(c.K) + (c.gather ? " gathered" : "") + (c.own_w ? " own W" : "");
     const int64_t lda = c.K + 3, ldc = c.N + 2, w_items = c.own_w ? c.items : 1;
