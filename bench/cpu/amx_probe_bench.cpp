@@ -28,6 +28,7 @@
 
 #include "backend/cpu/cpu_gemm.h"
 #include "backend/cpu/cpu_simd.h"
+#include "sdmpi/dtype.h"
 
 #if defined(__x86_64__) && defined(__linux__) && (defined(__clang__) || __GNUC__ >= 11)
 #define SDMPI_AMX_PROBE 1
@@ -44,18 +45,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 #ifdef SDMPI_AMX_PROBE
 using bf16 = uint16_t;
-bf16 to_bf16(float x) {  // round to nearest even (the operands here are finite)
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  u += 0x7fff + ((u >> 16) & 1);
-  return static_cast<bf16>(u >> 16);
-}
-float from_bf16(bf16 h) {
-  const uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 
 // Operands in 1 KiB tiles: block b (16 rows of A, or 16 columns of W), part q, K step s (32 values
 // of k) at ((b·3 + q)·steps + s)·512. A tiles are [row][k]; W tiles are the "VNNI" B operand,
@@ -73,8 +62,8 @@ Packed pack(const float* x, int64_t rows, int64_t K, bool as_b) {
       const int64_t kk = k % 32;
       const int64_t in_tile = as_b ? (kk / 2) * 32 + (r % 16) * 2 + (kk & 1) : (r % 16) * 32 + kk;
       for (int64_t q = 0; q < 3; ++q) {
-        const bf16 part = to_bf16(rest);
-        rest -= from_bf16(part);
+        const bf16 part = sdmpi::float_to_bf16(rest);
+        rest -= sdmpi::bf16_to_float(part);
         p.data[static_cast<size_t>((((r / 16) * 3 + q) * steps + k / 32) * 512 + in_tile)] = part;
       }
     }
@@ -105,7 +94,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void configure_tiles() {
 __attribute__((target("amx-tile,amx-bf16"))) double tile_peak(int64_t iterations) {
   configure_tiles();
   alignas(64) static thread_local bf16 ones[512];
-  std::fill(ones, ones + 512, to_bf16(1e-3f));
+  std::fill(ones, ones + 512, sdmpi::float_to_bf16(1e-3f));
   _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
   _tile_loadd(4, ones, 64); _tile_loadd(5, ones, 64); _tile_loadd(6, ones, 64); _tile_loadd(7, ones, 64);
   const auto t0 = std::chrono::steady_clock::now();

@@ -825,6 +825,12 @@ bool small_rows_path(const GemmProblem& p, int64_t rows) {
   return !p.W_packed && gemm_reads_weights_in_place(rows, p.N, p.K);
 }
 
+// The few-rows paths' (group, row) → (item, row of that item): with the items merged into one
+// product, row r is row r % M of item r / M; otherwise each group is one item.
+std::pair<int64_t, int64_t> locate_row(const GemmProblem& p, bool merge, int64_t group, int64_t r) {
+  return merge ? std::pair<int64_t, int64_t>{r / p.M, r % p.M} : std::pair<int64_t, int64_t>{group, r};
+}
+
 // `groups` products of `rows` rows each (merged: one product of all items' rows, see below).
 // Measured before changing how W is read (Emerald Rapids VM, 2 threads, 32 rows × 1284 × 11520 as
 // 16 such weights in turn, 946 MB, so each call reads its W from DRAM): W in place 6.6-7.3 ms per
@@ -841,10 +847,7 @@ void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t r
   const int64_t panel_floats = K * panel_rows, group_floats = m_panels * panel_floats;
   thread_local Scratch a_packed;
   float* Ap = a_packed.get(static_cast<size_t>(groups * group_floats));
-  // (group, merged row) → (item, row of that item).
-  auto locate = [&](int64_t group, int64_t r) {
-    return merge ? std::pair<int64_t, int64_t>{r / p.M, r % p.M} : std::pair<int64_t, int64_t>{group, r};
-  };
+  const auto locate = [&](int64_t group, int64_t r) { return locate_row(p, merge, group, r); };
   const int64_t kc_block = gemm_kc(K), k_blocks = (K + kc_block - 1) / kc_block;
   const int64_t pack_tasks = groups * m_panels * k_blocks;
   const int64_t chunks = (N + kSmallChunk - 1) / kSmallChunk, tasks = groups * chunks;
@@ -973,9 +976,7 @@ bool tiny_rows_path(const GemmProblem& p, int64_t rows) {
 void gemm_tiny_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t rows, int threads) {
 #ifdef SDMPI_X86
   const int64_t K = p.K, N = p.N, chunks = (N + kTinyChunk - 1) / kTinyChunk, tasks = groups * chunks;
-  auto locate = [&](int64_t group, int64_t r) {
-    return merge ? std::pair<int64_t, int64_t>{r / p.M, r % p.M} : std::pair<int64_t, int64_t>{group, r};
-  };
+  const auto locate = [&](int64_t group, int64_t r) { return locate_row(p, merge, group, r); };
   // Each group's rows of A, contiguous (row stride K).
   thread_local Scratch a_rows;
   float* Ar = a_rows.get(static_cast<size_t>(groups * rows * K));
