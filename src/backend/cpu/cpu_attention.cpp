@@ -186,13 +186,14 @@ void attention_blas(const float* q, const float* k, const float* v, int64_t B, i
 // clamp, the two-step scaling that keeps 2^128 representable); n = round(x·log2 e) by adding
 // 1.5·2^23. Below -87.34 (where 2^n would be subnormal) the result is 0, as vexp's. With d = 40
 // the exponentials cost more instructions than the two products per score, so they are worth a
-// lean copy. NaN stays NaN.
+// lean copy. NaN stays NaN. (The softmax's x = fma(s, scale, -m) is exactly 0 or a rounding
+// residual of either sign, ~1e-7 at most, for the key that set the max: e^x of such an x is as exact.)
 template <int W> SDMPI_SIMD_INLINE typename Vec<W>::f vexp_nonpositive(typename Vec<W>::f x) {
   using F = typename Vec<W>::f;
   using I = typename Vec<W>::i;
   const F lo = vsplat<W>(-87.3365448f), magic = vsplat<W>(12582912.0f);
   const F xc = x < lo ? lo : x;
-  const F fx = xc * 1.44269504088896341f + magic;  // the sum rounds to an integer: n + 1.5·2^23
+  const F fx = vfma<W>(xc, vsplat<W>(1.44269504088896341f), magic);  // rounds to an integer: n + 1.5·2^23
   const F nf = fx - magic;
   const I n = reinterpret_cast<I>(fx) - reinterpret_cast<I>(magic);
   const F res = vexp_reduced<W>(xc, nf) * reinterpret_cast<F>((n + 127) << 23);
@@ -201,7 +202,7 @@ template <int W> SDMPI_SIMD_INLINE typename Vec<W>::f vexp_nonpositive(typename 
 
 // One key block's online-softmax step for `panel` queries, the lanes: St [kn][panel] holds the
 // block's raw scores q·k (key-major). Keys past valid[q] are masked (causal; null: none). The
-// scores become p = exp(scale·s - m_new) in place (0 where masked); each query's running max m
+// scores become p = exp(fma(s, scale, -m_new)) in place (0 where masked); each query's running max m
 // (of scale·s: scale > 0, so it is scale times the max of s, exactly) and sum l are updated, and
 // corr = exp(m_old - m_new) is the factor its output so far is rescaled by. The sum: in float over
 // the block's keys in order (at most 256 terms in [0, 1], as torch's CPU flash attention sums in
@@ -231,7 +232,7 @@ struct BlockSoftmax {
       mn = mn == neg_inf ? zero : mn;  // no key seen yet: exp(-inf - 0) = 0 below
       F sum = zero;
       for (int64_t kk = 0; kk < kn; ++kk) {
-        const F e = vexp_nonpositive<W>(vload<W>(st + kk * panel + c) * sc - mn);
+        const F e = vexp_nonpositive<W>(vfma<W>(vload<W>(st + kk * panel + c), sc, -mn));
         vstore<W>(st + kk * panel + c, e);
         sum += e;
       }

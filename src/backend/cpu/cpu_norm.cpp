@@ -93,6 +93,60 @@ struct ChannelAffine {
   }
 };
 
+// One row of C floats: the sum and the sum of squares in double over 16 fixed lanes (element c in
+// lane c % 16, the lanes then combined in a fixed tree), so every instruction set adds the same
+// numbers in the same order; then out = float((x - mean)·rstd·gamma + beta) in double, one rounding
+// per operation. (A serial double chain per row, compiled for plain x86-64, had cost 0.9 ms for the
+// UNet's [2, 1024, 320] LayerNorm: 48 of them a step at 256².)
+struct LayerNormRow {
+  template <int W>
+  SDMPI_SIMD_INLINE static void run(const float* in, float* out, int64_t C, const float* gamma, const float* beta,
+                                    float eps) {
+    using D = typename DoubleVec<W>::d;
+    constexpr int kParts = 16 / W;  // vectors of W lanes per 16 lanes
+    double lane_s[16] = {}, lane_q[16] = {};
+    int64_t c = 0;
+    if (C >= 16) {
+      D s[kParts], q[kParts];
+      for (int p = 0; p < kParts; ++p) s[p] = q[p] = D{};
+      for (; c + 16 <= C; c += 16)
+        for (int p = 0; p < kParts; ++p) {
+          const D v = __builtin_convertvector(vload<W>(in + c + p * W), D);
+          s[p] += v;
+          q[p] += v * v;
+        }
+      for (int p = 0; p < kParts; ++p) {
+        std::memcpy(lane_s + p * W, &s[p], sizeof s[p]);
+        std::memcpy(lane_q + p * W, &q[p], sizeof q[p]);
+      }
+    }
+    for (int l = 0; c < C; ++c, ++l) {
+      const double v = in[c];
+      lane_s[l] += v;
+      lane_q[l] += v * v;
+    }
+    const auto combine = [](double* lane) {
+      for (int l = 0; l < 8; ++l) lane[l] += lane[l + 8];
+      for (int l = 0; l < 4; ++l) lane[l] += lane[l + 4];
+      return (lane[0] + lane[2]) + (lane[1] + lane[3]);
+    };
+    const double n = static_cast<double>(C);
+    const double mean = combine(lane_s) / n;
+    const double var = std::max(combine(lane_q) / n - mean * mean, 0.0);
+    const double rstd = 1.0 / std::sqrt(var + static_cast<double>(eps));
+    D mv, rv;
+    for (int i = 0; i < W; ++i) mv[i] = mean, rv[i] = rstd;
+    c = 0;
+    for (; c + W <= C; c += W) {
+      const D v = __builtin_convertvector(vload<W>(in + c), D);
+      const D g = __builtin_convertvector(vload<W>(gamma + c), D), b = __builtin_convertvector(vload<W>(beta + c), D);
+      vstore<W>(out + c, __builtin_convertvector((v - mv) * rv * g + b, typename Vec<W>::f));
+    }
+    for (; c < C; ++c)
+      out[c] = static_cast<float>((static_cast<double>(in[c]) - mean) * rstd * gamma[c] + beta[c]);
+  }
+};
+
 }  // namespace
 
 void group_norm_nhwc(const float* x, int64_t B, int64_t HW, int64_t C, int64_t groups,
@@ -155,21 +209,7 @@ void group_norm_nhwc(const float* x, int64_t B, int64_t HW, int64_t C, int64_t g
 void layer_norm_rows(const float* x, int64_t rows, int64_t C, const float* gamma, const float* beta,
                      float eps, float* y, int threads) {
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && rows * C > 16384)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* in = x + r * C;
-    float* out = y + r * C;
-    double sum = 0.0, sq = 0.0;
-    for (int64_t c = 0; c < C; ++c) {
-      double v = in[c];
-      sum += v;
-      sq += v * v;
-    }
-    double mean = sum / static_cast<double>(C);
-    double var = std::max(sq / static_cast<double>(C) - mean * mean, 0.0);
-    double rstd = 1.0 / std::sqrt(var + static_cast<double>(eps));
-    for (int64_t c = 0; c < C; ++c)
-      out[c] = static_cast<float>((static_cast<double>(in[c]) - mean) * rstd * gamma[c] + beta[c]);
-  }
+  for (int64_t r = 0; r < rows; ++r) simd_dispatch<LayerNormRow>(x + r * C, y + r * C, C, gamma, beta, eps);
 }
 
 }  // namespace sdmpi::cpu

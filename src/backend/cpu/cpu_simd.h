@@ -3,10 +3,10 @@
 // The project builds for plain x86-64 (no -march), where the compiler only auto-vectorises with
 // SSE2 and gives up on loops with selects. The few loops that cost real time are therefore written
 // once on GCC vector-extension types of W lanes (Vec<W>) and compiled three times: W = 16 under
-// target("avx512f"), W = 8 under target("avx2"), W = 4 for plain SSE2; simd_dispatch() picks one at
-// run time. Every lane does the same IEEE operations in the same order whatever W is (no
-// contraction, no horizontal reductions), so all three give bit-identical results: the choice of
-// instruction set never changes an image.
+// target("avx512f"), W = 8 under target("avx2,fma"), W = 4 for plain SSE2; simd_dispatch() picks one at
+// run time. Every lane does the same IEEE operations in the same order whatever W is (no implicit
+// contraction: fused multiply-adds only where written, through vfma; no horizontal reductions), so
+// all three give bit-identical results: the choice of instruction set never changes an image.
 //
 // A kernel is a struct with `template <int W> static void run(args...)`, marked SDMPI_SIMD_INLINE
 // so that it is compiled inside each target-specific wrapper.
@@ -63,6 +63,17 @@ template <int W> SDMPI_SIMD_INLINE void vstore(float* p, typename Vec<W>::f v) {
   std::memcpy(p, &v, sizeof v);
 }
 
+// a·b + c rounded once, every lane. Written per lane on the builtin so that the compiler emits one
+// vfmadd under the AVX-512 and AVX2 (with FMA) wrappers, and calls the C library's fmaf (correctly
+// rounded, in hardware or software) in the portable build: the same bits on every instruction set.
+// The build keeps -ffp-contract=off, so `a * b + c` stays two roundings wherever it is written.
+template <int W>
+SDMPI_SIMD_INLINE typename Vec<W>::f vfma(typename Vec<W>::f a, typename Vec<W>::f b, typename Vec<W>::f c) {
+  typename Vec<W>::f r;
+  for (int i = 0; i < W; ++i) r[i] = __builtin_fmaf(a[i], b[i], c[i]);
+  return r;
+}
+
 // e^x for every lane, within 1 ulp over the float range (Cody–Waite reduction by ln 2 in two
 // parts, then a degree-7 polynomial for e^r on |r| ≤ ln2/2, then exact scaling by 2^n done in
 // two halves so n = 128 and n = -126 stay representable). exp(-inf) = 0, exp(+inf) = inf,
@@ -72,16 +83,15 @@ template <int W> SDMPI_SIMD_INLINE void vstore(float* p, typename Vec<W>::f v) {
 template <int W>
 SDMPI_SIMD_INLINE typename Vec<W>::f vexp_reduced(typename Vec<W>::f x, typename Vec<W>::f nf) {
   using F = typename Vec<W>::f;
-  F r = x - nf * 0.693359375f;
-  r = r - nf * -2.12194440e-4f;
+  F r = vfma<W>(nf, vsplat<W>(-0.693359375f), x);  // exact: ln 2's first part has 9 bits
+  r = vfma<W>(nf, vsplat<W>(2.12194440e-4f), r);
   F z = r * r;
-  F y = vsplat<W>(1.9875691500e-4f);
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  return y * z + r + 1.0f;
+  F y = vfma<W>(vsplat<W>(1.9875691500e-4f), r, vsplat<W>(1.3981999507e-3f));
+  y = vfma<W>(y, r, vsplat<W>(8.3334519073e-3f));
+  y = vfma<W>(y, r, vsplat<W>(4.1665795894e-2f));
+  y = vfma<W>(y, r, vsplat<W>(1.6666665459e-1f));
+  y = vfma<W>(y, r, vsplat<W>(5.0000001201e-1f));
+  return vfma<W>(y, z, r) + 1.0f;
 }
 template <int W> SDMPI_SIMD_INLINE typename Vec<W>::f vexp(typename Vec<W>::f x) {
   using F = typename Vec<W>::f;
@@ -90,7 +100,7 @@ template <int W> SDMPI_SIMD_INLINE typename Vec<W>::f vexp(typename Vec<W>::f x)
   F xc = x > hi ? hi : x;
   xc = xc < lo ? lo : xc;
   xc = x == x ? xc : vsplat<W>(0.0f);  // NaN lanes: keep the integer conversion defined
-  F fx = xc * 1.44269504088896341f + 0.5f;
+  F fx = vfma<W>(xc, vsplat<W>(1.44269504088896341f), vsplat<W>(0.5f));
   I n = __builtin_convertvector(fx, I);  // truncation; fix to floor below
   n = __builtin_convertvector(n, F) > fx ? n - 1 : n;
   F nf = __builtin_convertvector(n, F);
@@ -111,25 +121,25 @@ template <int W> SDMPI_SIMD_INLINE typename Vec<W>::f verf(typename Vec<W>::f x)
   F a = x < 0.0f ? -x : x;
   F t = a * a;
   F p = vsplat<W>(7.854221622e-05f);
-  p = p * t + -8.010311285e-04f;
-  p = p * t + 5.188342649e-03f;
-  p = p * t + -2.685382031e-02f;
-  p = p * t + 1.128358543e-01f;
-  p = p * t + -3.761262596e-01f;
-  p = p * t + 1.128379107e+00f;
+  p = vfma<W>(p, t, vsplat<W>(-8.010311285e-04f));
+  p = vfma<W>(p, t, vsplat<W>(5.188342649e-03f));
+  p = vfma<W>(p, t, vsplat<W>(-2.685382031e-02f));
+  p = vfma<W>(p, t, vsplat<W>(1.128358543e-01f));
+  p = vfma<W>(p, t, vsplat<W>(-3.761262596e-01f));
+  p = vfma<W>(p, t, vsplat<W>(1.128379107e+00f));
   F small = a * p;
   F v = 1.0f / (a < 1.0f ? vsplat<W>(1.0f) : a);
   F q = vsplat<W>(3.071605228e-02f);
-  q = q * v + -1.797242612e-01f;
-  q = q * v + 4.382676780e-01f;
-  q = q * v + -5.369860530e-01f;
-  q = q * v + 2.383658290e-01f;
-  q = q * v + 2.303774357e-01f;
-  q = q * v + -3.758567274e-01f;
-  q = q * v + 2.053440921e-02f;
-  q = q * v + 5.617681742e-01f;
-  q = q * v + 1.210682094e-04f;
-  F large = 1.0f - vexp<W>(-t) * q;
+  q = vfma<W>(q, v, vsplat<W>(-1.797242612e-01f));
+  q = vfma<W>(q, v, vsplat<W>(4.382676780e-01f));
+  q = vfma<W>(q, v, vsplat<W>(-5.369860530e-01f));
+  q = vfma<W>(q, v, vsplat<W>(2.383658290e-01f));
+  q = vfma<W>(q, v, vsplat<W>(2.303774357e-01f));
+  q = vfma<W>(q, v, vsplat<W>(-3.758567274e-01f));
+  q = vfma<W>(q, v, vsplat<W>(2.053440921e-02f));
+  q = vfma<W>(q, v, vsplat<W>(5.617681742e-01f));
+  q = vfma<W>(q, v, vsplat<W>(1.210682094e-04f));
+  F large = vfma<W>(-vexp<W>(-t), q, vsplat<W>(1.0f));
   F r = a < 1.0f ? small : large;
   r = a >= 4.0f ? vsplat<W>(1.0f) : r;
   r = x < 0.0f ? -r : r;
@@ -171,7 +181,7 @@ SimdIsa simd_isa_from(const char* requested, SimdIsa detected);
 template <class K, class... A> __attribute__((target("avx512f"))) void simd_run_avx512(A... a) {
   K::template run<16>(a...);
 }
-template <class K, class... A> __attribute__((target("avx2"))) void simd_run_avx2(A... a) {
+template <class K, class... A> __attribute__((target("avx2,fma"))) void simd_run_avx2(A... a) {
   K::template run<8>(a...);
 }
 #endif
