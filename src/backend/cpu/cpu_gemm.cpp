@@ -838,7 +838,9 @@ std::pair<int64_t, int64_t> locate_row(const GemmProblem& p, bool merge, int64_t
 // buffer 7.2-7.6 ms; W stored 12 rows interleaved (one sequential stream per group) 7.0 ms, and
 // interleaved half floats 7.2 ms. Half the bytes or one stream per group did not help: this path
 // is not bound by the bytes of W (the machine reads 28 GB/s on 2 threads), so W stays float32 and
-// in place. The same weights in L3: 4.6 ms (205 GFLOP/s).
+// in place. The same weights in L3: 4.6 ms (205 GFLOP/s). (Those copies were in 4 KiB pages; on
+// 2 MiB pages, as the model's weights are, the same product from DRAM takes 4.2-4.8 ms against
+// 4.1-4.5 in cache, session 13: close to its compute rate.)
 void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t rows, int threads) {
   const TransposedKernel& tk = transposed_kernel();
   const int64_t panel_rows = tk.panel, tile_rows = tk.group;  // A rows per Aᵀ panel, W rows per micro-tile
