@@ -29,6 +29,7 @@
 
 #include "backend/cpu/cpu_gemm.h"
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/cpu_memory.h"
 #include "backend/cpu/cpu_simd.h"
 
 namespace sdmpi::cpu {
@@ -102,10 +103,6 @@ struct QueryBlocks {
   }
 };
 
-struct FreeDeleter {
-  void operator()(float* p) const { std::free(p); }
-};
-
 }  // namespace
 
 namespace {
@@ -122,14 +119,8 @@ void attention_blas(const float* q, const float* k, const float* v, int64_t B, i
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1 && blocks.count > 1)
   for (int64_t t = 0; t < blocks.count; ++t) {
     const auto [b, h, r0, rows] = blocks[t];
-    thread_local std::unique_ptr<float, FreeDeleter> s_buf;
-    thread_local size_t s_size = 0;
-    const size_t need = static_cast<size_t>(rb * kb);
-    if (need > s_size) {
-      s_buf.reset(static_cast<float*>(std::aligned_alloc(64, (need * sizeof(float) + 63) / 64 * 64)));
-      s_size = s_buf ? need : 0;
-    }
-    float* S = s_buf.get();
+    thread_local FloatScratch s_buf;
+    float* S = s_buf.get(static_cast<size_t>(rb * kb));
     const float* qb = q + (b * Nq + r0) * C + h * d;
     const float* kbase = k + b * Nk * C + h * d;
     const float* vbase = v + b * Nk * C + h * d;
@@ -252,19 +243,6 @@ struct BlockSoftmax {
   }
 };
 
-// 64-byte aligned per-thread scratch.
-struct AlignedScratch {
-  std::unique_ptr<float, FreeDeleter> data;
-  size_t size = 0;
-  float* get(size_t n) {
-    if (n > size) {
-      data.reset(static_cast<float*>(std::aligned_alloc(64, (std::max<size_t>(n, 1) * sizeof(float) + 63) / 64 * 64)));
-      if (!data) throw std::bad_alloc();
-      size = n;
-    }
-    return data.get();
-  }
-};
 
 constexpr int64_t kKeyBlockT = 256;
 
@@ -290,7 +268,7 @@ void attention_ours(const float* q, const float* k, const float* v, int64_t B, i
   const int64_t C = heads * d, dpad = padded(GV);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   // Vᵀ per (item, head): [dpad][Nk], rows past d zero.
-  thread_local AlignedScratch vt_buf;
+  thread_local FloatScratch vt_buf;
   float* Vt = vt_buf.get(static_cast<size_t>(B * heads * dpad * std::max<int64_t>(Nk, 1)));
   const int64_t vt_tasks = B * heads;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && vt_tasks > 1)
@@ -308,7 +286,7 @@ void attention_ours(const float* q, const float* k, const float* v, int64_t B, i
   for (int64_t t = 0; t < blocks.count; ++t) {
     const auto [b, h, r0, rows] = blocks[t];
     const int64_t panels = (rows + P - 1) / P;
-    thread_local AlignedScratch q_buf, o_buf, s_buf, edge_buf;
+    thread_local FloatScratch q_buf, o_buf, s_buf, edge_buf;
     float* Qp = q_buf.get(static_cast<size_t>(panels * d * P));  // panel j: Qᵀ [d][P]
     float* Ot = o_buf.get(static_cast<size_t>(panels * dpad * P));  // panel j: Oᵀ [dpad][P]
     float* St = s_buf.get(static_cast<size_t>((kKeyBlockT + G) * P));

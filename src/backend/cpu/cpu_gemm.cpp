@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/cpu/cpu_memory.h"
 #include "backend/cpu/cpu_simd.h"
 #include "sdmpi/error.h"
 
@@ -322,24 +323,6 @@ const MicroKernel& micro_kernel_for(int64_t N) {
 #endif
 }
 
-// 64-byte aligned scratch that grows and is kept per thread.
-struct Scratch {
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  std::unique_ptr<float, Free> data;
-  size_t size = 0;
-  float* get(size_t n) {
-    if (n > size) {
-      size_t bytes = (std::max<size_t>(n, 1) * sizeof(float) + 63) / 64 * 64;
-      data.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
-      if (!data) throw std::bad_alloc();
-      size = n;
-    }
-    return data.get();
-  }
-};
-
 // A[rows, kc] block (row stride lda) → panels of mr rows: dst[p][k][i], zero rows past `rows`.
 void pack_a_scalar(int mr, int64_t rows, int64_t kc, const float* A, int64_t lda, float* dst) {
   for (int64_t p = 0; p < rows; p += mr) {
@@ -516,7 +499,7 @@ struct BSource {
 // C[rows, cols] = A[rows, K] · B[K, cols] for rows ≤ kGemmMc.
 void run_block(const MicroKernel& mk, const ASource& a, int64_t row0, int64_t rows, int64_t cols, int64_t K,
                const BSource& bsrc, float* C, int64_t ldc) {
-  thread_local Scratch a_pack, a_rows, b_block;
+  thread_local FloatScratch a_pack, a_rows, b_block;
   const int64_t kc_block = gemm_kc(K);
   float* Ap = a_pack.get(static_cast<size_t>(kGemmMc * kc_block));
   const int64_t panels = (cols + mk.nr - 1) / mk.nr;
@@ -599,7 +582,7 @@ void gemm_builtin(bool b_transposed, int64_t M, int64_t N, int64_t K, float alph
     return;
   }
   if (beta != 0.0f) {  // the product first, then C = alpha·P + beta·C
-    thread_local Scratch product;
+    thread_local FloatScratch product;
     float* P = product.get(static_cast<size_t>(M * N));
     gemm_builtin(b_transposed, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, P, N);
     for (int64_t i = 0; i < M; ++i)
@@ -607,7 +590,7 @@ void gemm_builtin(bool b_transposed, int64_t M, int64_t N, int64_t K, float alph
     return;
   }
   const MicroKernel& mk = micro_kernel_for(N);
-  thread_local Scratch b_pack;
+  thread_local FloatScratch b_pack;
   const int64_t panels = (N + mk.nr - 1) / mk.nr;
   float* Bp = b_pack.get(static_cast<size_t>(panels * mk.nr * K));
   pack_b_panels(mk.nr, b_transposed, N, K, B, ldb, Bp, 0, panels);
@@ -709,7 +692,7 @@ void gemm_nt_parallel_blas(const GemmProblem& p, int threads) {
     const float* a;
     int64_t lda;
     if (p.gather_a) {
-      thread_local Scratch a_tile;
+      thread_local FloatScratch a_tile;
       float* buf = a_tile.get(static_cast<size_t>(tile.mn * std::max<int64_t>(p.K, 1)));
       p.gather_a(tile.item, tile.m0, tile.mn, 0, p.K, buf);
       a = buf;
@@ -737,7 +720,7 @@ void gemm_nt_parallel_dot(const GemmProblem& p, int threads) {
     const float* a;
     int64_t lda;
     if (p.gather_a) {
-      thread_local Scratch rows_buf;
+      thread_local FloatScratch rows_buf;
       float* buf = rows_buf.get(static_cast<size_t>(kRows * p.K));
       p.gather_a(item, m0, mn, 0, p.K, buf);
       a = buf;
@@ -847,7 +830,7 @@ void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t r
   const int64_t K = p.K, N = p.N;
   const int64_t m_panels = (rows + panel_rows - 1) / panel_rows;
   const int64_t panel_floats = K * panel_rows, group_floats = m_panels * panel_floats;
-  thread_local Scratch a_packed;
+  thread_local FloatScratch a_packed;
   float* Ap = a_packed.get(static_cast<size_t>(groups * group_floats));
   const auto locate = [&](int64_t group, int64_t r) { return locate_row(p, merge, group, r); };
   const int64_t kc_block = gemm_kc(K), k_blocks = (K + kc_block - 1) / kc_block;
@@ -862,7 +845,7 @@ void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t r
       const int64_t group = t / (m_panels * k_blocks), q = t / k_blocks % m_panels, kb = t % k_blocks;
       const int64_t k0 = kb * kc_block, kc = std::min(kc_block, K - k0);
       const int64_t r0 = q * panel_rows, n = std::min(panel_rows, rows - r0);
-      thread_local Scratch rows_buf;
+      thread_local FloatScratch rows_buf;
       float* buf = rows_buf.get(static_cast<size_t>(panel_rows * kc_block));
       for (int64_t done = 0; done < n;) {  // runs of rows that stay inside one item
         const auto [item, m] = locate(group, r0 + done);
@@ -883,7 +866,7 @@ void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t r
     for (int64_t t = 0; t < tasks; ++t) {
       const int64_t group = t / chunks, n0 = (t % chunks) * kSmallChunk, nn = std::min(kSmallChunk, N - n0);
       const int64_t ldt = m_panels * panel_rows;
-      thread_local Scratch ct_buf, edge_buf;
+      thread_local FloatScratch ct_buf, edge_buf;
       float* ct = ct_buf.get(static_cast<size_t>(kSmallChunk * ldt));
       const float* W = p.W + (p.w_item_stride == 0 ? 0 : group * p.w_item_stride);
       for (int64_t k0 = 0; k0 < K; k0 += kc_block) {
@@ -984,7 +967,7 @@ void gemm_tiny_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t ro
   const int64_t K = p.K, N = p.N, chunks = (N + kTinyChunk - 1) / kTinyChunk, tasks = groups * chunks;
   const auto locate = [&](int64_t group, int64_t r) { return locate_row(p, merge, group, r); };
   // Each group's rows of A, contiguous (row stride K).
-  thread_local Scratch a_rows;
+  thread_local FloatScratch a_rows;
   float* Ar = a_rows.get(static_cast<size_t>(groups * rows * K));
   for (int64_t g = 0; g < groups; ++g)
     for (int64_t r = 0; r < rows; ++r) {
@@ -1060,7 +1043,7 @@ void gemm_nt_parallel_builtin(const GemmProblem& p, int threads) {
   // Weights packed once by the caller (gemm_pack_weights) are read from there.
   const bool stream_w = g.mt == 1 && !prepacked;
   const int64_t w_groups = p.w_item_stride == 0 ? 1 : groups;
-  thread_local Scratch w_pack;
+  thread_local FloatScratch w_pack;
   float* Wp = stream_w || prepacked ? nullptr : w_pack.get(static_cast<size_t>(w_groups * packed_floats));
   const int64_t pack_tasks = stream_w || prepacked ? 0 : w_groups * panels;
   const float* Wpacked = prepacked ? p.W_packed : Wp;

@@ -28,13 +28,15 @@ class PooledHostStorage final : public Storage {
 constexpr size_t kGranule = size_t{1} << 16;  // capacities are multiples of 64 KiB
 constexpr size_t kHugePage = size_t{2} << 20;
 
+}  // namespace
+
 // `bytes` of host memory, 64-byte aligned; from 2 MiB on, aligned to a 2 MiB page and advised as
 // huge (transparent huge pages in madvise mode, as on this project's machines and Ubuntu's
 // kernels, give 4 KiB pages otherwise; in "always" mode the advice changes nothing). An SD 1.5
 // model converted from F16 is 4.3 GB of F32 weights: in 4 KiB pages, over a million page faults
 // at load, and every weight stream of the GEMM crosses a page every 4 KiB.
 // The size is not rounded up: a tail short of a whole huge page stays in small pages, so nothing
-// is wasted. Released with std::free.
+// is wasted. Released with std::free. Also the backend's per-thread scratch (FloatScratch).
 void* allocate_host(size_t bytes) {
   const size_t align = bytes >= kHugePage ? kHugePage : 64;
   void* p = nullptr;
@@ -42,8 +44,6 @@ void* allocate_host(size_t bytes) {
   if (align == kHugePage) madvise(p, bytes, MADV_HUGEPAGE);  // advice: where it fails, small pages
   return p;
 }
-
-}  // namespace
 
 HostBlockPool::~HostBlockPool() {
   for (auto& [capacity, data] : free_) std::free(data);

@@ -10,6 +10,7 @@
 // Backend::empty() promises uninitialised memory anyway.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdlib>
 #include <map>
@@ -21,6 +22,32 @@
 #include "sdmpi/tensor.h"
 
 namespace sdmpi::cpu {
+
+// `bytes` of host memory, 64-byte aligned; from 2 MiB on, aligned to a 2 MiB page and advised as
+// huge (see cpu_memory.cpp). Released with std::free. Throws std::bad_alloc.
+void* allocate_host(size_t bytes);
+
+// A growable float buffer that a thread keeps between calls (declare it thread_local): fresh large
+// buffers would be faulted in and zeroed by the kernel on every call. Large ones sit on 2 MiB
+// pages (allocate_host), so the GEMM's streams over them (Winograd's transformed inputs and
+// products, packed panels) do not take a TLB miss every 4 KiB. Contents are stale.
+class FloatScratch {
+ public:
+  float* get(size_t n) {
+    if (n > size_) {
+      data_.reset(static_cast<float*>(allocate_host(std::max<size_t>(n, 1) * sizeof(float))));
+      size_ = n;
+    }
+    return data_.get();
+  }
+
+ private:
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float, Free> data_;
+  size_t size_ = 0;
+};
 
 class HostBlockPool : public std::enable_shared_from_this<HostBlockPool> {
  public:

@@ -31,6 +31,7 @@
 
 #include "backend/cpu/cpu_gemm.h"
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/cpu_memory.h"
 #include "backend/cpu/cpu_simd.h"
 #include "sdmpi/error.h"
 
@@ -208,18 +209,6 @@ void filter_transform(int m, const float* in, int64_t in_a, int64_t in_b, float*
   else simd_dispatch<FixedTwoSided<6, 3, kG4>>(in, in_a, in_b, out, out_i, out_j, C);
 }
 
-// Per-thread scratch that grows.
-struct FloatScratch {
-  std::unique_ptr<float[]> data;
-  size_t size = 0;
-  float* get(size_t n) {
-    if (n > size) {
-      data.reset(new float[n]);
-      size = n;
-    }
-    return data.get();
-  }
-};
 
 // SDMPI_CPU_CONV: auto (default: the speed rule below), winograd (every 3×3 stride-1 layer, for
 // A/B runs and accuracy checks), direct (never).
