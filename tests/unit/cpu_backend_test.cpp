@@ -970,6 +970,64 @@ TEST(CpuMath, ExpAndErfAreAccurate) {
   EXPECT_EQ(float_bits(y[y.size() - 8]), float_bits(-0.0f));  // erf(-0) = -0
 }
 
+namespace {
+
+// The vector formulas of cpu_simd.h (exp, erf, and the fused multiply-add they are built on) over n
+// floats, n a multiple of 16, compiled inside whichever instruction set's wrapper runs it.
+struct TranscendentalsKernel {
+  template <int W>
+  SDMPI_SIMD_INLINE static void run(const float* x, float* e, float* f, float* m, int64_t n) {
+    for (int64_t i = 0; i + W <= n; i += W) {
+      const auto v = cpu::vload<W>(x + i);
+      cpu::vstore<W>(e + i, cpu::vexp<W>(v));
+      cpu::vstore<W>(f + i, cpu::verf<W>(v));
+      cpu::vstore<W>(m + i, cpu::vfma<W>(v, v, cpu::vsplat<W>(0.1f)));
+    }
+  }
+};
+
+}  // namespace
+
+// The portable build (the C library's fmaf per lane) and the AVX2 and AVX-512 ones (one vfmadd)
+// must round alike: the images may not depend on the instruction set (tests/cli/check_isa.sh checks
+// whole jobs; this checks the formulas on inputs picked to expose a multiply and an add left
+// unfused, fused in another order, or rounded differently).
+TEST(CpuMath, TranscendentalsGiveTheSameBitsOnEveryInstructionSet) {
+#if defined(__x86_64__)
+  std::mt19937 gen(20261206);
+  std::uniform_real_distribution<float> wide(-90.0f, 90.0f), narrow(-4.5f, 4.5f);
+  Vec x;
+  for (int i = 0; i < 4096; ++i) x.push_back(i % 2 ? wide(gen) : narrow(gen));
+  for (float v : {0.0f, -0.0f, 1e-20f, 0.3465735f, -0.3465736f, 1.0f, 3.99f, 4.0f, 88.72f, -87.34f, INFINITY,
+                  -INFINITY, NAN})
+    x.push_back(v);
+  x.resize((x.size() + 15) / 16 * 16, 0.5f);
+  const int64_t n = static_cast<int64_t>(x.size());
+  Vec e0(x.size()), f0(x.size()), m0(x.size());
+  cpu::simd_run_sse2<TranscendentalsKernel>(static_cast<const float*>(x.data()), e0.data(), f0.data(), m0.data(), n);
+  for (size_t i = 0; i < x.size(); ++i)  // fused: one rounding, as std::fma
+    ASSERT_EQ(float_bits(m0[i]), float_bits(std::fma(x[i], x[i], 0.1f))) << "vfma at x = " << x[i];
+  int checked = 0;
+  const auto compare = [&](const char* isa, auto run) {
+    Vec e(x.size()), f(x.size()), m(x.size());
+    run(static_cast<const float*>(x.data()), e.data(), f.data(), m.data(), n);
+    for (size_t i = 0; i < x.size(); ++i) {
+      ASSERT_EQ(float_bits(e[i]), float_bits(e0[i])) << isa << " exp(" << x[i] << ")";
+      ASSERT_EQ(float_bits(f[i]), float_bits(f0[i])) << isa << " erf(" << x[i] << ")";
+      ASSERT_EQ(float_bits(m[i]), float_bits(m0[i])) << isa << " fma at " << x[i];
+    }
+    ++checked;
+  };
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    compare("AVX2", cpu::simd_run_avx2<TranscendentalsKernel, const float*, float*, float*, float*, int64_t>);
+  if (__builtin_cpu_supports("avx512f"))
+    compare("AVX-512", cpu::simd_run_avx512<TranscendentalsKernel, const float*, float*, float*, float*, int64_t>);
+  if (checked == 0) GTEST_SKIP() << "this CPU has neither AVX2 with FMA nor AVX-512: only the portable formulas ran";
+#else
+  GTEST_SKIP() << "x86-64 only";
+#endif
+}
+
 // ======================================== PyTorch golden ============================================
 
 namespace {
