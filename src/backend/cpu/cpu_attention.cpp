@@ -243,7 +243,6 @@ struct BlockSoftmax {
   }
 };
 
-
 constexpr int64_t kKeyBlockT = 256;
 
 // Our own kernels (the built-in GEMM engine): everything key-major, so that no operand is packed

@@ -13,10 +13,10 @@
 // 3×3 stride-1 layers with enough channels and pixels take Winograd's path (cpu_winograd.cpp).
 #include <algorithm>
 #include <cstring>
-#include <memory>
 
 #include "backend/cpu/cpu_gemm.h"
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/cpu_memory.h"
 
 namespace sdmpi::cpu {
 
@@ -81,7 +81,6 @@ void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, c
     }
   };
   const bool direct = kh == 1 && kw == 1 && stride == 1 && pad == 0;
-  std::unique_ptr<float[]> patches;
   const int64_t patch_floats = B * p.M * p.K;
   if (direct) {
     p.A = x;
@@ -90,14 +89,17 @@ void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, c
   } else if (column_tiles(p) > 1 && patch_floats <= (int64_t{16} << 20)) {
     // Small images (the deep UNet levels) split the columns too; gathering per tile would repeat
     // the same patches for every column tile, so gather them once (≤ 64 MB), in parallel, up front.
-    patches.reset(new float[static_cast<size_t>(patch_floats)]);
+    // Kept by the calling thread between calls, as the backend's other scratch (cpu_memory.h),
+    // instead of a new allocation per call, which glibc may serve as a fresh mapping to fault in.
+    thread_local FloatScratch patch_buf;
+    float* patches = patch_buf.get(static_cast<size_t>(patch_floats));
     const int64_t row_blocks = (p.M + 63) / 64, tasks = B * row_blocks;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && tasks > 1)
     for (int64_t t = 0; t < tasks; ++t) {
       int64_t b = t / row_blocks, m0 = (t % row_blocks) * 64;
-      gather(b, m0, std::min<int64_t>(64, p.M - m0), 0, p.K, patches.get() + (b * p.M + m0) * p.K);
+      gather(b, m0, std::min<int64_t>(64, p.M - m0), 0, p.K, patches + (b * p.M + m0) * p.K);
     }
-    p.A = patches.get();
+    p.A = patches;
     p.lda = p.K;
     p.a_item_stride = p.M * p.K;
   } else {

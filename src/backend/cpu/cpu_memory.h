@@ -24,8 +24,11 @@
 namespace sdmpi::cpu {
 
 // `bytes` of host memory, 64-byte aligned; from 2 MiB on, aligned to a 2 MiB page and advised as
-// huge (see cpu_memory.cpp). Released with std::free. Throws std::bad_alloc.
+// huge (see cpu_memory.cpp). Released with std::free (HostFree). Throws std::bad_alloc.
 void* allocate_host(size_t bytes);
+struct HostFree {
+  void operator()(float* p) const { std::free(p); }
+};
 
 // A growable float buffer that a thread keeps between calls (declare it thread_local): fresh large
 // buffers would be faulted in and zeroed by the kernel on every call. Large ones sit on 2 MiB
@@ -42,10 +45,7 @@ class FloatScratch {
   }
 
  private:
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  std::unique_ptr<float, Free> data_;
+  std::unique_ptr<float, HostFree> data_;
   size_t size_ = 0;
 };
 
@@ -89,12 +89,9 @@ class WinogradWeightCache {
   int64_t budget() const { return budget_; }
 
  private:
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
   struct Entry {
     std::weak_ptr<Storage> owner;
-    std::unique_ptr<float, Free> data;  // 64-byte aligned: the GEMM's micro-kernels load panels aligned
+    std::unique_ptr<float, HostFree> data;  // 64-byte aligned: the GEMM's micro-kernels load panels aligned
     int64_t bytes = 0;
   };
   void drop_expired();  // with mu_ held
