@@ -94,9 +94,10 @@ enum class Broadcast { Packed, InPlace };
 // accumulator on the stack and stored all twelve on each k (16 ymm registers hold 12 + 2 + 1, but
 // not its array), which halved this kernel's rate. c[i][j] (row stride ldc) (+)= Σ_k x(i, k) ·
 // v[k·16 + j] for i < 6, j < 16.
-template <Broadcast kFrom>
+template <Broadcast kFrom, bool kPrefetchNext = false>
 __attribute__((target("avx2,fma"))) inline void avx2_6x16(int64_t kc, const float* x, int64_t ldx, const float* v,
-                                                          float* c, int64_t ldc, bool accumulate) {
+                                                          float* c, int64_t ldc, bool accumulate,
+                                                          const float* next = nullptr, int64_t next_ld = 0) {
   __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
   if (accumulate) {
     c00 = _mm256_loadu_ps(c), c01 = _mm256_loadu_ps(c + 8);
@@ -111,6 +112,10 @@ __attribute__((target("avx2,fma"))) inline void avx2_6x16(int64_t kc, const floa
   // Element (i, k) of the broadcast operand is at x[i·si + k·sk].
   const int64_t si = kFrom == Broadcast::Packed ? 1 : ldx, sk = kFrom == Broadcast::Packed ? 6 : 1;
   for (int64_t k = 0; k < kc; ++k, v += 16) {
+    if constexpr (kPrefetchNext) {  // see avx512_rx32
+      if ((k & 15) == 0 && next)
+        for (int i = 0; i < 6; ++i) _mm_prefetch(reinterpret_cast<const char*>(next + i * next_ld + k), _MM_HINT_T1);
+    }
     const __m256 v0 = _mm256_load_ps(v), v1 = _mm256_load_ps(v + 8);
     const float* xk = x + k * sk;
     __m256 xi = _mm256_broadcast_ss(xk);
@@ -139,23 +144,24 @@ __attribute__((target("avx2,fma"))) void kernel_avx2_6x16(int64_t kc, const floa
   avx2_6x16<Broadcast::Packed>(kc, a, 0, b, c, ldc, accumulate);
 }
 
-// How far ahead (floats) the streaming kernel prefetches each broadcast row into L2, one line per
-// row every 16 k. The few-rows products (the UNet's 4×4 and 8×8 layers at 256²) stream tens of MB of
-// weights per call in 12 rows at once, more streams than the hardware prefetchers follow well: on
-// an Emerald Rapids VM, 2 threads, 512 floats with an L2 hint made the 4×4 convolutions 1.6-1.8×
-// faster (cpu_ops_bench; the 8×8 layers gained in one sweep, within noise in another; 256 with an L1
-// hint gained less, and slowed the
-// attention, whose broadcast rows are in cache, so the attention keeps the plain kernel).
-// Tried and not kept: also prefetching the next group's rows at the same k (which would cover the
-// first 512 floats of each row, never prefetched by this scheme): 2 threads, W from DRAM, the two
-// variants alternating call by call, 40 calls each, medians within ±5% on the four shapes of
-// cpu_ops_bench's "W from DRAM" rows, the plain scheme ahead on three.
-constexpr int64_t kStreamPrefetchFloats = 512;
-
+// The few-rows products (the UNet's deep layers: 32 or 128 rows for a CFG batch of 2) stream
+// tens of MB of weights per call, each weight used by one Aᵀ panel's pass: the broadcast rows of
+// every call are new data. The streaming kernel therefore prefetches, one line per row every 16 k,
+// the rows the *next* call will broadcast (`next`, row stride next_ld: the same kc floats of the
+// next 12 rows of W, or the first rows of the next K block) into L2 while it computes on the current
+// ones, one call (~3,800 cycles at kc = 320) ahead. Measured on the Emerald Rapids VM, 2 threads, W
+// from DRAM (2 MiB pages), the variants alternating call by call, three rounds: the Winograd
+// products of the 640-channel 16×16 layers (36 × 32×640×640) 137-139 → 189-191 GFLOP/s, of the
+// 1280-channel 8×8 ones (16 × 32×1280×1280) 154-173 → 190-229, 32×1280×11520 (4×4) 179-208 →
+// 195-230, 128×10240×1280 +7-8%. The scheme it replaces prefetched each row 512 floats ahead of
+// the current k, which never covered a row's first 512 floats and, with K blocks of 320, landed in
+// the next K block: at K = 640 half of W arrived on demand. Keeping both was slower than this alone
+// (more prefetches than lines needed), and an L1 hint slower than L2.
 // R × 32 outputs in 2R zmm accumulators: c[i][j] (+)= Σ_k x(i, k) · v[k·32 + j].
-template <int R, Broadcast kFrom, bool kPrefetchRows = false>
+template <int R, Broadcast kFrom, bool kPrefetchNext = false>
 __attribute__((target("avx512f"))) inline void avx512_rx32(int64_t kc, const float* x, int64_t ldx, const float* v,
-                                                           float* c, int64_t ldc, bool accumulate) {
+                                                           float* c, int64_t ldc, bool accumulate,
+                                                           const float* next = nullptr, int64_t next_ld = 0) {
   __m512 r[R][2];
 #pragma GCC unroll 12
   for (int i = 0; i < R; ++i) {
@@ -164,12 +170,11 @@ __attribute__((target("avx512f"))) inline void avx512_rx32(int64_t kc, const flo
   }
   const int64_t si = kFrom == Broadcast::Packed ? 1 : ldx, sk = kFrom == Broadcast::Packed ? R : 1;
   for (int64_t k = 0; k < kc; ++k) {
-    if constexpr (kPrefetchRows) {  // prefetches never fault, so running past the rows is harmless
+    if constexpr (kPrefetchNext) {  // prefetches never fault, so rows past W's end are harmless
       static_assert(kFrom == Broadcast::InPlace, "only rows read in place are streamed from memory");
-      if ((k & 15) == 0) {
+      if ((k & 15) == 0 && next) {
 #pragma GCC unroll 12
-        for (int i = 0; i < R; ++i)
-          _mm_prefetch(reinterpret_cast<const char*>(x + i * si + k + kStreamPrefetchFloats), _MM_HINT_T1);
+        for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(next + i * next_ld + k), _MM_HINT_T1);
       }
     }
     const __m512 v0 = _mm512_load_ps(v + k * 32), v1 = _mm512_load_ps(v + k * 32 + 16);
@@ -775,18 +780,37 @@ void kernel_portable_wt_4x8(int64_t kc, const float* w, int64_t ldw, const float
 // R rows of W × 32 rows of A (R = 12; R = 8 where 12 would pad, e.g. the attention's P·V with
 // 40-float heads: 40 rows of Vᵀ, not 48), and on AVX2 six × 16: the packed path's kernels with W's
 // rows read in place.
-template <int R, bool kPrefetchRows = false>
+template <int R>
 __attribute__((target("avx512f"))) void kernel_avx512_wt_rx32(int64_t kc, const float* w, int64_t ldw,
                                                               const float* a, float* ct, int64_t ldt,
                                                               bool accumulate) {
-  avx512_rx32<R, Broadcast::InPlace, kPrefetchRows>(kc, w, ldw, a, ct, ldt, accumulate);
+  avx512_rx32<R, Broadcast::InPlace>(kc, w, ldw, a, ct, ldt, accumulate);
+}
+
+__attribute__((target("avx512f"))) void kernel_avx512_wt_12x32_streaming(int64_t kc, const float* w, int64_t ldw,
+                                                                         const float* a, float* ct, int64_t ldt,
+                                                                         bool accumulate, const float* next,
+                                                                         int64_t next_ld) {
+  avx512_rx32<12, Broadcast::InPlace, true>(kc, w, ldw, a, ct, ldt, accumulate, next, next_ld);
 }
 
 __attribute__((target("avx2,fma"))) void kernel_avx2_wt_6x16(int64_t kc, const float* w, int64_t ldw, const float* a,
                                                              float* ct, int64_t ldt, bool accumulate) {
   avx2_6x16<Broadcast::InPlace>(kc, w, ldw, a, ct, ldt, accumulate);
 }
+
+__attribute__((target("avx2,fma"))) void kernel_avx2_wt_6x16_streaming(int64_t kc, const float* w, int64_t ldw,
+                                                                       const float* a, float* ct, int64_t ldt,
+                                                                       bool accumulate, const float* next,
+                                                                       int64_t next_ld) {
+  avx2_6x16<Broadcast::InPlace, true>(kc, w, ldw, a, ct, ldt, accumulate, next, next_ld);
+}
 #endif
+
+void kernel_portable_wt_4x8_streaming(int64_t kc, const float* w, int64_t ldw, const float* a, float* ct, int64_t ldt,
+                                      bool accumulate, const float* /*next*/, int64_t /*next_ld*/) {
+  kernel_portable_wt_4x8(kc, w, ldw, a, ct, ldt, accumulate);
+}
 
 // c[i·ldc + j] = ct[j·ldt + i] for i < rows, j < cols: the few-rows path's Cᵀ back into C, in
 // 16×16 register transposes on AVX-512 (with a scalar loop of strided loads these products were
@@ -884,13 +908,17 @@ void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t r
             w = e;
             ldw = kc;
           }
-          // Only the first Aᵀ panel's pass prefetches W's rows: the next panels (M > 32) read the
-          // same rows, by then in cache. (128×10240×1280, W from DRAM on huge pages, 2 threads,
-          // three alternations: 12.8-16.7 against 12.8-13.4 ms, within this VM's noise; with no
-          // prefetch at all the 32-row products were 20-40% slower, the 128-row ones 0-7% faster.)
-          for (int64_t q = 0; q < m_panels; ++q)
-            (q == 0 ? tk.streaming_fn : tk.fn)(kc, w, ldw, Ap + group * group_floats + q * panel_floats + k0 * panel_rows,
-                                               ct + g * ldt + q * panel_rows, ldt, k0 > 0);
+          // The rows the next micro-tile will broadcast, in W (an edge tile copies its rows from
+          // there too): the next 12 rows at this K block, or the chunk's first rows at the next.
+          const float* next = nullptr;
+          if (g + tile_rows < nn) next = W + (n0 + g + tile_rows) * K + k0;
+          else if (k0 + kc < K) next = W + n0 * K + k0 + kc;
+          // Only the first Aᵀ panel's pass streams W and prefetches: the next panels (M > 32) read
+          // the same rows, by then in cache.
+          const float* ap = Ap + group * group_floats + k0 * panel_rows;
+          tk.streaming_fn(kc, w, ldw, ap, ct + g * ldt, ldt, k0 > 0, next, K);
+          for (int64_t q = 1; q < m_panels; ++q)
+            tk.fn(kc, w, ldw, ap + q * panel_floats, ct + g * ldt + q * panel_rows, ldt, k0 > 0);
         }
       }
       // Cᵀ → C, then the epilogue on each run of rows inside one item.
@@ -1116,11 +1144,11 @@ void gemm_nt_parallel_builtin(const GemmProblem& p, int threads) {
 
 const TransposedKernel& transposed_kernel() {
   static const TransposedKernel portable{4, 8, kernel_portable_wt_4x8, 4, kernel_portable_wt_4x8,
-                                        kernel_portable_wt_4x8};
+                                        kernel_portable_wt_4x8_streaming};
 #ifdef SDMPI_X86
   static const TransposedKernel avx512{12, 32, kernel_avx512_wt_rx32<12>, 8, kernel_avx512_wt_rx32<8>,
-                                      kernel_avx512_wt_rx32<12, true>},
-      avx2{6, 16, kernel_avx2_wt_6x16, 6, kernel_avx2_wt_6x16, kernel_avx2_wt_6x16};
+                                      kernel_avx512_wt_12x32_streaming},
+      avx2{6, 16, kernel_avx2_wt_6x16, 6, kernel_avx2_wt_6x16, kernel_avx2_wt_6x16_streaming};
   switch (simd_isa()) {
     case SimdIsa::Avx512: return avx512;
     case SimdIsa::Avx2: return avx2;

@@ -97,9 +97,13 @@ struct TransposedKernel {
   TransposedKernelFn fn;
   int64_t narrow_group;   // a second kernel with fewer rows of w (AVX-512: 8), for sizes 12 would pad
   TransposedKernelFn narrow_fn;
-  // `fn` for w streamed from memory (the few-rows products' weights): it also prefetches each row
-  // of w ahead of its use (AVX-512; elsewhere the same as fn). Same bits as fn.
-  TransposedKernelFn streaming_fn;
+  // `fn` for w streamed from memory (the few-rows products' weights): while it computes, it also
+  // prefetches into L2 the rows the next call will read, `next` (`group` rows of row stride
+  // next_ld, kc floats each; null: none). AVX-512 and AVX2; the portable one only computes. Same
+  // bits as fn.
+  using StreamingFn = void (*)(int64_t kc, const float* w, int64_t ldw, const float* a, float* ct, int64_t ldt,
+                               bool accumulate, const float* next, int64_t next_ld);
+  StreamingFn streaming_fn;
 };
 const TransposedKernel& transposed_kernel();
 
