@@ -59,8 +59,11 @@ constexpr int64_t kGemmNc = 512;  // columns per block (a multiple of every NR b
 // Fewer (product, row block) pairs than this and the built-in driver also cuts columns into tiles.
 constexpr int64_t kBuiltinMinTiles = 8;
 
-// C[MR×NR] (row stride ldc) = (accumulate ? C : 0) + Σ_k a[k][i] · b[k][j], one FMA per k.
-using KernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate);
+// C[MR×NR] (row stride ldc) = (accumulate ? C : 0) + Σ_k a[k][i] · b[k][j], one FMA per k. `next_b`
+// (null: none) is the B micro-panel the caller's next call will read (kc × NR floats): the vector
+// kernels prefetch it into L2 while they compute (see kPanelPrefetch below).
+using KernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate,
+                          const float* next_b);
 
 struct MicroKernel {
   int mr, nr;
@@ -70,7 +73,8 @@ struct MicroKernel {
 };
 
 // Portable kernel: std::fma per step, so it adds up exactly like the vector kernels.
-void kernel_generic_4x8(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
+void kernel_generic_4x8(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate,
+                        const float* /*next_b*/) {
   float r[4][8];
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 8; ++j) r[i][j] = accumulate ? c[i * ldc + j] : 0.0f;
@@ -90,11 +94,25 @@ void kernel_generic_4x8(int64_t kc, const float* a, const float* b, float* c, in
 // in the transposed path, cpu_gemm.h's TransposedKernel). One kernel body serves both.
 enum class Broadcast { Packed, InPlace };
 
+// What a kernel prefetches into L2 while it computes, for the call after it (prefetches never
+// fault, so addresses past the data are harmless):
+// - NextRows: the broadcast rows read in place by the next call (`next`, row stride next_ld), one
+//   line per row every 16 k: the few-rows products, whose weights stream from memory (see
+//   kernel_avx512_wt_12x32_streaming);
+// - NextPanel: the packed B micro-panel of the next call (`next`, NR floats per k), a line every
+//   16 floats of it: the packed path's first pass over a block's panels, which reads them from
+//   memory (the kept Winograd weights, or a product's freshly packed B beyond L2), one panel ahead.
+//   Winograd convolutions with their kept weights from DRAM (Emerald Rapids VM, 2 threads, the two
+//   variants alternating call by call): the UNet's 320 channels at 32×32 6.0-6.8 → 5.6-6.4 ms, the
+//   VAE's 512 channels at 64×64 31.7-34.3 → 28.2-30.5 ms, 256 at 128×128 -4%; the UNet's linears
+//   0-4% faster.
+enum class Prefetch { None, NextRows, NextPanel };
+
 // Twelve named accumulators rather than an array: with an array GCC 12 kept a copy of every
 // accumulator on the stack and stored all twelve on each k (16 ymm registers hold 12 + 2 + 1, but
 // not its array), which halved this kernel's rate. c[i][j] (row stride ldc) (+)= Σ_k x(i, k) ·
 // v[k·16 + j] for i < 6, j < 16.
-template <Broadcast kFrom, bool kPrefetchNext = false>
+template <Broadcast kFrom, Prefetch kPrefetch = Prefetch::None>
 __attribute__((target("avx2,fma"))) inline void avx2_6x16(int64_t kc, const float* x, int64_t ldx, const float* v,
                                                           float* c, int64_t ldc, bool accumulate,
                                                           const float* next = nullptr, int64_t next_ld = 0) {
@@ -112,9 +130,11 @@ __attribute__((target("avx2,fma"))) inline void avx2_6x16(int64_t kc, const floa
   // Element (i, k) of the broadcast operand is at x[i·si + k·sk].
   const int64_t si = kFrom == Broadcast::Packed ? 1 : ldx, sk = kFrom == Broadcast::Packed ? 6 : 1;
   for (int64_t k = 0; k < kc; ++k, v += 16) {
-    if constexpr (kPrefetchNext) {  // see avx512_rx32
-      if ((k & 15) == 0 && next)
+    if constexpr (kPrefetch == Prefetch::NextRows) {
+      if ((k & 15) == 0)
         for (int i = 0; i < 6; ++i) _mm_prefetch(reinterpret_cast<const char*>(next + i * next_ld + k), _MM_HINT_T1);
+    } else if constexpr (kPrefetch == Prefetch::NextPanel) {
+      _mm_prefetch(reinterpret_cast<const char*>(next + k * 16), _MM_HINT_T1);
     }
     const __m256 v0 = _mm256_load_ps(v), v1 = _mm256_load_ps(v + 8);
     const float* xk = x + k * sk;
@@ -140,8 +160,9 @@ __attribute__((target("avx2,fma"))) inline void avx2_6x16(int64_t kc, const floa
 }
 
 __attribute__((target("avx2,fma"))) void kernel_avx2_6x16(int64_t kc, const float* a, const float* b, float* c,
-                                                          int64_t ldc, bool accumulate) {
-  avx2_6x16<Broadcast::Packed>(kc, a, 0, b, c, ldc, accumulate);
+                                                          int64_t ldc, bool accumulate, const float* next_b) {
+  if (next_b) avx2_6x16<Broadcast::Packed, Prefetch::NextPanel>(kc, a, 0, b, c, ldc, accumulate, next_b);
+  else avx2_6x16<Broadcast::Packed>(kc, a, 0, b, c, ldc, accumulate);
 }
 
 // The few-rows products (the UNet's deep layers: 32 or 128 rows for a CFG batch of 2) stream
@@ -158,7 +179,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2_6x16(int64_t kc, const floa
 // the next K block: at K = 640 half of W arrived on demand. Keeping both was slower than this alone
 // (more prefetches than lines needed), and an L1 hint slower than L2.
 // R × 32 outputs in 2R zmm accumulators: c[i][j] (+)= Σ_k x(i, k) · v[k·32 + j].
-template <int R, Broadcast kFrom, bool kPrefetchNext = false>
+template <int R, Broadcast kFrom, Prefetch kPrefetch = Prefetch::None>
 __attribute__((target("avx512f"))) inline void avx512_rx32(int64_t kc, const float* x, int64_t ldx, const float* v,
                                                            float* c, int64_t ldc, bool accumulate,
                                                            const float* next = nullptr, int64_t next_ld = 0) {
@@ -170,12 +191,14 @@ __attribute__((target("avx512f"))) inline void avx512_rx32(int64_t kc, const flo
   }
   const int64_t si = kFrom == Broadcast::Packed ? 1 : ldx, sk = kFrom == Broadcast::Packed ? R : 1;
   for (int64_t k = 0; k < kc; ++k) {
-    if constexpr (kPrefetchNext) {  // prefetches never fault, so rows past W's end are harmless
-      static_assert(kFrom == Broadcast::InPlace, "only rows read in place are streamed from memory");
-      if ((k & 15) == 0 && next) {
+    if constexpr (kPrefetch == Prefetch::NextRows) {
+      if ((k & 15) == 0) {
 #pragma GCC unroll 12
         for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(next + i * next_ld + k), _MM_HINT_T1);
       }
+    } else if constexpr (kPrefetch == Prefetch::NextPanel) {
+      _mm_prefetch(reinterpret_cast<const char*>(next + k * 32), _MM_HINT_T1);
+      _mm_prefetch(reinterpret_cast<const char*>(next + k * 32 + 16), _MM_HINT_T1);
     }
     const __m512 v0 = _mm512_load_ps(v + k * 32), v1 = _mm512_load_ps(v + k * 32 + 16);
 #pragma GCC unroll 12
@@ -193,8 +216,9 @@ __attribute__((target("avx512f"))) inline void avx512_rx32(int64_t kc, const flo
 }
 
 __attribute__((target("avx512f"))) void kernel_avx512_12x32(int64_t kc, const float* a, const float* b, float* c,
-                                                            int64_t ldc, bool accumulate) {
-  avx512_rx32<12, Broadcast::Packed>(kc, a, 0, b, c, ldc, accumulate);
+                                                            int64_t ldc, bool accumulate, const float* next_b) {
+  if (next_b) avx512_rx32<12, Broadcast::Packed, Prefetch::NextPanel>(kc, a, 0, b, c, ldc, accumulate, next_b);
+  else avx512_rx32<12, Broadcast::Packed>(kc, a, 0, b, c, ldc, accumulate);
 }
 #endif
 
@@ -285,18 +309,26 @@ __attribute__((target("avx2,fma"))) void dot_avx2_4xn(int64_t K, const float* a,
 // stored an accumulator around every FMA, which ran at half the 12×32 kernel's rate (70 against
 // 140 GFLOP/s, one Emerald Rapids core, data in L1; 123 with them; the compiled loop is now 24
 // FMAs with embedded broadcasts and one load).
-__attribute__((target("avx512f"))) void kernel_avx512_24x16(int64_t kc, const float* a, const float* b, float* c,
-                                                            int64_t ldc, bool accumulate) {
+template <Prefetch kPrefetch>
+__attribute__((target("avx512f"))) inline void avx512_24x16(int64_t kc, const float* a, const float* b, float* c,
+                                                            int64_t ldc, bool accumulate, const float* next_b) {
   __m512 r[24];
 #pragma GCC unroll 24
   for (int i = 0; i < 24; ++i) r[i] = accumulate ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
+    if constexpr (kPrefetch == Prefetch::NextPanel) _mm_prefetch(reinterpret_cast<const char*>(next_b + k * 16), _MM_HINT_T1);
     const __m512 b0 = _mm512_load_ps(b + k * 16);
 #pragma GCC unroll 24
     for (int i = 0; i < 24; ++i) r[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[k * 24 + i]), b0, r[i]);
   }
 #pragma GCC unroll 24
   for (int i = 0; i < 24; ++i) _mm512_storeu_ps(c + i * ldc, r[i]);
+}
+
+__attribute__((target("avx512f"))) void kernel_avx512_24x16(int64_t kc, const float* a, const float* b, float* c,
+                                                            int64_t ldc, bool accumulate, const float* next_b) {
+  if (next_b) avx512_24x16<Prefetch::NextPanel>(kc, a, b, c, ldc, accumulate, next_b);
+  else avx512_24x16<Prefetch::None>(kc, a, b, c, ldc, accumulate, nullptr);
 }
 #endif
 
@@ -529,17 +561,21 @@ void run_block(const MicroKernel& mk, const ASource& a, int64_t row0, int64_t ro
       const int64_t mm = std::min<int64_t>(mk.mr, rows - ir);
       for (int64_t jr = 0; jr < cols; jr += mk.nr) {
         const int64_t nn = std::min<int64_t>(mk.nr, cols - jr);
-        const float* b = Bb ? Bb + (jr / mk.nr) * kc * mk.nr : bsrc.packed + (jr / mk.nr) * K * mk.nr + pc * mk.nr;
+        const int64_t panel_stride = Bb ? kc * mk.nr : K * mk.nr;  // from one B micro-panel to the next
+        const float* b = (Bb ? Bb : bsrc.packed + pc * mk.nr) + (jr / mk.nr) * panel_stride;
+        // The first A micro-panel's pass reads each B micro-panel from memory (L3 or DRAM), the
+        // next ones from L2: that pass prefetches the next panel.
+        const float* next_b = ir == 0 && jr + mk.nr < cols ? b + panel_stride : nullptr;
         float* c = C + ir * ldc + jr;
         if (mm == mk.mr && nn == mk.nr) {
-          mk.fn(kc, Ap + ir * kc, b, c, ldc, accumulate);
+          mk.fn(kc, Ap + ir * kc, b, c, ldc, accumulate, next_b);
           continue;
         }
         // Edge tile: the same chain through a full-size buffer.
         if (accumulate)
           for (int64_t i = 0; i < mm; ++i)
             std::memcpy(edge + i * mk.nr, c + i * ldc, static_cast<size_t>(nn) * sizeof(float));
-        mk.fn(kc, Ap + ir * kc, b, edge, mk.nr, accumulate);
+        mk.fn(kc, Ap + ir * kc, b, edge, mk.nr, accumulate, next_b);
         for (int64_t i = 0; i < mm; ++i)
           std::memcpy(c + i * ldc, edge + i * mk.nr, static_cast<size_t>(nn) * sizeof(float));
       }
@@ -791,7 +827,8 @@ __attribute__((target("avx512f"))) void kernel_avx512_wt_12x32_streaming(int64_t
                                                                          const float* a, float* ct, int64_t ldt,
                                                                          bool accumulate, const float* next,
                                                                          int64_t next_ld) {
-  avx512_rx32<12, Broadcast::InPlace, true>(kc, w, ldw, a, ct, ldt, accumulate, next, next_ld);
+  if (next) avx512_rx32<12, Broadcast::InPlace, Prefetch::NextRows>(kc, w, ldw, a, ct, ldt, accumulate, next, next_ld);
+  else avx512_rx32<12, Broadcast::InPlace>(kc, w, ldw, a, ct, ldt, accumulate);
 }
 
 __attribute__((target("avx2,fma"))) void kernel_avx2_wt_6x16(int64_t kc, const float* w, int64_t ldw, const float* a,
@@ -803,7 +840,8 @@ __attribute__((target("avx2,fma"))) void kernel_avx2_wt_6x16_streaming(int64_t k
                                                                        const float* a, float* ct, int64_t ldt,
                                                                        bool accumulate, const float* next,
                                                                        int64_t next_ld) {
-  avx2_6x16<Broadcast::InPlace, true>(kc, w, ldw, a, ct, ldt, accumulate, next, next_ld);
+  if (next) avx2_6x16<Broadcast::InPlace, Prefetch::NextRows>(kc, w, ldw, a, ct, ldt, accumulate, next, next_ld);
+  else avx2_6x16<Broadcast::InPlace>(kc, w, ldw, a, ct, ldt, accumulate);
 }
 #endif
 
