@@ -895,6 +895,27 @@ TEST(CpuGemm, FewRowsTransposedPathGivesThePackedBits) {
   }
 }
 
+// The transposing copy behind the few-rows products' Cᵀ → C and the attention's Vᵀ and Qᵀ panels:
+// AVX-512 blocks with masked edges (SDMPI_CPU_ISA=avx2 runs the scalar loop). Every element
+// lands where the definition says, and nothing outside the rows × cols region (or between the
+// destination's rows) is written: the destination starts poisoned.
+TEST(CpuGemm, TransposeCopyMatchesItsDefinition) {
+  struct Case { int64_t rows, cols; };
+  for (const Case& c : {Case{1, 1}, Case{16, 16}, Case{17, 40}, Case{1024, 40}, Case{32, 80}, Case{5, 33},
+                        Case{96, 31}, Case{3, 1}, Case{40, 1024}}) {
+    const int64_t lds = c.cols + 5, ldd = c.rows + 3;
+    const Vec src = randn(static_cast<size_t>(c.rows * lds), 63);
+    Vec dst(static_cast<size_t>(c.cols * ldd), std::numeric_limits<float>::quiet_NaN());
+    cpu::transpose_copy(src.data(), lds, c.rows, c.cols, dst.data(), ldd);
+    for (int64_t j = 0; j < c.cols; ++j)
+      for (int64_t i = 0; i < ldd; ++i) {
+        const float v = dst[static_cast<size_t>(j * ldd + i)];
+        if (i < c.rows) ASSERT_EQ(v, src[static_cast<size_t>(i * lds + j)]) << c.rows << "x" << c.cols << " at " << i << "," << j;
+        else ASSERT_TRUE(std::isnan(v)) << c.rows << "x" << c.cols << ": padding written at " << i << "," << j;
+      }
+  }
+}
+
 TEST(CpuGemm, TileGridDependsOnShapeOnly) {
   auto g = cpu::gemm_tile_grid(1024, 320, 2880);
   EXPECT_EQ(g.mc, 256);

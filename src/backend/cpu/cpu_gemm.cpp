@@ -850,22 +850,6 @@ void kernel_portable_wt_4x8_streaming(int64_t kc, const float* w, int64_t ldw, c
   kernel_portable_wt_4x8(kc, w, ldw, a, ct, ldt, accumulate);
 }
 
-// c[i·ldc + j] = ct[j·ldt + i] for i < rows, j < cols: the few-rows path's Cᵀ back into C, in
-// 16×16 register transposes on AVX-512 (with a scalar loop of strided loads these products were
-// 15-20% slower: cpu_ops_bench, 2 threads, Emerald Rapids VM, session 10).
-void copy_transposed(const float* ct, int64_t ldt, int64_t rows, int64_t cols, float* c, int64_t ldc) {
-  int64_t i0 = 0, j0 = 0;
-#ifdef SDMPI_X86
-  if (simd_isa() == SimdIsa::Avx512) {
-    i0 = rows / 16 * 16, j0 = cols / 16 * 16;
-    for (int64_t i = 0; i < i0; i += 16)
-      for (int64_t j = 0; j < j0; j += 16) transpose16x16(ct + j * ldt + i, ldt, c + i * ldc + j, ldc);
-  }
-#endif
-  for (int64_t i = 0; i < rows; ++i)  // what the blocks left: columns past j0, then rows past i0
-    for (int64_t j = i < i0 ? j0 : 0; j < cols; ++j) c[i * ldc + j] = ct[j * ldt + i];
-}
-
 bool small_rows_path(const GemmProblem& p, int64_t rows) {
   return !p.W_packed && gemm_reads_weights_in_place(rows, p.N, p.K);
 }
@@ -964,7 +948,7 @@ void gemm_small_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t r
         const auto [item, m] = locate(group, done);
         const int64_t len = merge ? std::min(rows - done, p.M - m) : rows - done;
         float* c = p.C + item * p.c_item_stride + m * p.ldc + n0;
-        copy_transposed(ct + done, ldt, len, nn, c, p.ldc);
+        transpose_copy(ct + done, ldt, nn, len, c, p.ldc);
         if (p.epilogue) p.epilogue(GemmTile{item, m, len, n0, nn}, c);
         done += len;
       }
@@ -1179,6 +1163,41 @@ void gemm_nt_parallel_builtin(const GemmProblem& p, int threads) {
 }
 
 }  // namespace
+
+#ifdef SDMPI_X86
+#pragma GCC diagnostic push  // transpose16x16_regs inlined: see there
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#ifndef __clang__
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+namespace {
+// dst[j·ldd + i] = src[i·lds + j] for i < ni ≤ 16, j < nj ≤ 16: masked loads and stores around one
+// register transpose, so edge blocks cost what full ones do.
+__attribute__((target("avx512f"))) void transpose_block16(const float* src, int64_t lds, int ni, int nj, float* dst,
+                                                          int64_t ldd) {
+  const __mmask16 cols = static_cast<__mmask16>((1u << nj) - 1), rows = static_cast<__mmask16>((1u << ni) - 1);
+  __m512 r[16];
+  for (int i = 0; i < 16; ++i) r[i] = i < ni ? _mm512_maskz_loadu_ps(cols, src + i * lds) : _mm512_setzero_ps();
+  transpose16x16_regs(r);
+  for (int j = 0; j < nj; ++j) _mm512_mask_storeu_ps(dst + j * ldd, rows, r[j]);
+}
+}  // namespace
+#pragma GCC diagnostic pop
+#endif
+
+void transpose_copy(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
+#ifdef SDMPI_X86
+  if (simd_isa() == SimdIsa::Avx512) {
+    for (int64_t i = 0; i < rows; i += 16)
+      for (int64_t j = 0; j < cols; j += 16)
+        transpose_block16(src + i * lds + j, lds, static_cast<int>(std::min<int64_t>(16, rows - i)),
+                          static_cast<int>(std::min<int64_t>(16, cols - j)), dst + j * ldd + i, ldd);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) dst[j * ldd + i] = src[i * lds + j];
+}
 
 const TransposedKernel& transposed_kernel() {
   static const TransposedKernel portable{4, 8, kernel_portable_wt_4x8, 4, kernel_portable_wt_4x8,

@@ -107,6 +107,11 @@ struct TransposedKernel {
 };
 const TransposedKernel& transposed_kernel();
 
+// dst[j·ldd + i] = src[i·lds + j] for i < rows, j < cols: a transposing copy, in 16×16 register
+// transposes with masked edges on AVX-512 (the few-rows products' Cᵀ back into C, where a scalar
+// strided copy had cost 15-20% of those products, session 10; the attention's Vᵀ and Qᵀ panels).
+void transpose_copy(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd);
+
 // Whether gemm_nt_parallel computes a product of `rows` rows (per W) by N columns transposed, reading
 // a plain W in place: then packing W in advance (W_packed) would only make it take the packed path,
 // which is slower there (gemm_small_rows, cpu_gemm.cpp). The same bits either way.
