@@ -431,6 +431,17 @@ __attribute__((target("avx512f"))) void pack_a_block16(const float* src, int64_t
   const __mmask16 lanes = static_cast<__mmask16>((1u << n) - 1);
   for (int k = 0; k < 16; ++k) _mm512_mask_storeu_ps(dst + k * mr, lanes, r[k]);
 }
+
+// dst[j·ldd + i] = src[i·lds + j] for i < ni ≤ 16, j < nj ≤ 16: masked loads and stores around one
+// register transpose, so edge blocks cost what full ones do.
+__attribute__((target("avx512f"))) void transpose_block16(const float* src, int64_t lds, int ni, int nj, float* dst,
+                                                          int64_t ldd) {
+  const __mmask16 cols = static_cast<__mmask16>((1u << nj) - 1), rows = static_cast<__mmask16>((1u << ni) - 1);
+  __m512 r[16];
+  for (int i = 0; i < 16; ++i) r[i] = i < ni ? _mm512_maskz_loadu_ps(cols, src + i * lds) : _mm512_setzero_ps();
+  transpose16x16_regs(r);
+  for (int j = 0; j < nj; ++j) _mm512_mask_storeu_ps(dst + j * ldd, rows, r[j]);
+}
 #pragma GCC diagnostic pop
 #endif
 
@@ -1163,27 +1174,6 @@ void gemm_nt_parallel_builtin(const GemmProblem& p, int threads) {
 }
 
 }  // namespace
-
-#ifdef SDMPI_X86
-#pragma GCC diagnostic push  // transpose16x16_regs inlined: see there
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#ifndef __clang__
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-namespace {
-// dst[j·ldd + i] = src[i·lds + j] for i < ni ≤ 16, j < nj ≤ 16: masked loads and stores around one
-// register transpose, so edge blocks cost what full ones do.
-__attribute__((target("avx512f"))) void transpose_block16(const float* src, int64_t lds, int ni, int nj, float* dst,
-                                                          int64_t ldd) {
-  const __mmask16 cols = static_cast<__mmask16>((1u << nj) - 1), rows = static_cast<__mmask16>((1u << ni) - 1);
-  __m512 r[16];
-  for (int i = 0; i < 16; ++i) r[i] = i < ni ? _mm512_maskz_loadu_ps(cols, src + i * lds) : _mm512_setzero_ps();
-  transpose16x16_regs(r);
-  for (int j = 0; j < nj; ++j) _mm512_mask_storeu_ps(dst + j * ldd, rows, r[j]);
-}
-}  // namespace
-#pragma GCC diagnostic pop
-#endif
 
 void transpose_copy(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd) {
 #ifdef SDMPI_X86
