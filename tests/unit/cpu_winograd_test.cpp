@@ -13,6 +13,7 @@
 #include <limits>
 #include <random>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -171,7 +172,7 @@ TEST(CpuWinograd, PlanReadsTheShapeOnly) {
   EXPECT_EQ(cpu::winograd_plan(256, 256, 128, 3, 3, 3, 1), 0);
 }
 
-// The kept transformed weights (WinogradWeightCache) give the bits of the per-call transform, hit
+// The kept transformed weights (KeptWeightCache) give the bits of the per-call transform, hit
 // after the first call, respect the budget, never keep pooled op outputs, and never serve a freed
 // weight's transform to a new weight at the same address.
 namespace {
@@ -200,16 +201,16 @@ bool same_bits(const float* a, const std::vector<float>& b) { return std::memcmp
 }  // namespace
 
 TEST(CpuWinogradCache, KeepsTheSameBitsAndHits) {
-  cpu::WinogradWeightCache cache(int64_t{64} << 20);
+  cpu::KeptWeightCache cache(int64_t{64} << 20);
   Tensor w = host_weight(40, 33, 1);
   int64_t floats = 0;
   for (bool packed : {false, true}) {
     if (packed && !packing_possible()) continue;
     for (int m : {2, 4}) {
-      const float* u = cache.get(w, m, packed, 2);
+      const float* u = cache.winograd(w, m, packed, 2);
       ASSERT_NE(u, nullptr);
       EXPECT_TRUE(same_bits(u, transform_per_call(m, w, packed))) << "F(" << m << ",3), packed " << packed;
-      EXPECT_EQ(cache.get(w, m, packed, 1), u) << "second call: the kept copy";
+      EXPECT_EQ(cache.winograd(w, m, packed, 1), u) << "second call: the kept copy";
       floats += cpu::winograd_kept_floats(m, 40, 33, packed);
     }
   }
@@ -221,40 +222,40 @@ TEST(CpuWinogradCache, KeepsTheSameBitsAndHits) {
 TEST(CpuWinogradCache, RespectsTheBudgetAndSkipsPooledTensors) {
   Tensor w = host_weight(64, 64, 2);
   const int64_t one = cpu::winograd_kept_floats(4, 64, 64, false) * 4;
-  cpu::WinogradWeightCache small(one - 1);
-  EXPECT_EQ(small.get(w, 4, false, 2), nullptr);
+  cpu::KeptWeightCache small(one - 1);
+  EXPECT_EQ(small.winograd(w, 4, false, 2), nullptr);
   EXPECT_EQ(small.bytes(), 0);
-  cpu::WinogradWeightCache none(0);
-  EXPECT_EQ(none.get(w, 4, false, 2), nullptr);
+  cpu::KeptWeightCache none(0);
+  EXPECT_EQ(none.winograd(w, 4, false, 2), nullptr);
   // Only uploaded weights are kept: an op output or any other host tensor may be written or reused.
   auto be = make_cpu_backend(1, 0);
   std::vector<float> host(static_cast<size_t>(w.numel()), 0.5f);
-  cpu::WinogradWeightCache cache(int64_t{64} << 20);
+  cpu::KeptWeightCache cache(int64_t{64} << 20);
   for (int64_t cout : {64, 4096}) {  // below and above the pool's smallest block
     std::vector<float> data(static_cast<size_t>(cout * 9 * 64), 0.5f);
-    EXPECT_EQ(cache.get(be->from_host(data.data(), {cout, 3, 3, 64}), 4, false, 2), nullptr) << cout;
+    EXPECT_EQ(cache.winograd(be->from_host(data.data(), {cout, 3, 3, 64}), 4, false, 2), nullptr) << cout;
   }
   Tensor plain = Tensor::host({64, 3, 3, 64});
-  EXPECT_EQ(cache.get(plain, 4, false, 2), nullptr);
+  EXPECT_EQ(cache.winograd(plain, 4, false, 2), nullptr);
   EXPECT_EQ(cache.bytes(), 0);
 }
 
 TEST(CpuWinogradCache, AFreedWeightsEntryIsNeverReused) {
-  cpu::WinogradWeightCache cache(int64_t{64} << 20);
+  cpu::KeptWeightCache cache(int64_t{64} << 20);
   // Weights freed and allocated again (one size, so malloc likely hands back the same address):
   // each must get its own transform, whatever the address.
   for (uint32_t seed = 10; seed < 16; ++seed) {
     Tensor w = host_weight(48, 40, seed);
-    const float* u = cache.get(w, 2, packing_possible(), 2);
+    const float* u = cache.winograd(w, 2, packing_possible(), 2);
     ASSERT_NE(u, nullptr);
     EXPECT_TRUE(same_bits(u, transform_per_call(2, w, packing_possible()))) << "seed " << seed;
   }
   // Entries of freed weights are dropped when the budget needs room (not before): a budget of
   // one entry still serves every new weight.
-  cpu::WinogradWeightCache one(cpu::winograd_kept_floats(2, 48, 40, false) * 4);
+  cpu::KeptWeightCache one(cpu::winograd_kept_floats(2, 48, 40, false) * 4);
   for (uint32_t seed = 20; seed < 23; ++seed) {
     Tensor w = host_weight(48, 40, seed);
-    const float* u = one.get(w, 2, false, 2);
+    const float* u = one.winograd(w, 2, false, 2);
     ASSERT_NE(u, nullptr) << "seed " << seed;
     EXPECT_TRUE(same_bits(u, transform_per_call(2, w, false))) << "seed " << seed;
   }
@@ -311,5 +312,109 @@ TEST(CpuWinogradCache, PackedFormEqualsTransformThenPack) {
         EXPECT_TRUE(same_bits(got.data(), expected)) << cout << "x" << cin << ", F(" << m << ",3), " << threads << " threads";
       }
     }
+  }
+}
+
+namespace {
+
+Tensor linear_weight(int64_t n, int64_t k, uint32_t seed) {
+  static auto be = make_cpu_backend(1, 0);
+  std::vector<float> v(static_cast<size_t>(n * k));
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, 0.1f);
+  for (float& x : v) x = dist(gen);
+  return be->upload_weight(WeightView("w", DType::F32, {n, k}, v.data()), WeightKind::Linear);
+}
+
+}  // namespace
+
+// The GEMM's kept panels (KeptWeightCache::gemm_panels): each of the `parts` blocks of rows packed
+// exactly as gemm_pack_weights packs it, one entry per (weight, parts), the kept copy on the next
+// call; nothing for tensors that are not uploaded weights or rows that do not split evenly.
+TEST(CpuKeptPanels, EachPartIsPackWeightsOfItsRows) {
+  if (!packing_possible()) GTEST_SKIP() << "the GEMM engine here is OpenBLAS: no packed panels";
+  cpu::KeptWeightCache cache(int64_t{64} << 20);
+  uint32_t seed = 30;
+  for (const auto& [n, k] : {std::pair<int64_t, int64_t>{80, 99}, {40, 7}, {66, 320}, {2560, 32}}) {
+    Tensor w = linear_weight(n, k, seed++);
+    for (int parts : {1, 2}) {
+      const float* got = cache.gemm_panels(w, parts);
+      ASSERT_NE(got, nullptr) << n << "x" << k << ", " << parts << " parts";
+      const int64_t rows = n / parts, part_floats = cpu::gemm_packed_floats(rows, k);
+      for (int p = 0; p < parts; ++p) {
+        std::vector<float> want(static_cast<size_t>(part_floats), -1.0f);
+        cpu::gemm_pack_weights(w.f32() + p * rows * k, rows, k, want.data());
+        EXPECT_TRUE(same_bits(got + p * part_floats, want)) << n << "x" << k << ", part " << p << " of " << parts;
+      }
+      EXPECT_EQ(cache.gemm_panels(w, parts), got) << "second call: the kept copy";
+    }
+  }
+  EXPECT_EQ(cache.gemm_panels(Tensor::host({64, 64}), 1), nullptr) << "not an uploaded weight";
+  EXPECT_EQ(cache.gemm_panels(linear_weight(33, 8, 5), 2), nullptr) << "33 rows in 2 parts";
+  cpu::KeptWeightCache none(0);
+  EXPECT_EQ(none.gemm_panels(linear_weight(64, 64, 6), 1), nullptr);
+  // Panels take at most a quarter of the budget; Winograd's transforms may use the rest.
+  Tensor w = linear_weight(64, 64, 7);
+  const int64_t panel_bytes = cpu::gemm_packed_floats(64, 64) * 4;
+  cpu::KeptWeightCache quarter(4 * panel_bytes), short_of_it(4 * panel_bytes - 64);
+  EXPECT_NE(quarter.gemm_panels(w, 1), nullptr);
+  EXPECT_EQ(short_of_it.gemm_panels(w, 1), nullptr);
+  EXPECT_EQ(short_of_it.bytes(), 0);
+}
+
+// The backend's products that would pack W on every call (more rows than the few-rows path takes)
+// read the kept panels instead: the same bits as packing per call (a backend with no budget), on
+// the first call (which makes the panels) and the next (which reads them).
+TEST(CpuKeptPanels, BackendGivesTheSameBitsWithAndWithoutKeptPanels) {
+  if (!packing_possible()) GTEST_SKIP() << "the GEMM engine here is OpenBLAS: no packed panels";
+  auto kept = make_cpu_backend(2, int64_t{256} << 20), per_call = make_cpu_backend(2, 0);
+  std::mt19937 gen(8);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  auto values = [&](int64_t n) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float& x : v) x = dist(gen);
+    return v;
+  };
+  auto check = [&](const std::string& what, auto&& op) {
+    const std::vector<float> want = per_call->to_host(op(*per_call));
+    for (int call = 0; call < 2; ++call) {
+      const std::vector<float> got = kept->to_host(op(*kept));
+      ASSERT_EQ(got.size(), want.size()) << what;
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * 4), 0) << what << ", call " << call;
+    }
+  };
+  // linear: 2 items × 300 rows, N = 50 (a partial panel), K = 70; with a residual too.
+  {
+    ASSERT_TRUE(cpu::gemm_packs_weights_per_call(600, 50, 70));
+    Tensor w = linear_weight(50, 70, 40);
+    const std::vector<float> xs = values(2 * 300 * 70), bs = values(50), rs = values(2 * 300 * 50);
+    check("linear", [&](Backend& be) {
+      Tensor x = be.from_host(xs.data(), {2, 300, 70}), b = be.from_host(bs.data(), {50});
+      Tensor r = be.from_host(rs.data(), {2, 300, 50});
+      return be.linear(x, w, &b, &r);
+    });
+  }
+  // GEGLU: the two halves of W [2·40, 96] kept as two parts.
+  {
+    ASSERT_TRUE(cpu::gemm_packs_weights_per_call(2 * 260, 40, 96));
+    Tensor w = linear_weight(80, 96, 41);
+    const std::vector<float> xs = values(2 * 260 * 96), bs = values(80);
+    check("linear_geglu", [&](Backend& be) {
+      Tensor x = be.from_host(xs.data(), {2, 260, 96}), b = be.from_host(bs.data(), {80});
+      return be.linear_geglu(x, w, &b);
+    });
+  }
+  // Convolutions on the product path: 1×1 (2 × 20×20 pixels) and 3×3 stride 2 (16×16 outputs).
+  for (const auto& [k, stride, side] : {std::tuple<int64_t, int, int64_t>{1, 1, 20}, {3, 2, 32}}) {
+    const int64_t cin = 24, cout = 36, out_side = side / stride;
+    ASSERT_TRUE(cpu::gemm_packs_weights_per_call(2 * out_side * out_side, cout, k * k * cin));
+    static auto uploader = make_cpu_backend(1, 0);
+    const std::vector<float> ws = values(cout * cin * k * k), xs = values(2 * side * side * cin), bs = values(cout);
+    Tensor w = uploader->upload_weight(WeightView("w", DType::F32, {cout, cin, k, k}, ws.data()), WeightKind::Conv);
+    const int pad = k == 3 ? 1 : 0;
+    check("conv " + std::to_string(k) + "x" + std::to_string(k) + " stride " + std::to_string(stride), [&](Backend& be) {
+      Tensor x = be.from_host(xs.data(), {2, side, side, cin}), b = be.from_host(bs.data(), {cout});
+      return be.conv2d(x, w, &b, stride, pad);
+    });
   }
 }

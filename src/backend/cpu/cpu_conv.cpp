@@ -48,7 +48,8 @@ int64_t column_tiles(const GemmProblem& p) {
 
 void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
                  int64_t Cout, int64_t kh, int64_t kw, int stride, int pad, const float* bias,
-                 const float* residual, float* y, int64_t Ho, int64_t Wo, int threads, const float* winograd_w) {
+                 const float* residual, float* y, int64_t Ho, int64_t Wo, int threads, const float* winograd_w,
+                 const float* w_packed) {
   if (const int m = winograd_plan(Ho, Wo, Cin, Cout, kh, kw, stride)) {
     conv3x3_winograd_nhwc(m, x, B, H, W, Cin, w, Cout, pad, bias, residual, y, Ho, Wo, threads, winograd_w);
     return;
@@ -59,6 +60,7 @@ void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, c
   p.N = Cout;
   p.K = kh * kw * Cin;
   p.W = w;
+  p.W_packed = w_packed;
   p.C = y;
   p.ldc = Cout;
   p.c_item_stride = Ho * Wo * Cout;
@@ -137,8 +139,9 @@ GemmProblem rows_problem(const float* x, int64_t items, int64_t rows, int64_t K,
 }  // namespace
 
 void linear_rows(const float* x, int64_t items, int64_t rows, int64_t K, const float* w, int64_t N,
-                 const float* bias, const float* residual, float* y, int threads) {
+                 const float* bias, const float* residual, float* y, int threads, const float* w_packed) {
   GemmProblem p = rows_problem(x, items, rows, K, w, N, y);
+  p.W_packed = w_packed;
   if (bias || residual) {
     const int64_t res_stride = rows * N;
     p.epilogue = [=](const GemmTile& t, float* c) {
@@ -153,12 +156,14 @@ void linear_rows(const float* x, int64_t items, int64_t rows, int64_t K, const f
 // then geglu_rows, the [rows, 2C] projection is never written and read back, and no separate pass
 // runs (each output is still one FMA chain: a product's bits do not depend on its columns).
 void linear_geglu_rows(const float* x, int64_t items, int64_t rows, int64_t K, const float* w, int64_t C,
-                       const float* bias, float* gate, float* y, int threads) {
+                       const float* bias, float* gate, float* y, int threads, const float* w_packed) {
   GemmProblem p = rows_problem(x, items, rows, K, w + C * K, C, gate);
+  p.W_packed = w_packed ? w_packed + gemm_packed_floats(C, K) : nullptr;
   const float* gate_bias = bias ? bias + C : nullptr;
   p.epilogue = [=](const GemmTile& t, float* c) { gelu_bias_block(c, t.mn, t.nn, C, gate_bias ? gate_bias + t.n0 : nullptr); };
   gemm_nt_parallel(p, threads);
   p.W = w;
+  p.W_packed = w_packed;
   p.C = y;
   p.epilogue = [=](const GemmTile& t, float* c) {
     const float* g = gate + t.item * rows * C + t.m0 * C + t.n0;

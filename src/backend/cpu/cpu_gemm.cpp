@@ -1211,6 +1211,14 @@ bool gemm_reads_weights_in_place(int64_t rows, int64_t N, int64_t K) {
          N >= transposed_kernel().group && K > 0;
 }
 
+bool gemm_packs_weights_per_call(int64_t rows, int64_t N, int64_t K) {
+  if (gemm_engine() != GemmEngine::Builtin || rows <= 0 || N <= 4 || K <= 0) return false;
+#ifdef SDMPI_X86
+  if (rows <= kTinyRows && simd_isa() == SimdIsa::Avx512) return false;  // gemm_tiny_rows
+#endif
+  return !gemm_reads_weights_in_place(rows, N, K);
+}
+
 void gemm_nt_parallel(const GemmProblem& p, int threads) {
   if (p.W_packed && gemm_engine() != GemmEngine::Builtin)
     throw Error("gemm_nt_parallel: packed weights need the built-in GEMM");

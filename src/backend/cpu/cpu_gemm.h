@@ -117,6 +117,12 @@ void transpose_copy(const float* src, int64_t lds, int64_t rows, int64_t cols, f
 // which is slower there (gemm_small_rows, cpu_gemm.cpp). The same bits either way.
 bool gemm_reads_weights_in_place(int64_t rows, int64_t N, int64_t K);
 
+// Whether gemm_nt_parallel, for a product of `rows` (merged) rows, N columns and depth K with a
+// plain W, packs all of W into panels on the call: then W packed in advance (W_packed, e.g. kept by
+// the backend, cpu_memory.h) spares it that pass and gives the same bits. False where it reads W in
+// place (few rows, N ≤ 4) or OpenBLAS is the engine.
+bool gemm_packs_weights_per_call(int64_t rows, int64_t N, int64_t K);
+
 // The built-in driver's panel layout of a weight W [N, K] (what it would pack on every call); dst
 // 64-byte aligned.
 int64_t gemm_packed_floats(int64_t N, int64_t K);

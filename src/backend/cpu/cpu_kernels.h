@@ -12,11 +12,13 @@ namespace sdmpi::cpu {
 // ---- cpu_conv.cpp ---------------------------------------------------------------------------------
 // y[b] = x[b] ⊛ w (+ bias) (+ residual), per batch item; w is [Cout, kh, kw, Cin].
 // `winograd_w`: the layer's transformed weights when it takes Winograd's path (winograd_plan) and
-// the caller keeps them (winograd_transform_weights), else null (transformed per call).
+// the caller keeps them (winograd_transform_weights), else null (transformed per call). `w_packed`:
+// w as [Cout, kh·kw·Cin] in gemm_pack_weights' layout when the caller keeps it, for a layer that
+// takes the product path where gemm_packs_weights_per_call(B·Ho·Wo, Cout, kh·kw·Cin), else null.
 void conv2d_nhwc(const float* x, int64_t B, int64_t H, int64_t W, int64_t Cin, const float* w,
                  int64_t Cout, int64_t kh, int64_t kw, int stride, int pad, const float* bias,
                  const float* residual, float* y, int64_t Ho, int64_t Wo, int threads,
-                 const float* winograd_w = nullptr);
+                 const float* winograd_w = nullptr, const float* w_packed = nullptr);
 // ---- cpu_winograd.cpp -------------------------------------------------------------------------------
 // The tile size m (4: F(4,3), 2: F(2,3)) a convolution of this shape takes Winograd's path with, or
 // 0 for the direct one. Depends on the layer's shape and per-item output size only (never on the
@@ -52,13 +54,17 @@ int64_t winograd_kept_floats(int m, int64_t Cout, int64_t Cin, bool packed);
 void winograd_prepare_weights(int m, const float* w, int64_t Cout, int64_t Cin, bool packed, float* dst,
                               int threads);
 // y[i] = x[i] · wᵀ (+ bias) (+ residual) for `items` independent [rows, K] blocks; w is [N, K].
+// `w_packed` (optional): w in gemm_pack_weights' layout, for products where
+// gemm_packs_weights_per_call(items·rows, N, K) (the same bits, without packing w on the call).
 void linear_rows(const float* x, int64_t items, int64_t rows, int64_t K, const float* w, int64_t N,
-                 const float* bias, const float* residual, float* y, int threads);
+                 const float* bias, const float* residual, float* y, int threads, const float* w_packed = nullptr);
 // diffusers' GEGLU after its projection, fused: with h = x · wᵀ + bias ([.., 2C], w [2C, K]),
 // y = h[:, :C] · gelu(h[:, C:]) ([.., C]), the bits of linear_rows then geglu_rows. `gate` is
 // scratch of items·rows·C floats.
+// `w_packed` (optional): w's two halves [C, K] each in gemm_pack_weights' layout, the first half's
+// then the second's (KeptWeightCache::gemm_panels with 2 parts).
 void linear_geglu_rows(const float* x, int64_t items, int64_t rows, int64_t K, const float* w, int64_t C,
-                       const float* bias, float* gate, float* y, int threads);
+                       const float* bias, float* gate, float* y, int threads, const float* w_packed = nullptr);
 
 // ---- cpu_norm.cpp -----------------------------------------------------------------------------------
 void group_norm_nhwc(const float* x, int64_t B, int64_t HW, int64_t C, int64_t groups,

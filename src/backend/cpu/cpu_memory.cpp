@@ -1,6 +1,7 @@
 // Recycled host blocks for the CPU backend (see cpu_memory.h).
 #include "backend/cpu/cpu_memory.h"
 
+#include "backend/cpu/cpu_gemm.h"
 #include "backend/cpu/cpu_kernels.h"
 
 #include <sys/mman.h>
@@ -90,10 +91,11 @@ OwnedWeightStorage::OwnedWeightStorage(size_t bytes)
 
 OwnedWeightStorage::~OwnedWeightStorage() { std::free(data_); }
 
-void WinogradWeightCache::drop_expired() {
+void KeptWeightCache::drop_expired() {
   for (auto it = entries_.begin(); it != entries_.end();) {
     if (it->second.owner.expired()) {
       used_ -= it->second.bytes;
+      if (it->second.panels) used_by_panels_ -= it->second.bytes;
       it = entries_.erase(it);
     } else {
       ++it;
@@ -101,38 +103,58 @@ void WinogradWeightCache::drop_expired() {
   }
 }
 
-const float* WinogradWeightCache::get(const Tensor& w, int m, bool packed, int threads) {
+const float* KeptWeightCache::find_or_make(const Tensor& w, int kind, bool packed, int64_t floats,
+                                           const std::function<void(float*)>& make) {
   const std::shared_ptr<Storage>& storage = w.storage();
-  if (budget_ <= 0 || !storage || !dynamic_cast<const WeightStorage*>(storage.get()) || w.rank() != 4) return nullptr;
-  const int64_t cout = w.dim(0), cin = w.dim(3);
-  const int64_t floats_bytes = winograd_kept_floats(m, cout, cin, packed) * static_cast<int64_t>(sizeof(float));
+  if (budget_ <= 0 || !storage || !dynamic_cast<const WeightStorage*>(storage.get())) return nullptr;
   // On huge pages from 2 MiB on (allocate_host): a first image fills gigabytes of these, and 4 KiB
   // page faults were a visible part of its time. The budget counts what is allocated.
-  const int64_t bytes = (floats_bytes + 63) / 64 * 64;
-  const auto key = std::make_tuple(static_cast<const Storage*>(storage.get()), static_cast<const void*>(w.raw()), m, packed);
+  const int64_t bytes = (floats * static_cast<int64_t>(sizeof(float)) + 63) / 64 * 64;
+  const auto key = std::make_tuple(static_cast<const Storage*>(storage.get()), static_cast<const void*>(w.raw()), kind, packed);
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(key);
   if (it != entries_.end()) {
     if (it->second.owner.lock() == storage) return it->second.data.get();
     used_ -= it->second.bytes;  // a freed weight's entry; its address was reused
+    if (it->second.panels) used_by_panels_ -= it->second.bytes;
     entries_.erase(it);
   }
   drop_expired();  // freed weights' copies go now, not when the budget runs out
-  if (used_ + bytes > budget_) return nullptr;
+  const bool panels = kind < 0;
+  if (used_ + bytes > budget_ || (panels && used_by_panels_ + bytes > budget_ / 4)) return nullptr;
   Entry e;
   e.owner = storage;
   try {
     e.data.reset(static_cast<float*>(allocate_host(static_cast<size_t>(bytes))));
   } catch (const std::bad_alloc&) {
-    return nullptr;  // the layer transforms per call instead
+    return nullptr;  // the layer derives its form per call instead
   }
   e.bytes = bytes;
-  winograd_prepare_weights(m, w.f32(), cout, cin, packed, e.data.get(), threads);
+  e.panels = panels;
+  make(e.data.get());
   used_ += bytes;
+  if (panels) used_by_panels_ += bytes;
   return entries_.emplace(key, std::move(e)).first->second.data.get();
 }
 
-int64_t WinogradWeightCache::bytes() const {
+const float* KeptWeightCache::winograd(const Tensor& w, int m, bool packed, int threads) {
+  if (w.rank() != 4) return nullptr;
+  const int64_t cout = w.dim(0), cin = w.dim(3);
+  return find_or_make(w, m, packed, winograd_kept_floats(m, cout, cin, packed),
+                      [&](float* dst) { winograd_prepare_weights(m, w.f32(), cout, cin, packed, dst, threads); });
+}
+
+const float* KeptWeightCache::gemm_panels(const Tensor& w, int parts) {
+  if (w.rank() < 2 || parts < 1 || w.dim(0) % parts != 0) return nullptr;
+  const int64_t N = w.dim(0) / parts, K = N > 0 ? w.numel() / w.dim(0) : 0;
+  if (N <= 0 || K <= 0) return nullptr;
+  const int64_t part_floats = gemm_packed_floats(N, K);
+  return find_or_make(w, -parts, true, parts * part_floats, [&](float* dst) {
+    for (int p = 0; p < parts; ++p) gemm_pack_weights(w.f32() + p * N * K, N, K, dst + p * part_floats);
+  });
+}
+
+int64_t KeptWeightCache::bytes() const {
   std::lock_guard<std::mutex> lock(mu_);
   return used_;
 }

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -71,20 +72,33 @@ class HostBlockPool : public std::enable_shared_from_this<HostBlockPool> {
   size_t max_cached_;
 };
 
-// Winograd's transformed weights (cpu_winograd.cpp), one copy per (weight, tile size, form), made on a
-// layer's first call and kept within a byte budget; past it, layers are transformed per call. The
-// transform is 20-35% of a Winograd layer's time where few tiles share each weight (the UNet's
-// 8×8-32×32 maps), and a kept copy is 16/9 (F(2,3)) or 4× (F(4,3)) the layer's weights, so the
-// budget is what the resource plan leaves free (docs/design.md, CPU backend). An entry holds a weak
-// reference to its weight's storage: a weight freed (a model unloaded, a LoRA set unmerged) frees
-// its entry's claim, and a new weight at the same address is never mistaken for it. Only uploaded
-// weights (WeightStorage) are kept: other tensors may be written or reused with other contents.
-class WinogradWeightCache {
+// Forms the backend derives from uploaded weights and keeps, one copy per (weight, form), made on a
+// layer's first call and kept within one byte budget; past it, a layer derives its form per call
+// (the same bits). Two kinds:
+// - Winograd's transformed weights (cpu_winograd.cpp). The transform is 20-35% of a Winograd
+//   layer's time where few tiles share each weight (the UNet's 8×8-32×32 maps), and a kept copy is
+//   16/9 (F(2,3)) or 4× (F(4,3)) the layer's weights, so the budget is what the resource plan
+//   leaves free (docs/design.md, CPU backend).
+// - The GEMM's packed panels of a linear's or a direct convolution's weight, for the products that
+//   would otherwise pack W on every call (gemm_packs_weights_per_call: more rows than the few-rows
+//   path takes, e.g. the UNet's 32×32 and 16×16 levels): the size of the weight itself. They save
+//   1-5% of those products (a pack of W per call), Winograd's transforms 20-35% of their layers,
+//   so panels may take at most a quarter of the budget: a large model's panels never crowd out the
+//   transforms of the layers that come after them in a step.
+// An entry holds a weak reference to its weight's storage: a weight freed (a model unloaded, a
+// LoRA set unmerged) frees its entry's claim, and a new weight at the same address is never
+// mistaken for it. Only uploaded weights (WeightStorage) are kept: other tensors may be written or
+// reused with other contents.
+class KeptWeightCache {
  public:
-  explicit WinogradWeightCache(int64_t budget_bytes) : budget_(budget_bytes) {}
+  explicit KeptWeightCache(int64_t budget_bytes) : budget_(budget_bytes) {}
   // The transformed weights of w under F(m,3) in the given form (winograd_kept_packed), or null
   // when they do not fit the budget.
-  const float* get(const Tensor& w, int m, bool packed, int threads);
+  const float* winograd(const Tensor& w, int m, bool packed, int threads);
+  // w as [N, K] (N = its first dimension: a linear's [N, K], a convolution's OHWI [Cout, kh·kw·Cin])
+  // cut into `parts` equal blocks of rows, each packed as gemm_pack_weights packs it, one after
+  // the other (part p at p · gemm_packed_floats(N / parts, K)); null when it does not fit.
+  const float* gemm_panels(const Tensor& w, int parts);
   int64_t bytes() const;
   int64_t budget() const { return budget_; }
 
@@ -93,16 +107,21 @@ class WinogradWeightCache {
     std::weak_ptr<Storage> owner;
     std::unique_ptr<float, HostFree> data;  // 64-byte aligned: the GEMM's micro-kernels load panels aligned
     int64_t bytes = 0;
+    bool panels = false;
   };
+  // The entry for (w, kind, packed), made by make(dst) into `floats` floats when missing and within
+  // the budget; kind: m (2, 4) for Winograd, -parts for GEMM panels.
+  const float* find_or_make(const Tensor& w, int kind, bool packed, int64_t floats,
+                            const std::function<void(float*)>& make);
   void drop_expired();  // with mu_ held
   mutable std::mutex mu_;
-  std::map<std::tuple<const Storage*, const void*, int, bool>, Entry> entries_;  // (storage, first element, m, packed)
-  int64_t used_ = 0;
+  std::map<std::tuple<const Storage*, const void*, int, bool>, Entry> entries_;  // (storage, first element, kind, packed)
+  int64_t used_ = 0, used_by_panels_ = 0;
   int64_t budget_;
 };
 
 // Storage of an uploaded weight, written once at upload and never after: the only tensors whose
-// derived forms (WinogradWeightCache) the backend keeps.
+// derived forms (KeptWeightCache) the backend keeps.
 class WeightStorage : public Storage {
  protected:
   using Storage::Storage;

@@ -9,7 +9,7 @@
 // Data flow per block of tiles: input transform (patch → V, per tile, vectorised across
 // channels) → 36 (16) GEMMs → output transform (M → Y, + bias, + residual, in torch's order). The
 // weights' transform U = G g Gᵀ is 4× (F(4,3)) or 16/9 (F(2,3)) of the weights: the backend keeps
-// it per layer while its memory budget allows (WinogradWeightCache, cpu_memory.h), already packed
+// it per layer while its memory budget allows (KeptWeightCache, cpu_memory.h), already packed
 // for the GEMM, and passes it in; otherwise it is computed here on every call and packed by the
 // GEMM (together 20-35% of the layer's time on the 8×8-32×32 maps, where few tiles share each
 // transformed weight). Kept or not, U has the same bits.
