@@ -405,7 +405,10 @@ TEST(CpuKeptPanels, BackendGivesTheSameBitsWithAndWithoutKeptPanels) {
     });
   }
   // Convolutions on the product path: 1×1 (2 × 20×20 pixels) and 3×3 stride 2 (16×16 outputs).
-  for (const auto& [k, stride, side] : {std::tuple<int64_t, int, int64_t>{1, 1, 20}, {3, 2, 32}}) {
+  for (const auto& shape : {std::tuple<int64_t, int, int64_t>{1, 1, 20}, {3, 2, 32}}) {
+    // Plain locals, not structured bindings: the lambda below captures them (clang 14 refuses).
+    const int64_t k = std::get<0>(shape), side = std::get<2>(shape);
+    const int stride = std::get<1>(shape);
     const int64_t cin = 24, cout = 36, out_side = side / stride;
     ASSERT_TRUE(cpu::gemm_packs_weights_per_call(2 * out_side * out_side, cout, k * k * cin));
     static auto uploader = make_cpu_backend(1, 0);
