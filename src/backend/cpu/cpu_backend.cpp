@@ -56,7 +56,7 @@ size_t pool_cap_bytes() {
 // the caller allows (-1: a quarter of the memory available now), at most 8 GiB or
 // SDMPI_CPU_WINOGRAD_CACHE_MB. (SD 1.5 at 256×256 keeps about
 // 2.9 GB, UNet and VAE; at 512×512 about 5 GB by the layers' sizes.)
-int64_t winograd_cache_budget(int64_t requested) {
+int64_t kept_weights_budget(int64_t requested) {
   int64_t cap = int64_t{8} << 30;
   if (const char* env = std::getenv("SDMPI_CPU_WINOGRAD_CACHE_MB")) {
     char* end = nullptr;
@@ -77,7 +77,7 @@ class CpuBackend final : public Backend {
   CpuBackend(int threads, int64_t winograd_cache_bytes)
       : threads_(threads > 0 ? threads : std::max(1, omp_get_max_threads())),
         pool_(std::make_shared<cpu::HostBlockPool>(pool_cap_bytes())),
-        kept_weights_(winograd_cache_budget(winograd_cache_bytes)) {
+        kept_weights_(kept_weights_budget(winograd_cache_bytes)) {
     cpu::set_blas_single_threaded();
     // A bad SDMPI_CPU_GEMM / SDMPI_CPU_CONV is reported here, once, before any work.
     cpu::gemm_engine();
@@ -86,7 +86,7 @@ class CpuBackend final : public Backend {
 
   std::string name() const override {
     return "cpu (" + std::to_string(threads_) + (threads_ == 1 ? " thread, " : " threads, ") +
-           cpu::gemm_library_name() + ", " + cpu::conv_mode_name() + winograd_kept() + ", " +
+           cpu::gemm_library_name() + ", " + cpu::conv_mode_name() + kept_weights_note() + ", " +
            cpu::simd_isa_name() +
            bf16_note() + ")";
   }
@@ -98,7 +98,7 @@ class CpuBackend final : public Backend {
   }
   // " (transformed and packed weights kept up to 2.0 GiB)" when the budget allows any
   // (KeptWeightCache: Winograd's transforms, the GEMM's packed panels on our engine).
-  std::string winograd_kept() const {
+  std::string kept_weights_note() const {
     const bool transformed = cpu::winograd_enabled(), packed = cpu::gemm_engine() == cpu::GemmEngine::Builtin;
     if (kept_weights_.budget() <= 0 || (!transformed && !packed)) return "";
     char buf[96];

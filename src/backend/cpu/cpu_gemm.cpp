@@ -61,7 +61,7 @@ constexpr int64_t kBuiltinMinTiles = 8;
 
 // C[MR×NR] (row stride ldc) = (accumulate ? C : 0) + Σ_k a[k][i] · b[k][j], one FMA per k. `next_b`
 // (null: none) is the B micro-panel the caller's next call will read (kc × NR floats): the vector
-// kernels prefetch it into L2 while they compute (see kPanelPrefetch below).
+// kernels prefetch it into L2 while they compute (Prefetch::NextPanel below).
 using KernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate,
                           const float* next_b);
 
@@ -178,6 +178,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2_6x16(int64_t kc, const floa
 // the current k, which never covered a row's first 512 floats and, with K blocks of 320, landed in
 // the next K block: at K = 640 half of W arrived on demand. Keeping both was slower than this alone
 // (more prefetches than lines needed), and an L1 hint slower than L2.
+
 // R × 32 outputs in 2R zmm accumulators: c[i][j] (+)= Σ_k x(i, k) · v[k·32 + j].
 template <int R, Broadcast kFrom, Prefetch kPrefetch = Prefetch::None>
 __attribute__((target("avx512f"))) inline void avx512_rx32(int64_t kc, const float* x, int64_t ldx, const float* v,
@@ -861,10 +862,6 @@ void kernel_portable_wt_4x8_streaming(int64_t kc, const float* w, int64_t ldw, c
   kernel_portable_wt_4x8(kc, w, ldw, a, ct, ldt, accumulate);
 }
 
-bool small_rows_path(const GemmProblem& p, int64_t rows) {
-  return !p.W_packed && gemm_reads_weights_in_place(rows, p.N, p.K);
-}
-
 // The few-rows paths' (group, row) → (item, row of that item): with the items merged into one
 // product, row r is row r % M of item r / M; otherwise each group is one item.
 std::pair<int64_t, int64_t> locate_row(const GemmProblem& p, bool merge, int64_t group, int64_t r) {
@@ -1012,13 +1009,18 @@ __attribute__((target("avx512f"))) void tiny_rows_avx512(const float* a, int64_t
 #pragma GCC diagnostic pop
 #endif
 
-bool tiny_rows_path(const GemmProblem& p, int64_t rows) {
+// Which of the driver's paths a product of `rows` (merged) rows × N × K takes: the one place that
+// decides, for the driver and for gemm_packs_weights_per_call. Weights packed in advance always
+// take the packed path.
+enum class BuiltinPath { Dot, TinyRows, SmallRows, Packed };
+
+BuiltinPath builtin_path(int64_t rows, int64_t N, int64_t K, bool w_packed) {
+  if (w_packed || K <= 0) return BuiltinPath::Packed;
+  if (N <= 4) return BuiltinPath::Dot;
 #ifdef SDMPI_X86
-  return !p.W_packed && rows <= kTinyRows && p.K > 0 && simd_isa() == SimdIsa::Avx512;
-#else
-  (void)p, (void)rows;
-  return false;
+  if (rows <= kTinyRows && simd_isa() == SimdIsa::Avx512) return BuiltinPath::TinyRows;
 #endif
+  return gemm_reads_weights_in_place(rows, N, K) ? BuiltinPath::SmallRows : BuiltinPath::Packed;
 }
 
 // `groups` products of `rows` ≤ 4 rows each (merged as in gemm_small_rows), in tasks of kTinyChunk
@@ -1076,22 +1078,16 @@ void gemm_tiny_rows(const GemmProblem& p, bool merge, int64_t groups, int64_t ro
 void gemm_nt_parallel_builtin(const GemmProblem& p, int threads) {
   if (p.items <= 0 || p.M <= 0 || p.N <= 0) return;
   const MicroKernel& mk = micro_kernel_for(p.N);
-  if (p.N <= 4 && p.K > 0 && !p.W_packed) {
-    gemm_nt_parallel_dot(p, threads);
-    return;
-  }
   const bool prepacked = p.W_packed != nullptr;
   const bool merge = p.items > 1 && p.w_item_stride == 0 && p.c_item_stride == p.M * p.ldc &&
                      (p.gather_a || p.a_item_stride == p.M * p.lda);
   const int64_t groups = merge ? 1 : p.items;           // products with their own W
   const int64_t rows = merge ? p.items * p.M : p.M;     // rows per product
-  if (tiny_rows_path(p, rows)) {
-    gemm_tiny_rows(p, merge, groups, rows, threads);
-    return;
-  }
-  if (small_rows_path(p, rows)) {
-    gemm_small_rows(p, merge, groups, rows, threads);
-    return;
+  switch (builtin_path(rows, p.N, p.K, prepacked)) {
+    case BuiltinPath::Dot: gemm_nt_parallel_dot(p, threads); return;
+    case BuiltinPath::TinyRows: gemm_tiny_rows(p, merge, groups, rows, threads); return;
+    case BuiltinPath::SmallRows: gemm_small_rows(p, merge, groups, rows, threads); return;
+    case BuiltinPath::Packed: break;
   }
   const TileGrid g = builtin_tile_grid(rows, p.N, p.K, groups);
   const int64_t per_group = g.mt * g.nt, total = groups * per_group;
@@ -1212,11 +1208,8 @@ bool gemm_reads_weights_in_place(int64_t rows, int64_t N, int64_t K) {
 }
 
 bool gemm_packs_weights_per_call(int64_t rows, int64_t N, int64_t K) {
-  if (gemm_engine() != GemmEngine::Builtin || rows <= 0 || N <= 4 || K <= 0) return false;
-#ifdef SDMPI_X86
-  if (rows <= kTinyRows && simd_isa() == SimdIsa::Avx512) return false;  // gemm_tiny_rows
-#endif
-  return !gemm_reads_weights_in_place(rows, N, K);
+  return gemm_engine() == GemmEngine::Builtin && rows > 0 && N > 0 && K > 0 &&
+         builtin_path(rows, N, K, false) == BuiltinPath::Packed;
 }
 
 void gemm_nt_parallel(const GemmProblem& p, int threads) {

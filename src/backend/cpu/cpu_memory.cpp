@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <iterator>
 #include <new>
 
 namespace sdmpi::cpu {
@@ -91,15 +92,17 @@ OwnedWeightStorage::OwnedWeightStorage(size_t bytes)
 
 OwnedWeightStorage::~OwnedWeightStorage() { std::free(data_); }
 
+void KeptWeightCache::forget(std::map<Key, Entry>::iterator it) {
+  used_ -= it->second.bytes;
+  if (is_panels(it->first)) used_by_panels_ -= it->second.bytes;
+  entries_.erase(it);
+}
+
 void KeptWeightCache::drop_expired() {
   for (auto it = entries_.begin(); it != entries_.end();) {
-    if (it->second.owner.expired()) {
-      used_ -= it->second.bytes;
-      if (it->second.panels) used_by_panels_ -= it->second.bytes;
-      it = entries_.erase(it);
-    } else {
-      ++it;
-    }
+    auto next = std::next(it);
+    if (it->second.owner.expired()) forget(it);
+    it = next;
   }
 }
 
@@ -110,17 +113,15 @@ const float* KeptWeightCache::find_or_make(const Tensor& w, int kind, bool packe
   // On huge pages from 2 MiB on (allocate_host): a first image fills gigabytes of these, and 4 KiB
   // page faults were a visible part of its time. The budget counts what is allocated.
   const int64_t bytes = (floats * static_cast<int64_t>(sizeof(float)) + 63) / 64 * 64;
-  const auto key = std::make_tuple(static_cast<const Storage*>(storage.get()), static_cast<const void*>(w.raw()), kind, packed);
+  const Key key{storage.get(), w.raw(), kind, packed};
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(key);
   if (it != entries_.end()) {
     if (it->second.owner.lock() == storage) return it->second.data.get();
-    used_ -= it->second.bytes;  // a freed weight's entry; its address was reused
-    if (it->second.panels) used_by_panels_ -= it->second.bytes;
-    entries_.erase(it);
+    forget(it);  // a freed weight's entry; its address was reused
   }
   drop_expired();  // freed weights' copies go now, not when the budget runs out
-  const bool panels = kind < 0;
+  const bool panels = is_panels(key);
   if (used_ + bytes > budget_ || (panels && used_by_panels_ + bytes > budget_ / 4)) return nullptr;
   Entry e;
   e.owner = storage;
@@ -130,7 +131,6 @@ const float* KeptWeightCache::find_or_make(const Tensor& w, int kind, bool packe
     return nullptr;  // the layer derives its form per call instead
   }
   e.bytes = bytes;
-  e.panels = panels;
   make(e.data.get());
   used_ += bytes;
   if (panels) used_by_panels_ += bytes;

@@ -107,15 +107,17 @@ class KeptWeightCache {
     std::weak_ptr<Storage> owner;
     std::unique_ptr<float, HostFree> data;  // 64-byte aligned: the GEMM's micro-kernels load panels aligned
     int64_t bytes = 0;
-    bool panels = false;
   };
+  using Key = std::tuple<const Storage*, const void*, int, bool>;  // (storage, first element, kind, packed)
+  static bool is_panels(const Key& key) { return std::get<2>(key) < 0; }
+  void forget(std::map<Key, Entry>::iterator it);  // drops an entry and its claim on the budget
   // The entry for (w, kind, packed), made by make(dst) into `floats` floats when missing and within
   // the budget; kind: m (2, 4) for Winograd, -parts for GEMM panels.
   const float* find_or_make(const Tensor& w, int kind, bool packed, int64_t floats,
                             const std::function<void(float*)>& make);
   void drop_expired();  // with mu_ held
   mutable std::mutex mu_;
-  std::map<std::tuple<const Storage*, const void*, int, bool>, Entry> entries_;  // (storage, first element, kind, packed)
+  std::map<Key, Entry> entries_;
   int64_t used_ = 0, used_by_panels_ = 0;
   int64_t budget_;
 };
